@@ -1,0 +1,52 @@
+// Shared device helpers: dtype conversion, 16-byte packs, grid-stride loops.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+// Reads and writes happen in the storage type; all arithmetic is f32.
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f32(uint8_t v) { return (float)v; }
+
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+// N elements moved as one aligned load/store (16 bytes for f32 x4, f16/bf16 x8).
+template <typename T, int N> struct alignas(sizeof(T) * N) Pack {
+    T v[N];
+};
+
+// a * x + b * y with each product and the sum rounded separately, exactly as the tch composite
+// `x * lam + xp * (1 - lam)` computes it; the _rn intrinsics stop nvcc contracting it into an FMA.
+__device__ __forceinline__ float blend(float x, float lam, float xp, float one_minus_lam) {
+    return __fadd_rn(__fmul_rn(x, lam), __fmul_rn(xp, one_minus_lam));
+}
+
+// Partner of row i under the three pairings. Returns -1 for an out-of-range permutation entry
+// so the caller can write NaN instead of reading out of bounds.
+enum PairMode : int { PAIR_PERM = 0, PAIR_FLIP = 1, PAIR_ROLL = 2 };
+__device__ __forceinline__ int64_t partner_of(int64_t i, int64_t B, int mode, const int64_t* perm,
+                                              int64_t shift) {
+    if (mode == PAIR_FLIP) return B - 1 - i;
+    if (mode == PAIR_ROLL) return ((i - shift) % B + B) % B;
+    const int64_t p = perm[i];
+    return (p >= 0 && p < B) ? p : -1;
+}
+
+// Sample i's lambda: a per-sample vector when given, else the batch scalar.
+// one_minus_lam for the batch scalar comes from the host (f32(1 - lam) in f64, like tch's scalar
+// op); for per-sample lambdas it is 1 - lam_i in f32, like the tch tensor op.
+struct LamPair {
+    float lam, one_minus;
+};
+__device__ __forceinline__ LamPair lambda_of(int64_t i, const float* lam_vec, float lam, float one_minus) {
+    if (lam_vec == nullptr) return {lam, one_minus};
+    const float l = lam_vec[i];
+    return {l, __fsub_rn(1.0f, l)};
+}

@@ -1,0 +1,176 @@
+// Mixup and CutMix: one pass over the batch. Rows are samples, a row holds F = numel / B elements.
+// Grid: blockIdx.y strides over rows, x-threads stride over the row's packs, so no per-element
+// integer division and any grid size is valid (the host sizes it to the device).
+#include "common.cuh"
+
+#include <math.h>
+
+// out[i] = lam_i * x[i] + (1 - lam_i) * x[p(i)], reading and writing N elements at a time.
+// N > 1 only when the host has checked F % N == 0 and 16-byte alignment of x and out.
+template <typename T, int N>
+__device__ void mixup_rows(const T* __restrict__ x, T* __restrict__ out, const int64_t* perm,
+                           const float* lam_vec, float lam, float one_minus, int pair_mode,
+                           int64_t shift, int64_t B, int64_t F) {
+    const int64_t packs = F / N;
+    for (int64_t i = blockIdx.y; i < B; i += gridDim.y) {
+        const int64_t p = partner_of(i, B, pair_mode, perm, shift);
+        const LamPair l = lambda_of(i, lam_vec, lam, one_minus);
+        const Pack<T, N>* xi = reinterpret_cast<const Pack<T, N>*>(x + i * F);
+        Pack<T, N>* oi = reinterpret_cast<Pack<T, N>*>(out + i * F);
+        if (p < 0) {  // invalid permutation entry: make the row visibly wrong, read nothing
+            for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < packs;
+                 c += (int64_t)gridDim.x * blockDim.x) {
+                Pack<T, N> r;
+#pragma unroll
+                for (int k = 0; k < N; ++k) r.v[k] = from_f32<T>(NAN);
+                oi[c] = r;
+            }
+            continue;
+        }
+        const Pack<T, N>* xp = reinterpret_cast<const Pack<T, N>*>(x + p * F);
+        for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < packs;
+             c += (int64_t)gridDim.x * blockDim.x) {
+            const Pack<T, N> a = xi[c];
+            const Pack<T, N> b = xp[c];
+            Pack<T, N> r;
+#pragma unroll
+            for (int k = 0; k < N; ++k)
+                r.v[k] = from_f32<T>(blend(to_f32(a.v[k]), l.lam, to_f32(b.v[k]), l.one_minus));
+            oi[c] = r;
+        }
+    }
+}
+
+// In place with flip pairing: the thread that owns row i < B/2 also owns row B-1-i, so each
+// element is read once and written once. The middle row of an odd batch blends with itself.
+template <typename T, int N>
+__device__ void mixup_flip_inplace_rows(T* x, const float* lam_vec, float lam, float one_minus,
+                                        int64_t B, int64_t F) {
+    const int64_t packs = F / N;
+    const int64_t half_rows = (B + 1) / 2;
+    for (int64_t i = blockIdx.y; i < half_rows; i += gridDim.y) {
+        const int64_t j = B - 1 - i;
+        const LamPair li = lambda_of(i, lam_vec, lam, one_minus);
+        const LamPair lj = lambda_of(j, lam_vec, lam, one_minus);
+        Pack<T, N>* xi = reinterpret_cast<Pack<T, N>*>(x + i * F);
+        Pack<T, N>* xj = reinterpret_cast<Pack<T, N>*>(x + j * F);
+        for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < packs;
+             c += (int64_t)gridDim.x * blockDim.x) {
+            const Pack<T, N> a = xi[c];
+            const Pack<T, N> b = xj[c];
+            Pack<T, N> ri, rj;
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                const float fa = to_f32(a.v[k]), fb = to_f32(b.v[k]);
+                ri.v[k] = from_f32<T>(blend(fa, li.lam, fb, li.one_minus));
+                rj.v[k] = from_f32<T>(blend(fb, lj.lam, fa, lj.one_minus));
+            }
+            xi[c] = ri;
+            if (j != i) xj[c] = rj;
+        }
+    }
+}
+
+// u8 images [B, C, inner] in, normalised float out: v = x * scale[c] + bias[c] with
+// scale = 1 / (255 std_c), bias = -mean_c / std_c, then the blend. N u8 per load.
+template <typename T, int N>
+__device__ void mixup_u8_rows(const uint8_t* __restrict__ x, T* __restrict__ out, const int64_t* perm,
+                              const float* lam_vec, float lam, float one_minus, int pair_mode,
+                              int64_t shift, int64_t B, int64_t F, const float* scale,
+                              const float* bias, int64_t C, int64_t inner) {
+    const int64_t packs = F / N;
+    for (int64_t i = blockIdx.y; i < B; i += gridDim.y) {
+        const int64_t p = partner_of(i, B, pair_mode, perm, shift);
+        const LamPair l = lambda_of(i, lam_vec, lam, one_minus);
+        const Pack<uint8_t, N>* xi = reinterpret_cast<const Pack<uint8_t, N>*>(x + i * F);
+        const Pack<uint8_t, N>* xp = reinterpret_cast<const Pack<uint8_t, N>*>(x + (p < 0 ? i : p) * F);
+        Pack<T, N>* oi = reinterpret_cast<Pack<T, N>*>(out + i * F);
+        for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < packs;
+             c += (int64_t)gridDim.x * blockDim.x) {
+            const Pack<uint8_t, N> a = xi[c];
+            const Pack<uint8_t, N> b = xp[c];
+            Pack<T, N> r;
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                // N divides inner (checked on the host), so a pack never straddles two channels.
+                const int64_t ch = ((c * N) / inner) % C;
+                const float s = scale[ch], o = bias[ch];
+                const float va = __fadd_rn(__fmul_rn(to_f32(a.v[k]), s), o);
+                const float vb = __fadd_rn(__fmul_rn(to_f32(b.v[k]), s), o);
+                r.v[k] = from_f32<T>(p < 0 ? NAN : blend(va, l.lam, vb, l.one_minus));
+            }
+            oi[c] = r;
+        }
+    }
+}
+
+// CutMix on [B, C, H, W]: inside sample i's box the pixels come from its partner, outside from
+// itself. boxes is [B, 4] (y0, y1, x0, x1; half-open) or null for the one batch box.
+template <typename T>
+__device__ void cutmix_rows(const T* __restrict__ x, T* __restrict__ out, const int64_t* perm,
+                            int pair_mode, int64_t shift, const int64_t* boxes, int64_t by0,
+                            int64_t by1, int64_t bx0, int64_t bx1, int64_t B, int64_t C, int64_t H,
+                            int64_t W) {
+    const int64_t F = C * H * W;
+    for (int64_t i = blockIdx.y; i < B; i += gridDim.y) {
+        const int64_t p = partner_of(i, B, pair_mode, perm, shift);
+        int64_t y0 = by0, y1 = by1, x0 = bx0, x1 = bx1;
+        if (boxes != nullptr) {
+            y0 = boxes[4 * i + 0];
+            y1 = boxes[4 * i + 1];
+            x0 = boxes[4 * i + 2];
+            x1 = boxes[4 * i + 3];
+        }
+        for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < F;
+             e += (int64_t)gridDim.x * blockDim.x) {
+            const int64_t w = e % W;
+            const int64_t h = (e / W) % H;
+            const bool inside = h >= y0 && h < y1 && w >= x0 && w < x1;
+            T v;
+            if (!inside) v = x[i * F + e];
+            else if (p >= 0) v = x[p * F + e];
+            else v = from_f32<T>(NAN);
+            out[i * F + e] = v;
+        }
+    }
+}
+
+#define MIXUP_ENTRIES(SUFFIX, T)                                                                     \
+    extern "C" __global__ void mixup_##SUFFIX(const T* x, T* out, const int64_t* perm,               \
+                                              const float* lam_vec, float lam, float one_minus,       \
+                                              int pair_mode, int64_t shift, int64_t B, int64_t F,     \
+                                              int vectorized) {                                       \
+        if (vectorized)                                                                               \
+            mixup_rows<T, 16 / sizeof(T)>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F); \
+        else                                                                                          \
+            mixup_rows<T, 1>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F);         \
+    }                                                                                                 \
+    extern "C" __global__ void mixup_flip_inplace_##SUFFIX(T* x, const float* lam_vec, float lam,    \
+                                                           float one_minus, int64_t B, int64_t F,     \
+                                                           int vectorized) {                          \
+        if (vectorized)                                                                               \
+            mixup_flip_inplace_rows<T, 16 / sizeof(T)>(x, lam_vec, lam, one_minus, B, F);            \
+        else                                                                                          \
+            mixup_flip_inplace_rows<T, 1>(x, lam_vec, lam, one_minus, B, F);                         \
+    }                                                                                                 \
+    extern "C" __global__ void mixup_u8_##SUFFIX(                                                    \
+        const uint8_t* x, T* out, const int64_t* perm, const float* lam_vec, float lam,              \
+        float one_minus, int pair_mode, int64_t shift, int64_t B, int64_t F, const float* scale,     \
+        const float* bias, int64_t C, int64_t inner, int vectorized) {                               \
+        if (vectorized)                                                                               \
+            mixup_u8_rows<T, 4>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F, scale, \
+                                bias, C, inner);                                                      \
+        else                                                                                          \
+            mixup_u8_rows<T, 1>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F, scale, \
+                                bias, C, inner);                                                      \
+    }                                                                                                 \
+    extern "C" __global__ void cutmix_##SUFFIX(const T* x, T* out, const int64_t* perm, int pair_mode, \
+                                               int64_t shift, const int64_t* boxes, int64_t by0,      \
+                                               int64_t by1, int64_t bx0, int64_t bx1, int64_t B,      \
+                                               int64_t C, int64_t H, int64_t W) {                     \
+        cutmix_rows<T>(x, out, perm, pair_mode, shift, boxes, by0, by1, bx0, bx1, B, C, H, W);       \
+    }
+
+MIXUP_ENTRIES(f32, float)
+MIXUP_ENTRIES(f16, __half)
+MIXUP_ENTRIES(bf16, __nv_bfloat16)

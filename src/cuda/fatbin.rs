@@ -1,0 +1,50 @@
+//! The fatbin that build.rs compiled from kernels/*.cu, and the one list of kernel entry points
+//! the library launches. Launch sites take a [`Kernel`], which only this module can name, so a
+//! test that checks every [`Kernel::ALL`] entry against the fatbin covers every launch.
+
+static FATBIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/enlighten.fatbin"));
+
+/// The embedded fatbin (empty when the crate was built without nvcc).
+pub fn fatbin() -> &'static [u8] {
+    FATBIN
+}
+
+/// The name of an `extern "C"` kernel entry point in the fatbin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Kernel(&'static str);
+
+macro_rules! kernels {
+    ($($ident:ident = $name:literal),* $(,)?) => {
+        impl Kernel {
+            $(pub const $ident: Kernel = Kernel($name);)*
+            /// Every entry point the library launches.
+            pub const ALL: &'static [Kernel] = &[$(Kernel::$ident),*];
+        }
+    };
+}
+
+kernels! {
+    MIXUP_F32 = "mixup_f32", MIXUP_F16 = "mixup_f16", MIXUP_BF16 = "mixup_bf16",
+    MIXUP_FLIP_INPLACE_F32 = "mixup_flip_inplace_f32",
+    MIXUP_FLIP_INPLACE_F16 = "mixup_flip_inplace_f16",
+    MIXUP_FLIP_INPLACE_BF16 = "mixup_flip_inplace_bf16",
+    MIXUP_U8_F32 = "mixup_u8_f32", MIXUP_U8_F16 = "mixup_u8_f16", MIXUP_U8_BF16 = "mixup_u8_bf16",
+    CUTMIX_F32 = "cutmix_f32", CUTMIX_F16 = "cutmix_f16", CUTMIX_BF16 = "cutmix_bf16",
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+}
+
+/// Whether the fatbin holds an entry point with exactly this name. The fatbin is built
+/// uncompressed, so each entry's name appears NUL-terminated in the ELF string tables of its
+/// SASS images, preceded by a NUL or by the '.' of a section name such as `.text.NAME`.
+pub fn fatbin_has_entry(name: &str) -> bool {
+    let needle: Vec<u8> = name.bytes().chain([0]).collect();
+    FATBIN
+        .windows(needle.len())
+        .enumerate()
+        .any(|(at, w)| w == needle.as_slice() && at > 0 && matches!(FATBIN[at - 1], 0 | b'.'))
+}

@@ -1,0 +1,19 @@
+//! Runtime glue between tch tensors and enlighten's CUDA kernels, and nothing else: the driver
+//! probe, loading libtorch_cuda, the embedded fatbin, a per-device module cache and a launch
+//! helper over raw tensor pointers.
+//!
+//! Streams: every kernel is launched on the legacy null stream, which is also PyTorch's default
+//! stream, so enlighten's launches are ordered with tch ops on that stream. If you run tch work on
+//! your own streams, synchronise them with the default stream before and after calling an op.
+
+mod device;
+mod fatbin;
+mod launch;
+mod libtorch;
+mod probe;
+
+pub use fatbin::{fatbin, fatbin_has_entry, Kernel};
+pub use libtorch::load_libtorch_cuda;
+pub use probe::{probe, CudaInfo, Unavailable};
+
+pub(crate) use launch::{Grid, Launch};

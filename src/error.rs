@@ -1,0 +1,56 @@
+//! The crate's one error type. Every argument error names the argument, what was expected and
+//! what came, so a message alone tells the user what to fix.
+
+use crate::cuda::Unavailable;
+
+/// Result alias used throughout enlighten.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor has the wrong shape or rank, or two tensors disagree.
+    #[error("`{arg}`: expected shape {expected}, got {got}")]
+    Shape { arg: &'static str, expected: String, got: String },
+
+    /// A tensor has a dtype the op does not accept.
+    #[error("`{arg}`: expected dtype {expected}, got {got:?}")]
+    Dtype { arg: &'static str, expected: String, got: tch::Kind },
+
+    /// Tensors that must live together are on different devices, or on an unsupported one.
+    #[error("`{arg}`: expected device {expected}, got {got:?}")]
+    Device { arg: &'static str, expected: String, got: tch::Device },
+
+    /// A value is out of its allowed range (a share outside [0, 1), a label >= classes, ...).
+    #[error("`{arg}`: expected {expected}, got {got}")]
+    Value { arg: &'static str, expected: String, got: String },
+
+    /// An output tensor must be contiguous so the op can write it in place.
+    #[error("`{arg}`: expected a contiguous tensor, got strides {strides:?} for size {size:?}")]
+    NotContiguous { arg: &'static str, size: Vec<i64>, strides: Vec<i64> },
+
+    /// CUDA was asked for but cannot be used here; the reason says why.
+    #[error("CUDA is unavailable: {0}")]
+    CudaUnavailable(#[from] Unavailable),
+
+    /// The CUDA driver reported an error while loading or launching a kernel.
+    #[error("CUDA driver error in {context}: {message}")]
+    Cuda { context: String, message: String },
+
+    /// An error raised by libtorch through tch.
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+impl Error {
+    pub(crate) fn value(arg: &'static str, expected: impl Into<String>, got: impl ToString) -> Self {
+        Error::Value { arg, expected: expected.into(), got: got.to_string() }
+    }
+
+    pub(crate) fn shape(arg: &'static str, expected: impl Into<String>, got: &[i64]) -> Self {
+        Error::Shape { arg, expected: expected.into(), got: format!("{got:?}") }
+    }
+
+    pub(crate) fn cuda(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        Error::Cuda { context: context.into(), message: err.to_string() }
+    }
+}

@@ -1,0 +1,31 @@
+//! # enlighten
+//!
+//! Fused CUDA and CPU ops on `tch::Tensor` for the Enlightenment Period training strategies
+//! (Mixup Pause, Alpha Boost, High-Loss Removal): Mixup/CutMix in one pass with compact targets.
+//!
+//! ```
+//! use enlighten::ops::mixup::{mix_batch, LambdaMode, MixKind, MixSpec, PairingMode};
+//! use enlighten::SeededRng;
+//! use tch::{Device, Kind, Tensor};
+//!
+//! # fn main() -> enlighten::Result<()> {
+//! // Call once before the first tch CUDA call, so libtorch registers its CUDA backend.
+//! let device = if enlighten::cuda::probe().is_ok() { Device::Cuda(0) } else { Device::Cpu };
+//! let mut rng = SeededRng::new(0);
+//! let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, device));
+//! let y = Tensor::randint(10, [8], (Kind::Int64, device));
+//! let spec = MixSpec { kind: MixKind::Mixup, alpha: 0.4, lambda: LambdaMode::Batch, pairing: PairingMode::Permutation };
+//! let (mixed, targets) = mix_batch(&x, &y, &spec, &mut rng)?;
+//! assert_eq!(mixed.size(), x.size());
+//! assert_eq!(targets.y_b.size(), [8]);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod cuda;
+mod error;
+pub mod ops;
+mod rng;
+
+pub use error::{Error, Result};
+pub use rng::SeededRng;

@@ -1,0 +1,134 @@
+//! Sampling a whole mixed batch: lambda ~ Beta(alpha, alpha), partners and CutMix boxes drawn
+//! from the caller's generator, then one fused pass. Returns compact targets, never one-hot.
+
+use tch::{Kind, Tensor};
+
+use super::{cutmix, mixup, CutBox, CutBoxes, Lambda, Pairing};
+use crate::error::{Error, Result};
+use crate::rng::SeededRng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MixKind {
+    Mixup,
+    CutMix,
+}
+
+/// One lambda per batch (torchvision) or one per sample (timm's elem mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LambdaMode {
+    Batch,
+    PerSample,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairingMode {
+    Permutation,
+    Flip,
+    /// Pair with the previous sample (roll by 1), like torchvision's `roll(1, 0)`.
+    Roll,
+}
+
+/// How to mix one batch. `alpha == 0` means no mixing: the batch comes back unchanged, no
+/// kernel runs and lambda is 1 (the strategy engine pauses Mixup this way).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixSpec {
+    pub kind: MixKind,
+    pub alpha: f64,
+    pub lambda: LambdaMode,
+    pub pairing: PairingMode,
+}
+
+/// The compact target of a mixed batch: sample i is `lam_i` of class `y_a[i]` and
+/// `1 - lam_i` of class `y_b[i]`. The loss op consumes this directly.
+#[derive(Debug)]
+pub struct MixedTargets {
+    pub y_a: Tensor,
+    pub y_b: Tensor,
+    pub lam: Lambda,
+}
+
+impl MixedTargets {
+    /// Targets of an unmixed batch.
+    pub fn unmixed(y: &Tensor) -> MixedTargets {
+        MixedTargets { y_a: y.shallow_clone(), y_b: y.shallow_clone(), lam: Lambda::Batch(1.0) }
+    }
+}
+
+/// Mixes `x` `[B, ...]` with labels `y` `[B]` (int64, on x's device) according to `spec`.
+pub fn mix_batch(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut SeededRng) -> Result<(Tensor, MixedTargets)> {
+    if !(spec.alpha.is_finite() && spec.alpha >= 0.0) {
+        return Err(Error::value("spec.alpha", "a finite value >= 0", spec.alpha));
+    }
+    let b = x.size().first().copied().unwrap_or(0);
+    if y.size() != [b] || b == 0 {
+        return Err(Error::shape("y", format!("[{b}] (one label per sample of a non-empty batch)"), &y.size()));
+    }
+    if y.kind() != Kind::Int64 {
+        return Err(Error::Dtype { arg: "y", expected: "Int64".into(), got: y.kind() });
+    }
+    if y.device() != x.device() {
+        return Err(Error::Device { arg: "y", expected: format!("{:?} (the device of `x`)", x.device()), got: y.device() });
+    }
+    if spec.alpha == 0.0 {
+        return Ok((x.shallow_clone(), MixedTargets::unmixed(y)));
+    }
+    let dev = x.device();
+    let pairing = match spec.pairing {
+        PairingMode::Permutation => Pairing::Permutation(Tensor::from_slice(&rng.permutation(b as usize)).to_device(dev)),
+        PairingMode::Flip => Pairing::Flip,
+        PairingMode::Roll => Pairing::Roll(1),
+    };
+    let lams: Vec<f64> = match spec.lambda {
+        LambdaMode::Batch => vec![rng.beta(spec.alpha, spec.alpha)],
+        LambdaMode::PerSample => (0..b).map(|_| rng.beta(spec.alpha, spec.alpha)).collect(),
+    };
+    let (mixed, lam) = match spec.kind {
+        MixKind::Mixup => {
+            let lam = match spec.lambda {
+                LambdaMode::Batch => Lambda::Batch(lams[0]),
+                LambdaMode::PerSample => {
+                    let v: Vec<f32> = lams.iter().map(|&l| l as f32).collect();
+                    Lambda::PerSample(Tensor::from_slice(&v).to_device(dev))
+                }
+            };
+            (mixup(x, &lam, &pairing)?, lam)
+        }
+        MixKind::CutMix => {
+            let size = x.size();
+            if size.len() < 3 {
+                return Err(Error::shape("x", "[B, C, H, W] or [B, H, W] for CutMix", &size));
+            }
+            let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+            let mut boxes: Vec<CutBox> = lams.iter().map(|&l| sample_box(l, h, w, rng)).collect();
+            let boxes = match spec.lambda {
+                LambdaMode::Batch => CutBoxes::Batch(boxes.remove(0)),
+                LambdaMode::PerSample => {
+                    let flat: Vec<i64> = boxes.iter().flat_map(|c| [c.y0, c.y1, c.x0, c.x1]).collect();
+                    CutBoxes::PerSample(Tensor::from_slice(&flat).view([b, 4]).to_device(dev))
+                }
+            };
+            cutmix(x, &boxes, &pairing)?
+        }
+    };
+    let y_b = match &pairing {
+        Pairing::Permutation(p) => y.index_select(0, p),
+        Pairing::Flip => y.flip([0]),
+        Pairing::Roll(k) => y.roll([*k], [0]),
+    };
+    Ok((mixed, MixedTargets { y_a: y.shallow_clone(), y_b, lam }))
+}
+
+/// timm's `rand_bbox`: a box of side `sqrt(1 - lam)` of the image around a uniform centre,
+/// clipped to the image (the op reports the lambda of the clipped area).
+fn sample_box(lam: f64, h: i64, w: i64, rng: &mut SeededRng) -> CutBox {
+    let cut = (1.0 - lam).sqrt();
+    let (ch, cw) = ((h as f64 * cut) as i64, (w as f64 * cut) as i64);
+    let cy = rng.below(h as u64) as i64;
+    let cx = rng.below(w as u64) as i64;
+    CutBox {
+        y0: (cy - ch / 2).clamp(0, h),
+        y1: (cy + ch / 2).clamp(0, h),
+        x0: (cx - cw / 2).clamp(0, w),
+        x1: (cx + cw / 2).clamp(0, w),
+    }
+}

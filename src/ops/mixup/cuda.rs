@@ -1,0 +1,147 @@
+//! Launches of kernels/mixup.cu. Argument order follows each kernel's parameter list.
+
+use tch::{Kind, Tensor};
+
+use super::{CutBoxes, Lambda, Normalize, Pairing};
+use crate::cuda::{Grid, Kernel, Launch};
+use crate::error::Result;
+
+const PAIR_PERM: i32 = 0;
+const PAIR_FLIP: i32 = 1;
+const PAIR_ROLL: i32 = 2;
+
+fn rows_of(x: &Tensor) -> (i64, i64) {
+    let b = x.size()[0];
+    (b, x.numel() as i64 / b)
+}
+
+/// (per-sample lambda tensor, batch lambda, 1 - batch lambda computed in f64 then rounded).
+fn lambda_args(lam: &Lambda) -> (Option<&Tensor>, f32, f32) {
+    match lam {
+        Lambda::Batch(l) => (None, *l as f32, (1.0 - *l) as f32),
+        Lambda::PerSample(t) => (Some(t), 0.0, 0.0),
+    }
+}
+
+fn pairing_args(pairing: &Pairing) -> (i32, Option<&Tensor>, i64) {
+    match pairing {
+        Pairing::Permutation(p) => (PAIR_PERM, Some(p), 0),
+        Pairing::Flip => (PAIR_FLIP, None, 0),
+        Pairing::Roll(k) => (PAIR_ROLL, None, *k),
+    }
+}
+
+fn aligned16(t: &Tensor) -> bool {
+    (t.data_ptr() as usize) % 16 == 0
+}
+
+/// Elements per 16-byte pack for a storage kind.
+fn pack_len(kind: Kind) -> i64 {
+    16 / kind.elt_size_in_bytes() as i64
+}
+
+/// Rows can be moved in packs of `n` when every row starts on a 16-byte boundary.
+fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
+    f % n == 0 && tensors.iter().all(|t| aligned16(t))
+}
+
+fn by_kind(kind: Kind, f32k: Kernel, f16k: Kernel, bf16k: Kernel) -> Kernel {
+    match kind {
+        Kind::Float => f32k,
+        Kind::Half => f16k,
+        _ => bf16k,
+    }
+}
+
+pub(super) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
+    let (b, f) = rows_of(x);
+    let n = pack_len(x.kind());
+    let vectorized = packable(f, n, &[x, out]);
+    let (lam_vec, l, om) = lambda_args(lam);
+    let (mode, perm, shift) = pairing_args(pairing);
+    Launch::new(by_kind(x.kind(), Kernel::MIXUP_F32, Kernel::MIXUP_F16, Kernel::MIXUP_BF16))
+        .tensor("x", x)?
+        .tensor("out", out)?
+        .optional_tensor("perm", perm)?
+        .optional_tensor("lam", lam_vec)?
+        .f32(l)
+        .f32(om)
+        .i32(mode)
+        .i64(shift)
+        .i64(b)
+        .i64(f)
+        .i32(vectorized as i32)
+        .run(Grid { rows: b, packs_per_row: if vectorized { f / n } else { f } })
+}
+
+pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
+    let (b, f) = rows_of(x);
+    let n = pack_len(x.kind());
+    let vectorized = packable(f, n, &[x]);
+    let (lam_vec, l, om) = lambda_args(lam);
+    let kernel = by_kind(x.kind(), Kernel::MIXUP_FLIP_INPLACE_F32, Kernel::MIXUP_FLIP_INPLACE_F16, Kernel::MIXUP_FLIP_INPLACE_BF16);
+    Launch::new(kernel)
+        .tensor("x", x)?
+        .optional_tensor("lam", lam_vec)?
+        .f32(l)
+        .f32(om)
+        .i64(b)
+        .i64(f)
+        .i32(vectorized as i32)
+        .run(Grid { rows: (b + 1) / 2, packs_per_row: if vectorized { f / n } else { f } })
+}
+
+pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
+    let (b, f) = rows_of(x);
+    let c = norm.channels() as i64;
+    let inner = f / c;
+    // u8 packs of 4 (one 32-bit load) write 4 outputs; the packs must not straddle channels.
+    const N: i64 = 4;
+    let vectorized = inner % N == 0 && packable(f, N, &[x, out]);
+    let (lam_vec, l, om) = lambda_args(lam);
+    let (mode, perm, shift) = pairing_args(pairing);
+    Launch::new(by_kind(out.kind(), Kernel::MIXUP_U8_F32, Kernel::MIXUP_U8_F16, Kernel::MIXUP_U8_BF16))
+        .tensor("x", x)?
+        .tensor("out", out)?
+        .optional_tensor("perm", perm)?
+        .optional_tensor("lam", lam_vec)?
+        .f32(l)
+        .f32(om)
+        .i32(mode)
+        .i64(shift)
+        .i64(b)
+        .i64(f)
+        .tensor("norm.scale", &norm.scale)?
+        .tensor("norm.bias", &norm.bias)?
+        .i64(c)
+        .i64(inner)
+        .i32(vectorized as i32)
+        .run(Grid { rows: b, packs_per_row: if vectorized { f / N } else { f } })
+}
+
+pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tensor) -> Result<()> {
+    let size = x.size();
+    let (b, f) = rows_of(x);
+    let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+    let (mode, perm, shift) = pairing_args(pairing);
+    let (box_tensor, bx) = match boxes {
+        CutBoxes::Batch(bx) => (None, [bx.y0, bx.y1, bx.x0, bx.x1]),
+        CutBoxes::PerSample(t) => (Some(t), [0; 4]),
+    };
+    Launch::new(by_kind(x.kind(), Kernel::CUTMIX_F32, Kernel::CUTMIX_F16, Kernel::CUTMIX_BF16))
+        .tensor("x", x)?
+        .tensor("out", out)?
+        .optional_tensor("perm", perm)?
+        .i32(mode)
+        .i64(shift)
+        .optional_tensor("boxes", box_tensor)?
+        .i64(bx[0])
+        .i64(bx[1])
+        .i64(bx[2])
+        .i64(bx[3])
+        .i64(b)
+        .i64(f / (h * w))
+        .i64(h)
+        .i64(w)
+        .run(Grid { rows: b, packs_per_row: f })
+}

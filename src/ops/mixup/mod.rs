@@ -1,0 +1,328 @@
+//! Fused Mixup and CutMix: one pass over the batch, on CUDA or on the CPU, with the same meaning.
+//!
+//! `out[i] = lam_i * x[i] + (1 - lam_i) * x[p(i)]` over a batch `[B, ...]` of any trailing shape,
+//! with each product and the sum rounded in f32 exactly as the tch composite
+//! `x * lam + x.index_select(0, perm) * (1 - lam)` rounds them: for f32 inputs the fused result is
+//! bit-identical to that composite. f16/bf16 are read and written in their own type and computed
+//! in f32 (rounded once, so they are closer to the exact value than the composite).
+//!
+//! Validation: permutations and per-sample lambdas are checked on the CPU. On CUDA they are not
+//! read back (that would cost a host sync per batch): an out-of-range permutation entry writes a
+//! NaN row instead of reading out of bounds, and lambdas outside [0, 1] extrapolate.
+
+mod batch;
+mod cpu;
+mod cuda;
+pub mod reference;
+
+pub use batch::{mix_batch, LambdaMode, MixKind, MixSpec, MixedTargets, PairingMode};
+
+use tch::{Device, Kind, Tensor};
+
+use super::element::{check_contiguous, check_float, check_kind, check_same_device, overlaps};
+use crate::error::{Error, Result};
+
+/// The mixing weight of each sample's own image.
+#[derive(Debug)]
+pub enum Lambda {
+    /// One lambda for the whole batch (torchvision's convention), in [0, 1].
+    Batch(f64),
+    /// One lambda per sample (timm's elem mode): an f32 tensor [B] on the input's device.
+    PerSample(Tensor),
+}
+
+impl Lambda {
+    /// A copy that shares the per-sample tensor's storage.
+    pub fn shallow_clone(&self) -> Lambda {
+        match self {
+            Lambda::Batch(l) => Lambda::Batch(*l),
+            Lambda::PerSample(t) => Lambda::PerSample(t.shallow_clone()),
+        }
+    }
+}
+
+/// Which sample each sample is mixed with.
+#[derive(Debug)]
+pub enum Pairing {
+    /// Sample i mixes with `perm[i]`: an int64 tensor [B] holding a permutation of 0..B, on the
+    /// input's device.
+    Permutation(Tensor),
+    /// Sample i mixes with B-1-i (allows the in-place form).
+    Flip,
+    /// Sample i mixes with `x.roll(k, 0)[i]`, i.e. sample (i - k) mod B.
+    Roll(i64),
+}
+
+impl Pairing {
+    /// The partner of each row as an index vector on the host.
+    pub fn partners(&self, batch: i64) -> Result<Vec<i64>> {
+        Ok(match self {
+            Pairing::Permutation(p) => {
+                let p = p.to_device(Device::Cpu).to_kind(Kind::Int64).contiguous();
+                super::element::cpu_plain::<i64>(&p, Kind::Int64).to_vec()
+            }
+            Pairing::Flip => (0..batch).map(|i| batch - 1 - i).collect(),
+            Pairing::Roll(k) => (0..batch).map(|i| (i - k).rem_euclid(batch)).collect(),
+        })
+    }
+}
+
+/// Per-channel normalisation `(x / 255 - mean_c) / std_c` applied while reading u8 images.
+#[derive(Debug)]
+pub struct Normalize {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    /// 1 / (255 std_c) and -mean_c / std_c as f32 [C] on the device the kernel runs on.
+    scale: Tensor,
+    bias: Tensor,
+}
+
+impl Normalize {
+    pub fn new(mean: &[f64], std: &[f64], device: Device) -> Result<Normalize> {
+        if mean.is_empty() || mean.len() != std.len() {
+            return Err(Error::value("std", format!("{} values, one per channel like `mean`", mean.len().max(1)), std.len()));
+        }
+        if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(Error::value("std", "finite values > 0", s));
+        }
+        if let Some(m) = mean.iter().find(|m| !m.is_finite()) {
+            return Err(Error::value("mean", "finite values", m));
+        }
+        let scale: Vec<f32> = std.iter().map(|s| (1.0 / (255.0 * s)) as f32).collect();
+        let bias: Vec<f32> = mean.iter().zip(std).map(|(m, s)| (-m / s) as f32).collect();
+        Ok(Normalize {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+            scale: Tensor::from_slice(&scale).to_device(device),
+            bias: Tensor::from_slice(&bias).to_device(device),
+        })
+    }
+
+    pub fn channels(&self) -> usize {
+        self.mean.len()
+    }
+
+    pub fn mean(&self) -> &[f64] {
+        &self.mean
+    }
+
+    pub fn std(&self) -> &[f64] {
+        &self.std
+    }
+}
+
+/// A half-open CutMix box `[y0, y1) x [x0, x1)` in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutBox {
+    pub y0: i64,
+    pub y1: i64,
+    pub x0: i64,
+    pub x1: i64,
+}
+
+impl CutBox {
+    pub fn area(&self) -> i64 {
+        (self.y1 - self.y0).max(0) * (self.x1 - self.x0).max(0)
+    }
+}
+
+/// CutMix boxes: one for the batch, or one per sample (an int64 tensor [B, 4] of
+/// y0, y1, x0, x1 rows on the input's device).
+#[derive(Debug)]
+pub enum CutBoxes {
+    Batch(CutBox),
+    PerSample(Tensor),
+}
+
+/// Mixup into a new tensor of the input's dtype and device.
+pub fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing) -> Result<Tensor> {
+    let x = check_batch("x", x)?;
+    let mut out = x.empty_like();
+    mix_checked(&x, lam, pairing, &mut out)?;
+    Ok(out)
+}
+
+/// Mixup into a caller-provided contiguous tensor of the input's shape, dtype and device, so a
+/// training loop allocates nothing per batch. `out` must not overlap `x`.
+pub fn mixup_into(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
+    let x = check_batch("x", x)?;
+    check_output(out, &x, x.kind())?;
+    mix_checked(&x, lam, pairing, out)
+}
+
+/// Mixup with flip pairing in place: each element is read once and written once.
+pub fn mixup_flip_(x: &mut Tensor, lam: &Lambda) -> Result<()> {
+    check_batch_shape("x", x)?;
+    check_contiguous("x", x)?;
+    let b = x.size()[0];
+    check_lambda(lam, b, x)?;
+    match x.device() {
+        Device::Cpu => cpu::mixup_flip_inplace(x, lam),
+        _ => cuda::mixup_flip_inplace(x, lam),
+    }
+}
+
+/// Mixup of u8 images `[B, C, ...]` with per-channel normalisation fused into the same pass,
+/// writing a new float tensor of `kind` (f32, f16 or bf16).
+pub fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, kind: Kind) -> Result<Tensor> {
+    check_kind("x", x, Kind::Uint8)?;
+    let x = check_batch("x", x)?;
+    let size = x.size();
+    if size.len() < 2 || size[1] as usize != norm.channels() {
+        return Err(Error::shape("x", format!("[B, {}, ...] (channels of `norm`)", norm.channels()), &size));
+    }
+    check_same_device("norm", &norm.scale, &x)?;
+    let out = Tensor::empty(size.as_slice(), (kind, x.device()));
+    check_float("kind", &out)?;
+    let b = size[0];
+    check_lambda(lam, b, &x)?;
+    check_pairing(pairing, b, &x)?;
+    let mut out = out;
+    match x.device() {
+        Device::Cpu => cpu::mixup_u8(&x, norm, lam, pairing, &mut out)?,
+        _ => cuda::mixup_u8(&x, norm, lam, pairing, &out)?,
+    }
+    Ok(out)
+}
+
+/// CutMix on `[B, C, H, W]` (or `[B, H, W]`): inside each box the pixels come from the partner.
+/// Boxes are clipped to the image. Returns the mixed batch and the lambda of each sample's own
+/// image after clipping, `1 - area / (H W)` (timm's and torchvision's convention).
+pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<(Tensor, Lambda)> {
+    let x = check_batch("x", x)?;
+    check_float("x", &x)?;
+    let size = x.size();
+    if size.len() < 3 {
+        return Err(Error::shape("x", "[B, C, H, W] or [B, H, W]", &size));
+    }
+    let (b, h, w) = (size[0], size[size.len() - 2], size[size.len() - 1]);
+    check_pairing(pairing, b, &x)?;
+    let boxes = clip_boxes(boxes, b, h, w, &x)?;
+    let mut out = x.empty_like();
+    match x.device() {
+        Device::Cpu => cpu::cutmix(&x, &boxes, pairing, &mut out)?,
+        _ => cuda::cutmix(&x, &boxes, pairing, &out)?,
+    }
+    let hw = (h * w) as f64;
+    let lam = match &boxes {
+        CutBoxes::Batch(bx) => Lambda::Batch(1.0 - bx.area() as f64 / hw),
+        CutBoxes::PerSample(t) => {
+            let areas = (t.select(1, 1) - t.select(1, 0)) * (t.select(1, 3) - t.select(1, 2));
+            Lambda::PerSample((areas.to_kind(Kind::Double) / hw).g_mul_scalar(-1.0).g_add_scalar(1.0).to_kind(Kind::Float))
+        }
+    };
+    Ok((out, lam))
+}
+
+// ---- argument checks ---------------------------------------------------------------------------
+
+/// A non-empty batch `[B, ...]` on the CPU or a CUDA device, made contiguous.
+fn check_batch(arg: &'static str, x: &Tensor) -> Result<Tensor> {
+    check_batch_shape(arg, x)?;
+    Ok(x.contiguous())
+}
+
+fn check_batch_shape(arg: &'static str, x: &Tensor) -> Result<()> {
+    let size = x.size();
+    if size.is_empty() || x.numel() == 0 {
+        return Err(Error::shape(arg, "a non-empty batch [B, ...] with B >= 1", &size));
+    }
+    if !matches!(x.device(), Device::Cpu | Device::Cuda(_)) {
+        return Err(Error::Device { arg, expected: "cpu or cuda".into(), got: x.device() });
+    }
+    Ok(())
+}
+
+fn check_output(out: &Tensor, x: &Tensor, kind: Kind) -> Result<()> {
+    if out.size() != x.size() {
+        return Err(Error::shape("out", format!("{:?} (the input's shape)", x.size()), &out.size()));
+    }
+    check_kind("out", out, kind)?;
+    check_same_device("out", out, x)?;
+    check_contiguous("out", out)?;
+    if overlaps(out, x) {
+        return Err(Error::value("out", "a tensor whose storage does not overlap `x`", "an overlapping tensor"));
+    }
+    Ok(())
+}
+
+fn mix_checked(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
+    check_float("x", x)?;
+    let b = x.size()[0];
+    check_lambda(lam, b, x)?;
+    check_pairing(pairing, b, x)?;
+    match x.device() {
+        Device::Cpu => cpu::mixup(x, lam, pairing, out),
+        _ => cuda::mixup(x, lam, pairing, out),
+    }
+}
+
+fn check_lambda(lam: &Lambda, batch: i64, x: &Tensor) -> Result<()> {
+    match lam {
+        Lambda::Batch(l) if !(0.0..=1.0).contains(l) => Err(Error::value("lam", "a value in [0, 1]", l)),
+        Lambda::Batch(_) => Ok(()),
+        Lambda::PerSample(t) => {
+            check_kind("lam", t, Kind::Float)?;
+            check_same_device("lam", t, x)?;
+            if t.size() != [batch] {
+                return Err(Error::shape("lam", format!("[{batch}] (one per sample)"), &t.size()));
+            }
+            check_contiguous("lam", t)?;
+            if t.device() == Device::Cpu {
+                let values = super::element::cpu_plain::<f32>(t, Kind::Float);
+                if let Some(v) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+                    return Err(Error::value("lam", "values in [0, 1]", v));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_pairing(pairing: &Pairing, batch: i64, x: &Tensor) -> Result<()> {
+    let Pairing::Permutation(p) = pairing else { return Ok(()) };
+    check_kind("perm", p, Kind::Int64)?;
+    check_same_device("perm", p, x)?;
+    if p.size() != [batch] {
+        return Err(Error::shape("perm", format!("[{batch}] (the batch size)"), &p.size()));
+    }
+    check_contiguous("perm", p)?;
+    if p.device() == Device::Cpu {
+        let mut seen = vec![false; batch as usize];
+        for &i in super::element::cpu_plain::<i64>(p, Kind::Int64) {
+            if !(0..batch).contains(&i) || std::mem::replace(&mut seen[i as usize], true) {
+                return Err(Error::value("perm", format!("a permutation of 0..{batch}"), format!("an entry {i} out of range or repeated")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Boxes clipped to the image, validated, and (per sample) on the input's device.
+fn clip_boxes(boxes: &CutBoxes, batch: i64, h: i64, w: i64, x: &Tensor) -> Result<CutBoxes> {
+    let clip = |b: CutBox| CutBox {
+        y0: b.y0.clamp(0, h),
+        y1: b.y1.clamp(0, h).max(b.y0.clamp(0, h)),
+        x0: b.x0.clamp(0, w),
+        x1: b.x1.clamp(0, w).max(b.x0.clamp(0, w)),
+    };
+    match boxes {
+        CutBoxes::Batch(b) => Ok(CutBoxes::Batch(clip(*b))),
+        CutBoxes::PerSample(t) => {
+            check_kind("boxes", t, Kind::Int64)?;
+            if t.size() != [batch, 4] {
+                return Err(Error::shape("boxes", format!("[{batch}, 4] (y0, y1, x0, x1 per sample)"), &t.size()));
+            }
+            let host = t.to_device(Device::Cpu).contiguous();
+            let raw = super::element::cpu_plain::<i64>(&host, Kind::Int64);
+            let clipped: Vec<i64> = raw
+                .chunks_exact(4)
+                .flat_map(|r| {
+                    let c = clip(CutBox { y0: r[0], y1: r[1], x0: r[2], x1: r[3] });
+                    [c.y0, c.y1, c.x0, c.x1]
+                })
+                .collect();
+            Ok(CutBoxes::PerSample(Tensor::from_slice(&clipped).view([batch, 4]).to_device(x.device())))
+        }
+    }
+}

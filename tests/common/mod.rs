@@ -1,0 +1,71 @@
+//! Helpers shared by the test bodies: fresh random inputs, poisoned outputs, relative error.
+#![allow(dead_code)]
+
+pub mod mixup;
+
+use tch::{Device, Kind, Tensor};
+
+/// A test body that runs unchanged on the CPU and on CUDA.
+pub type Case = (&'static str, fn(Device));
+
+/// Every shared case, in the order they run.
+pub fn cases() -> Vec<Case> {
+    mixup::CASES.to_vec()
+}
+
+pub const FLOAT_KINDS: [Kind; 3] = [Kind::Float, Kind::Half, Kind::BFloat16];
+
+/// Tolerance on ||out - ref|| / ||ref|| for results stored in `kind` and computed in f32.
+pub fn tolerance(kind: Kind) -> f64 {
+    match kind {
+        Kind::Float => 1e-6,
+        Kind::Half => 1e-3,
+        Kind::BFloat16 => 8e-3,
+        other => panic!("no tolerance for {other:?}"),
+    }
+}
+
+/// ||out - ref|| / ||ref||, computed in f64 on the CPU.
+pub fn rel_err(out: &Tensor, reference: &Tensor) -> f64 {
+    let o = out.to_device(Device::Cpu).to_kind(Kind::Double);
+    let r = reference.to_device(Device::Cpu).to_kind(Kind::Double);
+    let num = (&o - &r).norm().double_value(&[]);
+    let den = r.norm().double_value(&[]);
+    if den == 0.0 { num } else { num / den }
+}
+
+pub fn assert_close(what: &str, out: &Tensor, reference: &Tensor, kind: Kind) {
+    assert_eq!(out.size(), reference.size(), "{what}: shape");
+    let e = rel_err(out, reference);
+    assert!(e <= tolerance(kind), "{what}: relative error {e:e} > {:e}", tolerance(kind));
+}
+
+/// Bitwise equality of two tensors of the same dtype (NaN payloads included).
+pub fn assert_bitwise_eq(what: &str, a: &Tensor, b: &Tensor) {
+    assert_eq!(a.size(), b.size(), "{what}: shape");
+    assert_eq!(a.kind(), b.kind(), "{what}: dtype");
+    let bits = |t: &Tensor| {
+        let t = t.to_device(Device::Cpu).contiguous();
+        let n = t.numel() * t.kind().elt_size_in_bytes();
+        let mut v = vec![0u8; n];
+        t.view_dtype(Kind::Uint8).reshape([-1]).copy_data_u8(&mut v, n);
+        v
+    };
+    let (x, y) = (bits(a), bits(b));
+    let first = x.iter().zip(&y).position(|(p, q)| p != q);
+    assert!(first.is_none(), "{what}: first differing byte at {first:?}");
+}
+
+/// Normal values scaled to a few units, never exactly zero, in `kind` on `dev`.
+pub fn randn(shape: &[i64], kind: Kind, dev: Device) -> Tensor {
+    (Tensor::randn(shape, (Kind::Float, dev)) * 3.0 + 0.25).to_kind(kind)
+}
+
+/// A tensor filled with NaN, so elements an op fails to write show up in comparisons.
+pub fn poisoned(shape: &[i64], kind: Kind, dev: Device) -> Tensor {
+    Tensor::full(shape, f64::NAN, (kind, dev))
+}
+
+pub fn seed(s: i64) {
+    tch::manual_seed(s);
+}

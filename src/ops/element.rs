@@ -1,15 +1,88 @@
 //! Element types of the fused CPU paths, and borrowed slices over contiguous CPU tensors.
 
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
 /// A floating storage type: read and written in its own type, computed in f32.
-pub(crate) trait Element: Copy + Send + Sync + 'static {
+pub(crate) trait Element: bytemuck::Pod + Send + Sync + 'static {
     const KIND: Kind;
     fn to_f32(self) -> f32;
     fn from_f32(v: f32) -> Self;
+    /// Widens a run of elements into f32 (SIMD conversions for f16/bf16).
+    fn widen(src: &[Self], dst: &mut [f32]);
+    /// Rounds a run of f32 values into the storage type.
+    fn narrow(src: &[f32], dst: &mut [Self]);
+}
+
+/// Elements converted per block: small enough to stay in L1 next to its inputs.
+const BLOCK: usize = 256;
+
+/// `out[k] = f(a[k], b[k])` computed in f32. f32 runs directly (so LLVM vectorises the loop);
+/// f16/bf16 go through f32 blocks with vectorised conversions.
+#[inline(always)]
+pub(crate) fn map2<T: Element>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(f32, f32) -> f32) {
+    if T::KIND == Kind::Float {
+        let (out, a, b): (&mut [f32], &[f32], &[f32]) = (bytemuck::cast_slice_mut(out), bytemuck::cast_slice(a), bytemuck::cast_slice(b));
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, y);
+        }
+        return;
+    }
+    let (mut fa, mut fb) = ([0f32; BLOCK], [0f32; BLOCK]);
+    for ((o, a), b) in out.chunks_mut(BLOCK).zip(a.chunks(BLOCK)).zip(b.chunks(BLOCK)) {
+        let n = o.len();
+        T::widen(a, &mut fa[..n]);
+        T::widen(b, &mut fb[..n]);
+        for (x, &y) in fa[..n].iter_mut().zip(&fb[..n]) {
+            *x = f(*x, y);
+        }
+        T::narrow(&fa[..n], o);
+    }
+}
+
+/// `out[k] = f(k)` computed in f32, like [`map2`].
+#[inline(always)]
+pub(crate) fn fill_with<T: Element>(out: &mut [T], f: impl Fn(usize) -> f32) {
+    if T::KIND == Kind::Float {
+        for (k, o) in bytemuck::cast_slice_mut::<T, f32>(out).iter_mut().enumerate() {
+            *o = f(k);
+        }
+        return;
+    }
+    let mut buf = [0f32; BLOCK];
+    for (blk, o) in out.chunks_mut(BLOCK).enumerate() {
+        let n = o.len();
+        for (k, v) in buf[..n].iter_mut().enumerate() {
+            *v = f(blk * BLOCK + k);
+        }
+        T::narrow(&buf[..n], o);
+    }
+}
+
+/// `(a[k], b[k]) = f(a[k], b[k])` in place, computed in f32, like [`map2`].
+#[inline(always)]
+pub(crate) fn map_pair<T: Element>(a: &mut [T], b: &mut [T], f: impl Fn(f32, f32) -> (f32, f32)) {
+    if T::KIND == Kind::Float {
+        let (a, b): (&mut [f32], &mut [f32]) = (bytemuck::cast_slice_mut(a), bytemuck::cast_slice_mut(b));
+        for (x, y) in a.iter_mut().zip(b.iter_mut()) {
+            (*x, *y) = f(*x, *y);
+        }
+        return;
+    }
+    let (mut fa, mut fb) = ([0f32; BLOCK], [0f32; BLOCK]);
+    for (a, b) in a.chunks_mut(BLOCK).zip(b.chunks_mut(BLOCK)) {
+        let n = a.len();
+        T::widen(a, &mut fa[..n]);
+        T::widen(b, &mut fb[..n]);
+        for (x, y) in fa[..n].iter_mut().zip(fb[..n].iter_mut()) {
+            (*x, *y) = f(*x, *y);
+        }
+        T::narrow(&fa[..n], a);
+        T::narrow(&fb[..n], b);
+    }
 }
 
 impl Element for f32 {
@@ -21,6 +94,12 @@ impl Element for f32 {
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
         v
+    }
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
     }
 }
 
@@ -34,6 +113,12 @@ impl Element for f16 {
     fn from_f32(v: f32) -> Self {
         f16::from_f32(v)
     }
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src);
+    }
 }
 
 impl Element for bf16 {
@@ -45,6 +130,12 @@ impl Element for bf16 {
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
         bf16::from_f32(v)
+    }
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src);
     }
 }
 

@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use super::{CutBoxes, Lambda, Normalize, Pairing};
 use crate::error::Result;
-use crate::ops::element::{cpu_plain, cpu_slice, cpu_slice_mut, Element};
+use crate::ops::element::{cpu_plain, cpu_slice, cpu_slice_mut, fill_with, map2, map_pair, Element};
 
 /// Below this many elements a single thread is faster than waking the pool.
 const PARALLEL_MIN_ELEMS: usize = 1 << 15;
@@ -64,10 +64,7 @@ fn mixup_typed<T: Element>(x: &Tensor, partners: &[i64], lams: &[(f32, f32)], ou
     for_each_row(cpu_slice_mut::<T>(out), f, |i, row| {
         let p = partners[i] as usize;
         let (l, om) = lams[i];
-        let (a, b) = (&src[i * f..(i + 1) * f], &src[p * f..(p + 1) * f]);
-        for ((o, &xa), &xb) in row.iter_mut().zip(a).zip(b) {
-            *o = T::from_f32(blend(xa.to_f32(), l, xb.to_f32(), om));
-        }
+        map2(row, &src[i * f..(i + 1) * f], &src[p * f..(p + 1) * f], |a, b| blend(a, l, b, om));
     });
 }
 
@@ -85,13 +82,8 @@ fn flip_inplace_typed<T: Element>(x: &mut Tensor, lams: &[(f32, f32)]) {
     let (top, rest) = data.split_at_mut(half * f);
     let (middle, bottom) = rest.split_at_mut((b - 2 * half) * f);
     let pair = |i: usize, ri: &mut [T], rj: &mut [T]| {
-        let j = b - 1 - i;
-        let ((li, oi), (lj, oj)) = (lams[i], lams[j]);
-        for (a, c) in ri.iter_mut().zip(rj.iter_mut()) {
-            let (fa, fc) = (a.to_f32(), c.to_f32());
-            *a = T::from_f32(blend(fa, li, fc, oi));
-            *c = T::from_f32(blend(fc, lj, fa, oj));
-        }
+        let ((li, oi), (lj, oj)) = (lams[i], lams[b - 1 - i]);
+        map_pair(ri, rj, |a, c| (blend(a, li, c, oi), blend(c, lj, a, oj)));
     };
     // Row i of the top half pairs with row B-1-i, which is the (half-1-i)-th row of the bottom.
     if top.len() < PARALLEL_MIN_ELEMS {
@@ -128,11 +120,7 @@ fn mixup_u8_typed<T: Element>(x: &Tensor, scale: &[f32], bias: &[f32], partners:
         let (a, b) = (&src[i * f..(i + 1) * f], &src[p * f..(p + 1) * f]);
         for (c, ((o, a), b)) in row.chunks_mut(inner).zip(a.chunks(inner)).zip(b.chunks(inner)).enumerate() {
             let (s, o_) = (scale[c], bias[c]);
-            for ((o, &xa), &xb) in o.iter_mut().zip(a).zip(b) {
-                let va = xa as f32 * s + o_;
-                let vb = xb as f32 * s + o_;
-                *o = T::from_f32(blend(va, l, vb, om));
-            }
+            fill_with(o, |k| blend(a[k] as f32 * s + o_, l, b[k] as f32 * s + o_, om));
         }
     });
 }

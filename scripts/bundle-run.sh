@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# run.sh of the GPU bundle (copied there by scripts/gpu-bundle).
+#   run.sh [--torch-lib DIR] [--out DIR] [--full]
+# Finds PyTorch's lib directory (the given one, else python3's torch), prints device, driver and
+# torch versions, runs every test binary (CUDA cases included), the demo, and each benchmark in
+# a short mode (--full: criterion's defaults), keeps raw outputs under --out, and ends with
+# `N passed, N failed`. Exits non-zero on a machine without a GPU.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+torch_lib="" out="$here/out" full=0
+while (( $# )); do
+  case $1 in
+    --torch-lib) torch_lib=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --full) full=1; shift ;;
+    -h|--help) sed -n 2,7p "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+if ! { command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; } && [[ ! -e /dev/nvidia0 ]]; then
+  echo "run.sh: no NVIDIA GPU or driver on this machine (nvidia-smi finds none, /dev/nvidia0 absent);" >&2
+  echo "run.sh: the bundle validates CUDA kernels and needs a GPU machine with PyTorch 2.11." >&2
+  exit 1
+fi
+if [[ -z "$torch_lib" ]]; then
+  torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))' 2>/dev/null) || torch_lib=""
+fi
+if [[ -z "$torch_lib" || ! -f "$torch_lib/libtorch_cpu.so" ]]; then
+  echo "run.sh: PyTorch's lib directory not found (tried '${torch_lib}'); pass --torch-lib DIR" >&2
+  exit 1
+fi
+export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export CRITERION_HOME="$out/criterion"
+mkdir -p "$out"
+
+echo "== machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null || echo "torch: python import failed"
+echo "torch lib: $torch_lib"
+date -u
+
+passed=0 failed=0
+# step NAME CMD...: runs CMD, keeps its output in $out/NAME.log, counts libtest results or the exit code.
+step() {
+  local name=$1; shift
+  echo "== $name"
+  "$@" 2>&1 | tee "$out/$name.log"
+  local rc=${PIPESTATUS[0]}
+  local line
+  line=$(grep -E '^test result: ' "$out/$name.log" | tail -1)
+  if [[ -n "$line" ]]; then
+    local p f
+    p=$(sed -E 's/.* ([0-9]+) passed.*/\1/' <<<"$line")
+    f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+    passed=$((passed + p)); failed=$((failed + f))
+    (( rc == 0 || f > 0 )) || failed=$((failed + 1))
+  elif (( rc == 0 )); then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+}
+
+step info "$here/bin/enlighten" info
+for t in "$here"/tests/*; do
+  step "test-$(basename "$t")" "$t" --include-ignored
+done
+step demo "$here/bin/enlighten" demo --device cuda
+short=(--warm-up-time 0.3 --measurement-time 1 --sample-size 10)
+(( full )) && short=()
+for b in "$here"/benches/*; do
+  step "bench-$(basename "$b")" "$b" --bench "${short[@]}"
+done
+python3 "$here/bench-report" --criterion-dir "$CRITERION_HOME" | tee "$out/bench-report.md"
+python3 "$here/bench-report" --json --criterion-dir "$CRITERION_HOME" > "$out/bench-report.json"
+echo "$passed passed, $failed failed"
+(( failed == 0 ))

@@ -30,6 +30,9 @@ kernels! {
     MIXUP_FLIP_INPLACE_BF16 = "mixup_flip_inplace_bf16",
     MIXUP_U8_F32 = "mixup_u8_f32", MIXUP_U8_F16 = "mixup_u8_f16", MIXUP_U8_BF16 = "mixup_u8_bf16",
     CUTMIX_F32 = "cutmix_f32", CUTMIX_F16 = "cutmix_f16", CUTMIX_BF16 = "cutmix_bf16",
+    CE_FORWARD_F32 = "ce_forward_f32", CE_FORWARD_F16 = "ce_forward_f16", CE_FORWARD_BF16 = "ce_forward_bf16",
+    MSE_FORWARD_F32 = "mse_forward_f32", MSE_FORWARD_F16 = "mse_forward_f16", MSE_FORWARD_BF16 = "mse_forward_bf16",
+    LOSS_SELECT = "loss_select", LOSS_COUNT_VALID = "loss_count_valid",
 }
 
 impl Kernel {

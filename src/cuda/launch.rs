@@ -13,19 +13,31 @@ const BLOCK: u32 = 256;
 const BLOCKS_PER_SM: u32 = 32;
 const MAX_GRID_Y: i64 = 65_535;
 
-/// How a row-wise kernel's grid is shaped: y strides over rows, x over the packs of a row.
+/// How a kernel's grid is shaped.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Grid {
-    pub rows: i64,
-    pub packs_per_row: i64,
+pub(crate) enum Grid {
+    /// Element-wise row kernels: y strides over rows, x over the 16-byte packs of a row.
+    RowsAndPacks { rows: i64, packs_per_row: i64 },
+    /// One block of `threads` per row, grid-stride over rows in x.
+    BlockPerRow { rows: i64, threads: u32 },
+    /// One block for the whole problem (selections and other block-wide reductions).
+    SingleBlock { threads: u32 },
 }
 
 impl Grid {
     fn config(self, sm_count: u32) -> LaunchConfig {
-        let y = self.rows.clamp(1, MAX_GRID_Y) as u32;
-        let x_needed = (self.packs_per_row.max(1) as u64).div_ceil(BLOCK as u64);
-        let x_budget = (u64::from(sm_count * BLOCKS_PER_SM) / u64::from(y)).max(1);
-        LaunchConfig { grid_dim: (x_needed.min(x_budget) as u32, y, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 }
+        let budget = u64::from(sm_count * BLOCKS_PER_SM);
+        let (grid_dim, block) = match self {
+            Grid::RowsAndPacks { rows, packs_per_row } => {
+                let y = rows.clamp(1, MAX_GRID_Y) as u32;
+                let x_needed = (packs_per_row.max(1) as u64).div_ceil(BLOCK as u64);
+                let x_budget = (budget / u64::from(y)).max(1);
+                ((x_needed.min(x_budget) as u32, y, 1), BLOCK)
+            }
+            Grid::BlockPerRow { rows, threads } => (((rows.max(1) as u64).min(budget) as u32, 1, 1), threads),
+            Grid::SingleBlock { threads } => ((1, 1, 1), threads),
+        };
+        LaunchConfig { grid_dim, block_dim: (block, 1, 1), shared_mem_bytes: 0 }
     }
 }
 

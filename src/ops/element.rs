@@ -211,6 +211,17 @@ pub(crate) fn cpu_plain<T: Copy>(t: &Tensor, kind: Kind) -> &[T] {
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, n) }
 }
 
+/// The raw bytes of a contiguous CPU tensor of any dtype, mutably.
+pub(crate) fn cpu_bytes_mut(t: &mut Tensor) -> &mut [u8] {
+    assert!(t.device() == Device::Cpu && t.is_contiguous());
+    let n = t.numel() * t.kind().elt_size_in_bytes();
+    if n == 0 {
+        return &mut [];
+    }
+    // SAFETY: a live contiguous CPU tensor spans exactly n bytes; exclusive as in cpu_slice_mut.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, n) }
+}
+
 /// Whether two tensors' storages overlap in memory.
 pub(crate) fn overlaps(a: &Tensor, b: &Tensor) -> bool {
     if a.device() != b.device() {

@@ -2,4 +2,6 @@
 //! (CUDA tensors) or the fused CPU path (CPU tensors); its plain-tch `reference` sits beside it.
 
 mod element;
+mod fastmath;
+pub mod loss;
 pub mod mixup;

@@ -1,6 +1,7 @@
 //! Helpers shared by the test bodies: fresh random inputs, poisoned outputs, relative error.
 #![allow(dead_code)]
 
+pub mod loss;
 pub mod mixup;
 
 use tch::{Device, Kind, Tensor};
@@ -10,7 +11,7 @@ pub type Case = (&'static str, fn(Device));
 
 /// Every shared case, in the order they run.
 pub fn cases() -> Vec<Case> {
-    mixup::CASES.to_vec()
+    [mixup::CASES, loss::CASES].concat()
 }
 
 pub const FLOAT_KINDS: [Kind; 3] = [Kind::Float, Kind::Half, Kind::BFloat16];

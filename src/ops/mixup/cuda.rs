@@ -71,7 +71,7 @@ pub(super) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -
         .i64(b)
         .i64(f)
         .i32(vectorized as i32)
-        .run(Grid { rows: b, packs_per_row: if vectorized { f / n } else { f } })
+        .run(Grid::RowsAndPacks { rows: b, packs_per_row: if vectorized { f / n } else { f } })
 }
 
 pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
@@ -88,7 +88,7 @@ pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
         .i64(b)
         .i64(f)
         .i32(vectorized as i32)
-        .run(Grid { rows: (b + 1) / 2, packs_per_row: if vectorized { f / n } else { f } })
+        .run(Grid::RowsAndPacks { rows: (b + 1) / 2, packs_per_row: if vectorized { f / n } else { f } })
 }
 
 pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
@@ -116,7 +116,7 @@ pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pai
         .i64(c)
         .i64(inner)
         .i32(vectorized as i32)
-        .run(Grid { rows: b, packs_per_row: if vectorized { f / N } else { f } })
+        .run(Grid::RowsAndPacks { rows: b, packs_per_row: if vectorized { f / N } else { f } })
 }
 
 pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tensor) -> Result<()> {
@@ -143,5 +143,5 @@ pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tens
         .i64(f / (h * w))
         .i64(h)
         .i64(w)
-        .run(Grid { rows: b, packs_per_row: f })
+        .run(Grid::RowsAndPacks { rows: b, packs_per_row: f })
 }

@@ -1,0 +1,232 @@
+// Per-sample losses with their gradient in the same pass, and High-Loss Removal selection.
+//
+// ce_forward: one block per row (grid-stride over rows). One online pass over the row gives the
+//   softmax statistics (max, sum of exp, sum, argmax); the loss of the blended smoothed target
+//   t = (1-eps) (lam e_ya + (1-lam) e_yb) + eps/C is  lse - sum_c t_c z_c. A second pass over the
+//   same row (still in L1/L2) writes dlogits = (softmax - t) * w with w = 1 / n_kept, known
+//   before the launch (k = floor(r B) is computed on the host).
+// mse_forward: the same layout for per-sample mean squared error.
+// loss_select: one block. Drops the k largest losses (ties: lower index first) with a 4-pass
+//   8-bit radix select, writes the keep mask, the threshold, the mean over kept rows and the
+//   correct-prediction count, and zeroes the gradient rows it dropped. No host sync anywhere.
+#include "common.cuh"
+#include "reduce.cuh"
+
+__device__ __forceinline__ bool row_valid(const int64_t* y, int64_t i, int has_ignore, int64_t ignore_index) {
+    return y == nullptr || !has_ignore || y[i] != ignore_index;
+}
+
+template <typename T>
+__device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ grad, float* __restrict__ losses,
+                                int32_t* __restrict__ correct, const int64_t* y_a, const int64_t* y_b,
+                                const float* lam_vec, float lam, float smoothing, int64_t ignore_index,
+                                int has_ignore, const float* scale_ptr, float scale, int64_t B, int64_t C,
+                                int write_grad) {
+    __shared__ RowStats scratch[32];
+    const float w_scale = scale_ptr != nullptr ? *scale_ptr : scale;
+    for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
+        const T* z = logits + i * C;
+        RowStats st = row_stats_identity();
+        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) st = row_stats_push(st, to_f32(z[c]), c);
+        st = block_row_stats(st, scratch);
+
+        const bool valid = row_valid(y_a, i, has_ignore, ignore_index);
+        const int64_t ya = y_a[i];
+        const int64_t yb = y_b != nullptr ? y_b[i] : ya;
+        const bool in_range = ya >= 0 && ya < C && yb >= 0 && yb < C;
+        const float l = lam_vec != nullptr ? lam_vec[i] : lam;
+        const float lse = st.nan ? NAN : st.m + logf(st.s);
+        const float on = 1.0f - smoothing;
+        const float off = smoothing / (float)C;
+        float loss = 0.0f;
+        if (valid) {
+            if (in_range) {
+                const float target_dot = on * (l * to_f32(z[ya]) + (1.0f - l) * to_f32(z[yb])) + off * st.sum;
+                loss = lse - target_dot;
+            } else {
+                loss = NAN;  // a label out of range: visible, never a wild read (checked on the CPU path)
+            }
+        }
+        if (threadIdx.x == 0) {
+            losses[i] = loss;
+            correct[i] = (valid && st.arg == ya) ? 1 : 0;
+        }
+        if (write_grad) {
+            const float w = valid ? w_scale : 0.0f;
+            const float inv_s = 1.0f / st.s;
+            T* g = grad + i * C;
+            for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+                float v;
+                if (!valid) v = 0.0f;
+                else if (!in_range || st.nan) v = NAN;
+                else {
+                    const float p = exp_shift(to_f32(z[c]), st.m) * inv_s;
+                    const float t = off + (c == ya ? on * l : 0.0f) + (c == yb ? on * (1.0f - l) : 0.0f);
+                    v = (p - t) * w;
+                }
+                g[c] = from_f32<T>(v);
+            }
+        }
+    }
+}
+
+template <typename T>
+__device__ void mse_forward_rows(const T* __restrict__ pred, const T* __restrict__ target, T* __restrict__ grad,
+                                 float* __restrict__ losses, float scale, int64_t B, int64_t F, int write_grad) {
+    __shared__ double scratch[32];
+    for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
+        const T* p = pred + i * F;
+        const T* q = target + i * F;
+        double acc = 0.0;
+        for (int64_t c = threadIdx.x; c < F; c += blockDim.x) {
+            const float d = to_f32(p[c]) - to_f32(q[c]);
+            acc += (double)(d * d);
+        }
+        const double total = block_sum(acc, scratch);
+        if (threadIdx.x == 0) losses[i] = (float)(total / (double)F);
+        if (write_grad) {
+            const float w = 2.0f * scale / (float)F;
+            T* g = grad + i * F;
+            for (int64_t c = threadIdx.x; c < F; c += blockDim.x) g[c] = from_f32<T>((to_f32(p[c]) - to_f32(q[c])) * w);
+        }
+    }
+}
+
+// Orders losses as unsigned keys: larger loss -> larger key. Key 0 marks rows that can never be
+// dropped: ignored rows and NaN losses (a NaN must reach the mean, never be removed silently).
+__device__ __forceinline__ uint32_t rank_key(float loss, bool candidate) {
+    if (!candidate || isnan(loss)) return 0u;
+    const uint32_t b = __float_as_uint(loss);
+    return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+
+__device__ __forceinline__ float key_to_float(uint32_t k) {
+    return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+extern "C" __global__ void loss_select(const float* losses, const int64_t* y, int64_t ignore_index, int has_ignore,
+                                       const int32_t* correct, int64_t B, int64_t k, uint8_t* keep,
+                                       float* threshold_out, float* mean_out, int64_t* correct_out,
+                                       uint8_t* grad_bytes, int64_t row_bytes) {
+    __shared__ unsigned int hist[256];
+    __shared__ double dscratch[32];
+    __shared__ int64_t iscratch[32];
+    __shared__ uint32_t s_digit;
+    __shared__ int64_t s_remaining;
+    const int tid = threadIdx.x, nt = blockDim.x;
+
+    // How many rows can be dropped at all.
+    double cand = 0.0;
+    for (int64_t i = tid; i < B; i += nt)
+        cand += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) != 0u ? 1.0 : 0.0;
+    const int64_t n_cand = (int64_t)block_sum(cand, dscratch);
+    const int64_t k_eff = k < n_cand ? k : n_cand;
+
+    // Radix select of the k_eff-th largest key, 8 bits at a time from the top.
+    uint32_t prefix = 0u, mask = 0u;
+    int64_t remaining = k_eff;
+    if (k_eff > 0) {
+        for (int shift = 24; shift >= 0; shift -= 8) {
+            for (int j = tid; j < 256; j += nt) hist[j] = 0u;
+            __syncthreads();
+            for (int64_t i = tid; i < B; i += nt) {
+                const uint32_t key = rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index));
+                if (key != 0u && (key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
+            }
+            __syncthreads();
+            if (tid == 0) {
+                int64_t rem = remaining;
+                int d = 255;
+                for (; d > 0; --d) {
+                    if ((int64_t)hist[d] >= rem) break;
+                    rem -= hist[d];
+                }
+                s_digit = (uint32_t)d;
+                s_remaining = rem;
+            }
+            __syncthreads();
+            prefix |= s_digit << shift;
+            mask |= 0xffu << shift;
+            remaining = s_remaining;
+            __syncthreads();
+        }
+    }
+    // Keys above the k-th are dropped; of the keys equal to it, the `remaining` lowest indices.
+    const int64_t chunk = (B + nt - 1) / nt;
+    const int64_t lo = tid * chunk < B ? tid * chunk : B;
+    const int64_t hi = lo + chunk < B ? lo + chunk : B;
+    int64_t eq = 0;
+    if (k_eff > 0)
+        for (int64_t i = lo; i < hi; ++i)
+            eq += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) == prefix ? 1 : 0;
+    int64_t eq_before = block_exclusive_scan(eq, iscratch);
+    double kept_sum = 0.0, kept_n = 0.0, n_correct = 0.0;
+    for (int64_t i = lo; i < hi; ++i) {
+        const bool valid = row_valid(y, i, has_ignore, ignore_index);
+        const uint32_t key = rank_key(losses[i], valid);
+        bool dropped = false;
+        if (k_eff > 0 && key != 0u) {
+            if (key > prefix) dropped = true;
+            else if (key == prefix) dropped = (eq_before++ < remaining);
+        }
+        const bool kept = valid && !dropped;
+        keep[i] = kept ? 1 : 0;
+        if (kept) {
+            kept_sum += (double)losses[i];
+            kept_n += 1.0;
+        }
+        n_correct += correct != nullptr ? (double)correct[i] : 0.0;
+    }
+    const double total = block_sum(kept_sum, dscratch);
+    const double count = block_sum(kept_n, dscratch);
+    const double right = block_sum(n_correct, dscratch);
+    if (tid == 0) {
+        *mean_out = (float)(total / count);
+        *threshold_out = k_eff > 0 ? key_to_float(prefix) : INFINITY;
+        *correct_out = (int64_t)right;
+    }
+    // Zero the gradient rows of dropped samples (whole block per row; keep[] is visible after the barrier).
+    if (grad_bytes == nullptr || k_eff == 0) return;
+    __syncthreads();
+    const bool wide = (row_bytes % 16 == 0) && (((uintptr_t)grad_bytes) % 16 == 0);
+    for (int64_t i = 0; i < B; ++i) {
+        if (keep[i] || !row_valid(y, i, has_ignore, ignore_index)) continue;
+        uint8_t* row = grad_bytes + i * row_bytes;
+        if (wide) {
+            uint4* r4 = reinterpret_cast<uint4*>(row);
+            for (int64_t j = tid; j < row_bytes / 16; j += nt) r4[j] = make_uint4(0u, 0u, 0u, 0u);
+        } else {
+            for (int64_t j = tid; j < row_bytes; j += nt) row[j] = 0u;
+        }
+    }
+}
+
+// The number of non-ignored labels, and the gradient weight 1 / (n_valid - min(k, n_valid)).
+extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_index, int64_t B, int64_t k,
+                                            float* scale_out) {
+    __shared__ double scratch[32];
+    double n = 0.0;
+    for (int64_t i = threadIdx.x; i < B; i += blockDim.x) n += y[i] != ignore_index ? 1.0 : 0.0;
+    const double n_valid = block_sum(n, scratch);
+    if (threadIdx.x == 0) {
+        const double kept = n_valid - (k < n_valid ? (double)k : n_valid);
+        *scale_out = kept > 0.0 ? (float)(1.0 / kept) : 0.0f;
+    }
+}
+
+#define LOSS_ENTRIES(SUFFIX, T)                                                                           \
+    extern "C" __global__ void ce_forward_##SUFFIX(                                                        \
+        const T* logits, T* grad, float* losses, int32_t* correct, const int64_t* y_a, const int64_t* y_b, \
+        const float* lam_vec, float lam, float smoothing, int64_t ignore_index, int has_ignore,            \
+        const float* scale_ptr, float scale, int64_t B, int64_t C, int write_grad) {                       \
+        ce_forward_rows<T>(logits, grad, losses, correct, y_a, y_b, lam_vec, lam, smoothing, ignore_index, \
+                           has_ignore, scale_ptr, scale, B, C, write_grad);                                \
+    }                                                                                                      \
+    extern "C" __global__ void mse_forward_##SUFFIX(const T* pred, const T* target, T* grad, float* losses, \
+                                                    float scale, int64_t B, int64_t F, int write_grad) {   \
+        mse_forward_rows<T>(pred, target, grad, losses, scale, B, F, write_grad);                          \
+    }
+
+LOSS_ENTRIES(f32, float)
+LOSS_ENTRIES(f16, __half)
+LOSS_ENTRIES(bf16, __nv_bfloat16)

@@ -1,0 +1,125 @@
+// Block-wide reductions and scans in a fixed order, so results are identical run to run.
+#pragma once
+#include <math.h>
+#include <stdint.h>
+
+#define FULL_MASK 0xffffffffu
+
+// Softmax statistics of a set of logits: max m, sum of exp(v - m), sum of v, NaN seen, and the
+// first index of the largest value (comparisons with `>`, so NaN never wins).
+struct RowStats {
+    float m, s, sum;
+    int nan;
+    float best;
+    int64_t arg;
+};
+
+__device__ __forceinline__ RowStats row_stats_identity() {
+    return {-INFINITY, 0.0f, 0.0f, 0, -INFINITY, INT64_MAX};
+}
+
+// exp(a - m) that treats a == m == -inf as exp(0) = 1 rather than NaN.
+__device__ __forceinline__ float exp_shift(float a, float m) {
+    return (a == m) ? 1.0f : __expf(a - m);
+}
+
+__device__ __forceinline__ RowStats row_stats_push(RowStats r, float v, int64_t c) {
+    if (isnan(v)) {
+        r.nan = 1;
+        return r;
+    }
+    if (v > r.m) {
+        r.s = (r.m == -INFINITY ? 0.0f : r.s * __expf(r.m - v)) + 1.0f;
+        r.m = v;
+    } else if (v != -INFINITY) {
+        r.s += exp_shift(v, r.m);
+    }
+    r.sum += v;
+    if (v > r.best || (v == r.best && c < r.arg)) {
+        r.best = v;
+        r.arg = c;
+    }
+    return r;
+}
+
+__device__ __forceinline__ RowStats row_stats_merge(RowStats a, RowStats b) {
+    RowStats r;
+    r.m = fmaxf(a.m, b.m);
+    r.s = (a.s == 0.0f ? 0.0f : a.s * exp_shift(a.m, r.m)) + (b.s == 0.0f ? 0.0f : b.s * exp_shift(b.m, r.m));
+    r.sum = a.sum + b.sum;
+    r.nan = a.nan | b.nan;
+    const bool take_b = b.best > a.best || (b.best == a.best && b.arg < a.arg);
+    r.best = take_b ? b.best : a.best;
+    r.arg = take_b ? b.arg : a.arg;
+    return r;
+}
+
+__device__ __forceinline__ RowStats row_stats_shfl(RowStats r, int offset) {
+    RowStats o;
+    o.m = __shfl_down_sync(FULL_MASK, r.m, offset);
+    o.s = __shfl_down_sync(FULL_MASK, r.s, offset);
+    o.sum = __shfl_down_sync(FULL_MASK, r.sum, offset);
+    o.nan = __shfl_down_sync(FULL_MASK, r.nan, offset);
+    o.best = __shfl_down_sync(FULL_MASK, r.best, offset);
+    o.arg = __shfl_down_sync(FULL_MASK, r.arg, offset);
+    return o;
+}
+
+// Reduces over the block (blockDim.x a multiple of 32, at most 1024); the result is returned to
+// every thread. `scratch` holds 32 entries. Ends with a barrier, so scratch can be reused.
+__device__ RowStats block_row_stats(RowStats r, RowStats* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int off = 16; off > 0; off >>= 1) r = row_stats_merge(r, row_stats_shfl(r, off));
+    if (lane == 0) scratch[warp] = r;
+    __syncthreads();
+    if (warp == 0) {
+        r = lane < warps ? scratch[lane] : row_stats_identity();
+        for (int off = 16; off > 0; off >>= 1) r = row_stats_merge(r, row_stats_shfl(r, off));
+        if (lane == 0) scratch[0] = r;
+    }
+    __syncthreads();
+    r = scratch[0];
+    __syncthreads();
+    return r;
+}
+
+// Sum over the block in a fixed tree order; every thread gets the total. `scratch`: 32 doubles.
+__device__ double block_sum(double v, double* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FULL_MASK, v, off);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < warps ? scratch[lane] : 0.0;
+        for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FULL_MASK, v, off);
+        if (lane == 0) scratch[0] = v;
+    }
+    __syncthreads();
+    v = scratch[0];
+    __syncthreads();
+    return v;
+}
+
+// Exclusive prefix sum of one int64 per thread over the block; `scratch`: 32 int64.
+__device__ int64_t block_exclusive_scan(int64_t v, int64_t* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    int64_t incl = v;
+    for (int off = 1; off < 32; off <<= 1) {
+        const int64_t o = __shfl_up_sync(FULL_MASK, incl, off);
+        if (lane >= off) incl += o;
+    }
+    if (lane == 31) scratch[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        int64_t w = lane < warps ? scratch[lane] : 0;
+        for (int off = 1; off < 32; off <<= 1) {
+            const int64_t o = __shfl_up_sync(FULL_MASK, w, off);
+            if (lane >= off) w += o;
+        }
+        if (lane < warps) scratch[lane] = w;  // inclusive totals per warp
+    }
+    __syncthreads();
+    const int64_t before = (warp == 0 ? 0 : scratch[warp - 1]) + incl - v;
+    __syncthreads();
+    return before;
+}

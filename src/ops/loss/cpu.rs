@@ -1,0 +1,248 @@
+//! The fused CPU path of kernels/loss.cu: per row one max pass and one exp pass (one exp per
+//! element, the exps kept for the gradient), then the gradient while the row is still in cache;
+//! the selection uses the kernel's ordering, so both paths remove exactly the same rows.
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+use tch::{Kind, Tensor};
+
+use super::{CeArgs, CrossEntropy, LossOutput};
+use crate::error::Result;
+use crate::ops::element::{cpu_bytes_mut, cpu_plain, cpu_slice, cpu_slice_mut, Element};
+use crate::ops::fastmath::{exp_shifted_sums, first_index_of, max};
+use crate::ops::mixup::Lambda;
+
+/// Rows handed to one task: enough work to amortise scheduling.
+const TASK_ELEMS: usize = 1 << 15;
+
+/// What the row pass needs to know about each row's target.
+struct RowTargets<'a> {
+    ya: &'a [i64],
+    yb: &'a [i64],
+    lam: Vec<f32>,
+    valid: Vec<bool>,
+    on: f32,
+    off: f32,
+    /// 1 / n_kept, the gradient weight of a kept row.
+    scale: f32,
+}
+
+pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntropy, grad: Option<Tensor>) -> Result<LossOutput> {
+    let (b, c) = (logits.size()[0] as usize, logits.size()[1] as usize);
+    let ya = cpu_plain::<i64>(args.y_a, Kind::Int64);
+    let yb = args.y_b.map(|t| cpu_plain::<i64>(t, Kind::Int64)).unwrap_or(ya);
+    let lam = match args.lam {
+        None => vec![1.0; b],
+        Some(Lambda::Batch(l)) => vec![*l as f32; b],
+        Some(Lambda::PerSample(t)) => cpu_plain::<f32>(t, Kind::Float).to_vec(),
+    };
+    let valid: Vec<bool> = ya.iter().map(|&y| Some(y) != opts.ignore_index).collect();
+    let n_valid = valid.iter().filter(|&&v| v).count() as i64;
+    let n_kept = n_valid - args.removed.min(n_valid);
+    let eps = opts.label_smoothing as f32;
+    let rt = RowTargets {
+        ya,
+        yb,
+        lam,
+        valid,
+        on: 1.0 - eps,
+        off: eps / c as f32,
+        scale: if n_kept > 0 { 1.0 / n_kept as f32 } else { 0.0 },
+    };
+    let mut losses = vec![0f32; b];
+    let mut correct = vec![0i32; b];
+    let mut grad = grad;
+    match logits.kind() {
+        Kind::Float => ce_rows::<f32>(logits, grad.as_mut(), &rt, &mut losses, &mut correct),
+        Kind::Half => ce_rows::<f16>(logits, grad.as_mut(), &rt, &mut losses, &mut correct),
+        _ => ce_rows::<bf16>(logits, grad.as_mut(), &rt, &mut losses, &mut correct),
+    }
+    let sel = select(&losses, &rt.valid, args.removed);
+    if let Some(g) = grad.as_mut() {
+        zero_rows(g, &sel.keep, &rt.valid, c);
+    }
+    let n_correct: i64 = correct.iter().map(|&v| v as i64).sum();
+    Ok(output(losses, sel, Tensor::from(n_correct), grad, args.removed))
+}
+
+fn ce_rows<T: Element>(logits: &Tensor, grad: Option<&mut Tensor>, rt: &RowTargets<'_>, losses: &mut [f32], correct: &mut [i32]) {
+    let c = logits.size()[1] as usize;
+    let z_all = cpu_slice::<T>(logits);
+    let rows_per_task = (TASK_ELEMS / c).max(1);
+    let task = |first_row: usize, losses: &mut [f32], correct: &mut [i32], grad: Option<&mut [T]>| {
+        let mut zbuf = vec![0f32; if T::KIND == Kind::Float { 0 } else { c }];
+        let mut e = vec![0f32; c];
+        let mut grad = grad;
+        for r in 0..losses.len() {
+            let i = first_row + r;
+            let raw = &z_all[i * c..(i + 1) * c];
+            let z: &[f32] = if T::KIND == Kind::Float {
+                bytemuck::cast_slice(raw)
+            } else {
+                T::widen(raw, &mut zbuf);
+                &zbuf
+            };
+            let (loss, right, exp_sum) = ce_row(z, i, rt, &mut e);
+            losses[r] = loss;
+            correct[r] = right as i32;
+            if let Some(g) = grad.as_deref_mut() {
+                ce_grad_row(exp_sum, i, rt, &mut e);
+                T::narrow(&e, &mut g[r * c..(r + 1) * c]);
+            }
+        }
+    };
+    let parallel = z_all.len() >= 2 * TASK_ELEMS;
+    match grad {
+        Some(g) => {
+            let g = cpu_slice_mut::<T>(g);
+            let work = losses.chunks_mut(rows_per_task).zip(correct.chunks_mut(rows_per_task)).zip(g.chunks_mut(rows_per_task * c));
+            if parallel {
+                work.enumerate().par_bridge().for_each(|(t, ((l, k), g))| task(t * rows_per_task, l, k, Some(g)));
+            } else {
+                work.enumerate().for_each(|(t, ((l, k), g))| task(t * rows_per_task, l, k, Some(g)));
+            }
+        }
+        None => {
+            let work = losses.chunks_mut(rows_per_task).zip(correct.chunks_mut(rows_per_task));
+            if parallel {
+                work.enumerate().par_bridge().for_each(|(t, (l, k))| task(t * rows_per_task, l, k, None));
+            } else {
+                work.enumerate().for_each(|(t, (l, k))| task(t * rows_per_task, l, k, None));
+            }
+        }
+    }
+}
+
+/// Loss, correctness and softmax denominator of row i; leaves exp(z - max) in `e`.
+fn ce_row(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f32]) -> (f32, bool, f32) {
+    let m = max(z);
+    let (s, sum) = exp_shifted_sums(z, m, e);
+    if !rt.valid[i] {
+        return (0.0, false, s);
+    }
+    let (ya, yb, l) = (rt.ya[i] as usize, rt.yb[i] as usize, rt.lam[i]);
+    let lse = m + s.ln();
+    let target_dot = rt.on * (l * z[ya] + (1.0 - l) * z[yb]) + rt.off * sum;
+    (lse - target_dot, first_index_of(z, m) == Some(ya), s)
+}
+
+/// Turns the exps of row i (in `e`, summing to `exp_sum`) into its gradient (softmax - t) * w.
+fn ce_grad_row(exp_sum: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
+    if !rt.valid[i] {
+        e.fill(0.0);
+        return;
+    }
+    let inv_s = 1.0 / exp_sum;
+    let (w, off) = (rt.scale, rt.off);
+    let (ya, yb, l) = (rt.ya[i] as usize, rt.yb[i] as usize, rt.lam[i]);
+    let (p_a, p_b) = (e[ya] * inv_s, e[yb] * inv_s);
+    for v in e.iter_mut() {
+        *v = (*v * inv_s - off) * w;
+    }
+    let t_a = off + rt.on * l + if ya == yb { rt.on * (1.0 - l) } else { 0.0 };
+    let t_b = off + rt.on * (1.0 - l) + if ya == yb { rt.on * l } else { 0.0 };
+    e[ya] = (p_a - t_a) * w;
+    e[yb] = (p_b - t_b) * w;
+}
+
+pub(super) fn mse(pred: &Tensor, target: &Tensor, removed: i64, grad: Option<Tensor>) -> Result<LossOutput> {
+    let b = pred.size()[0] as usize;
+    let f = pred.numel() / b;
+    let n_kept = b as i64 - removed;
+    let scale = 1.0 / n_kept as f32;
+    let mut losses = vec![0f32; b];
+    let mut grad = grad;
+    match pred.kind() {
+        Kind::Float => mse_rows::<f32>(pred, target, grad.as_mut(), scale, &mut losses),
+        Kind::Half => mse_rows::<f16>(pred, target, grad.as_mut(), scale, &mut losses),
+        _ => mse_rows::<bf16>(pred, target, grad.as_mut(), scale, &mut losses),
+    }
+    let valid = vec![true; b];
+    let sel = select(&losses, &valid, removed);
+    if let Some(g) = grad.as_mut() {
+        zero_rows(g, &sel.keep, &valid, f);
+    }
+    Ok(output(losses, sel, Tensor::from(0i64), grad, removed))
+}
+
+fn mse_rows<T: Element>(pred: &Tensor, target: &Tensor, grad: Option<&mut Tensor>, scale: f32, losses: &mut [f32]) {
+    let f = pred.numel() / losses.len();
+    let (p, q) = (cpu_slice::<T>(pred), cpu_slice::<T>(target));
+    let w = 2.0 * scale / f as f32;
+    let mut g = grad.map(|g| cpu_slice_mut::<T>(g));
+    for (i, loss) in losses.iter_mut().enumerate() {
+        let (pr, qr) = (&p[i * f..(i + 1) * f], &q[i * f..(i + 1) * f]);
+        let acc: f64 = pr.iter().zip(qr).map(|(&a, &b)| {
+            let d = a.to_f32() - b.to_f32();
+            (d * d) as f64
+        }).sum();
+        *loss = (acc / f as f64) as f32;
+        if let Some(g) = g.as_deref_mut() {
+            for ((o, &a), &b) in g[i * f..(i + 1) * f].iter_mut().zip(pr).zip(qr) {
+                *o = T::from_f32((a.to_f32() - b.to_f32()) * w);
+            }
+        }
+    }
+}
+
+/// The rows High-Loss Removal keeps, as the kernel chooses them.
+pub(crate) struct Selection {
+    pub keep: Vec<bool>,
+    pub threshold: f32,
+    pub mean: f32,
+}
+
+/// Orders losses like the kernel: larger loss -> larger key; 0 for rows that are never removed
+/// (ignored rows, NaN losses).
+pub(crate) fn rank_key(loss: f32, candidate: bool) -> u32 {
+    if !candidate || loss.is_nan() {
+        return 0;
+    }
+    let b = loss.to_bits();
+    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+}
+
+/// Removes the k largest keys (ties: lower index first); mean over kept valid rows in f64.
+pub(crate) fn select(losses: &[f32], valid: &[bool], k: i64) -> Selection {
+    let mut order: Vec<(u32, usize)> = losses
+        .iter()
+        .zip(valid)
+        .enumerate()
+        .map(|(i, (&l, &v))| (rank_key(l, v), i))
+        .filter(|&(key, _)| key != 0)
+        .collect();
+    let k_eff = (k.max(0) as usize).min(order.len());
+    let mut keep = valid.to_vec();
+    let mut threshold = f32::INFINITY;
+    if k_eff > 0 {
+        let by_rank = |a: &(u32, usize), b: &(u32, usize)| b.0.cmp(&a.0).then(a.1.cmp(&b.1));
+        order.select_nth_unstable_by(k_eff - 1, by_rank);
+        for &(_, i) in &order[..k_eff] {
+            keep[i] = false;
+        }
+        threshold = losses[order[k_eff - 1].1];
+    }
+    let (sum, n) = losses.iter().zip(&keep).filter(|(_, &k)| k).fold((0f64, 0usize), |(s, n), (&l, _)| (s + l as f64, n + 1));
+    Selection { keep, threshold, mean: (sum / n as f64) as f32 }
+}
+
+/// Zeroes the gradient rows of removed samples (valid rows that are not kept).
+fn zero_rows(grad: &mut Tensor, keep: &[bool], valid: &[bool], row_len: usize) {
+    let row_bytes = row_len * grad.kind().elt_size_in_bytes();
+    let bytes = cpu_bytes_mut(grad);
+    for (i, _) in keep.iter().zip(valid).enumerate().filter(|(_, (&k, &v))| v && !k) {
+        bytes[i * row_bytes..(i + 1) * row_bytes].fill(0);
+    }
+}
+
+fn output(losses: Vec<f32>, sel: Selection, correct: Tensor, grad: Option<Tensor>, removed: i64) -> LossOutput {
+    LossOutput {
+        loss: Tensor::from(sel.mean),
+        per_sample: Tensor::from_slice(&losses),
+        keep: Tensor::from_slice(&sel.keep.iter().map(|&k| k as u8).collect::<Vec<u8>>()).to_kind(Kind::Bool),
+        threshold: Tensor::from(sel.threshold),
+        correct,
+        removed,
+        grad,
+    }
+}

@@ -1,0 +1,154 @@
+//! Launches of kernels/loss.cu. Argument order follows each kernel's parameter list.
+
+use tch::{Kind, Tensor};
+
+use super::{CeArgs, CrossEntropy, LossOutput};
+use crate::cuda::{Grid, Kernel, Launch};
+use crate::error::Result;
+use crate::ops::mixup::Lambda;
+
+const SELECT_THREADS: u32 = 1024;
+
+/// Threads per row: about four elements each, a whole number of warps, at most 1024.
+fn row_threads(row_len: i64) -> u32 {
+    ((row_len.max(1) as u64).div_ceil(4).next_power_of_two()).clamp(32, 1024) as u32
+}
+
+fn by_kind(kind: Kind, f32k: Kernel, f16k: Kernel, bf16k: Kernel) -> Kernel {
+    match kind {
+        Kind::Float => f32k,
+        Kind::Half => f16k,
+        _ => bf16k,
+    }
+}
+
+/// Buffers the selection kernel writes: threshold and mean share one allocation.
+struct SelectOut {
+    keep: Tensor,
+    scalars: Tensor,
+    correct: Tensor,
+}
+
+impl SelectOut {
+    fn new(b: i64, like: &Tensor) -> SelectOut {
+        let dev = like.device();
+        SelectOut {
+            keep: Tensor::empty([b], (Kind::Bool, dev)),
+            scalars: Tensor::empty([2], (Kind::Float, dev)),
+            correct: Tensor::empty([1], (Kind::Int64, dev)),
+        }
+    }
+
+    fn into_output(self, losses: Tensor, removed: i64, grad: Option<Tensor>) -> LossOutput {
+        LossOutput {
+            loss: self.scalars.get(1),
+            per_sample: losses,
+            keep: self.keep,
+            threshold: self.scalars.get(0),
+            correct: self.correct.get(0),
+            removed,
+            grad,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_select(
+    losses: &Tensor,
+    y: Option<&Tensor>,
+    ignore: Option<i64>,
+    correct: Option<&Tensor>,
+    k: i64,
+    out: &SelectOut,
+    grad: Option<&Tensor>,
+) -> Result<()> {
+    let b = losses.size()[0];
+    let row_bytes = grad.map(|g| (g.numel() / b as usize * g.kind().elt_size_in_bytes()) as i64).unwrap_or(0);
+    let threshold = out.scalars.get(0);
+    let mean = out.scalars.get(1);
+    Launch::new(Kernel::LOSS_SELECT)
+        .tensor("losses", losses)?
+        .optional_tensor("y", y)?
+        .i64(ignore.unwrap_or(0))
+        .i32(ignore.is_some() as i32)
+        .optional_tensor("correct", correct)?
+        .i64(b)
+        .i64(k)
+        .tensor("keep", &out.keep)?
+        .tensor("threshold", &threshold)?
+        .tensor("mean", &mean)?
+        .tensor("correct_out", &out.correct)?
+        .optional_tensor("grad", grad)?
+        .i64(row_bytes)
+        .run(Grid::SingleBlock { threads: SELECT_THREADS })
+}
+
+pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntropy, grad: Option<Tensor>) -> Result<LossOutput> {
+    let (b, c) = (logits.size()[0], logits.size()[1]);
+    let dev = logits.device();
+    let losses = Tensor::empty([b], (Kind::Float, dev));
+    let correct = Tensor::empty([b], (Kind::Int, dev));
+    let with_grad = grad.is_some();
+    let k = args.removed;
+    // The gradient weight 1 / n_kept: known on the host unless rows are ignored.
+    let (scale_t, scale) = match opts.ignore_index {
+        Some(ignore) => {
+            let s = Tensor::empty([1], (Kind::Float, dev));
+            Launch::new(Kernel::LOSS_COUNT_VALID)
+                .tensor("y", args.y_a)?
+                .i64(ignore)
+                .i64(b)
+                .i64(k)
+                .tensor("scale", &s)?
+                .run(Grid::SingleBlock { threads: SELECT_THREADS })?;
+            (Some(s), 0.0)
+        }
+        None => (None, 1.0 / (b - k) as f32),
+    };
+    let (lam_vec, lam) = match args.lam {
+        None => (None, 1.0),
+        Some(Lambda::Batch(l)) => (None, *l as f32),
+        Some(Lambda::PerSample(t)) => (Some(t), 0.0),
+    };
+    Launch::new(by_kind(logits.kind(), Kernel::CE_FORWARD_F32, Kernel::CE_FORWARD_F16, Kernel::CE_FORWARD_BF16))
+        .tensor("logits", logits)?
+        .optional_tensor("grad", grad.as_ref())?
+        .tensor("losses", &losses)?
+        .tensor("correct", &correct)?
+        .tensor("y_a", args.y_a)?
+        .optional_tensor("y_b", args.y_b)?
+        .optional_tensor("lam", lam_vec)?
+        .f32(lam)
+        .f32(opts.label_smoothing as f32)
+        .i64(opts.ignore_index.unwrap_or(0))
+        .i32(opts.ignore_index.is_some() as i32)
+        .optional_tensor("scale", scale_t.as_ref())?
+        .f32(scale)
+        .i64(b)
+        .i64(c)
+        .i32(with_grad as i32)
+        .run(Grid::BlockPerRow { rows: b, threads: row_threads(c) })?;
+    let out = SelectOut::new(b, logits);
+    launch_select(&losses, Some(args.y_a), opts.ignore_index, Some(&correct), k, &out, grad.as_ref())?;
+    Ok(out.into_output(losses, k, grad))
+}
+
+pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) -> Result<LossOutput> {
+    let b = pred.size()[0];
+    let f = pred.numel() as i64 / b;
+    let losses = Tensor::empty([b], (Kind::Float, pred.device()));
+    let with_grad = grad.is_some();
+    Launch::new(by_kind(pred.kind(), Kernel::MSE_FORWARD_F32, Kernel::MSE_FORWARD_F16, Kernel::MSE_FORWARD_BF16))
+        .tensor("pred", pred)?
+        .tensor("target", target)?
+        .optional_tensor("grad", grad.as_ref())?
+        .tensor("losses", &losses)?
+        .f32(1.0 / (b - k) as f32)
+        .i64(b)
+        .i64(f)
+        .i32(with_grad as i32)
+        .run(Grid::BlockPerRow { rows: b, threads: row_threads(f) })?;
+    let out = SelectOut::new(b, pred);
+    launch_select(&losses, None, None, None, k, &out, grad.as_ref())?;
+    Ok(out.into_output(losses, k, grad))
+}

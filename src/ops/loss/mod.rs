@@ -1,0 +1,253 @@
+//! Per-sample losses with High-Loss Removal, their gradient computed in the same pass, and no
+//! host sync on CUDA.
+//!
+//! Cross-entropy of logits `[B, C]` against class indices or Mixup's compact targets, with label
+//! smoothing and `ignore_index`: sample i's target is `t = (1-eps) (lam e_ya + (1-lam) e_yb) + eps/C`,
+//! its loss `logsumexp(z) - t.z`. High-Loss Removal drops the `k = floor(r B)` largest losses
+//! (ties: the lower index is dropped first); the reported loss is the mean over kept, non-ignored
+//! rows, and the gradient `dlogits = (softmax - t) / n_kept` on kept rows, 0 elsewhere.
+//!
+//! When nothing is kept (every row ignored) the loss is NaN, as PyTorch's mean is, and the
+//! gradient is 0.
+//!
+//! NaN: a NaN loss is never removed (it ranks below every number), so it always reaches the mean
+//! and a training loop sees it. Labels are range-checked on the CPU; on CUDA (no host sync) an
+//! out-of-range label makes that row's loss and gradient NaN instead of reading out of bounds.
+//!
+//! tch has no custom autograd Function, so [`cross_entropy_autograd`] returns a scalar whose
+//! value is the kernel's loss and whose gradient with respect to the logits is the kernel's
+//! gradient: `s - s.detach() + loss` with the surrogate `s = (logits * dlogits.detach()).sum()`.
+
+mod cpu;
+mod cuda;
+pub mod reference;
+
+use tch::{Device, Kind, Tensor};
+
+use super::element::{check_float, check_kind, check_same_device};
+use super::mixup::{Lambda, MixedTargets};
+use crate::error::{Error, Result};
+
+/// What each sample's loss is measured against.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a> {
+    /// Class indices, int64 `[B]`.
+    Index(&'a Tensor),
+    /// Mixup's compact targets: `lam` of `y_a`, `1 - lam` of `y_b`.
+    Mixed(&'a MixedTargets),
+}
+
+/// Options of the cross-entropy op.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CrossEntropy {
+    /// Label smoothing eps in [0, 1].
+    pub label_smoothing: f64,
+    /// Rows whose (first) label equals this are ignored: loss 0, no gradient, not counted.
+    pub ignore_index: Option<i64>,
+    /// High-Loss Removal share r in [0, 1): the floor(r B) largest losses are dropped.
+    pub drop_share: f64,
+}
+
+impl Default for CrossEntropy {
+    fn default() -> Self {
+        CrossEntropy { label_smoothing: 0.0, ignore_index: None, drop_share: 0.0 }
+    }
+}
+
+/// Everything one loss launch produces; all tensors live on the input's device.
+#[derive(Debug)]
+pub struct LossOutput {
+    /// Mean loss over kept rows, f32 scalar: the value to report.
+    pub loss: Tensor,
+    /// Per-sample loss, f32 `[B]` (0 for ignored rows).
+    pub per_sample: Tensor,
+    /// Rows that count towards the loss, bool `[B]`.
+    pub keep: Tensor,
+    /// The smallest removed loss, f32 scalar (+inf when nothing was removed).
+    pub threshold: Tensor,
+    /// Rows whose argmax equals `y_a` (ignored rows excluded), int64 scalar. 0 for MSE.
+    pub correct: Tensor,
+    /// Rows removed: `floor(r B)` (fewer only when there are not that many removable rows).
+    pub removed: i64,
+    /// d loss / d input in the input's dtype, when asked for.
+    pub grad: Option<Tensor>,
+}
+
+/// Rows to remove for a share r of a batch of b: floor(r b), computed on the host.
+pub fn removed_rows(drop_share: f64, batch: i64) -> i64 {
+    (drop_share * batch as f64).floor() as i64
+}
+
+/// Per-sample cross-entropy, selection and (with `with_grad`) the gradient, in one or two
+/// launches on CUDA (three with `ignore_index`).
+pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy, with_grad: bool) -> Result<LossOutput> {
+    let grad = with_grad.then(|| Tensor::empty(logits.size().as_slice(), (logits.kind(), logits.device())));
+    cross_entropy_impl(logits, targets, opts, grad)
+}
+
+/// [`cross_entropy`] writing the gradient into a caller-provided contiguous tensor of the
+/// logits' shape, dtype and device (no allocation per step); `LossOutput::grad` shares it.
+pub fn cross_entropy_into(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy, grad: &mut Tensor) -> Result<LossOutput> {
+    check_grad_buffer(grad, logits)?;
+    cross_entropy_impl(logits, targets, opts, Some(grad.shallow_clone()))
+}
+
+fn cross_entropy_impl(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy, grad: Option<Tensor>) -> Result<LossOutput> {
+    let logits = logits.contiguous();
+    let args = check_ce(&logits, targets, opts)?;
+    match logits.device() {
+        Device::Cpu => cpu::cross_entropy(&logits, &args, opts, grad),
+        _ => cuda::cross_entropy(&logits, &args, opts, grad),
+    }
+}
+
+/// The differentiable form: a scalar whose value is the loss and whose backward writes the
+/// kernel's gradient into `logits.grad()`. See the module docs for how.
+pub fn cross_entropy_autograd(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<(Tensor, LossOutput)> {
+    let out = cross_entropy(&logits.detach(), targets, opts, true)?;
+    Ok((attach_gradient(logits, &out)?, out))
+}
+
+/// The simpler alternative kept for comparison: the kernel ranks and removes (no gradient), and
+/// libtorch's own cross-entropy, weighted by `keep / n_kept`, carries the gradient.
+pub fn cross_entropy_weighted(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<(Tensor, LossOutput)> {
+    let out = cross_entropy(&logits.detach(), targets, opts, false)?;
+    let per_sample = reference::per_sample_ce_autograd(logits, targets, opts)?;
+    let keep = out.keep.to_kind(Kind::Float);
+    let loss = (per_sample * &keep).f_sum(Kind::Float)? / keep.f_sum(Kind::Float)?;
+    Ok((loss, out))
+}
+
+/// Per-sample mean squared error over `[B, ...]` with the same selection: the reported loss is
+/// the mean over kept rows of each row's mean squared error.
+pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64, with_grad: bool) -> Result<LossOutput> {
+    let (pred, target) = (pred.contiguous(), target.contiguous());
+    check_float("pred", &pred)?;
+    let b = check_batch("pred", &pred)?;
+    check_kind("target", &target, pred.kind())?;
+    check_same_device("target", &target, &pred)?;
+    if target.size() != pred.size() {
+        return Err(Error::shape("target", format!("{:?} (the shape of `pred`)", pred.size()), &target.size()));
+    }
+    check_share(drop_share)?;
+    let k = removed_rows(drop_share, b);
+    let grad = with_grad.then(|| pred.empty_like());
+    match pred.device() {
+        Device::Cpu => cpu::mse(&pred, &target, k, grad),
+        _ => cuda::mse(&pred, &target, k, grad),
+    }
+}
+
+/// The differentiable form of [`mse`].
+pub fn mse_autograd(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<(Tensor, LossOutput)> {
+    let out = mse(&pred.detach(), target, drop_share, true)?;
+    Ok((attach_gradient(pred, &out)?, out))
+}
+
+/// `s - s.detach() + loss` with `s = (input * grad).sum()` in f32: the value is exactly the
+/// kernel's loss and the gradient with respect to `input` is exactly the kernel's gradient.
+fn attach_gradient(input: &Tensor, out: &LossOutput) -> Result<Tensor> {
+    let grad = out.grad.as_ref().ok_or_else(|| Error::value("grad", "a gradient from the kernel", "none"))?;
+    let s = (input * grad).f_sum(Kind::Float)?;
+    Ok(&s - s.detach() + &out.loss)
+}
+
+// ---- argument checks ---------------------------------------------------------------------------
+
+/// Checked views of the targets for one launch.
+pub(crate) struct CeArgs<'a> {
+    pub y_a: &'a Tensor,
+    /// None when the targets are plain indices (y_b = y_a).
+    pub y_b: Option<&'a Tensor>,
+    pub lam: Option<&'a Lambda>,
+    pub removed: i64,
+}
+
+fn check_grad_buffer(grad: &Tensor, like: &Tensor) -> Result<()> {
+    if grad.size() != like.size() {
+        return Err(Error::shape("grad", format!("{:?} (the shape of the input)", like.size()), &grad.size()));
+    }
+    check_kind("grad", grad, like.kind())?;
+    check_same_device("grad", grad, like)?;
+    if !grad.is_contiguous() {
+        return Err(Error::NotContiguous { arg: "grad", size: grad.size(), strides: grad.stride() });
+    }
+    if super::element::overlaps(grad, like) {
+        return Err(Error::value("grad", "a tensor whose storage does not overlap the input", "an overlapping tensor"));
+    }
+    Ok(())
+}
+
+fn check_batch(arg: &'static str, x: &Tensor) -> Result<i64> {
+    let size = x.size();
+    if size.is_empty() || x.numel() == 0 {
+        return Err(Error::shape(arg, "a non-empty batch [B, ...] with B >= 1", &size));
+    }
+    if !matches!(x.device(), Device::Cpu | Device::Cuda(_)) {
+        return Err(Error::Device { arg, expected: "cpu or cuda".into(), got: x.device() });
+    }
+    Ok(size[0])
+}
+
+fn check_share(r: f64) -> Result<()> {
+    if (0.0..1.0).contains(&r) {
+        Ok(())
+    } else {
+        Err(Error::value("drop_share", "a share in [0, 1)", r))
+    }
+}
+
+fn check_labels(arg: &'static str, y: &Tensor, batch: i64, classes: i64, ignore: Option<i64>, like: &Tensor) -> Result<()> {
+    check_kind(arg, y, Kind::Int64)?;
+    check_same_device(arg, y, like)?;
+    if y.size() != [batch] {
+        return Err(Error::shape(arg, format!("[{batch}] (one label per row of the logits)"), &y.size()));
+    }
+    if !y.is_contiguous() {
+        return Err(Error::NotContiguous { arg, size: y.size(), strides: y.stride() });
+    }
+    if y.device() == Device::Cpu {
+        let labels = super::element::cpu_plain::<i64>(y, Kind::Int64);
+        if let Some(bad) = labels.iter().find(|&&l| !(0..classes).contains(&l) && Some(l) != ignore) {
+            let also = ignore.map(|i| format!(" or the ignore_index {i}")).unwrap_or_default();
+            return Err(Error::value(arg, format!("labels in [0, {classes}){also}"), bad));
+        }
+    }
+    Ok(())
+}
+
+fn check_ce<'a>(logits: &Tensor, targets: Targets<'a>, opts: &CrossEntropy) -> Result<CeArgs<'a>> {
+    check_float("logits", logits)?;
+    let b = check_batch("logits", logits)?;
+    if logits.dim() != 2 {
+        return Err(Error::shape("logits", "[B, C] (flatten sequence dimensions first)", &logits.size()));
+    }
+    let c = logits.size()[1];
+    if !(0.0..=1.0).contains(&opts.label_smoothing) {
+        return Err(Error::value("label_smoothing", "a value in [0, 1]", opts.label_smoothing));
+    }
+    check_share(opts.drop_share)?;
+    let removed = removed_rows(opts.drop_share, b);
+    Ok(match targets {
+        Targets::Index(y) => {
+            check_labels("y", y, b, c, opts.ignore_index, logits)?;
+            CeArgs { y_a: y, y_b: None, lam: None, removed }
+        }
+        Targets::Mixed(t) => {
+            check_labels("y_a", &t.y_a, b, c, opts.ignore_index, logits)?;
+            check_labels("y_b", &t.y_b, b, c, opts.ignore_index, logits)?;
+            match &t.lam {
+                Lambda::Batch(l) if !(0.0..=1.0).contains(l) => return Err(Error::value("lam", "a value in [0, 1]", l)),
+                Lambda::Batch(_) => {}
+                Lambda::PerSample(l) => {
+                    check_kind("lam", l, Kind::Float)?;
+                    check_same_device("lam", l, logits)?;
+                    if l.size() != [b] || !l.is_contiguous() {
+                        return Err(Error::shape("lam", format!("a contiguous [{b}] (one per row)"), &l.size()));
+                    }
+                }
+            }
+            CeArgs { y_a: &t.y_a, y_b: Some(&t.y_b), lam: Some(&t.lam), removed }
+        }
+    })
+}

@@ -1,0 +1,122 @@
+//! Plain-tch references in f64 (tests), and the composite a PyTorch user writes today
+//! (benchmarks): `cross_entropy(reduction='none')` -> `topk` -> mask -> mean -> backward.
+
+use tch::{Device, Kind, Reduction, Tensor};
+
+use super::{removed_rows, CrossEntropy, Targets};
+use crate::error::Result;
+use crate::ops::mixup::Lambda;
+
+/// The reference's results, all f64 (bool for `keep`) on the CPU.
+#[derive(Debug)]
+pub struct ReferenceLoss {
+    pub loss: Tensor,
+    pub per_sample: Tensor,
+    pub keep: Tensor,
+    pub grad: Tensor,
+    pub correct: i64,
+}
+
+fn host(t: &Tensor) -> Tensor {
+    t.to_device(Device::Cpu)
+}
+
+/// (y_a, y_b, lambda [B] f64) on the CPU.
+fn target_parts(targets: Targets<'_>, b: i64) -> (Tensor, Tensor, Tensor) {
+    match targets {
+        Targets::Index(y) => (host(y), host(y), Tensor::ones([b], (Kind::Double, Device::Cpu))),
+        Targets::Mixed(t) => {
+            let lam = match &t.lam {
+                Lambda::Batch(l) => Tensor::full([b], *l, (Kind::Double, Device::Cpu)),
+                Lambda::PerSample(l) => host(l).to_kind(Kind::Double),
+            };
+            (host(&t.y_a), host(&t.y_b), lam)
+        }
+    }
+}
+
+/// Cross-entropy with smoothing, mixing, ignore_index and High-Loss Removal, in f64.
+pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<ReferenceLoss> {
+    let z = host(logits).to_kind(Kind::Double);
+    let (b, c) = (z.size()[0], z.size()[1]);
+    let (ya, yb, lam) = target_parts(targets, b);
+    let valid = match opts.ignore_index {
+        Some(i) => ya.ne(i),
+        None => Tensor::ones([b], (Kind::Bool, Device::Cpu)),
+    };
+    let safe = |y: &Tensor| y.where_scalarother(&valid, 0);
+    let onehot = |y: &Tensor| Tensor::zeros([b, c], (Kind::Double, Device::Cpu)).scatter_value(1, &safe(y).unsqueeze(1), 1.0);
+    let eps = opts.label_smoothing;
+    let lam2 = lam.unsqueeze(1);
+    let t = (onehot(&ya) * &lam2 + onehot(&yb) * (1.0 - &lam2)) * (1.0 - eps) + eps / c as f64;
+    let logp = z.log_softmax(1, Kind::Double);
+    let per_sample = (-(&t * &logp).sum_dim_intlist(1, false, Kind::Double)).where_scalarother(&valid, 0.0);
+
+    // Rank: NaN and ignored rows are never removed; ties remove the lower index first.
+    let k = removed_rows(opts.drop_share, b);
+    let candidate = valid.logical_and(&per_sample.isnan().logical_not());
+    let n_cand = candidate.sum(Kind::Int64).int64_value(&[]);
+    let key = per_sample.where_scalarother(&candidate, f64::NEG_INFINITY);
+    let (_, order) = key.sort_stable(true, 0, true);
+    let k_eff = k.min(n_cand);
+    let removed = Tensor::zeros([b], (Kind::Bool, Device::Cpu)).index_fill(0, &order.narrow(0, 0, k_eff), 1);
+    let keep = valid.logical_and(&removed.logical_not());
+    let n_valid = valid.sum(Kind::Int64).int64_value(&[]);
+    // Nothing kept (every row ignored): the loss is NaN like PyTorch's mean, the gradient 0.
+    let n_kept = (n_valid - k.min(n_valid)).max(1) as f64;
+    let keep_f = keep.to_kind(Kind::Double);
+    let loss = (&per_sample * &keep_f).sum(Kind::Double) / keep_f.sum(Kind::Double);
+    let grad = (logp.exp() - &t) * keep_f.unsqueeze(1) / n_kept;
+    let correct = z.argmax(1, false).eq_tensor(&ya).logical_and(&valid).sum(Kind::Int64).int64_value(&[]);
+    Ok(ReferenceLoss { loss, per_sample, keep, grad, correct })
+}
+
+/// Per-sample mean squared error with High-Loss Removal, in f64.
+pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<ReferenceLoss> {
+    let p = host(pred).to_kind(Kind::Double);
+    let q = host(target).to_kind(Kind::Double);
+    let b = p.size()[0];
+    let d = (&p - &q).reshape([b, -1]);
+    let f = d.size()[1] as f64;
+    let per_sample = d.square().mean_dim(1, false, Kind::Double);
+    let k = removed_rows(drop_share, b);
+    let candidate = per_sample.isnan().logical_not();
+    let key = per_sample.where_scalarother(&candidate, f64::NEG_INFINITY);
+    let (_, order) = key.sort_stable(true, 0, true);
+    let k_eff = k.min(candidate.sum(Kind::Int64).int64_value(&[]));
+    let removed = Tensor::zeros([b], (Kind::Bool, Device::Cpu)).index_fill(0, &order.narrow(0, 0, k_eff), 1);
+    let keep = removed.logical_not();
+    let keep_f = keep.to_kind(Kind::Double);
+    let loss = (&per_sample * &keep_f).sum(Kind::Double) / keep_f.sum(Kind::Double);
+    let mut shape = vec![b];
+    shape.resize(p.dim(), 1);
+    let grad = (&p - &q) * 2.0 / f * keep_f.view(shape.as_slice()) / (b - k) as f64;
+    Ok(ReferenceLoss { loss, per_sample, keep, grad, correct: 0 })
+}
+
+/// libtorch's per-sample cross-entropy (differentiable), mixed as `lam ce(y_a) + (1-lam) ce(y_b)`.
+pub fn per_sample_ce_autograd(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<Tensor> {
+    let ignore = opts.ignore_index.unwrap_or(-100);
+    let ce = |y: &Tensor| logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::None, ignore, opts.label_smoothing);
+    Ok(match targets {
+        Targets::Index(y) => ce(y)?,
+        Targets::Mixed(t) => match &t.lam {
+            Lambda::Batch(l) => ce(&t.y_a)? * *l + ce(&t.y_b)? * (1.0 - *l),
+            Lambda::PerSample(l) => ce(&t.y_a)? * l + ce(&t.y_b)? * (1.0 - l),
+        },
+    })
+}
+
+/// The composite a PyTorch user writes: per-sample CE, `topk` of the losses, a keep mask and
+/// the mean over kept rows. Call `.backward()` on the result to include the gradient.
+pub fn composite(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<Tensor> {
+    let ce = per_sample_ce_autograd(logits, targets, opts)?;
+    let b = ce.size()[0];
+    let k = removed_rows(opts.drop_share, b);
+    if k == 0 {
+        return Ok(ce.f_mean(Kind::Float)?);
+    }
+    let (_, idx) = ce.detach().f_topk(k, 0, true, false)?;
+    let keep = Tensor::f_ones([b], (Kind::Float, ce.device()))?.f_index_fill(0, &idx, 0.0)?;
+    Ok((ce * keep).f_sum(Kind::Float)? / (b - k) as f64)
+}

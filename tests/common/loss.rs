@@ -1,0 +1,275 @@
+//! Per-sample losses, High-Loss Removal and the gradient against the f64 reference.
+
+use enlighten::ops::loss::{
+    cross_entropy, cross_entropy_autograd, cross_entropy_into, cross_entropy_weighted, mse, mse_autograd, reference,
+    CrossEntropy, Targets,
+};
+use enlighten::ops::mixup::{Lambda, MixedTargets};
+use enlighten::Error;
+use tch::{Device, Kind, Tensor};
+
+use super::{assert_close, poisoned, randn, rel_err, seed, Case, FLOAT_KINDS};
+
+pub const CASES: &[Case] = &[
+    ("ce_matches_reference", ce_matches_reference),
+    ("ce_gradient_equals_libtorch_masked_mean_gradient", ce_gradient_equals_libtorch_masked_mean_gradient),
+    ("ce_gradient_matches_finite_differences", ce_gradient_matches_finite_differences),
+    ("selection_removes_exactly_the_k_largest", selection_removes_exactly_the_k_largest),
+    ("selection_breaks_ties_by_index", selection_breaks_ties_by_index),
+    ("ce_extreme_logits_stay_finite_and_nan_propagates", ce_extreme_logits_stay_finite_and_nan_propagates),
+    ("mse_matches_reference", mse_matches_reference),
+    ("loss_rejects_bad_arguments", loss_rejects_bad_arguments),
+];
+
+const SHAPES: &[(i64, i64)] = &[(1, 7), (5, 3), (33, 10), (128, 100), (64, 1000), (257, 37)];
+
+fn labels(b: i64, c: i64, dev: Device) -> Tensor {
+    Tensor::randint(c, [b], (Kind::Int64, dev))
+}
+
+fn mixed(b: i64, c: i64, per_sample: bool, dev: Device) -> MixedTargets {
+    let lam = if per_sample { Lambda::PerSample(Tensor::rand([b], (Kind::Float, dev))) } else { Lambda::Batch(0.3) };
+    MixedTargets { y_a: labels(b, c, dev), y_b: labels(b, c, dev), lam }
+}
+
+/// Loss values are computed in f32 whatever the storage type of the logits.
+const LOSS_TOL: f64 = 2e-5;
+
+fn check_against_reference(what: &str, logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) {
+    let kind = logits.kind();
+    let mut grad = poisoned(&logits.size(), kind, logits.device());
+    let out = cross_entropy_into(logits, targets, opts, &mut grad).unwrap();
+    let r = reference::cross_entropy(logits, targets, opts).unwrap();
+    let e = rel_err(&out.per_sample, &r.per_sample);
+    assert!(e < LOSS_TOL, "{what}: per-sample rel err {e:e}");
+    let keep = out.keep.to_device(Device::Cpu);
+    assert!(keep.eq_tensor(&r.keep).all().int64_value(&[]) == 1, "{what}: keep mask differs");
+    if r.loss.double_value(&[]).is_nan() {
+        assert!(out.loss.double_value(&[]).is_nan(), "{what}: nothing kept, so the loss is NaN");
+    } else {
+        let e = rel_err(&out.loss, &r.loss);
+        assert!(e < LOSS_TOL, "{what}: loss rel err {e:e}");
+    }
+    assert_eq!(out.correct.int64_value(&[]), r.correct, "{what}: correct count");
+    assert_close(&format!("{what}: grad"), &grad, &r.grad, kind);
+    // Finite and fully written: the poison is gone.
+    assert_eq!(grad.isnan().any().int64_value(&[]), 0, "{what}: unwritten gradient elements");
+}
+
+fn ce_matches_reference(dev: Device) {
+    seed(11);
+    for &(b, c) in SHAPES {
+        for kind in FLOAT_KINDS {
+            let logits = randn(&[b, c], kind, dev);
+            let y = labels(b, c, dev);
+            let batch_mix = mixed(b, c, false, dev);
+            let sample_mix = mixed(b, c, true, dev);
+            for smoothing in [0.0, 0.1] {
+                for drop_share in [0.0, 0.25] {
+                    let opts = CrossEntropy { label_smoothing: smoothing, ignore_index: None, drop_share };
+                    let what = format!("[{b}, {c}] {kind:?} eps {smoothing} r {drop_share}");
+                    check_against_reference(&format!("{what} index"), &logits, Targets::Index(&y), &opts);
+                    check_against_reference(&format!("{what} mixed"), &logits, Targets::Mixed(&batch_mix), &opts);
+                    check_against_reference(&format!("{what} mixed per-sample"), &logits, Targets::Mixed(&sample_mix), &opts);
+                    // ignore_index: every third label ignored.
+                    let ignored = y.copy();
+                    let _ = ignored.slice(0, 0, b, 3).fill_(-100);
+                    let opts = CrossEntropy { ignore_index: Some(-100), ..opts };
+                    check_against_reference(&format!("{what} ignore"), &logits, Targets::Index(&ignored), &opts);
+                }
+            }
+        }
+    }
+}
+
+fn ce_gradient_equals_libtorch_masked_mean_gradient(dev: Device) {
+    seed(12);
+    for (b, c) in [(64i64, 10i64), (33, 100)] {
+        let base = randn(&[b, c], Kind::Float, dev);
+        let y = labels(b, c, dev);
+        let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.2 };
+        let ours = base.detach().set_requires_grad(true);
+        let (loss, out) = cross_entropy_autograd(&ours, Targets::Index(&y), &opts).unwrap();
+        loss.backward();
+        let theirs = base.detach().set_requires_grad(true);
+        let composite = reference::composite(&theirs, Targets::Index(&y), &opts).unwrap();
+        composite.backward();
+        let e = rel_err(&ours.grad(), &theirs.grad());
+        assert!(e < 1e-5, "[{b}, {c}] gradient rel err vs libtorch {e:e}");
+        let e = rel_err(&loss, &composite);
+        assert!(e < 1e-5, "[{b}, {c}] loss rel err vs libtorch {e:e}");
+        assert_eq!(loss.double_value(&[]), out.loss.double_value(&[]), "the returned scalar is the kernel's loss");
+        // The weighted alternative carries the same gradient through libtorch.
+        let alt = base.detach().set_requires_grad(true);
+        let (alt_loss, _) = cross_entropy_weighted(&alt, Targets::Index(&y), &opts).unwrap();
+        alt_loss.backward();
+        let e = rel_err(&alt.grad(), &theirs.grad());
+        assert!(e < 1e-5, "[{b}, {c}] weighted-variant gradient rel err {e:e}");
+    }
+}
+
+fn ce_gradient_matches_finite_differences(dev: Device) {
+    seed(13);
+    let (b, c) = (4i64, 5i64);
+    let logits = randn(&[b, c], Kind::Float, Device::Cpu).to_kind(Kind::Double);
+    let t = mixed(b, c, true, Device::Cpu);
+    let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.25 };
+    let r = reference::cross_entropy(&logits, Targets::Mixed(&t), &opts).unwrap();
+    let h = 1e-6;
+    let fd = Tensor::zeros([b, c], (Kind::Double, Device::Cpu));
+    for i in 0..b {
+        for j in 0..c {
+            let bump = |d: f64| {
+                let z = logits.copy();
+                let _ = z.get(i).get(j).g_add_scalar_(d);
+                reference::cross_entropy(&z, Targets::Mixed(&t), &opts).unwrap().loss.double_value(&[])
+            };
+            let _ = fd.get(i).get(j).fill_((bump(h) - bump(-h)) / (2.0 * h));
+        }
+    }
+    let e = rel_err(&r.grad, &fd);
+    assert!(e < 1e-6, "reference gradient vs finite differences {e:e}");
+    // The fused op on this device, from the f32 logits.
+    let t_dev = MixedTargets { y_a: t.y_a.to_device(dev), y_b: t.y_b.to_device(dev), lam: Lambda::PerSample(match &t.lam {
+        Lambda::PerSample(l) => l.to_device(dev),
+        Lambda::Batch(_) => unreachable!(),
+    }) };
+    let out = cross_entropy(&logits.to_kind(Kind::Float).to_device(dev), Targets::Mixed(&t_dev), &opts, true).unwrap();
+    let e = rel_err(out.grad.as_ref().unwrap(), &fd);
+    assert!(e < 1e-5, "fused gradient vs finite differences {e:e}");
+}
+
+fn selection_removes_exactly_the_k_largest(dev: Device) {
+    seed(14);
+    for b in [1i64, 2, 7, 64, 1000] {
+        let logits = randn(&[b, 10], Kind::Float, dev);
+        let y = labels(b, 10, dev);
+        for r in [0.0, 0.1, 0.5, (b - 1) as f64 / b as f64] {
+            let opts = CrossEntropy { drop_share: r, ..Default::default() };
+            let out = cross_entropy(&logits, Targets::Index(&y), &opts, false).unwrap();
+            let k = (r * b as f64).floor() as i64;
+            let keep = out.keep.to_device(Device::Cpu);
+            let losses = out.per_sample.to_device(Device::Cpu);
+            assert_eq!(out.removed, k);
+            assert_eq!(b - keep.sum(Kind::Int64).int64_value(&[]), k, "b {b} r {r}: exactly k removed");
+            if k > 0 {
+                let removed_min = losses.masked_select(&keep.logical_not()).min().double_value(&[]);
+                let kept_max = losses.masked_select(&keep).max().double_value(&[]);
+                assert!(removed_min >= kept_max, "b {b} r {r}: removed {removed_min} < kept {kept_max}");
+                assert_eq!(out.threshold.double_value(&[]), removed_min, "threshold is the smallest removed loss");
+            } else {
+                assert!(out.threshold.double_value(&[]).is_infinite());
+            }
+        }
+    }
+}
+
+fn selection_breaks_ties_by_index(dev: Device) {
+    // Eight identical rows: equal losses; the lowest indices are removed first.
+    let logits = randn(&[1, 6], Kind::Float, dev).repeat([8, 1]);
+    let y = Tensor::full([8], 2, (Kind::Int64, dev));
+    let opts = CrossEntropy { drop_share: 0.3, ..Default::default() }; // k = 2
+    for _ in 0..3 {
+        let out = cross_entropy(&logits, Targets::Index(&y), &opts, true).unwrap();
+        let keep = Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap();
+        assert_eq!(keep, [false, false, true, true, true, true, true, true]);
+        let g = out.grad.unwrap();
+        assert_eq!(g.narrow(0, 0, 2).abs().sum(Kind::Float).double_value(&[]), 0.0, "removed rows have no gradient");
+        assert!(g.narrow(0, 2, 6).abs().sum(Kind::Float).double_value(&[]) > 0.0);
+    }
+}
+
+fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {
+    for kind in FLOAT_KINDS {
+        let big = if kind == Kind::Half { 6e4 } else { 1e4 };
+        let logits = (randn(&[16, 10], Kind::Float, dev).sign() * big).to_kind(kind);
+        let y = labels(16, 10, dev);
+        let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.0 };
+        let out = cross_entropy(&logits, Targets::Index(&y), &opts, true).unwrap();
+        assert_eq!(out.per_sample.isfinite().all().int64_value(&[]), 1, "{kind:?}: finite losses");
+        assert_eq!(out.grad.as_ref().unwrap().isfinite().all().int64_value(&[]), 1, "{kind:?}: finite gradient");
+        let r = reference::cross_entropy(&logits, Targets::Index(&y), &opts).unwrap();
+        assert!(rel_err(&out.per_sample, &r.per_sample) < LOSS_TOL, "{kind:?}: extreme losses");
+
+        // A NaN logit: that row's loss is NaN, it is never removed, the mean is NaN.
+        let nan_logits = randn(&[8, 5], kind, dev);
+        let _ = nan_logits.get(3).get(1).fill_(f64::NAN);
+        let opts = CrossEntropy { drop_share: 0.5, ..Default::default() };
+        let out = cross_entropy(&nan_logits, Targets::Index(&labels(8, 5, dev)), &opts, true).unwrap();
+        let losses = out.per_sample.to_device(Device::Cpu);
+        assert!(losses.double_value(&[3]).is_nan(), "{kind:?}: NaN row");
+        assert_eq!(losses.isnan().sum(Kind::Int64).int64_value(&[]), 1, "{kind:?}: other rows are numbers");
+        assert!(Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap()[3], "{kind:?}: a NaN row is never removed");
+        assert!(out.loss.double_value(&[]).is_nan(), "{kind:?}: the mean sees the NaN");
+    }
+}
+
+fn mse_matches_reference(dev: Device) {
+    seed(15);
+    for shape in [vec![1i64, 5], vec![9, 24], vec![64, 96, 3], vec![257, 7]] {
+        for kind in FLOAT_KINDS {
+            let pred = randn(&shape, kind, dev);
+            let target = randn(&shape, kind, dev);
+            for r in [0.0, 0.2] {
+                let out = mse(&pred, &target, r, true).unwrap();
+                let reference = reference::mse(&pred, &target, r).unwrap();
+                let what = format!("mse {shape:?} {kind:?} r {r}");
+                assert!(rel_err(&out.per_sample, &reference.per_sample) < LOSS_TOL, "{what}: per-sample");
+                assert!(rel_err(&out.loss, &reference.loss) < LOSS_TOL, "{what}: loss");
+                assert!(out.keep.to_device(Device::Cpu).eq_tensor(&reference.keep).all().int64_value(&[]) == 1, "{what}: keep");
+                assert_close(&format!("{what}: grad"), out.grad.as_ref().unwrap(), &reference.grad, kind);
+            }
+        }
+    }
+    // Through autograd: the gradient reaches the prediction.
+    let pred = randn(&[6, 4], Kind::Float, dev).set_requires_grad(true);
+    let target = randn(&[6, 4], Kind::Float, dev);
+    let (loss, out) = mse_autograd(&pred, &target, 0.34).unwrap();
+    loss.backward();
+    assert_close("mse autograd", &pred.grad(), out.grad.as_ref().unwrap(), Kind::Float);
+}
+
+fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T, Error>, arg: &str) {
+    match r {
+        Err(e) => assert!(e.to_string().contains(&format!("`{arg}`")), "{what}: `{e}` does not name `{arg}`"),
+        Ok(v) => panic!("{what}: expected an error naming `{arg}`, got Ok({v:?})"),
+    }
+}
+
+fn loss_rejects_bad_arguments(dev: Device) {
+    let logits = randn(&[4, 3], Kind::Float, dev);
+    let y = labels(4, 3, dev);
+    let ok = CrossEntropy::default();
+    let ce = |l: &Tensor, y: &Tensor, o: &CrossEntropy| cross_entropy(l, Targets::Index(y), o, true);
+    expect_err("r = 1", ce(&logits, &y, &CrossEntropy { drop_share: 1.0, ..ok }), "drop_share");
+    expect_err("r < 0", ce(&logits, &y, &CrossEntropy { drop_share: -0.1, ..ok }), "drop_share");
+    expect_err("r NaN", ce(&logits, &y, &CrossEntropy { drop_share: f64::NAN, ..ok }), "drop_share");
+    expect_err("smoothing", ce(&logits, &y, &CrossEntropy { label_smoothing: 1.5, ..ok }), "label_smoothing");
+    expect_err("label count", ce(&logits, &labels(3, 3, dev), &ok), "y");
+    expect_err("label dtype", ce(&logits, &y.to_kind(Kind::Int), &ok), "y");
+    expect_err("empty batch", ce(&Tensor::zeros([0, 3], (Kind::Float, dev)), &labels(0, 3, dev), &ok), "logits");
+    expect_err("rank 3", ce(&randn(&[2, 2, 3], Kind::Float, dev), &y, &ok), "logits");
+    expect_err("integer logits", ce(&logits.to_kind(Kind::Int64), &y, &ok), "logits");
+    let short_lam = MixedTargets { y_a: y.copy(), y_b: y.copy(), lam: Lambda::PerSample(Tensor::rand([3], (Kind::Float, dev))) };
+    expect_err("lambda length", cross_entropy(&logits, Targets::Mixed(&short_lam), &ok, true), "lam");
+    let bad_lam = MixedTargets { y_a: y.copy(), y_b: y.copy(), lam: Lambda::Batch(2.0) };
+    expect_err("lambda value", cross_entropy(&logits, Targets::Mixed(&bad_lam), &ok, true), "lam");
+    let mut wrong = poisoned(&[4, 4], Kind::Float, dev);
+    expect_err("grad buffer shape", cross_entropy_into(&logits, Targets::Index(&y), &ok, &mut wrong), "grad");
+    expect_err("mse shapes", mse(&logits, &randn(&[4, 2], Kind::Float, dev), 0.0, false), "target");
+    expect_err("mse dtype", mse(&logits, &logits.to_kind(Kind::Half), 0.0, false), "target");
+    expect_err("mse share", mse(&logits, &logits, 1.0, false), "drop_share");
+    let out_of_range = Tensor::from_slice(&[0i64, 1, 3, 2]).to_device(dev);
+    if dev == Device::Cpu {
+        expect_err("label out of range", ce(&logits, &out_of_range, &ok), "y");
+        expect_err("negative label", ce(&logits, &Tensor::from_slice(&[0i64, -1, 1, 2]), &ok), "y");
+        expect_err("ignore_index only when set", ce(&logits, &Tensor::from_slice(&[0i64, -100, 1, 2]), &ok), "y");
+    } else {
+        expect_err("labels on the host", ce(&logits, &y.to_device(Device::Cpu), &ok), "y");
+        // No host sync on CUDA: an out-of-range label makes its row NaN instead of reading out of bounds.
+        let out = ce(&logits, &out_of_range, &ok).unwrap();
+        let losses = out.per_sample.to_device(Device::Cpu);
+        assert!(losses.double_value(&[2]).is_nan());
+        assert_eq!(losses.isnan().sum(Kind::Int64).int64_value(&[]), 1);
+    }
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use criterion::measurement::WallTime;
-use enlighten::ops::mixup::{mixup, mixup_flip_, mixup_into, reference, Lambda, Pairing};
+use enlighten::ops::loss::{self, cross_entropy, cross_entropy_autograd, CrossEntropy, Targets};
+use enlighten::ops::mixup::{mixup, mixup_flip_, mixup_into, reference, Lambda, MixedTargets, Pairing};
 use enlighten::SeededRng;
 use tch::{Device, Kind, Tensor};
 
@@ -105,5 +106,50 @@ fn mixup_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, mixup_benches);
+/// Loss + High-Loss Removal + gradient, against `cross_entropy(reduction='none')` -> `topk` ->
+/// mask -> mean -> backward. Bytes: the logits read once and the gradient written once.
+fn loss_benches(c: &mut Criterion) {
+    let shapes: &[(i64, i64)] = &[(128, 10), (128, 100), (1024, 1000), (4096, 1000)];
+    for device in devices() {
+        for &(b, classes) in shapes {
+            tch::manual_seed(0);
+            let logits = Tensor::randn([b, classes], (Kind::Float, device));
+            let y = Tensor::randint(classes, [b], (Kind::Int64, device));
+            let bytes = 2 * (b * classes * 4) as u64;
+            let hlr = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.1 };
+            let leaf = logits.detach().set_requires_grad(true);
+
+            let mut g = group(c, "ce", "hlr r=0.1 eps=0.1, autograd", &[b, classes], Kind::Float, device, bytes);
+            bench(&mut g, "fused", device, || {
+                let (l, _) = cross_entropy_autograd(&leaf, Targets::Index(&y), &hlr).expect("fused ce");
+                l.backward();
+            });
+            bench(&mut g, "composite", device, || {
+                loss::reference::composite(&leaf, Targets::Index(&y), &hlr).expect("composite").backward();
+            });
+            g.finish();
+
+            let mut g = group(c, "ce", "hlr r=0.1 eps=0.1, dlogits", &[b, classes], Kind::Float, device, bytes);
+            bench(&mut g, "fused", device, || drop(cross_entropy(&logits, Targets::Index(&y), &hlr, true).expect("fused ce")));
+            bench(&mut g, "composite", device, || {
+                loss::reference::composite(&leaf, Targets::Index(&y), &hlr).expect("composite").backward();
+            });
+            g.finish();
+
+            let mix = MixedTargets { y_a: y.shallow_clone(), y_b: y.roll([1], [0]), lam: Lambda::Batch(0.3) };
+            let smooth = CrossEntropy { label_smoothing: 0.1, ..Default::default() };
+            let mut g = group(c, "ce", "mixed targets eps=0.1, autograd", &[b, classes], Kind::Float, device, bytes);
+            bench(&mut g, "fused", device, || {
+                let (l, _) = cross_entropy_autograd(&leaf, Targets::Mixed(&mix), &smooth).expect("fused ce");
+                l.backward();
+            });
+            bench(&mut g, "composite", device, || {
+                loss::reference::composite(&leaf, Targets::Mixed(&mix), &smooth).expect("composite").backward();
+            });
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(benches, mixup_benches, loss_benches);
 criterion_main!(benches);

@@ -46,26 +46,39 @@ pub(crate) fn max(z: &[f32]) -> f32 {
 }
 
 /// Writes e[c] = exp(z[c] - m) and returns (sum of e, sum of z). One exp per element.
+/// A row whose max is not finite (all -inf, or a +inf) takes the exact scalar path, where
+/// exp(a - m) is 1 for a == m as in the kernel; every other row runs branch-free and vectorised.
 #[inline(always)]
 pub(crate) fn exp_shifted_sums(z: &[f32], m: f32, e: &mut [f32]) -> (f32, f32) {
-    let (mut se, mut sz) = ([0f32; LANES], [0f32; LANES]);
-    let mut zc = z.chunks_exact(LANES);
-    let mut ec = e.chunks_exact_mut(LANES);
-    for (zs, es) in (&mut zc).zip(&mut ec) {
+    if !m.is_finite() {
+        let mut s = 0f32;
+        let mut t = 0f32;
+        for (&zv, ev) in z.iter().zip(e.iter_mut()) {
+            *ev = exp_shift(zv, m);
+            s += *ev;
+            t += zv;
+        }
+        return (s, t);
+    }
+    // A plain map loop is what LLVM's loop vectoriser handles best; the sums follow from L1.
+    for (ev, &zv) in e.iter_mut().zip(z) {
+        *ev = exp_nonpos(zv - m);
+    }
+    (sum(e), sum(z))
+}
+
+/// Sum with lane accumulators (a fixed order, so vectorisable and deterministic).
+#[inline(always)]
+pub(crate) fn sum(v: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
         for l in 0..LANES {
-            let v = exp_shift(zs[l], m);
-            es[l] = v;
-            se[l] += v;
-            sz[l] += zs[l];
+            acc[l] += c[l];
         }
     }
-    let (mut s, mut t) = (se.iter().sum::<f32>(), sz.iter().sum::<f32>());
-    for (&zv, ev) in zc.remainder().iter().zip(ec.into_remainder()) {
-        *ev = exp_shift(zv, m);
-        s += *ev;
-        t += zv;
-    }
-    (s, t)
+    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
 }
 
 /// exp(a - m), with a == m (including -inf == -inf) giving exactly 1, as the kernel does.
@@ -74,11 +87,11 @@ fn exp_shift(a: f32, m: f32) -> f32 {
     if a == m { 1.0 } else { exp_nonpos(a - m) }
 }
 
-/// The first index holding the row's maximum (`>` comparisons: NaN never wins); None if the
-/// row has no number above -inf... or is all NaN.
+/// Whether `at` is the first index holding the row's maximum `m` (the argmax with `>`
+/// comparisons, so NaN never wins). Scans the prefix only when z[at] is a maximum.
 #[inline(always)]
-pub(crate) fn first_index_of(z: &[f32], m: f32) -> Option<usize> {
-    z.iter().position(|&v| v == m)
+pub(crate) fn is_first_max(z: &[f32], m: f32, at: usize) -> bool {
+    z[at] == m && z[..at].iter().filter(|&&v| v == m).count() == 0
 }
 
 #[cfg(test)]
@@ -113,7 +126,9 @@ mod tests {
         let t_ref: f64 = z.iter().map(|&v| v as f64).sum();
         assert!(((s as f64 - s_ref) / s_ref).abs() < 1e-5);
         assert!(((t as f64 - t_ref) / t_ref.abs()).abs() < 1e-5);
-        assert_eq!(first_index_of(&z, m), z.iter().position(|&v| v == m));
+        let first = z.iter().position(|&v| v == m).unwrap();
+        assert!(is_first_max(&z, m, first));
+        assert!(!is_first_max(&z, m, (first + 1) % z.len()));
         assert!(max(&[f32::NAN, 1.0]) == 1.0);
     }
 }

@@ -3,5 +3,6 @@
 
 mod element;
 mod fastmath;
+mod parallel;
 pub mod loss;
 pub mod mixup;

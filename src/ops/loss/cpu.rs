@@ -3,17 +3,14 @@
 //! the selection uses the kernel's ordering, so both paths remove exactly the same rows.
 
 use half::{bf16, f16};
-use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
 use super::{CeArgs, CrossEntropy, LossOutput};
 use crate::error::Result;
-use crate::ops::element::{cpu_bytes_mut, cpu_plain, cpu_slice, cpu_slice_mut, Element};
-use crate::ops::fastmath::{exp_shifted_sums, first_index_of, max};
+use crate::ops::element::{cpu_bytes_mut, cpu_plain, cpu_slice, cpu_slice_mut, fill_with, Element};
+use crate::ops::fastmath::{exp_shifted_sums, is_first_max, max};
+use crate::ops::parallel;
 use crate::ops::mixup::Lambda;
-
-/// Rows handed to one task: enough work to amortise scheduling.
-const TASK_ELEMS: usize = 1 << 15;
 
 /// What the row pass needs to know about each row's target.
 struct RowTargets<'a> {
@@ -49,71 +46,116 @@ pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntr
         off: eps / c as f32,
         scale: if n_kept > 0 { 1.0 / n_kept as f32 } else { 0.0 },
     };
-    let mut losses = vec![0f32; b];
-    let mut correct = vec![0i32; b];
+    let mut results = vec![RowResult::default(); b];
     let mut grad = grad;
     match logits.kind() {
-        Kind::Float => ce_rows::<f32>(logits, grad.as_mut(), &rt, &mut losses, &mut correct),
-        Kind::Half => ce_rows::<f16>(logits, grad.as_mut(), &rt, &mut losses, &mut correct),
-        _ => ce_rows::<bf16>(logits, grad.as_mut(), &rt, &mut losses, &mut correct),
+        Kind::Float => ce_rows::<f32>(logits, grad.as_mut(), &rt, &mut results),
+        Kind::Half => ce_rows::<f16>(logits, grad.as_mut(), &rt, &mut results),
+        _ => ce_rows::<bf16>(logits, grad.as_mut(), &rt, &mut results),
     }
+    let losses: Vec<f32> = results.iter().map(|r| r.loss).collect();
     let sel = select(&losses, &rt.valid, args.removed);
     if let Some(g) = grad.as_mut() {
         zero_rows(g, &sel.keep, &rt.valid, c);
     }
-    let n_correct: i64 = correct.iter().map(|&v| v as i64).sum();
+    let n_correct = results.iter().filter(|r| r.correct).count() as i64;
     Ok(output(losses, sel, Tensor::from(n_correct), grad, args.removed))
 }
 
-fn ce_rows<T: Element>(logits: &Tensor, grad: Option<&mut Tensor>, rt: &RowTargets<'_>, losses: &mut [f32], correct: &mut [i32]) {
-    let c = logits.size()[1] as usize;
+/// What the row pass produces per row besides the gradient.
+#[derive(Debug, Clone, Copy, Default)]
+struct RowResult {
+    loss: f32,
+    correct: bool,
+}
+
+fn ce_rows<T: Element>(logits: &Tensor, grad: Option<&mut Tensor>, rt: &RowTargets<'_>, results: &mut [RowResult]) {
+    let (b, c) = (results.len(), logits.size()[1] as usize);
     let z_all = cpu_slice::<T>(logits);
-    let rows_per_task = (TASK_ELEMS / c).max(1);
-    let task = |first_row: usize, losses: &mut [f32], correct: &mut [i32], grad: Option<&mut [T]>| {
-        let mut zbuf = vec![0f32; if T::KIND == Kind::Float { 0 } else { c }];
-        let mut e = vec![0f32; c];
-        let mut grad = grad;
-        for r in 0..losses.len() {
-            let i = first_row + r;
+    let (g, g_stride): (&mut [T], usize) = match grad {
+        Some(g) => (cpu_slice_mut::<T>(g), c),
+        None => (&mut [], 0),
+    };
+    let row_pass = RowPass::detect();
+    parallel::row_blocks(b, c, results, 1, g, g_stride, |range, results, g| {
+        let is_f32 = T::KIND == Kind::Float;
+        let mut zbuf = vec![0f32; if is_f32 { 0 } else { c }];
+        // f32 gradients are built in place in the output row; other dtypes go through `e`.
+        let mut e = vec![0f32; if is_f32 && g_stride > 0 { 0 } else { c }];
+        for (r, i) in range.enumerate() {
             let raw = &z_all[i * c..(i + 1) * c];
-            let z: &[f32] = if T::KIND == Kind::Float {
+            let z: &[f32] = if is_f32 {
                 bytemuck::cast_slice(raw)
             } else {
                 T::widen(raw, &mut zbuf);
                 &zbuf
             };
-            let (loss, right, exp_sum) = ce_row(z, i, rt, &mut e);
-            losses[r] = loss;
-            correct[r] = right as i32;
-            if let Some(g) = grad.as_deref_mut() {
-                ce_grad_row(exp_sum, i, rt, &mut e);
-                T::narrow(&e, &mut g[r * c..(r + 1) * c]);
+            let g_row = (g_stride > 0).then(|| &mut g[r * c..(r + 1) * c]);
+            let exps: &mut [f32] = match g_row {
+                Some(row) if is_f32 => bytemuck::cast_slice_mut(row),
+                _ => &mut e,
+            };
+            let (loss, correct, exp_sum) = row_pass.loss(z, i, rt, exps);
+            results[r] = RowResult { loss, correct };
+            if g_stride > 0 {
+                row_pass.grad(exp_sum, i, rt, exps);
+                if !is_f32 {
+                    T::narrow(&e, &mut g[r * c..(r + 1) * c]);
+                }
             }
         }
-    };
-    let parallel = z_all.len() >= 2 * TASK_ELEMS;
-    match grad {
-        Some(g) => {
-            let g = cpu_slice_mut::<T>(g);
-            let work = losses.chunks_mut(rows_per_task).zip(correct.chunks_mut(rows_per_task)).zip(g.chunks_mut(rows_per_task * c));
-            if parallel {
-                work.enumerate().par_bridge().for_each(|(t, ((l, k), g))| task(t * rows_per_task, l, k, Some(g)));
-            } else {
-                work.enumerate().for_each(|(t, ((l, k), g))| task(t * rows_per_task, l, k, Some(g)));
-            }
+    });
+}
+
+/// The row functions, compiled once for the baseline target and once with AVX2 + FMA (picked
+/// at run time). FMA does not change results: Rust never contracts a * b + c on its own.
+#[derive(Clone, Copy)]
+struct RowPass {
+    avx2: bool,
+}
+
+impl RowPass {
+    fn detect() -> RowPass {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        RowPass { avx2 }
+    }
+
+    fn loss(self, z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f32]) -> (f32, bool, f32) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: the CPU supports AVX2 and FMA (checked in detect).
+            return unsafe { ce_row_avx2(z, i, rt, e) };
         }
-        None => {
-            let work = losses.chunks_mut(rows_per_task).zip(correct.chunks_mut(rows_per_task));
-            if parallel {
-                work.enumerate().par_bridge().for_each(|(t, (l, k))| task(t * rows_per_task, l, k, None));
-            } else {
-                work.enumerate().for_each(|(t, (l, k))| task(t * rows_per_task, l, k, None));
-            }
+        ce_row(z, i, rt, e)
+    }
+
+    fn grad(self, exp_sum: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: as above.
+            return unsafe { ce_grad_row_avx2(exp_sum, i, rt, e) };
         }
+        ce_grad_row(exp_sum, i, rt, e)
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn ce_row_avx2(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f32]) -> (f32, bool, f32) {
+    ce_row(z, i, rt, e)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn ce_grad_row_avx2(exp_sum: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
+    ce_grad_row(exp_sum, i, rt, e)
+}
+
 /// Loss, correctness and softmax denominator of row i; leaves exp(z - max) in `e`.
+#[inline(always)]
 fn ce_row(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f32]) -> (f32, bool, f32) {
     let m = max(z);
     let (s, sum) = exp_shifted_sums(z, m, e);
@@ -123,10 +165,11 @@ fn ce_row(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f32]) -> (f32, bool
     let (ya, yb, l) = (rt.ya[i] as usize, rt.yb[i] as usize, rt.lam[i]);
     let lse = m + s.ln();
     let target_dot = rt.on * (l * z[ya] + (1.0 - l) * z[yb]) + rt.off * sum;
-    (lse - target_dot, first_index_of(z, m) == Some(ya), s)
+    (lse - target_dot, is_first_max(z, m, ya), s)
 }
 
 /// Turns the exps of row i (in `e`, summing to `exp_sum`) into its gradient (softmax - t) * w.
+#[inline(always)]
 fn ce_grad_row(exp_sum: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
     if !rt.valid[i] {
         e.fill(0.0);
@@ -169,20 +212,23 @@ fn mse_rows<T: Element>(pred: &Tensor, target: &Tensor, grad: Option<&mut Tensor
     let f = pred.numel() / losses.len();
     let (p, q) = (cpu_slice::<T>(pred), cpu_slice::<T>(target));
     let w = 2.0 * scale / f as f32;
-    let mut g = grad.map(|g| cpu_slice_mut::<T>(g));
-    for (i, loss) in losses.iter_mut().enumerate() {
-        let (pr, qr) = (&p[i * f..(i + 1) * f], &q[i * f..(i + 1) * f]);
-        let acc: f64 = pr.iter().zip(qr).map(|(&a, &b)| {
-            let d = a.to_f32() - b.to_f32();
-            (d * d) as f64
-        }).sum();
-        *loss = (acc / f as f64) as f32;
-        if let Some(g) = g.as_deref_mut() {
-            for ((o, &a), &b) in g[i * f..(i + 1) * f].iter_mut().zip(pr).zip(qr) {
-                *o = T::from_f32((a.to_f32() - b.to_f32()) * w);
+    let (g, g_stride): (&mut [T], usize) = match grad {
+        Some(g) => (cpu_slice_mut::<T>(g), f),
+        None => (&mut [], 0),
+    };
+    parallel::row_blocks(losses.len(), f, losses, 1, g, g_stride, |range, losses, g| {
+        for (r, i) in range.enumerate() {
+            let (pr, qr) = (&p[i * f..(i + 1) * f], &q[i * f..(i + 1) * f]);
+            let acc: f64 = pr.iter().zip(qr).map(|(&a, &b)| {
+                let d = a.to_f32() - b.to_f32();
+                (d * d) as f64
+            }).sum();
+            losses[r] = (acc / f as f64) as f32;
+            if g_stride > 0 {
+                fill_with(&mut g[r * f..(r + 1) * f], |k| (pr[k].to_f32() - qr[k].to_f32()) * w);
             }
         }
-    }
+    });
 }
 
 /// The rows High-Loss Removal keeps, as the kernel chooses them.

@@ -1,16 +1,13 @@
-//! The fused CPU path: the same arithmetic as kernels/mixup.cu over contiguous slices, rows
-//! spread over threads with rayon. Inputs were checked by the caller.
+//! The fused CPU path: the same arithmetic as kernels/mixup.cu over contiguous slices, row
+//! blocks spread over the cores. Inputs were checked by the caller.
 
 use half::{bf16, f16};
-use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
 use super::{CutBoxes, Lambda, Normalize, Pairing};
 use crate::error::Result;
 use crate::ops::element::{cpu_plain, cpu_slice, cpu_slice_mut, fill_with, map2, map_pair, Element};
-
-/// Below this many elements a single thread is faster than waking the pool.
-const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+use crate::ops::parallel;
 
 /// Same rounding as the kernel's `blend`: two rounded products, one rounded sum, no FMA.
 #[inline(always)]
@@ -33,11 +30,12 @@ fn rows_of(x: &Tensor) -> (usize, usize) {
 
 /// Runs `f(row_index, out_row)` over the rows of `out`, in parallel when the batch is large.
 fn for_each_row<T: Send>(out: &mut [T], row_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    if out.len() < PARALLEL_MIN_ELEMS {
-        out.chunks_mut(row_len).enumerate().for_each(|(i, r)| f(i, r));
-    } else {
-        out.par_chunks_mut(row_len).enumerate().for_each(|(i, r)| f(i, r));
-    }
+    let rows = out.len() / row_len;
+    parallel::rows(rows, row_len, out, row_len, |range, block| {
+        for (i, row) in range.zip(block.chunks_mut(row_len)) {
+            f(i, row);
+        }
+    });
 }
 
 macro_rules! dispatch_float {
@@ -85,12 +83,12 @@ fn flip_inplace_typed<T: Element>(x: &mut Tensor, lams: &[(f32, f32)]) {
         let ((li, oi), (lj, oj)) = (lams[i], lams[b - 1 - i]);
         map_pair(ri, rj, |a, c| (blend(a, li, c, oi), blend(c, lj, a, oj)));
     };
-    // Row i of the top half pairs with row B-1-i, which is the (half-1-i)-th row of the bottom.
-    if top.len() < PARALLEL_MIN_ELEMS {
-        top.chunks_mut(f).zip(bottom.chunks_mut(f).rev()).enumerate().for_each(|(i, (ri, rj))| pair(i, ri, rj));
-    } else {
-        top.par_chunks_mut(f).zip(bottom.par_chunks_mut(f).rev()).enumerate().for_each(|(i, (ri, rj))| pair(i, ri, rj));
-    }
+    // Row i of the top half pairs with row B-1-i: the mirrored block of the bottom half.
+    parallel::mirrored_row_blocks(half, f, top, bottom, |range, t, b| {
+        for (i, (ri, rj)) in range.zip(t.chunks_mut(f).zip(b.chunks_mut(f).rev())) {
+            pair(i, ri, rj);
+        }
+    });
     if !middle.is_empty() {
         let (l, om) = lams[half];
         for v in middle.iter_mut() {

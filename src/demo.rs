@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use enlighten::cuda::{fatbin, probe, Kernel};
-use enlighten::ops::mixup::{cutmix, mixup, mixup_flip_, mixup_u8, reference, CutBox, CutBoxes, Lambda, Normalize, Pairing};
+use enlighten::ops::loss::{self, cross_entropy, mse, CrossEntropy, Targets};
+use enlighten::ops::mixup::{cutmix, mixup, mixup_flip_, mixup_u8, reference, CutBox, CutBoxes, Lambda, MixedTargets, Normalize, Pairing};
 use enlighten::{Result, SeededRng};
 use tch::{Device, Kind, Tensor};
 
@@ -77,6 +78,7 @@ pub fn run(choice: DeviceChoice) -> Result<()> {
     for device in devices(choice)? {
         tch::manual_seed(0);
         rows.extend(mixup_rows(device)?);
+        rows.extend(loss_rows(device)?);
     }
     print_table(&rows);
     let failed = rows.iter().filter(|r| !(r.rel_err <= r.tol)).count();
@@ -156,6 +158,66 @@ fn mixup_rows(device: Device) -> Result<Vec<Row>> {
             composite_ms: median_ms(device, || drop(reference::mixup_u8(&images, &norm, &lam, &perm).to_kind(kind))),
         });
     }
+    Ok(rows)
+}
+
+/// Loss + High-Loss Removal + gradient; the error is the gradient's against the f64 reference,
+/// the composite is libtorch's per-sample CE -> topk -> masked mean -> backward.
+fn loss_rows(device: Device) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (b, c) in [(128i64, 10i64), (1024, 1000)] {
+        let size = format!("{b}x{c}");
+        let y = Tensor::randint(c, [b], (Kind::Int64, device));
+        let mix = MixedTargets { y_a: y.shallow_clone(), y_b: y.roll([1], [0]), lam: Lambda::Batch(0.3) };
+        for kind in [Kind::Float, Kind::Half, Kind::BFloat16] {
+            let logits = (Tensor::randn([b, c], (Kind::Float, device)) * 2.0).to_kind(kind);
+            let leaf = logits.detach().to_kind(Kind::Float).set_requires_grad(true);
+            for (variant, targets, opts) in [
+                ("index, eps .1, drop 10%", Targets::Index(&y), CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.1 }),
+                ("mixed targets, eps .1", Targets::Mixed(&mix), CrossEntropy { label_smoothing: 0.1, ..Default::default() }),
+            ] {
+                let out = cross_entropy(&logits, targets, &opts, true)?;
+                let r = loss::reference::cross_entropy(&logits, targets, &opts)?;
+                let grad = out.grad.as_ref().map(|g| rel_err(g, &r.grad)).unwrap_or(f64::INFINITY);
+                rows.push(Row {
+                    op: "ce",
+                    variant: variant.into(),
+                    device,
+                    kind,
+                    size: size.clone(),
+                    rel_err: grad.max(rel_err(&out.per_sample, &r.per_sample)),
+                    tol: tolerance(kind),
+                    fused_ms: median_ms(device, || drop(cross_entropy(&logits, targets, &opts, true))),
+                    composite_ms: median_ms(device, || {
+                        if let Ok(l) = loss::reference::composite(&leaf, targets, &opts) {
+                            l.backward();
+                        }
+                    }),
+                });
+            }
+        }
+    }
+    let pred = Tensor::randn([512, 96], (Kind::Float, device));
+    let target = Tensor::randn([512, 96], (Kind::Float, device));
+    let out = mse(&pred, &target, 0.1, true)?;
+    let r = loss::reference::mse(&pred, &target, 0.1)?;
+    let leaf = pred.detach().set_requires_grad(true);
+    rows.push(Row {
+        op: "mse",
+        variant: "drop 10%".into(),
+        device,
+        kind: Kind::Float,
+        size: "512x96".into(),
+        rel_err: rel_err(out.grad.as_ref().unwrap_or(&out.per_sample), &r.grad).max(rel_err(&out.per_sample, &r.per_sample)),
+        tol: tolerance(Kind::Float) * 10.0,
+        fused_ms: median_ms(device, || drop(mse(&pred, &target, 0.1, true))),
+        composite_ms: median_ms(device, || {
+            let per = (&leaf - &target).square().mean_dim(1, false, Kind::Float);
+            let (_, idx) = per.detach().topk(51, 0, true, false);
+            let keep = Tensor::ones([512], (Kind::Float, device)).index_fill(0, &idx, 0.0);
+            ((per * keep).sum(Kind::Float) / 461.0).backward();
+        }),
+    });
     Ok(rows)
 }
 

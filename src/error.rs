@@ -36,6 +36,10 @@ pub enum Error {
     #[error("CUDA driver error in {context}: {message}")]
     Cuda { context: String, message: String },
 
+    /// A configuration file could not be parsed (the message names the line and field).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
     /// An error raised by libtorch through tch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -1,7 +1,9 @@
 //! # enlighten
 //!
 //! Fused CUDA and CPU ops on `tch::Tensor` for the Enlightenment Period training strategies
-//! (Mixup Pause, Alpha Boost, High-Loss Removal): Mixup/CutMix in one pass with compact targets.
+//! (Mixup Pause, Alpha Boost, High-Loss Removal): Mixup/CutMix in one pass with compact targets
+//! ([`ops::mixup`]), per-sample losses with High-Loss Removal and their gradient in one pass
+//! ([`ops::loss`]), and the engine that decides what each batch gets ([`strategy`]).
 //!
 //! ```
 //! use enlighten::ops::mixup::{mix_batch, LambdaMode, MixKind, MixSpec, PairingMode};
@@ -21,11 +23,21 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! ## A training loop under Mixup Pause
+//!
+//! The strategy engine ([`strategy`]) plans each batch; the ops do the work. This is
+//! `examples/mixup_pause.rs`, run as a test:
+//!
+//! ```
+#![doc = include_str!("../examples/mixup_pause.rs")]
+//! ```
 
 pub mod cuda;
 mod error;
 pub mod ops;
 mod rng;
+pub mod strategy;
 
 pub use error::{Error, Result};
 pub use rng::SeededRng;

@@ -6,37 +6,7 @@ use tch::{Kind, Tensor};
 use super::{cutmix, mixup, CutBox, CutBoxes, Lambda, Pairing};
 use crate::error::{Error, Result};
 use crate::rng::SeededRng;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MixKind {
-    Mixup,
-    CutMix,
-}
-
-/// One lambda per batch (torchvision) or one per sample (timm's elem mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LambdaMode {
-    Batch,
-    PerSample,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PairingMode {
-    Permutation,
-    Flip,
-    /// Pair with the previous sample (roll by 1), like torchvision's `roll(1, 0)`.
-    Roll,
-}
-
-/// How to mix one batch. `alpha == 0` means no mixing: the batch comes back unchanged, no
-/// kernel runs and lambda is 1 (the strategy engine pauses Mixup this way).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct MixSpec {
-    pub kind: MixKind,
-    pub alpha: f64,
-    pub lambda: LambdaMode,
-    pub pairing: PairingMode,
-}
+use crate::strategy::{LambdaMode, MixKind, MixSpec, PairingMode};
 
 /// The compact target of a mixed batch: sample i is `lam_i` of class `y_a[i]` and
 /// `1 - lam_i` of class `y_b[i]`. The loss op consumes this directly.

@@ -15,7 +15,8 @@ mod cpu;
 mod cuda;
 pub mod reference;
 
-pub use batch::{mix_batch, LambdaMode, MixKind, MixSpec, MixedTargets, PairingMode};
+pub use batch::{mix_batch, MixedTargets};
+pub use crate::strategy::{LambdaMode, MixKind, MixSpec, PairingMode};
 
 use tch::{Device, Kind, Tensor};
 

@@ -1,0 +1,51 @@
+//! A plain tch training loop with enlighten's fused ops under Mixup Pause: no Mixup during the
+//! Enlightenment Period, which ends once clean training accuracy reaches 50%, Mixup after.
+//!     cargo run --release --example mixup_pause
+use enlighten::ops::loss::{cross_entropy_autograd, CrossEntropy, Targets};
+use enlighten::ops::mixup::mix_batch;
+use enlighten::strategy::{BatchPlan, EpEnd, Monitor, PhaseController, Schedule, Strategy, Threshold};
+use enlighten::SeededRng;
+use tch::nn::{self, Module, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+/// Trains a small MLP on two Gaussian blobs; returns every step's plan and loss, and the schedule.
+pub fn run(steps: u64) -> enlighten::Result<(Vec<(BatchPlan, f64)>, Schedule)> {
+    tch::manual_seed(0);
+    let y = Tensor::randint(2, [512], (Kind::Int64, Device::Cpu));
+    let x = Tensor::randn([512, 16], (Kind::Float, Device::Cpu)) + y.unsqueeze(1).to_kind(Kind::Float) * 0.8;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = nn::seq().add(nn::linear(vs.root(), 16, 32, Default::default())).add_fn(|t| t.relu()).add(nn::linear(vs.root(), 32, 2, Default::default()));
+    let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 0.02)?;
+    let end = EpEnd::Accuracy { monitor: Monitor::TrainClean, threshold: Threshold::Raw { value: 0.5 }, eval_every: 5 };
+    let mut schedule = Schedule::new(Strategy::mixup_pause(0.4), PhaseController::new(end)?)?;
+    let (mut rng, mut log) = (SeededRng::new(0), Vec::new());
+    let mut correct = Tensor::zeros([], (Kind::Int64, Device::Cpu)); // summed on the device: no sync per step
+    for step in 0..steps {
+        let idx = Tensor::randint(512, [64], (Kind::Int64, Device::Cpu));
+        let plan = schedule.plan(step, 0, &mut rng);
+        let (mixed, targets) = mix_batch(&x.index_select(0, &idx), &y.index_select(0, &idx), &plan.mix, &mut rng)?;
+        let opts = CrossEntropy { drop_share: plan.drop_share, ..Default::default() };
+        let (loss, out) = cross_entropy_autograd(&net.forward(&mixed), Targets::Mixed(&targets), &opts)?;
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        correct += &out.correct;
+        if schedule.eval_due(step) {
+            let accuracy = correct.int64_value(&[]) as f64 / (5 * 64) as f64;
+            schedule.observe(Monitor::TrainClean, accuracy, step, 0);
+            correct = correct.zeros_like();
+        }
+        log.push((plan, out.loss.double_value(&[])));
+    }
+    Ok((log, schedule))
+}
+
+#[allow(dead_code)] // the integration test includes this file for `run` only
+fn main() -> enlighten::Result<()> {
+    let (log, schedule) = run(200)?;
+    for (plan, loss) in log.iter().step_by(20) {
+        println!("{plan}: loss {loss:.4}");
+    }
+    println!("{schedule}");
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The strategy section of a TOML configuration, validated on load; every error names its field.
+//!
+//! ```toml
+//! [strategy]
+//! kind = "mixup-pause"     # vanilla | mixup | mixup-pause | alpha-boost | high-loss-removal
+//! alpha = 0.2
+//! boost = 2.0              # alpha-boost: EP alpha = boost * alpha
+//! drop_share = 0.1         # high-loss-removal's share; with another kind it composes
+//! cutmix_prob = 0.0        # chance that a mixed batch uses CutMix instead
+//! cutmix_alpha = 1.0
+//! lambda = "batch"         # batch | per-sample
+//! pairing = "permutation"  # permutation | flip | roll
+//!
+//! [strategy.ep]
+//! end = "accuracy"         # epochs | steps | accuracy
+//! monitor = "val"          # val | train-clean
+//! eval_every = 100
+//! threshold = { kind = "raw", value = 0.5 }   # or { kind = "chance-normalized", value = 0.45, classes = 10 }
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::phase::{EpEnd, PhaseController};
+use super::plan::{LambdaMode, PairingMode};
+use super::schedule::{MixPolicy, Schedule, Strategy};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StrategyKind {
+    Vanilla,
+    Mixup,
+    MixupPause,
+    AlphaBoost,
+    HighLossRemoval,
+}
+
+impl StrategyKind {
+    pub const ALL: [StrategyKind; 5] =
+        [StrategyKind::Vanilla, StrategyKind::Mixup, StrategyKind::MixupPause, StrategyKind::AlphaBoost, StrategyKind::HighLossRemoval];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::Vanilla => "vanilla",
+            StrategyKind::Mixup => "mixup",
+            StrategyKind::MixupPause => "mixup-pause",
+            StrategyKind::AlphaBoost => "alpha-boost",
+            StrategyKind::HighLossRemoval => "high-loss-removal",
+        }
+    }
+}
+
+fn default_alpha() -> f64 {
+    0.2
+}
+fn default_boost() -> f64 {
+    2.0
+}
+fn default_cutmix_alpha() -> f64 {
+    1.0
+}
+fn default_lambda() -> LambdaMode {
+    LambdaMode::Batch
+}
+fn default_pairing() -> PairingMode {
+    PairingMode::Permutation
+}
+fn default_ep() -> EpEnd {
+    EpEnd::default_accuracy()
+}
+
+/// `[strategy]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyConfig {
+    pub kind: StrategyKind,
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    #[serde(default = "default_boost")]
+    pub boost: f64,
+    /// None: 0.1 for high-loss-removal, off for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_share: Option<f64>,
+    #[serde(default)]
+    pub cutmix_prob: f64,
+    #[serde(default = "default_cutmix_alpha")]
+    pub cutmix_alpha: f64,
+    #[serde(default = "default_lambda")]
+    pub lambda: LambdaMode,
+    #[serde(default = "default_pairing")]
+    pub pairing: PairingMode,
+    #[serde(default = "default_ep")]
+    pub ep: EpEnd,
+}
+
+impl StrategyConfig {
+    /// A config of `kind` with every other field at its default.
+    pub fn of_kind(kind: StrategyKind) -> StrategyConfig {
+        StrategyConfig {
+            kind,
+            alpha: default_alpha(),
+            boost: default_boost(),
+            drop_share: None,
+            cutmix_prob: 0.0,
+            cutmix_alpha: default_cutmix_alpha(),
+            lambda: default_lambda(),
+            pairing: default_pairing(),
+            ep: default_ep(),
+        }
+    }
+
+    /// Parses `[strategy]` from a TOML document (the whole file, other tables ignored).
+    pub fn from_toml(text: &str) -> Result<StrategyConfig> {
+        #[derive(Deserialize)]
+        struct Doc {
+            strategy: StrategyConfig,
+        }
+        let doc: Doc = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        doc.strategy.validate()?;
+        Ok(doc.strategy)
+    }
+
+    /// The `[strategy]` table as TOML.
+    pub fn to_toml(&self) -> Result<String> {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            strategy: &'a StrategyConfig,
+        }
+        toml::to_string(&Doc { strategy: self }).map_err(|e| Error::Config(e.to_string()))
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        let policy = match self.kind {
+            StrategyKind::Vanilla | StrategyKind::HighLossRemoval => MixPolicy::Vanilla,
+            StrategyKind::Mixup => MixPolicy::Constant { alpha: self.alpha },
+            StrategyKind::MixupPause => MixPolicy::Pause { alpha: self.alpha },
+            StrategyKind::AlphaBoost => MixPolicy::Boost { alpha: self.alpha, boosted: self.alpha * self.boost },
+        };
+        let default_share = if self.kind == StrategyKind::HighLossRemoval { 0.1 } else { 0.0 };
+        Strategy {
+            policy,
+            drop_share: self.drop_share.unwrap_or(default_share),
+            cutmix_prob: self.cutmix_prob,
+            cutmix_alpha: self.cutmix_alpha,
+            lambda: self.lambda,
+            pairing: self.pairing,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(Error::value("strategy.alpha", "a finite alpha >= 0", self.alpha));
+        }
+        if !(self.boost.is_finite() && self.boost > 0.0) {
+            return Err(Error::value("strategy.boost", "a finite factor > 0", self.boost));
+        }
+        if let Some(r) = self.drop_share {
+            if !(0.0..1.0).contains(&r) {
+                return Err(Error::value("strategy.drop_share", "a share in [0, 1)", r));
+            }
+        }
+        self.strategy().validate()?;
+        self.ep.validate()
+    }
+
+    /// The schedule a training loop drives.
+    pub fn build(&self) -> Result<Schedule> {
+        self.validate()?;
+        Schedule::new(self.strategy(), PhaseController::new(self.ep)?)
+    }
+}

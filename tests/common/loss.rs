@@ -1,8 +1,9 @@
 //! Per-sample losses, High-Loss Removal and the gradient against the f64 reference.
 
 use enlighten::ops::loss::{
-    cross_entropy, cross_entropy_autograd, cross_entropy_into, cross_entropy_weighted, mse, mse_autograd, reference,
-    CrossEntropy, Targets,
+    cross_entropy, cross_entropy_autograd, cross_entropy_into, cross_entropy_weighted, lm_cross_entropy,
+    lm_cross_entropy_autograd, mse, mse_autograd, reference, remove_highest, CrossEntropy, RunningQuantile,
+    SequenceRank, Targets,
 };
 use enlighten::ops::mixup::{Lambda, MixedTargets};
 use enlighten::Error;
@@ -18,6 +19,8 @@ pub const CASES: &[Case] = &[
     ("selection_breaks_ties_by_index", selection_breaks_ties_by_index),
     ("ce_extreme_logits_stay_finite_and_nan_propagates", ce_extreme_logits_stay_finite_and_nan_propagates),
     ("mse_matches_reference", mse_matches_reference),
+    ("lm_sequence_and_token_ranking_match_reference", lm_sequence_and_token_ranking_match_reference),
+    ("remove_highest_and_running_quantile", remove_highest_and_running_quantile),
     ("loss_rejects_bad_arguments", loss_rejects_bad_arguments),
 ];
 
@@ -35,6 +38,16 @@ fn mixed(b: i64, c: i64, per_sample: bool, dev: Device) -> MixedTargets {
 /// Loss values are computed in f32 whatever the storage type of the logits.
 const LOSS_TOL: f64 = 2e-5;
 
+/// The reported loss against the reference; when nothing is kept both must be NaN.
+fn assert_loss_close(what: &str, loss: &Tensor, reference: &Tensor) {
+    if reference.double_value(&[]).is_nan() {
+        assert!(loss.double_value(&[]).is_nan(), "{what}: nothing kept, so the loss is NaN");
+    } else {
+        let e = rel_err(loss, reference);
+        assert!(e < LOSS_TOL, "{what}: loss rel err {e:e}");
+    }
+}
+
 fn check_against_reference(what: &str, logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) {
     let kind = logits.kind();
     let mut grad = poisoned(&logits.size(), kind, logits.device());
@@ -44,12 +57,7 @@ fn check_against_reference(what: &str, logits: &Tensor, targets: Targets<'_>, op
     assert!(e < LOSS_TOL, "{what}: per-sample rel err {e:e}");
     let keep = out.keep.to_device(Device::Cpu);
     assert!(keep.eq_tensor(&r.keep).all().int64_value(&[]) == 1, "{what}: keep mask differs");
-    if r.loss.double_value(&[]).is_nan() {
-        assert!(out.loss.double_value(&[]).is_nan(), "{what}: nothing kept, so the loss is NaN");
-    } else {
-        let e = rel_err(&out.loss, &r.loss);
-        assert!(e < LOSS_TOL, "{what}: loss rel err {e:e}");
-    }
+    assert_loss_close(what, &out.loss, &r.loss);
     assert_eq!(out.correct.int64_value(&[]), r.correct, "{what}: correct count");
     assert_close(&format!("{what}: grad"), &grad, &r.grad, kind);
     // Finite and fully written: the poison is gone.
@@ -229,6 +237,96 @@ fn mse_matches_reference(dev: Device) {
     assert_close("mse autograd", &pred.grad(), out.grad.as_ref().unwrap(), Kind::Float);
 }
 
+fn lm_matches(what: &str, logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, rank: SequenceRank) {
+    let out = lm_cross_entropy(logits, tokens, opts, rank, true).unwrap();
+    let r = reference::lm_cross_entropy(logits, tokens, opts, rank).unwrap();
+    assert!(rel_err(&out.per_sample, &r.per_sample) < LOSS_TOL, "{what}: per-sample");
+    assert_loss_close(what, &out.loss, &r.loss);
+    assert!(out.keep.to_device(Device::Cpu).eq_tensor(&r.keep).all().int64_value(&[]) == 1, "{what}: keep");
+    assert_eq!(out.correct.int64_value(&[]), r.correct, "{what}: correct");
+    assert_close(&format!("{what}: grad"), out.grad.as_ref().unwrap(), &r.grad, logits.kind());
+}
+
+fn lm_sequence_and_token_ranking_match_reference(dev: Device) {
+    seed(16);
+    for (b, t, v) in [(1i64, 4i64, 11i64), (3, 5, 7), (8, 16, 65)] {
+        for kind in FLOAT_KINDS {
+            let logits = randn(&[b, t, v], kind, dev);
+            let tokens = Tensor::randint(v, [b, t], (Kind::Int64, dev));
+            // Some ignored tokens, and (with B > 1) one sequence that is all padding.
+            let padded = tokens.copy();
+            let _ = padded.slice(1, t - 2, t, 1).fill_(-100);
+            if b > 1 {
+                let _ = padded.get(1).fill_(-100);
+            }
+            for r in [0.0, 0.25, 0.5] {
+                for rank in [SequenceRank::PerSequence, SequenceRank::PerToken] {
+                    let what = format!("lm [{b}, {t}, {v}] {kind:?} r {r} {rank:?}");
+                    let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: r };
+                    lm_matches(&what, &logits, &tokens, &opts, rank);
+                    let opts = CrossEntropy { ignore_index: Some(-100), ..opts };
+                    lm_matches(&format!("{what} padded"), &logits, &padded, &opts, rank);
+                }
+            }
+        }
+    }
+    let logits = randn(&[4, 6, 9], Kind::Float, dev).set_requires_grad(true);
+    let tokens = Tensor::randint(9, [4, 6], (Kind::Int64, dev));
+    let opts = CrossEntropy { drop_share: 0.25, ..Default::default() };
+    let (loss, out) = lm_cross_entropy_autograd(&logits, &tokens, &opts, SequenceRank::PerSequence).unwrap();
+    loss.backward();
+    assert_close("lm autograd", &logits.grad(), out.grad.as_ref().unwrap(), Kind::Float);
+}
+
+fn remove_highest_and_running_quantile(dev: Device) {
+    seed(17);
+    let losses = Tensor::rand([50], (Kind::Float, dev));
+    let valid = Tensor::rand([50], (Kind::Float, dev)).gt(0.2);
+    let out = remove_highest(&losses, Some(&valid), 0.2).unwrap();
+    let keep = out.keep.to_device(Device::Cpu);
+    let (l, v) = (losses.to_device(Device::Cpu), valid.to_device(Device::Cpu));
+    assert_eq!(keep.logical_and(&v.logical_not()).any().int64_value(&[]), 0, "invalid rows never kept");
+    assert_eq!(v.sum(Kind::Int64).int64_value(&[]) - keep.sum(Kind::Int64).int64_value(&[]), 10, "floor(0.2 * 50) removed");
+    let removed = v.logical_and(&keep.logical_not());
+    assert!(l.masked_select(&removed).min().double_value(&[]) >= l.masked_select(&keep).max().double_value(&[]));
+    let mean = l.masked_select(&keep).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
+    assert!((out.loss.double_value(&[]) - mean).abs() < 1e-6);
+
+    // Running quantile over a stream of batches.
+    let (b, c) = (32i64, 10i64);
+    let mut rq = RunningQuantile::new(0.8, 64, dev).unwrap();
+    let mut history: Vec<f64> = Vec::new();
+    for batch in 0..5 {
+        let logits = randn(&[b, c], Kind::Float, dev);
+        let y = labels(b, c, dev);
+        let full = cross_entropy(&logits, Targets::Index(&y), &CrossEntropy::default(), true).unwrap();
+        let per = Vec::<f64>::try_from(full.per_sample.to_device(Device::Cpu).to_kind(Kind::Double)).unwrap();
+        let out = rq.apply(full).unwrap();
+        let keep = Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap();
+        if batch == 0 {
+            assert!(keep.iter().all(|&k| k), "the first batch has no history: keep all");
+        } else {
+            let h = Tensor::from_slice(&history).quantile_scalar(0.8, None::<i64>, false, "linear").double_value(&[]);
+            for (i, (&k, &l)) in keep.iter().zip(&per).enumerate() {
+                assert_eq!(k, l as f32 <= h as f32, "batch {batch} row {i}: loss {l} vs quantile {h}");
+            }
+        }
+        let kept: Vec<f64> = per.iter().zip(&keep).filter(|(_, &k)| k).map(|(&l, _)| l).collect();
+        let mean = kept.iter().sum::<f64>() / kept.len() as f64;
+        assert!((out.loss.double_value(&[]) - mean).abs() < 1e-5, "batch {batch}: mean over kept rows");
+        // Removed rows have no gradient; kept rows are weighted 1 / n_kept.
+        let g = out.grad.unwrap().to_device(Device::Cpu);
+        let r = reference::cross_entropy(&logits, Targets::Index(&y), &CrossEntropy::default()).unwrap();
+        let scale = b as f64 / kept.len() as f64;
+        let keep_t = Tensor::from_slice(&keep.iter().map(|&k| k as u8 as f64).collect::<Vec<_>>()).view([b, 1]);
+        assert_close(&format!("running quantile grad, batch {batch}"), &g, &(r.grad * keep_t * scale), Kind::Float);
+        history.extend(per);
+        if history.len() > 64 {
+            history.drain(..history.len() - 64);
+        }
+    }
+}
+
 fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T, Error>, arg: &str) {
     match r {
         Err(e) => assert!(e.to_string().contains(&format!("`{arg}`")), "{what}: `{e}` does not name `{arg}`"),
@@ -259,6 +357,13 @@ fn loss_rejects_bad_arguments(dev: Device) {
     expect_err("mse shapes", mse(&logits, &randn(&[4, 2], Kind::Float, dev), 0.0, false), "target");
     expect_err("mse dtype", mse(&logits, &logits.to_kind(Kind::Half), 0.0, false), "target");
     expect_err("mse share", mse(&logits, &logits, 1.0, false), "drop_share");
+    expect_err("losses dtype", remove_highest(&Tensor::rand([4], (Kind::Double, dev)), None, 0.1), "losses");
+    expect_err("valid length", remove_highest(&Tensor::rand([4], (Kind::Float, dev)), Some(&Tensor::ones([3], (Kind::Bool, dev))), 0.1), "valid");
+    expect_err("quantile", RunningQuantile::new(1.0, 10, dev), "q");
+    expect_err("window", RunningQuantile::new(0.9, 0, dev), "window");
+    let lm = randn(&[2, 3, 5], Kind::Float, dev);
+    expect_err("lm tokens", lm_cross_entropy(&lm, &labels(2, 5, dev), &ok, SequenceRank::PerSequence, true), "tokens");
+    expect_err("lm rank", lm_cross_entropy(&logits, &y, &ok, SequenceRank::PerToken, true), "logits");
     let out_of_range = Tensor::from_slice(&[0i64, 1, 3, 2]).to_device(dev);
     if dev == Device::Cpu {
         expect_err("label out of range", ce(&logits, &out_of_range, &ok), "y");

@@ -292,3 +292,14 @@ fn output(losses: Vec<f32>, sel: Selection, correct: Tensor, grad: Option<Tensor
         grad,
     }
 }
+
+/// [`select`] over a loss tensor with an optional validity mask (all valid when None).
+pub(super) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) -> Result<LossOutput> {
+    let l = cpu_plain::<f32>(losses, Kind::Float);
+    let valid: Vec<bool> = match valid {
+        Some(v) => cpu_plain::<u8>(v, Kind::Bool).iter().map(|&b| b != 0).collect(),
+        None => vec![true; l.len()],
+    };
+    let sel = select(l, &valid, k);
+    Ok(output(l.to_vec(), sel, Tensor::from(0i64), None, k))
+}

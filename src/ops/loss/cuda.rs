@@ -133,6 +133,16 @@ pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntr
     Ok(out.into_output(losses, k, grad))
 }
 
+/// The selection kernel alone over f32 losses; `valid` (bool) marks rows that may be ranked.
+pub(super) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) -> Result<LossOutput> {
+    let b = losses.size()[0];
+    // The kernel reads validity as "label != ignore_index": valid rows get label 1, ignore 0.
+    let labels = valid.map(|v| v.to_kind(Kind::Int64));
+    let out = SelectOut::new(b, losses);
+    launch_select(losses, labels.as_ref(), labels.as_ref().map(|_| 0), None, k, &out, None)?;
+    Ok(out.into_output(losses.shallow_clone(), k, None))
+}
+
 pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) -> Result<LossOutput> {
     let b = pred.size()[0];
     let f = pred.numel() as i64 / b;

@@ -21,6 +21,11 @@
 mod cpu;
 mod cuda;
 pub mod reference;
+mod select;
+mod sequence;
+
+pub use select::{remove_highest, reweight, RunningQuantile};
+pub use sequence::{lm_cross_entropy, lm_cross_entropy_autograd, SequenceRank};
 
 use tch::{Device, Kind, Tensor};
 
@@ -67,7 +72,9 @@ pub struct LossOutput {
     pub threshold: Tensor,
     /// Rows whose argmax equals `y_a` (ignored rows excluded), int64 scalar. 0 for MSE.
     pub correct: Tensor,
-    /// Rows removed: `floor(r B)` (fewer only when there are not that many removable rows).
+    /// Rows High-Loss Removal was asked to remove, `floor(r B)` (fewer are removed only when
+    /// fewer rows are removable: ignored rows and NaN losses never are). 0 when the removal came
+    /// from a keep mask ([`reweight`], [`RunningQuantile`]): `keep` says which rows count.
     pub removed: i64,
     /// d loss / d input in the input's dtype, when asked for.
     pub grad: Option<Tensor>,

@@ -3,7 +3,7 @@
 
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::{removed_rows, CrossEntropy, Targets};
+use super::{removed_rows, CrossEntropy, SequenceRank, Targets};
 use crate::error::Result;
 use crate::ops::mixup::Lambda;
 
@@ -35,6 +35,43 @@ fn target_parts(targets: Targets<'_>, b: i64) -> (Tensor, Tensor, Tensor) {
     }
 }
 
+/// The rows kept when the k largest losses are removed: NaN and invalid rows are never
+/// removed (nor counted when invalid); ties remove the lower index first.
+fn rank_keep(per_sample: &Tensor, valid: &Tensor, k: i64) -> Tensor {
+    let b = per_sample.size()[0];
+    let candidate = valid.logical_and(&per_sample.isnan().logical_not());
+    let k_eff = k.min(candidate.sum(Kind::Int64).int64_value(&[]));
+    let key = per_sample.where_scalarother(&candidate, f64::NEG_INFINITY);
+    let (_, order) = key.sort_stable(true, 0, true);
+    let removed = Tensor::zeros([b], (Kind::Bool, Device::Cpu)).index_fill(0, &order.narrow(0, 0, k_eff), 1);
+    valid.logical_and(&removed.logical_not())
+}
+
+/// Language-model cross-entropy in f64, ranking sequences (by mean token loss) or tokens.
+pub fn lm_cross_entropy(logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, rank: SequenceRank) -> Result<ReferenceLoss> {
+    let size = logits.size();
+    let (b, t, v) = (size[0], size[1], size[2]);
+    let flat = logits.reshape([b * t, v]);
+    let flat_tokens = tokens.reshape([b * t]);
+    if rank == SequenceRank::PerToken {
+        let r = cross_entropy(&flat, Targets::Index(&flat_tokens), opts)?;
+        return Ok(ReferenceLoss { per_sample: r.per_sample.view([b, t]), keep: r.keep.view([b, t]), grad: r.grad.view([b, t, v]), ..r });
+    }
+    let tok = cross_entropy(&flat, Targets::Index(&flat_tokens), &CrossEntropy { drop_share: 0.0, ..*opts })?;
+    let valid_tok = tok.keep.view([b, t]);
+    let n_tok = valid_tok.sum_dim_intlist(1, false, Kind::Double);
+    let seq = tok.per_sample.view([b, t]).sum_dim_intlist(1, false, Kind::Double) / n_tok.clamp_min(1.0);
+    let valid = n_tok.gt(0.0);
+    let keep = rank_keep(&seq, &valid, removed_rows(opts.drop_share, b));
+    let kept = keep.to_kind(Kind::Double);
+    let n_kept = kept.sum(Kind::Double);
+    let loss = (&seq * &kept).sum(Kind::Double) / &n_kept;
+    // tok.grad is (p - t) / n_valid_tokens on valid tokens: rescale per sequence.
+    let factor = &kept * n_tok.sum(Kind::Double) / (n_tok.clamp_min(1.0) * n_kept.clamp_min(1.0));
+    let grad = tok.grad.view([b, t, v]) * factor.view([b, 1, 1]);
+    Ok(ReferenceLoss { loss, per_sample: seq, keep, grad, correct: tok.correct })
+}
+
 /// Cross-entropy with smoothing, mixing, ignore_index and High-Loss Removal, in f64.
 pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<ReferenceLoss> {
     let z = host(logits).to_kind(Kind::Double);
@@ -52,15 +89,8 @@ pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy)
     let logp = z.log_softmax(1, Kind::Double);
     let per_sample = (-(&t * &logp).sum_dim_intlist(1, false, Kind::Double)).where_scalarother(&valid, 0.0);
 
-    // Rank: NaN and ignored rows are never removed; ties remove the lower index first.
     let k = removed_rows(opts.drop_share, b);
-    let candidate = valid.logical_and(&per_sample.isnan().logical_not());
-    let n_cand = candidate.sum(Kind::Int64).int64_value(&[]);
-    let key = per_sample.where_scalarother(&candidate, f64::NEG_INFINITY);
-    let (_, order) = key.sort_stable(true, 0, true);
-    let k_eff = k.min(n_cand);
-    let removed = Tensor::zeros([b], (Kind::Bool, Device::Cpu)).index_fill(0, &order.narrow(0, 0, k_eff), 1);
-    let keep = valid.logical_and(&removed.logical_not());
+    let keep = rank_keep(&per_sample, &valid, k);
     let n_valid = valid.sum(Kind::Int64).int64_value(&[]);
     // Nothing kept (every row ignored): the loss is NaN like PyTorch's mean, the gradient 0.
     let n_kept = (n_valid - k.min(n_valid)).max(1) as f64;
@@ -80,12 +110,7 @@ pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<ReferenceL
     let f = d.size()[1] as f64;
     let per_sample = d.square().mean_dim(1, false, Kind::Double);
     let k = removed_rows(drop_share, b);
-    let candidate = per_sample.isnan().logical_not();
-    let key = per_sample.where_scalarother(&candidate, f64::NEG_INFINITY);
-    let (_, order) = key.sort_stable(true, 0, true);
-    let k_eff = k.min(candidate.sum(Kind::Int64).int64_value(&[]));
-    let removed = Tensor::zeros([b], (Kind::Bool, Device::Cpu)).index_fill(0, &order.narrow(0, 0, k_eff), 1);
-    let keep = removed.logical_not();
+    let keep = rank_keep(&per_sample, &Tensor::ones([b], (Kind::Bool, Device::Cpu)), k);
     let keep_f = keep.to_kind(Kind::Double);
     let loss = (&per_sample * &keep_f).sum(Kind::Double) / keep_f.sum(Kind::Double);
     let mut shape = vec![b];

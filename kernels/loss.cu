@@ -2,7 +2,8 @@
 //
 // ce_forward: one block per row (grid-stride over rows). One online pass over the row gives the
 //   softmax statistics (max, sum of exp, sum, argmax); the loss of the blended smoothed target
-//   t = (1-eps) (lam e_ya + (1-lam) e_yb) + eps/C is  lse - sum_c t_c z_c. A second pass over the
+//   t = (1-eps) (lam e_ya + (1-lam) e_yb) + eps/C is  log1p(rest) - sum_c t_c (z_c - m), where
+//   1 + rest = sum_c exp(z_c - m). A second pass over the
 //   same row (still in L1/L2) writes dlogits = (softmax - t) * w with w = 1 / n_kept, known
 //   before the launch (k = floor(r B) is computed on the host).
 // mse_forward: the same layout for per-sample mean squared error.
@@ -35,14 +36,17 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
         const int64_t yb = y_b != nullptr ? y_b[i] : ya;
         const bool in_range = ya >= 0 && ya < C && yb >= 0 && yb < C;
         const float l = lam_vec != nullptr ? lam_vec[i] : lam;
-        const float lse = st.nan ? NAN : st.m + logf(st.s);
         const float on = 1.0f - smoothing;
         const float off = smoothing / (float)C;
         float loss = 0.0f;
         if (valid) {
             if (in_range) {
-                const float target_dot = on * (l * to_f32(z[ya]) + (1.0f - l) * to_f32(z[yb])) + off * st.sum;
-                loss = lse - target_dot;
+                // loss = lse - t.z = log(s) - t.(z - m) (t sums to 1): no cancellation between m
+                // and log(s), so small losses keep their relative precision.
+                const float shifted = on * (l * (to_f32(z[ya]) - st.m) + (1.0f - l) * (to_f32(z[yb]) - st.m)) +
+                                      off * (st.sum - (float)C * st.m);
+                // A row without a number (all -inf) has no softmax: NaN, as in PyTorch.
+                loss = (st.nan || st.m == -INFINITY) ? NAN : log1pf(st.rest) - shifted;
             } else {
                 loss = NAN;  // a label out of range: visible, never a wild read (checked on the CPU path)
             }
@@ -53,16 +57,18 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
         }
         if (write_grad) {
             const float w = valid ? w_scale : 0.0f;
-            const float inv_s = 1.0f / st.s;
+            const float inv_s = 1.0f / (1.0f + st.rest);
             T* g = grad + i * C;
             for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
                 float v;
                 if (!valid) v = 0.0f;
-                else if (!in_range || st.nan) v = NAN;
+                else if (!in_range || st.nan || st.m == -INFINITY) v = NAN;
                 else {
-                    const float p = exp_shift(to_f32(z[c]), st.m) * inv_s;
+                    const float e = exp_shift(to_f32(z[c]), st.m);
                     const float t = off + (c == ya ? on * l : 0.0f) + (c == yb ? on * (1.0f - l) : 0.0f);
-                    v = (p - t) * w;
+                    // At a maximum (e == 1) p - t = (1 - t) - rest / (1 + rest): a confident
+                    // row's p near 1 loses nothing to cancellation.
+                    v = (e == 1.0f ? (1.0f - t) - st.rest * inv_s : e * inv_s - t) * w;
                 }
                 g[c] = from_f32<T>(v);
             }
@@ -198,6 +204,165 @@ extern "C" __global__ void loss_select(const float* losses, const int64_t* y, in
         } else {
             for (int64_t j = tid; j < row_bytes; j += nt) row[j] = 0u;
         }
+    }
+}
+
+// ---- Multi-block selection for large B (token-level ranking, up to 2^24 rows) ----------------
+// The same answer as loss_select, in launches over many blocks:
+//   select_init -> 4 x (select_hist over all blocks -> select_digit) -> select_eq_count
+//   -> select_mark -> select_final.
+// state (int64[5]): prefix, mask, remaining, k_eff, candidates. hist: uint32[256].
+
+extern "C" __global__ void select_init(int64_t* state, unsigned int* hist, int64_t k) {
+    for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0u;
+    if (threadIdx.x == 0) {
+        state[0] = 0;   // prefix
+        state[1] = 0;   // mask
+        state[2] = k;   // remaining (k until the candidates are counted)
+        state[3] = k;   // k_eff
+        state[4] = 0;   // candidates
+    }
+}
+
+extern "C" __global__ void select_hist(const float* losses, const int64_t* y, int64_t ignore_index, int has_ignore,
+                                       int64_t B, int64_t* state, unsigned int* hist, int shift) {
+    __shared__ unsigned int local[256];
+    __shared__ double scratch[32];
+    for (int j = threadIdx.x; j < 256; j += blockDim.x) local[j] = 0u;
+    __syncthreads();
+    const uint32_t prefix = (uint32_t)state[0], mask = (uint32_t)state[1];
+    double cand = 0.0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B; i += (int64_t)gridDim.x * blockDim.x) {
+        const uint32_t key = rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index));
+        cand += key != 0u ? 1.0 : 0.0;
+        if (key != 0u && (key & mask) == prefix) atomicAdd(&local[(key >> shift) & 0xffu], 1u);
+    }
+    const double block_cand = block_sum(cand, scratch);  // ends with a barrier: local is complete
+    for (int j = threadIdx.x; j < 256; j += blockDim.x)
+        if (local[j] != 0u) atomicAdd(&hist[j], local[j]);
+    if (shift == 24 && threadIdx.x == 0)
+        atomicAdd(reinterpret_cast<unsigned long long*>(&state[4]), (unsigned long long)block_cand);
+}
+
+extern "C" __global__ void select_digit(int64_t* state, unsigned int* hist, int shift) {
+    if (threadIdx.x == 0) {
+        if (shift == 24) {
+            const int64_t k_eff = state[3] < state[4] ? state[3] : state[4];
+            state[3] = k_eff;
+            state[2] = k_eff;
+        }
+        int64_t rem = state[2];
+        int d = 255;
+        if (state[3] > 0) {
+            for (; d > 0; --d) {
+                if ((int64_t)hist[d] >= rem) break;
+                rem -= hist[d];
+            }
+            state[0] |= (int64_t)((uint32_t)d << shift);
+            state[1] |= (int64_t)(0xffu << shift);
+            state[2] = rem;
+        }
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0u;  // ready for the next pass
+}
+
+// Each block counts, in its rows [blockIdx.x * chunk, ...), the keys equal to the k-th key.
+extern "C" __global__ void select_eq_count(const float* losses, const int64_t* y, int64_t ignore_index,
+                                           int has_ignore, int64_t B, int64_t chunk, const int64_t* state,
+                                           int64_t* block_eq) {
+    __shared__ double scratch[32];
+    const uint32_t kth = (uint32_t)state[0];
+    const int64_t lo = blockIdx.x * chunk < B ? blockIdx.x * chunk : B;
+    const int64_t hi = lo + chunk < B ? lo + chunk : B;
+    double eq = 0.0;
+    if (state[3] > 0)
+        for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
+            eq += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) == kth ? 1.0 : 0.0;
+    const double total = block_sum(eq, scratch);
+    if (threadIdx.x == 0) block_eq[blockIdx.x] = (int64_t)total;
+}
+
+// Each block owns rows [blockIdx.x * chunk, ...): from the tie counts of the blocks before it
+// (select_eq_count), marks its rows (ties: lower index dropped first), zeroes dropped gradient
+// rows, and writes its partial sums (kept loss, kept count, correct) for select_final.
+extern "C" __global__ void select_mark(const float* losses, const int64_t* y, int64_t ignore_index, int has_ignore,
+                                       const int32_t* correct, int64_t B, int64_t chunk, const int64_t* state,
+                                       const int64_t* block_eq, uint8_t* keep, double* partials,
+                                       uint8_t* grad_bytes, int64_t row_bytes) {
+    __shared__ double dscratch[32];
+    __shared__ int64_t iscratch[32];
+    const int tid = threadIdx.x, nt = blockDim.x;
+    const uint32_t kth = (uint32_t)state[0];
+    const int64_t k_eff = state[3], remaining = state[2];
+    const int64_t lo = blockIdx.x * chunk < B ? blockIdx.x * chunk : B;
+    const int64_t hi = lo + chunk < B ? lo + chunk : B;
+    // Ties in the blocks before this one.
+    double before = 0.0;
+    for (int64_t blk = tid; blk < blockIdx.x; blk += nt) before += (double)block_eq[blk];
+    const int64_t eq_blocks_before = (int64_t)block_sum(before, dscratch);
+    // Within the block: each thread a contiguous sub-chunk, in index order.
+    const int64_t sub = (hi - lo + nt - 1) / nt;
+    const int64_t a = lo + tid * sub < hi ? lo + tid * sub : hi;
+    const int64_t b = a + sub < hi ? a + sub : hi;
+    int64_t eq = 0;
+    if (k_eff > 0)
+        for (int64_t i = a; i < b; ++i) eq += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) == kth ? 1 : 0;
+    int64_t eq_before = eq_blocks_before + block_exclusive_scan(eq, iscratch);
+    double kept_sum = 0.0, kept_n = 0.0, n_correct = 0.0;
+    for (int64_t i = a; i < b; ++i) {
+        const bool valid = row_valid(y, i, has_ignore, ignore_index);
+        const uint32_t key = rank_key(losses[i], valid);
+        bool dropped = false;
+        if (k_eff > 0 && key != 0u) {
+            if (key > kth) dropped = true;
+            else if (key == kth) dropped = (eq_before++ < remaining);
+        }
+        const bool kept = valid && !dropped;
+        keep[i] = kept ? 1 : 0;
+        if (kept) {
+            kept_sum += (double)losses[i];
+            kept_n += 1.0;
+        }
+        n_correct += correct != nullptr ? (double)correct[i] : 0.0;
+    }
+    const double s0 = block_sum(kept_sum, dscratch);
+    const double s1 = block_sum(kept_n, dscratch);
+    const double s2 = block_sum(n_correct, dscratch);
+    if (tid == 0) {
+        partials[3 * blockIdx.x + 0] = s0;
+        partials[3 * blockIdx.x + 1] = s1;
+        partials[3 * blockIdx.x + 2] = s2;
+    }
+    if (grad_bytes == nullptr || k_eff == 0) return;
+    __syncthreads();
+    const bool wide = (row_bytes % 16 == 0) && (((uintptr_t)grad_bytes) % 16 == 0);
+    for (int64_t i = lo; i < hi; ++i) {
+        if (keep[i] || !row_valid(y, i, has_ignore, ignore_index)) continue;
+        uint8_t* row = grad_bytes + i * row_bytes;
+        if (wide) {
+            uint4* r4 = reinterpret_cast<uint4*>(row);
+            for (int64_t j = tid; j < row_bytes / 16; j += nt) r4[j] = make_uint4(0u, 0u, 0u, 0u);
+        } else {
+            for (int64_t j = tid; j < row_bytes; j += nt) row[j] = 0u;
+        }
+    }
+}
+
+// Sums the blocks' partials in a fixed order: mean over kept rows, threshold, correct count.
+extern "C" __global__ void select_final(const double* partials, int64_t blocks, const int64_t* state,
+                                        float* threshold_out, float* mean_out, int64_t* correct_out) {
+    __shared__ double scratch[32];
+    double s[3] = {0.0, 0.0, 0.0};
+    for (int64_t blk = threadIdx.x; blk < blocks; blk += blockDim.x)
+        for (int j = 0; j < 3; ++j) s[j] += partials[3 * blk + j];
+    const double total = block_sum(s[0], scratch);
+    const double count = block_sum(s[1], scratch);
+    const double right = block_sum(s[2], scratch);
+    if (threadIdx.x == 0) {
+        *mean_out = (float)(total / count);
+        *threshold_out = state[3] > 0 ? key_to_float((uint32_t)state[0]) : INFINITY;
+        *correct_out = (int64_t)right;
     }
 }
 

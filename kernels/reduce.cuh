@@ -5,23 +5,26 @@
 
 #define FULL_MASK 0xffffffffu
 
-// Softmax statistics of a set of logits: max m, sum of exp(v - m), sum of v, NaN seen, and the
-// first index of the largest value (comparisons with `>`, so NaN never wins).
+// Softmax statistics of a set of logits: max m, `rest` = sum of exp(v - m) minus the max's own
+// term 1 (so log1p(rest) keeps small losses precise; an empty set has rest = -1), sum of v, NaN
+// seen, and the first index of the largest value (comparisons with `>`, so NaN never wins).
 struct RowStats {
-    float m, s, sum;
+    float m, rest, sum;
     int nan;
     float best;
     int64_t arg;
 };
 
 __device__ __forceinline__ RowStats row_stats_identity() {
-    return {-INFINITY, 0.0f, 0.0f, 0, -INFINITY, INT64_MAX};
+    return {-INFINITY, -1.0f, 0.0f, 0, -INFINITY, INT64_MAX};
 }
 
-// exp(a - m) that treats a == m == -inf as exp(0) = 1 rather than NaN.
+// exp(a - m) that treats a == m (also +-inf) as exp(0) = 1 rather than NaN.
 __device__ __forceinline__ float exp_shift(float a, float m) {
     return (a == m) ? 1.0f : __expf(a - m);
 }
+
+__device__ __forceinline__ bool row_stats_empty(const RowStats& r) { return r.rest == -1.0f && r.m == -INFINITY; }
 
 __device__ __forceinline__ RowStats row_stats_push(RowStats r, float v, int64_t c) {
     if (isnan(v)) {
@@ -29,10 +32,12 @@ __device__ __forceinline__ RowStats row_stats_push(RowStats r, float v, int64_t 
         return r;
     }
     if (v > r.m) {
-        r.s = (r.m == -INFINITY ? 0.0f : r.s * __expf(r.m - v)) + 1.0f;
+        // The old max's 1 and its rest both scale by e; adding them separately avoids 1 + small.
+        const float e = (r.m == -INFINITY) ? 0.0f : __expf(r.m - v);
+        r.rest = (r.rest == -1.0f && r.m == -INFINITY) ? 0.0f : r.rest * e + e;
         r.m = v;
     } else if (v != -INFINITY) {
-        r.s += exp_shift(v, r.m);
+        r.rest += exp_shift(v, r.m);
     }
     r.sum += v;
     if (v > r.best || (v == r.best && c < r.arg)) {
@@ -43,9 +48,20 @@ __device__ __forceinline__ RowStats row_stats_push(RowStats r, float v, int64_t 
 }
 
 __device__ __forceinline__ RowStats row_stats_merge(RowStats a, RowStats b) {
+    if (row_stats_empty(b)) {
+        a.nan |= b.nan;
+        return a;
+    }
+    if (row_stats_empty(a)) {
+        b.nan |= a.nan;
+        return b;
+    }
     RowStats r;
-    r.m = fmaxf(a.m, b.m);
-    r.s = (a.s == 0.0f ? 0.0f : a.s * exp_shift(a.m, r.m)) + (b.s == 0.0f ? 0.0f : b.s * exp_shift(b.m, r.m));
+    const RowStats& hi = (a.m >= b.m) ? a : b;
+    const RowStats& lo = (a.m >= b.m) ? b : a;
+    const float e = exp_shift(lo.m, hi.m);
+    r.m = hi.m;
+    r.rest = hi.rest + (lo.rest * e + e);
     r.sum = a.sum + b.sum;
     r.nan = a.nan | b.nan;
     const bool take_b = b.best > a.best || (b.best == a.best && b.arg < a.arg);
@@ -57,7 +73,7 @@ __device__ __forceinline__ RowStats row_stats_merge(RowStats a, RowStats b) {
 __device__ __forceinline__ RowStats row_stats_shfl(RowStats r, int offset) {
     RowStats o;
     o.m = __shfl_down_sync(FULL_MASK, r.m, offset);
-    o.s = __shfl_down_sync(FULL_MASK, r.s, offset);
+    o.rest = __shfl_down_sync(FULL_MASK, r.rest, offset);
     o.sum = __shfl_down_sync(FULL_MASK, r.sum, offset);
     o.nan = __shfl_down_sync(FULL_MASK, r.nan, offset);
     o.best = __shfl_down_sync(FULL_MASK, r.best, offset);

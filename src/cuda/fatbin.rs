@@ -33,6 +33,8 @@ kernels! {
     CE_FORWARD_F32 = "ce_forward_f32", CE_FORWARD_F16 = "ce_forward_f16", CE_FORWARD_BF16 = "ce_forward_bf16",
     MSE_FORWARD_F32 = "mse_forward_f32", MSE_FORWARD_F16 = "mse_forward_f16", MSE_FORWARD_BF16 = "mse_forward_bf16",
     LOSS_SELECT = "loss_select", LOSS_COUNT_VALID = "loss_count_valid",
+    SELECT_INIT = "select_init", SELECT_HIST = "select_hist", SELECT_DIGIT = "select_digit",
+    SELECT_EQ_COUNT = "select_eq_count", SELECT_MARK = "select_mark", SELECT_FINAL = "select_final",
 }
 
 impl Kernel {

@@ -22,6 +22,8 @@ pub(crate) enum Grid {
     BlockPerRow { rows: i64, threads: u32 },
     /// One block for the whole problem (selections and other block-wide reductions).
     SingleBlock { threads: u32 },
+    /// Exactly `blocks` blocks (kernels that index their work by block).
+    Blocks { blocks: u32, threads: u32 },
 }
 
 impl Grid {
@@ -36,6 +38,7 @@ impl Grid {
             }
             Grid::BlockPerRow { rows, threads } => (((rows.max(1) as u64).min(budget) as u32, 1, 1), threads),
             Grid::SingleBlock { threads } => ((1, 1, 1), threads),
+            Grid::Blocks { blocks, threads } => ((blocks.max(1), 1, 1), threads),
         };
         LaunchConfig { grid_dim, block_dim: (block, 1, 1), shared_mem_bytes: 0 }
     }

@@ -45,26 +45,45 @@ pub(crate) fn max(z: &[f32]) -> f32 {
     m
 }
 
-/// Writes e[c] = exp(z[c] - m) and returns (sum of e, sum of z). One exp per element.
-/// A row whose max is not finite (all -inf, or a +inf) takes the exact scalar path, where
-/// exp(a - m) is 1 for a == m as in the kernel; every other row runs branch-free and vectorised.
+/// Writes e[c] = exp(z[c] - m) and returns (rest, sum of z), where 1 + rest is the sum of e:
+/// `rest` leaves out the max's own exact 1 so that log1p(rest) keeps small losses precise (as
+/// the kernel's RowStats does). One exp per element. A row whose max is not finite takes the
+/// exact scalar path, where exp(a - m) is 1 for a == m as in the kernel; every other row runs
+/// branch-free and vectorised.
 #[inline(always)]
 pub(crate) fn exp_shifted_sums(z: &[f32], m: f32, e: &mut [f32]) -> (f32, f32) {
     if !m.is_finite() {
         let mut s = 0f32;
-        let mut t = 0f32;
         for (&zv, ev) in z.iter().zip(e.iter_mut()) {
             *ev = exp_shift(zv, m);
             s += *ev;
-            t += zv;
         }
-        return (s, t);
+        return (s - 1.0, z.iter().sum());
     }
     // A plain map loop is what LLVM's loop vectoriser handles best; the sums follow from L1.
     for (ev, &zv) in e.iter_mut().zip(z) {
         *ev = exp_nonpos(zv - m);
     }
-    (sum(e), sum(z))
+    let (mut others, mut maxes) = ([0f32; LANES], [0f32; LANES]);
+    let (ec, zc) = (e.chunks_exact(LANES), z.chunks_exact(LANES));
+    let (et, zt) = (ec.remainder(), zc.remainder());
+    for (es, zs) in ec.zip(zc) {
+        for l in 0..LANES {
+            let is_max = zs[l] == m;
+            others[l] += if is_max { 0.0 } else { es[l] };
+            maxes[l] += if is_max { 1.0 } else { 0.0 };
+        }
+    }
+    let (mut other, mut n_max) = (others.iter().sum::<f32>(), maxes.iter().sum::<f32>());
+    for (&ev, &zv) in et.iter().zip(zt) {
+        if zv == m {
+            n_max += 1.0;
+        } else {
+            other += ev;
+        }
+    }
+    // The extra maxima (ties) count 1 each; adding them last keeps `other` unrounded by 1.
+    (other + (n_max - 1.0), sum(z))
 }
 
 /// Sum with lane accumulators (a fixed order, so vectorisable and deterministic).
@@ -121,10 +140,16 @@ mod tests {
         let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         assert_eq!(max(&z), m);
         let mut e = vec![0f32; z.len()];
-        let (s, t) = exp_shifted_sums(&z, m, &mut e);
+        let (rest, t) = exp_shifted_sums(&z, m, &mut e);
         let s_ref: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
         let t_ref: f64 = z.iter().map(|&v| v as f64).sum();
-        assert!(((s as f64 - s_ref) / s_ref).abs() < 1e-5);
+        assert!(((1.0 + rest as f64 - s_ref) / s_ref).abs() < 1e-5);
+        // A confident row: rest is tiny and exact to f32 precision, not rounded against 1.
+        let confident = [0.0f32, -12.0, -13.0, -11.5, -14.0, -12.5, -13.5, -12.25, -11.0];
+        let mut e2 = [0f32; 9];
+        let (rest, _) = exp_shifted_sums(&confident, 0.0, &mut e2);
+        let exact: f64 = confident[1..].iter().map(|&v| (v as f64).exp()).sum();
+        assert!(((rest as f64 - exact) / exact).abs() < 1e-6, "rest {rest} vs {exact}");
         assert!(((t as f64 - t_ref) / t_ref.abs()).abs() < 1e-5);
         let first = z.iter().position(|&v| v == m).unwrap();
         assert!(is_first_max(&z, m, first));

@@ -17,6 +17,7 @@ pub const CASES: &[Case] = &[
     ("ce_gradient_matches_finite_differences", ce_gradient_matches_finite_differences),
     ("selection_removes_exactly_the_k_largest", selection_removes_exactly_the_k_largest),
     ("selection_breaks_ties_by_index", selection_breaks_ties_by_index),
+    ("selection_on_large_batches_with_many_ties", selection_on_large_batches_with_many_ties),
     ("ce_extreme_logits_stay_finite_and_nan_propagates", ce_extreme_logits_stay_finite_and_nan_propagates),
     ("mse_matches_reference", mse_matches_reference),
     ("lm_sequence_and_token_ranking_match_reference", lm_sequence_and_token_ranking_match_reference),
@@ -185,6 +186,28 @@ fn selection_breaks_ties_by_index(dev: Device) {
         assert_eq!(g.narrow(0, 0, 2).abs().sum(Kind::Float).double_value(&[]), 0.0, "removed rows have no gradient");
         assert!(g.narrow(0, 2, 6).abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
+}
+
+/// Above 8192 rows CUDA selects with many blocks; quantised logits make thousands of equal losses.
+fn selection_on_large_batches_with_many_ties(dev: Device) {
+    seed(18);
+    for (b, c) in [(8192i64, 3i64), (8193, 3), (20_000, 4), (100_000, 3)] {
+        let logits = (randn(&[b, c], Kind::Float, dev) * 2.0).round() / 2.0;
+        let y = labels(b, c, dev);
+        let ignored = y.copy();
+        let _ = ignored.slice(0, 0, b, 7).fill_(-1);
+        for (targets, ignore) in [(&y, None), (&ignored, Some(-1))] {
+            for r in [0.0, 0.1, 0.5, 0.999] {
+                let opts = CrossEntropy { label_smoothing: 0.0, ignore_index: ignore, drop_share: r };
+                check_against_reference(&format!("large [{b}, {c}] r {r} ignore {ignore:?}"), &logits, Targets::Index(targets), &opts);
+            }
+        }
+    }
+    // Token-level ranking of a language-model batch crosses the same threshold.
+    let logits = randn(&[4, 3000, 5], Kind::Float, dev);
+    let tokens = Tensor::randint(5, [4, 3000], (Kind::Int64, dev));
+    let opts = CrossEntropy { drop_share: 0.1, ..Default::default() };
+    lm_matches("lm tokens 12000", &logits, &tokens, &opts, SequenceRank::PerToken);
 }
 
 fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {

@@ -95,10 +95,10 @@ fn ce_rows<T: Element>(logits: &Tensor, grad: Option<&mut Tensor>, rt: &RowTarge
                 Some(row) if is_f32 => bytemuck::cast_slice_mut(row),
                 _ => &mut e,
             };
-            let (loss, correct, exp_sum) = row_pass.loss(z, i, rt, exps);
+            let (loss, correct, rest) = row_pass.loss(z, i, rt, exps);
             results[r] = RowResult { loss, correct };
             if g_stride > 0 {
-                row_pass.grad(exp_sum, i, rt, exps);
+                row_pass.grad(rest, i, rt, exps);
                 if !is_f32 {
                     T::narrow(&e, &mut g[r * c..(r + 1) * c]);
                 }
@@ -132,13 +132,13 @@ impl RowPass {
         ce_row(z, i, rt, e)
     }
 
-    fn grad(self, exp_sum: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
+    fn grad(self, rest: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: as above.
-            return unsafe { ce_grad_row_avx2(exp_sum, i, rt, e) };
+            return unsafe { ce_grad_row_avx2(rest, i, rt, e) };
         }
-        ce_grad_row(exp_sum, i, rt, e)
+        ce_grad_row(rest, i, rt, e)
     }
 }
 
@@ -150,42 +150,47 @@ unsafe fn ce_row_avx2(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f32]) -
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn ce_grad_row_avx2(exp_sum: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
-    ce_grad_row(exp_sum, i, rt, e)
+unsafe fn ce_grad_row_avx2(rest: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
+    ce_grad_row(rest, i, rt, e)
 }
 
-/// Loss, correctness and softmax denominator of row i; leaves exp(z - max) in `e`.
+/// Loss, correctness and `rest` (softmax denominator - 1) of row i; leaves exp(z - max) in `e`.
 #[inline(always)]
 fn ce_row(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f32]) -> (f32, bool, f32) {
     let m = max(z);
-    let (s, sum) = exp_shifted_sums(z, m, e);
+    let (rest, sum) = exp_shifted_sums(z, m, e);
     if !rt.valid[i] {
-        return (0.0, false, s);
+        return (0.0, false, rest);
     }
     let (ya, yb, l) = (rt.ya[i] as usize, rt.yb[i] as usize, rt.lam[i]);
-    let lse = m + s.ln();
-    let target_dot = rt.on * (l * z[ya] + (1.0 - l) * z[yb]) + rt.off * sum;
-    (lse - target_dot, is_first_max(z, m, ya), s)
+    // lse - t.z = log1p(rest) - t.(z - m), as the kernel computes it: no cancellation of m, and
+    // small losses keep their precision. A row without a number (all -inf) has NaN loss.
+    let shifted = rt.on * (l * (z[ya] - m) + (1.0 - l) * (z[yb] - m)) + rt.off * (sum - z.len() as f32 * m);
+    let loss = if m == f32::NEG_INFINITY { f32::NAN } else { rest.ln_1p() - shifted };
+    (loss, is_first_max(z, m, ya), rest)
 }
 
-/// Turns the exps of row i (in `e`, summing to `exp_sum`) into its gradient (softmax - t) * w.
+/// Turns the exps of row i (in `e`, summing to 1 + `rest`) into its gradient (softmax - t) * w.
 #[inline(always)]
-fn ce_grad_row(exp_sum: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
+fn ce_grad_row(rest: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
     if !rt.valid[i] {
         e.fill(0.0);
         return;
     }
-    let inv_s = 1.0 / exp_sum;
+    let inv_s = 1.0 / (1.0 + rest);
     let (w, off) = (rt.scale, rt.off);
     let (ya, yb, l) = (rt.ya[i] as usize, rt.yb[i] as usize, rt.lam[i]);
-    let (p_a, p_b) = (e[ya] * inv_s, e[yb] * inv_s);
+    // p - t at a maximum (e == 1, p near 1 in a confident row) as (1 - t) - rest / (1 + rest):
+    // no cancellation, as in the kernel.
+    let target_grad = |e_c: f32, t: f32| if e_c == 1.0 { ((1.0 - t) - rest * inv_s) * w } else { (e_c * inv_s - t) * w };
+    let t_a = off + rt.on * l + if ya == yb { rt.on * (1.0 - l) } else { 0.0 };
+    let t_b = off + rt.on * (1.0 - l) + if ya == yb { rt.on * l } else { 0.0 };
+    let (g_a, g_b) = (target_grad(e[ya], t_a), target_grad(e[yb], t_b));
     for v in e.iter_mut() {
         *v = (*v * inv_s - off) * w;
     }
-    let t_a = off + rt.on * l + if ya == yb { rt.on * (1.0 - l) } else { 0.0 };
-    let t_b = off + rt.on * (1.0 - l) + if ya == yb { rt.on * l } else { 0.0 };
-    e[ya] = (p_a - t_a) * w;
-    e[yb] = (p_b - t_b) * w;
+    e[ya] = g_a;
+    e[yb] = g_b;
 }
 
 pub(super) fn mse(pred: &Tensor, target: &Tensor, removed: i64, grad: Option<Tensor>) -> Result<LossOutput> {

@@ -8,6 +8,12 @@ use crate::error::Result;
 use crate::ops::mixup::Lambda;
 
 const SELECT_THREADS: u32 = 1024;
+/// Up to this many rows one block selects (loss_select); above, the multi-block path runs.
+const SINGLE_BLOCK_MAX: i64 = 8192;
+/// Rows per block in the multi-block marking pass.
+const MARK_CHUNK: i64 = 4096;
+/// Blocks of the histogram passes (grid-stride, so any count is valid).
+const HIST_BLOCKS: i64 = 1024;
 
 /// Threads per row: about four elements each, a whole number of warps, at most 1024.
 fn row_threads(row_len: i64) -> u32 {
@@ -64,6 +70,9 @@ fn launch_select(
 ) -> Result<()> {
     let b = losses.size()[0];
     let row_bytes = grad.map(|g| (g.numel() / b as usize * g.kind().elt_size_in_bytes()) as i64).unwrap_or(0);
+    if b > SINGLE_BLOCK_MAX {
+        return launch_select_multi(losses, y, ignore, correct, k, out, grad, row_bytes);
+    }
     let threshold = out.scalars.get(0);
     let mean = out.scalars.get(1);
     Launch::new(Kernel::LOSS_SELECT)
@@ -80,6 +89,78 @@ fn launch_select(
         .tensor("correct_out", &out.correct)?
         .optional_tensor("grad", grad)?
         .i64(row_bytes)
+        .run(Grid::SingleBlock { threads: SELECT_THREADS })
+}
+
+/// The same selection over many blocks (kernels/loss.cu, "Multi-block selection"): a 4-pass
+/// radix select whose histograms are built by all blocks, then a tie count per block, the
+/// marking pass and one final reduction. Eleven launches, still no host sync.
+#[allow(clippy::too_many_arguments)]
+fn launch_select_multi(
+    losses: &Tensor,
+    y: Option<&Tensor>,
+    ignore: Option<i64>,
+    correct: Option<&Tensor>,
+    k: i64,
+    out: &SelectOut,
+    grad: Option<&Tensor>,
+    row_bytes: i64,
+) -> Result<()> {
+    let b = losses.size()[0];
+    let dev = losses.device();
+    let (ign, has_ign) = (ignore.unwrap_or(0), ignore.is_some() as i32);
+    let state = Tensor::empty([5], (Kind::Int64, dev));
+    let hist = Tensor::empty([256], (Kind::Int, dev));
+    let blocks = (b + MARK_CHUNK - 1) / MARK_CHUNK;
+    let chunk = (b + blocks - 1) / blocks;
+    let block_eq = Tensor::empty([blocks], (Kind::Int64, dev));
+    let partials = Tensor::empty([3 * blocks], (Kind::Double, dev));
+    Launch::new(Kernel::SELECT_INIT).tensor("state", &state)?.tensor("hist", &hist)?.i64(k).run(Grid::SingleBlock { threads: 256 })?;
+    for shift in [24, 16, 8, 0] {
+        Launch::new(Kernel::SELECT_HIST)
+            .tensor("losses", losses)?
+            .optional_tensor("y", y)?
+            .i64(ign)
+            .i32(has_ign)
+            .i64(b)
+            .tensor("state", &state)?
+            .tensor("hist", &hist)?
+            .i32(shift)
+            .run(Grid::Blocks { blocks: blocks.min(HIST_BLOCKS) as u32, threads: 256 })?;
+        Launch::new(Kernel::SELECT_DIGIT).tensor("state", &state)?.tensor("hist", &hist)?.i32(shift).run(Grid::SingleBlock { threads: 256 })?;
+    }
+    Launch::new(Kernel::SELECT_EQ_COUNT)
+        .tensor("losses", losses)?
+        .optional_tensor("y", y)?
+        .i64(ign)
+        .i32(has_ign)
+        .i64(b)
+        .i64(chunk)
+        .tensor("state", &state)?
+        .tensor("block_eq", &block_eq)?
+        .run(Grid::Blocks { blocks: blocks as u32, threads: 256 })?;
+    Launch::new(Kernel::SELECT_MARK)
+        .tensor("losses", losses)?
+        .optional_tensor("y", y)?
+        .i64(ign)
+        .i32(has_ign)
+        .optional_tensor("correct", correct)?
+        .i64(b)
+        .i64(chunk)
+        .tensor("state", &state)?
+        .tensor("block_eq", &block_eq)?
+        .tensor("keep", &out.keep)?
+        .tensor("partials", &partials)?
+        .optional_tensor("grad", grad)?
+        .i64(row_bytes)
+        .run(Grid::Blocks { blocks: blocks as u32, threads: 256 })?;
+    Launch::new(Kernel::SELECT_FINAL)
+        .tensor("partials", &partials)?
+        .i64(blocks)
+        .tensor("state", &state)?
+        .tensor("threshold", &out.scalars.get(0))?
+        .tensor("mean", &out.scalars.get(1))?
+        .tensor("correct_out", &out.correct)?
         .run(Grid::SingleBlock { threads: SELECT_THREADS })
 }
 

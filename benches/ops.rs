@@ -7,11 +7,14 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use criterion::measurement::WallTime;
 use enlighten::ops::loss::{self, cross_entropy, cross_entropy_autograd, CrossEntropy, Targets};
+use enlighten::ops::stats;
 use enlighten::ops::mixup::{mixup, mixup_flip_, mixup_into, reference, Lambda, MixedTargets, Pairing};
 use enlighten::SeededRng;
 use tch::{Device, Kind, Tensor};
 
 fn devices() -> Vec<Device> {
+    // Steady-state allocator: see enlighten::tune_cpu_allocator.
+    enlighten::tune_cpu_allocator();
     match enlighten::cuda::probe() {
         Ok(_) => vec![Device::Cpu, Device::Cuda(0)],
         Err(reason) => {
@@ -151,5 +154,70 @@ fn loss_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, mixup_benches, loss_benches);
+/// ResNet18 (CIFAR stem) post-ReLU activation shapes per sample: stem, then 4 stages of 4 ReLUs.
+fn resnet18_activations(batch: i64, device: Device) -> Vec<Tensor> {
+    let mut shapes = vec![[64i64, 32, 32]];
+    for (c, hw) in [(64i64, 32i64), (128, 16), (256, 8), (512, 4)] {
+        shapes.extend(std::iter::repeat_n([c, hw, hw], 4));
+    }
+    shapes.iter().map(|s| Tensor::randn([batch, s[0], s[1], s[2]], (Kind::Float, device)).relu()).collect()
+}
+
+/// ResNet18's parameter shapes (conv weights, batch-norm scales and shifts, the classifier).
+fn resnet18_params(device: Device) -> Vec<Tensor> {
+    let mut shapes: Vec<Vec<i64>> = vec![vec![64, 3, 3, 3], vec![64], vec![64]];
+    let mut cin = 64;
+    for c in [64i64, 128, 256, 512] {
+        for block in 0..2 {
+            let first_in = if block == 0 { cin } else { c };
+            shapes.extend([vec![c, first_in, 3, 3], vec![c], vec![c], vec![c, c, 3, 3], vec![c], vec![c]]);
+            if block == 0 && first_in != c {
+                shapes.extend([vec![c, first_in, 1, 1], vec![c], vec![c]]);
+            }
+        }
+        cin = c;
+    }
+    shapes.extend([vec![10, 512], vec![10]]);
+    shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, device))).collect()
+}
+
+/// Zero counts over every probed layer in one launch vs `(x == 0).sum(dims)` per layer; dot
+/// and norms over all parameters vs three tch reductions per tensor. Bytes: one read of each.
+fn stats_benches(c: &mut Criterion) {
+    for device in devices() {
+        let batches: &[i64] = if device == Device::Cpu { &[128] } else { &[128, 512] };
+        for &b in batches {
+            tch::manual_seed(0);
+            let acts = resnet18_activations(b, device);
+            let refs: Vec<&Tensor> = acts.iter().collect();
+            let bytes = acts.iter().map(|t| t.numel() as u64 * 4).sum::<u64>();
+            let mut g = group(c, "zero_counts", "resnet18 relu outputs", &[b, 557_056], Kind::Float, device, bytes);
+            bench(&mut g, "fused", device, || drop(stats::zero_counts(&refs, None).expect("zero counts")));
+            bench(&mut g, "composite", device, || {
+                for t in &refs {
+                    drop(stats::reference::composite_layer(t, None));
+                }
+            });
+            g.finish();
+        }
+        let a = resnet18_params(device);
+        let b = resnet18_params(device);
+        let (ar, br): (Vec<&Tensor>, Vec<&Tensor>) = (a.iter().collect(), b.iter().collect());
+        let n: i64 = a.iter().map(|t| t.numel() as i64).sum();
+        let mut g = group(c, "dot_norms", "resnet18 params", &[n], Kind::Float, device, 2 * n as u64 * 4);
+        bench(&mut g, "fused", device, || drop(stats::dot_norms(&ar, &br, stats::Accumulate::F64).expect("dot norms")));
+        bench(&mut g, "composite", device, || {
+            let mut sums = [Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Float, device))];
+            for (x, y) in ar.iter().zip(&br) {
+                let (x, y) = (x.reshape([-1]), y.reshape([-1]));
+                sums[0] += x.dot(&y);
+                sums[1] += x.dot(&x);
+                sums[2] += y.dot(&y);
+            }
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, mixup_benches, loss_benches, stats_benches);
 criterion_main!(benches);

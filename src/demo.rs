@@ -74,6 +74,7 @@ fn devices(choice: DeviceChoice) -> Result<Vec<Device>> {
 }
 
 pub fn run(choice: DeviceChoice) -> Result<()> {
+    enlighten::tune_cpu_allocator();
     let mut rows = Vec::new();
     for device in devices(choice)? {
         tch::manual_seed(0);

@@ -33,11 +33,13 @@
 #![doc = include_str!("../examples/mixup_pause.rs")]
 //! ```
 
+mod alloc;
 pub mod cuda;
 mod error;
 pub mod ops;
 mod rng;
 pub mod strategy;
 
+pub use alloc::tune_cpu_allocator;
 pub use error::{Error, Result};
 pub use rng::SeededRng;

@@ -35,6 +35,8 @@ kernels! {
     LOSS_SELECT = "loss_select", LOSS_COUNT_VALID = "loss_count_valid",
     SELECT_INIT = "select_init", SELECT_HIST = "select_hist", SELECT_DIGIT = "select_digit",
     SELECT_EQ_COUNT = "select_eq_count", SELECT_MARK = "select_mark", SELECT_FINAL = "select_final",
+    ZERO_COUNTS = "zero_counts", MULTI_DOT = "multi_dot", MULTI_DIFF_SQ = "multi_diff_sq",
+    PARTIALS_SUM = "partials_sum",
 }
 
 impl Kernel {

@@ -6,3 +6,4 @@ mod fastmath;
 mod parallel;
 pub mod loss;
 pub mod mixup;
+pub mod stats;

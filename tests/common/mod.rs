@@ -3,6 +3,7 @@
 
 pub mod loss;
 pub mod mixup;
+pub mod stats;
 
 use tch::{Device, Kind, Tensor};
 
@@ -11,7 +12,7 @@ pub type Case = (&'static str, fn(Device));
 
 /// Every shared case, in the order they run.
 pub fn cases() -> Vec<Case> {
-    [mixup::CASES, loss::CASES].concat()
+    [mixup::CASES, loss::CASES, stats::CASES].concat()
 }
 
 pub const FLOAT_KINDS: [Kind; 3] = [Kind::Float, Kind::Half, Kind::BFloat16];

@@ -1,0 +1,140 @@
+// Training-dynamics statistics over many tensors in one launch each.
+//
+// A "table" is an int64 array in device memory with one row per tensor; the kernels walk rows
+// of work items so that every tensor of a list is handled by the same launch.
+//   zero_counts: table rows (ptr, batch, per_sample, dtype, inner, units, flags_ptr)
+//     counts, per layer and sample, the elements with x == 0 (|x| <= eps when eps >= 0; -0 is
+//     zero, NaN is not) into counts[layer * B + sample], and sets flags[unit] = 1 for every unit
+//     (channel of [B, C, ...] or feature of [B, D]) that held a non-zero value (dead-unit tracking).
+//   multi_dot: table rows (a_ptr, b_ptr, numel, dtype) -> per-block partial dot, |a|^2, |b|^2.
+//   multi_diff_sq: table rows (a_ptr, b_ptr, numel, dtype) -> per-block partial |a - b|^2, and
+//     optionally b = a in the same pass (BENR's per-step update norm).
+//   partials_sum: sums per-block partials in a fixed order (deterministic results).
+#include "common.cuh"
+#include "reduce.cuh"
+
+enum Dtype : int { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
+
+__device__ __forceinline__ float load_as_f32(const void* base, int64_t i, int dtype) {
+    switch (dtype) {
+        case DT_F16: return __half2float(reinterpret_cast<const __half*>(base)[i]);
+        case DT_BF16: return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(base)[i]);
+        default: return reinterpret_cast<const float*>(base)[i];
+    }
+}
+
+__device__ __forceinline__ void store_from_f32(void* base, int64_t i, int dtype, float v) {
+    switch (dtype) {
+        case DT_F16: reinterpret_cast<__half*>(base)[i] = __float2half_rn(v); break;
+        case DT_BF16: reinterpret_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(v); break;
+        default: reinterpret_cast<float*>(base)[i] = v;
+    }
+}
+
+#define ZC_COLS 7
+// One block per (layer, sample) row, grid-stride over rows; rows are layer-major.
+extern "C" __global__ void zero_counts(const int64_t* table, int64_t layers, int64_t batch, float eps,
+                                       int64_t* counts) {
+    __shared__ double scratch[32];
+    const int64_t rows = layers * batch;
+    for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const int64_t l = r / batch, i = r % batch;
+        const int64_t* row = table + l * ZC_COLS;
+        const void* base = reinterpret_cast<const void*>(row[0]);
+        const int64_t per_sample = row[2];
+        const int dtype = (int)row[3];
+        const int64_t inner = row[4], units = row[5];
+        uint8_t* flags = reinterpret_cast<uint8_t*>(row[6]);
+        double zeros = 0.0;
+        for (int64_t j = threadIdx.x; j < per_sample; j += blockDim.x) {
+            const float v = load_as_f32(base, i * per_sample + j, dtype);
+            const bool is_zero = eps >= 0.0f ? fabsf(v) <= eps : v == 0.0f;
+            zeros += is_zero ? 1.0 : 0.0;
+            // Benign race: every writer stores the same 1.
+            if (flags != nullptr && !is_zero && !isnan(v)) flags[(j / inner) % units] = 1;
+        }
+        const double total = block_sum(zeros, scratch);
+        if (threadIdx.x == 0) counts[r] = (int64_t)total;
+    }
+}
+
+// Work is split into chunks of `chunk` elements; chunk c of tensor t is work item
+// starts[t] + c. Blocks stride over work items; thread partials go to per-block partials.
+__device__ __forceinline__ int64_t find_tensor(const int64_t* starts, int64_t tensors, int64_t item) {
+    int64_t lo = 0, hi = tensors - 1;
+    while (lo < hi) {  // the last t with starts[t] <= item
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (starts[mid] <= item) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+#define MT_COLS 4
+extern "C" __global__ void multi_dot(const int64_t* table, const int64_t* starts, int64_t tensors, int64_t items,
+                                     int64_t chunk, double* partials) {
+    __shared__ double scratch[32];
+    double dot = 0.0, aa = 0.0, bb = 0.0;
+    for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+        const int64_t t = find_tensor(starts, tensors, w);
+        const int64_t* row = table + t * MT_COLS;
+        const void* a = reinterpret_cast<const void*>(row[0]);
+        const void* b = reinterpret_cast<const void*>(row[1]);
+        const int64_t n = row[2];
+        const int dtype = (int)row[3];
+        const int64_t lo = (w - starts[t]) * chunk;
+        const int64_t hi = lo + chunk < n ? lo + chunk : n;
+        for (int64_t k = lo + threadIdx.x; k < hi; k += blockDim.x) {
+            const double x = load_as_f32(a, k, dtype), y = load_as_f32(b, k, dtype);
+            dot += x * y;
+            aa += x * x;
+            bb += y * y;
+        }
+    }
+    const double s0 = block_sum(dot, scratch), s1 = block_sum(aa, scratch), s2 = block_sum(bb, scratch);
+    if (threadIdx.x == 0) {
+        partials[3 * blockIdx.x + 0] = s0;
+        partials[3 * blockIdx.x + 1] = s1;
+        partials[3 * blockIdx.x + 2] = s2;
+    }
+}
+
+extern "C" __global__ void multi_diff_sq(const int64_t* table, const int64_t* starts, int64_t tensors, int64_t items,
+                                         int64_t chunk, int copy, double* partials) {
+    __shared__ double scratch[32];
+    double acc = 0.0;
+    for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+        const int64_t t = find_tensor(starts, tensors, w);
+        const int64_t* row = table + t * MT_COLS;
+        const void* a = reinterpret_cast<const void*>(row[0]);
+        void* b = reinterpret_cast<void*>(row[1]);
+        const int64_t n = row[2];
+        const int dtype = (int)row[3];
+        const int64_t lo = (w - starts[t]) * chunk;
+        const int64_t hi = lo + chunk < n ? lo + chunk : n;
+        for (int64_t k = lo + threadIdx.x; k < hi; k += blockDim.x) {
+            const float x = load_as_f32(a, k, dtype);
+            const double d = (double)x - (double)load_as_f32(b, k, dtype);
+            acc += d * d;
+            if (copy) store_from_f32(b, k, dtype, x);
+        }
+    }
+    const double s = block_sum(acc, scratch);
+    if (threadIdx.x == 0) {
+        partials[3 * blockIdx.x + 0] = s;
+        partials[3 * blockIdx.x + 1] = 0.0;
+        partials[3 * blockIdx.x + 2] = 0.0;
+    }
+}
+
+// out[j] = sum over blocks of partials[3 * blk + j], j < 3, in a fixed order.
+extern "C" __global__ void partials_sum(const double* partials, int64_t blocks, double* out) {
+    __shared__ double scratch[32];
+    double s[3] = {0.0, 0.0, 0.0};
+    for (int64_t blk = threadIdx.x; blk < blocks; blk += blockDim.x)
+        for (int j = 0; j < 3; ++j) s[j] += partials[3 * blk + j];
+    for (int j = 0; j < 3; ++j) {
+        const double total = block_sum(s[j], scratch);
+        if (threadIdx.x == 0) out[j] = total;
+    }
+}

@@ -1,0 +1,78 @@
+//! Gradient interference (the paper's Fig. 3 analysis): for sample pairs (i, j), the cosine
+//! between the gradient of the vanilla loss on {x_i, x_j} and the gradient of the Mixup loss on
+//! lam x_i + (1 - lam) x_j, and the interference ratio (the share of the Mixup gradient
+//! perpendicular to the vanilla one). Pairs are looped: tch has no vmap.
+
+use tch::Tensor;
+
+use super::{dot_norms, Accumulate};
+use crate::error::{Error, Result};
+use crate::ops::mixup::{Lambda, MixedTargets};
+
+/// Per-pair values and their summaries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterferenceStats {
+    pub cosines: Vec<f64>,
+    pub ratios: Vec<f64>,
+    pub mean_cosine: f64,
+    /// Share of pairs whose angle exceeds 60 degrees (cos < 0.5).
+    pub share_below_half: f64,
+    /// Share of pairs whose angle exceeds 90 degrees (cos < 0).
+    pub share_below_zero: f64,
+    pub mean_ratio: f64,
+}
+
+impl InterferenceStats {
+    fn from_pairs(cosines: Vec<f64>, ratios: Vec<f64>) -> InterferenceStats {
+        let n = cosines.len().max(1) as f64;
+        let share = |pred: fn(f64) -> bool| cosines.iter().filter(|&&c| pred(c)).count() as f64 / n;
+        InterferenceStats {
+            mean_cosine: cosines.iter().sum::<f64>() / n,
+            share_below_half: share(|c| c < 0.5),
+            share_below_zero: share(|c| c < 0.0),
+            mean_ratio: ratios.iter().sum::<f64>() / n,
+            cosines,
+            ratios,
+        }
+    }
+}
+
+/// `loss(inputs, targets)` must return a scalar built from `params` by autograd; it is called
+/// with the pair's two samples and unmixed targets, then with their mix at `lam` and mixed
+/// targets. `x` is `[N, ...]`, `y` int64 `[N]`, pairs index into them.
+pub fn gradient_interference(
+    params: &[Tensor],
+    x: &Tensor,
+    y: &Tensor,
+    pairs: &[(i64, i64)],
+    lam: f64,
+    loss: impl Fn(&Tensor, &MixedTargets) -> Result<Tensor>,
+) -> Result<InterferenceStats> {
+    if !(0.0..=1.0).contains(&lam) {
+        return Err(Error::value("lam", "a value in [0, 1]", lam));
+    }
+    if params.is_empty() {
+        return Err(Error::value("params", "a non-empty list of parameters", "an empty list"));
+    }
+    let n = x.size().first().copied().unwrap_or(0);
+    if let Some(&(i, j)) = pairs.iter().find(|&&(i, j)| !(0..n).contains(&i) || !(0..n).contains(&j)) {
+        return Err(Error::value("pairs", format!("indices in [0, {n})"), format!("({i}, {j})")));
+    }
+    let device = x.device();
+    let (mut cosines, mut ratios) = (Vec::with_capacity(pairs.len()), Vec::with_capacity(pairs.len()));
+    for &(i, j) in pairs {
+        let idx = Tensor::from_slice(&[i, j]).to_device(device);
+        let (xp, yp) = (x.index_select(0, &idx), y.index_select(0, &idx));
+        let vanilla = loss(&xp, &MixedTargets::unmixed(&yp))?;
+        let g_vanilla = Tensor::run_backward(&[vanilla], params, false, false);
+        let mixed_x = (xp.get(0) * lam + xp.get(1) * (1.0 - lam)).unsqueeze(0);
+        let targets = MixedTargets { y_a: yp.narrow(0, 0, 1), y_b: yp.narrow(0, 1, 1), lam: Lambda::Batch(lam) };
+        let mixed = loss(&mixed_x, &targets)?;
+        let g_mixup = Tensor::run_backward(&[mixed], params, false, false);
+        let (a, b): (Vec<&Tensor>, Vec<&Tensor>) = (g_vanilla.iter().collect(), g_mixup.iter().collect());
+        let sums = dot_norms(&a, &b, Accumulate::F64)?;
+        cosines.push(sums.cosine());
+        ratios.push(sums.interference_ratio());
+    }
+    Ok(InterferenceStats::from_pairs(cosines, ratios))
+}

@@ -211,6 +211,17 @@ pub(crate) fn cpu_plain<T: Copy>(t: &Tensor, kind: Kind) -> &[T] {
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, n) }
 }
 
+/// The raw bytes of a contiguous CPU tensor of any dtype.
+pub(crate) fn cpu_bytes(t: &Tensor) -> &[u8] {
+    assert!(t.device() == Device::Cpu && t.is_contiguous());
+    let n = t.numel() * t.kind().elt_size_in_bytes();
+    if n == 0 {
+        return &[];
+    }
+    // SAFETY: a live contiguous CPU tensor spans exactly n bytes; the slice borrows the tensor.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, n) }
+}
+
 /// The raw bytes of a contiguous CPU tensor of any dtype, mutably.
 pub(crate) fn cpu_bytes_mut(t: &mut Tensor) -> &mut [u8] {
     assert!(t.device() == Device::Cpu && t.is_contiguous());

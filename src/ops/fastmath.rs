@@ -64,24 +64,21 @@ pub(crate) fn exp_shifted_sums(z: &[f32], m: f32, e: &mut [f32]) -> (f32, f32) {
     for (ev, &zv) in e.iter_mut().zip(z) {
         *ev = exp_nonpos(zv - m);
     }
-    let (mut others, mut maxes) = ([0f32; LANES], [0f32; LANES]);
+    // Sum of e without the maxima's exact 1s (e - [z == m]), so the 1 never rounds the rest;
+    // then the maxima beyond the first (ties) add 1 each.
+    let mut others = [0f32; LANES];
     let (ec, zc) = (e.chunks_exact(LANES), z.chunks_exact(LANES));
     let (et, zt) = (ec.remainder(), zc.remainder());
     for (es, zs) in ec.zip(zc) {
         for l in 0..LANES {
-            let is_max = zs[l] == m;
-            others[l] += if is_max { 0.0 } else { es[l] };
-            maxes[l] += if is_max { 1.0 } else { 0.0 };
+            others[l] += es[l] - f32::from(u8::from(zs[l] == m));
         }
     }
-    let (mut other, mut n_max) = (others.iter().sum::<f32>(), maxes.iter().sum::<f32>());
+    let mut other = others.iter().sum::<f32>();
     for (&ev, &zv) in et.iter().zip(zt) {
-        if zv == m {
-            n_max += 1.0;
-        } else {
-            other += ev;
-        }
+        other += ev - f32::from(u8::from(zv == m));
     }
+    let n_max = z.iter().filter(|&&v| v == m).count() as f32;
     // The extra maxima (ties) count 1 each; adding them last keeps `other` unrounded by 1.
     (other + (n_max - 1.0), sum(z))
 }

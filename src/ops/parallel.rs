@@ -19,24 +19,26 @@ fn threads() -> usize {
     *N.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
 }
 
-/// How many threads `rows` rows of `row_elems` elements each are worth.
-fn workers(rows: usize, row_elems: usize) -> usize {
-    let by_work = (rows * row_elems.max(1)) / MIN_ELEMS_PER_THREAD;
+/// How many threads `rows` rows of `row_work` element-equivalents each are worth.
+fn workers(rows: usize, row_work: usize) -> usize {
+    let by_work = (rows * row_work.max(1)) / MIN_ELEMS_PER_THREAD;
     by_work.clamp(1, threads()).min(rows.max(1))
 }
 
 /// Runs `f(rows, a_block, b_block)` over contiguous row blocks, one per worker, where `a` holds
-/// `a_stride` elements per row and `b` holds `b_stride` (0 for "no second output").
+/// `a_stride` elements per row and `b` holds `b_stride` (0 for "no second output"). `row_work`
+/// is a row's cost in memory-bound element-equivalents (its length, times more for math-heavy
+/// rows), which decides how many threads are worth starting.
 pub(crate) fn row_blocks<A: Send, B: Send>(
     rows: usize,
-    row_elems: usize,
+    row_work: usize,
     a: &mut [A],
     a_stride: usize,
     b: &mut [B],
     b_stride: usize,
     f: impl Fn(Range<usize>, &mut [A], &mut [B]) + Sync,
 ) {
-    let n = workers(rows, row_elems);
+    let n = workers(rows, row_work);
     if n == 1 {
         f(0..rows, a, b);
         return;
@@ -93,8 +95,8 @@ pub(crate) fn mirrored_row_blocks<A: Send>(
 }
 
 /// [`row_blocks`] with a single output.
-pub(crate) fn rows<A: Send>(rows: usize, row_elems: usize, a: &mut [A], a_stride: usize, f: impl Fn(Range<usize>, &mut [A]) + Sync) {
-    row_blocks::<A, u8>(rows, row_elems, a, a_stride, &mut [], 0, |r, a, _| f(r, a));
+pub(crate) fn rows<A: Send>(rows: usize, row_work: usize, a: &mut [A], a_stride: usize, f: impl Fn(Range<usize>, &mut [A]) + Sync) {
+    row_blocks::<A, u8>(rows, row_work, a, a_stride, &mut [], 0, |r, a, _| f(r, a));
 }
 
 #[cfg(test)]

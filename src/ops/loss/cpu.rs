@@ -12,6 +12,10 @@ use crate::ops::fastmath::{exp_shifted_sums, is_first_max, max};
 use crate::ops::parallel;
 use crate::ops::mixup::Lambda;
 
+/// A cross-entropy element (max, exp, sums, gradient) costs about this many memory-bound element
+/// copies: measured, one thread does 1024x1000 in ~1.0 ms, a Mixup blend of 1M elements ~0.15 ms.
+const CE_WORK_PER_ELEMENT: usize = 8;
+
 /// What the row pass needs to know about each row's target.
 struct RowTargets<'a> {
     ya: &'a [i64],
@@ -77,7 +81,7 @@ fn ce_rows<T: Element>(logits: &Tensor, grad: Option<&mut Tensor>, rt: &RowTarge
         None => (&mut [], 0),
     };
     let row_pass = RowPass::detect();
-    parallel::row_blocks(b, c, results, 1, g, g_stride, |range, results, g| {
+    parallel::row_blocks(b, c * CE_WORK_PER_ELEMENT, results, 1, g, g_stride, |range, results, g| {
         let is_f32 = T::KIND == Kind::Float;
         let mut zbuf = vec![0f32; if is_f32 { 0 } else { c }];
         // f32 gradients are built in place in the output row; other dtypes go through `e`.

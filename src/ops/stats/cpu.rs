@@ -5,7 +5,7 @@ use tch::{Kind, Tensor};
 
 use super::Accumulate;
 use crate::error::Result;
-use crate::ops::element::{cpu_slice, cpu_slice_mut, Element};
+use crate::ops::element::{cpu_bytes, cpu_slice, cpu_slice_mut, Element};
 use crate::ops::parallel;
 
 /// Zero counts `[L, B]` and, with `alive`, the dead-unit flags (one u8 per unit and layer).
@@ -58,35 +58,62 @@ fn layer_counts<T: Element>(t: &Tensor, eps: Option<f64>, out: &mut [i64], flags
 }
 
 pub(super) fn dot_norms(a: &[Tensor], b: &[Tensor], acc: Accumulate) -> Result<Tensor> {
-    let mut sums = [0f64; 3];
-    for (x, y) in a.iter().zip(b) {
-        let s = match x.kind() {
-            Kind::Float => pair_sums::<f32>(x, y, acc),
-            Kind::Half => pair_sums::<f16>(x, y, acc),
-            _ => pair_sums::<bf16>(x, y, acc),
-        };
-        for j in 0..3 {
-            sums[j] += s[j];
+    // The list is split into contiguous groups of tensors of about equal size, one per worker
+    // (it is memory-bound: one core does not saturate the memory bus); the groups' sums are
+    // added in list order, so the result does not depend on the number of workers.
+    // Tensors are not Sync; their element bytes are.
+    let pairs: Vec<(Kind, &[u8], &[u8])> = a.iter().zip(b).map(|(x, y)| (x.kind(), cpu_bytes(x), cpu_bytes(y))).collect();
+    let mean_len = pairs.iter().map(|p| p.1.len() / 4).sum::<usize>() / pairs.len().max(1);
+    let mut group_sums = vec![[0f64; 3]; pairs.len()];
+    parallel::rows(pairs.len(), mean_len, &mut group_sums, 1, |range, out| {
+        for (k, i) in range.enumerate() {
+            let (kind, x, y) = pairs[i];
+            out[k] = match kind {
+                Kind::Float => pair_sums::<f32>(bytemuck::cast_slice(x), bytemuck::cast_slice(y), acc),
+                Kind::Half => pair_sums::<f16>(bytemuck::cast_slice(x), bytemuck::cast_slice(y), acc),
+                _ => pair_sums::<bf16>(bytemuck::cast_slice(x), bytemuck::cast_slice(y), acc),
+            };
         }
-    }
+    });
+    let sums = group_sums.iter().fold([0f64; 3], |s, g| [s[0] + g[0], s[1] + g[1], s[2] + g[2]]);
     Ok(Tensor::from_slice(&sums))
 }
 
-fn pair_sums<T: Element>(x: &Tensor, y: &Tensor, acc: Accumulate) -> [f64; 3] {
-    let (xs, ys) = (cpu_slice::<T>(x), cpu_slice::<T>(y));
-    match acc {
-        Accumulate::F64 => xs.iter().zip(ys).fold([0f64; 3], |s, (a, b)| {
-            let (a, b) = (a.to_f32() as f64, b.to_f32() as f64);
-            [s[0] + a * b, s[1] + a * a, s[2] + b * b]
-        }),
-        Accumulate::F32 => {
-            let s = xs.iter().zip(ys).fold([0f32; 3], |s, (a, b)| {
-                let (a, b) = (a.to_f32(), b.to_f32());
-                [s[0] + a * b, s[1] + a * a, s[2] + b * b]
-            });
-            [s[0] as f64, s[1] as f64, s[2] as f64]
+/// dot, |x|^2, |y|^2 with lane-array accumulators (so LLVM vectorises the loop).
+fn pair_sums<T: Element>(xs: &[T], ys: &[T], acc: Accumulate) -> [f64; 3] {
+    const LANES: usize = 8;
+    let (xc, yc) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
+    let tail: [f64; 3] = xc.remainder().iter().zip(yc.remainder()).fold([0f64; 3], |s, (a, b)| {
+        let (a, b) = (a.to_f32() as f64, b.to_f32() as f64);
+        [s[0] + a * b, s[1] + a * a, s[2] + b * b]
+    });
+    let lanes = match acc {
+        Accumulate::F64 => {
+            let mut s = [[0f64; LANES]; 3];
+            for (a, b) in xc.zip(yc) {
+                for l in 0..LANES {
+                    let (p, q) = (a[l].to_f32() as f64, b[l].to_f32() as f64);
+                    s[0][l] += p * q;
+                    s[1][l] += p * p;
+                    s[2][l] += q * q;
+                }
+            }
+            s.map(|v| v.iter().sum::<f64>())
         }
-    }
+        Accumulate::F32 => {
+            let mut s = [[0f32; LANES]; 3];
+            for (a, b) in xc.zip(yc) {
+                for l in 0..LANES {
+                    let (p, q) = (a[l].to_f32(), b[l].to_f32());
+                    s[0][l] += p * q;
+                    s[1][l] += p * p;
+                    s[2][l] += q * q;
+                }
+            }
+            s.map(|v| v.iter().map(|&x| x as f64).sum::<f64>())
+        }
+    };
+    [lanes[0] + tail[0], lanes[1] + tail[1], lanes[2] + tail[2]]
 }
 
 pub(super) fn diff_sq(a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor> {

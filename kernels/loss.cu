@@ -110,6 +110,68 @@ __device__ __forceinline__ float key_to_float(uint32_t k) {
     return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
 
+// Block totals of the rows one block marked.
+struct Marked {
+    double kept_sum, kept_n, correct;
+};
+
+// Marks rows [lo, hi) (each thread a contiguous sub-range, in index order): keys above the
+// k-th key `kth` are dropped; of the keys equal to it, those whose rank among the ties (the
+// `ties_before` of earlier blocks, then index order) is below `remaining`. Writes keep[] and
+// returns the block's kept-loss sum, kept count and correct count to every thread.
+__device__ Marked mark_rows(const float* losses, const int64_t* y, int64_t ignore_index, int has_ignore,
+                            const int32_t* correct, int64_t lo, int64_t hi, uint32_t kth, int64_t k_eff,
+                            int64_t remaining, int64_t ties_before, uint8_t* keep, double* dscratch,
+                            int64_t* iscratch) {
+    const int64_t sub = (hi - lo + blockDim.x - 1) / blockDim.x;
+    const int64_t a = lo + threadIdx.x * sub < hi ? lo + threadIdx.x * sub : hi;
+    const int64_t b = a + sub < hi ? a + sub : hi;
+    int64_t eq = 0;
+    if (k_eff > 0)
+        for (int64_t i = a; i < b; ++i) eq += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) == kth ? 1 : 0;
+    int64_t eq_before = ties_before + block_exclusive_scan(eq, iscratch);
+    double kept_sum = 0.0, kept_n = 0.0, n_correct = 0.0;
+    for (int64_t i = a; i < b; ++i) {
+        const bool valid = row_valid(y, i, has_ignore, ignore_index);
+        const uint32_t key = rank_key(losses[i], valid);
+        bool dropped = false;
+        if (k_eff > 0 && key != 0u) {
+            if (key > kth) dropped = true;
+            else if (key == kth) dropped = (eq_before++ < remaining);
+        }
+        const bool kept = valid && !dropped;
+        keep[i] = kept ? 1 : 0;
+        if (kept) {
+            kept_sum += (double)losses[i];
+            kept_n += 1.0;
+        }
+        n_correct += correct != nullptr ? (double)correct[i] : 0.0;
+    }
+    Marked m;
+    m.kept_sum = block_sum(kept_sum, dscratch);
+    m.kept_n = block_sum(kept_n, dscratch);
+    m.correct = block_sum(n_correct, dscratch);
+    return m;
+}
+
+// Zeroes the gradient rows of the removed rows in [lo, hi), the whole block on one row at a
+// time; the barrier makes this block's keep[] writes visible first.
+__device__ void zero_dropped_rows(const uint8_t* keep, const int64_t* y, int64_t ignore_index, int has_ignore,
+                                  int64_t lo, int64_t hi, uint8_t* grad_bytes, int64_t row_bytes) {
+    __syncthreads();
+    const bool wide = (row_bytes % 16 == 0) && (((uintptr_t)grad_bytes) % 16 == 0);
+    for (int64_t i = lo; i < hi; ++i) {
+        if (keep[i] || !row_valid(y, i, has_ignore, ignore_index)) continue;
+        uint8_t* row = grad_bytes + i * row_bytes;
+        if (wide) {
+            uint4* r4 = reinterpret_cast<uint4*>(row);
+            for (int64_t j = threadIdx.x; j < row_bytes / 16; j += blockDim.x) r4[j] = make_uint4(0u, 0u, 0u, 0u);
+        } else {
+            for (int64_t j = threadIdx.x; j < row_bytes; j += blockDim.x) row[j] = 0u;
+        }
+    }
+}
+
 extern "C" __global__ void loss_select(const float* losses, const int64_t* y, int64_t ignore_index, int has_ignore,
                                        const int32_t* correct, int64_t B, int64_t k, uint8_t* keep,
                                        float* threshold_out, float* mean_out, int64_t* correct_out,
@@ -157,54 +219,14 @@ extern "C" __global__ void loss_select(const float* losses, const int64_t* y, in
             __syncthreads();
         }
     }
-    // Keys above the k-th are dropped; of the keys equal to it, the `remaining` lowest indices.
-    const int64_t chunk = (B + nt - 1) / nt;
-    const int64_t lo = tid * chunk < B ? tid * chunk : B;
-    const int64_t hi = lo + chunk < B ? lo + chunk : B;
-    int64_t eq = 0;
-    if (k_eff > 0)
-        for (int64_t i = lo; i < hi; ++i)
-            eq += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) == prefix ? 1 : 0;
-    int64_t eq_before = block_exclusive_scan(eq, iscratch);
-    double kept_sum = 0.0, kept_n = 0.0, n_correct = 0.0;
-    for (int64_t i = lo; i < hi; ++i) {
-        const bool valid = row_valid(y, i, has_ignore, ignore_index);
-        const uint32_t key = rank_key(losses[i], valid);
-        bool dropped = false;
-        if (k_eff > 0 && key != 0u) {
-            if (key > prefix) dropped = true;
-            else if (key == prefix) dropped = (eq_before++ < remaining);
-        }
-        const bool kept = valid && !dropped;
-        keep[i] = kept ? 1 : 0;
-        if (kept) {
-            kept_sum += (double)losses[i];
-            kept_n += 1.0;
-        }
-        n_correct += correct != nullptr ? (double)correct[i] : 0.0;
-    }
-    const double total = block_sum(kept_sum, dscratch);
-    const double count = block_sum(kept_n, dscratch);
-    const double right = block_sum(n_correct, dscratch);
+    const Marked m = mark_rows(losses, y, ignore_index, has_ignore, correct, 0, B, prefix, k_eff, remaining, 0, keep,
+                               dscratch, iscratch);
     if (tid == 0) {
-        *mean_out = (float)(total / count);
+        *mean_out = (float)(m.kept_sum / m.kept_n);
         *threshold_out = k_eff > 0 ? key_to_float(prefix) : INFINITY;
-        *correct_out = (int64_t)right;
+        *correct_out = (int64_t)m.correct;
     }
-    // Zero the gradient rows of dropped samples (whole block per row; keep[] is visible after the barrier).
-    if (grad_bytes == nullptr || k_eff == 0) return;
-    __syncthreads();
-    const bool wide = (row_bytes % 16 == 0) && (((uintptr_t)grad_bytes) % 16 == 0);
-    for (int64_t i = 0; i < B; ++i) {
-        if (keep[i] || !row_valid(y, i, has_ignore, ignore_index)) continue;
-        uint8_t* row = grad_bytes + i * row_bytes;
-        if (wide) {
-            uint4* r4 = reinterpret_cast<uint4*>(row);
-            for (int64_t j = tid; j < row_bytes / 16; j += nt) r4[j] = make_uint4(0u, 0u, 0u, 0u);
-        } else {
-            for (int64_t j = tid; j < row_bytes; j += nt) row[j] = 0u;
-        }
-    }
+    if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, y, ignore_index, has_ignore, 0, B, grad_bytes, row_bytes);
 }
 
 // ---- Multi-block selection for large B (token-level ranking, up to 2^24 rows) ----------------
@@ -301,52 +323,14 @@ extern "C" __global__ void select_mark(const float* losses, const int64_t* y, in
     double before = 0.0;
     for (int64_t blk = tid; blk < blockIdx.x; blk += nt) before += (double)block_eq[blk];
     const int64_t eq_blocks_before = (int64_t)block_sum(before, dscratch);
-    // Within the block: each thread a contiguous sub-chunk, in index order.
-    const int64_t sub = (hi - lo + nt - 1) / nt;
-    const int64_t a = lo + tid * sub < hi ? lo + tid * sub : hi;
-    const int64_t b = a + sub < hi ? a + sub : hi;
-    int64_t eq = 0;
-    if (k_eff > 0)
-        for (int64_t i = a; i < b; ++i) eq += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) == kth ? 1 : 0;
-    int64_t eq_before = eq_blocks_before + block_exclusive_scan(eq, iscratch);
-    double kept_sum = 0.0, kept_n = 0.0, n_correct = 0.0;
-    for (int64_t i = a; i < b; ++i) {
-        const bool valid = row_valid(y, i, has_ignore, ignore_index);
-        const uint32_t key = rank_key(losses[i], valid);
-        bool dropped = false;
-        if (k_eff > 0 && key != 0u) {
-            if (key > kth) dropped = true;
-            else if (key == kth) dropped = (eq_before++ < remaining);
-        }
-        const bool kept = valid && !dropped;
-        keep[i] = kept ? 1 : 0;
-        if (kept) {
-            kept_sum += (double)losses[i];
-            kept_n += 1.0;
-        }
-        n_correct += correct != nullptr ? (double)correct[i] : 0.0;
-    }
-    const double s0 = block_sum(kept_sum, dscratch);
-    const double s1 = block_sum(kept_n, dscratch);
-    const double s2 = block_sum(n_correct, dscratch);
+    const Marked m = mark_rows(losses, y, ignore_index, has_ignore, correct, lo, hi, kth, k_eff, remaining,
+                               eq_blocks_before, keep, dscratch, iscratch);
     if (tid == 0) {
-        partials[3 * blockIdx.x + 0] = s0;
-        partials[3 * blockIdx.x + 1] = s1;
-        partials[3 * blockIdx.x + 2] = s2;
+        partials[3 * blockIdx.x + 0] = m.kept_sum;
+        partials[3 * blockIdx.x + 1] = m.kept_n;
+        partials[3 * blockIdx.x + 2] = m.correct;
     }
-    if (grad_bytes == nullptr || k_eff == 0) return;
-    __syncthreads();
-    const bool wide = (row_bytes % 16 == 0) && (((uintptr_t)grad_bytes) % 16 == 0);
-    for (int64_t i = lo; i < hi; ++i) {
-        if (keep[i] || !row_valid(y, i, has_ignore, ignore_index)) continue;
-        uint8_t* row = grad_bytes + i * row_bytes;
-        if (wide) {
-            uint4* r4 = reinterpret_cast<uint4*>(row);
-            for (int64_t j = tid; j < row_bytes / 16; j += nt) r4[j] = make_uint4(0u, 0u, 0u, 0u);
-        } else {
-            for (int64_t j = tid; j < row_bytes; j += nt) row[j] = 0u;
-        }
-    }
+    if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, y, ignore_index, has_ignore, lo, hi, grad_bytes, row_bytes);
 }
 
 // Sums the blocks' partials in a fixed order: mean over kept rows, threshold, correct count.

@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # run.sh of the GPU bundle (copied there by scripts/gpu-bundle).
-#   run.sh [--torch-lib DIR] [--out DIR] [--full]
+#   run.sh [--torch-lib DIR] [--out DIR] [--full | --quick]
 # Finds PyTorch's lib directory (the given one, else python3's torch), prints device, driver and
 # torch versions, runs every test binary (CUDA cases included), the demo, and each benchmark in
-# a short mode (--full: criterion's defaults), keeps raw outputs under --out, and ends with
-# `N passed, N failed`. Exits non-zero on a machine without a GPU.
+# a short mode (--full: criterion's defaults), compute-sanitizer memcheck and racecheck over the
+# CUDA cases when available (--quick: neither sanitizer), keeps raw outputs under --out, and
+# ends with `N passed, N failed`. Exits non-zero on a machine without a GPU.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-torch_lib="" out="$here/out" full=0
+torch_lib="" out="$here/out" full=0 quick=0
 while (( $# )); do
   case $1 in
     --torch-lib) torch_lib=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --full) full=1; shift ;;
-    -h|--help) sed -n 2,7p "$0"; exit 0 ;;
+    --quick) quick=1; shift ;;
+    -h|--help) sed -n 2,9p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -67,6 +69,12 @@ for t in "$here"/tests/*; do
   step "test-$(basename "$t")" "$t" --include-ignored
 done
 step demo "$here/bin/enlighten" demo --device cuda
+# compute-sanitizer (memcheck, racecheck) over the CUDA cases, when the machine has it; --quick skips.
+if (( ! quick )) && command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    step "sanitizer-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$here/tests/ops" cuda:: --include-ignored
+  done
+fi
 short=(--warm-up-time 0.3 --measurement-time 1 --sample-size 10)
 (( full )) && short=()
 for b in "$here"/benches/*; do

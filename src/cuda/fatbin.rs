@@ -43,6 +43,15 @@ impl Kernel {
     pub fn name(self) -> &'static str {
         self.0
     }
+
+    /// The variant of a kernel family for a storage dtype: `[f32, f16, bf16]`.
+    pub(crate) fn for_dtype(kind: tch::Kind, [f32k, f16k, bf16k]: [Kernel; 3]) -> Kernel {
+        match kind {
+            tch::Kind::Half => f16k,
+            tch::Kind::BFloat16 => bf16k,
+            _ => f32k,
+        }
+    }
 }
 
 /// Whether the fatbin holds an entry point with exactly this name. The fatbin is built

@@ -6,10 +6,9 @@ use enlighten::ops::loss::{
     SequenceRank, Targets,
 };
 use enlighten::ops::mixup::{Lambda, MixedTargets};
-use enlighten::Error;
 use tch::{Device, Kind, Tensor};
 
-use super::{assert_close, poisoned, randn, rel_err, seed, Case, FLOAT_KINDS};
+use super::{assert_close, expect_err, poisoned, randn, rel_err, seed, Case, FLOAT_KINDS};
 
 pub const CASES: &[Case] = &[
     ("ce_matches_reference", ce_matches_reference),
@@ -350,12 +349,6 @@ fn remove_highest_and_running_quantile(dev: Device) {
     }
 }
 
-fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T, Error>, arg: &str) {
-    match r {
-        Err(e) => assert!(e.to_string().contains(&format!("`{arg}`")), "{what}: `{e}` does not name `{arg}`"),
-        Ok(v) => panic!("{what}: expected an error naming `{arg}`, got Ok({v:?})"),
-    }
-}
 
 fn loss_rejects_bad_arguments(dev: Device) {
     let logits = randn(&[4, 3], Kind::Float, dev);

@@ -4,10 +4,10 @@ use enlighten::ops::mixup::{
     cutmix, mix_batch, mixup, mixup_flip_, mixup_into, mixup_u8, reference, CutBox, CutBoxes, Lambda,
     LambdaMode, MixKind, MixSpec, Normalize, Pairing, PairingMode,
 };
-use enlighten::{Error, SeededRng};
+use enlighten::SeededRng;
 use tch::{Device, Kind, Tensor};
 
-use super::{assert_bitwise_eq, assert_close, poisoned, randn, seed, Case, FLOAT_KINDS};
+use super::{assert_bitwise_eq, assert_close, expect_err, poisoned, randn, seed, Case, FLOAT_KINDS};
 
 pub const CASES: &[Case] = &[
     ("mixup_matches_reference", mixup_matches_reference),
@@ -228,15 +228,6 @@ fn mix_batch_alpha_zero_is_identity_and_seeds_reproduce(dev: Device) {
     }
 }
 
-fn expect_err(what: &str, r: Result<impl std::fmt::Debug, Error>, arg: &str) {
-    match r {
-        Err(e) => {
-            let msg = e.to_string();
-            assert!(msg.contains(&format!("`{arg}`")), "{what}: error `{msg}` does not name `{arg}`");
-        }
-        Ok(v) => panic!("{what}: expected an error naming `{arg}`, got Ok({v:?})"),
-    }
-}
 
 fn mixup_rejects_bad_arguments(dev: Device) {
     let x = randn(&[4, 3], Kind::Float, dev);

@@ -68,6 +68,14 @@ pub fn poisoned(shape: &[i64], kind: Kind, dev: Device) -> Tensor {
     Tensor::full(shape, f64::NAN, (kind, dev))
 }
 
+/// Asserts that `r` failed with an error whose message names `arg` (as `` `arg` ``).
+pub fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T, enlighten::Error>, arg: &str) {
+    match r {
+        Err(e) => assert!(e.to_string().contains(&format!("`{arg}`")), "{what}: `{e}` does not name `{arg}`"),
+        Ok(v) => panic!("{what}: expected an error naming `{arg}`, got Ok({v:?})"),
+    }
+}
+
 pub fn seed(s: i64) {
     tch::manual_seed(s);
 }

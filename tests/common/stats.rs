@@ -2,10 +2,9 @@
 
 use enlighten::ops::mixup::{Lambda, MixedTargets};
 use enlighten::ops::stats::{dot_norms, gradient_interference, reference, zero_counts, Accumulate, Benr, DeadUnits};
-use enlighten::Error;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::{randn, seed, Case};
+use super::{expect_err, randn, seed, Case};
 
 pub const CASES: &[Case] = &[
     ("zero_counts_match_reference", zero_counts_match_reference),
@@ -147,12 +146,6 @@ fn benr_on_a_hand_computed_example(dev: Device) {
     assert!(benr.end_epoch(&[&q]).unwrap() >= 1.0);
 }
 
-fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T, Error>, arg: &str) {
-    match r {
-        Err(e) => assert!(e.to_string().contains(&format!("`{arg}`")), "{what}: `{e}` does not name `{arg}`"),
-        Ok(v) => panic!("{what}: expected an error naming `{arg}`, got Ok({v:?})"),
-    }
-}
 
 fn stats_reject_bad_arguments(dev: Device) {
     let a = randn(&[4, 3], Kind::Float, dev);

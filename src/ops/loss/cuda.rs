@@ -20,13 +20,6 @@ fn row_threads(row_len: i64) -> u32 {
     ((row_len.max(1) as u64).div_ceil(4).next_power_of_two()).clamp(32, 1024) as u32
 }
 
-fn by_kind(kind: Kind, f32k: Kernel, f16k: Kernel, bf16k: Kernel) -> Kernel {
-    match kind {
-        Kind::Float => f32k,
-        Kind::Half => f16k,
-        _ => bf16k,
-    }
-}
 
 /// Buffers the selection kernel writes: threshold and mean share one allocation.
 struct SelectOut {
@@ -191,7 +184,7 @@ pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntr
         Some(Lambda::Batch(l)) => (None, *l as f32),
         Some(Lambda::PerSample(t)) => (Some(t), 0.0),
     };
-    Launch::new(by_kind(logits.kind(), Kernel::CE_FORWARD_F32, Kernel::CE_FORWARD_F16, Kernel::CE_FORWARD_BF16))
+    Launch::new(Kernel::for_dtype(logits.kind(), [Kernel::CE_FORWARD_F32, Kernel::CE_FORWARD_F16, Kernel::CE_FORWARD_BF16]))
         .tensor("logits", logits)?
         .optional_tensor("grad", grad.as_ref())?
         .tensor("losses", &losses)?
@@ -229,7 +222,7 @@ pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) 
     let f = pred.numel() as i64 / b;
     let losses = Tensor::empty([b], (Kind::Float, pred.device()));
     let with_grad = grad.is_some();
-    Launch::new(by_kind(pred.kind(), Kernel::MSE_FORWARD_F32, Kernel::MSE_FORWARD_F16, Kernel::MSE_FORWARD_BF16))
+    Launch::new(Kernel::for_dtype(pred.kind(), [Kernel::MSE_FORWARD_F32, Kernel::MSE_FORWARD_F16, Kernel::MSE_FORWARD_BF16]))
         .tensor("pred", pred)?
         .tensor("target", target)?
         .optional_tensor("grad", grad.as_ref())?

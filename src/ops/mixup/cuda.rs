@@ -45,21 +45,14 @@ fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
     f % n == 0 && tensors.iter().all(|t| aligned16(t))
 }
 
-fn by_kind(kind: Kind, f32k: Kernel, f16k: Kernel, bf16k: Kernel) -> Kernel {
-    match kind {
-        Kind::Float => f32k,
-        Kind::Half => f16k,
-        _ => bf16k,
-    }
-}
 
-pub(super) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
+/// The parameters every out-of-place mixing kernel starts with:
+/// x, out, perm, lam_vec, lam, 1 - lam, pair_mode, shift, B, F.
+fn mix_args(kernel: Kernel, x: &Tensor, out: &Tensor, lam: &Lambda, pairing: &Pairing) -> Result<Launch> {
     let (b, f) = rows_of(x);
-    let n = pack_len(x.kind());
-    let vectorized = packable(f, n, &[x, out]);
     let (lam_vec, l, om) = lambda_args(lam);
     let (mode, perm, shift) = pairing_args(pairing);
-    Launch::new(by_kind(x.kind(), Kernel::MIXUP_F32, Kernel::MIXUP_F16, Kernel::MIXUP_BF16))
+    Ok(Launch::new(kernel)
         .tensor("x", x)?
         .tensor("out", out)?
         .optional_tensor("perm", perm)?
@@ -69,7 +62,15 @@ pub(super) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -
         .i32(mode)
         .i64(shift)
         .i64(b)
-        .i64(f)
+        .i64(f))
+}
+
+pub(super) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
+    let (b, f) = rows_of(x);
+    let n = pack_len(x.kind());
+    let vectorized = packable(f, n, &[x, out]);
+    let kernel = Kernel::for_dtype(x.kind(), [Kernel::MIXUP_F32, Kernel::MIXUP_F16, Kernel::MIXUP_BF16]);
+    mix_args(kernel, x, out, lam, pairing)?
         .i32(vectorized as i32)
         .run(Grid::RowsAndPacks { rows: b, packs_per_row: if vectorized { f / n } else { f } })
 }
@@ -79,7 +80,7 @@ pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
     let n = pack_len(x.kind());
     let vectorized = packable(f, n, &[x]);
     let (lam_vec, l, om) = lambda_args(lam);
-    let kernel = by_kind(x.kind(), Kernel::MIXUP_FLIP_INPLACE_F32, Kernel::MIXUP_FLIP_INPLACE_F16, Kernel::MIXUP_FLIP_INPLACE_BF16);
+    let kernel = Kernel::for_dtype(x.kind(), [Kernel::MIXUP_FLIP_INPLACE_F32, Kernel::MIXUP_FLIP_INPLACE_F16, Kernel::MIXUP_FLIP_INPLACE_BF16]);
     Launch::new(kernel)
         .tensor("x", x)?
         .optional_tensor("lam", lam_vec)?
@@ -98,19 +99,8 @@ pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pai
     // u8 packs of 4 (one 32-bit load) write 4 outputs; the packs must not straddle channels.
     const N: i64 = 4;
     let vectorized = inner % N == 0 && packable(f, N, &[x, out]);
-    let (lam_vec, l, om) = lambda_args(lam);
-    let (mode, perm, shift) = pairing_args(pairing);
-    Launch::new(by_kind(out.kind(), Kernel::MIXUP_U8_F32, Kernel::MIXUP_U8_F16, Kernel::MIXUP_U8_BF16))
-        .tensor("x", x)?
-        .tensor("out", out)?
-        .optional_tensor("perm", perm)?
-        .optional_tensor("lam", lam_vec)?
-        .f32(l)
-        .f32(om)
-        .i32(mode)
-        .i64(shift)
-        .i64(b)
-        .i64(f)
+    let kernel = Kernel::for_dtype(out.kind(), [Kernel::MIXUP_U8_F32, Kernel::MIXUP_U8_F16, Kernel::MIXUP_U8_BF16]);
+    mix_args(kernel, x, out, lam, pairing)?
         .tensor("norm.scale", &norm.scale)?
         .tensor("norm.bias", &norm.bias)?
         .i64(c)
@@ -128,7 +118,7 @@ pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tens
         CutBoxes::Batch(bx) => (None, [bx.y0, bx.y1, bx.x0, bx.x1]),
         CutBoxes::PerSample(t) => (Some(t), [0; 4]),
     };
-    Launch::new(by_kind(x.kind(), Kernel::CUTMIX_F32, Kernel::CUTMIX_F16, Kernel::CUTMIX_BF16))
+    Launch::new(Kernel::for_dtype(x.kind(), [Kernel::CUTMIX_F32, Kernel::CUTMIX_F16, Kernel::CUTMIX_BF16]))
         .tensor("x", x)?
         .tensor("out", out)?
         .optional_tensor("perm", perm)?

@@ -57,11 +57,13 @@ __device__ __forceinline__ RowStats row_stats_merge(RowStats a, RowStats b) {
         return b;
     }
     RowStats r;
-    const RowStats& hi = (a.m >= b.m) ? a : b;
-    const RowStats& lo = (a.m >= b.m) ? b : a;
-    const float e = exp_shift(lo.m, hi.m);
-    r.m = hi.m;
-    r.rest = hi.rest + (lo.rest * e + e);
+    // Selected by value, not by reference: a reference to either struct would put both on the stack.
+    const bool a_hi = a.m >= b.m;
+    const float hi_m = a_hi ? a.m : b.m, lo_m = a_hi ? b.m : a.m;
+    const float hi_rest = a_hi ? a.rest : b.rest, lo_rest = a_hi ? b.rest : a.rest;
+    const float e = exp_shift(lo_m, hi_m);
+    r.m = hi_m;
+    r.rest = hi_rest + (lo_rest * e + e);
     r.sum = a.sum + b.sum;
     r.nan = a.nan | b.nan;
     const bool take_b = b.best > a.best || (b.best == a.best && b.arg < a.arg);

@@ -3,22 +3,31 @@
 
 const LANES: usize = 8;
 
+/// a * b + c: one fused multiply-add instruction in the AVX2 + FMA build of a row pass
+/// (`FMA = true`, only called where the CPU has FMA), two rounded operations otherwise.
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
 /// exp(x) for x <= 0 (softmax arguments), Cephes' expf polynomial: relative error ~1e-7.
 /// NaN propagates; x < -87 gives exactly 0 (so exp(-inf) = 0).
 #[inline(always)]
-pub(crate) fn exp_nonpos(x: f32) -> f32 {
+pub(crate) fn exp_nonpos<const FMA: bool>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer, to nearest even
     // Comparisons (not f32::max) so that NaN passes through unchanged.
     let xc = if x < -87.0 { -87.0 } else { x };
-    let t = xc * LOG2E + ROUND;
+    let t = madd::<FMA>(xc, LOG2E, ROUND);
     let n = t - ROUND;
-    let r = xc - n * C1 - n * C2;
-    let z = r * r;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
-    let y = p * z + r + 1.0;
+    let r = madd::<FMA>(-n, C2, madd::<FMA>(-n, C1, xc));
+    let mut p = 1.987_569_1e-4;
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+        p = madd::<FMA>(p, r, c);
+    }
+    let y = madd::<FMA>(p, r * r, r + 1.0);
     let pow2 = f32::from_bits(((t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) as u32) << 23);
     if x < -87.0 { 0.0 } else { y * pow2 }
 }
@@ -51,7 +60,7 @@ pub(crate) fn max(z: &[f32]) -> f32 {
 /// exact scalar path, where exp(a - m) is 1 for a == m as in the kernel; every other row runs
 /// branch-free and vectorised.
 #[inline(always)]
-pub(crate) fn exp_shifted_sums(z: &[f32], m: f32, e: &mut [f32]) -> (f32, f32) {
+pub(crate) fn exp_shifted_sums<const FMA: bool>(z: &[f32], m: f32, e: &mut [f32]) -> (f32, f32) {
     if !m.is_finite() {
         let mut s = 0f32;
         for (&zv, ev) in z.iter().zip(e.iter_mut()) {
@@ -62,7 +71,7 @@ pub(crate) fn exp_shifted_sums(z: &[f32], m: f32, e: &mut [f32]) -> (f32, f32) {
     }
     // A plain map loop is what LLVM's loop vectoriser handles best; the sums follow from L1.
     for (ev, &zv) in e.iter_mut().zip(z) {
-        *ev = exp_nonpos(zv - m);
+        *ev = exp_nonpos::<FMA>(zv - m);
     }
     // Sum of e without the maxima's exact 1s (e - [z == m]), so the 1 never rounds the rest;
     // then the maxima beyond the first (ties) add 1 each.
@@ -100,7 +109,7 @@ pub(crate) fn sum(v: &[f32]) -> f32 {
 /// exp(a - m), with a == m (including -inf == -inf) giving exactly 1, as the kernel does.
 #[inline(always)]
 fn exp_shift(a: f32, m: f32) -> f32 {
-    if a == m { 1.0 } else { exp_nonpos(a - m) }
+    if a == m { 1.0 } else { exp_nonpos::<false>(a - m) }
 }
 
 /// Whether `at` is the first index holding the row's maximum `m` (the argmax with `>`
@@ -116,19 +125,21 @@ mod tests {
 
     #[test]
     fn exp_is_accurate_on_its_domain_and_handles_edges() {
-        let mut worst = 0f64;
-        let mut x = -87.0f32;
-        while x <= 0.0 {
-            let got = exp_nonpos(x) as f64;
-            let want = (x as f64).exp();
-            worst = worst.max(((got - want) / want).abs());
-            x += 0.001_37;
+        for exp in [exp_nonpos::<false>, exp_nonpos::<true>] {
+            let mut worst = 0f64;
+            let mut x = -87.0f32;
+            while x <= 0.0 {
+                let got = exp(x) as f64;
+                let want = (x as f64).exp();
+                worst = worst.max(((got - want) / want).abs());
+                x += 0.001_37;
+            }
+            assert!(worst < 3e-7, "worst relative error {worst:e}");
+            assert_eq!(exp(0.0), 1.0);
+            assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+            assert_eq!(exp(-1000.0), 0.0);
+            assert!(exp(f32::NAN).is_nan());
         }
-        assert!(worst < 3e-7, "worst relative error {worst:e}");
-        assert_eq!(exp_nonpos(0.0), 1.0);
-        assert_eq!(exp_nonpos(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_nonpos(-1000.0), 0.0);
-        assert!(exp_nonpos(f32::NAN).is_nan());
     }
 
     #[test]
@@ -137,14 +148,14 @@ mod tests {
         let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
         assert_eq!(max(&z), m);
         let mut e = vec![0f32; z.len()];
-        let (rest, t) = exp_shifted_sums(&z, m, &mut e);
+        let (rest, t) = exp_shifted_sums::<false>(&z, m, &mut e);
         let s_ref: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
         let t_ref: f64 = z.iter().map(|&v| v as f64).sum();
         assert!(((1.0 + rest as f64 - s_ref) / s_ref).abs() < 1e-5);
         // A confident row: rest is tiny and exact to f32 precision, not rounded against 1.
         let confident = [0.0f32, -12.0, -13.0, -11.5, -14.0, -12.5, -13.5, -12.25, -11.0];
         let mut e2 = [0f32; 9];
-        let (rest, _) = exp_shifted_sums(&confident, 0.0, &mut e2);
+        let (rest, _) = exp_shifted_sums::<false>(&confident, 0.0, &mut e2);
         let exact: f64 = confident[1..].iter().map(|&v| (v as f64).exp()).sum();
         assert!(((rest as f64 - exact) / exact).abs() < 1e-6, "rest {rest} vs {exact}");
         assert!(((t as f64 - t_ref) / t_ref.abs()).abs() < 1e-5);

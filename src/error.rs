@@ -36,6 +36,10 @@ pub enum Error {
     #[error("CUDA driver error in {context}: {message}")]
     Cuda { context: String, message: String },
 
+    /// A data file is missing or not in the expected format; the hint says how to fetch it.
+    #[error("{}: {problem} ({hint})", path.display())]
+    Data { path: std::path::PathBuf, problem: String, hint: String },
+
     /// A configuration file could not be parsed (the message names the line and field).
     #[error("invalid configuration: {0}")]
     Config(String),

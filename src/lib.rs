@@ -35,6 +35,7 @@
 
 mod alloc;
 pub mod cuda;
+pub mod data;
 mod error;
 pub mod ops;
 mod rng;

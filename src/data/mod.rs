@@ -1,0 +1,110 @@
+//! Datasets for the trainer, read from their original formats, with seeded splits.
+//!
+//! Images are kept as u8 `[N, C, H, W]` with int64 labels, so a batch goes to the device as
+//! bytes and `ops::mixup::mixup_u8` normalises it in the same pass that mixes it. A missing or
+//! corrupt file is an [`Error::Data`](crate::Error::Data) naming the file and how to fetch it.
+
+mod cifar;
+mod digits;
+mod idx;
+
+pub use cifar::{cifar10, cifar100};
+pub use digits::sklearn_digits;
+pub use idx::{fashion_mnist, read_idx_images, read_idx_labels};
+
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::rng::SeededRng;
+
+/// Labelled images: u8 `[N, C, H, W]` and int64 `[N]`, on the CPU.
+#[derive(Debug)]
+pub struct ImageSet {
+    pub images: Tensor,
+    pub labels: Tensor,
+    pub classes: i64,
+}
+
+impl ImageSet {
+    pub fn len(&self) -> i64 {
+        self.labels.size()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows at `index` (int64 on the CPU).
+    pub fn select(&self, index: &Tensor) -> ImageSet {
+        ImageSet { images: self.images.index_select(0, index), labels: self.labels.index_select(0, index), classes: self.classes }
+    }
+
+    /// Per-channel mean and standard deviation of the pixels scaled to [0, 1], for `Normalize`.
+    pub fn channel_stats(&self) -> (Vec<f64>, Vec<f64>) {
+        let x = self.images.to_kind(Kind::Double) / 255.0;
+        let per_channel = x.transpose(0, 1).reshape([self.images.size()[1], -1]);
+        let mean = Vec::<f64>::try_from(per_channel.mean_dim(1, false, Kind::Double)).unwrap_or_default();
+        let std = Vec::<f64>::try_from(per_channel.std_dim(1, false, false)).unwrap_or_default();
+        (mean, std.iter().map(|s| s.max(1e-6)).collect())
+    }
+}
+
+/// Train / validation / test, the validation rows carved from the training set.
+#[derive(Debug)]
+pub struct Splits {
+    pub train: ImageSet,
+    pub val: ImageSet,
+    pub test: ImageSet,
+}
+
+/// Carves `val_fraction` of `train` out as a validation set and keeps `subset` (in (0, 1]) of
+/// the rest (the paper's data-scale ablations), both chosen by a permutation from `seed`.
+pub fn split(train: ImageSet, test: ImageSet, val_fraction: f64, subset: f64, seed: u64) -> Result<Splits> {
+    if !(0.0..1.0).contains(&val_fraction) {
+        return Err(Error::value("val_fraction", "a fraction in [0, 1)", val_fraction));
+    }
+    if !(subset > 0.0 && subset <= 1.0) {
+        return Err(Error::value("subset", "a fraction in (0, 1]", subset));
+    }
+    let n = train.len();
+    let perm = SeededRng::new(seed).permutation(n as usize);
+    let n_val = (val_fraction * n as f64).round() as usize;
+    let n_train = (((n as usize - n_val) as f64) * subset).round().max(1.0) as usize;
+    if n_train + n_val > perm.len() || n_train == 0 {
+        return Err(Error::value("subset", format!("a fraction leaving at least one training row of {n}"), subset));
+    }
+    let take = |rows: &[i64]| Tensor::from_slice(rows);
+    Ok(Splits {
+        val: train.select(&take(&perm[..n_val])),
+        train: train.select(&take(&perm[n_val..n_val + n_train])),
+        test,
+    })
+}
+
+/// Where the datasets live: `$ENLIGHTEN_DATA`, else `$ENLIGHTEN_CACHE/data`, else
+/// `~/.cache/enlighten/data` (where `scripts/setup --data` puts them).
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("ENLIGHTEN_DATA") {
+        return PathBuf::from(d);
+    }
+    let cache = std::env::var_os("ENLIGHTEN_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cache/enlighten")
+    });
+    cache.join("data")
+}
+
+/// Reads a whole file, or says which file is missing and how to fetch it.
+fn read_file(path: &Path, hint: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Data { path: path.to_path_buf(), problem: e.to_string(), hint: hint.into() })
+}
+
+fn corrupt(path: &Path, problem: impl Into<String>, hint: &str) -> Error {
+    Error::Data { path: path.to_path_buf(), problem: problem.into(), hint: hint.into() }
+}
+
+/// u8 images on the CPU from raw bytes.
+fn images_from(bytes: &[u8], n: i64, c: i64, h: i64, w: i64) -> Tensor {
+    Tensor::from_slice(bytes).view([n, c, h, w]).to_device(Device::Cpu)
+}

@@ -1,0 +1,156 @@
+//! The dataset loaders on small files written here in the real formats.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use enlighten::data::{cifar10, cifar100, fashion_mnist, read_idx_images, sklearn_digits, split};
+use enlighten::Error;
+use flate2::write::GzEncoder;
+use tch::Kind;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("enlighten-data-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn idx(magic: u32, dims: &[u32], payload: &[u8]) -> Vec<u8> {
+    let mut out = magic.to_be_bytes().to_vec();
+    for d in dims {
+        out.extend(d.to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Pixel (i, y, x) = (7 i + 3 y + x) mod 256: every image distinct and recognisable.
+fn pixels(n: usize, h: usize, w: usize) -> Vec<u8> {
+    (0..n * h * w).map(|k| ((7 * (k / (h * w)) + 3 * ((k / w) % h) + k % w) % 256) as u8).collect()
+}
+
+fn write_fashion(dir: &Path, n_train: usize, n_test: usize) {
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte.gz")), gz(&idx(0x803, &[n as u32, 28, 28], &pixels(n, 28, 28)))).unwrap();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), gz(&idx(0x801, &[n as u32], &labels))).unwrap();
+    }
+}
+
+fn data_error(r: Result<impl std::fmt::Debug, Error>, file: &str, words: &str) {
+    match r {
+        Err(Error::Data { path, problem, hint }) => {
+            assert!(path.ends_with(file), "error names {path:?}, expected {file}");
+            assert!(problem.contains(words), "problem `{problem}` lacks `{words}`");
+            assert!(!hint.is_empty());
+        }
+        other => panic!("expected a data error about {file}, got {other:?}"),
+    }
+}
+
+#[test]
+fn fashion_mnist_reads_gzipped_idx() {
+    let dir = scratch("fashion");
+    write_fashion(&dir, 30, 12);
+    let (train, test) = fashion_mnist(&dir).unwrap();
+    assert_eq!(train.images.size(), [30, 1, 28, 28]);
+    assert_eq!(train.images.kind(), Kind::Uint8);
+    assert_eq!(test.len(), 12);
+    assert_eq!(train.images.int64_value(&[5, 0, 2, 3]), ((7 * 5 + 3 * 2 + 3) % 256) as i64);
+    assert_eq!(Vec::<i64>::try_from(&test.labels).unwrap(), (0..12).map(|i| i % 10).collect::<Vec<i64>>());
+    // An uncompressed file reads the same.
+    let raw = dir.join("raw-images");
+    std::fs::write(&raw, idx(0x803, &[2, 3, 4], &pixels(2, 3, 4))).unwrap();
+    assert_eq!(read_idx_images(&raw).unwrap().size(), [2, 1, 3, 4]);
+}
+
+#[test]
+fn corrupt_or_missing_idx_files_name_the_file() {
+    let dir = scratch("fashion-bad");
+    data_error(fashion_mnist(&dir), "train-images-idx3-ubyte.gz", "No such file");
+    write_fashion(&dir, 10, 5);
+    let img = dir.join("train-images-idx3-ubyte.gz");
+    let full = idx(0x803, &[10, 28, 28], &pixels(10, 28, 28));
+    std::fs::write(&img, gz(&full[..full.len() - 100])).unwrap();
+    data_error(fashion_mnist(&dir), "train-images-idx3-ubyte.gz", "data bytes");
+    std::fs::write(&img, gz(&idx(0x801, &[10], &[0; 10]))).unwrap();
+    data_error(fashion_mnist(&dir), "train-images-idx3-ubyte.gz", "magic");
+    std::fs::write(&img, [0x1f, 0x8b, 1, 2, 3]).unwrap();
+    data_error(fashion_mnist(&dir), "train-images-idx3-ubyte.gz", "gzip");
+    write_fashion(&dir, 10, 5);
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), gz(&idx(0x801, &[4], &[1, 2, 3, 4]))).unwrap();
+    data_error(fashion_mnist(&dir), "t10k-labels-idx1-ubyte.gz", "4 labels for 5 images");
+}
+
+#[test]
+fn cifar_binary_batches() {
+    let dir = scratch("cifar");
+    let d10 = dir.join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&d10).unwrap();
+    let record = |label: &[u8], i: usize| [label, &pixels(1, 96, 32)[..].iter().map(|p| p.wrapping_add(i as u8)).collect::<Vec<u8>>()].concat();
+    for b in 1..=5 {
+        let bytes: Vec<u8> = (0..4).flat_map(|i| record(&[(i + b) as u8 % 10], i)).collect();
+        std::fs::write(d10.join(format!("data_batch_{b}.bin")), bytes).unwrap();
+    }
+    std::fs::write(d10.join("test_batch.bin"), (0..3).flat_map(|i| record(&[9], i)).collect::<Vec<u8>>()).unwrap();
+    let (train, test) = cifar10(&dir).unwrap();
+    assert_eq!(train.images.size(), [20, 3, 32, 32]);
+    assert_eq!(test.labels.size(), [3]);
+    assert_eq!(train.labels.int64_value(&[4]), 2, "batch 2, record 0: label (0 + 2) % 10");
+    let d100 = dir.join("cifar-100-binary");
+    std::fs::create_dir_all(&d100).unwrap();
+    std::fs::write(d100.join("train.bin"), (0..6).flat_map(|i| record(&[1, 42 + i as u8], i)).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(d100.join("test.bin"), record(&[3, 99], 0)).unwrap();
+    let (train, test) = cifar100(&dir).unwrap();
+    assert_eq!(Vec::<i64>::try_from(&train.labels).unwrap(), vec![42, 43, 44, 45, 46, 47], "fine labels");
+    assert_eq!(test.classes, 100);
+    std::fs::write(d100.join("test.bin"), &record(&[3, 99], 0)[..100]).unwrap();
+    data_error(cifar100(&dir), "test.bin", "records");
+}
+
+#[test]
+fn sklearn_digits_csv() {
+    let dir = scratch("digits");
+    let rows: String = (0..20).map(|i| {
+        let px: Vec<String> = (0..64).map(|p| ((p + i) % 17).to_string()).collect();
+        format!("{},{}\n", px.join(","), i % 10)
+    }).collect();
+    let path = dir.join("digits.csv.gz");
+    std::fs::write(&path, gz(rows.as_bytes())).unwrap();
+    let set = sklearn_digits(&path).unwrap();
+    assert_eq!(set.images.size(), [20, 1, 8, 8]);
+    assert_eq!(set.images.int64_value(&[0, 0, 2, 0]), 255, "pixel 16 of image 0 is 16, which scales to 255");
+    assert_eq!(set.labels.int64_value(&[13]), 3);
+    std::fs::write(&path, gz(b"1,2,3\n")).unwrap();
+    data_error(sklearn_digits(&path), "digits.csv.gz", "expected 64 pixels");
+    std::fs::write(&path, gz(format!("{}17\n", "0,".repeat(64)).as_bytes())).unwrap();
+    data_error(sklearn_digits(&path), "digits.csv.gz", "label 17");
+}
+
+#[test]
+fn splits_are_sized_disjoint_and_seeded() {
+    let dir = scratch("split");
+    write_fashion(&dir, 200, 10);
+    let (train, test) = fashion_mnist(&dir).unwrap();
+    // Tag each training image by its first pixel row so rows can be traced.
+    let id = |set: &enlighten::data::ImageSet| -> Vec<i64> { Vec::<i64>::try_from(set.images.select(1, 0).select(1, 0).select(1, 0).to_kind(Kind::Int64)).unwrap() };
+    let s = split(train, test, 0.1, 0.5, 7).unwrap();
+    assert_eq!((s.val.len(), s.train.len(), s.test.len()), (20, 90, 10));
+    let (tr, va) = (id(&s.train), id(&s.val));
+    assert!(tr.iter().all(|t| !va.contains(t)), "validation rows are not training rows");
+    let (train2, test2) = fashion_mnist(&dir).unwrap();
+    let again = split(train2, test2, 0.1, 0.5, 7).unwrap();
+    assert_eq!(id(&again.train), tr, "same seed, same split");
+    let (train3, test3) = fashion_mnist(&dir).unwrap();
+    assert_ne!(id(&split(train3, test3, 0.1, 0.5, 8).unwrap().train), tr, "other seed, other split");
+    let (t4, te4) = fashion_mnist(&dir).unwrap();
+    assert!(matches!(split(t4, te4, 1.0, 1.0, 0), Err(Error::Value { arg: "val_fraction", .. })));
+    let (t5, te5) = fashion_mnist(&dir).unwrap();
+    assert!(matches!(split(t5, te5, 0.1, 0.0, 0), Err(Error::Value { arg: "subset", .. })));
+}

@@ -37,6 +37,7 @@ mod alloc;
 pub mod cuda;
 pub mod data;
 mod error;
+pub mod models;
 pub mod ops;
 mod rng;
 pub mod strategy;

@@ -23,6 +23,13 @@ struct Row {
     composite_ms: f64,
 }
 
+impl Row {
+    /// Within tolerance; a NaN error is a failure.
+    fn ok(&self) -> bool {
+        !self.rel_err.is_nan() && self.rel_err <= self.tol
+    }
+}
+
 fn tolerance(kind: Kind) -> f64 {
     match kind {
         Kind::Float => 1e-6,
@@ -82,7 +89,7 @@ pub fn run(choice: DeviceChoice) -> Result<()> {
         rows.extend(loss_rows(device)?);
     }
     print_table(&rows);
-    let failed = rows.iter().filter(|r| !(r.rel_err <= r.tol)).count();
+    let failed = rows.iter().filter(|r| !r.ok()).count();
     println!("\n{} passed, {} failed", rows.len() - failed, failed);
     if failed > 0 {
         return Err(enlighten::Error::Value { arg: "demo", expected: "every op within tolerance".into(), got: format!("{failed} failures") });
@@ -241,7 +248,7 @@ fn print_table(rows: &[Row]) {
             r.fused_ms,
             r.composite_ms,
             r.composite_ms / r.fused_ms,
-            if r.rel_err <= r.tol { "yes" } else { "NO" }
+            if r.ok() { "yes" } else { "NO" }
         );
     }
 }

@@ -24,7 +24,8 @@ pub(crate) fn exp_nonpos<const FMA: bool>(x: f32) -> f32 {
     let n = t - ROUND;
     let r = madd::<FMA>(-n, C2, madd::<FMA>(-n, C1, xc));
     let mut p = 1.987_569_1e-4;
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+    // Cephes' last coefficient, 5.0000001e-1, is 0.5 in f32.
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
         p = madd::<FMA>(p, r, c);
     }
     let y = madd::<FMA>(p, r * r, r + 1.0);

@@ -128,7 +128,7 @@ fn benr_on_a_hand_computed_example(dev: Device) {
     let p = Tensor::zeros([2], (Kind::Float, dev));
     let mut benr = Benr::new(&[&p]).unwrap();
     for target in [[3.0f32, 4.0], [3.0, 0.0], [6.0, 0.0]] {
-        let _ = p.detach().copy_(&Tensor::from_slice(&target).to_device(dev));
+        p.detach().copy_(&Tensor::from_slice(&target).to_device(dev));
         benr.step(&[&p]).unwrap();
     }
     assert_eq!(benr.steps(), 3);

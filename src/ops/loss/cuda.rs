@@ -51,20 +51,22 @@ impl SelectOut {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn launch_select(
-    losses: &Tensor,
-    y: Option<&Tensor>,
+/// What the selection kernels rank: losses, the labels that say which rows are valid (label !=
+/// ignore_index), the per-row correct flags to count, and how many rows to remove.
+struct Ranking<'a> {
+    losses: &'a Tensor,
+    y: Option<&'a Tensor>,
     ignore: Option<i64>,
-    correct: Option<&Tensor>,
+    correct: Option<&'a Tensor>,
     k: i64,
-    out: &SelectOut,
-    grad: Option<&Tensor>,
-) -> Result<()> {
+}
+
+fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Result<()> {
+    let Ranking { losses, y, ignore, correct, k } = *r;
     let b = losses.size()[0];
     let row_bytes = grad.map(|g| (g.numel() / b as usize * g.kind().elt_size_in_bytes()) as i64).unwrap_or(0);
     if b > SINGLE_BLOCK_MAX {
-        return launch_select_multi(losses, y, ignore, correct, k, out, grad, row_bytes);
+        return launch_select_multi(r, out, grad, row_bytes);
     }
     let threshold = out.scalars.get(0);
     let mean = out.scalars.get(1);
@@ -88,17 +90,8 @@ fn launch_select(
 /// The same selection over many blocks (kernels/loss.cu, "Multi-block selection"): a 4-pass
 /// radix select whose histograms are built by all blocks, then a tie count per block, the
 /// marking pass and one final reduction. Eleven launches, still no host sync.
-#[allow(clippy::too_many_arguments)]
-fn launch_select_multi(
-    losses: &Tensor,
-    y: Option<&Tensor>,
-    ignore: Option<i64>,
-    correct: Option<&Tensor>,
-    k: i64,
-    out: &SelectOut,
-    grad: Option<&Tensor>,
-    row_bytes: i64,
-) -> Result<()> {
+fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, row_bytes: i64) -> Result<()> {
+    let Ranking { losses, y, ignore, correct, k } = *r;
     let b = losses.size()[0];
     let dev = losses.device();
     let (ign, has_ign) = (ignore.unwrap_or(0), ignore.is_some() as i32);
@@ -203,7 +196,8 @@ pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntr
         .i32(with_grad as i32)
         .run(Grid::BlockPerRow { rows: b, threads: row_threads(c) })?;
     let out = SelectOut::new(b, logits);
-    launch_select(&losses, Some(args.y_a), opts.ignore_index, Some(&correct), k, &out, grad.as_ref())?;
+    let ranking = Ranking { losses: &losses, y: Some(args.y_a), ignore: opts.ignore_index, correct: Some(&correct), k };
+    launch_select(&ranking, &out, grad.as_ref())?;
     Ok(out.into_output(losses, k, grad))
 }
 
@@ -213,7 +207,8 @@ pub(super) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) ->
     // The kernel reads validity as "label != ignore_index": valid rows get label 1, ignore 0.
     let labels = valid.map(|v| v.to_kind(Kind::Int64));
     let out = SelectOut::new(b, losses);
-    launch_select(losses, labels.as_ref(), labels.as_ref().map(|_| 0), None, k, &out, None)?;
+    let ranking = Ranking { losses, y: labels.as_ref(), ignore: labels.as_ref().map(|_| 0), correct: None, k };
+    launch_select(&ranking, &out, None)?;
     Ok(out.into_output(losses.shallow_clone(), k, None))
 }
 
@@ -233,6 +228,6 @@ pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) 
         .i32(with_grad as i32)
         .run(Grid::BlockPerRow { rows: b, threads: row_threads(f) })?;
     let out = SelectOut::new(b, pred);
-    launch_select(&losses, None, None, None, k, &out, grad.as_ref())?;
+    launch_select(&Ranking { losses: &losses, y: None, ignore: None, correct: None, k }, &out, grad.as_ref())?;
     Ok(out.into_output(losses, k, grad))
 }

@@ -14,7 +14,7 @@ pub(super) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive
     let mut counts = vec![0i64; layers.len() * b];
     for (l, t) in layers.iter().enumerate() {
         let mut flags = alive.map(|a| a[l].shallow_clone());
-        let flags_slice = flags.as_mut().map(|f| crate::ops::element::cpu_bytes_mut(f));
+        let flags_slice = flags.as_mut().map(crate::ops::element::cpu_bytes_mut);
         let out = &mut counts[l * b..(l + 1) * b];
         match t.kind() {
             Kind::Float => layer_counts::<f32>(t, eps, out, flags_slice),

@@ -1,7 +1,7 @@
 //! Mixup and CutMix: fused paths against the f64 reference, on any device.
 
 use enlighten::ops::mixup::{
-    cutmix, mix_batch, mixup, mixup_flip_, mixup_into, mixup_u8, reference, CutBox, CutBoxes, Lambda,
+    cutmix, mix_batch, mix_images, mixup, mixup_flip_, mixup_into, mixup_u8, reference, CutBox, CutBoxes, Lambda,
     LambdaMode, MixKind, MixSpec, Normalize, Pairing, PairingMode,
 };
 use enlighten::SeededRng;
@@ -20,6 +20,7 @@ pub const CASES: &[Case] = &[
     ("cutmix_matches_reference_and_pastes_the_reported_area", cutmix_matches_reference_and_pastes_the_reported_area),
     ("cutmix_clips_boxes_at_the_borders", cutmix_clips_boxes_at_the_borders),
     ("mix_batch_alpha_zero_is_identity_and_seeds_reproduce", mix_batch_alpha_zero_is_identity_and_seeds_reproduce),
+    ("mix_images_normalises_and_mixes_like_mix_batch", mix_images_normalises_and_mixes_like_mix_batch),
     ("mixup_rejects_bad_arguments", mixup_rejects_bad_arguments),
 ];
 
@@ -228,6 +229,28 @@ fn mix_batch_alpha_zero_is_identity_and_seeds_reproduce(dev: Device) {
     }
 }
 
+
+/// Fused u8 -> normalised float mixing draws exactly what mix_batch draws from the same seed and
+/// computes the same bits as normalising first (with lambda 1) and mixing the floats.
+fn mix_images_normalises_and_mixes_like_mix_batch(dev: Device) {
+    seed(9);
+    let images = Tensor::randint(256, [16, 3, 12, 12], (Kind::Uint8, dev));
+    let y = Tensor::randint(10, [16], (Kind::Int64, dev));
+    let norm = Normalize::new(&[0.5, 0.4, 0.3], &[0.2, 0.25, 0.3], dev).unwrap();
+    let paused = MixSpec { kind: MixKind::Mixup, alpha: 0.0, lambda: LambdaMode::Batch, pairing: PairingMode::Permutation };
+    let (plain, t) = mix_images(&images, &y, &norm, &paused, &mut SeededRng::new(0), Kind::Float).unwrap();
+    assert!(matches!(t.lam, Lambda::Batch(l) if l == 1.0));
+    assert_close("normalised", &plain, &reference::mixup_u8(&images, &norm, &Lambda::Batch(1.0), &Pairing::Flip), Kind::Float);
+    for kind in [MixKind::Mixup, MixKind::CutMix] {
+        for lambda in [LambdaMode::Batch, LambdaMode::PerSample] {
+            let spec = MixSpec { kind, alpha: 0.8, lambda, pairing: PairingMode::Permutation };
+            let (fused, ft) = mix_images(&images, &y, &norm, &spec, &mut SeededRng::new(3), Kind::Float).unwrap();
+            let (two_step, tt) = mix_batch(&plain, &y, &spec, &mut SeededRng::new(3)).unwrap();
+            assert_bitwise_eq(&format!("{spec:?}"), &fused, &two_step);
+            assert_bitwise_eq(&format!("{spec:?} y_b"), &ft.y_b, &tt.y_b);
+        }
+    }
+}
 
 fn mixup_rejects_bad_arguments(dev: Device) {
     let x = randn(&[4, 3], Kind::Float, dev);

@@ -3,7 +3,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::{cutmix, mixup, CutBox, CutBoxes, Lambda, Pairing};
+use super::{cutmix, mixup, mixup_u8, CutBox, CutBoxes, Lambda, Normalize, Pairing};
 use crate::error::{Error, Result};
 use crate::rng::SeededRng;
 use crate::strategy::{LambdaMode, MixKind, MixSpec, PairingMode};
@@ -26,6 +26,94 @@ impl MixedTargets {
 
 /// Mixes `x` `[B, ...]` with labels `y` `[B]` (int64, on x's device) according to `spec`.
 pub fn mix_batch(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut SeededRng) -> Result<(Tensor, MixedTargets)> {
+    check_batch_labels(x, y, spec)?;
+    if spec.alpha == 0.0 {
+        return Ok((x.shallow_clone(), MixedTargets::unmixed(y)));
+    }
+    let draw = draw(spec, x, rng)?;
+    let (mixed, lam) = match draw.cut {
+        None => (mixup(x, &draw.lam, &draw.pairing)?, draw.lam),
+        Some(ref boxes) => cutmix(x, boxes, &draw.pairing)?,
+    };
+    Ok((mixed, targets(y, &draw.pairing, lam)))
+}
+
+/// [`mix_batch`] for u8 images `[B, C, H, W]`: normalised to `kind` in the same pass that mixes
+/// them (`mixup_u8`); unmixed batches go through the same kernel with lambda 1, so mixed and
+/// unmixed batches are normalised identically. CutMix normalises first, then pastes.
+pub fn mix_images(images: &Tensor, y: &Tensor, norm: &Normalize, spec: &MixSpec, rng: &mut SeededRng, kind: Kind) -> Result<(Tensor, MixedTargets)> {
+    check_batch_labels(images, y, spec)?;
+    let normalised = |x: &Tensor| mixup_u8(x, norm, &Lambda::Batch(1.0), &Pairing::Flip, kind);
+    if !spec.mixes() {
+        return Ok((normalised(images)?, MixedTargets::unmixed(y)));
+    }
+    let draw = draw(spec, images, rng)?;
+    let (mixed, lam) = match draw.cut {
+        None => (mixup_u8(images, norm, &draw.lam, &draw.pairing, kind)?, draw.lam),
+        Some(ref boxes) => cutmix(&normalised(images)?, boxes, &draw.pairing)?,
+    };
+    Ok((mixed, targets(y, &draw.pairing, lam)))
+}
+
+/// One batch's random choices: partners, lambda(s) and, for CutMix, the boxes.
+struct Draw {
+    pairing: Pairing,
+    lam: Lambda,
+    cut: Option<CutBoxes>,
+}
+
+/// Draws partners, then one lambda per batch or per sample from Beta(alpha, alpha), then (for
+/// CutMix) a box per lambda, all from `rng` in that order.
+fn draw(spec: &MixSpec, x: &Tensor, rng: &mut SeededRng) -> Result<Draw> {
+    let size = x.size();
+    let (b, dev) = (size[0], x.device());
+    let pairing = match spec.pairing {
+        PairingMode::Permutation => Pairing::Permutation(Tensor::from_slice(&rng.permutation(b as usize)).to_device(dev)),
+        PairingMode::Flip => Pairing::Flip,
+        PairingMode::Roll => Pairing::Roll(1),
+    };
+    let lams: Vec<f64> = match spec.lambda {
+        LambdaMode::Batch => vec![rng.beta(spec.alpha, spec.alpha)],
+        LambdaMode::PerSample => (0..b).map(|_| rng.beta(spec.alpha, spec.alpha)).collect(),
+    };
+    let lam = match spec.lambda {
+        LambdaMode::Batch => Lambda::Batch(lams[0]),
+        LambdaMode::PerSample => {
+            let v: Vec<f32> = lams.iter().map(|&l| l as f32).collect();
+            Lambda::PerSample(Tensor::from_slice(&v).to_device(dev))
+        }
+    };
+    let cut = match spec.kind {
+        MixKind::Mixup => None,
+        MixKind::CutMix => {
+            if size.len() < 3 {
+                return Err(Error::shape("x", "[B, C, H, W] or [B, H, W] for CutMix", &size));
+            }
+            let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
+            let mut boxes: Vec<CutBox> = lams.iter().map(|&l| sample_box(l, h, w, rng)).collect();
+            Some(match spec.lambda {
+                LambdaMode::Batch => CutBoxes::Batch(boxes.remove(0)),
+                LambdaMode::PerSample => {
+                    let flat: Vec<i64> = boxes.iter().flat_map(|c| [c.y0, c.y1, c.x0, c.x1]).collect();
+                    CutBoxes::PerSample(Tensor::from_slice(&flat).view([b, 4]).to_device(dev))
+                }
+            })
+        }
+    };
+    Ok(Draw { pairing, lam, cut })
+}
+
+/// The compact targets: sample i is `lam_i` of `y[i]` and `1 - lam_i` of its partner's label.
+fn targets(y: &Tensor, pairing: &Pairing, lam: Lambda) -> MixedTargets {
+    let y_b = match pairing {
+        Pairing::Permutation(p) => y.index_select(0, p),
+        Pairing::Flip => y.flip([0]),
+        Pairing::Roll(k) => y.roll([*k], [0]),
+    };
+    MixedTargets { y_a: y.shallow_clone(), y_b, lam }
+}
+
+fn check_batch_labels(x: &Tensor, y: &Tensor, spec: &MixSpec) -> Result<()> {
     if !(spec.alpha.is_finite() && spec.alpha >= 0.0) {
         return Err(Error::value("spec.alpha", "a finite value >= 0", spec.alpha));
     }
@@ -39,53 +127,7 @@ pub fn mix_batch(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut SeededRng) ->
     if y.device() != x.device() {
         return Err(Error::Device { arg: "y", expected: format!("{:?} (the device of `x`)", x.device()), got: y.device() });
     }
-    if spec.alpha == 0.0 {
-        return Ok((x.shallow_clone(), MixedTargets::unmixed(y)));
-    }
-    let dev = x.device();
-    let pairing = match spec.pairing {
-        PairingMode::Permutation => Pairing::Permutation(Tensor::from_slice(&rng.permutation(b as usize)).to_device(dev)),
-        PairingMode::Flip => Pairing::Flip,
-        PairingMode::Roll => Pairing::Roll(1),
-    };
-    let lams: Vec<f64> = match spec.lambda {
-        LambdaMode::Batch => vec![rng.beta(spec.alpha, spec.alpha)],
-        LambdaMode::PerSample => (0..b).map(|_| rng.beta(spec.alpha, spec.alpha)).collect(),
-    };
-    let (mixed, lam) = match spec.kind {
-        MixKind::Mixup => {
-            let lam = match spec.lambda {
-                LambdaMode::Batch => Lambda::Batch(lams[0]),
-                LambdaMode::PerSample => {
-                    let v: Vec<f32> = lams.iter().map(|&l| l as f32).collect();
-                    Lambda::PerSample(Tensor::from_slice(&v).to_device(dev))
-                }
-            };
-            (mixup(x, &lam, &pairing)?, lam)
-        }
-        MixKind::CutMix => {
-            let size = x.size();
-            if size.len() < 3 {
-                return Err(Error::shape("x", "[B, C, H, W] or [B, H, W] for CutMix", &size));
-            }
-            let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
-            let mut boxes: Vec<CutBox> = lams.iter().map(|&l| sample_box(l, h, w, rng)).collect();
-            let boxes = match spec.lambda {
-                LambdaMode::Batch => CutBoxes::Batch(boxes.remove(0)),
-                LambdaMode::PerSample => {
-                    let flat: Vec<i64> = boxes.iter().flat_map(|c| [c.y0, c.y1, c.x0, c.x1]).collect();
-                    CutBoxes::PerSample(Tensor::from_slice(&flat).view([b, 4]).to_device(dev))
-                }
-            };
-            cutmix(x, &boxes, &pairing)?
-        }
-    };
-    let y_b = match &pairing {
-        Pairing::Permutation(p) => y.index_select(0, p),
-        Pairing::Flip => y.flip([0]),
-        Pairing::Roll(k) => y.roll([*k], [0]),
-    };
-    Ok((mixed, MixedTargets { y_a: y.shallow_clone(), y_b, lam }))
+    Ok(())
 }
 
 /// timm's `rand_bbox`: a box of side `sqrt(1 - lam)` of the image around a uniform centre,

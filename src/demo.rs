@@ -9,7 +9,7 @@ use enlighten::ops::mixup::{cutmix, mixup, mixup_flip_, mixup_u8, reference, Cut
 use enlighten::{Result, SeededRng};
 use tch::{Device, Kind, Tensor};
 
-use crate::DeviceChoice;
+use enlighten::train::DeviceChoice;
 
 struct Row {
     op: &'static str,

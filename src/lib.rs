@@ -41,6 +41,7 @@ pub mod models;
 pub mod ops;
 mod rng;
 pub mod strategy;
+pub mod train;
 
 pub use alloc::tune_cpu_allocator;
 pub use error::{Error, Result};

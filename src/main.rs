@@ -2,21 +2,14 @@
 
 mod demo;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use enlighten::train::DeviceChoice;
 
 #[derive(Parser)]
 #[command(name = "enlighten", version, about = "Enlightenment Period training strategies: fused ops, strategy engine, trainer")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
-pub enum DeviceChoice {
-    /// CUDA when the probe finds it, else the CPU.
-    Auto,
-    Cpu,
-    Cuda,
 }
 
 #[derive(Subcommand)]
@@ -29,6 +22,38 @@ enum Command {
     },
     /// Print what this build and machine offer: versions, the CUDA probe, embedded kernels.
     Info,
+    /// Train a classifier as a TOML configuration says (see enlighten::train::TrainConfig);
+    /// writes runs/<name>/{config.toml, metrics.jsonl, summary.json, checkpoints/}.
+    Train {
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Continue the run from its latest checkpoint.
+        #[arg(long)]
+        resume: bool,
+        /// Override [run] device.
+        #[arg(long, value_enum)]
+        device: Option<DeviceChoice>,
+    },
+}
+
+fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>) -> enlighten::Result<()> {
+    let text = std::fs::read_to_string(path).map_err(|e| enlighten::Error::Data {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+        hint: "pass --config with a TOML file (see configs/)".into(),
+    })?;
+    let mut config = enlighten::train::TrainConfig::from_toml(&text)?;
+    if let Some(d) = device {
+        config.run.device = d;
+    }
+    let s = enlighten::train::train(&config, resume, true)?;
+    println!("{}: test accuracy {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)", s.name, s.test_accuracy, s.best_val_accuracy, s.steps, s.wall_seconds, s.samples_per_second);
+    match s.ep_end {
+        Some(end) => println!("{end}"),
+        None => println!("the Enlightenment Period did not end"),
+    }
+    println!("{}", config.run.out_dir.join(&config.run.name).display());
+    Ok(())
 }
 
 fn main() {
@@ -39,6 +64,7 @@ fn main() {
             demo::info();
             Ok(())
         }
+        Command::Train { config, resume, device } => train(&config, resume, device),
     };
     if let Err(e) = outcome {
         eprintln!("error: {e}");

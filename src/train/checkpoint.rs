@@ -1,0 +1,80 @@
+//! Atomic checkpoints: each is written into a temporary folder, flushed, then renamed into
+//! place, and only then does the `latest` pointer (itself replaced by rename) name it. A run
+//! killed at any point leaves the previous checkpoint complete and named.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::error::{Error, Result};
+use crate::strategy::Schedule;
+
+/// Everything besides tensors that a resumed run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The next step to run.
+    pub step: u64,
+    pub rng: [u64; 4],
+    pub schedule: Schedule,
+    pub best_val: Option<f64>,
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Data { path: path.to_path_buf(), problem: e.to_string(), hint: "check the run directory is writable and not corrupted".into() }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = fs::File::create(path).map_err(|e| io(path, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io(path, e))
+}
+
+/// Named tensors of a checkpoint (model variables, optimiser buffers).
+pub type NamedTensors = Vec<(String, Tensor)>;
+
+/// Writes `dir/ckpt-<step>/{state.json, tensors.ot}` and points `dir/latest` at it.
+pub fn save(dir: &Path, state: &RunState, tensors: &[(String, Tensor)]) -> Result<PathBuf> {
+    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let tmp = dir.join("ckpt.tmp");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    }
+    fs::create_dir(&tmp).map_err(|e| io(&tmp, e))?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| io(&tmp, e))?;
+    write_synced(&tmp.join("state.json"), &json)?;
+    let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let tensor_file = tmp.join("tensors.ot");
+    Tensor::save_multi(&named, &tensor_file)?;
+    fs::File::open(&tensor_file).and_then(|f| f.sync_all()).map_err(|e| io(&tensor_file, e))?;
+    let name = format!("ckpt-{}", state.step);
+    let final_dir = dir.join(&name);
+    if final_dir.exists() {
+        fs::remove_dir_all(&final_dir).map_err(|e| io(&final_dir, e))?;
+    }
+    fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
+    let latest_tmp = dir.join("latest.tmp");
+    write_synced(&latest_tmp, name.as_bytes())?;
+    fs::rename(&latest_tmp, dir.join("latest")).map_err(|e| io(&dir.join("latest"), e))?;
+    // Older checkpoints are removed only once the new one is named.
+    for entry in fs::read_dir(dir).map_err(|e| io(dir, e))?.flatten() {
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if n.starts_with("ckpt-") && n != name {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+    Ok(final_dir)
+}
+
+/// The checkpoint `dir/latest` names, if any.
+pub fn load(dir: &Path) -> Result<Option<(RunState, NamedTensors)>> {
+    let latest = dir.join("latest");
+    let Ok(name) = fs::read_to_string(&latest) else { return Ok(None) };
+    let ckpt = dir.join(name.trim());
+    let state_path = ckpt.join("state.json");
+    let json = fs::read(&state_path).map_err(|e| io(&state_path, e))?;
+    let state: RunState = serde_json::from_slice(&json).map_err(|e| io(&state_path, e))?;
+    let tensors = Tensor::load_multi(ckpt.join("tensors.ot"))?;
+    Ok(Some((state, tensors)))
+}

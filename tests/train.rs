@@ -1,0 +1,186 @@
+//! The trainer on a small dataset written here in Fashion-MNIST's format: it learns, logs, ends
+//! the EP, resumes bit-identically, survives an interrupted checkpoint write, and stops cleanly
+//! on a non-finite loss.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use enlighten::train::{load_checkpoint, train, MetricsLine, TrainConfig};
+use enlighten::Error;
+use flate2::write::GzEncoder;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("enlighten-train-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn gz_idx(path: &Path, magic: u32, dims: &[u32], payload: &[u8]) {
+    let mut bytes = magic.to_be_bytes().to_vec();
+    for d in dims {
+        bytes.extend(d.to_be_bytes());
+    }
+    bytes.extend_from_slice(payload);
+    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&bytes).unwrap();
+    std::fs::write(path, e.finish().unwrap()).unwrap();
+}
+
+/// 4 classes: class k lights up a band of rows 4k..4k+4 (plus noise) in 16x16 images.
+fn write_dataset(dir: &Path) {
+    for (prefix, n, seed) in [("train", 320usize, 1u64), ("t10k", 80, 2)] {
+        let mut rng = enlighten::SeededRng::new(seed);
+        let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
+        let mut pixels = Vec::with_capacity(n * 256);
+        for &k in &labels {
+            for y in 0..16 {
+                for _ in 0..16 {
+                    let base = if (y / 4) as u8 == k { 170.0 } else { 40.0 };
+                    pixels.push((base + 60.0 * rng.uniform()) as u8);
+                }
+            }
+        }
+        gz_idx(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), 0x803, &[n as u32, 16, 16], &pixels);
+        gz_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), 0x801, &[n as u32], &labels);
+    }
+}
+
+fn config(dir: &Path, name: &str, extra_run: &str, lr: f64) -> TrainConfig {
+    TrainConfig::from_toml(&format!(
+        r#"
+        [run]
+        name = "{name}"
+        seed = 3
+        device = "cpu"
+        out_dir = "{out}"
+        eval_every = 4
+        log_every = 2
+        {extra_run}
+        [data]
+        dataset = "fashion-mnist"
+        dir = "{data}"
+        val_fraction = 0.2
+        batch_size = 32
+        [model]
+        name = "small-cnn"
+        [optim]
+        lr = {lr:?}
+        epochs = 3
+        warmup_epochs = 0.5
+        [strategy]
+        kind = "mixup-pause"
+        alpha = 0.4
+        [strategy.ep]
+        end = "accuracy"
+        monitor = "val"
+        eval_every = 4
+        threshold = {{ kind = "raw", value = 0.5 }}
+        "#,
+        out = dir.join("runs").display(),
+        data = dir.join("data").display(),
+    ))
+    .unwrap()
+}
+
+fn setup(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    write_dataset(&dir.join("data"));
+    dir
+}
+
+fn metrics(dir: &Path, run: &str) -> Vec<MetricsLine> {
+    std::fs::read_to_string(dir.join("runs").join(run).join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn trains_logs_and_switches_mixup_on_at_the_ep_end() {
+    let dir = setup("learn");
+    let s = train(&config(&dir, "pause", "", 0.05), false, false).unwrap();
+    assert_eq!(s.steps, 24, "3 epochs of 256 / 32 batches");
+    let lines = metrics(&dir, "pause");
+    assert!(lines.last().unwrap().loss < lines.first().unwrap().loss, "the loss comes down");
+    assert!(s.test_accuracy > 0.9, "test accuracy {}", s.test_accuracy);
+    let end = s.ep_end.expect("validation accuracy reaches 50% on this task").step;
+    for l in &lines {
+        assert_eq!(l.in_ep, l.step < end, "step {} vs EP end {end}", l.step);
+        assert_eq!(l.alpha, if l.step < end { 0.0 } else { 0.4 }, "Mixup paused in the EP, on after (step {})", l.step);
+    }
+    for file in ["config.toml", "summary.json", "checkpoints/latest"] {
+        assert!(dir.join("runs/pause").join(file).exists(), "{file}");
+    }
+    let written = TrainConfig::from_toml(&std::fs::read_to_string(dir.join("runs/pause/config.toml")).unwrap()).unwrap();
+    assert_eq!(written, config(&dir, "pause", "", 0.05), "the resolved config round-trips");
+    // A finished run is not silently overwritten.
+    assert!(matches!(train(&config(&dir, "pause", "", 0.05), false, false), Err(Error::Value { arg: "run.name", .. })));
+}
+
+#[test]
+fn resuming_equals_running_straight_through() {
+    let dir = setup("resume");
+    train(&config(&dir, "straight", "", 0.05), false, false).unwrap();
+    train(&config(&dir, "split", "max_steps = 8", 0.05), false, false).unwrap();
+    train(&config(&dir, "split", "", 0.05), true, false).unwrap();
+    let (a_state, a) = load_checkpoint(&dir.join("runs/straight/checkpoints")).unwrap().unwrap();
+    let (b_state, b) = load_checkpoint(&dir.join("runs/split/checkpoints")).unwrap().unwrap();
+    assert_eq!(a_state, b_state, "step, RNG and schedule state");
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs after resume");
+    }
+    let (ma, mb) = (metrics(&dir, "straight"), metrics(&dir, "split"));
+    assert_eq!(ma.len(), mb.len());
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!((x.step, x.loss, x.val_accuracy), (y.step, y.loss, y.val_accuracy));
+    }
+}
+
+#[test]
+fn an_interrupted_checkpoint_write_leaves_the_previous_one_usable() {
+    let dir = setup("interrupt");
+    train(&config(&dir, "run", "max_steps = 8", 0.05), false, false).unwrap();
+    let ckpts = dir.join("runs/run/checkpoints");
+    // A crash after writing the temporary folder and pointer, before either rename.
+    std::fs::create_dir_all(ckpts.join("ckpt.tmp")).unwrap();
+    std::fs::write(ckpts.join("ckpt.tmp/tensors.ot"), b"partial").unwrap();
+    std::fs::write(ckpts.join("latest.tmp"), b"ckpt-999").unwrap();
+    let (state, _) = load_checkpoint(&ckpts).unwrap().unwrap();
+    assert_eq!(state.step, 8);
+    let s = train(&config(&dir, "run", "", 0.05), true, false).unwrap();
+    assert_eq!(s.steps, 24);
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
+    let dir = setup("nan");
+    match train(&config(&dir, "diverge", "", 1e30), false, false) {
+        Err(e) => assert!(e.to_string().contains("`loss`"), "{e}"),
+        Ok(s) => panic!("a diverging run finished: {s:?}"),
+    }
+}
+
+#[test]
+fn invalid_train_configs_name_their_field() {
+    let dir = scratch("bad");
+    let good = toml::to_string(&config(&dir, "ok", "", 0.05)).unwrap();
+    for (from, to, field) in [
+        ("batch_size = 32", "batch_size = 0", "data.batch_size"),
+        ("epochs = 3", "epochs = 0", "optim.epochs"),
+        ("name = \"ok\"", "name = \"a/b\"", "run.name"),
+        ("log_every = 2", "log_every = 0", "run.log_every"),
+        ("val_fraction = 0.2", "val_fraction = 1.0", "data.val_fraction"),
+    ] {
+        let text = good.replace(from, to);
+        assert_ne!(text, good, "{from} not found in\n{good}");
+        match TrainConfig::from_toml(&text) {
+            Err(e) => assert!(e.to_string().contains(field), "`{e}` does not name {field}"),
+            Ok(_) => panic!("accepted {to}"),
+        }
+    }
+}

@@ -40,6 +40,10 @@ pub enum Error {
     #[error("{}: {problem} ({hint})", path.display())]
     Data { path: std::path::PathBuf, problem: String, hint: String },
 
+    /// A training run was interrupted; its state is in the checkpoint and `--resume` continues it.
+    #[error("interrupted after step {step}; checkpoint written to {}; continue with --resume", checkpoint.display())]
+    Interrupted { step: u64, checkpoint: std::path::PathBuf },
+
     /// A configuration file could not be parsed (the message names the line and field).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -46,7 +46,11 @@ fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>) -> 
     if let Some(d) = device {
         config.run.device = d;
     }
-    let s = enlighten::train::train(&config, resume, true)?;
+    // Ctrl-C asks the run to checkpoint and stop at the end of the current step.
+    static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let handled = ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst)).is_ok();
+    let options = enlighten::train::TrainOptions { resume, progress: true, interrupt: handled.then_some(&INTERRUPT) };
+    let s = enlighten::train::train(&config, &options)?;
     println!("{}: test accuracy {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)", s.name, s.test_accuracy, s.best_val_accuracy, s.steps, s.wall_seconds, s.samples_per_second);
     match s.ep_end {
         Some(end) => println!("{end}"),

@@ -5,9 +5,24 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use enlighten::train::{load_checkpoint, train, MetricsLine, TrainConfig};
+use enlighten::train::{load_checkpoint, train as run_training, MetricsLine, TrainConfig, TrainOptions};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Mutex, MutexGuard};
 use enlighten::Error;
 use flate2::write::GzEncoder;
+
+/// libtorch's CPU reductions split their work by the threads they get; trainings running at the
+/// same time in one process (the test harness runs tests in parallel) take threads from each
+/// other and round differently. Bit-identical comparisons need one training at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn train(config: &TrainConfig, resume: bool, progress: bool) -> enlighten::Result<enlighten::train::Summary> {
+    run_training(config, &TrainOptions { resume, progress, interrupt: None })
+}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("enlighten-train-{}-{name}", std::process::id()));
@@ -100,6 +115,7 @@ fn metrics(dir: &Path, run: &str) -> Vec<MetricsLine> {
 
 #[test]
 fn trains_logs_and_switches_mixup_on_at_the_ep_end() {
+    let _one = serial();
     let dir = setup("learn");
     let s = train(&config(&dir, "pause", "", 0.05), false, false).unwrap();
     assert_eq!(s.steps, 24, "3 epochs of 256 / 32 batches");
@@ -122,6 +138,7 @@ fn trains_logs_and_switches_mixup_on_at_the_ep_end() {
 
 #[test]
 fn resuming_equals_running_straight_through() {
+    let _one = serial();
     let dir = setup("resume");
     train(&config(&dir, "straight", "", 0.05), false, false).unwrap();
     train(&config(&dir, "split", "max_steps = 8", 0.05), false, false).unwrap();
@@ -143,6 +160,7 @@ fn resuming_equals_running_straight_through() {
 
 #[test]
 fn an_interrupted_checkpoint_write_leaves_the_previous_one_usable() {
+    let _one = serial();
     let dir = setup("interrupt");
     train(&config(&dir, "run", "max_steps = 8", 0.05), false, false).unwrap();
     let ckpts = dir.join("runs/run/checkpoints");
@@ -157,7 +175,29 @@ fn an_interrupted_checkpoint_write_leaves_the_previous_one_usable() {
 }
 
 #[test]
+fn an_interrupt_checkpoints_the_step_and_resume_finishes_the_run() {
+    let _one = serial();
+    let dir = setup("ctrl-c");
+    let flag = AtomicBool::new(true); // as if Ctrl-C came during the first step
+    match run_training(&config(&dir, "stop", "", 0.05), &TrainOptions { resume: false, progress: false, interrupt: Some(&flag) }) {
+        Err(Error::Interrupted { step, checkpoint }) => {
+            assert_eq!(step, 1);
+            assert!(checkpoint.ends_with("ckpt-1"), "{checkpoint:?}");
+        }
+        other => panic!("expected an interruption, got {other:?}"),
+    }
+    let s = train(&config(&dir, "stop", "", 0.05), true, false).unwrap();
+    assert_eq!(s.steps, 24);
+    train(&config(&dir, "straight", "", 0.05), false, false).unwrap();
+    let (_, a) = load_checkpoint(&dir.join("runs/stop/checkpoints")).unwrap().unwrap();
+    let (_, b) = load_checkpoint(&dir.join("runs/straight/checkpoints")).unwrap().unwrap();
+    let differing: Vec<&String> = a.iter().zip(&b).filter(|((_, x), (_, y))| !x.equal(y)).map(|((n, _), _)| n).collect();
+    assert!(differing.is_empty(), "interrupted + resumed differs from straight in {differing:?}");
+}
+
+#[test]
 fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
+    let _one = serial();
     let dir = setup("nan");
     match train(&config(&dir, "diverge", "", 1e30), false, false) {
         Err(e) => assert!(e.to_string().contains("`loss`"), "{e}"),
@@ -167,6 +207,7 @@ fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
 
 #[test]
 fn invalid_train_configs_name_their_field() {
+    let _one = serial();
     let dir = scratch("bad");
     let good = toml::to_string(&config(&dir, "ok", "", 0.05)).unwrap();
     for (from, to, field) in [

@@ -8,5 +8,5 @@ mod sgd;
 
 pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, NamedTensors, RunState};
 pub use config::{Dataset, DeviceChoice, ModelName, TrainConfig};
-pub use run::{train, MetricsLine, Summary};
+pub use run::{train, MetricsLine, Summary, TrainOptions};
 pub use sgd::{cosine_lr, Sgd};

@@ -1,10 +1,15 @@
 //! The training loop: the strategy engine's plan -> fused Mixup on u8 images -> forward -> fused
 //! loss with High-Loss Removal -> backward -> SGD, with step-granular evaluation feeding the
-//! phase controller, metrics.jsonl, atomic checkpoints every epoch, and resume.
+//! phase controller, metrics.jsonl, atomic checkpoints every epoch (and on interrupt), and resume.
+//!
+//! Resuming reproduces a straight run bit for bit on the CPU (same parameters, optimiser state,
+//! RNG, schedule and metrics) as long as the process runs one training at a time: libtorch's
+//! CPU reductions split work by the threads they get, and concurrent trainings share them.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -154,8 +159,21 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     fs::write(path, kept).map_err(|e| Error::Data { path: path.to_path_buf(), problem: e.to_string(), hint: "the run directory must be writable".into() })
 }
 
-/// Trains as `config` says; with `resume`, continues from the run's latest checkpoint.
-pub fn train(config: &TrainConfig, resume: bool, progress: bool) -> Result<Summary> {
+/// How a training call behaves, besides its configuration.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TrainOptions<'a> {
+    /// Continue from the run's latest checkpoint.
+    pub resume: bool,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Checked after every step: when set, the run writes a checkpoint and returns
+    /// `Error::Interrupted` (the CLI sets it from Ctrl-C). The library installs no handler.
+    pub interrupt: Option<&'a AtomicBool>,
+}
+
+/// Trains as `config` says.
+pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary> {
+    let TrainOptions { resume, progress, interrupt } = *options;
     config.validate()?;
     crate::tune_cpu_allocator();
     let started = Instant::now();
@@ -259,10 +277,15 @@ pub fn train(config: &TrainConfig, resume: bool, progress: bool) -> Result<Summa
             (window_steps, window_samples) = (0, 0);
         }
         bar.inc(1);
-        if (step + 1) % per_epoch == 0 || step + 1 == end {
+        let interrupted = interrupt.is_some_and(|flag| flag.swap(false, Ordering::SeqCst));
+        if interrupted || (step + 1) % per_epoch == 0 || step + 1 == end {
             state.step = step + 1;
             state.rng = rng.state();
-            checkpoint::save(&ckpt_dir, &state, &checkpoint_tensors(&vs, &sgd))?;
+            let saved = checkpoint::save(&ckpt_dir, &state, &checkpoint_tensors(&vs, &sgd))?;
+            if interrupted {
+                bar.abandon();
+                return Err(Error::Interrupted { step: state.step, checkpoint: saved });
+            }
         }
     }
     bar.finish_and_clear();

@@ -196,6 +196,23 @@ fn an_interrupt_checkpoints_the_step_and_resume_finishes_the_run() {
 }
 
 #[test]
+fn the_composite_mode_trains_the_same_way() {
+    let _one = serial();
+    let dir = setup("composite");
+    train(&config(&dir, "fused", "max_steps = 12", 0.05), false, false).unwrap();
+    train(&config(&dir, "tch", "max_steps = 12\nops = \"composite\"", 0.05), false, false).unwrap();
+    let (f, c) = (metrics(&dir, "fused"), metrics(&dir, "tch"));
+    assert_eq!(f.len(), c.len());
+    // Same draws and the same math; only rounding differs, and it compounds over the steps.
+    let first = (f[0].loss - c[0].loss).abs() / f[0].loss;
+    assert!(first < 1e-5, "first logged loss: fused {} vs composite {}", f[0].loss, c[0].loss);
+    for (a, b) in f.iter().zip(&c) {
+        assert_eq!((a.step, a.in_ep, a.alpha), (b.step, b.in_ep, b.alpha));
+        assert!((a.loss - b.loss).abs() < 0.05 * a.loss.max(0.1), "step {}: {} vs {}", a.step, a.loss, b.loss);
+    }
+}
+
+#[test]
 fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
     let _one = serial();
     let dir = setup("nan");

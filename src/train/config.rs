@@ -47,6 +47,15 @@ pub enum DeviceChoice {
     Cuda,
 }
 
+/// Which implementation of the strategy's ops a run uses: enlighten's fused ops, or the tch
+/// composites a PyTorch user writes (to measure what the fused ops save in a real step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpsChoice {
+    Fused,
+    Composite,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Dataset {
@@ -81,6 +90,8 @@ pub struct RunSection {
     /// Stop after this many steps in all (a budget; the schedule still spans `optim.epochs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u64>,
+    #[serde(default = "default_ops")]
+    pub ops: OpsChoice,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +146,9 @@ pub struct TrainConfig {
 
 fn default_device() -> DeviceChoice {
     DeviceChoice::Auto
+}
+fn default_ops() -> OpsChoice {
+    OpsChoice::Fused
 }
 fn default_out_dir() -> PathBuf {
     PathBuf::from("runs")

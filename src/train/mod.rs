@@ -7,6 +7,6 @@ mod run;
 mod sgd;
 
 pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, NamedTensors, RunState};
-pub use config::{Dataset, DeviceChoice, ModelName, TrainConfig};
+pub use config::{Dataset, DeviceChoice, ModelName, OpsChoice, TrainConfig};
 pub use run::{train, MetricsLine, Summary, TrainOptions};
 pub use sgd::{cosine_lr, Sgd};

@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::checkpoint::{self, NamedTensors, RunState};
-use super::config::{Dataset, DeviceChoice, ModelName, TrainConfig};
+use super::config::{Dataset, DeviceChoice, ModelName, OpsChoice, TrainConfig};
 use super::sgd::{cosine_lr, Sgd};
 use crate::data::{self, ImageSet, Splits};
 use crate::error::{Error, Result};
 use crate::models::{preact_resnet18, resnet18, small_cnn, Classifier};
-use crate::ops::loss::{cross_entropy_autograd, CrossEntropy, Targets};
-use crate::ops::mixup::{mix_images, Lambda, Normalize, Pairing};
+use crate::ops::loss::{cross_entropy_autograd, reference as loss_reference, CrossEntropy, Targets};
+use crate::ops::mixup::{mix_batch_composite, mix_images, Lambda, Normalize, Pairing};
 use crate::rng::SeededRng;
 use crate::strategy::{EpEndInfo, Monitor};
 
@@ -190,6 +190,12 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     let splits = load_data(config)?;
     let (mean, std) = splits.train.channel_stats();
     let norm = Normalize::new(&mean, &std, device)?;
+    // The composite mode normalises with tch ops: per-channel mean and std as [1, C, 1, 1].
+    let channels = mean.len() as i64;
+    let composite_norm = (
+        Tensor::from_slice(&mean).to_kind(Kind::Float).view([1, channels, 1, 1]).to_device(device),
+        Tensor::from_slice(&std).to_kind(Kind::Float).view([1, channels, 1, 1]).to_device(device),
+    );
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
     let model = build_model(config.model.name, &vs, &splits.train);
@@ -235,16 +241,29 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         let x_u8 = splits.train.images.index_select(0, &idx).to_device(device);
         let y = splits.train.labels.index_select(0, &idx).to_device(device);
         let plan = state.schedule.plan(step, epoch, &mut rng);
-        let (x, targets) = mix_images(&x_u8, &y, &norm, &plan.mix, &mut rng, Kind::Float)?;
-        let (logits, _) = model.forward(&x, true, false);
         let opts = CrossEntropy { label_smoothing: o.label_smoothing, ignore_index: None, drop_share: plan.drop_share };
-        let (loss, out) = cross_entropy_autograd(&logits, Targets::Mixed(&targets), &opts)?;
+        let (loss, batch_loss, batch_correct) = match config.run.ops {
+            OpsChoice::Fused => {
+                let (x, targets) = mix_images(&x_u8, &y, &norm, &plan.mix, &mut rng, Kind::Float)?;
+                let (logits, _) = model.forward(&x, true, false);
+                let (loss, out) = cross_entropy_autograd(&logits, Targets::Mixed(&targets), &opts)?;
+                (loss, out.loss, out.correct)
+            }
+            OpsChoice::Composite => {
+                let x = (x_u8.to_kind(Kind::Float) / 255.0 - &composite_norm.0) / &composite_norm.1;
+                let (x, targets) = mix_batch_composite(&x, &y, &plan.mix, &mut rng)?;
+                let (logits, _) = model.forward(&x, true, false);
+                let loss = loss_reference::composite(&logits, Targets::Mixed(&targets), &opts)?;
+                let correct = logits.argmax(1, false).eq_tensor(&targets.y_a).sum(Kind::Int64);
+                (loss.shallow_clone(), loss.detach(), correct)
+            }
+        };
         let lr = cosine_lr(o.lr, step, warmup, total);
         sgd.zero_grad();
         loss.backward();
         sgd.step(lr);
-        loss_sum += &out.loss;
-        correct_sum += &out.correct;
+        loss_sum += &batch_loss;
+        correct_sum += &batch_correct;
         window_steps += 1;
         window_samples += batch;
 

@@ -55,6 +55,26 @@ pub fn mix_images(images: &Tensor, y: &Tensor, norm: &Normalize, spec: &MixSpec,
     Ok((mixed, targets(y, &draw.pairing, lam)))
 }
 
+/// [`mix_batch`] computed with the plain tch composite (`reference::composite` for Mixup,
+/// `reference::cutmix` for CutMix) from the same random draws: what the trainer's composite mode
+/// runs, to measure what the fused ops save in a real training step.
+pub fn mix_batch_composite(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut SeededRng) -> Result<(Tensor, MixedTargets)> {
+    check_batch_labels(x, y, spec)?;
+    if spec.alpha == 0.0 {
+        return Ok((x.shallow_clone(), MixedTargets::unmixed(y)));
+    }
+    let draw = draw(spec, x, rng)?;
+    let (mixed, lam) = match draw.cut {
+        None => (super::reference::composite(x, &draw.lam, &draw.pairing), draw.lam),
+        Some(ref boxes) => {
+            // The box lambda comes from the fused op's clipping; the pixels from the reference.
+            let lam = cutmix(x, boxes, &draw.pairing)?.1;
+            (super::reference::cutmix(x, boxes, &draw.pairing)?.to_kind(x.kind()), lam)
+        }
+    };
+    Ok((mixed, targets(y, &draw.pairing, lam)))
+}
+
 /// One batch's random choices: partners, lambda(s) and, for CutMix, the boxes.
 struct Draw {
     pairing: Pairing,

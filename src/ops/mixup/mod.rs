@@ -15,7 +15,7 @@ mod cpu;
 mod cuda;
 pub mod reference;
 
-pub use batch::{mix_batch, mix_images, MixedTargets};
+pub use batch::{mix_batch, mix_batch_composite, mix_images, MixedTargets};
 pub use crate::strategy::{LambdaMode, MixKind, MixSpec, PairingMode};
 
 use tch::{Device, Kind, Tensor};

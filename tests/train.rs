@@ -77,6 +77,8 @@ fn config(dir: &Path, name: &str, extra_run: &str, lr: f64) -> TrainConfig {
         dir = "{data}"
         val_fraction = 0.2
         batch_size = 32
+        augment = true
+        pad = 2
         [model]
         name = "small-cnn"
         [optim]

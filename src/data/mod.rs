@@ -4,10 +4,12 @@
 //! bytes and `ops::mixup::mixup_u8` normalises it in the same pass that mixes it. A missing or
 //! corrupt file is an [`Error::Data`](crate::Error::Data) naming the file and how to fetch it.
 
+mod augment;
 mod cifar;
 mod digits;
 mod idx;
 
+pub use augment::random_crop_flip;
 pub use cifar::{cifar10, cifar100};
 pub use digits::sklearn_digits;
 pub use idx::{fashion_mnist, read_idx_images, read_idx_labels};

@@ -14,6 +14,8 @@
 //! subset = 1.0              # share of the training set kept (data-scale ablations)
 //! val_fraction = 0.1
 //! batch_size = 128
+//! augment = false           # random crops (zero padding `pad`) and horizontal flips
+//! pad = 4
 //!
 //! [model]
 //! name = "small-cnn"        # small-cnn | resnet18 | preact-resnet18
@@ -107,6 +109,11 @@ pub struct DataSection {
     pub val_fraction: f64,
     #[serde(default = "default_batch")]
     pub batch_size: i64,
+    /// Random crops (zero padding `pad` on every side) and horizontal flips of each batch.
+    #[serde(default)]
+    pub augment: bool,
+    #[serde(default = "default_pad")]
+    pub pad: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +169,9 @@ fn default_log_every() -> u64 {
 fn one() -> f64 {
     1.0
 }
+fn default_pad() -> i64 {
+    4
+}
 fn default_val_fraction() -> f64 {
     0.1
 }
@@ -211,6 +221,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&d.val_fraction) {
             return Err(Error::value("data.val_fraction", "a fraction in [0, 1)", d.val_fraction));
+        }
+        if d.pad < 0 {
+            return Err(Error::value("data.pad", "a padding >= 0", d.pad));
         }
         if d.batch_size < 1 {
             return Err(Error::value("data.batch_size", "at least 1", d.batch_size));

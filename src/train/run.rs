@@ -238,7 +238,10 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         }
         let rows = &order.as_ref().map(|(_, o)| o.as_slice()).unwrap_or(&[])[pos * batch as usize..(pos + 1) * batch as usize];
         let idx = Tensor::from_slice(rows);
-        let x_u8 = splits.train.images.index_select(0, &idx).to_device(device);
+        let mut x_u8 = splits.train.images.index_select(0, &idx).to_device(device);
+        if config.data.augment {
+            x_u8 = data::random_crop_flip(&x_u8, config.data.pad, true, &mut rng)?;
+        }
         let y = splits.train.labels.index_select(0, &idx).to_device(device);
         let plan = state.schedule.plan(step, epoch, &mut rng);
         let opts = CrossEntropy { label_smoothing: o.label_smoothing, ignore_index: None, drop_share: plan.drop_share };

@@ -59,6 +59,11 @@ pub struct MetricsLine {
     pub val_accuracy: Option<f64>,
 }
 
+/// A file of the run directory could not be written.
+fn unwritable(path: PathBuf, e: impl std::fmt::Display) -> Error {
+    Error::Data { path, problem: e.to_string(), hint: "the output folder must be writable".into() }
+}
+
 fn pick_device(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
@@ -156,7 +161,7 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
         .filter(|l| serde_json::from_str::<MetricsLine>(l).map(|m| m.step < step).unwrap_or(false))
         .map(|l| format!("{l}\n"))
         .collect();
-    fs::write(path, kept).map_err(|e| Error::Data { path: path.to_path_buf(), problem: e.to_string(), hint: "the run directory must be writable".into() })
+    fs::write(path, kept).map_err(|e| unwritable(path.to_path_buf(), e))
 }
 
 /// How a training call behaves, besides its configuration.
@@ -184,8 +189,8 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     if !resume && ckpt_dir.join("latest").exists() {
         return Err(Error::value("run.name", format!("a new run name (runs/{}/ has checkpoints: pass --resume to continue it)", config.run.name), &config.run.name));
     }
-    fs::create_dir_all(&run_dir).map_err(|e| Error::Data { path: run_dir.clone(), problem: e.to_string(), hint: "the output folder must be writable".into() })?;
-    fs::write(run_dir.join("config.toml"), config.to_toml()?).map_err(|e| Error::Data { path: run_dir.join("config.toml"), problem: e.to_string(), hint: "the output folder must be writable".into() })?;
+    fs::create_dir_all(&run_dir).map_err(|e| unwritable(run_dir.clone(), e))?;
+    fs::write(run_dir.join("config.toml"), config.to_toml()?).map_err(|e| unwritable(run_dir.join("config.toml"), e))?;
 
     let splits = load_data(config)?;
     let (mean, std) = splits.train.channel_stats();
@@ -213,7 +218,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         let _ = fs::remove_file(&metrics_path);
     }
     let mut metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path)
-        .map_err(|e| Error::Data { path: metrics_path.clone(), problem: e.to_string(), hint: "the output folder must be writable".into() })?;
+        .map_err(|e| unwritable(metrics_path.clone(), e))?;
 
     let batch = config.data.batch_size.min(splits.train.len());
     let per_epoch = (splits.train.len() / batch).max(1) as u64;
@@ -292,7 +297,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
             }
             let line = MetricsLine { step, epoch, lr, loss: mean_loss, train_accuracy: train_acc, in_ep: plan.in_ep, alpha: plan.mix.alpha, drop_share: plan.drop_share, val_accuracy: val };
             writeln!(metrics, "{}", serde_json::to_string(&line).map_err(|e| Error::Config(e.to_string()))?)
-                .map_err(|e| Error::Data { path: metrics_path.clone(), problem: e.to_string(), hint: "the output folder must be writable".into() })?;
+                .map_err(|e| unwritable(metrics_path.clone(), e))?;
             bar.set_message(format!("loss {mean_loss:.4} acc {train_acc:.3} {}", if plan.in_ep { "in EP" } else { "after EP" }));
             loss_sum = loss_sum.zeros_like();
             correct_sum = correct_sum.zeros_like();
@@ -326,6 +331,6 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         samples_per_second: (end.saturating_sub(first_step) * batch as u64) as f64 / wall,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Config(e.to_string()))?;
-    fs::write(run_dir.join("summary.json"), json).map_err(|e| Error::Data { path: run_dir.join("summary.json"), problem: e.to_string(), hint: "the output folder must be writable".into() })?;
+    fs::write(run_dir.join("summary.json"), json).map_err(|e| unwritable(run_dir.join("summary.json"), e))?;
     Ok(summary)
 }

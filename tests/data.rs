@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use enlighten::data::{cifar10, cifar100, fashion_mnist, read_idx_images, sklearn_digits, split};
+use enlighten::data::{cifar10, cifar100, fashion_mnist, read_idx_images, read_ts, sklearn_digits, split};
 use enlighten::Error;
 use flate2::write::GzEncoder;
 use tch::Kind;
@@ -153,4 +153,30 @@ fn splits_are_sized_disjoint_and_seeded() {
     assert!(matches!(split(t4, te4, 1.0, 1.0, 0), Err(Error::Value { arg: "val_fraction", .. })));
     let (t5, te5) = fashion_mnist(&dir).unwrap();
     assert!(matches!(split(t5, te5, 0.1, 0.0, 0), Err(Error::Value { arg: "subset", .. })));
+}
+
+#[test]
+fn ucr_ts_files_equal_unequal_and_multichannel() {
+    let dir = scratch("ts");
+    let path = dir.join("Toy_TRAIN.ts");
+    std::fs::write(&path, "# a comment\n@problemName Toy\n@univariate true\n@classLabel true up down\n@data\n1.0,2.0,3.0:up\n3.0,2.0,1.0:down\n0.5,?,0.5:up\n").unwrap();
+    let s = read_ts(&path, None).unwrap();
+    assert_eq!(s.series.size(), [3, 1, 3]);
+    assert_eq!(Vec::<i64>::try_from(&s.labels).unwrap(), vec![0, 1, 0], "labels in @classLabel order");
+    assert_eq!(s.series.double_value(&[2, 0, 1]), 0.0, "? reads as 0");
+    // Unequal lengths pad with zeros to the longest, or truncate to a given length; two channels.
+    std::fs::write(&path, "@classLabel true a b\n@data\n1,2:3,4:a\n5,6,7,8:9,10,11,12:b\n").unwrap();
+    let s = read_ts(&path, None).unwrap();
+    assert_eq!(s.series.size(), [2, 2, 4]);
+    assert_eq!(s.lengths, vec![2, 4]);
+    assert_eq!(Vec::<f32>::try_from(s.series.get(0).get(1)).unwrap(), vec![3.0, 4.0, 0.0, 0.0]);
+    assert_eq!(read_ts(&path, Some(3)).unwrap().series.size(), [2, 2, 3]);
+    // Errors name the file and the line.
+    std::fs::write(&path, "@data\n1,2,x:a\n").unwrap();
+    data_error(read_ts(&path, None), "Toy_TRAIN.ts", "line 2");
+    std::fs::write(&path, "@classLabel true a\n@data\n1,2:b\n").unwrap();
+    data_error(read_ts(&path, None), "Toy_TRAIN.ts", "label `b`");
+    std::fs::write(&path, "@data\n1,2:3,4:a\n1,2:a\n").unwrap();
+    data_error(read_ts(&path, None), "Toy_TRAIN.ts", "channels");
+    data_error(read_ts(&dir.join("missing.ts"), None), "missing.ts", "No such file");
 }

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use enlighten::train::{load_checkpoint, train as run_training, MetricsLine, TrainConfig, TrainOptions};
+use enlighten::train::{load_checkpoint, train as run_training, MetricsLine, OptimKind, TrainConfig, TrainOptions};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Mutex, MutexGuard};
 use enlighten::Error;
@@ -161,6 +161,28 @@ fn resuming_equals_running_straight_through() {
 }
 
 #[test]
+fn adamw_with_clipping_learns_and_resumes_bit_identically() {
+    let _one = serial();
+    let dir = setup("adamw");
+    let adamw = |name: &str, extra: &str| {
+        let mut c = config(&dir, name, extra, 0.003);
+        c.optim.kind = OptimKind::Adamw;
+        c.optim.weight_decay = 0.01;
+        c.optim.clip_norm = Some(1.0);
+        c
+    };
+    let s = train(&adamw("straight", ""), false, false).unwrap();
+    assert!(s.test_accuracy > 0.9, "AdamW test accuracy {}", s.test_accuracy);
+    train(&adamw("split", "max_steps = 11"), false, false).unwrap();
+    train(&adamw("split", ""), true, false).unwrap();
+    let (_, a) = load_checkpoint(&dir.join("runs/straight/checkpoints")).unwrap().unwrap();
+    let (_, b) = load_checkpoint(&dir.join("runs/split/checkpoints")).unwrap().unwrap();
+    assert!(a.len() > 20, "model variables and both moments");
+    let differing: Vec<&String> = a.iter().zip(&b).filter(|((_, x), (_, y))| !x.equal(y)).map(|((n, _), _)| n).collect();
+    assert!(differing.is_empty(), "resumed AdamW differs in {differing:?}");
+}
+
+#[test]
 fn an_interrupted_checkpoint_write_leaves_the_previous_one_usable() {
     let _one = serial();
     let dir = setup("interrupt");
@@ -235,6 +257,8 @@ fn invalid_train_configs_name_their_field() {
         ("name = \"ok\"", "name = \"a/b\"", "run.name"),
         ("log_every = 2", "log_every = 0", "run.log_every"),
         ("val_fraction = 0.2", "val_fraction = 1.0", "data.val_fraction"),
+        ("lr = 0.05", "lr = 0.05\nclip_norm = -1.0", "optim.clip_norm"),
+        ("betas = [0.9, 0.999]", "betas = [0.9, 1.5]", "optim.betas"),
     ] {
         let text = good.replace(from, to);
         assert_ne!(text, good, "{from} not found in\n{good}");

@@ -21,6 +21,8 @@
 //! name = "small-cnn"        # small-cnn | resnet18 | preact-resnet18
 //!
 //! [optim]
+//! kind = "sgd"              # sgd | adamw (betas = [0.9, 0.999], eps = 1e-8)
+//! clip_norm = 5.0           # optional: clip gradients to this global norm
 //! lr = 0.05
 //! momentum = 0.9
 //! nesterov = true
@@ -122,9 +124,18 @@ pub struct ModelSection {
     pub name: ModelName,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimKind {
+    Sgd,
+    Adamw,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimSection {
+    #[serde(default = "default_optim")]
+    pub kind: OptimKind,
     #[serde(default = "default_lr")]
     pub lr: f64,
     #[serde(default = "default_momentum")]
@@ -139,6 +150,14 @@ pub struct OptimSection {
     pub warmup_epochs: f64,
     #[serde(default)]
     pub label_smoothing: f64,
+    /// AdamW's (beta1, beta2) and epsilon.
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Clip gradients to this global norm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_norm: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +205,15 @@ fn default_momentum() -> f64 {
 }
 fn yes() -> bool {
     true
+}
+fn default_optim() -> OptimKind {
+    OptimKind::Sgd
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_eps() -> f64 {
+    1e-8
 }
 fn default_wd() -> f64 {
     5e-4
@@ -243,6 +271,17 @@ impl TrainConfig {
         }
         if !(o.warmup_epochs >= 0.0 && o.warmup_epochs < o.epochs as f64) {
             return Err(Error::value("optim.warmup_epochs", "a value in [0, epochs)", o.warmup_epochs));
+        }
+        if !o.betas.iter().all(|b| (0.0..1.0).contains(b)) {
+            return Err(Error::value("optim.betas", "two values in [0, 1)", format!("{:?}", o.betas)));
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return Err(Error::value("optim.eps", "a finite value > 0", o.eps));
+        }
+        if let Some(c) = o.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::value("optim.clip_norm", "a finite norm > 0", c));
+            }
         }
         if !(0.0..1.0).contains(&o.label_smoothing) {
             return Err(Error::value("optim.label_smoothing", "a value in [0, 1)", o.label_smoothing));

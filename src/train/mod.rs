@@ -4,9 +4,9 @@
 mod checkpoint;
 mod config;
 mod run;
-mod sgd;
+mod optim;
 
 pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, NamedTensors, RunState};
-pub use config::{Dataset, DeviceChoice, ModelName, OpsChoice, TrainConfig};
+pub use config::{Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TrainConfig};
 pub use run::{train, MetricsLine, Summary, TrainOptions};
-pub use sgd::{cosine_lr, Sgd};
+pub use optim::{cosine_lr, Optimizer, Rule};

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::checkpoint::{self, NamedTensors, RunState};
-use super::config::{Dataset, DeviceChoice, ModelName, OpsChoice, TrainConfig};
-use super::sgd::{cosine_lr, Sgd};
+use super::config::{Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TrainConfig};
+use super::optim::{cosine_lr, Optimizer, Rule};
 use crate::data::{self, ImageSet, Splits};
 use crate::error::{Error, Result};
 use crate::models::{preact_resnet18, resnet18, small_cnn, Classifier};
@@ -126,18 +126,18 @@ fn epoch_order(seed: u64, epoch: u32, n: usize) -> Vec<i64> {
 }
 
 /// Named tensors of a checkpoint: the model's variables and the optimiser's buffers.
-fn checkpoint_tensors(vs: &nn::VarStore, sgd: &Sgd) -> NamedTensors {
+fn checkpoint_tensors(vs: &nn::VarStore, opt: &Optimizer) -> NamedTensors {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    named.extend(sgd.buffers().iter().enumerate().map(|(i, b)| (format!("sgd.{i}"), b.shallow_clone())));
+    named.extend(opt.buffers().iter().enumerate().map(|(i, b)| (format!("optim.{i}"), b.shallow_clone())));
     named
 }
 
-fn restore(vs: &nn::VarStore, sgd: &mut Sgd, saved: NamedTensors) -> Result<()> {
+fn restore(vs: &nn::VarStore, opt: &mut Optimizer, saved: NamedTensors) -> Result<()> {
     let vars = vs.variables();
     let mut buffers = Vec::new();
     for (name, t) in saved {
-        if let Some(i) = name.strip_prefix("sgd.") {
+        if let Some(i) = name.strip_prefix("optim.") {
             let i: usize = i.parse().map_err(|_| Error::Config(format!("checkpoint tensor `{name}` is not an optimiser buffer")))?;
             buffers.push((i, t));
         } else if let Some(v) = name.strip_prefix("model.").and_then(|k| vars.get(k)) {
@@ -149,7 +149,7 @@ fn restore(vs: &nn::VarStore, sgd: &mut Sgd, saved: NamedTensors) -> Result<()> 
     }
     buffers.sort_by_key(|(i, _)| *i);
     let buffers: Vec<Tensor> = buffers.into_iter().map(|(_, t)| t).collect();
-    sgd.load_buffers(&buffers);
+    opt.load_buffers(&buffers);
     Ok(())
 }
 
@@ -205,12 +205,16 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     let vs = nn::VarStore::new(device);
     let model = build_model(config.model.name, &vs, &splits.train);
     let o = &config.optim;
-    let mut sgd = Sgd::new(vs.trainable_variables(), o.momentum, o.nesterov, o.weight_decay);
+    let rule = match o.kind {
+        OptimKind::Sgd => Rule::Sgd { momentum: o.momentum, nesterov: o.nesterov },
+        OptimKind::Adamw => Rule::AdamW { beta1: o.betas[0], beta2: o.betas[1], eps: o.eps },
+    };
+    let mut opt = Optimizer::new(vs.trainable_variables(), rule, o.weight_decay, o.clip_norm);
     let mut state = RunState { step: 0, rng: SeededRng::new(seed).state(), schedule: config.strategy.build()?, best_val: None };
     let metrics_path = run_dir.join("metrics.jsonl");
     if resume {
         if let Some((saved, tensors)) = checkpoint::load(&ckpt_dir)? {
-            restore(&vs, &mut sgd, tensors)?;
+            restore(&vs, &mut opt, tensors)?;
             state = saved;
         }
         truncate_metrics(&metrics_path, state.step)?;
@@ -267,9 +271,9 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
             }
         };
         let lr = cosine_lr(o.lr, step, warmup, total);
-        sgd.zero_grad();
+        opt.zero_grad();
         loss.backward();
-        sgd.step(lr);
+        opt.step(lr, step + 1);
         loss_sum += &batch_loss;
         correct_sum += &batch_correct;
         window_steps += 1;
@@ -308,7 +312,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         if interrupted || (step + 1) % per_epoch == 0 || step + 1 == end {
             state.step = step + 1;
             state.rng = rng.state();
-            let saved = checkpoint::save(&ckpt_dir, &state, &checkpoint_tensors(&vs, &sgd))?;
+            let saved = checkpoint::save(&ckpt_dir, &state, &checkpoint_tensors(&vs, &opt))?;
             if interrupted {
                 bar.abandon();
                 return Err(Error::Interrupted { step: state.step, checkpoint: saved });

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use enlighten::data::{cifar10, cifar100, fashion_mnist, read_idx_images, read_ts, sklearn_digits, split};
+use enlighten::data::{char_corpus, cifar10, cifar100, fashion_mnist, forecast_windows, read_idx_images, read_ts, read_vic_elec, sklearn_digits, split};
 use enlighten::Error;
 use flate2::write::GzEncoder;
 use tch::Kind;
@@ -179,4 +179,36 @@ fn ucr_ts_files_equal_unequal_and_multichannel() {
     std::fs::write(&path, "@data\n1,2:3,4:a\n1,2:a\n").unwrap();
     data_error(read_ts(&path, None), "Toy_TRAIN.ts", "channels");
     data_error(read_ts(&dir.join("missing.ts"), None), "missing.ts", "No such file");
+}
+
+#[test]
+fn vic_elec_windows_and_a_char_corpus() {
+    let dir = scratch("seq");
+    let csv = dir.join("vic_elec.csv");
+    let rows: String = (0..10).map(|i| format!("2012-01-01T{i:02}:00:00Z,{},{},2012-01-01,TRUE\n", 100 + i, 20 + i)).collect();
+    std::fs::write(&csv, format!("Time,Demand,Temperature,Date,Holiday\n{rows}")).unwrap();
+    let series = read_vic_elec(&csv).unwrap();
+    assert_eq!(series.size(), [10, 2]);
+    let (x, y) = forecast_windows(&series, 4, 2, 3, 0).unwrap();
+    assert_eq!((x.size(), y.size()), (vec![2, 4, 2], vec![2, 2]), "windows at 0 and 3 (a third would need rows up to 12)");
+    assert_eq!(Vec::<f32>::try_from(y.get(1)).unwrap(), vec![107.0, 108.0], "the demand right after the second input window");
+    assert_eq!(x.double_value(&[1, 0, 1]), 23.0, "temperature is an input feature");
+    assert!(forecast_windows(&series, 9, 2, 1, 0).is_err());
+    std::fs::write(&csv, "Time,Demand\n1,2\n").unwrap();
+    data_error(read_vic_elec(&csv), "vic_elec.csv", "Temperature");
+    std::fs::write(&csv, "Time,Demand,Temperature\nt,12,x\n").unwrap();
+    data_error(read_vic_elec(&csv), "vic_elec.csv", "line 2");
+
+    let texts = dir.join("texts");
+    std::fs::create_dir_all(&texts).unwrap();
+    std::fs::write(texts.join("b_gut.txt"), "ba").unwrap();
+    std::fs::write(texts.join("a_gut.txt"), "abc").unwrap();
+    std::fs::write(texts.join("a_gut_f.txt"), "zzz").unwrap();
+    let corpus = char_corpus(&texts).unwrap();
+    assert_eq!(corpus.vocab, vec!['a', 'b', 'c'], "the Folio copy is left out");
+    assert_eq!(Vec::<i64>::try_from(&corpus.tokens).unwrap(), vec![0, 1, 2, 1, 0], "files in name order");
+    let (x, y) = corpus.sequences(2, 2).unwrap();
+    assert_eq!(Vec::<i64>::try_from(x.reshape([-1])).unwrap(), vec![0, 1, 2, 1]);
+    assert_eq!(Vec::<i64>::try_from(y.reshape([-1])).unwrap(), vec![1, 2, 1, 0], "targets are the next characters");
+    data_error(char_corpus(&dir.join("nowhere")), "nowhere", "No such file");
 }

@@ -8,12 +8,14 @@ mod augment;
 mod cifar;
 mod digits;
 mod idx;
+mod sequence;
 mod ts;
 
 pub use augment::random_crop_flip;
 pub use cifar::{cifar10, cifar100};
 pub use digits::sklearn_digits;
 pub use idx::{fashion_mnist, read_idx_images, read_idx_labels};
+pub use sequence::{char_corpus, forecast_windows, read_vic_elec, CharCorpus};
 pub use ts::{read_ts, SeriesSet};
 
 use std::path::{Path, PathBuf};

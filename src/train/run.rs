@@ -237,15 +237,16 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
 
     let (mut loss_sum, mut correct_sum) = (Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Int64, device)));
     let (mut window_steps, mut window_samples) = (0u64, 0i64);
-    let mut order: Option<(u32, Vec<i64>)> = None;
+    // The data order of the current epoch, and which epoch it belongs to.
+    let (mut order_epoch, mut order): (Option<u32>, Vec<i64>) = (None, Vec::new());
     let mut last_val = f64::NAN;
     for step in state.step..end {
         let epoch = (step / per_epoch) as u32;
         let pos = (step % per_epoch) as usize;
-        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order = Some((epoch, epoch_order(seed, epoch, splits.train.len() as usize)));
+        if order_epoch != Some(epoch) {
+            (order_epoch, order) = (Some(epoch), epoch_order(seed, epoch, splits.train.len() as usize));
         }
-        let rows = &order.as_ref().map(|(_, o)| o.as_slice()).unwrap_or(&[])[pos * batch as usize..(pos + 1) * batch as usize];
+        let rows = &order[pos * batch as usize..(pos + 1) * batch as usize];
         let idx = Tensor::from_slice(rows);
         let mut x_u8 = splits.train.images.index_select(0, &idx).to_device(device);
         if config.data.augment {

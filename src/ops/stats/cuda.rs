@@ -81,35 +81,39 @@ fn sum_partials(partials: &Tensor, blocks: i64) -> Result<Tensor> {
     Ok(out)
 }
 
+/// A multi-tensor kernel's launch over pairs (a_i, b_i), with the parameters they all start with
+/// (table, starts, tensors, items, chunk) pushed, and its per-block partials.
+struct MultiTensor {
+    launch: Launch,
+    partials: Tensor,
+    blocks: i64,
+    /// The launch holds only the table's and starts' device pointers: they must live until the
+    /// kernel has been launched (the caching allocator frees in stream order after that).
+    _table: Tensor,
+    _starts: Tensor,
+}
+
+impl MultiTensor {
+    fn new(kernel: Kernel, a: &[Tensor], b: &[Tensor]) -> Result<MultiTensor> {
+        ordinal(&a[0])?;
+        let (table, starts, items) = pair_table(a, b);
+        let blocks = items.clamp(1, MAX_BLOCKS);
+        let partials = Tensor::empty([3 * blocks], (Kind::Double, a[0].device()));
+        let launch = Launch::new(kernel).tensor("table", &table)?.tensor("starts", &starts)?.i64(a.len() as i64).i64(items).i64(CHUNK);
+        Ok(MultiTensor { launch, partials, blocks, _table: table, _starts: starts })
+    }
+
+    /// Pushes the partials (after any kernel-specific arguments), launches, sums the partials.
+    fn run(self, extra: impl FnOnce(Launch) -> Launch) -> Result<Tensor> {
+        extra(self.launch).tensor("partials", &self.partials)?.run(Grid::Blocks { blocks: self.blocks as u32, threads: THREADS })?;
+        sum_partials(&self.partials, self.blocks)
+    }
+}
+
 pub(super) fn dot_norms(a: &[Tensor], b: &[Tensor]) -> Result<Tensor> {
-    ordinal(&a[0])?;
-    let (table, starts, items) = pair_table(a, b);
-    let blocks = items.clamp(1, MAX_BLOCKS);
-    let partials = Tensor::empty([3 * blocks], (Kind::Double, a[0].device()));
-    Launch::new(Kernel::MULTI_DOT)
-        .tensor("table", &table)?
-        .tensor("starts", &starts)?
-        .i64(a.len() as i64)
-        .i64(items)
-        .i64(CHUNK)
-        .tensor("partials", &partials)?
-        .run(Grid::Blocks { blocks: blocks as u32, threads: THREADS })?;
-    sum_partials(&partials, blocks)
+    MultiTensor::new(Kernel::MULTI_DOT, a, b)?.run(|l| l)
 }
 
 pub(super) fn diff_sq(a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor> {
-    ordinal(&a[0])?;
-    let (table, starts, items) = pair_table(a, b);
-    let blocks = items.clamp(1, MAX_BLOCKS);
-    let partials = Tensor::empty([3 * blocks], (Kind::Double, a[0].device()));
-    Launch::new(Kernel::MULTI_DIFF_SQ)
-        .tensor("table", &table)?
-        .tensor("starts", &starts)?
-        .i64(a.len() as i64)
-        .i64(items)
-        .i64(CHUNK)
-        .i32(copy as i32)
-        .tensor("partials", &partials)?
-        .run(Grid::Blocks { blocks: blocks as u32, threads: THREADS })?;
-    Ok(sum_partials(&partials, blocks)?.get(0))
+    Ok(MultiTensor::new(Kernel::MULTI_DIFF_SQ, a, b)?.run(|l| l.i32(copy as i32))?.get(0))
 }

@@ -83,33 +83,25 @@ __device__ __forceinline__ RowStats row_stats_shfl(RowStats r, int offset) {
     return o;
 }
 
-// Reduces over the block (blockDim.x a multiple of 32, at most 1024); the result is returned to
-// every thread. `scratch` holds 32 entries. Ends with a barrier, so scratch can be reused.
-__device__ RowStats block_row_stats(RowStats r, RowStats* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    for (int off = 16; off > 0; off >>= 1) r = row_stats_merge(r, row_stats_shfl(r, off));
-    if (lane == 0) scratch[warp] = r;
-    __syncthreads();
-    if (warp == 0) {
-        r = lane < warps ? scratch[lane] : row_stats_identity();
-        for (int off = 16; off > 0; off >>= 1) r = row_stats_merge(r, row_stats_shfl(r, off));
-        if (lane == 0) scratch[0] = r;
-    }
-    __syncthreads();
-    r = scratch[0];
-    __syncthreads();
-    return r;
-}
+// The two kinds of value the block reductions combine: softmax statistics and plain sums.
+__device__ __forceinline__ RowStats reduce_merge(RowStats a, RowStats b) { return row_stats_merge(a, b); }
+__device__ __forceinline__ double reduce_merge(double a, double b) { return a + b; }
+__device__ __forceinline__ RowStats shfl_down(RowStats v, int offset) { return row_stats_shfl(v, offset); }
+__device__ __forceinline__ double shfl_down(double v, int offset) { return __shfl_down_sync(FULL_MASK, v, offset); }
 
-// Sum over the block in a fixed tree order; every thread gets the total. `scratch`: 32 doubles.
-__device__ double block_sum(double v, double* scratch) {
+// Reduces one value per thread over the block in a fixed tree order (warps, then the warps'
+// results), so results are identical run to run; every thread gets the result. blockDim.x is a
+// multiple of 32, at most 1024; `scratch` holds 32 values. Ends with a barrier, so scratch can be
+// reused right away.
+template <typename T>
+__device__ T block_reduce(T v, T identity, T* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FULL_MASK, v, off);
+    for (int off = 16; off > 0; off >>= 1) v = reduce_merge(v, shfl_down(v, off));
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
     if (warp == 0) {
-        v = lane < warps ? scratch[lane] : 0.0;
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(FULL_MASK, v, off);
+        v = lane < warps ? scratch[lane] : identity;
+        for (int off = 16; off > 0; off >>= 1) v = reduce_merge(v, shfl_down(v, off));
         if (lane == 0) scratch[0] = v;
     }
     __syncthreads();
@@ -117,6 +109,12 @@ __device__ double block_sum(double v, double* scratch) {
     __syncthreads();
     return v;
 }
+
+__device__ __forceinline__ RowStats block_row_stats(RowStats r, RowStats* scratch) {
+    return block_reduce(r, row_stats_identity(), scratch);
+}
+
+__device__ __forceinline__ double block_sum(double v, double* scratch) { return block_reduce(v, 0.0, scratch); }
 
 // Exclusive prefix sum of one int64 per thread over the block; `scratch`: 32 int64.
 __device__ int64_t block_exclusive_scan(int64_t v, int64_t* scratch) {

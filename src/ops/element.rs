@@ -149,6 +149,18 @@ pub(crate) fn check_float(arg: &'static str, t: &Tensor) -> Result<Kind> {
     }
 }
 
+/// A non-empty batch `[B, ...]` on the CPU or a CUDA device; returns B.
+pub(crate) fn check_batch(arg: &'static str, x: &Tensor) -> Result<i64> {
+    let size = x.size();
+    if size.is_empty() || x.numel() == 0 {
+        return Err(Error::shape(arg, "a non-empty batch [B, ...] with B >= 1", &size));
+    }
+    if !matches!(x.device(), Device::Cpu | Device::Cuda(_)) {
+        return Err(Error::Device { arg, expected: "cpu or cuda".into(), got: x.device() });
+    }
+    Ok(size[0])
+}
+
 pub(crate) fn check_kind(arg: &'static str, t: &Tensor, kind: Kind) -> Result<()> {
     if t.kind() == kind {
         Ok(())

@@ -29,7 +29,7 @@ pub use sequence::{lm_cross_entropy, lm_cross_entropy_autograd, SequenceRank};
 
 use tch::{Device, Kind, Tensor};
 
-use super::element::{check_float, check_kind, check_same_device};
+use super::element::{check_batch, check_float, check_kind, check_same_device};
 use super::mixup::{Lambda, MixedTargets};
 use crate::error::{Error, Result};
 
@@ -188,17 +188,6 @@ fn check_grad_buffer(grad: &Tensor, like: &Tensor) -> Result<()> {
         return Err(Error::value("grad", "a tensor whose storage does not overlap the input", "an overlapping tensor"));
     }
     Ok(())
-}
-
-fn check_batch(arg: &'static str, x: &Tensor) -> Result<i64> {
-    let size = x.size();
-    if size.is_empty() || x.numel() == 0 {
-        return Err(Error::shape(arg, "a non-empty batch [B, ...] with B >= 1", &size));
-    }
-    if !matches!(x.device(), Device::Cpu | Device::Cuda(_)) {
-        return Err(Error::Device { arg, expected: "cpu or cuda".into(), got: x.device() });
-    }
-    Ok(size[0])
 }
 
 fn check_share(r: f64) -> Result<()> {

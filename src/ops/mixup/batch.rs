@@ -125,12 +125,7 @@ fn draw(spec: &MixSpec, x: &Tensor, rng: &mut SeededRng) -> Result<Draw> {
 
 /// The compact targets: sample i is `lam_i` of `y[i]` and `1 - lam_i` of its partner's label.
 fn targets(y: &Tensor, pairing: &Pairing, lam: Lambda) -> MixedTargets {
-    let y_b = match pairing {
-        Pairing::Permutation(p) => y.index_select(0, p),
-        Pairing::Flip => y.flip([0]),
-        Pairing::Roll(k) => y.roll([*k], [0]),
-    };
-    MixedTargets { y_a: y.shallow_clone(), y_b, lam }
+    MixedTargets { y_a: y.shallow_clone(), y_b: pairing.partner_rows(y), lam }
 }
 
 fn check_batch_labels(x: &Tensor, y: &Tensor, spec: &MixSpec) -> Result<()> {

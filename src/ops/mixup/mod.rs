@@ -20,7 +20,7 @@ pub use crate::strategy::{LambdaMode, MixKind, MixSpec, PairingMode};
 
 use tch::{Device, Kind, Tensor};
 
-use super::element::{check_contiguous, check_float, check_kind, check_same_device, overlaps};
+use super::element::{check_batch, check_contiguous, check_float, check_kind, check_same_device, overlaps};
 use crate::error::{Error, Result};
 
 /// The mixing weight of each sample's own image.
@@ -55,6 +55,15 @@ pub enum Pairing {
 }
 
 impl Pairing {
+    /// Row i of the result is row i's partner: `t[perm]`, `t.flip(0)` or `t.roll(k, 0)`.
+    pub fn partner_rows(&self, t: &Tensor) -> Tensor {
+        match self {
+            Pairing::Permutation(p) => t.index_select(0, p),
+            Pairing::Flip => t.flip([0]),
+            Pairing::Roll(k) => t.roll([*k], [0]),
+        }
+    }
+
     /// The partner of each row as an index vector on the host.
     pub fn partners(&self, batch: i64) -> Result<Vec<i64>> {
         Ok(match self {
@@ -137,7 +146,7 @@ pub enum CutBoxes {
 
 /// Mixup into a new tensor of the input's dtype and device.
 pub fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing) -> Result<Tensor> {
-    let x = check_batch("x", x)?;
+    let x = contiguous_batch("x", x)?;
     let mut out = x.empty_like();
     mix_checked(&x, lam, pairing, &mut out)?;
     Ok(out)
@@ -146,14 +155,14 @@ pub fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing) -> Result<Tensor> {
 /// Mixup into a caller-provided contiguous tensor of the input's shape, dtype and device, so a
 /// training loop allocates nothing per batch. `out` must not overlap `x`.
 pub fn mixup_into(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
-    let x = check_batch("x", x)?;
+    let x = contiguous_batch("x", x)?;
     check_output(out, &x, x.kind())?;
     mix_checked(&x, lam, pairing, out)
 }
 
 /// Mixup with flip pairing in place: each element is read once and written once.
 pub fn mixup_flip_(x: &mut Tensor, lam: &Lambda) -> Result<()> {
-    check_batch_shape("x", x)?;
+    check_batch("x", x)?;
     check_contiguous("x", x)?;
     let b = x.size()[0];
     check_lambda(lam, b, x)?;
@@ -167,7 +176,7 @@ pub fn mixup_flip_(x: &mut Tensor, lam: &Lambda) -> Result<()> {
 /// writing a new float tensor of `kind` (f32, f16 or bf16).
 pub fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, kind: Kind) -> Result<Tensor> {
     check_kind("x", x, Kind::Uint8)?;
-    let x = check_batch("x", x)?;
+    let x = contiguous_batch("x", x)?;
     let size = x.size();
     if size.len() < 2 || size[1] as usize != norm.channels() {
         return Err(Error::shape("x", format!("[B, {}, ...] (channels of `norm`)", norm.channels()), &size));
@@ -190,7 +199,7 @@ pub fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, k
 /// Boxes are clipped to the image. Returns the mixed batch and the lambda of each sample's own
 /// image after clipping, `1 - area / (H W)` (timm's and torchvision's convention).
 pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<(Tensor, Lambda)> {
-    let x = check_batch("x", x)?;
+    let x = contiguous_batch("x", x)?;
     check_float("x", &x)?;
     let size = x.size();
     if size.len() < 3 {
@@ -218,20 +227,9 @@ pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<(Tensor
 // ---- argument checks ---------------------------------------------------------------------------
 
 /// A non-empty batch `[B, ...]` on the CPU or a CUDA device, made contiguous.
-fn check_batch(arg: &'static str, x: &Tensor) -> Result<Tensor> {
-    check_batch_shape(arg, x)?;
+fn contiguous_batch(arg: &'static str, x: &Tensor) -> Result<Tensor> {
+    check_batch(arg, x)?;
     Ok(x.contiguous())
-}
-
-fn check_batch_shape(arg: &'static str, x: &Tensor) -> Result<()> {
-    let size = x.size();
-    if size.is_empty() || x.numel() == 0 {
-        return Err(Error::shape(arg, "a non-empty batch [B, ...] with B >= 1", &size));
-    }
-    if !matches!(x.device(), Device::Cpu | Device::Cuda(_)) {
-        return Err(Error::Device { arg, expected: "cpu or cuda".into(), got: x.device() });
-    }
-    Ok(())
 }
 
 fn check_output(out: &Tensor, x: &Tensor, kind: Kind) -> Result<()> {

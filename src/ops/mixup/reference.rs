@@ -6,14 +6,6 @@ use tch::{Kind, Tensor};
 use super::{CutBoxes, Lambda, Normalize, Pairing};
 use crate::error::Result;
 
-fn partner_rows(x: &Tensor, pairing: &Pairing) -> Tensor {
-    match pairing {
-        Pairing::Permutation(p) => x.index_select(0, p),
-        Pairing::Flip => x.flip([0]),
-        Pairing::Roll(k) => x.roll([*k], [0]),
-    }
-}
-
 /// `lam` broadcast against a batch of rank `rank`, as f64.
 fn lambda_f64(lam: &Lambda, rank: usize) -> Tensor {
     match lam {
@@ -30,7 +22,7 @@ fn lambda_f64(lam: &Lambda, rank: usize) -> Tensor {
 pub fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing) -> Tensor {
     let x = x.to_kind(Kind::Double);
     let l = lambda_f64(lam, x.dim()).to_device(x.device());
-    &x * &l + partner_rows(&x, pairing) * (1.0 - &l)
+    &x * &l + pairing.partner_rows(&x) * (1.0 - &l)
 }
 
 /// Mixup of u8 images after `(x / 255 - mean_c) / std_c`, in f64.
@@ -65,19 +57,19 @@ pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<Tensor>
     mshape.extend([h, w]);
     let mask = mask.view(mshape.as_slice());
     let xd = x.to_kind(Kind::Double);
-    Ok(xd.where_self(&mask.logical_not(), &partner_rows(&xd, pairing)))
+    Ok(xd.where_self(&mask.logical_not(), &pairing.partner_rows(&xd)))
 }
 
 /// The tch composite a PyTorch user writes today, in the input's dtype:
 /// `x * lam + x.index_select(0, perm) * (1 - lam)` (timm / torchvision). Benchmarks time this.
 pub fn composite(x: &Tensor, lam: &Lambda, pairing: &Pairing) -> Tensor {
     match lam {
-        Lambda::Batch(l) => x * *l + partner_rows(x, pairing) * (1.0 - *l),
+        Lambda::Batch(l) => x * *l + pairing.partner_rows(x) * (1.0 - *l),
         Lambda::PerSample(t) => {
             let mut shape = vec![-1i64];
             shape.resize(x.dim(), 1);
             let l = t.view(shape.as_slice()).to_kind(x.kind());
-            x * &l + partner_rows(x, pairing) * (1.0 - &l)
+            x * &l + pairing.partner_rows(x) * (1.0 - &l)
         }
     }
 }

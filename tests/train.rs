@@ -107,6 +107,17 @@ fn setup(name: &str) -> PathBuf {
     dir
 }
 
+/// The number of tensors in two runs' latest checkpoints (their names must match, in order) and
+/// the names of those that differ.
+fn compare_checkpoints(dir: &Path, a: &str, b: &str) -> (usize, Vec<String>) {
+    let load = |run: &str| load_checkpoint(&dir.join("runs").join(run).join("checkpoints")).unwrap().unwrap().1;
+    let (a, b) = (load(a), load(b));
+    let names = |v: &[(String, tch::Tensor)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "the same tensors in both checkpoints");
+    let differing = a.iter().zip(&b).filter(|((_, x), (_, y))| !x.equal(y)).map(|((n, _), _)| n.clone()).collect();
+    (a.len(), differing)
+}
+
 fn metrics(dir: &Path, run: &str) -> Vec<MetricsLine> {
     std::fs::read_to_string(dir.join("runs").join(run).join("metrics.jsonl"))
         .unwrap()
@@ -145,14 +156,10 @@ fn resuming_equals_running_straight_through() {
     train(&config(&dir, "straight", "", 0.05), false, false).unwrap();
     train(&config(&dir, "split", "max_steps = 8", 0.05), false, false).unwrap();
     train(&config(&dir, "split", "", 0.05), true, false).unwrap();
-    let (a_state, a) = load_checkpoint(&dir.join("runs/straight/checkpoints")).unwrap().unwrap();
-    let (b_state, b) = load_checkpoint(&dir.join("runs/split/checkpoints")).unwrap().unwrap();
-    assert_eq!(a_state, b_state, "step, RNG and schedule state");
-    assert_eq!(a.len(), b.len());
-    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
-        assert_eq!(na, nb);
-        assert!(ta.equal(tb), "{na} differs after resume");
-    }
+    let state = |run: &str| load_checkpoint(&dir.join("runs").join(run).join("checkpoints")).unwrap().unwrap().0;
+    assert_eq!(state("straight"), state("split"), "step, RNG and schedule state");
+    let (_, differing) = compare_checkpoints(&dir, "straight", "split");
+    assert!(differing.is_empty(), "resumed run differs in {differing:?}");
     let (ma, mb) = (metrics(&dir, "straight"), metrics(&dir, "split"));
     assert_eq!(ma.len(), mb.len());
     for (x, y) in ma.iter().zip(&mb) {
@@ -175,10 +182,8 @@ fn adamw_with_clipping_learns_and_resumes_bit_identically() {
     assert!(s.test_accuracy > 0.9, "AdamW test accuracy {}", s.test_accuracy);
     train(&adamw("split", "max_steps = 11"), false, false).unwrap();
     train(&adamw("split", ""), true, false).unwrap();
-    let (_, a) = load_checkpoint(&dir.join("runs/straight/checkpoints")).unwrap().unwrap();
-    let (_, b) = load_checkpoint(&dir.join("runs/split/checkpoints")).unwrap().unwrap();
-    assert!(a.len() > 20, "model variables and both moments");
-    let differing: Vec<&String> = a.iter().zip(&b).filter(|((_, x), (_, y))| !x.equal(y)).map(|((n, _), _)| n).collect();
+    let (count, differing) = compare_checkpoints(&dir, "straight", "split");
+    assert!(count > 20, "model variables and both moments");
     assert!(differing.is_empty(), "resumed AdamW differs in {differing:?}");
 }
 
@@ -213,9 +218,7 @@ fn an_interrupt_checkpoints_the_step_and_resume_finishes_the_run() {
     let s = train(&config(&dir, "stop", "", 0.05), true, false).unwrap();
     assert_eq!(s.steps, 24);
     train(&config(&dir, "straight", "", 0.05), false, false).unwrap();
-    let (_, a) = load_checkpoint(&dir.join("runs/stop/checkpoints")).unwrap().unwrap();
-    let (_, b) = load_checkpoint(&dir.join("runs/straight/checkpoints")).unwrap().unwrap();
-    let differing: Vec<&String> = a.iter().zip(&b).filter(|((_, x), (_, y))| !x.equal(y)).map(|((n, _), _)| n).collect();
+    let (_, differing) = compare_checkpoints(&dir, "stop", "straight");
     assert!(differing.is_empty(), "interrupted + resumed differs from straight in {differing:?}");
 }
 

@@ -210,5 +210,7 @@ fn vic_elec_windows_and_a_char_corpus() {
     let (x, y) = corpus.sequences(2, 2).unwrap();
     assert_eq!(Vec::<i64>::try_from(x.reshape([-1])).unwrap(), vec![0, 1, 2, 1]);
     assert_eq!(Vec::<i64>::try_from(y.reshape([-1])).unwrap(), vec![1, 2, 1, 0], "targets are the next characters");
+    assert!(matches!(corpus.sequences(5, 1), Err(Error::Value { arg: "seq_len", .. })), "5 tokens hold no 5 + 1 window");
+    assert!(matches!(forecast_windows(&series.get(0), 1, 1, 1, 0), Err(Error::Shape { arg: "series", .. })));
     data_error(char_corpus(&dir.join("nowhere")), "nowhere", "No such file");
 }

@@ -156,6 +156,7 @@ fn stats_reject_bad_arguments(dev: Device) {
     expect_err("rank 1 layer", zero_counts(&[&randn(&[4], Kind::Float, dev)], None), "layers");
     expect_err("negative eps", zero_counts(&[&a], Some(-1.0)), "eps");
     expect_err("empty list", dot_norms(&[], &[], Accumulate::F64), "a");
+    expect_err("BENR without parameters", Benr::new(&[]), "params");
     expect_err("list lengths", dot_norms(&[&a, &a], &[&a], Accumulate::F64), "b");
     expect_err("shapes", dot_norms(&[&a], &[&b], Accumulate::F64), "b");
     expect_err("dtypes", dot_norms(&[&a], &[&a.to_kind(Kind::Half)], Accumulate::F64), "b");

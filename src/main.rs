@@ -22,7 +22,7 @@ enum Command {
     },
     /// Print what this build and machine offer: versions, the CUDA probe, embedded kernels.
     Info,
-    /// Train a classifier as a TOML configuration says (see enlighten::train::TrainConfig);
+    /// Train a model as a TOML configuration says (see enlighten::train::TrainConfig);
     /// writes runs/<name>/{config.toml, metrics.jsonl, summary.json, checkpoints/}.
     Train {
         #[arg(long)]
@@ -51,7 +51,7 @@ fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>) -> 
     let handled = ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst)).is_ok();
     let options = enlighten::train::TrainOptions { resume, progress: true, interrupt: handled.then_some(&INTERRUPT) };
     let s = enlighten::train::train(&config, &options)?;
-    println!("{}: test accuracy {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)", s.name, s.test_accuracy, s.best_val_accuracy, s.steps, s.wall_seconds, s.samples_per_second);
+    println!("{}: test {} {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)", s.name, s.metric, s.test, s.best_val, s.steps, s.wall_seconds, s.samples_per_second);
     match s.ep_end {
         Some(end) => println!("{end}"),
         None => println!("the Enlightenment Period did not end"),

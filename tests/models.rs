@@ -1,10 +1,10 @@
 //! The trainer's classifiers: shapes, parameter counts, probes, and that they can learn.
 
-use enlighten::models::{parameter_count, preact_resnet18, resnet18, small_cnn, Classifier};
+use enlighten::models::{char_transformer, mlp_forecaster, parameter_count, preact_resnet18, resnet1d, resnet18, small_cnn, vit_tiny, Model, TransformerDims};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-fn check(model: &dyn Classifier, x: &Tensor, classes: i64, probes: usize) {
+fn check(model: &dyn Model, x: &Tensor, classes: i64, probes: usize) {
     let (logits, taken) = model.forward(x, true, true);
     assert_eq!(logits.size(), [x.size()[0], classes]);
     assert_eq!(taken.len(), probes, "post-ReLU probes");
@@ -61,7 +61,7 @@ fn the_small_cnn_learns_a_synthetic_task_in_30_steps() {
     let vs = nn::VarStore::new(Device::Cpu);
     let cnn = small_cnn(&vs.root(), 1, 16, 16, 4);
     let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 0.05).unwrap();
-    let loss_at = |cnn: &dyn Classifier| cnn.forward(&x, false, false).0.cross_entropy_for_logits(&y).double_value(&[]);
+    let loss_at = |cnn: &dyn Model| cnn.forward(&x, false, false).0.cross_entropy_for_logits(&y).double_value(&[]);
     let before = loss_at(&cnn);
     for step in 0..30 {
         let idx = Tensor::arange_start((step % 4) * 64, (step % 4 + 1) * 64, (Kind::Int64, Device::Cpu));
@@ -70,4 +70,59 @@ fn the_small_cnn_learns_a_synthetic_task_in_30_steps() {
     }
     let after = loss_at(&cnn);
     assert!(after < 0.5 * before, "loss {before} -> {after}");
+}
+
+#[test]
+fn vit_tiny_has_vit_ti_dimensions_and_probes_every_block() {
+    tch::manual_seed(3);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = vit_tiny(&vs.root(), 3, 32, 10, TransformerDims::VIT_TINY);
+    // Per block: 2 LN (2x192 each), qkv 192x576+576, proj 192x192+192, fc1 192x768+768,
+    // fc2 768x192+192; plus the 4x4x3 patch conv, class token, 65 positions, final LN, head.
+    let d = 192i64;
+    let block = 4 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d);
+    let expected = 12 * block + (48 * d + d) + d + 65 * d + 2 * d + (d * 10 + 10);
+    assert_eq!(parameter_count(&vs), expected);
+    let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let (logits, probes) = model.forward(&x, true, true);
+    assert_eq!(logits.size(), [2, 10]);
+    assert_eq!(probes.len(), 12, "one post-GELU MLP activation a block");
+    assert_eq!(probes[0].size(), [2, 65, 4 * d]);
+    assert_eq!(model.probe_eps(), Some(1e-2), "GELU has no exact zeros");
+    // Fashion-MNIST: one channel, 28 px (7 x 7 patches).
+    let vs1 = nn::VarStore::new(Device::Cpu);
+    let small = TransformerDims { width: 32, depth: 2, heads: 2 };
+    let (out, _) = vit_tiny(&vs1.root(), 1, 28, 10, small).forward(&Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu)), false, false);
+    assert_eq!(out.size(), [3, 10]);
+}
+
+#[test]
+fn series_forecast_and_language_models_have_their_shapes_and_probes() {
+    tch::manual_seed(4);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let r = resnet1d(&vs.root(), 3, 5, 16);
+    let (logits, probes) = r.forward(&Tensor::randn([4, 3, 37], (Kind::Float, Device::Cpu)), true, true);
+    assert_eq!(logits.size(), [4, 5]);
+    assert_eq!(probes.len(), 9);
+    assert!(probes.iter().all(|p| p.size()[2] == 37 && p.min().double_value(&[]) >= 0.0), "same-length, post-ReLU");
+
+    let vs = nn::VarStore::new(Device::Cpu);
+    let f = mlp_forecaster(&vs.root(), 24, 2, 6, 32);
+    assert_eq!(parameter_count(&vs), (48 * 32 + 32) + (32 * 32 + 32) + (32 * 6 + 6));
+    let (pred, probes) = f.forward(&Tensor::randn([5, 24, 2], (Kind::Float, Device::Cpu)), true, true);
+    assert_eq!((pred.size(), probes.len()), (vec![5, 6], 2));
+
+    let vs = nn::VarStore::new(Device::Cpu);
+    let lm = char_transformer(&vs.root(), 40, 16, TransformerDims { width: 32, depth: 2, heads: 4 });
+    let tokens = Tensor::randint(40, [3, 16], (Kind::Int64, Device::Cpu));
+    let (logits, probes) = lm.forward(&tokens, true, true);
+    assert_eq!(logits.size(), [3, 16, 40]);
+    assert_eq!(probes.len(), 2);
+    assert!(probes[0].min().double_value(&[]) >= 0.0, "ReLU MLPs");
+    // Causal: changing the last token leaves every earlier position's logits unchanged.
+    let changed = tokens.copy();
+    let _ = changed.narrow(1, 15, 1).fill_(0);
+    let (again, _) = lm.forward(&changed, false, false);
+    let (before, _) = lm.forward(&tokens, false, false);
+    assert!(again.narrow(1, 0, 15).equal(&before.narrow(1, 0, 15)));
 }

@@ -68,25 +68,26 @@ pub struct Splits {
 /// Carves `val_fraction` of `train` out as a validation set and keeps `subset` (in (0, 1]) of
 /// the rest (the paper's data-scale ablations), both chosen by a permutation from `seed`.
 pub fn split(train: ImageSet, test: ImageSet, val_fraction: f64, subset: f64, seed: u64) -> Result<Splits> {
+    let (val_rows, train_rows) = split_rows(train.len(), val_fraction, subset, seed)?;
+    Ok(Splits { val: train.select(&Tensor::from_slice(&val_rows)), train: train.select(&Tensor::from_slice(&train_rows)), test })
+}
+
+/// The rows of an `n`-row training set that [`split`] makes the validation and the training
+/// set, in that order.
+pub fn split_rows(n: i64, val_fraction: f64, subset: f64, seed: u64) -> Result<(Vec<i64>, Vec<i64>)> {
     if !(0.0..1.0).contains(&val_fraction) {
         return Err(Error::value("val_fraction", "a fraction in [0, 1)", val_fraction));
     }
     if !(subset > 0.0 && subset <= 1.0) {
         return Err(Error::value("subset", "a fraction in (0, 1]", subset));
     }
-    let n = train.len();
-    let perm = SeededRng::new(seed).permutation(n as usize);
+    let perm = SeededRng::new(seed).permutation(n.max(0) as usize);
     let n_val = (val_fraction * n as f64).round() as usize;
-    let n_train = (((n as usize - n_val) as f64) * subset).round().max(1.0) as usize;
-    if n_train + n_val > perm.len() || n_train == 0 {
+    let n_train = (((perm.len().saturating_sub(n_val)) as f64) * subset).round().max(1.0) as usize;
+    if n_train + n_val > perm.len() {
         return Err(Error::value("subset", format!("a fraction leaving at least one training row of {n}"), subset));
     }
-    let take = |rows: &[i64]| Tensor::from_slice(rows);
-    Ok(Splits {
-        val: train.select(&take(&perm[..n_val])),
-        train: train.select(&take(&perm[n_val..n_val + n_train])),
-        test,
-    })
+    Ok((perm[..n_val].to_vec(), perm[n_val..n_val + n_train].to_vec()))
 }
 
 /// Where the datasets live: `$ENLIGHTEN_DATA`, else `$ENLIGHTEN_CACHE/data`, else

@@ -1,19 +1,35 @@
-//! The trainer's image classifiers. Every model can return its post-ReLU activations (the
-//! probes that `ops::stats::zero_counts` counts), in forward order, alongside the logits.
+//! The trainer's models: image classifiers (small CNN, ResNet18, PreActResNet18, ViT-tiny), a
+//! 1-D ResNet for series, an MLP forecaster and a decoder-only transformer for character LMs.
+//! Every model can return its hidden activations after the nonlinearity (the probes that
+//! `ops::stats::zero_counts` counts), in forward order, alongside its output; for the
+//! classifiers the last probe is the penultimate feature vector (what `enlighten analyze` embeds).
 
+mod forecaster;
 mod resnet;
+mod resnet1d;
 mod small_cnn;
+mod transformer;
 
+pub use forecaster::{mlp_forecaster, MlpForecaster};
 pub use resnet::{preact_resnet18, resnet18};
+pub use resnet1d::{resnet1d, ResNet1d};
 pub use small_cnn::small_cnn;
+pub use transformer::{char_transformer, vit_tiny, CharTransformer, TransformerDims, VitTiny};
 
 use tch::nn;
 use tch::Tensor;
 
-/// A classifier over `[B, C, H, W]` images.
-pub trait Classifier: std::fmt::Debug + Send {
-    /// Logits `[B, classes]`, and with `probe` the post-ReLU activations in forward order.
+/// A trainable network: images `[B, C, H, W]` or series `[B, C, T]` to logits `[B, classes]`,
+/// windows `[B, L, F]` to forecasts `[B, horizon]`, tokens `[B, T]` to logits `[B, T, vocab]`.
+pub trait Model: std::fmt::Debug + Send {
+    /// The output, and with `probe` the activations after each nonlinearity in forward order.
     fn forward(&self, x: &Tensor, train: bool, probe: bool) -> (Tensor, Vec<Tensor>);
+
+    /// The tolerance under which a probed activation counts as zero: exact zeros after ReLU;
+    /// models whose nonlinearity has no exact zeros (GELU) override it.
+    fn probe_eps(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Collects post-ReLU activations when probing.
@@ -30,6 +46,15 @@ impl Probes {
     /// ReLU, keeping the result when probing.
     pub(crate) fn relu(&mut self, x: Tensor) -> Tensor {
         let y = x.relu();
+        if self.on {
+            self.taken.push(y.shallow_clone());
+        }
+        y
+    }
+
+    /// GELU, keeping the result when probing (the zero counts then need an `eps`).
+    pub(crate) fn gelu(&mut self, x: Tensor) -> Tensor {
+        let y = x.gelu("none");
         if self.on {
             self.taken.push(y.shallow_clone());
         }

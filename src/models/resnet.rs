@@ -4,7 +4,7 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::{conv3x3, Classifier, Probes};
+use super::{conv3x3, Model, Probes};
 
 /// A 1x1 strided projection on the shortcut when the shape changes.
 #[derive(Debug)]
@@ -140,7 +140,7 @@ pub fn preact_resnet18(vs: &nn::Path, c_in: i64, classes: i64) -> ResNet {
     build(vs, c_in, classes, true)
 }
 
-impl Classifier for ResNet {
+impl Model for ResNet {
     fn forward(&self, x: &Tensor, train: bool, probe: bool) -> (Tensor, Vec<Tensor>) {
         let mut p = Probes::new(probe);
         let mut y = self.stem.forward(x);

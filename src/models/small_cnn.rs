@@ -3,7 +3,7 @@
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
 
-use super::{conv3x3, Classifier, Probes};
+use super::{conv3x3, Model, Probes};
 
 #[derive(Debug)]
 pub struct SmallCnn {
@@ -27,7 +27,7 @@ pub fn small_cnn(vs: &nn::Path, c_in: i64, h: i64, w: i64, classes: i64) -> Smal
     }
 }
 
-impl Classifier for SmallCnn {
+impl Model for SmallCnn {
     fn forward(&self, x: &Tensor, train: bool, probe: bool) -> (Tensor, Vec<Tensor>) {
         let mut p = Probes::new(probe);
         let y = p.relu(self.bn1.forward_t(&self.conv1.forward(x), train)).max_pool2d_default(2);

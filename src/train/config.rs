@@ -8,17 +8,28 @@
 //! device = "auto"           # auto | cpu | cuda
 //! eval_every = 100          # steps between validation evaluations (the EP needs step granularity)
 //! log_every = 20            # steps between metrics.jsonl lines
+//! diagnostics = false       # zero-activation shares per layer at each log line, BENR per epoch
+//! autocast = "off"          # off | bf16 (CUDA only: forward passes under bf16 autocast)
+//! prefetch = true           # gather the next batches on a background thread
 //!
 //! [data]
-//! dataset = "fashion-mnist" # fashion-mnist | digits | cifar10 | cifar100
+//! dataset = "fashion-mnist" # fashion-mnist | digits | cifar10 | cifar100 (images)
+//!                           # ucr (series classification: series = "GunPoint", length = pad/cut)
+//!                           # vic-elec (forecasting: input_len = 96, horizon = 48, stride = 1)
+//!                           # shakespeare (char LM: seq_len = 128)
 //! subset = 1.0              # share of the training set kept (data-scale ablations)
 //! val_fraction = 0.1
+//! test_fraction = 0.2       # digits, vic-elec, shakespeare (no official test split; the
+//!                           # series and the text are split in time: val, then test, at the end)
 //! batch_size = 128
 //! augment = false           # random crops (zero padding `pad`) and horizontal flips
 //! pad = 4
 //!
 //! [model]
-//! name = "small-cnn"        # small-cnn | resnet18 | preact-resnet18
+//! name = "small-cnn"        # images: small-cnn | resnet18 | preact-resnet18 | vit-tiny
+//!                           # ucr: resnet1d; vic-elec: mlp-forecaster; shakespeare: char-transformer
+//! # width, depth, heads     # optional: resnet1d width 64, mlp-forecaster width 256,
+//!                           # vit-tiny 192/12/3, char-transformer 128/4/4
 //!
 //! [optim]
 //! kind = "sgd"              # sgd | adamw (betas = [0.9, 0.999], eps = 1e-8)
@@ -67,6 +78,41 @@ pub enum Dataset {
     Digits,
     Cifar10,
     Cifar100,
+    Ucr,
+    VicElec,
+    Shakespeare,
+}
+
+/// What a dataset asks the loop to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// u8 images to class logits.
+    Image,
+    /// f32 series `[C, T]` to class logits.
+    Series,
+    /// f32 windows `[L, F]` to `horizon` values (mean squared error).
+    Forecast,
+    /// int64 tokens `[T]` to next-token logits.
+    Text,
+}
+
+impl Dataset {
+    pub fn task(self) -> TaskKind {
+        match self {
+            Dataset::FashionMnist | Dataset::Digits | Dataset::Cifar10 | Dataset::Cifar100 => TaskKind::Image,
+            Dataset::Ucr => TaskKind::Series,
+            Dataset::VicElec => TaskKind::Forecast,
+            Dataset::Shakespeare => TaskKind::Text,
+        }
+    }
+}
+
+/// bf16 autocast of the forward pass (CUDA only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Autocast {
+    Off,
+    Bf16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +121,22 @@ pub enum ModelName {
     SmallCnn,
     Resnet18,
     PreactResnet18,
+    VitTiny,
+    Resnet1d,
+    MlpForecaster,
+    CharTransformer,
+}
+
+impl ModelName {
+    /// The task this model is built for.
+    pub fn task(self) -> TaskKind {
+        match self {
+            ModelName::SmallCnn | ModelName::Resnet18 | ModelName::PreactResnet18 | ModelName::VitTiny => TaskKind::Image,
+            ModelName::Resnet1d => TaskKind::Series,
+            ModelName::MlpForecaster => TaskKind::Forecast,
+            ModelName::CharTransformer => TaskKind::Text,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,6 +158,12 @@ pub struct RunSection {
     pub max_steps: Option<u64>,
     #[serde(default = "default_ops")]
     pub ops: OpsChoice,
+    #[serde(default)]
+    pub diagnostics: bool,
+    #[serde(default = "default_autocast")]
+    pub autocast: Autocast,
+    #[serde(default = "yes")]
+    pub prefetch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,12 +184,37 @@ pub struct DataSection {
     pub augment: bool,
     #[serde(default = "default_pad")]
     pub pad: i64,
+    /// Held out as the test set where the dataset has no official split.
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// ucr: the UCR/UEA dataset, read from `<dir>/<series>/<series>_{TRAIN,TEST}.ts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<String>,
+    /// ucr: pad or truncate every case to this length (default: the longest training case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<usize>,
+    /// vic-elec: steps in each input window, steps forecast, steps between training windows.
+    #[serde(default = "default_input_len")]
+    pub input_len: i64,
+    #[serde(default = "default_horizon")]
+    pub horizon: i64,
+    #[serde(default = "one_step")]
+    pub stride: i64,
+    /// shakespeare: characters per training sequence.
+    #[serde(default = "default_seq_len")]
+    pub seq_len: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
     pub name: ModelName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +280,24 @@ fn default_log_every() -> u64 {
 }
 fn one() -> f64 {
     1.0
+}
+fn one_step() -> i64 {
+    1
+}
+fn default_autocast() -> Autocast {
+    Autocast::Off
+}
+fn default_test_fraction() -> f64 {
+    0.2
+}
+fn default_input_len() -> i64 {
+    96
+}
+fn default_horizon() -> i64 {
+    48
+}
+fn default_seq_len() -> i64 {
+    128
 }
 fn default_pad() -> i64 {
     4
@@ -255,6 +366,39 @@ impl TrainConfig {
         }
         if d.batch_size < 1 {
             return Err(Error::value("data.batch_size", "at least 1", d.batch_size));
+        }
+        if !(d.test_fraction > 0.0 && d.test_fraction + d.val_fraction < 1.0) {
+            return Err(Error::value("data.test_fraction", "a fraction > 0 with val_fraction + test_fraction < 1", d.test_fraction));
+        }
+        for (field, v) in [("data.input_len", d.input_len), ("data.horizon", d.horizon), ("data.stride", d.stride), ("data.seq_len", d.seq_len)] {
+            if v < 1 {
+                return Err(Error::value(field, "at least 1", v));
+            }
+        }
+        if d.dataset == Dataset::Ucr && d.series.as_deref().is_none_or(|s| s.is_empty() || s.contains(['/', '\\'])) {
+            return Err(Error::value("data.series", "the UCR/UEA dataset's name (e.g. \"GunPoint\") with dataset = \"ucr\"", format!("{:?}", d.series)));
+        }
+        let task = d.dataset.task();
+        if self.model.name.task() != task {
+            return Err(Error::value("model.name", format!("a model for the {task:?} task of dataset {:?}", d.dataset), format!("{:?}", self.model.name)));
+        }
+        for (field, v) in [("model.width", self.model.width), ("model.depth", self.model.depth), ("model.heads", self.model.heads)] {
+            if v.is_some_and(|v| v < 1) {
+                return Err(Error::value(field, "at least 1", format!("{v:?}")));
+            }
+        }
+        if let (Some(w), Some(h)) = (self.model.width, self.model.heads) {
+            if w % h != 0 {
+                return Err(Error::value("model.width", format!("a multiple of model.heads ({h})"), w));
+            }
+        }
+        if matches!(task, TaskKind::Forecast | TaskKind::Text) {
+            if !matches!(self.strategy.kind, crate::strategy::StrategyKind::Vanilla | crate::strategy::StrategyKind::HighLossRemoval) {
+                return Err(Error::value("strategy.kind", format!("a strategy that does not mix for the {task:?} task (vanilla or high-loss-removal)"), self.strategy.kind.name()));
+            }
+            if task == TaskKind::Forecast && matches!(self.strategy.ep, crate::strategy::EpEnd::Accuracy { .. }) {
+                return Err(Error::value("strategy.ep.end", "epochs or steps for forecasting (there is no accuracy to watch)", "accuracy"));
+            }
         }
         let o = &self.optim;
         if !(o.lr.is_finite() && o.lr > 0.0) {

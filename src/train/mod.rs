@@ -1,12 +1,16 @@
 //! The bundled trainer (`enlighten train`): image classification on the real datasets with the
 //! strategy engine and the fused ops in the loop, atomic checkpoints and resume.
 
+mod autocast;
 mod checkpoint;
 mod config;
+mod prefetch;
 mod run;
+mod task;
 mod optim;
 
 pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, NamedTensors, RunState};
-pub use config::{Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TrainConfig};
-pub use run::{train, MetricsLine, Summary, TrainOptions};
+pub use autocast::{cuda_autocast_kind, set_cuda_autocast_kind};
+pub use config::{Autocast, Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TaskKind, TrainConfig};
+pub use run::{train, MetricsLine, Summary, Timing, TrainOptions};
 pub use optim::{cosine_lr, Optimizer, Rule};

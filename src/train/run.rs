@@ -6,6 +6,7 @@
 //! RNG, schedule and metrics) as long as the process runs one training at a time: libtorch's
 //! CPU reductions split work by the threads they get, and concurrent trainings share them.
 
+use std::cell::Cell;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,14 +17,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
+use super::autocast::set_cuda_autocast_kind;
 use super::checkpoint::{self, NamedTensors, RunState};
-use super::config::{Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TrainConfig};
+use super::config::{Autocast, DeviceChoice, OptimKind, TaskKind, TrainConfig};
 use super::optim::{cosine_lr, Optimizer, Rule};
-use crate::data::{self, ImageSet, Splits};
+use super::prefetch::{BatchOrder, Batches};
+use super::task::TaskData;
 use crate::error::{Error, Result};
-use crate::models::{preact_resnet18, resnet18, small_cnn, Classifier};
-use crate::ops::loss::{cross_entropy_autograd, reference as loss_reference, CrossEntropy, Targets};
-use crate::ops::mixup::{mix_batch_composite, mix_images, Lambda, Normalize, Pairing};
+use crate::models::Model;
+use crate::ops::loss::CrossEntropy;
+use crate::ops::stats::{zero_counts, Benr};
 use crate::rng::SeededRng;
 use crate::strategy::{EpEndInfo, Monitor};
 
@@ -32,14 +35,39 @@ use crate::strategy::{EpEndInfo, Monitor};
 pub struct Summary {
     pub name: String,
     pub strategy: String,
+    /// image | series | forecast | text
+    pub task: String,
+    /// The evaluation metric: "accuracy" (higher is better) or "mse" (lower is better).
+    pub metric: String,
+    pub higher_is_better: bool,
     pub steps: u64,
     pub epochs: f64,
-    pub final_val_accuracy: f64,
-    pub best_val_accuracy: f64,
-    pub test_accuracy: f64,
+    /// The metric on the validation split at the last evaluation, and the best seen.
+    pub final_val: f64,
+    pub best_val: f64,
+    /// The metric and the mean loss on the test split at the end.
+    pub test: f64,
+    pub test_loss: f64,
     pub ep_end: Option<EpEndInfo>,
     pub wall_seconds: f64,
     pub samples_per_second: f64,
+    pub timing: Timing,
+}
+
+/// Where this process's training steps spent their time (host seconds: exact on the CPU, where
+/// ops run synchronously; on CUDA the parts are launch times and the sum is the step time).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub steps: u64,
+    /// Gathering and augmenting batches (waiting for the prefetch thread included).
+    pub data_seconds: f64,
+    /// The strategy's ops: the plan, Mixup/CutMix (with normalisation) and the loss with
+    /// High-Loss Removal; everything of a step but the model.
+    pub strategy_seconds: f64,
+    pub forward_seconds: f64,
+    /// Backward pass and optimiser step.
+    pub backward_seconds: f64,
+    pub eval_seconds: f64,
 }
 
 /// One line of `metrics.jsonl`.
@@ -50,13 +78,23 @@ pub struct MetricsLine {
     pub lr: f64,
     /// Mean reported loss over the steps since the previous line.
     pub loss: f64,
-    /// Share of those steps' samples whose argmax was y_a.
-    pub train_accuracy: f64,
+    /// Share of those steps' predictions whose argmax was the (first) label; none for forecasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_accuracy: Option<f64>,
     pub in_ep: bool,
     pub alpha: f64,
     pub drop_share: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_accuracy: Option<f64>,
+    /// The task's metric on the validation split (accuracy, or MSE for forecasting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Diagnostics: per probed layer, the share of zero activations on a fixed batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_share: Option<Vec<f64>>,
+    /// Diagnostics: the batch-epoch norm ratio of the epoch this step ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benr: Option<f64>,
 }
 
 /// A file of the run directory could not be written.
@@ -72,57 +110,15 @@ fn pick_device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
-fn load_data(config: &TrainConfig) -> Result<Splits> {
-    let d = &config.data;
-    let folder = |name: &str| d.dir.clone().unwrap_or_else(|| data::data_dir().join(name));
-    let (train, test) = match d.dataset {
-        Dataset::FashionMnist => data::fashion_mnist(&folder("fashion-mnist"))?,
-        Dataset::Cifar10 => data::cifar10(&d.dir.clone().unwrap_or_else(data::data_dir))?,
-        Dataset::Cifar100 => data::cifar100(&d.dir.clone().unwrap_or_else(data::data_dir))?,
-        Dataset::Digits => {
-            // 1,797 images and no official split: a seeded fifth is the test set.
-            let all = data::sklearn_digits(&folder("digits").join("digits.csv.gz"))?;
-            let order = SeededRng::new(config.run.seed ^ 0xD161_7500).permutation(all.len() as usize);
-            let cut = all.len() as usize / 5;
-            (all.select(&Tensor::from_slice(&order[cut..])), all.select(&Tensor::from_slice(&order[..cut])))
-        }
-    };
-    data::split(train, test, d.val_fraction, d.subset, config.run.seed)
-}
-
-fn build_model(name: ModelName, vs: &nn::VarStore, images: &ImageSet) -> Box<dyn Classifier> {
-    let s = images.images.size();
-    let (c, h, w) = (s[1], s[2], s[3]);
-    match name {
-        ModelName::SmallCnn => Box::new(small_cnn(&vs.root(), c, h, w, images.classes)),
-        ModelName::Resnet18 => Box::new(resnet18(&vs.root(), c, images.classes)),
-        ModelName::PreactResnet18 => Box::new(preact_resnet18(&vs.root(), c, images.classes)),
+/// Per probed layer, the share of its activations on `batch` that count as zero.
+fn zero_shares(model: &dyn Model, batch: &Tensor) -> Result<Vec<f64>> {
+    let (_, probes) = tch::no_grad(|| model.forward(batch, false, true));
+    if probes.is_empty() {
+        return Ok(Vec::new());
     }
-}
-
-/// Accuracy of `model` on `set` (eval mode, batches of 512).
-fn evaluate(model: &dyn Classifier, set: &ImageSet, norm: &Normalize, device: Device) -> Result<f64> {
-    if set.is_empty() {
-        return Ok(f64::NAN);
-    }
-    let mut correct = Tensor::zeros([], (Kind::Int64, device));
-    let n = set.len();
-    tch::no_grad(|| -> Result<()> {
-        for start in (0..n).step_by(512) {
-            let len = 512.min(n - start);
-            let x = crate::ops::mixup::mixup_u8(&set.images.narrow(0, start, len).to_device(device), norm, &Lambda::Batch(1.0), &Pairing::Flip, Kind::Float)?;
-            let (logits, _) = model.forward(&x, false, false);
-            correct += logits.argmax(1, false).eq_tensor(&set.labels.narrow(0, start, len).to_device(device)).sum(Kind::Int64);
-        }
-        Ok(())
-    })?;
-    Ok(correct.int64_value(&[]) as f64 / n as f64)
-}
-
-/// The data order of one epoch: a permutation from the run's seed and the epoch number, so a
-/// resumed run replays the same order from the step alone.
-fn epoch_order(seed: u64, epoch: u32, n: usize) -> Vec<i64> {
-    SeededRng::new(seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64 + 1)).permutation(n)
+    let refs: Vec<&Tensor> = probes.iter().collect();
+    let counts = Vec::<i64>::try_from(zero_counts(&refs, model.probe_eps())?.sum_dim_intlist(1, false, Kind::Int64).to_device(Device::Cpu))?;
+    Ok(counts.iter().zip(&probes).map(|(&c, p)| c as f64 / p.numel() as f64).collect())
 }
 
 /// Named tensors of a checkpoint: the model's variables and the optimiser's buffers.
@@ -183,6 +179,13 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     crate::tune_cpu_allocator();
     let started = Instant::now();
     let device = pick_device(config.run.device)?;
+    let autocast = config.run.autocast == Autocast::Bf16;
+    if autocast {
+        if device == Device::Cpu {
+            return Err(Error::value("run.autocast", "\"off\" on the CPU (bf16 autocast is for CUDA)", "bf16"));
+        }
+        set_cuda_autocast_kind(Kind::BFloat16)?;
+    }
     let seed = config.run.seed;
     let run_dir: PathBuf = config.run.out_dir.join(&config.run.name);
     let ckpt_dir = run_dir.join("checkpoints");
@@ -192,24 +195,26 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     fs::create_dir_all(&run_dir).map_err(|e| unwritable(run_dir.clone(), e))?;
     fs::write(run_dir.join("config.toml"), config.to_toml()?).map_err(|e| unwritable(run_dir.join("config.toml"), e))?;
 
-    let splits = load_data(config)?;
-    let (mean, std) = splits.train.channel_stats();
-    let norm = Normalize::new(&mean, &std, device)?;
-    // The composite mode normalises with tch ops: per-channel mean and std as [1, C, 1, 1].
-    let channels = mean.len() as i64;
-    let composite_norm = (
-        Tensor::from_slice(&mean).to_kind(Kind::Float).view([1, channels, 1, 1]).to_device(device),
-        Tensor::from_slice(&std).to_kind(Kind::Float).view([1, channels, 1, 1]).to_device(device),
-    );
+    let task = TaskData::load(config, device)?;
     tch::manual_seed(seed as i64);
     let vs = nn::VarStore::new(device);
-    let model = build_model(config.model.name, &vs, &splits.train);
+    let model = task.build_model(config, &vs);
+    // The model's forward pass in training mode, timed, under bf16 autocast when asked.
+    let forward_time = Cell::new(0.0f64);
+    let forward_train = |x: &Tensor| {
+        let t = Instant::now();
+        let out = tch::autocast(autocast, || model.forward(x, true, false).0);
+        forward_time.set(forward_time.get() + t.elapsed().as_secs_f64());
+        out
+    };
+    let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
     let o = &config.optim;
     let rule = match o.kind {
         OptimKind::Sgd => Rule::Sgd { momentum: o.momentum, nesterov: o.nesterov },
         OptimKind::Adamw => Rule::AdamW { beta1: o.betas[0], beta2: o.betas[1], eps: o.eps },
     };
-    let mut opt = Optimizer::new(vs.trainable_variables(), rule, o.weight_decay, o.clip_norm);
+    let params = vs.trainable_variables();
+    let mut opt = Optimizer::new(params.iter().map(Tensor::shallow_clone).collect(), rule, o.weight_decay, o.clip_norm);
     let mut state = RunState { step: 0, rng: SeededRng::new(seed).state(), schedule: config.strategy.build()?, best_val: None };
     let metrics_path = run_dir.join("metrics.jsonl");
     if resume {
@@ -224,8 +229,8 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     let mut metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path)
         .map_err(|e| unwritable(metrics_path.clone(), e))?;
 
-    let batch = config.data.batch_size.min(splits.train.len());
-    let per_epoch = (splits.train.len() / batch).max(1) as u64;
+    let batch = config.data.batch_size.min(task.train.len());
+    let per_epoch = (task.train.len() / batch).max(1) as u64;
     let total = per_epoch * o.epochs as u64;
     let end = config.run.max_steps.map_or(total, |m| m.min(total));
     let warmup = (o.warmup_epochs * per_epoch as f64) as u64;
@@ -234,83 +239,114 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     bar.set_position(state.step);
     let first_step = state.step;
+    let higher_is_better = task.higher_is_better();
+    let watches_accuracy = task.task != TaskKind::Forecast;
+    let diagnostics = config.run.diagnostics;
+    let probe_batch = if diagnostics { Some(task.probe_batch(256, device)?) } else { None };
+    let param_refs: Vec<&Tensor> = params.iter().collect();
+    // BENR of a resumed epoch covers the steps since the resume.
+    let mut benr = if diagnostics { Some(Benr::new(&param_refs)?) } else { None };
+    let order = BatchOrder { seed, batch, per_epoch };
+    let mut batches = Batches::new(&task.train, order, state.step, end, if config.run.prefetch { 2 } else { 0 });
+    let mut timing = Timing::default();
 
     let (mut loss_sum, mut correct_sum) = (Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Int64, device)));
-    let (mut window_steps, mut window_samples) = (0u64, 0i64);
-    // The data order of the current epoch, and which epoch it belongs to.
-    let (mut order_epoch, mut order): (Option<u32>, Vec<i64>) = (None, Vec::new());
+    let (mut window_steps, mut window_predictions) = (0u64, 0i64);
     let mut last_val = f64::NAN;
     for step in state.step..end {
         let epoch = (step / per_epoch) as u32;
-        let pos = (step % per_epoch) as usize;
-        if order_epoch != Some(epoch) {
-            (order_epoch, order) = (Some(epoch), epoch_order(seed, epoch, splits.train.len() as usize));
+        let t_data = Instant::now();
+        let (x, y) = batches.next().ok_or_else(|| Error::Config("the batch prefetch thread stopped".into()))?;
+        let mut x = x.to_device(device);
+        if config.data.augment && task.task == TaskKind::Image {
+            x = crate::data::random_crop_flip(&x, config.data.pad, true, &mut rng)?;
         }
-        let rows = &order[pos * batch as usize..(pos + 1) * batch as usize];
-        let idx = Tensor::from_slice(rows);
-        let mut x_u8 = splits.train.images.index_select(0, &idx).to_device(device);
-        if config.data.augment {
-            x_u8 = data::random_crop_flip(&x_u8, config.data.pad, true, &mut rng)?;
-        }
-        let y = splits.train.labels.index_select(0, &idx).to_device(device);
+        let y = y.to_device(device);
+        let t_ops = Instant::now();
+        let forward_before = forward_time.get();
         let plan = state.schedule.plan(step, epoch, &mut rng);
         let opts = CrossEntropy { label_smoothing: o.label_smoothing, ignore_index: None, drop_share: plan.drop_share };
-        let (loss, batch_loss, batch_correct) = match config.run.ops {
-            OpsChoice::Fused => {
-                let (x, targets) = mix_images(&x_u8, &y, &norm, &plan.mix, &mut rng, Kind::Float)?;
-                let (logits, _) = model.forward(&x, true, false);
-                let (loss, out) = cross_entropy_autograd(&logits, Targets::Mixed(&targets), &opts)?;
-                (loss, out.loss, out.correct)
-            }
-            OpsChoice::Composite => {
-                let x = (x_u8.to_kind(Kind::Float) / 255.0 - &composite_norm.0) / &composite_norm.1;
-                let (x, targets) = mix_batch_composite(&x, &y, &plan.mix, &mut rng)?;
-                let (logits, _) = model.forward(&x, true, false);
-                let loss = loss_reference::composite(&logits, Targets::Mixed(&targets), &opts)?;
-                let correct = logits.argmax(1, false).eq_tensor(&targets.y_a).sum(Kind::Int64);
-                (loss.shallow_clone(), loss.detach(), correct)
-            }
-        };
+        let out = task.step(&forward_train, &x, &y, &plan, &opts, config.run.ops, &mut rng)?;
+        let t_backward = Instant::now();
         let lr = cosine_lr(o.lr, step, warmup, total);
         opt.zero_grad();
-        loss.backward();
+        out.loss.backward();
         opt.step(lr, step + 1);
-        loss_sum += &batch_loss;
-        correct_sum += &batch_correct;
+        if let Some(b) = benr.as_mut() {
+            b.step(&param_refs)?;
+        }
+        let forward = forward_time.get() - forward_before;
+        timing.steps += 1;
+        timing.data_seconds += (t_ops - t_data).as_secs_f64();
+        timing.strategy_seconds += (t_backward - t_ops).as_secs_f64() - forward;
+        timing.forward_seconds += forward;
+        timing.backward_seconds += t_backward.elapsed().as_secs_f64();
+        loss_sum += &out.reported.to_kind(Kind::Float);
+        correct_sum += &out.correct;
         window_steps += 1;
-        window_samples += batch;
+        window_predictions += out.predictions;
 
+        let t_eval = Instant::now();
         let evaluate_now = state.schedule.eval_due(step) || (step + 1) % config.run.eval_every == 0 || step + 1 == end;
-        let val = if evaluate_now { Some(evaluate(model.as_ref(), &splits.val, &norm, device)?) } else { None };
-        let log_now = (step + 1) % config.run.log_every == 0 || val.is_some();
+        let val = if evaluate_now { Some(task.evaluate(&forward_eval, &task.val, device)?) } else { None };
+        let epoch_ends = (step + 1) % per_epoch == 0;
+        let log_now = (step + 1) % config.run.log_every == 0 || val.is_some() || (diagnostics && epoch_ends);
         if log_now {
             let mean_loss = loss_sum.double_value(&[]) / window_steps as f64;
-            let train_acc = correct_sum.int64_value(&[]) as f64 / window_samples as f64;
+            let train_acc = (window_predictions > 0).then(|| correct_sum.int64_value(&[]) as f64 / window_predictions as f64);
             if !mean_loss.is_finite() {
                 bar.abandon();
                 return Err(Error::value("loss", "a finite training loss (the last checkpoint is kept)", format!("{mean_loss} at step {step}")));
             }
             if let Some(v) = val {
-                last_val = v;
-                state.best_val = Some(state.best_val.map_or(v, |b| b.max(v)));
-                if let Some(end) = state.schedule.observe(Monitor::Val, v, step, epoch) {
-                    bar.println(format!("{end} (validation)"));
+                last_val = v.metric;
+                let better = |a: f64, b: f64| if higher_is_better { a.max(b) } else { a.min(b) };
+                state.best_val = Some(state.best_val.map_or(v.metric, |b| better(b, v.metric)));
+                if watches_accuracy {
+                    if let Some(end) = state.schedule.observe(Monitor::Val, v.metric, step, epoch) {
+                        bar.println(format!("{end} (validation)"));
+                    }
                 }
             }
-            if let Some(end) = state.schedule.observe(Monitor::TrainClean, train_acc, step, epoch) {
-                bar.println(format!("{end} (train-clean)"));
+            if let Some(acc) = train_acc {
+                if let Some(end) = state.schedule.observe(Monitor::TrainClean, acc, step, epoch) {
+                    bar.println(format!("{end} (train-clean)"));
+                }
             }
-            let line = MetricsLine { step, epoch, lr, loss: mean_loss, train_accuracy: train_acc, in_ep: plan.in_ep, alpha: plan.mix.alpha, drop_share: plan.drop_share, val_accuracy: val };
+            let zero_share = match &probe_batch {
+                Some(b) => Some(zero_shares(model.as_ref(), b)?),
+                None => None,
+            };
+            let benr_value = match benr.as_mut() {
+                Some(b) if epoch_ends => Some(b.end_epoch(&param_refs)?),
+                _ => None,
+            };
+            let line = MetricsLine {
+                step,
+                epoch,
+                lr,
+                loss: mean_loss,
+                train_accuracy: train_acc,
+                in_ep: plan.in_ep,
+                alpha: plan.mix.alpha,
+                drop_share: plan.drop_share,
+                val: val.map(|v| v.metric),
+                val_loss: val.map(|v| v.loss),
+                zero_share,
+                benr: benr_value,
+            };
             writeln!(metrics, "{}", serde_json::to_string(&line).map_err(|e| Error::Config(e.to_string()))?)
                 .map_err(|e| unwritable(metrics_path.clone(), e))?;
-            bar.set_message(format!("loss {mean_loss:.4} acc {train_acc:.3} {}", if plan.in_ep { "in EP" } else { "after EP" }));
+            let acc = train_acc.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
+            bar.set_message(format!("loss {mean_loss:.4}{acc} {}", if plan.in_ep { "in EP" } else { "after EP" }));
             loss_sum = loss_sum.zeros_like();
             correct_sum = correct_sum.zeros_like();
-            (window_steps, window_samples) = (0, 0);
+            (window_steps, window_predictions) = (0, 0);
         }
+        timing.eval_seconds += t_eval.elapsed().as_secs_f64();
         bar.inc(1);
         let interrupted = interrupt.is_some_and(|flag| flag.swap(false, Ordering::SeqCst));
-        if interrupted || (step + 1) % per_epoch == 0 || step + 1 == end {
+        if interrupted || epoch_ends || step + 1 == end {
             state.step = step + 1;
             state.rng = rng.state();
             let saved = checkpoint::save(&ckpt_dir, &state, &checkpoint_tensors(&vs, &opt))?;
@@ -321,19 +357,24 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         }
     }
     bar.finish_and_clear();
-    let test = evaluate(model.as_ref(), &splits.test, &norm, device)?;
+    let test = task.evaluate(&forward_eval, &task.test, device)?;
     let wall = started.elapsed().as_secs_f64();
     let summary = Summary {
         name: config.run.name.clone(),
         strategy: state.schedule.strategy().to_string(),
+        task: format!("{:?}", task.task).to_lowercase(),
+        metric: task.metric_name().into(),
+        higher_is_better,
         steps: end,
         epochs: end as f64 / per_epoch as f64,
-        final_val_accuracy: last_val,
-        best_val_accuracy: state.best_val.unwrap_or(f64::NAN),
-        test_accuracy: test,
+        final_val: last_val,
+        best_val: state.best_val.unwrap_or(f64::NAN),
+        test: test.metric,
+        test_loss: test.loss,
         ep_end: state.schedule.phase().ended(),
         wall_seconds: wall,
         samples_per_second: (end.saturating_sub(first_step) * batch as u64) as f64 / wall,
+        timing,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Config(e.to_string()))?;
     fs::write(run_dir.join("summary.json"), json).map_err(|e| unwritable(run_dir.join("summary.json"), e))?;

@@ -1,0 +1,76 @@
+//! A background thread that gathers the next training batches (the epoch's seeded order, rows
+//! selected on the CPU) while the current step runs. The order depends only on the seed, the
+//! epoch and the step, so a prefetched run is the same run as one gathered in place.
+
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+
+use tch::Tensor;
+
+use super::task::Part;
+use crate::rng::SeededRng;
+
+/// Where the batches of a run come from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchOrder {
+    pub seed: u64,
+    pub batch: i64,
+    pub per_epoch: u64,
+}
+
+impl BatchOrder {
+    /// The data order of one epoch: a permutation from the run's seed and the epoch number.
+    fn epoch(&self, epoch: u64, n: usize) -> Vec<i64> {
+        SeededRng::new(self.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch + 1)).permutation(n)
+    }
+}
+
+/// Yields the (inputs, targets) of steps `start..end` in order.
+pub(crate) enum Batches {
+    Inline { part: Part, order: BatchOrder, cached: Option<(u64, Vec<i64>)>, step: u64 },
+    Prefetched(Receiver<(Tensor, Tensor)>),
+}
+
+fn gather(part: &Part, order: &BatchOrder, cached: &mut Option<(u64, Vec<i64>)>, step: u64) -> (Tensor, Tensor) {
+    let epoch = step / order.per_epoch;
+    if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
+        *cached = Some((epoch, order.epoch(epoch, part.len() as usize)));
+    }
+    let rows = &cached.as_ref().map(|(_, r)| r.as_slice()).unwrap_or_default();
+    let pos = (step % order.per_epoch) as usize * order.batch as usize;
+    let idx = Tensor::from_slice(&rows[pos..pos + order.batch as usize]);
+    (part.inputs.index_select(0, &idx), part.targets.index_select(0, &idx))
+}
+
+impl Batches {
+    /// `depth` batches ahead on a thread, or in place when `depth` is 0.
+    pub fn new(part: &Part, order: BatchOrder, start: u64, end: u64, depth: usize) -> Batches {
+        if depth == 0 {
+            return Batches::Inline { part: part.shallow_clone(), order, cached: None, step: start };
+        }
+        let (tx, rx) = mpsc::sync_channel(depth);
+        let part = part.shallow_clone();
+        thread::spawn(move || {
+            let mut cached = None;
+            for step in start..end {
+                // The receiver is gone when the run stopped early: nothing more to do.
+                if tx.send(gather(&part, &order, &mut cached, step)).is_err() {
+                    break;
+                }
+            }
+        });
+        Batches::Prefetched(rx)
+    }
+
+    /// The next step's batch; None when the prefetch thread has ended.
+    pub fn next(&mut self) -> Option<(Tensor, Tensor)> {
+        match self {
+            Batches::Inline { part, order, cached, step } => {
+                let b = gather(part, order, cached, *step);
+                *step += 1;
+                Some(b)
+            }
+            Batches::Prefetched(rx) => rx.recv().ok(),
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! What differs between the trainer's tasks: how each dataset is loaded and split, which model
+//! it builds, how a batch becomes a loss (through enlighten's fused ops, or the tch composite a
+//! PyTorch user writes), and how a split is evaluated. Everything else in the loop is shared.
+
+use tch::nn;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use super::config::{Dataset, ModelName, OpsChoice, TaskKind, TrainConfig};
+use crate::data::{self, CharCorpus};
+use crate::error::{Error, Result};
+use crate::models::{self, Model, TransformerDims};
+use crate::ops::loss::{
+    cross_entropy_autograd, lm_cross_entropy_autograd, mse_autograd, reference as loss_reference, removed_rows, CrossEntropy, SequenceRank, Targets,
+};
+use crate::ops::mixup::{mix_batch, mix_batch_composite, mix_images, mixup_u8, Lambda, Normalize, Pairing};
+use crate::rng::SeededRng;
+use crate::strategy::BatchPlan;
+
+/// Inputs and targets of one split, on the CPU: u8 images / f32 series / f32 windows / int64
+/// tokens, with int64 classes / f32 horizons / int64 next tokens.
+#[derive(Debug)]
+pub(crate) struct Part {
+    pub inputs: Tensor,
+    pub targets: Tensor,
+}
+
+impl Part {
+    pub fn len(&self) -> i64 {
+        self.inputs.size()[0]
+    }
+
+    fn rows(&self, rows: &[i64]) -> Part {
+        let idx = Tensor::from_slice(rows);
+        Part { inputs: self.inputs.index_select(0, &idx), targets: self.targets.index_select(0, &idx) }
+    }
+
+    /// A view sharing storage, for the prefetch thread.
+    pub fn shallow_clone(&self) -> Part {
+        Part { inputs: self.inputs.shallow_clone(), targets: self.targets.shallow_clone() }
+    }
+}
+
+/// Per-channel normalisation of u8 images: the fused op's form and the composite's tensors.
+#[derive(Debug)]
+struct ImageNorm {
+    fused: Normalize,
+    mean: Tensor,
+    std: Tensor,
+}
+
+/// A loaded task: its splits and what its model needs to know.
+#[derive(Debug)]
+pub(crate) struct TaskData {
+    pub task: TaskKind,
+    pub train: Part,
+    pub val: Part,
+    pub test: Part,
+    /// Classes (image, series), vocabulary size (text), horizon (forecasting).
+    pub outputs: i64,
+    image_norm: Option<ImageNorm>,
+}
+
+/// One training batch's loss, reported loss and correct-prediction count (device scalars).
+pub(crate) struct StepOut {
+    pub loss: Tensor,
+    pub reported: Tensor,
+    pub correct: Tensor,
+    /// How many predictions `correct` counts over (rows, or tokens for text; 0 for forecasts).
+    pub predictions: i64,
+}
+
+/// A split's evaluation: the task's metric (accuracy, or MSE for forecasting) and mean loss.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Eval {
+    pub metric: f64,
+    pub loss: f64,
+}
+
+/// Where a dataset's files live: `data.dir`, else `data_dir()/<folder>`.
+fn folder(config: &TrainConfig, name: &str) -> std::path::PathBuf {
+    config.data.dir.clone().unwrap_or_else(|| data::data_dir().join(name))
+}
+
+/// Per-column standardisation of `x` (`[N, C, ...]` over dim 1 for series, `[N, F]`) with the
+/// statistics of `fit`.
+fn standardise(fit: &Tensor, dims: &[i64], xs: &[&Tensor]) -> Vec<Tensor> {
+    let mean = fit.mean_dim(dims, true, Kind::Float);
+    let std = fit.std_dim(dims, false, true).clamp_min(1e-6);
+    xs.iter().map(|x| ((*x - &mean) / &std).to_kind(Kind::Float)).collect()
+}
+
+/// Cuts a time-ordered `[N, ...]` tensor into train / val / test (test last), as `val_fraction`
+/// and `test_fraction` of its rows: forecasting and text must not validate on the past.
+fn split_in_time(x: &Tensor, val_fraction: f64, test_fraction: f64) -> (Tensor, Tensor, Tensor) {
+    let n = x.size()[0];
+    let n_test = (test_fraction * n as f64).round() as i64;
+    let n_val = (val_fraction * n as f64).round() as i64;
+    let n_train = n - n_test - n_val;
+    (x.narrow(0, 0, n_train), x.narrow(0, n_train, n_val), x.narrow(0, n_train + n_val, n_test))
+}
+
+/// Keeps a seeded `subset` of a training part's rows.
+fn keep_subset(part: Part, subset: f64, seed: u64) -> Result<Part> {
+    if subset >= 1.0 {
+        return Ok(part);
+    }
+    let (_, rows) = data::split_rows(part.len(), 0.0, subset, seed)?;
+    Ok(part.rows(&rows))
+}
+
+impl TaskData {
+    pub fn load(config: &TrainConfig, device: Device) -> Result<TaskData> {
+        let d = &config.data;
+        let seed = config.run.seed;
+        match d.dataset {
+            Dataset::FashionMnist | Dataset::Cifar10 | Dataset::Cifar100 | Dataset::Digits => {
+                let (train, test) = match d.dataset {
+                    Dataset::FashionMnist => data::fashion_mnist(&folder(config, "fashion-mnist"))?,
+                    Dataset::Cifar10 => data::cifar10(&d.dir.clone().unwrap_or_else(data::data_dir))?,
+                    Dataset::Cifar100 => data::cifar100(&d.dir.clone().unwrap_or_else(data::data_dir))?,
+                    _ => {
+                        // 1,797 images and no official split: a seeded share is the test set.
+                        let all = data::sklearn_digits(&folder(config, "digits").join("digits.csv.gz"))?;
+                        let order = SeededRng::new(seed ^ 0xD161_7500).permutation(all.len() as usize);
+                        let cut = (d.test_fraction * all.len() as f64) as usize;
+                        (all.select(&Tensor::from_slice(&order[cut..])), all.select(&Tensor::from_slice(&order[..cut])))
+                    }
+                };
+                let splits = data::split(train, test, d.val_fraction, d.subset, seed)?;
+                let (mean, std) = splits.train.channel_stats();
+                let c = mean.len() as i64;
+                let image_norm = ImageNorm {
+                    fused: Normalize::new(&mean, &std, device)?,
+                    mean: Tensor::from_slice(&mean).to_kind(Kind::Float).view([1, c, 1, 1]).to_device(device),
+                    std: Tensor::from_slice(&std).to_kind(Kind::Float).view([1, c, 1, 1]).to_device(device),
+                };
+                let part = |s: data::ImageSet| Part { inputs: s.images, targets: s.labels };
+                Ok(TaskData {
+                    task: TaskKind::Image,
+                    outputs: splits.train.classes,
+                    train: part(splits.train),
+                    val: part(splits.val),
+                    test: part(splits.test),
+                    image_norm: Some(image_norm),
+                })
+            }
+            Dataset::Ucr => {
+                let name = d.series.clone().unwrap_or_default();
+                let dir = folder(config, "ucr").join(&name);
+                let train = data::read_ts(&dir.join(format!("{name}_TRAIN.ts")), d.length)?;
+                let test_path = dir.join(format!("{name}_TEST.ts"));
+                let test = data::read_ts(&test_path, Some(train.series.size()[2] as usize))?;
+                if test.class_names != train.class_names {
+                    return Err(Error::Data {
+                        path: test_path,
+                        problem: format!("classes {:?}, the training file has {:?}", test.class_names, train.class_names),
+                        hint: "the TRAIN and TEST files must come from the same dataset".into(),
+                    });
+                }
+                let (val_rows, train_rows) = data::split_rows(train.labels.size()[0], d.val_fraction, d.subset, seed)?;
+                let all = Part { inputs: train.series, targets: train.labels };
+                let (tr, va) = (all.rows(&train_rows), all.rows(&val_rows));
+                let x = standardise(&tr.inputs, &[0, 2], &[&tr.inputs, &va.inputs, &test.series]);
+                Ok(TaskData {
+                    task: TaskKind::Series,
+                    outputs: train.class_names.len() as i64,
+                    train: Part { inputs: x[0].shallow_clone(), targets: tr.targets },
+                    val: Part { inputs: x[1].shallow_clone(), targets: va.targets },
+                    test: Part { inputs: x[2].shallow_clone(), targets: test.labels },
+                    image_norm: None,
+                })
+            }
+            Dataset::VicElec => {
+                let series = data::read_vic_elec(&folder(config, "vic_elec").join("vic_elec.csv"))?;
+                let (tr, va, te) = split_in_time(&series, d.val_fraction, d.test_fraction);
+                let z = standardise(&tr, &[0], &[&tr, &va, &te]);
+                // Training windows every `stride` steps; evaluation windows do not overlap.
+                let windows = |x: &Tensor, stride: i64| -> Result<Part> {
+                    let (inputs, targets) = data::forecast_windows(x, d.input_len, d.horizon, stride, 0)?;
+                    Ok(Part { inputs, targets })
+                };
+                Ok(TaskData {
+                    task: TaskKind::Forecast,
+                    outputs: d.horizon,
+                    train: keep_subset(windows(&z[0], d.stride)?, d.subset, seed)?,
+                    val: windows(&z[1], d.horizon)?,
+                    test: windows(&z[2], d.horizon)?,
+                    image_norm: None,
+                })
+            }
+            Dataset::Shakespeare => {
+                let corpus = data::char_corpus(&folder(config, "shakespeare"))?;
+                let (tr, va, te) = split_in_time(&corpus.tokens, d.val_fraction, d.test_fraction);
+                let sequences = |tokens: Tensor| -> Result<Part> {
+                    let (inputs, targets) = CharCorpus { tokens, vocab: Vec::new() }.sequences(d.seq_len, d.seq_len)?;
+                    Ok(Part { inputs, targets })
+                };
+                Ok(TaskData {
+                    task: TaskKind::Text,
+                    outputs: corpus.vocab.len() as i64,
+                    train: keep_subset(sequences(tr)?, d.subset, seed)?,
+                    val: sequences(va)?,
+                    test: sequences(te)?,
+                    image_norm: None,
+                })
+            }
+        }
+    }
+
+    /// The configured model for this task's shapes.
+    pub fn build_model(&self, config: &TrainConfig, vs: &nn::VarStore) -> Box<dyn Model> {
+        let m = &config.model;
+        let s = self.train.inputs.size();
+        let root = vs.root();
+        let dims = |d: TransformerDims| TransformerDims { width: m.width.unwrap_or(d.width), depth: m.depth.unwrap_or(d.depth), heads: m.heads.unwrap_or(d.heads) };
+        match m.name {
+            ModelName::SmallCnn => Box::new(models::small_cnn(&root, s[1], s[2], s[3], self.outputs)),
+            ModelName::Resnet18 => Box::new(models::resnet18(&root, s[1], self.outputs)),
+            ModelName::PreactResnet18 => Box::new(models::preact_resnet18(&root, s[1], self.outputs)),
+            ModelName::VitTiny => Box::new(models::vit_tiny(&root, s[1], s[2], self.outputs, dims(TransformerDims::VIT_TINY))),
+            ModelName::Resnet1d => Box::new(models::resnet1d(&root, s[1], self.outputs, m.width.unwrap_or(64))),
+            ModelName::MlpForecaster => Box::new(models::mlp_forecaster(&root, s[1], s[2], self.outputs, m.width.unwrap_or(256))),
+            ModelName::CharTransformer => Box::new(models::char_transformer(&root, self.outputs, s[1], dims(TransformerDims::CHAR_SMALL))),
+        }
+    }
+
+    /// The model's input for a batch as stored (u8 images are normalised to f32 here).
+    fn plain_input(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.image_norm {
+            Some(n) => Ok(mixup_u8(x, &n.fused, &Lambda::Batch(1.0), &Pairing::Flip, Kind::Float)?),
+            None => Ok(x.shallow_clone()),
+        }
+    }
+
+    /// One batch's loss as the plan says. `forward` runs the model (under autocast if asked).
+    pub fn step(
+        &self,
+        forward: &dyn Fn(&Tensor) -> Tensor,
+        x: &Tensor,
+        y: &Tensor,
+        plan: &BatchPlan,
+        opts: &CrossEntropy,
+        ops: OpsChoice,
+        rng: &mut SeededRng,
+    ) -> Result<StepOut> {
+        let b = x.size()[0];
+        match (self.task, ops) {
+            (TaskKind::Image | TaskKind::Series, OpsChoice::Fused) => {
+                let (x, targets) = match &self.image_norm {
+                    Some(n) => mix_images(x, y, &n.fused, &plan.mix, rng, Kind::Float)?,
+                    None => mix_batch(x, y, &plan.mix, rng)?,
+                };
+                let (loss, out) = cross_entropy_autograd(&forward(&x), Targets::Mixed(&targets), opts)?;
+                Ok(StepOut { loss, reported: out.loss, correct: out.correct, predictions: b })
+            }
+            (TaskKind::Image | TaskKind::Series, OpsChoice::Composite) => {
+                let x = match &self.image_norm {
+                    Some(n) => (x.to_kind(Kind::Float) / 255.0 - &n.mean) / &n.std,
+                    None => x.shallow_clone(),
+                };
+                let (x, targets) = mix_batch_composite(&x, y, &plan.mix, rng)?;
+                let logits = forward(&x);
+                let loss = loss_reference::composite(&logits, Targets::Mixed(&targets), opts)?;
+                let correct = logits.argmax(1, false).eq_tensor(&targets.y_a).sum(Kind::Int64);
+                Ok(StepOut { reported: loss.detach(), loss, correct, predictions: b })
+            }
+            (TaskKind::Forecast, OpsChoice::Fused) => {
+                let pred = forward(x);
+                let (loss, out) = mse_autograd(&pred, &y.to_kind(pred.kind()), plan.drop_share)?;
+                Ok(StepOut { loss, reported: out.loss, correct: out.correct, predictions: 0 })
+            }
+            (TaskKind::Forecast, OpsChoice::Composite) => {
+                let pred = forward(x);
+                let per_row = (&pred - y.to_kind(pred.kind())).square().mean_dim(1, false, Kind::Float);
+                let loss = mean_without_highest(&per_row, plan.drop_share);
+                Ok(StepOut { reported: loss.detach(), loss, correct: Tensor::zeros([], (Kind::Int64, x.device())), predictions: 0 })
+            }
+            (TaskKind::Text, OpsChoice::Fused) => {
+                let (loss, out) = lm_cross_entropy_autograd(&forward(x), y, opts, SequenceRank::PerSequence)?;
+                Ok(StepOut { loss, reported: out.loss, correct: out.correct, predictions: y.numel() as i64 })
+            }
+            (TaskKind::Text, OpsChoice::Composite) => {
+                let logits = forward(x);
+                let s = logits.size();
+                let per_token = logits.reshape([-1, s[2]]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::None, -100, opts.label_smoothing);
+                let per_sequence = per_token.view([s[0], s[1]]).mean_dim(1, false, Kind::Float);
+                let loss = mean_without_highest(&per_sequence, plan.drop_share);
+                let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64);
+                Ok(StepOut { reported: loss.detach(), loss, correct, predictions: y.numel() as i64 })
+            }
+        }
+    }
+
+    /// The task's metric and mean loss on `part`, in eval mode, 512 rows at a time.
+    pub fn evaluate(&self, forward: &dyn Fn(&Tensor) -> Tensor, part: &Part, device: Device) -> Result<Eval> {
+        let n = part.len();
+        if n == 0 {
+            return Ok(Eval { metric: f64::NAN, loss: f64::NAN });
+        }
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        let mut correct = Tensor::zeros([], (Kind::Int64, device));
+        let mut predictions = 0i64;
+        tch::no_grad(|| -> Result<()> {
+            for start in (0..n).step_by(512) {
+                let len = 512.min(n - start);
+                let x = self.plain_input(&part.inputs.narrow(0, start, len).to_device(device))?;
+                let y = part.targets.narrow(0, start, len).to_device(device);
+                let out = forward(&x).to_kind(Kind::Float);
+                if self.task == TaskKind::Forecast {
+                    loss_sum += (out - &y).square().sum(Kind::Double);
+                    predictions += y.numel() as i64;
+                } else {
+                    let v = *out.size().last().unwrap_or(&1);
+                    loss_sum += out.reshape([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, -100, 0.0).to_kind(Kind::Double);
+                    correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
+                    predictions += y.numel() as i64;
+                }
+            }
+            Ok(())
+        })?;
+        let loss = loss_sum.double_value(&[]) / predictions as f64;
+        let metric = if self.task == TaskKind::Forecast { loss } else { correct.int64_value(&[]) as f64 / predictions as f64 };
+        Ok(Eval { metric, loss })
+    }
+
+    /// A fixed batch (the first rows of the validation split, else of the training split) for
+    /// the zero-activation diagnostics, as the model takes it.
+    pub fn probe_batch(&self, rows: i64, device: Device) -> Result<Tensor> {
+        let part = if self.val.len() > 0 { &self.val } else { &self.train };
+        self.plain_input(&part.inputs.narrow(0, 0, rows.min(part.len())).to_device(device))
+    }
+
+    /// Whether the task's metric is better when higher (accuracy) or lower (MSE).
+    pub fn higher_is_better(&self) -> bool {
+        self.task != TaskKind::Forecast
+    }
+
+    pub fn metric_name(&self) -> &'static str {
+        if self.task == TaskKind::Forecast { "mse" } else { "accuracy" }
+    }
+}
+
+/// High-Loss Removal as a PyTorch user writes it: the mean of the per-row losses without the
+/// `share` highest (chosen on the detached values by topk).
+fn mean_without_highest(per_row: &Tensor, share: f64) -> Tensor {
+    let b = per_row.size()[0];
+    let k = removed_rows(share, b);
+    if k == 0 {
+        return per_row.mean(Kind::Float);
+    }
+    let (_, kept) = per_row.detach().topk(b - k, 0, false, false);
+    per_row.index_select(0, &kept).mean(Kind::Float)
+}

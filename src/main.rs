@@ -34,9 +34,30 @@ enum Command {
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
     },
+    /// Train every strategy x seed of a configuration (finished runs are skipped, interrupted
+    /// ones resume), then write runs/<name>/{report.md, report.json, *.png}.
+    Compare {
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Comma-separated strategies (default: [compare] strategies, else mixup,mixup-pause).
+        #[arg(long, value_delimiter = ',')]
+        strategies: Option<Vec<String>>,
+        /// Seeds per strategy (default: [compare] seeds, else 3).
+        #[arg(long)]
+        seeds: Option<u32>,
+        /// Override [run] device.
+        #[arg(long, value_enum)]
+        device: Option<DeviceChoice>,
+    },
 }
 
-fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>) -> enlighten::Result<()> {
+/// Ctrl-C asks the current run to checkpoint and stop at the end of its step.
+fn interrupt_flag() -> Option<&'static std::sync::atomic::AtomicBool> {
+    static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst)).is_ok().then_some(&INTERRUPT)
+}
+
+fn load_config(path: &std::path::Path, device: Option<DeviceChoice>) -> enlighten::Result<enlighten::train::TrainConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| enlighten::Error::Data {
         path: path.to_path_buf(),
         problem: e.to_string(),
@@ -46,10 +67,38 @@ fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>) -> 
     if let Some(d) = device {
         config.run.device = d;
     }
-    // Ctrl-C asks the run to checkpoint and stop at the end of the current step.
-    static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let handled = ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst)).is_ok();
-    let options = enlighten::train::TrainOptions { resume, progress: true, interrupt: handled.then_some(&INTERRUPT) };
+    Ok(config)
+}
+
+fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Option<u32>, device: Option<DeviceChoice>) -> enlighten::Result<()> {
+    use enlighten::compare::{compare, plan, TrainRunner};
+    let config = load_config(path, device)?;
+    let mut section = config.compare.clone().unwrap_or_default();
+    if let Some(names) = strategies {
+        section.strategies = names.iter().map(|n| n.parse()).collect::<enlighten::Result<_>>()?;
+        section.baseline = section.baseline.filter(|b| section.strategies.contains(b));
+    }
+    if let Some(s) = seeds {
+        section.seeds = s;
+    }
+    let runs = plan(&config, &section)?.len();
+    let mut runner = TrainRunner::new(runs, interrupt_flag());
+    let (report, _) = compare(&config, &section, &mut runner)?;
+    runner.overall.finish_and_clear();
+    let dir = enlighten::compare::compare_dir(&config);
+    println!("{}\n", report.table());
+    println!("report: {}", dir.join("report.md").display());
+    for png in ["curves.png", "zero_share.png", "benr.png"] {
+        if dir.join(png).exists() {
+            println!("plot:   {}", dir.join(png).display());
+        }
+    }
+    Ok(())
+}
+
+fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>) -> enlighten::Result<()> {
+    let config = load_config(path, device)?;
+    let options = enlighten::train::TrainOptions { resume, progress: true, interrupt: interrupt_flag(), ..Default::default() };
     let s = enlighten::train::train(&config, &options)?;
     println!("{}: test {} {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)", s.name, s.metric, s.test, s.best_val, s.steps, s.wall_seconds, s.samples_per_second);
     match s.ep_end {
@@ -69,6 +118,7 @@ fn main() {
             Ok(())
         }
         Command::Train { config, resume, device } => train(&config, resume, device),
+        Command::Compare { config, strategies, seeds, device } => compare(&config, strategies, seeds, device),
     };
     if let Err(e) = outcome {
         eprintln!("error: {e}");

@@ -21,7 +21,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn train(config: &TrainConfig, resume: bool, progress: bool) -> enlighten::Result<enlighten::train::Summary> {
-    run_training(config, &TrainOptions { resume, progress, interrupt: None })
+    run_training(config, &TrainOptions { resume, progress, interrupt: None, ..Default::default() })
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -208,7 +208,7 @@ fn an_interrupt_checkpoints_the_step_and_resume_finishes_the_run() {
     let _one = serial();
     let dir = setup("ctrl-c");
     let flag = AtomicBool::new(true); // as if Ctrl-C came during the first step
-    match run_training(&config(&dir, "stop", "", 0.05), &TrainOptions { resume: false, progress: false, interrupt: Some(&flag) }) {
+    match run_training(&config(&dir, "stop", "", 0.05), &TrainOptions { interrupt: Some(&flag), ..Default::default() }) {
         Err(Error::Interrupted { step, checkpoint }) => {
             assert_eq!(step, 1);
             assert!(checkpoint.ends_with("ckpt-1"), "{checkpoint:?}");

@@ -50,6 +50,18 @@ impl StrategyKind {
     }
 }
 
+impl std::str::FromStr for StrategyKind {
+    type Err = Error;
+
+    /// A strategy by its configuration name (`mixup-pause`, ...).
+    fn from_str(name: &str) -> Result<StrategyKind> {
+        StrategyKind::ALL.into_iter().find(|k| k.name() == name.trim()).ok_or_else(|| {
+            let all: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.name()).collect();
+            Error::value("strategy", format!("one of {all:?}"), name)
+        })
+    }
+}
+
 fn default_alpha() -> f64 {
     0.2
 }

@@ -261,6 +261,9 @@ pub struct TrainConfig {
     pub model: ModelSection,
     pub optim: OptimSection,
     pub strategy: StrategyConfig,
+    /// `enlighten compare`'s strategies and seeds (ignored by `enlighten train`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<crate::compare::CompareSection>,
 }
 
 fn default_device() -> DeviceChoice {
@@ -429,6 +432,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&o.label_smoothing) {
             return Err(Error::value("optim.label_smoothing", "a value in [0, 1)", o.label_smoothing));
+        }
+        if let Some(c) = &self.compare {
+            c.validate()?;
         }
         self.strategy.validate()
     }

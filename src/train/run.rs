@@ -167,6 +167,8 @@ pub struct TrainOptions<'a> {
     pub resume: bool,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Draw it inside this group instead (under `enlighten compare`'s bar over all runs).
+    pub progress_group: Option<&'a indicatif::MultiProgress>,
     /// Checked after every step: when set, the run writes a checkpoint and returns
     /// `Error::Interrupted` (the CLI sets it from Ctrl-C). The library installs no handler.
     pub interrupt: Option<&'a AtomicBool>,
@@ -174,7 +176,7 @@ pub struct TrainOptions<'a> {
 
 /// Trains as `config` says.
 pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary> {
-    let TrainOptions { resume, progress, interrupt } = *options;
+    let TrainOptions { resume, progress, progress_group, interrupt } = *options;
     config.validate()?;
     crate::tune_cpu_allocator();
     let started = Instant::now();
@@ -235,7 +237,11 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     let end = config.run.max_steps.map_or(total, |m| m.min(total));
     let warmup = (o.warmup_epochs * per_epoch as f64) as u64;
     let mut rng = SeededRng::from_state(state.rng);
-    let bar = if progress { ProgressBar::new(end) } else { ProgressBar::hidden() };
+    let bar = match (progress_group, progress) {
+        (Some(group), _) => group.add(ProgressBar::new(end)),
+        (None, true) => ProgressBar::new(end),
+        (None, false) => ProgressBar::hidden(),
+    };
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     bar.set_position(state.step);
     let first_step = state.step;

@@ -1,0 +1,207 @@
+//! `enlighten compare`: every strategy x seed of one configuration as a run under
+//! `runs/<name>/<strategy>-s<seed>/` (finished runs are skipped, interrupted ones resume), then
+//! `report.md`, `report.json` and the plots in `runs/<name>/`.
+
+mod plots;
+mod report;
+pub mod stats;
+
+pub use plots::{plot_comparison, register_fonts};
+pub use report::{Report, RunResult, StrategyResult};
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::strategy::StrategyKind;
+use crate::train::{Summary, TrainConfig};
+
+/// `[compare]` of a configuration: which strategies, how many seeds, which is the baseline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSection {
+    #[serde(default = "default_strategies")]
+    pub strategies: Vec<StrategyKind>,
+    #[serde(default = "default_seeds")]
+    pub seeds: u32,
+    /// Default: the first of `strategies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<StrategyKind>,
+}
+
+fn default_strategies() -> Vec<StrategyKind> {
+    vec![StrategyKind::Mixup, StrategyKind::MixupPause]
+}
+fn default_seeds() -> u32 {
+    3
+}
+
+impl Default for CompareSection {
+    fn default() -> CompareSection {
+        CompareSection { strategies: default_strategies(), seeds: default_seeds(), baseline: None }
+    }
+}
+
+impl CompareSection {
+    pub fn validate(&self) -> Result<()> {
+        if self.strategies.is_empty() {
+            return Err(Error::value("compare.strategies", "at least one strategy", "an empty list"));
+        }
+        let mut seen = self.strategies.clone();
+        seen.sort_by_key(|k| k.name());
+        seen.dedup();
+        if seen.len() != self.strategies.len() {
+            return Err(Error::value("compare.strategies", "each strategy once", format!("{:?}", self.strategies)));
+        }
+        if self.seeds == 0 {
+            return Err(Error::value("compare.seeds", "at least 1", 0));
+        }
+        if let Some(b) = self.baseline {
+            if !self.strategies.contains(&b) {
+                return Err(Error::value("compare.baseline", format!("one of {:?}", self.strategies), b.name()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn baseline(&self) -> StrategyKind {
+        self.baseline.unwrap_or(self.strategies[0])
+    }
+}
+
+/// One run of a comparison.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    pub strategy: StrategyKind,
+    pub seed: u64,
+    pub config: TrainConfig,
+}
+
+impl PlannedRun {
+    pub fn dir(&self) -> PathBuf {
+        self.config.run.out_dir.join(&self.config.run.name)
+    }
+}
+
+/// Where a planned run stands on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// `summary.json` is there: skip it.
+    Finished,
+    /// A checkpoint is there but no summary: resume it.
+    Interrupted,
+    NotStarted,
+}
+
+pub fn run_state(dir: &Path) -> RunState {
+    if read_summary(dir).is_some() {
+        RunState::Finished
+    } else if dir.join("checkpoints").join("latest").exists() {
+        RunState::Interrupted
+    } else {
+        RunState::NotStarted
+    }
+}
+
+pub(crate) fn read_summary(dir: &Path) -> Option<Summary> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).ok()?).ok()
+}
+
+/// The folder a comparison writes into: `<out_dir>/<name>`.
+pub fn compare_dir(config: &TrainConfig) -> PathBuf {
+    config.run.out_dir.join(&config.run.name)
+}
+
+/// Every strategy x seed as a configuration: the base configuration with the strategy's kind
+/// (its other settings kept; the drop share only for High-Loss Removal), seed `base + i`, and
+/// its folder inside the comparison's.
+pub fn plan(config: &TrainConfig, section: &CompareSection) -> Result<Vec<PlannedRun>> {
+    section.validate()?;
+    let mut runs = Vec::new();
+    for &strategy in &section.strategies {
+        for i in 0..section.seeds as u64 {
+            let mut c = config.clone();
+            c.strategy.kind = strategy;
+            if strategy != StrategyKind::HighLossRemoval {
+                c.strategy.drop_share = None;
+            }
+            c.run.seed = config.run.seed + i;
+            c.run.out_dir = compare_dir(config);
+            c.run.name = format!("{}-s{}", strategy.name(), c.run.seed);
+            c.compare = None;
+            c.validate()?;
+            runs.push(PlannedRun { strategy, seed: c.run.seed, config: c });
+        }
+    }
+    Ok(runs)
+}
+
+/// Trains one planned run (the CLI's runner trains; tests use fakes).
+pub trait Runner {
+    fn run(&mut self, run: &PlannedRun, resume: bool, index: usize, total: usize) -> Result<Summary>;
+}
+
+/// What happened to each run of a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Skipped,
+    Resumed,
+    Ran,
+}
+
+/// Runs what is not finished, in plan order, then writes the report and the plots. Returns the
+/// report and each run's outcome.
+pub fn compare(config: &TrainConfig, section: &CompareSection, runner: &mut dyn Runner) -> Result<(Report, Vec<Outcome>)> {
+    let runs = plan(config, section)?;
+    let mut outcomes = Vec::with_capacity(runs.len());
+    for (i, run) in runs.iter().enumerate() {
+        let outcome = match run_state(&run.dir()) {
+            RunState::Finished => Outcome::Skipped,
+            RunState::Interrupted => {
+                runner.run(run, true, i, runs.len())?;
+                Outcome::Resumed
+            }
+            RunState::NotStarted => {
+                runner.run(run, false, i, runs.len())?;
+                Outcome::Ran
+            }
+        };
+        outcomes.push(outcome);
+    }
+    let report = Report::collect(&config.run.name, section, &runs)?;
+    let dir = compare_dir(config);
+    let plots = plot_comparison(&report, &runs, &dir)?;
+    report.write(&dir, &plots)?;
+    Ok((report, outcomes))
+}
+
+/// The runner `enlighten compare` uses: trains each run with its progress bar under one bar over
+/// all runs; an interrupt checkpoints the current run and stops the comparison.
+pub struct TrainRunner<'a> {
+    pub group: indicatif::MultiProgress,
+    pub overall: indicatif::ProgressBar,
+    pub interrupt: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+impl<'a> TrainRunner<'a> {
+    pub fn new(runs: usize, interrupt: Option<&'a std::sync::atomic::AtomicBool>) -> TrainRunner<'a> {
+        let group = indicatif::MultiProgress::new();
+        let overall = group.add(indicatif::ProgressBar::new(runs as u64));
+        let style = indicatif::ProgressStyle::with_template("runs {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        overall.set_style(style);
+        TrainRunner { group, overall, interrupt }
+    }
+}
+
+impl Runner for TrainRunner<'_> {
+    fn run(&mut self, run: &PlannedRun, resume: bool, index: usize, _total: usize) -> Result<Summary> {
+        self.overall.set_position(index as u64);
+        self.overall.set_message(format!("{}{}", run.config.run.name, if resume { " (resuming)" } else { "" }));
+        let options = crate::train::TrainOptions { resume, progress: true, progress_group: Some(&self.group), interrupt: self.interrupt };
+        let summary = crate::train::train(&run.config, &options)?;
+        self.overall.set_position(index as u64 + 1);
+        Ok(summary)
+    }
+}

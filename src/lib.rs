@@ -34,6 +34,7 @@
 //! ```
 
 mod alloc;
+pub mod analyze;
 pub mod compare;
 pub mod cuda;
 pub mod data;

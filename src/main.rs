@@ -49,6 +49,28 @@ enum Command {
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
     },
+    /// The paper's EP diagnostics for a classification configuration: gradient interference
+    /// (pairs, batch size, width), zero activations for vanilla vs Mixup at two alphas, PCA
+    /// embeddings; writes runs/<name>-analysis/{report.md, analysis.json, *.png}.
+    Analyze {
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Steps of each short training.
+        #[arg(long, default_value_t = 150)]
+        steps: u64,
+        /// Override [run] device.
+        #[arg(long, value_enum)]
+        device: Option<DeviceChoice>,
+    },
+}
+
+fn analyze(path: &std::path::Path, steps: u64, device: Option<DeviceChoice>) -> enlighten::Result<()> {
+    let config = load_config(path, device)?;
+    let options = enlighten::analyze::AnalyzeOptions { steps, ..Default::default() };
+    let (analysis, dir) = enlighten::analyze::analyze(&config, &options, true)?;
+    println!("{}", analysis.tables());
+    println!("report: {}", dir.join("report.md").display());
+    Ok(())
 }
 
 /// Ctrl-C asks the current run to checkpoint and stop at the end of its step.
@@ -119,6 +141,7 @@ fn main() {
         }
         Command::Train { config, resume, device } => train(&config, resume, device),
         Command::Compare { config, strategies, seeds, device } => compare(&config, strategies, seeds, device),
+        Command::Analyze { config, steps, device } => analyze(&config, steps, device),
     };
     if let Err(e) = outcome {
         eprintln!("error: {e}");

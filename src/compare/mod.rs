@@ -2,7 +2,7 @@
 //! `runs/<name>/<strategy>-s<seed>/` (finished runs are skipped, interrupted ones resume), then
 //! `report.md`, `report.json` and the plots in `runs/<name>/`.
 
-mod plots;
+pub(crate) mod plots;
 mod report;
 pub mod stats;
 

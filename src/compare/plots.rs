@@ -14,7 +14,7 @@ use super::PlannedRun;
 use crate::error::{Error, Result};
 use crate::train::MetricsLine;
 
-const COLORS: [RGBColor; 6] = [
+pub(crate) const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -33,6 +33,14 @@ pub fn register_fonts() {
     });
 }
 
+/// Decimals that tell ticks apart over an axis spanning `range`.
+pub(crate) fn decimals(range: f64) -> usize {
+    if !(range > 0.0) {
+        return 2;
+    }
+    (1.0 - range.log10().floor()).clamp(0.0, 4.0) as usize
+}
+
 /// From light (first layer) to dark (last): depth reads as shade.
 fn layer_color(k: usize, layers: usize) -> RGBColor {
     let t = if layers > 1 { k as f64 / (layers - 1) as f64 } else { 1.0 };
@@ -40,7 +48,7 @@ fn layer_color(k: usize, layers: usize) -> RGBColor {
     RGBColor(mix(253, 8), mix(174, 48), mix(97, 107))
 }
 
-fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Data { path: path.to_path_buf(), problem: format!("drawing failed: {e}"), hint: "the output folder must be writable".into() }
 }
 
@@ -98,7 +106,8 @@ pub(crate) fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x
         .y_label_area_size(64)
         .build_cartesian_2d(x0..x1.max(x0 + 1.0), y0..y1)
         .map_err(|e| e.to_string())?;
-    chart.configure_mesh().x_label_formatter(&|x| format!("{x:.0}")).y_label_formatter(&|y| format!("{y:.3}")).x_desc(x_desc).y_desc(y_desc).label_style(("sans-serif", 15)).axis_desc_style(("sans-serif", 17)).light_line_style(WHITE.mix(0.0)).draw().map_err(|e| e.to_string())?;
+    let (xd, yd) = (decimals(x1 - x0), decimals(y1 - y0));
+    chart.configure_mesh().x_label_formatter(&|x| format!("{x:.xd$}")).y_label_formatter(&|y| format!("{y:.yd$}")).x_desc(x_desc).y_desc(y_desc).label_style(("sans-serif", 15)).axis_desc_style(("sans-serif", 17)).light_line_style(WHITE.mix(0.0)).draw().map_err(|e| e.to_string())?;
     if let Some(to) = ep.shade_to {
         chart
             .draw_series(std::iter::once(Rectangle::new([(x0, y0), (to.min(x1), y1)], EP_SHADE.mix(0.35).filled())))

@@ -13,7 +13,7 @@ mod transformer;
 pub use forecaster::{mlp_forecaster, MlpForecaster};
 pub use resnet::{preact_resnet18, resnet18};
 pub use resnet1d::{resnet1d, ResNet1d};
-pub use small_cnn::small_cnn;
+pub use small_cnn::{small_cnn, small_cnn_with_width};
 pub use transformer::{char_transformer, vit_tiny, CharTransformer, TransformerDims, VitTiny};
 
 use tch::nn;

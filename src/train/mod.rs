@@ -1,13 +1,14 @@
-//! The bundled trainer (`enlighten train`): image classification on the real datasets with the
-//! strategy engine and the fused ops in the loop, atomic checkpoints and resume.
+//! The bundled trainer (`enlighten train`): image and series classification, forecasting and
+//! character language modelling on the real datasets, with the strategy engine and the fused
+//! ops in the loop, diagnostics, atomic checkpoints and resume.
 
 mod autocast;
 mod checkpoint;
 mod config;
-mod prefetch;
-mod run;
-mod task;
 mod optim;
+pub(crate) mod prefetch;
+pub(crate) mod run;
+pub(crate) mod task;
 
 pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, NamedTensors, RunState};
 pub use autocast::{cuda_autocast_kind, set_cuda_autocast_kind};

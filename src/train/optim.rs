@@ -23,6 +23,15 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// The optimiser `[optim]` of a configuration describes, over `params`.
+    pub fn from_config(o: &super::config::OptimSection, params: Vec<Tensor>) -> Optimizer {
+        let rule = match o.kind {
+            super::config::OptimKind::Sgd => Rule::Sgd { momentum: o.momentum, nesterov: o.nesterov },
+            super::config::OptimKind::Adamw => Rule::AdamW { beta1: o.betas[0], beta2: o.betas[1], eps: o.eps },
+        };
+        Optimizer::new(params, rule, o.weight_decay, o.clip_norm)
+    }
+
     pub fn new(params: Vec<Tensor>, rule: Rule, weight_decay: f64, clip_norm: Option<f64>) -> Optimizer {
         let per_param = if matches!(rule, Rule::AdamW { .. }) { 2 } else { 1 };
         let buffers = params.iter().flat_map(|p| (0..per_param).map(move |_| p.zeros_like())).collect();

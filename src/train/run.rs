@@ -19,8 +19,8 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::autocast::set_cuda_autocast_kind;
 use super::checkpoint::{self, NamedTensors, RunState};
-use super::config::{Autocast, DeviceChoice, OptimKind, TaskKind, TrainConfig};
-use super::optim::{cosine_lr, Optimizer, Rule};
+use super::config::{Autocast, DeviceChoice, TaskKind, TrainConfig};
+use super::optim::{cosine_lr, Optimizer};
 use super::prefetch::{BatchOrder, Batches};
 use super::task::TaskData;
 use crate::error::{Error, Result};
@@ -102,7 +102,7 @@ fn unwritable(path: PathBuf, e: impl std::fmt::Display) -> Error {
     Error::Data { path, problem: e.to_string(), hint: "the output folder must be writable".into() }
 }
 
-fn pick_device(choice: DeviceChoice) -> Result<Device> {
+pub(crate) fn pick_device(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Cuda => crate::cuda::probe().map(|_| Device::Cuda(0)).map_err(Error::from),
@@ -211,12 +211,8 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     };
     let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
     let o = &config.optim;
-    let rule = match o.kind {
-        OptimKind::Sgd => Rule::Sgd { momentum: o.momentum, nesterov: o.nesterov },
-        OptimKind::Adamw => Rule::AdamW { beta1: o.betas[0], beta2: o.betas[1], eps: o.eps },
-    };
     let params = vs.trainable_variables();
-    let mut opt = Optimizer::new(params.iter().map(Tensor::shallow_clone).collect(), rule, o.weight_decay, o.clip_norm);
+    let mut opt = Optimizer::from_config(o, params.iter().map(Tensor::shallow_clone).collect());
     let mut state = RunState { step: 0, rng: SeededRng::new(seed).state(), schedule: config.strategy.build()?, best_val: None };
     let metrics_path = run_dir.join("metrics.jsonl");
     if resume {

@@ -214,7 +214,7 @@ impl TaskData {
         let root = vs.root();
         let dims = |d: TransformerDims| TransformerDims { width: m.width.unwrap_or(d.width), depth: m.depth.unwrap_or(d.depth), heads: m.heads.unwrap_or(d.heads) };
         match m.name {
-            ModelName::SmallCnn => Box::new(models::small_cnn(&root, s[1], s[2], s[3], self.outputs)),
+            ModelName::SmallCnn => Box::new(models::small_cnn_with_width(&root, s[1], s[2], s[3], self.outputs, m.width.unwrap_or(32))),
             ModelName::Resnet18 => Box::new(models::resnet18(&root, s[1], self.outputs)),
             ModelName::PreactResnet18 => Box::new(models::preact_resnet18(&root, s[1], self.outputs)),
             ModelName::VitTiny => Box::new(models::vit_tiny(&root, s[1], s[2], self.outputs, dims(TransformerDims::VIT_TINY))),
@@ -225,7 +225,7 @@ impl TaskData {
     }
 
     /// The model's input for a batch as stored (u8 images are normalised to f32 here).
-    fn plain_input(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn plain_input(&self, x: &Tensor) -> Result<Tensor> {
         match &self.image_norm {
             Some(n) => Ok(mixup_u8(x, &n.fused, &Lambda::Batch(1.0), &Pairing::Flip, Kind::Float)?),
             None => Ok(x.shallow_clone()),

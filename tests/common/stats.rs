@@ -1,7 +1,7 @@
 //! Zero counts, dead units, dot/norms, interference and BENR against plain references.
 
 use enlighten::ops::mixup::{Lambda, MixedTargets};
-use enlighten::ops::stats::{dot_norms, gradient_interference, reference, zero_counts, Accumulate, Benr, DeadUnits};
+use enlighten::ops::stats::{batch_interference, dot_norms, gradient_interference, reference, zero_counts, Accumulate, Benr, DeadUnits};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::{expect_err, randn, seed, Case};
@@ -11,6 +11,7 @@ pub const CASES: &[Case] = &[
     ("dead_units_accumulate_over_updates", dead_units_accumulate_over_updates),
     ("dot_norms_cosine_and_interference_ratio", dot_norms_cosine_and_interference_ratio),
     ("interference_on_the_linear_sigmoid_toy", interference_on_the_linear_sigmoid_toy),
+    ("batch_interference_diminishes_with_batch_size_on_the_toy", batch_interference_diminishes_with_batch_size_on_the_toy),
     ("benr_on_a_hand_computed_example", benr_on_a_hand_computed_example),
     ("stats_reject_bad_arguments", stats_reject_bad_arguments),
 ];
@@ -121,6 +122,41 @@ fn interference_on_the_linear_sigmoid_toy(dev: Device) {
     assert!(mean_abs < 0.05, "mean |cos| {mean_abs}: {:?}", stats.cosines);
     assert!(stats.mean_ratio > 0.99, "interference ratio {}", stats.mean_ratio);
     assert!((0.0..=1.0).contains(&stats.share_below_half) && stats.share_below_half > 0.9);
+}
+
+fn batch_interference_diminishes_with_batch_size_on_the_toy(dev: Device) {
+    seed(25);
+    let dim = 256;
+    let w = (Tensor::randn([dim], (Kind::Float, dev)) * 1e-3).set_requires_grad(true);
+    let x = Tensor::randn([400, dim], (Kind::Float, dev));
+    let x = &x / x.norm_scalaropt_dim(2.0, [1], true);
+    let y = Tensor::randint(2, [400], (Kind::Int64, dev)); // random pairs: same or opposite class
+    let params = [w.shallow_clone()];
+    let bce = |inputs: &Tensor, t: &MixedTargets| -> enlighten::Result<Tensor> {
+        let Lambda::Batch(lam) = t.lam else { unreachable!() };
+        let target = t.y_a.to_kind(Kind::Float) * lam + t.y_b.to_kind(Kind::Float) * (1.0 - lam);
+        Ok(inputs.mv(&w).binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean))
+    };
+    // One pair: the batch form is the pairwise statistic.
+    let pair = gradient_interference(&params, &x, &y, &[(3, 7)], 0.3, bce).unwrap();
+    let (cos, ratio) = batch_interference(&params, &x, &y, &[(3, 7)], 0.3, bce).unwrap();
+    assert!((cos - pair.cosines[0]).abs() < 1e-9 && (ratio - pair.ratios[0]).abs() < 1e-9);
+    // The mean cosine grows with the number of pairs (values measured on this toy: about 0.40
+    // for one pair, 0.72 for 64).
+    let mut rng = enlighten::SeededRng::new(1);
+    let mut mean_cos = |b: usize| {
+        (0..20)
+            .map(|_| {
+                let perm = rng.permutation(400);
+                let pairs: Vec<(i64, i64)> = (0..b).map(|k| (perm[2 * k], perm[2 * k + 1])).collect();
+                batch_interference(&params, &x, &y, &pairs, 0.5, bce).unwrap().0
+            })
+            .sum::<f64>()
+            / 20.0
+    };
+    let (one, many) = (mean_cos(1), mean_cos(64));
+    assert!(one < 0.55 && many > one + 0.2, "mean cosine: 1 pair {one}, 64 pairs {many}");
+    expect_err("empty pairs", batch_interference(&params, &x, &y, &[], 0.5, bce), "pairs");
 }
 
 fn benr_on_a_hand_computed_example(dev: Device) {

@@ -76,3 +76,38 @@ pub fn gradient_interference(
     }
     Ok(InterferenceStats::from_pairs(cosines, ratios))
 }
+
+/// The batch form: the vanilla gradient of the loss over all 2B samples of `pairs`, against
+/// the Mixup gradient over their B mixes at `lam`; returns (cosine, interference ratio). With
+/// one pair it is [`gradient_interference`]'s value for that pair; over more samples the
+/// per-sample interference averages out (the paper's diminishing effect).
+pub fn batch_interference(
+    params: &[Tensor],
+    x: &Tensor,
+    y: &Tensor,
+    pairs: &[(i64, i64)],
+    lam: f64,
+    loss: impl Fn(&Tensor, &MixedTargets) -> Result<Tensor>,
+) -> Result<(f64, f64)> {
+    if !(0.0..=1.0).contains(&lam) {
+        return Err(Error::value("lam", "a value in [0, 1]", lam));
+    }
+    if params.is_empty() || pairs.is_empty() {
+        return Err(Error::value("pairs", "non-empty parameters and pairs", format!("{} parameters, {} pairs", params.len(), pairs.len())));
+    }
+    let n = x.size().first().copied().unwrap_or(0);
+    if let Some(&(i, j)) = pairs.iter().find(|&&(i, j)| !(0..n).contains(&i) || !(0..n).contains(&j)) {
+        return Err(Error::value("pairs", format!("indices in [0, {n})"), format!("({i}, {j})")));
+    }
+    let device = x.device();
+    let first = Tensor::from_slice(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()).to_device(device);
+    let second = Tensor::from_slice(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()).to_device(device);
+    let (xa, xb) = (x.index_select(0, &first), x.index_select(0, &second));
+    let (ya, yb) = (y.index_select(0, &first), y.index_select(0, &second));
+    let vanilla = loss(&Tensor::cat(&[&xa, &xb], 0), &MixedTargets::unmixed(&Tensor::cat(&[&ya, &yb], 0)))?;
+    let g_vanilla = Tensor::run_backward(&[vanilla], params, false, false);
+    let mixed = loss(&(xa * lam + xb * (1.0 - lam)), &MixedTargets { y_a: ya, y_b: yb, lam: Lambda::Batch(lam) })?;
+    let g_mixup = Tensor::run_backward(&[mixed], params, false, false);
+    let sums = dot_norms(&g_vanilla.iter().collect::<Vec<_>>(), &g_mixup.iter().collect::<Vec<_>>(), Accumulate::F64)?;
+    Ok((sums.cosine(), sums.interference_ratio()))
+}

@@ -8,7 +8,7 @@ mod cuda;
 mod interference;
 pub mod reference;
 
-pub use interference::{gradient_interference, InterferenceStats};
+pub use interference::{batch_interference, gradient_interference, InterferenceStats};
 
 use tch::{Device, Kind, Tensor};
 

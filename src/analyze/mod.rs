@@ -1,0 +1,358 @@
+//! `enlighten analyze`: the paper's EP diagnostics for a classification configuration, from
+//! short trainings of its model on its data:
+//! - gradient interference at a few steps of a vanilla run: the cosine between the vanilla and
+//!   the Mixup gradient over sample pairs (histogram, share below 0.5 and 0, interference ratio),
+//!   and the batch-level cosine against the number of pairs and against model width;
+//! - zero-activation shares per layer for vanilla training and Mixup at two alphas (Fig. 4);
+//! - 2-D PCA embeddings of the penultimate features of three classes at those steps (Fig. 1).
+//!
+//! Writes `runs/<name>-analysis/{analysis.json, report.md, *.png}`.
+
+mod plots;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::models::Model;
+use crate::ops::loss::{reference as loss_reference, CrossEntropy, Targets};
+use crate::ops::stats::{batch_interference, gradient_interference, zero_counts};
+use crate::rng::SeededRng;
+use crate::strategy::{StrategyConfig, StrategyKind};
+use crate::train::prefetch::{BatchOrder, Batches};
+use crate::train::run::pick_device;
+use crate::train::task::TaskData;
+use crate::train::{cosine_lr, ModelName, OpsChoice, Optimizer, TaskKind, TrainConfig};
+
+/// How much to measure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyzeOptions {
+    /// Steps of each short training (the EP is short: 150 steps cover it on Fashion-MNIST).
+    pub steps: u64,
+    /// Evenly spaced measurement steps, the first at initialisation, the last at `steps`.
+    pub snapshots: usize,
+    /// Sample pairs for the pairwise cosines.
+    pub pairs: usize,
+    /// Pairs per batch for the batch-level cosine, each averaged over `repeats` draws.
+    pub batch_sizes: Vec<usize>,
+    pub repeats: usize,
+    /// Mixup alphas compared with vanilla training for the zero-activation shares.
+    pub alphas: [f64; 2],
+    /// Model widths for the width ablation (small-cnn and resnet1d; empty: skipped).
+    pub widths: Vec<i64>,
+    /// Steps between zero-activation measurements.
+    pub zero_every: u64,
+    /// Mixing weight of the pairs.
+    pub lam: f64,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> AnalyzeOptions {
+        AnalyzeOptions {
+            steps: 150,
+            snapshots: 3,
+            pairs: 64,
+            batch_sizes: vec![1, 4, 16, 64],
+            repeats: 8,
+            alphas: [0.2, 1.0],
+            widths: vec![8, 16, 32, 64],
+            zero_every: 10,
+            lam: 0.5,
+        }
+    }
+}
+
+/// The batch-level cosine and interference ratio at one batch size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchPoint {
+    pub pairs: usize,
+    pub mean_cosine: f64,
+    pub mean_ratio: f64,
+}
+
+/// Interference and embeddings at one step of the vanilla run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub step: u64,
+    pub cosines: Vec<f64>,
+    pub mean_cosine: f64,
+    pub share_below_half: f64,
+    pub share_below_zero: f64,
+    pub mean_ratio: f64,
+    pub by_batch: Vec<BatchPoint>,
+    /// (class, first, second principal component) of penultimate features.
+    pub embedding: Vec<(i64, f64, f64)>,
+}
+
+/// The pairwise interference of a model of one width after `steps` vanilla steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WidthPoint {
+    pub width: i64,
+    pub parameters: i64,
+    pub mean_cosine: f64,
+    pub mean_ratio: f64,
+}
+
+/// Zero-activation shares per layer over a short training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZeroTrace {
+    pub label: String,
+    pub alpha: f64,
+    pub points: Vec<(u64, Vec<f64>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub name: String,
+    pub steps: u64,
+    pub lam: f64,
+    pub snapshots: Vec<Snapshot>,
+    pub widths: Vec<WidthPoint>,
+    pub zero_traces: Vec<ZeroTrace>,
+}
+
+/// Labelled inputs, as the model takes them, for the measurements.
+struct Pool {
+    x: Tensor,
+    y: Tensor,
+}
+
+impl Pool {
+    fn random_pairs(&self, count: usize, rng: &mut SeededRng) -> Vec<(i64, i64)> {
+        let n = self.y.size()[0] as usize;
+        let mut pairs = Vec::with_capacity(count);
+        while pairs.len() < count {
+            let perm = rng.permutation(n);
+            pairs.extend(perm.chunks_exact(2).map(|c| (c[0], c[1])).take(count - pairs.len()));
+        }
+        pairs
+    }
+}
+
+/// The mixed-target cross-entropy of the model in eval mode (batch norm on running statistics,
+/// so one-sample batches are fine), differentiable in the parameters.
+fn eval_loss<'a>(model: &'a dyn Model) -> impl Fn(&Tensor, &crate::ops::mixup::MixedTargets) -> Result<Tensor> + 'a {
+    move |x, t| loss_reference::composite(&model.forward(x, false, false).0, Targets::Mixed(t), &CrossEntropy::default())
+}
+
+/// Trains `config`'s model on `task` for `steps` steps with Mixup at `alpha` (0: vanilla),
+/// calling `at(step, model, params)` before each step and once after the last.
+fn short_run(
+    config: &TrainConfig,
+    task: &TaskData,
+    alpha: f64,
+    steps: u64,
+    at: &mut dyn FnMut(u64, &dyn Model, &[Tensor]) -> Result<()>,
+) -> Result<()> {
+    let device = pick_device(config.run.device)?;
+    tch::manual_seed(config.run.seed as i64);
+    let vs = nn::VarStore::new(device);
+    let model = task.build_model(config, &vs);
+    let params = vs.trainable_variables();
+    let mut opt = Optimizer::from_config(&config.optim, params.iter().map(Tensor::shallow_clone).collect());
+    let kind = if alpha > 0.0 { StrategyKind::Mixup } else { StrategyKind::Vanilla };
+    let mut schedule = StrategyConfig { alpha: alpha.max(1e-3), ..StrategyConfig::of_kind(kind) }.build()?;
+    let mut rng = SeededRng::new(config.run.seed);
+    let batch = config.data.batch_size.min(task.train.len());
+    let per_epoch = (task.train.len() / batch).max(1) as u64;
+    let mut batches = Batches::new(&task.train, BatchOrder { seed: config.run.seed, batch, per_epoch }, 0, steps, 0);
+    let forward = |x: &Tensor| model.forward(x, true, false).0;
+    let total = per_epoch * config.optim.epochs as u64;
+    for step in 0..steps {
+        at(step, model.as_ref(), &params)?;
+        let (x, y) = batches.next().ok_or_else(|| Error::Config("no batch".into()))?;
+        let plan = schedule.plan(step, (step / per_epoch) as u32, &mut rng);
+        let out = task.step(&forward, &x.to_device(device), &y.to_device(device), &plan, &CrossEntropy::default(), OpsChoice::Fused, &mut rng)?;
+        opt.zero_grad();
+        out.loss.backward();
+        opt.step(cosine_lr(config.optim.lr, step, 0, total.max(steps)), step + 1);
+    }
+    at(steps, model.as_ref(), &params)
+}
+
+fn zero_shares(model: &dyn Model, x: &Tensor) -> Result<Vec<f64>> {
+    let (_, probes) = tch::no_grad(|| model.forward(x, false, true));
+    let refs: Vec<&Tensor> = probes.iter().collect();
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let counts = Vec::<i64>::try_from(zero_counts(&refs, model.probe_eps())?.sum_dim_intlist(1, false, Kind::Int64).to_device(Device::Cpu))?;
+    Ok(counts.iter().zip(&probes).map(|(&c, p)| c as f64 / p.numel() as f64).collect())
+}
+
+/// The first two principal components of the penultimate features (the last probe) of up to
+/// 100 pool samples of each of classes 0, 1 and 2.
+fn embedding(model: &dyn Model, pool: &Pool) -> Result<Vec<(i64, f64, f64)>> {
+    let labels = Vec::<i64>::try_from(pool.y.to_device(Device::Cpu))?;
+    let mut rows = Vec::new();
+    for class in 0..3 {
+        rows.extend(labels.iter().enumerate().filter(|(_, &l)| l == class).take(100).map(|(i, _)| i as i64));
+    }
+    if rows.len() < 3 {
+        return Ok(Vec::new());
+    }
+    let idx = Tensor::from_slice(&rows).to_device(pool.x.device());
+    let (_, probes) = tch::no_grad(|| model.forward(&pool.x.index_select(0, &idx), false, true));
+    let Some(features) = probes.last() else { return Ok(Vec::new()) };
+    let f = features.flatten(1, -1).to_kind(Kind::Double).to_device(Device::Cpu);
+    let centred = &f - f.mean_dim(0, true, Kind::Double);
+    let (_, _, v) = centred.f_svd(true, true)?; // v: [d, k], the principal axes as columns
+    let coords = centred.mm(&v.narrow(1, 0, 2.min(v.size()[1])));
+    let flat = Vec::<f64>::try_from(coords.contiguous().view([-1]))?;
+    let k = coords.size()[1] as usize;
+    Ok(rows.iter().enumerate().map(|(i, &r)| (labels[r as usize], flat[i * k], if k > 1 { flat[i * k + 1] } else { 0.0 })).collect())
+}
+
+/// Runs the analysis and writes its folder; returns the analysis and the folder.
+pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> Result<(Analysis, PathBuf)> {
+    config.validate()?;
+    let task_kind = config.data.dataset.task();
+    if !matches!(task_kind, TaskKind::Image | TaskKind::Series) {
+        return Err(Error::value("data.dataset", "a classification dataset (Mixup's gradients need class labels)", format!("{:?}", config.data.dataset)));
+    }
+    if opts.steps == 0 || opts.snapshots == 0 || opts.pairs == 0 || opts.repeats == 0 || opts.zero_every == 0 {
+        return Err(Error::value("options", "steps, snapshots, pairs, repeats and zero_every >= 1", format!("{opts:?}")));
+    }
+    crate::tune_cpu_allocator();
+    let device = pick_device(config.run.device)?;
+    let task = TaskData::load(config, device)?;
+    let source = if task.val.len() >= 16 { &task.val } else { &task.train };
+    let n = source.len().min(512);
+    let pool = Pool { x: task.plain_input(&source.inputs.narrow(0, 0, n).to_device(device))?, y: source.targets.narrow(0, 0, n).to_device(device) };
+    let snapshot_steps: Vec<u64> = (0..opts.snapshots).map(|i| if opts.snapshots == 1 { opts.steps } else { opts.steps * i as u64 / (opts.snapshots as u64 - 1) }).collect();
+    let mut rng = SeededRng::new(config.run.seed ^ 0xA11A);
+    let bar = if progress { indicatif::ProgressBar::new(4 + opts.widths.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    let say = |m: &str| bar.set_message(m.to_string());
+
+    // The vanilla run: interference and embeddings at the snapshots, zero shares throughout.
+    say("vanilla run: interference, embeddings, zero shares");
+    let mut snapshots = Vec::new();
+    let mut traces = Vec::new();
+    let mut vanilla_zero = Vec::new();
+    short_run(config, &task, 0.0, opts.steps, &mut |step, model, params| {
+        if step % opts.zero_every == 0 || step == opts.steps {
+            vanilla_zero.push((step, zero_shares(model, &pool.x)?));
+        }
+        if !snapshot_steps.contains(&step) {
+            return Ok(());
+        }
+        let loss = eval_loss(model);
+        let pairs = pool.random_pairs(opts.pairs, &mut rng);
+        let stats = gradient_interference(params, &pool.x, &pool.y, &pairs, opts.lam, &loss)?;
+        let mut by_batch = Vec::new();
+        for &b in &opts.batch_sizes {
+            let b = b.min(pool.y.size()[0] as usize / 2).max(1);
+            let (mut c, mut r) = (0.0, 0.0);
+            for _ in 0..opts.repeats {
+                let (cos, ratio) = batch_interference(params, &pool.x, &pool.y, &pool.random_pairs(b, &mut rng), opts.lam, &loss)?;
+                (c, r) = (c + cos, r + ratio);
+            }
+            by_batch.push(BatchPoint { pairs: b, mean_cosine: c / opts.repeats as f64, mean_ratio: r / opts.repeats as f64 });
+        }
+        snapshots.push(Snapshot {
+            step,
+            mean_cosine: stats.mean_cosine,
+            share_below_half: stats.share_below_half,
+            share_below_zero: stats.share_below_zero,
+            mean_ratio: stats.mean_ratio,
+            cosines: stats.cosines,
+            by_batch,
+            embedding: embedding(model, &pool)?,
+        });
+        Ok(())
+    })?;
+    traces.push(ZeroTrace { label: "vanilla".into(), alpha: 0.0, points: vanilla_zero });
+    bar.inc(1);
+
+    for alpha in opts.alphas {
+        say(&format!("Mixup alpha {alpha}: zero shares"));
+        let mut points = Vec::new();
+        short_run(config, &task, alpha, opts.steps, &mut |step, model, _| {
+            if step % opts.zero_every == 0 || step == opts.steps {
+                points.push((step, zero_shares(model, &pool.x)?));
+            }
+            Ok(())
+        })?;
+        traces.push(ZeroTrace { label: format!("Mixup alpha = {alpha}"), alpha, points });
+        bar.inc(1);
+    }
+
+    let mut widths = Vec::new();
+    if matches!(config.model.name, ModelName::SmallCnn | ModelName::Resnet1d) {
+        for &w in &opts.widths {
+            say(&format!("width {w}: interference after {} steps", opts.steps));
+            let mut c = config.clone();
+            c.model.width = Some(w);
+            short_run(&c, &task, 0.0, opts.steps, &mut |step, model, params| {
+                if step == opts.steps {
+                    let stats = gradient_interference(params, &pool.x, &pool.y, &pool.random_pairs(opts.pairs, &mut rng), opts.lam, eval_loss(model))?;
+                    let parameters = params.iter().map(|p| p.numel() as i64).sum();
+                    widths.push(WidthPoint { width: w, parameters, mean_cosine: stats.mean_cosine, mean_ratio: stats.mean_ratio });
+                }
+                Ok(())
+            })?;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+
+    let analysis = Analysis { name: config.run.name.clone(), steps: opts.steps, lam: opts.lam, snapshots, widths, zero_traces: traces };
+    let dir = config.run.out_dir.join(format!("{}-analysis", config.run.name));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Data { path: dir.clone(), problem: e.to_string(), hint: "the output folder must be writable".into() })?;
+    let pngs = plots::plot_analysis(&analysis, &dir)?;
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).map_err(|e| Error::Data { path: dir.join(name), problem: e.to_string(), hint: "the output folder must be writable".into() })
+    };
+    write("analysis.json", serde_json::to_string_pretty(&analysis).map_err(|e| Error::Config(e.to_string()))?)?;
+    write("report.md", analysis.markdown(&pngs, &dir))?;
+    Ok((analysis, dir))
+}
+
+impl Analysis {
+    /// The tables of the analysis.
+    pub fn tables(&self) -> String {
+        let mut t = format!(
+            "Gradient interference during a vanilla run (pairs mixed at lambda = {}):\n\n| step | mean cos | share cos < 0.5 | share cos < 0 | interference ratio |{}\n|---|---|---|---|---|{}\n",
+            self.lam,
+            self.snapshots.first().map(|s| s.by_batch.iter().map(|b| format!(" batch cos, {} pairs |", b.pairs)).collect::<String>()).unwrap_or_default(),
+            self.snapshots.first().map(|s| "---|".repeat(s.by_batch.len())).unwrap_or_default(),
+        );
+        for s in &self.snapshots {
+            let _ = writeln!(
+                t,
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3} |{}",
+                s.step,
+                s.mean_cosine,
+                s.share_below_half,
+                s.share_below_zero,
+                s.mean_ratio,
+                s.by_batch.iter().map(|b| format!(" {:.3} |", b.mean_cosine)).collect::<String>()
+            );
+        }
+        if !self.widths.is_empty() {
+            let _ = write!(t, "\nWidth ablation after {} vanilla steps:\n\n| width | parameters | mean cos | interference ratio |\n|---|---|---|---|\n", self.steps);
+            for w in &self.widths {
+                let _ = writeln!(t, "| {} | {} | {:.3} | {:.3} |", w.width, w.parameters, w.mean_cosine, w.mean_ratio);
+            }
+        }
+        let _ = write!(t, "\nZero-activation share (all probed layers, mean) at the end of {} steps:\n\n| training | share |\n|---|---|\n", self.steps);
+        for z in &self.zero_traces {
+            if let Some((_, shares)) = z.points.last() {
+                let _ = writeln!(t, "| {} | {:.4} |", z.label, shares.iter().sum::<f64>() / shares.len().max(1) as f64);
+            }
+        }
+        t
+    }
+
+    fn markdown(&self, pngs: &[PathBuf], dir: &std::path::Path) -> String {
+        let mut md = format!("# Analysis `{}`\n\n{}\n", self.name, self.tables());
+        for p in pngs {
+            let rel = p.strip_prefix(dir).unwrap_or(p);
+            let _ = writeln!(md, "![{}]({})\n", rel.display(), rel.display());
+        }
+        md
+    }
+}

@@ -271,3 +271,36 @@ fn invalid_train_configs_name_their_field() {
         }
     }
 }
+
+#[test]
+fn analyze_writes_interference_zero_shares_embeddings_and_plots() {
+    let _one = serial();
+    let dir = setup("analyze");
+    let c = config(&dir, "an", "", 0.05);
+    let options = enlighten::analyze::AnalyzeOptions { steps: 12, snapshots: 2, pairs: 8, batch_sizes: vec![1, 4], repeats: 2, widths: vec![4, 8], zero_every: 4, ..Default::default() };
+    let (a, out) = enlighten::analyze::analyze(&c, &options, false).unwrap();
+    assert_eq!(a.snapshots.iter().map(|s| s.step).collect::<Vec<_>>(), [0, 12]);
+    for s in &a.snapshots {
+        assert_eq!(s.cosines.len(), 8);
+        assert!(s.cosines.iter().all(|c| (-1.0..=1.0).contains(c)), "{:?}", s.cosines);
+        assert_eq!(s.by_batch.iter().map(|b| b.pairs).collect::<Vec<_>>(), [1, 4]);
+        // Every validation image of classes 0-2 (64 images of 4 balanced classes: about 48).
+        assert!((30..=64).contains(&s.embedding.len()) && s.embedding.iter().all(|e| (0..3).contains(&e.0) && e.1.is_finite()), "{}", s.embedding.len());
+    }
+    assert_eq!(a.widths.iter().map(|w| w.width).collect::<Vec<_>>(), [4, 8]);
+    assert!(a.widths[0].parameters < a.widths[1].parameters);
+    assert_eq!(a.zero_traces.len(), 3, "vanilla and two alphas");
+    for z in &a.zero_traces {
+        assert_eq!(z.points.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 4, 8, 12]);
+        assert!(z.points.iter().all(|p| p.1.len() == 3 && p.1.iter().all(|s| (0.0..=1.0).contains(s))));
+    }
+    for f in ["report.md", "analysis.json", "interference.png", "zero_vs_alpha.png", "embeddings.png"] {
+        assert!(std::fs::metadata(out.join(f)).map(|m| m.len() > 500).unwrap_or(false), "{f}");
+    }
+    // Forecasting has no classes to mix.
+    let mut f = c.clone();
+    f.data.dataset = enlighten::train::Dataset::VicElec;
+    f.model.name = enlighten::train::ModelName::MlpForecaster;
+    f.strategy = enlighten::strategy::StrategyConfig::from_toml("[strategy]\nkind = \"vanilla\"\n[strategy.ep]\nend = \"steps\"\nsteps = 5").unwrap();
+    assert!(enlighten::analyze::analyze(&f, &options, false).unwrap_err().to_string().contains("data.dataset"));
+}

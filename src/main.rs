@@ -33,6 +33,9 @@ enum Command {
         /// Override [run] device.
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
+        /// Override a configuration value: --set data.subset=0.1 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
     /// Train every strategy x seed of a configuration (finished runs are skipped, interrupted
     /// ones resume), then write runs/<name>/{report.md, report.json, *.png}.
@@ -48,6 +51,9 @@ enum Command {
         /// Override [run] device.
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
+        /// Override a configuration value: --set data.subset=0.1 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
     /// The paper's EP diagnostics for a classification configuration: gradient interference
     /// (pairs, batch size, width), zero activations for vanilla vs Mixup at two alphas, PCA
@@ -61,11 +67,14 @@ enum Command {
         /// Override [run] device.
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
+        /// Override a configuration value: --set data.subset=0.1 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
 }
 
-fn analyze(path: &std::path::Path, steps: u64, device: Option<DeviceChoice>) -> enlighten::Result<()> {
-    let config = load_config(path, device)?;
+fn analyze(path: &std::path::Path, steps: u64, device: Option<DeviceChoice>, overrides: &[String]) -> enlighten::Result<()> {
+    let config = load_config(path, overrides, device)?;
     let options = enlighten::analyze::AnalyzeOptions { steps, ..Default::default() };
     let (analysis, dir) = enlighten::analyze::analyze(&config, &options, true)?;
     println!("{}", analysis.tables());
@@ -79,22 +88,22 @@ fn interrupt_flag() -> Option<&'static std::sync::atomic::AtomicBool> {
     ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst)).is_ok().then_some(&INTERRUPT)
 }
 
-fn load_config(path: &std::path::Path, device: Option<DeviceChoice>) -> enlighten::Result<enlighten::train::TrainConfig> {
+fn load_config(path: &std::path::Path, overrides: &[String], device: Option<DeviceChoice>) -> enlighten::Result<enlighten::train::TrainConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| enlighten::Error::Data {
         path: path.to_path_buf(),
         problem: e.to_string(),
         hint: "pass --config with a TOML file (see configs/)".into(),
     })?;
-    let mut config = enlighten::train::TrainConfig::from_toml(&text)?;
+    let mut config = enlighten::train::TrainConfig::from_toml_with(&text, overrides)?;
     if let Some(d) = device {
         config.run.device = d;
     }
     Ok(config)
 }
 
-fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Option<u32>, device: Option<DeviceChoice>) -> enlighten::Result<()> {
+fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Option<u32>, device: Option<DeviceChoice>, overrides: &[String]) -> enlighten::Result<()> {
     use enlighten::compare::{compare, plan, TrainRunner};
-    let config = load_config(path, device)?;
+    let config = load_config(path, overrides, device)?;
     let mut section = config.compare.clone().unwrap_or_default();
     if let Some(names) = strategies {
         section.strategies = names.iter().map(|n| n.parse()).collect::<enlighten::Result<_>>()?;
@@ -118,8 +127,8 @@ fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Optio
     Ok(())
 }
 
-fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>) -> enlighten::Result<()> {
-    let config = load_config(path, device)?;
+fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>, overrides: &[String]) -> enlighten::Result<()> {
+    let config = load_config(path, overrides, device)?;
     let options = enlighten::train::TrainOptions { resume, progress: true, interrupt: interrupt_flag(), ..Default::default() };
     let s = enlighten::train::train(&config, &options)?;
     println!("{}: test {} {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)", s.name, s.metric, s.test, s.best_val, s.steps, s.wall_seconds, s.samples_per_second);
@@ -139,9 +148,9 @@ fn main() {
             demo::info();
             Ok(())
         }
-        Command::Train { config, resume, device } => train(&config, resume, device),
-        Command::Compare { config, strategies, seeds, device } => compare(&config, strategies, seeds, device),
-        Command::Analyze { config, steps, device } => analyze(&config, steps, device),
+        Command::Train { config, resume, device, overrides } => train(&config, resume, device, &overrides),
+        Command::Compare { config, strategies, seeds, device, overrides } => compare(&config, strategies, seeds, device, &overrides),
+        Command::Analyze { config, steps, device, overrides } => analyze(&config, steps, device, &overrides),
     };
     if let Err(e) = outcome {
         eprintln!("error: {e}");

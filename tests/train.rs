@@ -304,3 +304,16 @@ fn analyze_writes_interference_zero_shares_embeddings_and_plots() {
     f.strategy = enlighten::strategy::StrategyConfig::from_toml("[strategy]\nkind = \"vanilla\"\n[strategy.ep]\nend = \"steps\"\nsteps = 5").unwrap();
     assert!(enlighten::analyze::analyze(&f, &options, false).unwrap_err().to_string().contains("data.dataset"));
 }
+
+#[test]
+fn overrides_set_any_field_and_are_validated() {
+    let dir = scratch("overrides");
+    let text = toml::to_string(&config(&dir, "ok", "", 0.05)).unwrap();
+    let sets = |v: &[&str]| TrainConfig::from_toml_with(&text, &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let c = sets(&["data.subset=0.1", "run.name=ten", "strategy.ep={end=\"epochs\", epochs=2}", "model.width=16"]).unwrap();
+    assert_eq!((c.data.subset, c.run.name.as_str(), c.model.width), (0.1, "ten", Some(16)));
+    assert_eq!(c.strategy.ep, enlighten::strategy::EpEnd::Epochs { epochs: 2 });
+    assert!(sets(&["data.subset=2.0"]).unwrap_err().to_string().contains("data.subset"));
+    assert!(sets(&["data.subset"]).unwrap_err().to_string().contains("--set"));
+    assert!(sets(&["data.batch_size.x=1"]).unwrap_err().to_string().contains("--set"));
+}

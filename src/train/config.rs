@@ -338,7 +338,30 @@ fn default_epochs() -> u32 {
 
 impl TrainConfig {
     pub fn from_toml(text: &str) -> Result<TrainConfig> {
-        let c: TrainConfig = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        TrainConfig::from_toml_with(text, &[])
+    }
+
+    /// Parses `text` after applying `overrides`, each `dotted.key=value` with a TOML value
+    /// (`data.subset=0.1`, `strategy.ep={end="epochs", epochs=2}`; bare words are strings).
+    pub fn from_toml_with(text: &str, overrides: &[String]) -> Result<TrainConfig> {
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        for assignment in overrides {
+            let (key, raw) = assignment
+                .split_once('=')
+                .ok_or_else(|| Error::value("--set", "key=value (e.g. data.subset=0.1)", assignment))?;
+            let value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
+                Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.trim().into())),
+                Err(_) => toml::Value::String(raw.trim().into()),
+            };
+            let path: Vec<&str> = key.trim().split('.').collect();
+            let mut table = &mut doc;
+            for part in &path[..path.len() - 1] {
+                let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                table = entry.as_table_mut().ok_or_else(|| Error::value("--set", format!("a path through tables ({part} is a value)"), key))?;
+            }
+            table.insert(path[path.len() - 1].to_string(), value);
+        }
+        let c: TrainConfig = doc.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }
@@ -432,6 +455,10 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&o.label_smoothing) {
             return Err(Error::value("optim.label_smoothing", "a value in [0, 1)", o.label_smoothing));
+        }
+        let share = self.strategy.strategy().drop_share;
+        if share > 0.0 && crate::ops::loss::removed_rows(share, d.batch_size) == 0 {
+            return Err(Error::value("strategy.drop_share", format!("a share that removes at least one of data.batch_size = {} rows", d.batch_size), share));
         }
         if let Some(c) = &self.compare {
             c.validate()?;

@@ -37,6 +37,22 @@ impl InterferenceStats {
     }
 }
 
+/// The arguments both interference measurements share: lam in [0, 1], some parameters, pair
+/// indices inside `x`.
+fn check_pairs(params: &[Tensor], x: &Tensor, pairs: &[(i64, i64)], lam: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&lam) {
+        return Err(Error::value("lam", "a value in [0, 1]", lam));
+    }
+    if params.is_empty() {
+        return Err(Error::value("params", "a non-empty list of parameters", "an empty list"));
+    }
+    let n = x.size().first().copied().unwrap_or(0);
+    if let Some(&(i, j)) = pairs.iter().find(|&&(i, j)| !(0..n).contains(&i) || !(0..n).contains(&j)) {
+        return Err(Error::value("pairs", format!("indices in [0, {n})"), format!("({i}, {j})")));
+    }
+    Ok(())
+}
+
 /// `loss(inputs, targets)` must return a scalar built from `params` by autograd; it is called
 /// with the pair's two samples and unmixed targets, then with their mix at `lam` and mixed
 /// targets. `x` is `[N, ...]`, `y` int64 `[N]`, pairs index into them.
@@ -48,16 +64,7 @@ pub fn gradient_interference(
     lam: f64,
     loss: impl Fn(&Tensor, &MixedTargets) -> Result<Tensor>,
 ) -> Result<InterferenceStats> {
-    if !(0.0..=1.0).contains(&lam) {
-        return Err(Error::value("lam", "a value in [0, 1]", lam));
-    }
-    if params.is_empty() {
-        return Err(Error::value("params", "a non-empty list of parameters", "an empty list"));
-    }
-    let n = x.size().first().copied().unwrap_or(0);
-    if let Some(&(i, j)) = pairs.iter().find(|&&(i, j)| !(0..n).contains(&i) || !(0..n).contains(&j)) {
-        return Err(Error::value("pairs", format!("indices in [0, {n})"), format!("({i}, {j})")));
-    }
+    check_pairs(params, x, pairs, lam)?;
     let device = x.device();
     let (mut cosines, mut ratios) = (Vec::with_capacity(pairs.len()), Vec::with_capacity(pairs.len()));
     for &(i, j) in pairs {
@@ -89,16 +96,10 @@ pub fn batch_interference(
     lam: f64,
     loss: impl Fn(&Tensor, &MixedTargets) -> Result<Tensor>,
 ) -> Result<(f64, f64)> {
-    if !(0.0..=1.0).contains(&lam) {
-        return Err(Error::value("lam", "a value in [0, 1]", lam));
+    if pairs.is_empty() {
+        return Err(Error::value("pairs", "at least one pair", "an empty list"));
     }
-    if params.is_empty() || pairs.is_empty() {
-        return Err(Error::value("pairs", "non-empty parameters and pairs", format!("{} parameters, {} pairs", params.len(), pairs.len())));
-    }
-    let n = x.size().first().copied().unwrap_or(0);
-    if let Some(&(i, j)) = pairs.iter().find(|&&(i, j)| !(0..n).contains(&i) || !(0..n).contains(&j)) {
-        return Err(Error::value("pairs", format!("indices in [0, {n})"), format!("({i}, {j})")));
-    }
+    check_pairs(params, x, pairs, lam)?;
     let device = x.device();
     let first = Tensor::from_slice(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()).to_device(device);
     let second = Tensor::from_slice(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()).to_device(device);

@@ -59,8 +59,12 @@ enum Command {
     /// (pairs, batch size, width), zero activations for vanilla vs Mixup at two alphas, PCA
     /// embeddings; writes runs/<name>-analysis/{report.md, analysis.json, *.png}.
     Analyze {
-        #[arg(long)]
-        config: std::path::PathBuf,
+        /// The configuration to analyse.
+        #[arg(long, required_unless_present = "run")]
+        config: Option<std::path::PathBuf>,
+        /// Or a run directory: its resolved config.toml.
+        #[arg(long, conflicts_with = "config")]
+        run: Option<std::path::PathBuf>,
         /// Steps of each short training.
         #[arg(long, default_value_t = 150)]
         steps: u64,
@@ -150,7 +154,10 @@ fn main() {
         }
         Command::Train { config, resume, device, overrides } => train(&config, resume, device, &overrides),
         Command::Compare { config, strategies, seeds, device, overrides } => compare(&config, strategies, seeds, device, &overrides),
-        Command::Analyze { config, steps, device, overrides } => analyze(&config, steps, device, &overrides),
+        Command::Analyze { config, run, steps, device, overrides } => {
+            let path = config.or_else(|| run.map(|r| r.join("config.toml"))).unwrap_or_default();
+            analyze(&path, steps, device, &overrides)
+        }
     };
     if let Err(e) = outcome {
         eprintln!("error: {e}");

@@ -2,7 +2,8 @@
 # run.sh of the GPU bundle (copied there by scripts/gpu-bundle).
 #   run.sh [--torch-lib DIR] [--out DIR] [--full | --quick]
 # Finds PyTorch's lib directory (the given one, else python3's torch), prints device, driver and
-# torch versions, runs every test binary (CUDA cases included), the demo, and each benchmark in
+# torch versions, runs every test binary (CUDA cases included), the demo, 300 ResNet18 trainer
+# steps on Fashion-MNIST three ways (fused ops, tch composites, bf16 autocast), and each benchmark in
 # a short mode (--full: criterion's defaults), compute-sanitizer memcheck and racecheck over the
 # CUDA cases when available (--quick: neither sanitizer), keeps raw outputs under --out, and
 # ends with `N passed, N failed`. Exits non-zero on a machine without a GPU.
@@ -81,6 +82,27 @@ short=(--warm-up-time 0.3 --measurement-time 1 --sample-size 10)
 for b in "$here"/benches/*; do
   step "bench-$(basename "$b")" "$b" --bench /cuda "${short[@]}"
 done
+# The trainer on the GPU: 300 ResNet18 steps on Fashion-MNIST (15,000 training images), with
+# enlighten's fused ops, with the tch composites, and with bf16 autocast; summary.json's timing
+# splits each step (host time: a step's total is exact, its parts are launch times on CUDA).
+if [[ -d "$here/data/fashion-mnist" ]]; then
+  for variant in fused composite bf16; do
+    extra=(--set run.ops=fused)
+    [[ $variant == composite ]] && extra=(--set run.ops=composite)
+    [[ $variant == bf16 ]] && extra=(--set run.autocast=bf16)
+    rm -rf "$out/runs/resnet18-$variant"
+    step "train-resnet18-$variant" "$here/bin/enlighten" train --config "$here/configs/fashion-mnist-resnet18-compare.toml" \
+      --device cuda --set run.name="resnet18-$variant" --set run.out_dir="$out/runs" --set data.dir="$here/data/fashion-mnist" \
+      --set run.max_steps=300 --set run.eval_every=100 --set strategy.kind=mixup --set strategy.drop_share=0.1 \
+      --set "strategy.ep={end=\"epochs\", epochs=100}" "${extra[@]}"
+    python3 - "$out/runs/resnet18-$variant/summary.json" "$variant" <<'PY' || true
+import json, sys
+s = json.load(open(sys.argv[1])); t = s["timing"]; n = t["steps"]
+step = (t["data_seconds"] + t["strategy_seconds"] + t["forward_seconds"] + t["backward_seconds"]) / n * 1e3
+print(f"trainer {sys.argv[2]}: {s['samples_per_second']:.0f} samples/s, step {step:.2f} ms, strategy ops {t['strategy_seconds'] / n * 1e3:.3f} ms, test accuracy {s['test']:.4f}")
+PY
+  done
+fi
 python3 "$here/bench-report" --criterion-dir "$CRITERION_HOME" | tee "$out/bench-report.md"
 python3 "$here/bench-report" --json --criterion-dir "$CRITERION_HOME" > "$out/bench-report.json"
 echo "$passed passed, $failed failed"

@@ -144,6 +144,15 @@ fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>, ove
     Ok(())
 }
 
+/// The font rasteriser behind the plots calls `hypotf`, which glibc 2.35 versioned anew; this
+/// definition keeps the binary loadable where glibc is 2.34 (the GPU machines'). In f64 the
+/// squares of any f32 neither overflow nor lose the f32 result's precision.
+#[no_mangle]
+pub extern "C" fn hypotf(x: f32, y: f32) -> f32 {
+    let (x, y) = (x as f64, y as f64);
+    (x * x + y * y).sqrt() as f32
+}
+
 fn main() {
     let cli = Cli::parse();
     let outcome = match cli.command {

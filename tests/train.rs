@@ -301,6 +301,7 @@ fn analyze_writes_interference_zero_shares_embeddings_and_plots() {
     let mut f = c.clone();
     f.data.dataset = enlighten::train::Dataset::VicElec;
     f.model.name = enlighten::train::ModelName::MlpForecaster;
+    f.data.augment = false;
     f.strategy = enlighten::strategy::StrategyConfig::from_toml("[strategy]\nkind = \"vanilla\"\n[strategy.ep]\nend = \"steps\"\nsteps = 5").unwrap();
     assert!(enlighten::analyze::analyze(&f, &options, false).unwrap_err().to_string().contains("data.dataset"));
 }

@@ -25,7 +25,7 @@ use crate::strategy::{StrategyConfig, StrategyKind};
 use crate::train::prefetch::{BatchOrder, Batches};
 use crate::train::run::pick_device;
 use crate::train::task::TaskData;
-use crate::train::{cosine_lr, ModelName, OpsChoice, Optimizer, TaskKind, TrainConfig};
+use crate::train::{cosine_lr, ModelName, Optimizer, TaskKind, TrainConfig};
 
 /// How much to measure.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +138,9 @@ fn eval_loss<'a>(model: &'a dyn Model) -> impl Fn(&Tensor, &crate::ops::mixup::M
     move |x, t| loss_reference::composite(&model.forward(x, false, false).0, Targets::Mixed(t), &CrossEntropy::default())
 }
 
+/// Called with (step, model, parameters) during a short training.
+type StepHook<'a> = dyn FnMut(u64, &dyn Model, &[Tensor]) -> Result<()> + 'a;
+
 /// Trains `config`'s model on `task` for `steps` steps with Mixup at `alpha` (0: vanilla),
 /// calling `at(step, model, params)` before each step and once after the last.
 fn short_run(
@@ -145,7 +148,7 @@ fn short_run(
     task: &TaskData,
     alpha: f64,
     steps: u64,
-    at: &mut dyn FnMut(u64, &dyn Model, &[Tensor]) -> Result<()>,
+    at: &mut StepHook<'_>,
 ) -> Result<()> {
     let device = pick_device(config.run.device)?;
     tch::manual_seed(config.run.seed as i64);
@@ -165,7 +168,7 @@ fn short_run(
         at(step, model.as_ref(), &params)?;
         let (x, y) = batches.next().ok_or_else(|| Error::Config("no batch".into()))?;
         let plan = schedule.plan(step, (step / per_epoch) as u32, &mut rng);
-        let out = task.step(&forward, &x.to_device(device), &y.to_device(device), &plan, &CrossEntropy::default(), OpsChoice::Fused, &mut rng)?;
+        let out = task.step(&forward, &x.to_device(device), &y.to_device(device), &plan, &mut rng)?;
         opt.zero_grad();
         out.loss.backward();
         opt.step(cosine_lr(config.optim.lr, step, 0, total.max(steps)), step + 1);

@@ -35,7 +35,7 @@ pub fn register_fonts() {
 
 /// Decimals that tell ticks apart over an axis spanning `range`.
 pub(crate) fn decimals(range: f64) -> usize {
-    if !(range > 0.0) {
+    if range.is_nan() || range <= 0.0 {
         return 2;
     }
     (1.0 - range.log10().floor()).clamp(0.0, 4.0) as usize

@@ -32,7 +32,7 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<TTest> {
     }
     let (va, vb) = (std_dev(a).powi(2) / a.len() as f64, std_dev(b).powi(2) / b.len() as f64);
     let se2 = va + vb;
-    if !(se2 > 0.0) {
+    if se2.is_nan() || se2 <= 0.0 {
         return None;
     }
     let t = (mean(a) - mean(b)) / se2.sqrt();
@@ -48,7 +48,7 @@ pub fn paired(a: &[f64], b: &[f64]) -> Option<TTest> {
     }
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
     let sd = std_dev(&d);
-    if !(sd > 0.0) {
+    if sd.is_nan() || sd <= 0.0 {
         return None;
     }
     let df = (d.len() - 1) as f64;
@@ -58,7 +58,7 @@ pub fn paired(a: &[f64], b: &[f64]) -> Option<TTest> {
 
 /// P(|T| >= |t|) for Student's t with `df` degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2).
 pub fn two_sided_p(t: f64, df: f64) -> f64 {
-    if t.is_nan() || !(df > 0.0) {
+    if t.is_nan() || df.is_nan() || df <= 0.0 {
         return f64::NAN;
     }
     regularized_beta(df / (df + t * t), df / 2.0, 0.5)

@@ -405,6 +405,9 @@ impl TrainConfig {
             return Err(Error::value("data.series", "the UCR/UEA dataset's name (e.g. \"GunPoint\") with dataset = \"ucr\"", format!("{:?}", d.series)));
         }
         let task = d.dataset.task();
+        if d.augment && task != TaskKind::Image {
+            return Err(Error::value("data.augment", "false for a dataset that is not images (crops and flips are image augmentations)", "true"));
+        }
         if self.model.name.task() != task {
             return Err(Error::value("model.name", format!("a model for the {task:?} task of dataset {:?}", d.dataset), format!("{:?}", self.model.name)));
         }

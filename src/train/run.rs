@@ -25,7 +25,6 @@ use super::prefetch::{BatchOrder, Batches};
 use super::task::TaskData;
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::ops::loss::CrossEntropy;
 use crate::ops::stats::{zero_counts, Benr};
 use crate::rng::SeededRng;
 use crate::strategy::{EpEndInfo, Monitor};
@@ -267,8 +266,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         let t_ops = Instant::now();
         let forward_before = forward_time.get();
         let plan = state.schedule.plan(step, epoch, &mut rng);
-        let opts = CrossEntropy { label_smoothing: o.label_smoothing, ignore_index: None, drop_share: plan.drop_share };
-        let out = task.step(&forward_train, &x, &y, &plan, &opts, config.run.ops, &mut rng)?;
+        let out = task.step(&forward_train, &x, &y, &plan, &mut rng)?;
         let t_backward = Instant::now();
         let lr = cosine_lr(o.lr, step, warmup, total);
         opt.zero_grad();

@@ -58,6 +58,9 @@ pub(crate) struct TaskData {
     /// Classes (image, series), vocabulary size (text), horizon (forecasting).
     pub outputs: i64,
     image_norm: Option<ImageNorm>,
+    /// enlighten's fused ops or the tch composites, and the cross-entropy's label smoothing.
+    ops: OpsChoice,
+    label_smoothing: f64,
 }
 
 /// One training batch's loss, reported loss and correct-prediction count (device scalars).
@@ -112,6 +115,7 @@ impl TaskData {
     pub fn load(config: &TrainConfig, device: Device) -> Result<TaskData> {
         let d = &config.data;
         let seed = config.run.seed;
+        let (ops, label_smoothing) = (config.run.ops, config.optim.label_smoothing);
         match d.dataset {
             Dataset::FashionMnist | Dataset::Cifar10 | Dataset::Cifar100 | Dataset::Digits => {
                 let (train, test) = match d.dataset {
@@ -142,6 +146,8 @@ impl TaskData {
                     val: part(splits.val),
                     test: part(splits.test),
                     image_norm: Some(image_norm),
+                    ops,
+                    label_smoothing,
                 })
             }
             Dataset::Ucr => {
@@ -168,6 +174,8 @@ impl TaskData {
                     val: Part { inputs: x[1].shallow_clone(), targets: va.targets },
                     test: Part { inputs: x[2].shallow_clone(), targets: test.labels },
                     image_norm: None,
+                    ops,
+                    label_smoothing,
                 })
             }
             Dataset::VicElec => {
@@ -186,6 +194,8 @@ impl TaskData {
                     val: windows(&z[1], d.horizon)?,
                     test: windows(&z[2], d.horizon)?,
                     image_norm: None,
+                    ops,
+                    label_smoothing,
                 })
             }
             Dataset::Shakespeare => {
@@ -202,6 +212,8 @@ impl TaskData {
                     val: sequences(va)?,
                     test: sequences(te)?,
                     image_norm: None,
+                    ops,
+                    label_smoothing,
                 })
             }
         }
@@ -233,18 +245,10 @@ impl TaskData {
     }
 
     /// One batch's loss as the plan says. `forward` runs the model (under autocast if asked).
-    pub fn step(
-        &self,
-        forward: &dyn Fn(&Tensor) -> Tensor,
-        x: &Tensor,
-        y: &Tensor,
-        plan: &BatchPlan,
-        opts: &CrossEntropy,
-        ops: OpsChoice,
-        rng: &mut SeededRng,
-    ) -> Result<StepOut> {
+    pub fn step(&self, forward: &dyn Fn(&Tensor) -> Tensor, x: &Tensor, y: &Tensor, plan: &BatchPlan, rng: &mut SeededRng) -> Result<StepOut> {
         let b = x.size()[0];
-        match (self.task, ops) {
+        let opts = &CrossEntropy { label_smoothing: self.label_smoothing, ignore_index: None, drop_share: plan.drop_share };
+        match (self.task, self.ops) {
             (TaskKind::Image | TaskKind::Series, OpsChoice::Fused) => {
                 let (x, targets) = match &self.image_norm {
                     Some(n) => mix_images(x, y, &n.fused, &plan.mix, rng, Kind::Float)?,

@@ -217,6 +217,7 @@ fn tasks_refuse_the_wrong_model_strategy_or_missing_fields() {
     for (doc, field) in [
         (text(SERIES, "small-cnn", "kind = \"mixup\""), "model.name"),
         (text("dataset = \"ucr\"", "resnet1d", "kind = \"mixup\""), "data.series"),
+        (text(&format!("{SERIES}\naugment = true"), "resnet1d", "kind = \"mixup\""), "data.augment"),
         (text(FORECAST, "mlp-forecaster", "kind = \"mixup\""), "strategy.kind"),
         (text(FORECAST, "mlp-forecaster", "kind = \"high-loss-removal\""), "strategy.ep.end"),
         (text(TEXT, "char-transformer", "kind = \"alpha-boost\""), "strategy.kind"),

@@ -65,21 +65,11 @@ pub fn gradient_interference(
     loss: impl Fn(&Tensor, &MixedTargets) -> Result<Tensor>,
 ) -> Result<InterferenceStats> {
     check_pairs(params, x, pairs, lam)?;
-    let device = x.device();
     let (mut cosines, mut ratios) = (Vec::with_capacity(pairs.len()), Vec::with_capacity(pairs.len()));
-    for &(i, j) in pairs {
-        let idx = Tensor::from_slice(&[i, j]).to_device(device);
-        let (xp, yp) = (x.index_select(0, &idx), y.index_select(0, &idx));
-        let vanilla = loss(&xp, &MixedTargets::unmixed(&yp))?;
-        let g_vanilla = Tensor::run_backward(&[vanilla], params, false, false);
-        let mixed_x = (xp.get(0) * lam + xp.get(1) * (1.0 - lam)).unsqueeze(0);
-        let targets = MixedTargets { y_a: yp.narrow(0, 0, 1), y_b: yp.narrow(0, 1, 1), lam: Lambda::Batch(lam) };
-        let mixed = loss(&mixed_x, &targets)?;
-        let g_mixup = Tensor::run_backward(&[mixed], params, false, false);
-        let (a, b): (Vec<&Tensor>, Vec<&Tensor>) = (g_vanilla.iter().collect(), g_mixup.iter().collect());
-        let sums = dot_norms(&a, &b, Accumulate::F64)?;
-        cosines.push(sums.cosine());
-        ratios.push(sums.interference_ratio());
+    for &pair in pairs {
+        let (cosine, ratio) = batch_interference(params, x, y, &[pair], lam, &loss)?;
+        cosines.push(cosine);
+        ratios.push(ratio);
     }
     Ok(InterferenceStats::from_pairs(cosines, ratios))
 }

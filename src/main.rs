@@ -33,9 +33,12 @@ enum Command {
         /// Override [run] device.
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
-        /// Override a configuration value: --set data.subset=0.1 (repeatable).
+        /// Override a configuration value: --set optim.lr=0.1 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Keep this share of the training set (the data-scale ablations); --set data.subset=F.
+        #[arg(long, value_name = "FRACTION")]
+        subset: Option<f64>,
     },
     /// Train every strategy x seed of a configuration (finished runs are skipped, interrupted
     /// ones resume), then write runs/<name>/{report.md, report.json, *.png}.
@@ -51,9 +54,12 @@ enum Command {
         /// Override [run] device.
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
-        /// Override a configuration value: --set data.subset=0.1 (repeatable).
+        /// Override a configuration value: --set optim.lr=0.1 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Keep this share of the training set (the data-scale ablations); --set data.subset=F.
+        #[arg(long, value_name = "FRACTION")]
+        subset: Option<f64>,
     },
     /// The paper's EP diagnostics for a classification configuration: gradient interference
     /// (pairs, batch size, width), zero activations for vanilla vs Mixup at two alphas, PCA
@@ -71,9 +77,12 @@ enum Command {
         /// Override [run] device.
         #[arg(long, value_enum)]
         device: Option<DeviceChoice>,
-        /// Override a configuration value: --set data.subset=0.1 (repeatable).
+        /// Override a configuration value: --set optim.lr=0.1 (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        /// Keep this share of the training set (the data-scale ablations); --set data.subset=F.
+        #[arg(long, value_name = "FRACTION")]
+        subset: Option<f64>,
     },
 }
 
@@ -84,6 +93,12 @@ fn analyze(path: &std::path::Path, steps: u64, device: Option<DeviceChoice>, ove
     println!("{}", analysis.tables());
     println!("report: {}", dir.join("report.md").display());
     Ok(())
+}
+
+/// `--subset F` is `--set data.subset=F`.
+fn with_subset(mut overrides: Vec<String>, subset: Option<f64>) -> Vec<String> {
+    overrides.extend(subset.map(|f| format!("data.subset={f}")));
+    overrides
 }
 
 /// Ctrl-C asks the current run to checkpoint and stop at the end of its step.
@@ -161,9 +176,10 @@ fn main() {
             demo::info();
             Ok(())
         }
-        Command::Train { config, resume, device, overrides } => train(&config, resume, device, &overrides),
-        Command::Compare { config, strategies, seeds, device, overrides } => compare(&config, strategies, seeds, device, &overrides),
-        Command::Analyze { config, run, steps, device, overrides } => {
+        Command::Train { config, resume, device, overrides, subset } => train(&config, resume, device, &with_subset(overrides, subset)),
+        Command::Compare { config, strategies, seeds, device, overrides, subset } => compare(&config, strategies, seeds, device, &with_subset(overrides, subset)),
+        Command::Analyze { config, run, steps, device, overrides, subset } => {
+            let overrides = with_subset(overrides, subset);
             let path = config.or_else(|| run.map(|r| r.join("config.toml"))).unwrap_or_default();
             analyze(&path, steps, device, &overrides)
         }

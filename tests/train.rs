@@ -318,3 +318,12 @@ fn overrides_set_any_field_and_are_validated() {
     assert!(sets(&["data.subset"]).unwrap_err().to_string().contains("--set"));
     assert!(sets(&["data.batch_size.x=1"]).unwrap_err().to_string().contains("--set"));
 }
+
+#[test]
+fn bf16_autocast_on_the_cpu_is_refused_by_name() {
+    let _one = serial();
+    let dir = setup("autocast");
+    let c = config(&dir, "bf16", "autocast = \"bf16\"", 0.05);
+    let e = train(&c, false, false).unwrap_err().to_string();
+    assert!(e.contains("run.autocast") && e.contains("CUDA"), "{e}");
+}

@@ -12,6 +12,20 @@ struct Cli {
     command: Command,
 }
 
+/// What train, compare and analyze may change in a configuration from the command line.
+#[derive(clap::Args)]
+struct Changes {
+    /// Override [run] device.
+    #[arg(long, value_enum)]
+    device: Option<DeviceChoice>,
+    /// Override a configuration value: --set optim.lr=0.1 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Keep this share of the training set (the data-scale ablations); --set data.subset=F.
+    #[arg(long, value_name = "FRACTION")]
+    subset: Option<f64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run every op on the CPU (and CUDA when present), check each against its f64 reference and
@@ -30,15 +44,8 @@ enum Command {
         /// Continue the run from its latest checkpoint.
         #[arg(long)]
         resume: bool,
-        /// Override [run] device.
-        #[arg(long, value_enum)]
-        device: Option<DeviceChoice>,
-        /// Override a configuration value: --set optim.lr=0.1 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Keep this share of the training set (the data-scale ablations); --set data.subset=F.
-        #[arg(long, value_name = "FRACTION")]
-        subset: Option<f64>,
+        #[command(flatten)]
+        changes: Changes,
     },
     /// Train every strategy x seed of a configuration (finished runs are skipped, interrupted
     /// ones resume), then write runs/<name>/{report.md, report.json, *.png}.
@@ -51,15 +58,8 @@ enum Command {
         /// Seeds per strategy (default: [compare] seeds, else 3).
         #[arg(long)]
         seeds: Option<u32>,
-        /// Override [run] device.
-        #[arg(long, value_enum)]
-        device: Option<DeviceChoice>,
-        /// Override a configuration value: --set optim.lr=0.1 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Keep this share of the training set (the data-scale ablations); --set data.subset=F.
-        #[arg(long, value_name = "FRACTION")]
-        subset: Option<f64>,
+        #[command(flatten)]
+        changes: Changes,
     },
     /// The paper's EP diagnostics for a classification configuration: gradient interference
     /// (pairs, batch size, width), zero activations for vanilla vs Mixup at two alphas, PCA
@@ -74,31 +74,18 @@ enum Command {
         /// Steps of each short training.
         #[arg(long, default_value_t = 150)]
         steps: u64,
-        /// Override [run] device.
-        #[arg(long, value_enum)]
-        device: Option<DeviceChoice>,
-        /// Override a configuration value: --set optim.lr=0.1 (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Keep this share of the training set (the data-scale ablations); --set data.subset=F.
-        #[arg(long, value_name = "FRACTION")]
-        subset: Option<f64>,
+        #[command(flatten)]
+        changes: Changes,
     },
 }
 
-fn analyze(path: &std::path::Path, steps: u64, device: Option<DeviceChoice>, overrides: &[String]) -> enlighten::Result<()> {
-    let config = load_config(path, overrides, device)?;
+fn analyze(path: &std::path::Path, steps: u64, changes: &Changes) -> enlighten::Result<()> {
+    let config = load_config(path, changes)?;
     let options = enlighten::analyze::AnalyzeOptions { steps, ..Default::default() };
     let (analysis, dir) = enlighten::analyze::analyze(&config, &options, true)?;
     println!("{}", analysis.tables());
     println!("report: {}", dir.join("report.md").display());
     Ok(())
-}
-
-/// `--subset F` is `--set data.subset=F`.
-fn with_subset(mut overrides: Vec<String>, subset: Option<f64>) -> Vec<String> {
-    overrides.extend(subset.map(|f| format!("data.subset={f}")));
-    overrides
 }
 
 /// Ctrl-C asks the current run to checkpoint and stop at the end of its step.
@@ -107,22 +94,24 @@ fn interrupt_flag() -> Option<&'static std::sync::atomic::AtomicBool> {
     ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst)).is_ok().then_some(&INTERRUPT)
 }
 
-fn load_config(path: &std::path::Path, overrides: &[String], device: Option<DeviceChoice>) -> enlighten::Result<enlighten::train::TrainConfig> {
+fn load_config(path: &std::path::Path, changes: &Changes) -> enlighten::Result<enlighten::train::TrainConfig> {
     let text = std::fs::read_to_string(path).map_err(|e| enlighten::Error::Data {
         path: path.to_path_buf(),
         problem: e.to_string(),
         hint: "pass --config with a TOML file (see configs/)".into(),
     })?;
-    let mut config = enlighten::train::TrainConfig::from_toml_with(&text, overrides)?;
-    if let Some(d) = device {
+    let mut overrides = changes.overrides.clone();
+    overrides.extend(changes.subset.map(|f| format!("data.subset={f}")));
+    let mut config = enlighten::train::TrainConfig::from_toml_with(&text, &overrides)?;
+    if let Some(d) = changes.device {
         config.run.device = d;
     }
     Ok(config)
 }
 
-fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Option<u32>, device: Option<DeviceChoice>, overrides: &[String]) -> enlighten::Result<()> {
+fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Option<u32>, changes: &Changes) -> enlighten::Result<()> {
     use enlighten::compare::{compare, plan, TrainRunner};
-    let config = load_config(path, overrides, device)?;
+    let config = load_config(path, changes)?;
     let mut section = config.compare.clone().unwrap_or_default();
     if let Some(names) = strategies {
         section.strategies = names.iter().map(|n| n.parse()).collect::<enlighten::Result<_>>()?;
@@ -146,8 +135,8 @@ fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Optio
     Ok(())
 }
 
-fn train(path: &std::path::Path, resume: bool, device: Option<DeviceChoice>, overrides: &[String]) -> enlighten::Result<()> {
-    let config = load_config(path, overrides, device)?;
+fn train(path: &std::path::Path, resume: bool, changes: &Changes) -> enlighten::Result<()> {
+    let config = load_config(path, changes)?;
     let options = enlighten::train::TrainOptions { resume, progress: true, interrupt: interrupt_flag(), ..Default::default() };
     let s = enlighten::train::train(&config, &options)?;
     println!("{}: test {} {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)", s.name, s.metric, s.test, s.best_val, s.steps, s.wall_seconds, s.samples_per_second);
@@ -176,12 +165,11 @@ fn main() {
             demo::info();
             Ok(())
         }
-        Command::Train { config, resume, device, overrides, subset } => train(&config, resume, device, &with_subset(overrides, subset)),
-        Command::Compare { config, strategies, seeds, device, overrides, subset } => compare(&config, strategies, seeds, device, &with_subset(overrides, subset)),
-        Command::Analyze { config, run, steps, device, overrides, subset } => {
-            let overrides = with_subset(overrides, subset);
+        Command::Train { config, resume, changes } => train(&config, resume, &changes),
+        Command::Compare { config, strategies, seeds, changes } => compare(&config, strategies, seeds, &changes),
+        Command::Analyze { config, run, steps, changes } => {
             let path = config.or_else(|| run.map(|r| r.join("config.toml"))).unwrap_or_default();
-            analyze(&path, steps, device, &overrides)
+            analyze(&path, steps, &changes)
         }
     };
     if let Err(e) = outcome {

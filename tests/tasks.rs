@@ -234,3 +234,23 @@ fn tasks_refuse_the_wrong_model_strategy_or_missing_fields() {
     let e = train(&c, &TrainOptions::default()).unwrap_err().to_string();
     assert!(e.contains("Waves_TRAIN.ts") && e.contains("scripts/setup --data"), "{e}");
 }
+
+#[test]
+fn the_char_lm_resumes_bit_identically() {
+    let _one = serial();
+    let dir = setup("resume");
+    let model = "name = \"char-transformer\"\nwidth = 32\ndepth = 1\nheads = 2";
+    // The split at step 10 falls on a log and evaluation boundary, as in the straight run.
+    let straight = config(&dir, "straight", TEXT, model, HLR, "max_steps = 20");
+    let s = run(&straight);
+    let half = config(&dir, "halves", TEXT, model, HLR, "max_steps = 10");
+    run(&half);
+    let rest = config(&dir, "halves", TEXT, model, HLR, "max_steps = 20");
+    let r = train(&rest, &TrainOptions { resume: true, ..Default::default() }).unwrap();
+    assert_eq!((s.test.to_bits(), s.test_loss.to_bits()), (r.test.to_bits(), r.test_loss.to_bits()));
+    let (a, b) = (metrics(&dir, "straight"), metrics(&dir, "halves"));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((x.step, x.loss.to_bits(), x.drop_share.to_bits()), (y.step, y.loss.to_bits(), y.drop_share.to_bits()));
+    }
+}

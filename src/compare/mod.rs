@@ -200,7 +200,9 @@ impl Runner for TrainRunner<'_> {
         self.overall.set_position(index as u64);
         self.overall.set_message(format!("{}{}", run.config.run.name, if resume { " (resuming)" } else { "" }));
         let options = crate::train::TrainOptions { resume, progress: true, progress_group: Some(&self.group), interrupt: self.interrupt };
-        let summary = crate::train::train(&run.config, &options)?;
+        let summary = crate::train::train(&run.config, &options).inspect_err(|e| {
+            self.overall.println(format!("run {} stopped: {e}", run.dir().display()));
+        })?;
         self.overall.set_position(index as u64 + 1);
         Ok(summary)
     }

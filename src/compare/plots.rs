@@ -95,7 +95,10 @@ pub(crate) fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x
     if !x0.is_finite() {
         return Ok(());
     }
-    x0 = x0.min(0.0);
+    // Step axes start at 0; an axis far from 0 (log parameter counts) keeps its range.
+    if x0 >= 0.0 && x0 < 0.2 * x1 {
+        x0 = 0.0;
+    }
     // Headroom above the data for the legend, so it never covers a curve.
     let span = (y1 - y0).max(1e-6);
     let (y0, y1) = (y0 - 0.05 * span, y1 + 0.08 * span + 0.1 * span * (curves.len() + 1) as f64);

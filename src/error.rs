@@ -62,6 +62,11 @@ impl Error {
         Error::Shape { arg, expected: expected.into(), got: format!("{got:?}") }
     }
 
+    /// A file or folder of the output could not be written.
+    pub(crate) fn unwritable(path: impl Into<std::path::PathBuf>, problem: impl std::fmt::Display) -> Self {
+        Error::Data { path: path.into(), problem: problem.to_string(), hint: "the output folder must be writable".into() }
+    }
+
     pub(crate) fn cuda(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
         Error::Cuda { context: context.into(), message: err.to_string() }
     }

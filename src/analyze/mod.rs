@@ -19,11 +19,11 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::ops::loss::{reference as loss_reference, CrossEntropy, Targets};
-use crate::ops::stats::{batch_interference, gradient_interference, zero_counts};
+use crate::ops::stats::{batch_interference, gradient_interference};
 use crate::rng::SeededRng;
 use crate::strategy::{StrategyConfig, StrategyKind};
 use crate::train::prefetch::{BatchOrder, Batches};
-use crate::train::run::pick_device;
+use crate::train::run::{pick_device, zero_shares};
 use crate::train::task::TaskData;
 use crate::train::{cosine_lr, ModelName, Optimizer, TaskKind, TrainConfig};
 
@@ -176,16 +176,6 @@ fn short_run(
     at(steps, model.as_ref(), &params)
 }
 
-fn zero_shares(model: &dyn Model, x: &Tensor) -> Result<Vec<f64>> {
-    let (_, probes) = tch::no_grad(|| model.forward(x, false, true));
-    let refs: Vec<&Tensor> = probes.iter().collect();
-    if refs.is_empty() {
-        return Ok(Vec::new());
-    }
-    let counts = Vec::<i64>::try_from(zero_counts(&refs, model.probe_eps())?.sum_dim_intlist(1, false, Kind::Int64).to_device(Device::Cpu))?;
-    Ok(counts.iter().zip(&probes).map(|(&c, p)| c as f64 / p.numel() as f64).collect())
-}
-
 /// The first two principal components of the penultimate features (the last probe) of up to
 /// 100 pool samples of each of classes 0, 1 and 2.
 fn embedding(model: &dyn Model, pool: &Pool) -> Result<Vec<(i64, f64, f64)>> {
@@ -304,11 +294,9 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
 
     let analysis = Analysis { name: config.run.name.clone(), steps: opts.steps, lam: opts.lam, snapshots, widths, zero_traces: traces };
     let dir = config.run.out_dir.join(format!("{}-analysis", config.run.name));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Data { path: dir.clone(), problem: e.to_string(), hint: "the output folder must be writable".into() })?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::unwritable(&dir, e))?;
     let pngs = plots::plot_analysis(&analysis, &dir)?;
-    let write = |name: &str, text: String| {
-        std::fs::write(dir.join(name), text).map_err(|e| Error::Data { path: dir.join(name), problem: e.to_string(), hint: "the output folder must be writable".into() })
-    };
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e));
     write("analysis.json", serde_json::to_string_pretty(&analysis).map_err(|e| Error::Config(e.to_string()))?)?;
     write("report.md", analysis.markdown(&pngs, &dir))?;
     Ok((analysis, dir))

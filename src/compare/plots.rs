@@ -49,7 +49,7 @@ fn layer_color(k: usize, layers: usize) -> RGBColor {
 }
 
 pub(crate) fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Data { path: path.to_path_buf(), problem: format!("drawing failed: {e}"), hint: "the output folder must be writable".into() }
+    Error::unwritable(path, format!("drawing failed: {e}"))
 }
 
 /// A strategy's curve: per x, the mean over runs and the band (min, max).

@@ -96,11 +96,6 @@ pub struct MetricsLine {
     pub benr: Option<f64>,
 }
 
-/// A file of the run directory could not be written.
-fn unwritable(path: PathBuf, e: impl std::fmt::Display) -> Error {
-    Error::Data { path, problem: e.to_string(), hint: "the output folder must be writable".into() }
-}
-
 pub(crate) fn pick_device(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
@@ -110,7 +105,7 @@ pub(crate) fn pick_device(choice: DeviceChoice) -> Result<Device> {
 }
 
 /// Per probed layer, the share of its activations on `batch` that count as zero.
-fn zero_shares(model: &dyn Model, batch: &Tensor) -> Result<Vec<f64>> {
+pub(crate) fn zero_shares(model: &dyn Model, batch: &Tensor) -> Result<Vec<f64>> {
     let (_, probes) = tch::no_grad(|| model.forward(batch, false, true));
     if probes.is_empty() {
         return Ok(Vec::new());
@@ -156,7 +151,7 @@ fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
         .filter(|l| serde_json::from_str::<MetricsLine>(l).map(|m| m.step < step).unwrap_or(false))
         .map(|l| format!("{l}\n"))
         .collect();
-    fs::write(path, kept).map_err(|e| unwritable(path.to_path_buf(), e))
+    fs::write(path, kept).map_err(|e| Error::unwritable(path.to_path_buf(), e))
 }
 
 /// How a training call behaves, besides its configuration.
@@ -193,8 +188,8 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     if !resume && ckpt_dir.join("latest").exists() {
         return Err(Error::value("run.name", format!("a new run name (runs/{}/ has checkpoints: pass --resume to continue it)", config.run.name), &config.run.name));
     }
-    fs::create_dir_all(&run_dir).map_err(|e| unwritable(run_dir.clone(), e))?;
-    fs::write(run_dir.join("config.toml"), config.to_toml()?).map_err(|e| unwritable(run_dir.join("config.toml"), e))?;
+    fs::create_dir_all(&run_dir).map_err(|e| Error::unwritable(run_dir.clone(), e))?;
+    fs::write(run_dir.join("config.toml"), config.to_toml()?).map_err(|e| Error::unwritable(run_dir.join("config.toml"), e))?;
 
     let task = TaskData::load(config, device)?;
     tch::manual_seed(seed as i64);
@@ -224,7 +219,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         let _ = fs::remove_file(&metrics_path);
     }
     let mut metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path)
-        .map_err(|e| unwritable(metrics_path.clone(), e))?;
+        .map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
 
     let batch = config.data.batch_size.min(task.train.len());
     let per_epoch = (task.train.len() / batch).max(1) as u64;
@@ -336,7 +331,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
                 benr: benr_value,
             };
             writeln!(metrics, "{}", serde_json::to_string(&line).map_err(|e| Error::Config(e.to_string()))?)
-                .map_err(|e| unwritable(metrics_path.clone(), e))?;
+                .map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
             let acc = train_acc.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
             bar.set_message(format!("loss {mean_loss:.4}{acc} {}", if plan.in_ep { "in EP" } else { "after EP" }));
             loss_sum = loss_sum.zeros_like();
@@ -377,6 +372,6 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         timing,
     };
     let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Config(e.to_string()))?;
-    fs::write(run_dir.join("summary.json"), json).map_err(|e| unwritable(run_dir.join("summary.json"), e))?;
+    fs::write(run_dir.join("summary.json"), json).map_err(|e| Error::unwritable(run_dir.join("summary.json"), e))?;
     Ok(summary)
 }

@@ -110,7 +110,7 @@ fn load_config(path: &std::path::Path, changes: &Changes) -> enlighten::Result<e
 }
 
 fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Option<u32>, changes: &Changes) -> enlighten::Result<()> {
-    use enlighten::compare::{compare, plan, TrainRunner};
+    use enlighten::compare::{compare, TrainRunner};
     let config = load_config(path, changes)?;
     let mut section = config.compare.clone().unwrap_or_default();
     if let Some(names) = strategies {
@@ -120,8 +120,7 @@ fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Optio
     if let Some(s) = seeds {
         section.seeds = s;
     }
-    let runs = plan(&config, &section)?.len();
-    let mut runner = TrainRunner::new(runs, interrupt_flag());
+    let mut runner = TrainRunner::new(interrupt_flag());
     let (report, _) = compare(&config, &section, &mut runner)?;
     runner.overall.finish_and_clear();
     let dir = enlighten::compare::compare_dir(&config);

@@ -185,9 +185,10 @@ pub struct TrainRunner<'a> {
 }
 
 impl<'a> TrainRunner<'a> {
-    pub fn new(runs: usize, interrupt: Option<&'a std::sync::atomic::AtomicBool>) -> TrainRunner<'a> {
+    /// The bar over all runs learns their number from the first run it is given.
+    pub fn new(interrupt: Option<&'a std::sync::atomic::AtomicBool>) -> TrainRunner<'a> {
         let group = indicatif::MultiProgress::new();
-        let overall = group.add(indicatif::ProgressBar::new(runs as u64));
+        let overall = group.add(indicatif::ProgressBar::new(0));
         let style = indicatif::ProgressStyle::with_template("runs {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         overall.set_style(style);
@@ -196,7 +197,8 @@ impl<'a> TrainRunner<'a> {
 }
 
 impl Runner for TrainRunner<'_> {
-    fn run(&mut self, run: &PlannedRun, resume: bool, index: usize, _total: usize) -> Result<Summary> {
+    fn run(&mut self, run: &PlannedRun, resume: bool, index: usize, total: usize) -> Result<Summary> {
+        self.overall.set_length(total as u64);
         self.overall.set_position(index as u64);
         self.overall.set_message(format!("{}{}", run.config.run.name, if resume { " (resuming)" } else { "" }));
         let options = crate::train::TrainOptions { resume, progress: true, progress_group: Some(&self.group), interrupt: self.interrupt };

@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::Analysis;
-use crate::compare::plots::{panel, plot_error, register_fonts, Curve, EpMarks, COLORS};
+use super::{Analysis, Snapshot};
+use crate::compare::plots::{legend, panel, png, register_fonts, Curve, EpMarks, COLORS};
 use crate::error::Result;
 
 fn line(name: String, color: RGBColor, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {
@@ -29,42 +30,33 @@ fn histogram(values: &[f64], bins: usize) -> Vec<(f64, f64)> {
 pub(super) fn plot_analysis(a: &Analysis, dir: &Path) -> Result<Vec<PathBuf>> {
     register_fonts();
     let none = EpMarks { shade_to: None, ends: Vec::new() };
-    let mut written = Vec::new();
-
-    let path = dir.join("interference.png");
-    {
-        let root = BitMapBackend::new(&path, (1650, 520)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_error(&path, e))?;
+    let color = |i: usize| COLORS[i % COLORS.len()];
+    let mut written = vec![png(dir.join("interference.png"), (1650, 520), |root| {
         let areas = root.split_evenly((1, 3));
-        let color = |i: usize| COLORS[i % COLORS.len()];
         let hist: Vec<Curve> = a.snapshots.iter().enumerate().map(|(i, s)| line(format!("step {}", s.step), color(i), histogram(&s.cosines, 20))).collect();
-        panel(&areas[0], "cos(vanilla, Mixup gradient) over pairs", "cosine", "density", &hist, &none).map_err(|e| plot_error(&path, e))?;
+        panel(&areas[0], "cos(vanilla, Mixup gradient) over pairs", "cosine", "density", &hist, &none)?;
         let by_batch: Vec<Curve> = a
             .snapshots
             .iter()
             .enumerate()
             .map(|(i, s)| line(format!("step {}", s.step), color(i), s.by_batch.iter().map(|b| ((b.pairs as f64).log2(), b.mean_cosine))))
             .collect();
-        panel(&areas[1], "batch-level cosine vs pairs per batch", "log2(pairs per batch)", "mean cosine", &by_batch, &none).map_err(|e| plot_error(&path, e))?;
+        panel(&areas[1], "batch-level cosine vs pairs per batch", "log2(pairs per batch)", "mean cosine", &by_batch, &none)?;
         if !a.widths.is_empty() {
             let widths = vec![
                 line("mean cosine".into(), color(0), a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_cosine))),
                 line("interference ratio".into(), color(1), a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_ratio))),
             ];
             let title = format!("pairwise interference vs width (after {} steps)", a.steps);
-            panel(&areas[2], &title, "log10(parameters)", "mean over pairs", &widths, &none).map_err(|e| plot_error(&path, e))?;
+            panel(&areas[2], &title, "log10(parameters)", "mean over pairs", &widths, &none)?;
         }
-        root.present().map_err(|e| plot_error(&path, e))?;
-    }
-    written.push(path);
+        Ok(())
+    })?];
 
     let layers = a.zero_traces.iter().flat_map(|z| z.points.iter().map(|p| p.1.len())).max().unwrap_or(0);
     if layers > 0 {
-        let path = dir.join("zero_vs_alpha.png");
-        {
-            let shown = layers.min(6);
-            let root = BitMapBackend::new(&path, (520 * shown as u32, 500)).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| plot_error(&path, e))?;
+        let shown = layers.min(6);
+        written.push(png(dir.join("zero_vs_alpha.png"), (520 * shown as u32, 500), |root| {
             // The first layers and the last (where the paper sees revival) when there are many.
             let picks: Vec<usize> = if layers <= 6 { (0..layers).collect() } else { vec![0, 1, layers / 3, layers / 2, 2 * layers / 3, layers - 1] };
             for (area, &k) in root.split_evenly((1, shown)).iter().zip(&picks) {
@@ -72,67 +64,60 @@ pub(super) fn plot_analysis(a: &Analysis, dir: &Path) -> Result<Vec<PathBuf>> {
                     .zero_traces
                     .iter()
                     .enumerate()
-                    .map(|(i, z)| line(z.label.clone(), COLORS[i % COLORS.len()], z.points.iter().filter_map(|(s, v)| v.get(k).map(|&x| (*s as f64, x)))))
+                    .map(|(i, z)| line(z.label.clone(), color(i), z.points.iter().filter_map(|(s, v)| v.get(k).map(|&x| (*s as f64, x)))))
                     .collect();
-                panel(area, &format!("layer {}: zero activations", k + 1), "step", "share = 0", &curves, &none).map_err(|e| plot_error(&path, e))?;
+                panel(area, &format!("layer {}: zero activations", k + 1), "step", "share = 0", &curves, &none)?;
             }
-            root.present().map_err(|e| plot_error(&path, e))?;
-        }
-        written.push(path);
+            Ok(())
+        })?);
     }
 
     if a.snapshots.iter().any(|s| !s.embedding.is_empty()) {
-        let path = dir.join("embeddings.png");
-        {
-            let n = a.snapshots.len().max(1);
-            let root = BitMapBackend::new(&path, (480 * n as u32, 480)).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| plot_error(&path, e))?;
+        let n = a.snapshots.len().max(1);
+        written.push(png(dir.join("embeddings.png"), (480 * n as u32, 480), |root| {
             for (area, s) in root.split_evenly((1, n)).iter().zip(&a.snapshots) {
-                let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
-                for &(_, x, y) in &s.embedding {
-                    (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-                }
-                if !x0.is_finite() {
-                    continue;
-                }
-                let (px, py) = (((x1 - x0) * 0.05).max(1e-9), ((y1 - y0) * 0.2).max(1e-9));
-                let mut chart = ChartBuilder::on(area)
-                    .caption(format!("penultimate features, step {}", s.step), ("sans-serif", 20).into_font().style(FontStyle::Bold))
-                    .margin(12)
-                    .x_label_area_size(36)
-                    .y_label_area_size(56)
-                    .build_cartesian_2d(x0 - px..x1 + px, y0 - py..y1 + py)
-                    .map_err(|e| plot_error(&path, e))?;
-                chart
-                    .configure_mesh()
-                    .x_desc("PC 1")
-                    .y_desc("PC 2")
-                    .light_line_style(WHITE.mix(0.0))
-                    .x_label_formatter(&|v| format!("{v:.1}"))
-                    .y_label_formatter(&|v| format!("{v:.1}"))
-                    .label_style(("sans-serif", 14))
-                    .draw()
-                    .map_err(|e| plot_error(&path, e))?;
-                for class in 0..3i64 {
-                    let c = COLORS[class as usize];
-                    chart
-                        .draw_series(s.embedding.iter().filter(|e| e.0 == class).map(|&(_, x, y)| Circle::new((x, y), 3, c.mix(0.7).filled())))
-                        .map_err(|e| plot_error(&path, e))?
-                        .label(format!("class {class}"))
-                        .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.filled()));
-                }
-                chart
-                    .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperRight)
-                    .label_font(("sans-serif", 14))
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.4))
-                    .draw()
-                    .map_err(|e| plot_error(&path, e))?;
+                embedding_panel(area, s)?;
             }
-            root.present().map_err(|e| plot_error(&path, e))?;
-        }
-        written.push(path);
+            Ok(())
+        })?);
     }
     Ok(written)
+}
+
+/// One snapshot's PCA scatter of three classes.
+fn embedding_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, s: &Snapshot) -> std::result::Result<(), String> {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    for &(_, x, y) in &s.embedding {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if !x0.is_finite() {
+        return Ok(());
+    }
+    let (px, py) = (((x1 - x0) * 0.05).max(1e-9), ((y1 - y0) * 0.2).max(1e-9));
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("penultimate features, step {}", s.step), ("sans-serif", 20).into_font().style(FontStyle::Bold))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(x0 - px..x1 + px, y0 - py..y1 + py)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("PC 1")
+        .y_desc("PC 2")
+        .light_line_style(WHITE.mix(0.0))
+        .x_label_formatter(&|v| format!("{v:.1}"))
+        .y_label_formatter(&|v| format!("{v:.1}"))
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for class in 0..3i64 {
+        let c = COLORS[class as usize];
+        chart
+            .draw_series(s.embedding.iter().filter(|e| e.0 == class).map(|&(_, x, y)| Circle::new((x, y), 3, c.mix(0.7).filled())))
+            .map_err(|e| e.to_string())?
+            .label(format!("class {class}"))
+            .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.filled()));
+    }
+    legend(&mut chart)
 }

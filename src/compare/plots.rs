@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -48,7 +49,7 @@ fn layer_color(k: usize, layers: usize) -> RGBColor {
     RGBColor(mix(253, 8), mix(174, 48), mix(97, 107))
 }
 
-pub(crate) fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
+fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::unwritable(path, format!("drawing failed: {e}"))
 }
 
@@ -138,6 +139,11 @@ pub(crate) fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x
             chart.draw_series(c.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err(|e| e.to_string())?;
         }
     }
+    legend(&mut chart)
+}
+
+/// The legend every chart uses: upper right, over a light box.
+pub(crate) fn legend<'a>(chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>) -> std::result::Result<(), String> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -146,6 +152,17 @@ pub(crate) fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x
         .border_style(BLACK.mix(0.4))
         .draw()
         .map_err(|e| e.to_string())
+}
+
+/// One PNG of `size` pixels on white, drawn by `draw`; returns its path.
+pub(crate) fn png(path: PathBuf, size: (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>) -> Result<PathBuf> {
+    {
+        let root = BitMapBackend::new(&path, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_error(&path, e))?;
+        draw(&root).map_err(|e| plot_error(&path, e))?;
+        root.present().map_err(|e| plot_error(&path, e))?;
+    }
+    Ok(path)
 }
 
 fn load_metrics(dir: &Path) -> Vec<MetricsLine> {
@@ -176,28 +193,18 @@ pub fn plot_comparison(report: &Report, runs: &[PlannedRun], dir: &Path) -> Resu
     let curves = |value: &dyn Fn(&MetricsLine) -> Option<f64>| -> Vec<Curve> {
         per_strategy.iter().map(|(name, color, runs)| Curve { name: name.clone(), color: *color, points: aggregate(runs, value) }).collect()
     };
-    let mut written = Vec::new();
-
-    let path = dir.join("curves.png");
-    {
-        let root = BitMapBackend::new(&path, (1500, 560)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_error(&path, e))?;
+    let metric = format!("validation {}", report.metric);
+    let title = format!("{}: {metric} (mean, min-max over {} seeds)", report.name, report.seeds);
+    let mut written = vec![png(dir.join("curves.png"), (1500, 560), |root| {
         let halves = root.split_evenly((1, 2));
-        let metric = format!("validation {}", report.metric);
-        let title = format!("{}: {metric} (mean, min-max over {} seeds)", report.name, report.seeds);
-        panel(&halves[0], &title, "step", &metric, &curves(&|l| l.val), &ep).map_err(|e| plot_error(&path, e))?;
-        panel(&halves[1], "training loss (mean over the log window)", "step", "loss", &curves(&|l| Some(l.loss)), &ep).map_err(|e| plot_error(&path, e))?;
-        root.present().map_err(|e| plot_error(&path, e))?;
-    }
-    written.push(path);
+        panel(&halves[0], &title, "step", &metric, &curves(&|l| l.val), &ep)?;
+        panel(&halves[1], "training loss (mean over the log window)", "step", "loss", &curves(&|l| Some(l.loss)), &ep)
+    })?];
 
     let layers = per_strategy.iter().flat_map(|s| s.2.iter().flatten()).filter_map(|l| l.zero_share.as_ref().map(Vec::len)).max().unwrap_or(0);
     if layers > 0 {
-        let path = dir.join("zero_share.png");
-        {
-            let n = per_strategy.len();
-            let root = BitMapBackend::new(&path, (560 * n as u32, 520)).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| plot_error(&path, e))?;
+        let n = per_strategy.len();
+        written.push(png(dir.join("zero_share.png"), (560 * n as u32, 520), |root| {
             for ((name, _, runs), area) in per_strategy.iter().zip(root.split_evenly((1, n)).iter()) {
                 let per_layer: Vec<Curve> = (0..layers)
                     .map(|k| Curve {
@@ -206,23 +213,15 @@ pub fn plot_comparison(report: &Report, runs: &[PlannedRun], dir: &Path) -> Resu
                         points: aggregate(runs, |l| l.zero_share.as_ref().and_then(|z| z.get(k).copied())),
                     })
                     .collect();
-                panel(area, &format!("{name}: zero activations"), "step", "share of activations = 0", &per_layer, &ep).map_err(|e| plot_error(&path, e))?;
+                panel(area, &format!("{name}: zero activations"), "step", "share of activations = 0", &per_layer, &ep)?;
             }
-            root.present().map_err(|e| plot_error(&path, e))?;
-        }
-        written.push(path);
+            Ok(())
+        })?);
     }
 
     let benr = curves(&|l| l.benr);
     if benr.iter().any(|c| !c.points.is_empty()) {
-        let path = dir.join("benr.png");
-        {
-            let root = BitMapBackend::new(&path, (900, 520)).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| plot_error(&path, e))?;
-            panel(&root, "batch-epoch norm ratio per epoch", "step (epoch end)", "BENR", &benr, &ep).map_err(|e| plot_error(&path, e))?;
-            root.present().map_err(|e| plot_error(&path, e))?;
-        }
-        written.push(path);
+        written.push(png(dir.join("benr.png"), (900, 520), |root| panel(root, "batch-epoch norm ratio per epoch", "step (epoch end)", "BENR", &benr, &ep))?);
     }
     Ok(written)
 }

@@ -121,15 +121,12 @@ fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Optio
         section.seeds = s;
     }
     let mut runner = TrainRunner::new(interrupt_flag());
-    let (report, _) = compare(&config, &section, &mut runner)?;
+    let done = compare(&config, &section, &mut runner)?;
     runner.overall.finish_and_clear();
-    let dir = enlighten::compare::compare_dir(&config);
-    println!("{}\n", report.table());
-    println!("report: {}", dir.join("report.md").display());
-    for png in ["curves.png", "zero_share.png", "benr.png"] {
-        if dir.join(png).exists() {
-            println!("plot:   {}", dir.join(png).display());
-        }
+    println!("{}\n", done.report.table());
+    println!("report: {}", enlighten::compare::compare_dir(&config).join("report.md").display());
+    for png in &done.plots {
+        println!("plot:   {}", png.display());
     }
     Ok(())
 }

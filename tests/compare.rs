@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use enlighten::compare::stats::{ln_gamma, paired, regularized_beta, std_dev, two_sided_p, welch};
-use enlighten::compare::{compare, plan, CompareSection, Outcome, PlannedRun, Report, Runner};
+use enlighten::compare::{compare, plan, CompareSection, Comparison, Outcome, PlannedRun, Report, Runner};
 use enlighten::strategy::{EpEndInfo, StrategyKind};
 use enlighten::train::{MetricsLine, Summary, Timing, TrainConfig};
 
@@ -161,14 +161,14 @@ fn compare_skips_finished_runs_resumes_interrupted_ones_and_reports() {
     std::fs::create_dir_all(runs[1].dir().join("checkpoints")).unwrap();
     std::fs::write(runs[1].dir().join("checkpoints").join("latest"), "ckpt-00000010").unwrap(); // interrupted
     let mut runner = FakeRunner { calls: Vec::new() };
-    let (report, outcomes) = compare(&config, &section, &mut runner).unwrap();
+    let Comparison { report, outcomes, plots } = compare(&config, &section, &mut runner).unwrap();
     assert_eq!(outcomes[..3], [Outcome::Skipped, Outcome::Resumed, Outcome::Ran]);
     assert_eq!(runner.calls.len(), 8);
     assert_eq!(runner.calls[0], ("vanilla-s11".to_string(), true));
     assert!(runner.calls[1..].iter().all(|(_, resume)| !resume));
     // A second call finds everything finished.
     let mut again = FakeRunner { calls: Vec::new() };
-    let (_, outcomes) = compare(&config, &section, &mut again).unwrap();
+    let outcomes = compare(&config, &section, &mut again).unwrap().outcomes;
     assert!(again.calls.is_empty() && outcomes.iter().all(|o| *o == Outcome::Skipped));
 
     // The numbers: Mixup Pause is +0.01 on every seed.
@@ -187,6 +187,7 @@ fn compare_skips_finished_runs_resumes_interrupted_ones_and_reports() {
     let json: Report = serde_json::from_str(&std::fs::read_to_string(dir.join("cmp/report.json")).unwrap()).unwrap();
     assert_eq!((json.strategies.len(), json.baseline.as_str(), json.strategies[1].runs.len()), (3, "vanilla", 3));
     assert!((json.strategies[1].test_mean - pause.test_mean).abs() < 1e-12);
+    assert_eq!(plots.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect::<Vec<_>>(), ["curves.png", "zero_share.png", "benr.png"]);
     for png in ["curves.png", "zero_share.png", "benr.png"] {
         let bytes = std::fs::read(dir.join("cmp").join(png)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{png}: {} bytes", bytes.len());

@@ -150,9 +150,18 @@ pub enum Outcome {
     Ran,
 }
 
-/// Runs what is not finished, in plan order, then writes the report and the plots. Returns the
-/// report and each run's outcome.
-pub fn compare(config: &TrainConfig, section: &CompareSection, runner: &mut dyn Runner) -> Result<(Report, Vec<Outcome>)> {
+/// What a comparison produced.
+#[derive(Debug)]
+pub struct Comparison {
+    pub report: Report,
+    /// Each planned run's outcome, in plan order.
+    pub outcomes: Vec<Outcome>,
+    /// The PNGs written next to report.md.
+    pub plots: Vec<PathBuf>,
+}
+
+/// Runs what is not finished, in plan order, then writes the report and the plots.
+pub fn compare(config: &TrainConfig, section: &CompareSection, runner: &mut dyn Runner) -> Result<Comparison> {
     let runs = plan(config, section)?;
     let mut outcomes = Vec::with_capacity(runs.len());
     for (i, run) in runs.iter().enumerate() {
@@ -173,7 +182,7 @@ pub fn compare(config: &TrainConfig, section: &CompareSection, runner: &mut dyn 
     let dir = compare_dir(config);
     let plots = plot_comparison(&report, &runs, &dir)?;
     report.write(&dir, &plots)?;
-    Ok((report, outcomes))
+    Ok(Comparison { report, outcomes, plots })
 }
 
 /// The runner `enlighten compare` uses: trains each run with its progress bar under one bar over

@@ -8,6 +8,9 @@ use enlighten::compare::{compare, plan, CompareSection, Comparison, Outcome, Pla
 use enlighten::strategy::{EpEndInfo, StrategyKind};
 use enlighten::train::{MetricsLine, Summary, Timing, TrainConfig};
 
+mod support;
+use support::scratch;
+
 // R's `sleep` data (Cushny & Peebles): extra hours of sleep under two drugs, 10 patients.
 const DRUG1: [f64; 10] = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0];
 const DRUG2: [f64; 10] = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4];
@@ -125,13 +128,6 @@ impl Runner for FakeRunner {
         self.calls.push((run.config.run.name.clone(), resume));
         Ok(write_run(run))
     }
-}
-
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("enlighten-compare-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]

@@ -5,24 +5,12 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 
 use enlighten::train::{train, MetricsLine, Summary, TrainConfig, TrainOptions};
 use enlighten::SeededRng;
 
-/// Bit-identical comparisons need one training at a time (see tests/train.rs).
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("enlighten-tasks-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod support;
+use support::{metrics, scratch, serial};
 
 /// Two classes of noisy series, 2 channels of length 40: a slow sine, or a fast one.
 fn write_ucr(dir: &Path) {
@@ -118,11 +106,6 @@ fn setup(name: &str) -> PathBuf {
 
 fn run(config: &TrainConfig) -> Summary {
     train(config, &TrainOptions::default()).unwrap()
-}
-
-fn metrics(dir: &Path, run: &str) -> Vec<MetricsLine> {
-    let text = std::fs::read_to_string(dir.join("runs").join(run).join("metrics.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 const SERIES: &str = "dataset = \"ucr\"\nseries = \"Waves\"";

@@ -5,30 +5,16 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use enlighten::train::{load_checkpoint, train as run_training, MetricsLine, OptimKind, TrainConfig, TrainOptions};
+use enlighten::train::{load_checkpoint, train as run_training, OptimKind, TrainConfig, TrainOptions};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, MutexGuard};
 use enlighten::Error;
 use flate2::write::GzEncoder;
 
-/// libtorch's CPU reductions split their work by the threads they get; trainings running at the
-/// same time in one process (the test harness runs tests in parallel) take threads from each
-/// other and round differently. Bit-identical comparisons need one training at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+mod support;
+use support::{metrics, scratch, serial};
 
 fn train(config: &TrainConfig, resume: bool, progress: bool) -> enlighten::Result<enlighten::train::Summary> {
     run_training(config, &TrainOptions { resume, progress, interrupt: None, ..Default::default() })
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("enlighten-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn gz_idx(path: &Path, magic: u32, dims: &[u32], payload: &[u8]) {
@@ -116,14 +102,6 @@ fn compare_checkpoints(dir: &Path, a: &str, b: &str) -> (usize, Vec<String>) {
     assert_eq!(names(&a), names(&b), "the same tensors in both checkpoints");
     let differing = a.iter().zip(&b).filter(|((_, x), (_, y))| !x.equal(y)).map(|((n, _), _)| n.clone()).collect();
     (a.len(), differing)
-}
-
-fn metrics(dir: &Path, run: &str) -> Vec<MetricsLine> {
-    std::fs::read_to_string(dir.join("runs").join(run).join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

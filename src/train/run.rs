@@ -19,7 +19,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::autocast::set_cuda_autocast_kind;
 use super::checkpoint::{self, NamedTensors, RunState};
-use super::config::{Autocast, DeviceChoice, TaskKind, TrainConfig};
+use super::config::{Autocast, DeviceChoice, TrainConfig};
 use super::optim::{cosine_lr, Optimizer};
 use super::prefetch::{BatchOrder, Batches};
 use super::task::TaskData;
@@ -236,7 +236,6 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     bar.set_position(state.step);
     let first_step = state.step;
     let higher_is_better = task.higher_is_better();
-    let watches_accuracy = task.task != TaskKind::Forecast;
     let diagnostics = config.run.diagnostics;
     let probe_batch = if diagnostics { Some(task.probe_batch(256, device)?) } else { None };
     let param_refs: Vec<&Tensor> = params.iter().collect();
@@ -254,7 +253,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
         let t_data = Instant::now();
         let (x, y) = batches.next().ok_or_else(|| Error::Config("the batch prefetch thread stopped".into()))?;
         let mut x = x.to_device(device);
-        if config.data.augment && task.task == TaskKind::Image {
+        if config.data.augment {
             x = crate::data::random_crop_flip(&x, config.data.pad, true, &mut rng)?;
         }
         let y = y.to_device(device);
@@ -297,10 +296,9 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
                 last_val = v.metric;
                 let better = |a: f64, b: f64| if higher_is_better { a.max(b) } else { a.min(b) };
                 state.best_val = Some(state.best_val.map_or(v.metric, |b| better(b, v.metric)));
-                if watches_accuracy {
-                    if let Some(end) = state.schedule.observe(Monitor::Val, v.metric, step, epoch) {
-                        bar.println(format!("{end} (validation)"));
-                    }
+                // Forecasting's metric is an MSE; its configurations cannot end the EP on accuracy.
+                if let Some(end) = state.schedule.observe(Monitor::Val, v.metric, step, epoch) {
+                    bar.println(format!("{end} (validation)"));
                 }
             }
             if let Some(acc) = train_acc {

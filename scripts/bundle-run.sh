@@ -83,8 +83,9 @@ for b in "$here"/benches/*; do
   step "bench-$(basename "$b")" "$b" --bench /cuda "${short[@]}"
 done
 # The trainer on the GPU: 300 ResNet18 steps on Fashion-MNIST (15,000 training images), with
-# enlighten's fused ops, with the tch composites, and with bf16 autocast; summary.json's timing
-# splits each step (host time: a step's total is exact, its parts are launch times on CUDA).
+# enlighten's fused ops, with the tch composites, and with bf16 autocast; the CLI prints each
+# run's step time and its parts (host time: a step's total is exact, its parts are launch times
+# on CUDA) from summary.json's timing.
 if [[ -d "$here/data/fashion-mnist" ]]; then
   for variant in fused composite bf16; do
     extra=(--set run.ops=fused)
@@ -95,12 +96,6 @@ if [[ -d "$here/data/fashion-mnist" ]]; then
       --device cuda --set run.name="resnet18-$variant" --set run.out_dir="$out/runs" --set data.dir="$here/data/fashion-mnist" \
       --set run.max_steps=300 --set run.eval_every=100 --set strategy.kind=mixup --set strategy.drop_share=0.1 \
       --set "strategy.ep={end=\"epochs\", epochs=100}" "${extra[@]}"
-    python3 - "$out/runs/resnet18-$variant/summary.json" "$variant" <<'PY' || true
-import json, sys
-s = json.load(open(sys.argv[1])); t = s["timing"]; n = t["steps"]
-step = (t["data_seconds"] + t["strategy_seconds"] + t["forward_seconds"] + t["backward_seconds"]) / n * 1e3
-print(f"trainer {sys.argv[2]}: {s['samples_per_second']:.0f} samples/s, step {step:.2f} ms, strategy ops {t['strategy_seconds'] / n * 1e3:.3f} ms, test accuracy {s['test']:.4f}")
-PY
   done
 fi
 python3 "$here/bench-report" --criterion-dir "$CRITERION_HOME" | tee "$out/bench-report.md"

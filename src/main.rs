@@ -136,6 +136,7 @@ fn train(path: &std::path::Path, resume: bool, changes: &Changes) -> enlighten::
     let options = enlighten::train::TrainOptions { resume, progress: true, interrupt: interrupt_flag(), ..Default::default() };
     let s = enlighten::train::train(&config, &options)?;
     println!("{}: test {} {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)", s.name, s.metric, s.test, s.best_val, s.steps, s.wall_seconds, s.samples_per_second);
+    println!("{}", s.timing);
     match s.ep_end {
         Some(end) => println!("{end}"),
         None => println!("the Enlightenment Period did not end"),

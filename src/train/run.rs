@@ -69,6 +69,23 @@ pub struct Timing {
     pub eval_seconds: f64,
 }
 
+impl std::fmt::Display for Timing {
+    /// Per training step, in milliseconds: the whole step and each part.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_step = |s: f64| 1e3 * s / self.steps.max(1) as f64;
+        let step = per_step(self.data_seconds + self.strategy_seconds + self.forward_seconds + self.backward_seconds);
+        let strategy = per_step(self.strategy_seconds);
+        write!(
+            f,
+            "step {step:.2} ms: data {:.3}, strategy ops {strategy:.3} ({:.2}%), forward {:.2}, backward+step {:.2}",
+            per_step(self.data_seconds),
+            100.0 * strategy / step,
+            per_step(self.forward_seconds),
+            per_step(self.backward_seconds)
+        )
+    }
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MetricsLine {

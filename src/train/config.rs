@@ -54,9 +54,10 @@ use crate::error::{Error, Result};
 use crate::strategy::StrategyConfig;
 
 /// Where to run: `auto` is CUDA when the probe finds it, else the CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceChoice {
+    #[default]
     Auto,
     Cpu,
     Cuda,
@@ -64,9 +65,10 @@ pub enum DeviceChoice {
 
 /// Which implementation of the strategy's ops a run uses: enlighten's fused ops, or the tch
 /// composites a PyTorch user writes (to measure what the fused ops save in a real step).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OpsChoice {
+    #[default]
     Fused,
     Composite,
 }
@@ -108,9 +110,10 @@ impl Dataset {
 }
 
 /// bf16 autocast of the forward pass (CUDA only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Autocast {
+    #[default]
     Off,
     Bf16,
 }
@@ -145,7 +148,7 @@ pub struct RunSection {
     pub name: String,
     #[serde(default)]
     pub seed: u64,
-    #[serde(default = "default_device")]
+    #[serde(default)]
     pub device: DeviceChoice,
     #[serde(default = "default_out_dir")]
     pub out_dir: PathBuf,
@@ -156,11 +159,11 @@ pub struct RunSection {
     /// Stop after this many steps in all (a budget; the schedule still spans `optim.epochs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u64>,
-    #[serde(default = "default_ops")]
+    #[serde(default)]
     pub ops: OpsChoice,
     #[serde(default)]
     pub diagnostics: bool,
-    #[serde(default = "default_autocast")]
+    #[serde(default)]
     pub autocast: Autocast,
     #[serde(default = "yes")]
     pub prefetch: bool,
@@ -266,12 +269,6 @@ pub struct TrainConfig {
     pub compare: Option<crate::compare::CompareSection>,
 }
 
-fn default_device() -> DeviceChoice {
-    DeviceChoice::Auto
-}
-fn default_ops() -> OpsChoice {
-    OpsChoice::Fused
-}
 fn default_out_dir() -> PathBuf {
     PathBuf::from("runs")
 }
@@ -286,9 +283,6 @@ fn one() -> f64 {
 }
 fn one_step() -> i64 {
     1
-}
-fn default_autocast() -> Autocast {
-    Autocast::Off
 }
 fn default_test_fraction() -> f64 {
     0.2

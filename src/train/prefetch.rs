@@ -27,16 +27,29 @@ impl BatchOrder {
 
 /// Yields the (inputs, targets) of steps `start..end` in order.
 pub(crate) enum Batches {
-    Inline { part: Part, order: BatchOrder, cached: Option<(u64, Vec<i64>)>, step: u64 },
+    Inline { part: Part, order: BatchOrder, cached: EpochRows, step: u64 },
     Prefetched(Receiver<(Tensor, Tensor)>),
 }
 
-fn gather(part: &Part, order: &BatchOrder, cached: &mut Option<(u64, Vec<i64>)>, step: u64) -> (Tensor, Tensor) {
-    let epoch = step / order.per_epoch;
-    if cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
-        *cached = Some((epoch, order.epoch(epoch, part.len() as usize)));
+/// The data order of the epoch last gathered from.
+pub(crate) struct EpochRows {
+    epoch: u64,
+    rows: Vec<i64>,
+}
+
+impl EpochRows {
+    /// No epoch yet: the first gather computes one.
+    fn none() -> EpochRows {
+        EpochRows { epoch: u64::MAX, rows: Vec::new() }
     }
-    let rows = &cached.as_ref().map(|(_, r)| r.as_slice()).unwrap_or_default();
+}
+
+fn gather(part: &Part, order: &BatchOrder, cached: &mut EpochRows, step: u64) -> (Tensor, Tensor) {
+    let epoch = step / order.per_epoch;
+    if cached.epoch != epoch {
+        *cached = EpochRows { epoch, rows: order.epoch(epoch, part.len() as usize) };
+    }
+    let rows = &cached.rows;
     let pos = (step % order.per_epoch) as usize * order.batch as usize;
     let idx = Tensor::from_slice(&rows[pos..pos + order.batch as usize]);
     (part.inputs.index_select(0, &idx), part.targets.index_select(0, &idx))
@@ -46,12 +59,12 @@ impl Batches {
     /// `depth` batches ahead on a thread, or in place when `depth` is 0.
     pub fn new(part: &Part, order: BatchOrder, start: u64, end: u64, depth: usize) -> Batches {
         if depth == 0 {
-            return Batches::Inline { part: part.shallow_clone(), order, cached: None, step: start };
+            return Batches::Inline { part: part.shallow_clone(), order, cached: EpochRows::none(), step: start };
         }
         let (tx, rx) = mpsc::sync_channel(depth);
         let part = part.shallow_clone();
         thread::spawn(move || {
-            let mut cached = None;
+            let mut cached = EpochRows::none();
             for step in start..end {
                 // The receiver is gone when the run stopped early: nothing more to do.
                 if tx.send(gather(&part, &order, &mut cached, step)).is_err() {

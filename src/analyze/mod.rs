@@ -212,9 +212,8 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
     crate::tune_cpu_allocator();
     let device = pick_device(config.run.device)?;
     let task = TaskData::load(config, device)?;
-    let source = if task.val.len() >= 16 { &task.val } else { &task.train };
-    let n = source.len().min(512);
-    let pool = Pool { x: task.plain_input(&source.inputs.narrow(0, 0, n).to_device(device))?, y: source.targets.narrow(0, 0, n).to_device(device) };
+    let (x, y) = task.fixed_batch(512, 16, device)?;
+    let pool = Pool { x, y };
     let snapshot_steps: Vec<u64> = (0..opts.snapshots).map(|i| if opts.snapshots == 1 { opts.steps } else { opts.steps * i as u64 / (opts.snapshots as u64 - 1) }).collect();
     let mut rng = SeededRng::new(config.run.seed ^ 0xA11A);
     let bar = if progress { indicatif::ProgressBar::new(4 + opts.widths.len() as u64) } else { indicatif::ProgressBar::hidden() };

@@ -254,7 +254,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     let first_step = state.step;
     let higher_is_better = task.higher_is_better();
     let diagnostics = config.run.diagnostics;
-    let probe_batch = if diagnostics { Some(task.probe_batch(256, device)?) } else { None };
+    let probe_batch = if diagnostics { Some(task.fixed_batch(256, 1, device)?.0) } else { None };
     let param_refs: Vec<&Tensor> = params.iter().collect();
     // BENR of a resumed epoch covers the steps since the resume.
     let mut benr = if diagnostics { Some(Benr::new(&param_refs)?) } else { None };

@@ -237,7 +237,7 @@ impl TaskData {
     }
 
     /// The model's input for a batch as stored (u8 images are normalised to f32 here).
-    pub fn plain_input(&self, x: &Tensor) -> Result<Tensor> {
+    fn plain_input(&self, x: &Tensor) -> Result<Tensor> {
         match &self.image_norm {
             Some(n) => Ok(mixup_u8(x, &n.fused, &Lambda::Batch(1.0), &Pairing::Flip, Kind::Float)?),
             None => Ok(x.shallow_clone()),
@@ -327,11 +327,13 @@ impl TaskData {
         Ok(Eval { metric, loss })
     }
 
-    /// A fixed batch (the first rows of the validation split, else of the training split) for
-    /// the zero-activation diagnostics, as the model takes it.
-    pub fn probe_batch(&self, rows: i64, device: Device) -> Result<Tensor> {
-        let part = if self.val.len() > 0 { &self.val } else { &self.train };
-        self.plain_input(&part.inputs.narrow(0, 0, rows.min(part.len())).to_device(device))
+    /// A fixed labelled batch for measurements (the zero-activation diagnostics, `analyze`):
+    /// the first `rows` rows of the validation split, or of the training split when the
+    /// validation split has fewer than `min_val` rows; inputs as the model takes them.
+    pub fn fixed_batch(&self, rows: i64, min_val: i64, device: Device) -> Result<(Tensor, Tensor)> {
+        let part = if self.val.len() >= min_val.max(1) { &self.val } else { &self.train };
+        let n = rows.min(part.len());
+        Ok((self.plain_input(&part.inputs.narrow(0, 0, n).to_device(device))?, part.targets.narrow(0, 0, n).to_device(device)))
     }
 
     /// Whether the task's metric is better when higher (accuracy) or lower (MSE).

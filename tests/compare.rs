@@ -199,3 +199,10 @@ fn a_missing_summary_is_a_clear_error() {
     let e = Report::collect("cmp", &section, &runs).unwrap_err().to_string();
     assert!(e.contains("summary.json") && e.contains("enlighten compare"), "{e}");
 }
+
+#[test]
+fn unknown_strategy_names_are_refused_with_the_list() {
+    assert_eq!("mixup-pause".parse::<StrategyKind>().unwrap(), StrategyKind::MixupPause);
+    let e = "mixup-paws".parse::<StrategyKind>().unwrap_err().to_string();
+    assert!(e.contains("strategy") && e.contains("mixup-paws") && e.contains("high-loss-removal"), "{e}");
+}

@@ -275,6 +275,9 @@ fn analyze_writes_interference_zero_shares_embeddings_and_plots() {
     for f in ["report.md", "analysis.json", "interference.png", "zero_vs_alpha.png", "embeddings.png"] {
         assert!(std::fs::metadata(out.join(f)).map(|m| m.len() > 500).unwrap_or(false), "{f}");
     }
+    // Nothing to measure is refused.
+    let none = enlighten::analyze::AnalyzeOptions { steps: 0, ..options.clone() };
+    assert!(enlighten::analyze::analyze(&c, &none, false).unwrap_err().to_string().contains("options"));
     // Forecasting has no classes to mix.
     let mut f = c.clone();
     f.data.dataset = enlighten::train::Dataset::VicElec;

@@ -36,6 +36,11 @@ pub enum Error {
     #[error("CUDA driver error in {context}: {message}")]
     Cuda { context: String, message: String },
 
+    /// An emulated kernel launch failed: a fault, a broken CUDA rule, or runs that disagree
+    /// (see [`crate::cuda::emulator`]). The message names the block, thread and cause.
+    #[error("emulated kernel {kernel}: {message}")]
+    Emulated { kernel: &'static str, message: String },
+
     /// A data file is missing or not in the expected format; the hint says how to fetch it.
     #[error("{}: {problem} ({hint})", path.display())]
     Data { path: std::path::PathBuf, problem: String, hint: String },

@@ -1,8 +1,11 @@
-//! The op test bodies, run on the CPU always and on CUDA when a device is present. Without one
-//! the CUDA cases are reported as ignored, with the probe's reason printed first.
+//! The op test bodies, run three ways: on the CPU path (`cpu::`), on CUDA when a device is present
+//! (`cuda::`, ignored without one, with the probe's reason printed first), and on the CPU through
+//! the CUDA execution-model emulator (`emu::`): the CUDA path's host code and the kernel source
+//! itself, executed with guard pages, poisoned outputs and several thread schedules.
 
 mod common;
 
+use enlighten::cuda::emulator::{self, Profile};
 use libtest_mimic::{Arguments, Trial};
 use tch::Device;
 
@@ -11,6 +14,10 @@ fn main() {
     let cuda = enlighten::cuda::probe();
     if let Err(reason) = &cuda {
         println!("CUDA cases not run: {reason}");
+    }
+    let emulated = emulator::available();
+    if let Err(reason) = &emulated {
+        println!("emulated cases not run: {reason}");
     }
     let mut trials = Vec::new();
     for (name, body) in common::cases() {
@@ -24,6 +31,13 @@ fn main() {
                 Ok(())
             })
             .with_ignored_flag(cuda.is_err()),
+        );
+        trials.push(
+            Trial::test(format!("emu::{name}"), move || {
+                emulator::emulate(Profile::TINY, || body(Device::Cpu));
+                Ok(())
+            })
+            .with_ignored_flag(emulated.is_err()),
         );
     }
     libtest_mimic::run(&args, trials).exit();

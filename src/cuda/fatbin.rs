@@ -9,7 +9,7 @@ pub fn fatbin() -> &'static [u8] {
     FATBIN
 }
 
-/// The name of an `extern "C"` kernel entry point in the fatbin.
+/// The name of an `extern "C"` kernel entry point in the fatbin (and in the emulator).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Kernel(&'static str);
 
@@ -17,29 +17,21 @@ macro_rules! kernels {
     ($($ident:ident = $name:literal),* $(,)?) => {
         impl Kernel {
             $(pub const $ident: Kernel = Kernel($name);)*
-            /// Every entry point the library launches.
+            /// Every entry point the library launches (kernels/entry_points.txt).
             pub const ALL: &'static [Kernel] = &[$(Kernel::$ident),*];
         }
     };
 }
 
-kernels! {
-    MIXUP_F32 = "mixup_f32", MIXUP_F16 = "mixup_f16", MIXUP_BF16 = "mixup_bf16",
-    MIXUP_FLIP_INPLACE_F32 = "mixup_flip_inplace_f32",
-    MIXUP_FLIP_INPLACE_F16 = "mixup_flip_inplace_f16",
-    MIXUP_FLIP_INPLACE_BF16 = "mixup_flip_inplace_bf16",
-    MIXUP_U8_F32 = "mixup_u8_f32", MIXUP_U8_F16 = "mixup_u8_f16", MIXUP_U8_BF16 = "mixup_u8_bf16",
-    CUTMIX_F32 = "cutmix_f32", CUTMIX_F16 = "cutmix_f16", CUTMIX_BF16 = "cutmix_bf16",
-    CE_FORWARD_F32 = "ce_forward_f32", CE_FORWARD_F16 = "ce_forward_f16", CE_FORWARD_BF16 = "ce_forward_bf16",
-    MSE_FORWARD_F32 = "mse_forward_f32", MSE_FORWARD_F16 = "mse_forward_f16", MSE_FORWARD_BF16 = "mse_forward_bf16",
-    LOSS_SELECT = "loss_select", LOSS_COUNT_VALID = "loss_count_valid",
-    SELECT_INIT = "select_init", SELECT_HIST = "select_hist", SELECT_DIGIT = "select_digit",
-    SELECT_EQ_COUNT = "select_eq_count", SELECT_MARK = "select_mark", SELECT_FINAL = "select_final",
-    ZERO_COUNTS = "zero_counts", MULTI_DOT = "multi_dot", MULTI_DIFF_SQ = "multi_diff_sq",
-    PARTIALS_SUM = "partials_sum",
-}
+include!(concat!(env!("OUT_DIR"), "/kernel_entries.rs"));
 
 impl Kernel {
+    /// A kernel outside the list: the emulator's own test kernels (emulator/defects.cu).
+    #[cfg(all(test, feature = "emulator"))]
+    pub(crate) const fn emulator_test(name: &'static str) -> Kernel {
+        Kernel(name)
+    }
+
     pub fn name(self) -> &'static str {
         self.0
     }

@@ -1,5 +1,8 @@
-//! A launch helper over tch tensors: checks that every tensor argument is a contiguous CUDA
-//! tensor on one device, passes data pointers as u64, and launches on the null stream.
+//! The one place kernels are launched. A [`Launch`] collects a kernel's arguments in parameter
+//! order, each tensor with the access the kernel makes to it, and runs on one of two backends:
+//! - CUDA tensors: the driver, on the null stream of their device;
+//! - CPU tensors inside [`super::emulator::emulate`]: the CUDA execution-model emulator, which
+//!   runs the same kernel source on the CPU with guarded, poisoned copies of the tensors.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use tch::{Device, Tensor};
@@ -27,7 +30,7 @@ pub(crate) enum Grid {
 }
 
 impl Grid {
-    fn config(self, sm_count: u32) -> LaunchConfig {
+    pub(crate) fn config(self, sm_count: u32) -> LaunchConfig {
         let budget = u64::from(sm_count * BLOCKS_PER_SM);
         let (grid_dim, block) = match self {
             Grid::RowsAndPacks { rows, packs_per_row } => {
@@ -44,50 +47,144 @@ impl Grid {
     }
 }
 
-enum Arg {
-    Ptr(u64),
+/// What a kernel does with a tensor argument. The emulator enforces it: inputs are staged
+/// read-only, outputs are poisoned before the launch (the kernel must write every element),
+/// and in-out tensors start from their contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+/// A tensor argument: the tensor (sharing its storage), its name for messages, its access.
+pub(crate) struct TensorArg {
+    pub name: &'static str,
+    pub tensor: Tensor,
+    pub access: Access,
+}
+
+pub(crate) enum Arg {
+    Tensor(TensorArg),
+    Null,
     I64(i64),
     I32(i32),
     F32(f32),
 }
 
+/// Where a launch runs, fixed by its first tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Cuda(usize),
+    #[cfg(feature = "emulator")]
+    Emulated,
+}
+
+impl Target {
+    fn of(arg: &'static str, t: &Tensor) -> Result<Target> {
+        match t.device() {
+            Device::Cuda(o) => Ok(Target::Cuda(o)),
+            #[cfg(feature = "emulator")]
+            Device::Cpu if super::emulator::active().is_some() => Ok(Target::Emulated),
+            other => Err(Error::Device { arg, expected: "a CUDA device".into(), got: other }),
+        }
+    }
+}
+
 /// Arguments are pushed in the kernel's parameter order.
 pub(crate) struct Launch {
     kernel: Kernel,
-    device: Option<usize>,
+    target: Option<Target>,
     args: Vec<Arg>,
+    /// Tensors whose pointers travel inside other arguments (the statistics' tables), staged
+    /// when their pointer is taken.
+    #[cfg(feature = "emulator")]
+    arena: super::emulator::Arena,
 }
 
 impl Launch {
     pub fn new(kernel: Kernel) -> Self {
-        Launch { kernel, device: None, args: Vec::new() }
+        Launch {
+            kernel,
+            target: None,
+            args: Vec::new(),
+            #[cfg(feature = "emulator")]
+            arena: super::emulator::Arena::default(),
+        }
     }
 
-    /// A tensor's data pointer; the tensor must be contiguous and on the launch's CUDA device.
-    pub fn tensor(mut self, arg: &'static str, t: &Tensor) -> Result<Self> {
-        let ordinal = match t.device() {
-            Device::Cuda(o) => o,
-            other => return Err(Error::Device { arg, expected: "a CUDA device".into(), got: other }),
-        };
-        match self.device {
-            None => self.device = Some(ordinal),
-            Some(d) if d != ordinal => {
-                return Err(Error::Device { arg, expected: format!("cuda:{d} like the other tensors"), got: t.device() })
+    /// Checks that `t` is contiguous and on this launch's device (the first tensor fixes it).
+    fn check(&mut self, arg: &'static str, t: &Tensor) -> Result<()> {
+        let target = Target::of(arg, t)?;
+        match self.target {
+            None => self.target = Some(target),
+            Some(d) if d != target => {
+                return Err(Error::Device { arg, expected: format!("{d:?} like the other tensors"), got: t.device() })
             }
             Some(_) => {}
         }
         if !t.is_contiguous() {
             return Err(Error::NotContiguous { arg, size: t.size(), strides: t.stride() });
         }
-        self.args.push(Arg::Ptr(t.data_ptr() as u64));
+        Ok(())
+    }
+
+    fn tensor(mut self, name: &'static str, t: &Tensor, access: Access) -> Result<Self> {
+        self.check(name, t)?;
+        self.args.push(Arg::Tensor(TensorArg { name, tensor: t.shallow_clone(), access }));
         Ok(self)
     }
 
-    /// A tensor pointer, or a null pointer that the kernel reads as "not given".
-    pub fn optional_tensor(self, arg: &'static str, t: Option<&Tensor>) -> Result<Self> {
+    /// A tensor the kernel only reads.
+    pub fn input(self, name: &'static str, t: &Tensor) -> Result<Self> {
+        self.tensor(name, t, Access::Read)
+    }
+
+    /// A tensor the kernel writes in full, without reading it.
+    pub fn output(self, name: &'static str, t: &Tensor) -> Result<Self> {
+        self.tensor(name, t, Access::Write)
+    }
+
+    /// A tensor the kernel reads and updates.
+    pub fn inout(self, name: &'static str, t: &Tensor) -> Result<Self> {
+        self.tensor(name, t, Access::ReadWrite)
+    }
+
+    /// An input, or a null pointer that the kernel reads as "not given".
+    pub fn optional_input(self, name: &'static str, t: Option<&Tensor>) -> Result<Self> {
         match t {
-            Some(t) => self.tensor(arg, t),
-            None => Ok(self.push(Arg::Ptr(0))),
+            Some(t) => self.input(name, t),
+            None => Ok(self.push(Arg::Null)),
+        }
+    }
+
+    /// An output, or a null pointer that the kernel reads as "do not write".
+    pub fn optional_output(self, name: &'static str, t: Option<&Tensor>) -> Result<Self> {
+        match t {
+            Some(t) => self.output(name, t),
+            None => Ok(self.push(Arg::Null)),
+        }
+    }
+
+    /// An in-out tensor, or a null pointer.
+    pub fn optional_inout(self, name: &'static str, t: Option<&Tensor>) -> Result<Self> {
+        match t {
+            Some(t) => self.inout(name, t),
+            None => Ok(self.push(Arg::Null)),
+        }
+    }
+
+    /// The device address of a tensor whose pointer the caller puts inside another argument
+    /// (a table of pointers). The tensor must stay alive until the launch has run.
+    pub fn pointer(&mut self, name: &'static str, t: &Tensor, access: Access) -> Result<i64> {
+        self.check(name, t)?;
+        match self.target {
+            #[cfg(feature = "emulator")]
+            Some(Target::Emulated) => self.arena.stage(TensorArg { name, tensor: t.shallow_clone(), access }),
+            _ => {
+                let _ = access;
+                Ok(t.data_ptr() as i64)
+            }
         }
     }
 
@@ -108,26 +205,48 @@ impl Launch {
         self
     }
 
-    /// Launches on the null stream of the tensors' device. Errors the driver reports at launch
-    /// (bad configuration, a missing function) come back typed; faults inside the kernel surface
-    /// at the next synchronising call, as with any CUDA op.
+    /// Launches. On CUDA, errors the driver reports at launch (bad configuration, a missing
+    /// function) come back typed, and faults inside the kernel surface at the next synchronising
+    /// call, as with any CUDA op. Emulated, the launch has finished when this returns, and
+    /// faults and broken CUDA rules come back as [`Error::Emulated`].
     pub fn run(self, grid: Grid) -> Result<()> {
-        let ordinal = self.device.ok_or_else(|| Error::value("tensors", "at least one CUDA tensor argument", "none"))?;
+        match self.target {
+            Some(Target::Cuda(ordinal)) => self.run_cuda(ordinal, grid),
+            #[cfg(feature = "emulator")]
+            Some(Target::Emulated) => {
+                let profile = super::emulator::active().expect("a Launch targets the emulator only inside emulate()");
+                let cfg = grid.config(profile.sm_count);
+                super::emulator::run(self.kernel, cfg, self.args, self.arena)
+            }
+            None => Err(Error::value("tensors", "at least one tensor argument", "none")),
+        }
+    }
+
+    fn run_cuda(self, ordinal: usize, grid: Grid) -> Result<()> {
         let kernels = DeviceKernels::get(ordinal)?;
         let func = kernels.function(self.kernel)?;
         let cfg = grid.config(kernels.sm_count);
+        let pointers: Vec<u64> = self
+            .args
+            .iter()
+            .map(|a| match a {
+                Arg::Tensor(t) => t.tensor.data_ptr() as u64,
+                _ => 0,
+            })
+            .collect();
         let mut builder = kernels.stream.launch_builder(&func);
-        for a in &self.args {
+        for (a, ptr) in self.args.iter().zip(&pointers) {
             match a {
-                Arg::Ptr(v) => builder.arg(v),
+                Arg::Tensor(_) | Arg::Null => builder.arg(ptr),
                 Arg::I64(v) => builder.arg(v),
                 Arg::I32(v) => builder.arg(v),
                 Arg::F32(v) => builder.arg(v),
             };
         }
         // SAFETY: the caller (an op module) pushes arguments in the kernel's parameter order with
-        // matching types, and every pointer comes from a live, contiguous tensor of this device
-        // whose extent the op checked against the sizes it passes.
+        // matching types (the emulator checks both against the kernel's declaration), and every
+        // pointer comes from a live, contiguous tensor of this device whose extent the op
+        // checked against the sizes it passes.
         unsafe { builder.launch(cfg) }.map_err(|e| Error::cuda(format!("launching {}", self.kernel.name()), e))?;
         Ok(())
     }

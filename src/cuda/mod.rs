@@ -5,8 +5,12 @@
 //! Streams: every kernel is launched on the legacy null stream, which is also PyTorch's default
 //! stream, so enlighten's launches are ordered with tch ops on that stream. If you run tch work on
 //! your own streams, synchronise them with the default stream before and after calling an op.
+//!
+//! With the `emulator` feature, [`emulator`] runs the same kernels on the CPU, for tests.
 
 mod device;
+#[cfg(feature = "emulator")]
+pub mod emulator;
 mod fatbin;
 mod launch;
 mod libtorch;
@@ -16,4 +20,15 @@ pub use fatbin::{fatbin, fatbin_has_entry, Kernel};
 pub use libtorch::load_libtorch_cuda;
 pub use probe::{probe, CudaInfo, Unavailable};
 
-pub(crate) use launch::{Grid, Launch};
+pub(crate) use launch::{Access, Grid, Launch};
+
+/// Whether ops on tensors of `device` take their kernel path: CUDA devices, and the CPU inside
+/// [`emulator::emulate`].
+pub(crate) fn uses_kernels(device: tch::Device) -> bool {
+    match device {
+        tch::Device::Cuda(_) => true,
+        #[cfg(feature = "emulator")]
+        tch::Device::Cpu => emulator::active().is_some(),
+        _ => false,
+    }
+}

@@ -71,18 +71,18 @@ fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Res
     let threshold = out.scalars.get(0);
     let mean = out.scalars.get(1);
     Launch::new(Kernel::LOSS_SELECT)
-        .tensor("losses", losses)?
-        .optional_tensor("y", y)?
+        .input("losses", losses)?
+        .optional_input("y", y)?
         .i64(ignore.unwrap_or(0))
         .i32(ignore.is_some() as i32)
-        .optional_tensor("correct", correct)?
+        .optional_input("correct", correct)?
         .i64(b)
         .i64(k)
-        .tensor("keep", &out.keep)?
-        .tensor("threshold", &threshold)?
-        .tensor("mean", &mean)?
-        .tensor("correct_out", &out.correct)?
-        .optional_tensor("grad", grad)?
+        .output("keep", &out.keep)?
+        .output("threshold", &threshold)?
+        .output("mean", &mean)?
+        .output("correct_out", &out.correct)?
+        .optional_inout("grad", grad)?
         .i64(row_bytes)
         .run(Grid::SingleBlock { threads: SELECT_THREADS })
 }
@@ -101,52 +101,52 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
     let chunk = (b + blocks - 1) / blocks;
     let block_eq = Tensor::empty([blocks], (Kind::Int64, dev));
     let partials = Tensor::empty([3 * blocks], (Kind::Double, dev));
-    Launch::new(Kernel::SELECT_INIT).tensor("state", &state)?.tensor("hist", &hist)?.i64(k).run(Grid::SingleBlock { threads: 256 })?;
+    Launch::new(Kernel::SELECT_INIT).output("state", &state)?.output("hist", &hist)?.i64(k).run(Grid::SingleBlock { threads: 256 })?;
     for shift in [24, 16, 8, 0] {
         Launch::new(Kernel::SELECT_HIST)
-            .tensor("losses", losses)?
-            .optional_tensor("y", y)?
+            .input("losses", losses)?
+            .optional_input("y", y)?
             .i64(ign)
             .i32(has_ign)
             .i64(b)
-            .tensor("state", &state)?
-            .tensor("hist", &hist)?
+            .inout("state", &state)?
+            .inout("hist", &hist)?
             .i32(shift)
             .run(Grid::Blocks { blocks: blocks.min(HIST_BLOCKS) as u32, threads: 256 })?;
-        Launch::new(Kernel::SELECT_DIGIT).tensor("state", &state)?.tensor("hist", &hist)?.i32(shift).run(Grid::SingleBlock { threads: 256 })?;
+        Launch::new(Kernel::SELECT_DIGIT).inout("state", &state)?.inout("hist", &hist)?.i32(shift).run(Grid::SingleBlock { threads: 256 })?;
     }
     Launch::new(Kernel::SELECT_EQ_COUNT)
-        .tensor("losses", losses)?
-        .optional_tensor("y", y)?
+        .input("losses", losses)?
+        .optional_input("y", y)?
         .i64(ign)
         .i32(has_ign)
         .i64(b)
         .i64(chunk)
-        .tensor("state", &state)?
-        .tensor("block_eq", &block_eq)?
+        .input("state", &state)?
+        .output("block_eq", &block_eq)?
         .run(Grid::Blocks { blocks: blocks as u32, threads: 256 })?;
     Launch::new(Kernel::SELECT_MARK)
-        .tensor("losses", losses)?
-        .optional_tensor("y", y)?
+        .input("losses", losses)?
+        .optional_input("y", y)?
         .i64(ign)
         .i32(has_ign)
-        .optional_tensor("correct", correct)?
+        .optional_input("correct", correct)?
         .i64(b)
         .i64(chunk)
-        .tensor("state", &state)?
-        .tensor("block_eq", &block_eq)?
-        .tensor("keep", &out.keep)?
-        .tensor("partials", &partials)?
-        .optional_tensor("grad", grad)?
+        .input("state", &state)?
+        .input("block_eq", &block_eq)?
+        .output("keep", &out.keep)?
+        .output("partials", &partials)?
+        .optional_inout("grad", grad)?
         .i64(row_bytes)
         .run(Grid::Blocks { blocks: blocks as u32, threads: 256 })?;
     Launch::new(Kernel::SELECT_FINAL)
-        .tensor("partials", &partials)?
+        .input("partials", &partials)?
         .i64(blocks)
-        .tensor("state", &state)?
-        .tensor("threshold", &out.scalars.get(0))?
-        .tensor("mean", &out.scalars.get(1))?
-        .tensor("correct_out", &out.correct)?
+        .input("state", &state)?
+        .output("threshold", &out.scalars.get(0))?
+        .output("mean", &out.scalars.get(1))?
+        .output("correct_out", &out.correct)?
         .run(Grid::SingleBlock { threads: SELECT_THREADS })
 }
 
@@ -162,11 +162,11 @@ pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntr
         Some(ignore) => {
             let s = Tensor::empty([1], (Kind::Float, dev));
             Launch::new(Kernel::LOSS_COUNT_VALID)
-                .tensor("y", args.y_a)?
+                .input("y", args.y_a)?
                 .i64(ignore)
                 .i64(b)
                 .i64(k)
-                .tensor("scale", &s)?
+                .output("scale", &s)?
                 .run(Grid::SingleBlock { threads: SELECT_THREADS })?;
             (Some(s), 0.0)
         }
@@ -178,18 +178,18 @@ pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntr
         Some(Lambda::PerSample(t)) => (Some(t), 0.0),
     };
     Launch::new(Kernel::for_dtype(logits.kind(), [Kernel::CE_FORWARD_F32, Kernel::CE_FORWARD_F16, Kernel::CE_FORWARD_BF16]))
-        .tensor("logits", logits)?
-        .optional_tensor("grad", grad.as_ref())?
-        .tensor("losses", &losses)?
-        .tensor("correct", &correct)?
-        .tensor("y_a", args.y_a)?
-        .optional_tensor("y_b", args.y_b)?
-        .optional_tensor("lam", lam_vec)?
+        .input("logits", logits)?
+        .optional_output("grad", grad.as_ref())?
+        .output("losses", &losses)?
+        .output("correct", &correct)?
+        .input("y_a", args.y_a)?
+        .optional_input("y_b", args.y_b)?
+        .optional_input("lam", lam_vec)?
         .f32(lam)
         .f32(opts.label_smoothing as f32)
         .i64(opts.ignore_index.unwrap_or(0))
         .i32(opts.ignore_index.is_some() as i32)
-        .optional_tensor("scale", scale_t.as_ref())?
+        .optional_input("scale", scale_t.as_ref())?
         .f32(scale)
         .i64(b)
         .i64(c)
@@ -218,10 +218,10 @@ pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) 
     let losses = Tensor::empty([b], (Kind::Float, pred.device()));
     let with_grad = grad.is_some();
     Launch::new(Kernel::for_dtype(pred.kind(), [Kernel::MSE_FORWARD_F32, Kernel::MSE_FORWARD_F16, Kernel::MSE_FORWARD_BF16]))
-        .tensor("pred", pred)?
-        .tensor("target", target)?
-        .optional_tensor("grad", grad.as_ref())?
-        .tensor("losses", &losses)?
+        .input("pred", pred)?
+        .input("target", target)?
+        .optional_output("grad", grad.as_ref())?
+        .output("losses", &losses)?
         .f32(1.0 / (b - k) as f32)
         .i64(b)
         .i64(f)

@@ -102,9 +102,10 @@ pub fn cross_entropy_into(logits: &Tensor, targets: Targets<'_>, opts: &CrossEnt
 fn cross_entropy_impl(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy, grad: Option<Tensor>) -> Result<LossOutput> {
     let logits = logits.contiguous();
     let args = check_ce(&logits, targets, opts)?;
-    match logits.device() {
-        Device::Cpu => cpu::cross_entropy(&logits, &args, opts, grad),
-        _ => cuda::cross_entropy(&logits, &args, opts, grad),
+    if crate::cuda::uses_kernels(logits.device()) {
+        cuda::cross_entropy(&logits, &args, opts, grad)
+    } else {
+        cpu::cross_entropy(&logits, &args, opts, grad)
     }
 }
 
@@ -139,9 +140,10 @@ pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64, with_grad: bool) -> 
     check_share(drop_share)?;
     let k = removed_rows(drop_share, b);
     let grad = with_grad.then(|| pred.empty_like());
-    match pred.device() {
-        Device::Cpu => cpu::mse(&pred, &target, k, grad),
-        _ => cuda::mse(&pred, &target, k, grad),
+    if crate::cuda::uses_kernels(pred.device()) {
+        cuda::mse(&pred, &target, k, grad)
+    } else {
+        cpu::mse(&pred, &target, k, grad)
     }
 }
 

@@ -34,9 +34,10 @@ pub fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, drop_share: f64) 
     });
     let valid = valid.transpose()?;
     let k = removed_rows(drop_share, b);
-    match losses.device() {
-        Device::Cpu => cpu::remove_highest(&losses, valid.as_ref(), k),
-        _ => cuda::remove_highest(&losses, valid.as_ref(), k),
+    if crate::cuda::uses_kernels(losses.device()) {
+        cuda::remove_highest(&losses, valid.as_ref(), k)
+    } else {
+        cpu::remove_highest(&losses, valid.as_ref(), k)
     }
 }
 

@@ -53,10 +53,10 @@ fn mix_args(kernel: Kernel, x: &Tensor, out: &Tensor, lam: &Lambda, pairing: &Pa
     let (lam_vec, l, om) = lambda_args(lam);
     let (mode, perm, shift) = pairing_args(pairing);
     Ok(Launch::new(kernel)
-        .tensor("x", x)?
-        .tensor("out", out)?
-        .optional_tensor("perm", perm)?
-        .optional_tensor("lam", lam_vec)?
+        .input("x", x)?
+        .output("out", out)?
+        .optional_input("perm", perm)?
+        .optional_input("lam", lam_vec)?
         .f32(l)
         .f32(om)
         .i32(mode)
@@ -82,8 +82,8 @@ pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
     let (lam_vec, l, om) = lambda_args(lam);
     let kernel = Kernel::for_dtype(x.kind(), [Kernel::MIXUP_FLIP_INPLACE_F32, Kernel::MIXUP_FLIP_INPLACE_F16, Kernel::MIXUP_FLIP_INPLACE_BF16]);
     Launch::new(kernel)
-        .tensor("x", x)?
-        .optional_tensor("lam", lam_vec)?
+        .inout("x", x)?
+        .optional_input("lam", lam_vec)?
         .f32(l)
         .f32(om)
         .i64(b)
@@ -101,8 +101,8 @@ pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pai
     let vectorized = inner % N == 0 && packable(f, N, &[x, out]);
     let kernel = Kernel::for_dtype(out.kind(), [Kernel::MIXUP_U8_F32, Kernel::MIXUP_U8_F16, Kernel::MIXUP_U8_BF16]);
     mix_args(kernel, x, out, lam, pairing)?
-        .tensor("norm.scale", &norm.scale)?
-        .tensor("norm.bias", &norm.bias)?
+        .input("norm.scale", &norm.scale)?
+        .input("norm.bias", &norm.bias)?
         .i64(c)
         .i64(inner)
         .i32(vectorized as i32)
@@ -119,12 +119,12 @@ pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tens
         CutBoxes::PerSample(t) => (Some(t), [0; 4]),
     };
     Launch::new(Kernel::for_dtype(x.kind(), [Kernel::CUTMIX_F32, Kernel::CUTMIX_F16, Kernel::CUTMIX_BF16]))
-        .tensor("x", x)?
-        .tensor("out", out)?
-        .optional_tensor("perm", perm)?
+        .input("x", x)?
+        .output("out", out)?
+        .optional_input("perm", perm)?
         .i32(mode)
         .i64(shift)
-        .optional_tensor("boxes", box_tensor)?
+        .optional_input("boxes", box_tensor)?
         .i64(bx[0])
         .i64(bx[1])
         .i64(bx[2])

@@ -166,9 +166,10 @@ pub fn mixup_flip_(x: &mut Tensor, lam: &Lambda) -> Result<()> {
     check_contiguous("x", x)?;
     let b = x.size()[0];
     check_lambda(lam, b, x)?;
-    match x.device() {
-        Device::Cpu => cpu::mixup_flip_inplace(x, lam),
-        _ => cuda::mixup_flip_inplace(x, lam),
+    if crate::cuda::uses_kernels(x.device()) {
+        cuda::mixup_flip_inplace(x, lam)
+    } else {
+        cpu::mixup_flip_inplace(x, lam)
     }
 }
 
@@ -188,9 +189,10 @@ pub fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, k
     check_lambda(lam, b, &x)?;
     check_pairing(pairing, b, &x)?;
     let mut out = out;
-    match x.device() {
-        Device::Cpu => cpu::mixup_u8(&x, norm, lam, pairing, &mut out)?,
-        _ => cuda::mixup_u8(&x, norm, lam, pairing, &out)?,
+    if crate::cuda::uses_kernels(x.device()) {
+        cuda::mixup_u8(&x, norm, lam, pairing, &out)?
+    } else {
+        cpu::mixup_u8(&x, norm, lam, pairing, &mut out)?
     }
     Ok(out)
 }
@@ -209,9 +211,10 @@ pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<(Tensor
     check_pairing(pairing, b, &x)?;
     let boxes = clip_boxes(boxes, b, h, w, &x)?;
     let mut out = x.empty_like();
-    match x.device() {
-        Device::Cpu => cpu::cutmix(&x, &boxes, pairing, &mut out)?,
-        _ => cuda::cutmix(&x, &boxes, pairing, &out)?,
+    if crate::cuda::uses_kernels(x.device()) {
+        cuda::cutmix(&x, &boxes, pairing, &out)?
+    } else {
+        cpu::cutmix(&x, &boxes, pairing, &mut out)?
     }
     let hw = (h * w) as f64;
     let lam = match &boxes {
@@ -250,9 +253,10 @@ fn mix_checked(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) ->
     let b = x.size()[0];
     check_lambda(lam, b, x)?;
     check_pairing(pairing, b, x)?;
-    match x.device() {
-        Device::Cpu => cpu::mixup(x, lam, pairing, out),
-        _ => cuda::mixup(x, lam, pairing, out),
+    if crate::cuda::uses_kernels(x.device()) {
+        cuda::mixup(x, lam, pairing, out)
+    } else {
+        cpu::mixup(x, lam, pairing, out)
     }
 }
 

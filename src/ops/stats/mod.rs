@@ -45,9 +45,10 @@ fn check_list(arg: &'static str, tensors: &[&Tensor]) -> Result<Device> {
 pub fn zero_counts(layers: &[&Tensor], eps: Option<f64>) -> Result<Tensor> {
     let (device, batch) = check_layers(layers, eps)?;
     let layers: Vec<Tensor> = layers.iter().map(|t| t.contiguous()).collect();
-    match device {
-        Device::Cpu => cpu::zero_counts(&layers, batch, eps, None),
-        _ => cuda::zero_counts(&layers, batch, eps, None),
+    if crate::cuda::uses_kernels(device) {
+        cuda::zero_counts(&layers, batch, eps, None)
+    } else {
+        cpu::zero_counts(&layers, batch, eps, None)
     }
 }
 
@@ -97,9 +98,10 @@ impl DeadUnits {
             }
         }
         let layers: Vec<Tensor> = layers.iter().map(|t| t.contiguous()).collect();
-        match device {
-            Device::Cpu => cpu::zero_counts(&layers, batch, eps, Some(&self.alive)),
-            _ => cuda::zero_counts(&layers, batch, eps, Some(&self.alive)),
+        if crate::cuda::uses_kernels(device) {
+            cuda::zero_counts(&layers, batch, eps, Some(&self.alive))
+        } else {
+            cpu::zero_counts(&layers, batch, eps, Some(&self.alive))
         }
     }
 
@@ -128,9 +130,10 @@ impl Default for DeadUnits {
 pub fn dot_norms(a: &[&Tensor], b: &[&Tensor], acc: Accumulate) -> Result<DotNorms> {
     let device = check_pairs(a, b)?;
     let (a, b): (Vec<Tensor>, Vec<Tensor>) = (a.iter().map(|t| t.contiguous()).collect(), b.iter().map(|t| t.contiguous()).collect());
-    let sums = match device {
-        Device::Cpu => cpu::dot_norms(&a, &b, acc),
-        _ => cuda::dot_norms(&a, &b),
+    let sums = if crate::cuda::uses_kernels(device) {
+        cuda::dot_norms(&a, &b)
+    } else {
+        cpu::dot_norms(&a, &b, acc)
     }?;
     Ok(DotNorms { sums })
 }
@@ -228,8 +231,9 @@ impl Benr {
 
 /// |a - b|^2 over lists, f64 scalar on the device; with `copy`, b = a in the same pass.
 fn diff_sq(a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor> {
-    match a[0].device() {
-        Device::Cpu => cpu::diff_sq(a, b, copy),
-        _ => cuda::diff_sq(a, b, copy),
+    if crate::cuda::uses_kernels(a[0].device()) {
+        cuda::diff_sq(a, b, copy)
+    } else {
+        cpu::diff_sq(a, b, copy)
     }
 }

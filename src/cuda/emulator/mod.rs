@@ -1,0 +1,282 @@
+//! The CUDA execution-model emulator: the kernel source of kernels/*.cu, compiled a second time
+//! as host C++ (build.rs, against emulator/cuda_emu.h), run on the CPU with the arguments and
+//! grid the driver would get.
+//!
+//! Inside [`emulate`], every op's CUDA path runs on CPU tensors: the same host code, the same
+//! argument list, grids sized from a [`Profile`], and the emulated kernel called instead of the
+//! driver. Each launch:
+//! - checks the arguments against the kernel's declared parameters (count, pointer or integer or
+//!   float, size) — a check the driver does not make;
+//! - stages every tensor in a mapping next to a guard page (after the end, or before the start,
+//!   alternating launch by launch), inputs read-only, outputs poisoned;
+//! - runs the grid [`schedules`] times, block by block, threads as fibers resumed in a different
+//!   order each time (lowest thread first, highest first, then seeded random), with a different
+//!   poison each time, and compares the outputs bit for bit: a missing barrier, a read of a value
+//!   another thread has not yet written, or an element never written makes the runs disagree;
+//! - reports faults (naming the argument and element), broken warp and barrier rules, deadlocks
+//!   and disagreements as [`Error::Emulated`].
+//!
+//! What it cannot show: the GPU memory model and real concurrency between blocks (blocks run one
+//! at a time, and every write is visible at once), the driver, module loading and streams,
+//! reads (not writes) of the few bytes that alignment leaves between a tensor and its guard page,
+//! the last bits of the fast math intrinsics, and speed. Emulated runs are never timed.
+
+mod ffi;
+mod staging;
+#[cfg(test)]
+mod tests;
+
+use std::cell::Cell;
+use std::ffi::c_void;
+
+use cudarc::driver::LaunchConfig;
+
+use super::launch::{Arg, TensorArg};
+use super::Kernel;
+use crate::error::{Error, Result};
+use staging::{Placement, Staged};
+
+/// The device an emulated launch sizes its grid for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    pub name: &'static str,
+    pub sm_count: u32,
+    pub max_threads_per_block: u32,
+}
+
+impl Profile {
+    /// An H100 SXM: 132 SMs, 1024 threads a block.
+    pub const H100: Profile = Profile { name: "H100", sm_count: 132, max_threads_per_block: 1024 };
+    /// Two SMs, so that grids are small and every grid-stride loop runs several iterations.
+    pub const TINY: Profile = Profile { name: "tiny", sm_count: 2, max_threads_per_block: 1024 };
+}
+
+thread_local! {
+    static ACTIVE: Cell<Option<Profile>> = const { Cell::new(None) };
+    static LAUNCHES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Runs `f` with the CUDA path of every op emulated for CPU tensors on this thread.
+pub fn emulate<R>(profile: Profile, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Profile>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ACTIVE.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(ACTIVE.with(|a| a.replace(Some(profile))));
+    f()
+}
+
+/// The profile of the enclosing [`emulate`] on this thread, if any.
+pub fn active() -> Option<Profile> {
+    ACTIVE.with(Cell::get)
+}
+
+/// Whether this build contains the emulator (it needs nvcc's headers at build time).
+pub fn available() -> std::result::Result<(), super::Unavailable> {
+    if cfg!(enlighten_emulator) {
+        Ok(())
+    } else {
+        Err(super::Unavailable::NoKernels)
+    }
+}
+
+/// Whether the emulator has a kernel of this name.
+pub fn has_entry(name: &str) -> bool {
+    ffi::find(name).is_some()
+}
+
+/// Runs per launch: `ENLIGHTEN_EMU_SCHEDULES`, 3 when unset.
+pub fn schedules() -> Result<u32> {
+    match std::env::var("ENLIGHTEN_EMU_SCHEDULES") {
+        Err(_) => Ok(3),
+        Ok(v) => match v.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(Error::value("ENLIGHTEN_EMU_SCHEDULES", "a whole number >= 1", v)),
+        },
+    }
+}
+
+/// One run of a launch: the order threads and blocks are resumed in, and the poison byte.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    index: u32,
+    order: u32,
+    poison: u8,
+}
+
+impl Schedule {
+    fn nth(index: u32) -> Schedule {
+        const POISON: [u8; 3] = [0xff, 0x7f, 0xa5];
+        let order = match index {
+            0 => ffi::ORDER_ASCENDING,
+            1 => ffi::ORDER_DESCENDING,
+            _ => ffi::ORDER_RANDOM,
+        };
+        Schedule { index, order, poison: POISON[index as usize % POISON.len()] }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.order {
+            ffi::ORDER_ASCENDING => write!(f, "schedule 0 (lowest thread first)"),
+            ffi::ORDER_DESCENDING => write!(f, "schedule 1 (highest thread first)"),
+            _ => write!(f, "schedule {} (seeded random order)", self.index),
+        }
+    }
+}
+
+/// The staged tensors of one launch.
+#[derive(Default)]
+pub(crate) struct Arena {
+    placement: Option<Placement>,
+    staged: Vec<Staged>,
+}
+
+impl Arena {
+    /// Stages a tensor and returns the address the kernel gets. The guard side alternates from
+    /// one launch to the next on this thread.
+    pub fn stage(&mut self, arg: TensorArg) -> Result<i64> {
+        let placement = *self.placement.get_or_insert_with(|| {
+            let n = LAUNCHES.with(|c| c.replace(c.get() + 1));
+            if n % 2 == 0 {
+                Placement::After
+            } else {
+                Placement::Before
+            }
+        });
+        let staged = Staged::new(arg, placement)?;
+        let ptr = staged.ptr();
+        self.staged.push(staged);
+        Ok(ptr as i64)
+    }
+
+    /// Two staged tensors whose storage overlaps, one of them written, would diverge as copies.
+    fn check_overlaps(&self) -> std::result::Result<(), String> {
+        let span = |s: &Staged| {
+            let t = &s.arg.tensor;
+            let lo = t.data_ptr() as usize;
+            lo..lo + t.numel() * t.kind().elt_size_in_bytes()
+        };
+        for (i, a) in self.staged.iter().enumerate() {
+            for b in &self.staged[i + 1..] {
+                let (x, y) = (span(a), span(b));
+                if (a.writable() || b.writable()) && x.start < y.end && y.start < x.end {
+                    return Err(format!("arguments `{}` and `{}` overlap and one of them is written", a.arg.name, b.arg.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn written(&self) -> Vec<Vec<u8>> {
+        self.staged.iter().filter(|s| s.writable()).map(Staged::contents).collect()
+    }
+}
+
+/// Runs one emulated launch (see the module docs).
+pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: Arena) -> Result<()> {
+    let fail = |message: String| Error::Emulated { kernel: kernel.name(), message };
+    let entry = ffi::find(kernel.name()).ok_or_else(|| fail("the emulator build has no such kernel".into()))?;
+    check_params(entry.params(), &args).map_err(fail)?;
+    let profile = active().ok_or_else(|| fail("launched outside emulate()".into()))?;
+    let threads = cfg.block_dim.0 * cfg.block_dim.1 * cfg.block_dim.2;
+    if threads > profile.max_threads_per_block {
+        return Err(fail(format!("{threads} threads a block; the {} profile allows {}", profile.name, profile.max_threads_per_block)));
+    }
+    let mut slots: Vec<u64> = Vec::with_capacity(args.len());
+    for a in args {
+        slots.push(match a {
+            Arg::Tensor(t) => arena.stage(t)? as u64,
+            Arg::Null => 0,
+            Arg::I64(v) => v as u64,
+            Arg::I32(v) => u64::from(v as u32),
+            Arg::F32(v) => u64::from(v.to_bits()),
+        });
+    }
+    arena.check_overlaps().map_err(fail)?;
+    // Each parameter is read from the start of its 8-byte slot (little-endian, as cuLaunchKernel's).
+    let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| (s as *mut u64).cast()).collect();
+    let mut first: Option<(Schedule, Vec<Vec<u8>>)> = None;
+    for index in 0..schedules()? {
+        let schedule = Schedule::nth(index);
+        arena.staged.iter_mut().for_each(|s| s.prepare(schedule.poison));
+        let regions: Vec<ffi::Region> = arena.staged.iter().map(Staged::region).collect();
+        let spec = ffi::LaunchSpec {
+            entry,
+            grid: [cfg.grid_dim.0, cfg.grid_dim.1, cfg.grid_dim.2],
+            block: [cfg.block_dim.0, cfg.block_dim.1, cfg.block_dim.2],
+            params: params.as_mut_ptr(),
+            regions: regions.as_ptr(),
+            nregions: regions.len() as u32,
+            order: schedule.order,
+            seed: 0x5eed_0000 + u64::from(index),
+            poison: schedule.poison,
+        };
+        ffi::launch(&spec).map_err(|m| fail(format!("{m} (under {schedule})")))?;
+        for s in &arena.staged {
+            s.check_slack(schedule.poison).map_err(|m| fail(format!("{m} (under {schedule})")))?;
+        }
+        let written = arena.written();
+        match &first {
+            None => first = Some((schedule, written)),
+            Some((s0, w0)) => compare_runs(&arena, (*s0, w0), (schedule, &written)).map_err(fail)?,
+        }
+    }
+    arena.staged.iter().filter(|s| s.writable()).for_each(Staged::store);
+    Ok(())
+}
+
+/// The launch's arguments against the kernel's declared parameters.
+fn check_params(declared: &[ffi::ParamType], args: &[Arg]) -> std::result::Result<(), String> {
+    if declared.len() != args.len() {
+        return Err(format!("the kernel takes {} parameters, the launch passes {}", declared.len(), args.len()));
+    }
+    let describe = |p: ffi::ParamType| match p.kind {
+        ffi::PARAM_POINTER => "a pointer".to_string(),
+        ffi::PARAM_INTEGER => format!("a {}-byte integer", p.size),
+        ffi::PARAM_FLOAT => format!("a {}-byte float", p.size),
+        _ => format!("a {}-byte value", p.size),
+    };
+    for (i, (&want, arg)) in declared.iter().zip(args).enumerate() {
+        let got = match arg {
+            Arg::Tensor(_) | Arg::Null => ffi::ParamType { kind: ffi::PARAM_POINTER, size: 8 },
+            Arg::I64(_) => ffi::ParamType { kind: ffi::PARAM_INTEGER, size: 8 },
+            Arg::I32(_) => ffi::ParamType { kind: ffi::PARAM_INTEGER, size: 4 },
+            Arg::F32(_) => ffi::ParamType { kind: ffi::PARAM_FLOAT, size: 4 },
+        };
+        if want != got {
+            let name = match arg {
+                Arg::Tensor(t) => format!(" (`{}`)", t.name),
+                _ => String::new(),
+            };
+            return Err(format!("parameter {i}{name} is declared {}, the launch passes {}", describe(want), describe(got)));
+        }
+    }
+    Ok(())
+}
+
+/// The written tensors of two runs must agree bit for bit.
+fn compare_runs(arena: &Arena, (s0, w0): (Schedule, &[Vec<u8>]), (s1, w1): (Schedule, &[Vec<u8>])) -> std::result::Result<(), String> {
+    let writable = arena.staged.iter().filter(|s| s.writable());
+    for ((staged, a), b) in writable.zip(w0).zip(w1) {
+        let Some(at) = a.iter().zip(b).position(|(x, y)| x != y) else { continue };
+        let t = &staged.arg.tensor;
+        let element = at / t.kind().elt_size_in_bytes();
+        let what = if a[at] == s0.poison && b[at] == s1.poison {
+            "was never written: it kept each run's poison".to_string()
+        } else {
+            format!("differs (byte {at}: {:#04x} vs {:#04x})", a[at], b[at])
+        };
+        return Err(format!(
+            "element {element} of `{}` ({:?}, {} elements) {what} between {s0} and {s1}: the kernel depends on an order \
+             CUDA does not promise, or leaves outputs unwritten",
+            staged.arg.name,
+            t.kind(),
+            t.numel()
+        ));
+    }
+    Ok(())
+}

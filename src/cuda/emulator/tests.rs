@@ -1,0 +1,95 @@
+//! The emulator shown able to fail: each test kernel of emulator/defects.cu carries one known
+//! defect, and each must be reported with a message that names it.
+
+use tch::{Device, Kind, Tensor};
+
+use super::{emulate, has_entry, Profile};
+use crate::cuda::{Grid, Kernel, Launch};
+use crate::error::Error;
+
+/// Launches a test kernel `(const float* x, float* out, int64_t n)` over 1000 elements.
+fn launch_copy_like(name: &'static str, grid: Grid) -> (Result<(), Error>, Tensor, Tensor) {
+    let x = Tensor::arange(1000, (Kind::Float, Device::Cpu)) * 0.5 + 1.0;
+    let out = Tensor::full([1000], -7.0, (Kind::Float, Device::Cpu));
+    let result = emulate(Profile::TINY, || {
+        Launch::new(Kernel::emulator_test(name)).input("x", &x)?.output("out", &out)?.i64(1000).run(grid)
+    });
+    (result, x, out)
+}
+
+fn message(r: Result<(), Error>) -> String {
+    match r {
+        Err(Error::Emulated { message, .. }) => message,
+        other => panic!("expected an emulator error, got {other:?}"),
+    }
+}
+
+const ELEMENTWISE: Grid = Grid::Blocks { blocks: 2, threads: 128 };
+
+#[test]
+fn a_correct_kernel_passes_every_check() {
+    let (r, x, out) = launch_copy_like("defect_free_copy", ELEMENTWISE);
+    r.unwrap();
+    assert!(out.equal(&x));
+}
+
+#[test]
+fn a_write_one_element_past_the_end_faults_naming_the_argument() {
+    let (r, ..) = launch_copy_like("defect_write_past_end", ELEMENTWISE);
+    let m = message(r);
+    assert!(m.contains("`out`") && (m.contains("past the end") || m.contains("element 1000")), "{m}");
+    assert!(m.contains("kernel defect_write_past_end, block"), "{m}");
+}
+
+#[test]
+fn a_block_sum_without_its_barrier_differs_between_schedules() {
+    let (r, ..) = launch_copy_like("defect_block_sum_without_barrier", Grid::SingleBlock { threads: 256 });
+    let m = message(r);
+    assert!(m.contains("element 0 of `out`") && m.contains("between schedule 0"), "{m}");
+}
+
+#[test]
+fn an_element_never_written_is_named() {
+    let (r, ..) = launch_copy_like("defect_skips_an_element", ELEMENTWISE);
+    let m = message(r);
+    assert!(m.contains("element 500 of `out`") && m.contains("never written"), "{m}");
+}
+
+#[test]
+fn a_shuffle_from_a_lane_outside_the_mask_is_refused() {
+    let (r, ..) = launch_copy_like("defect_shuffle_outside_mask", ELEMENTWISE);
+    let m = message(r);
+    assert!(m.contains("__shfl_sync") && m.contains("not in the mask"), "{m}");
+}
+
+#[test]
+fn arguments_that_do_not_match_the_declaration_are_refused() {
+    let x = Tensor::ones([4], (Kind::Float, Device::Cpu));
+    let r = emulate(Profile::TINY, || {
+        Launch::new(Kernel::emulator_test("defect_free_copy"))
+            .input("x", &x)?
+            .output("out", &x.empty_like())?
+            .i32(4)
+            .run(ELEMENTWISE)
+    });
+    let m = message(r);
+    assert!(m.contains("parameter 2 is declared a 8-byte integer, the launch passes a 4-byte integer"), "{m}");
+}
+
+#[test]
+fn a_write_to_an_input_faults() {
+    let x = Tensor::ones([64], (Kind::Float, Device::Cpu));
+    // The kernel writes its second argument; declared as an input, its pages are read-only.
+    let r = emulate(Profile::TINY, || {
+        Launch::new(Kernel::emulator_test("defect_free_copy")).input("x", &x)?.input("y", &x.copy())?.i64(64).run(ELEMENTWISE)
+    });
+    let m = message(r);
+    assert!(m.contains("write to element 0 of `y`, an input"), "{m}");
+}
+
+#[test]
+fn every_library_kernel_is_in_the_emulator() {
+    for k in Kernel::ALL {
+        assert!(has_entry(k.name()), "{} is missing from the emulator build", k.name());
+    }
+}

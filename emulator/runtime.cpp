@@ -127,12 +127,13 @@ struct Thread {
 // of them. Lanes with disjoint masks may gather at separate calls at the same time.
 struct WarpCall {
     unsigned lanes = 0;
-    int arrived = 0, first = -1;
+    int arrived = 0, first = -1, expected = 0;
 };
 
 struct Warp {
     WarpCall calls[32];
     int ncalls = 0;
+    unsigned exited = 0;  // lanes that have returned
 
     // The call gathering lanes that overlap `mask`, or null.
     WarpCall* overlapping(unsigned mask) {
@@ -193,6 +194,9 @@ void fail(Launch& L, int t, const char* fmt, ...) {
     va_end(ap);
     snprintf(L.message, sizeof L.message, "%s: %s", head, body);
 }
+
+// __FILE__ strings: usually the same pointer, compared as text only when not.
+bool same_file(const char* a, const char* b) { return a == b || strcmp(a, b) == 0; }
 
 void set_ready(Launch& L, int t) {
     L.threads[t].wait = Wait::Runnable;
@@ -300,7 +304,7 @@ void try_release_block(Launch& L) {
         Thread& th = L.threads[t];
         if (th.wait != Wait::Block) continue;
         if (first < 0) first = t;
-        else if (th.line != L.threads[first].line || strcmp(th.file, L.threads[first].file) != 0) {
+        else if (th.line != L.threads[first].line || !same_file(th.file, L.threads[first].file)) {
             char other[256];
             where(L, first, other, sizeof other);
             fail(L, t, "__syncthreads at %s:%d released together with %s at %s:%d: every thread of a block must "
@@ -317,6 +321,7 @@ void try_release_block(Launch& L) {
 void on_exit(Launch& L, int t) {
     --L.live;
     const int warp = t / 32, lane = t % 32;
+    L.warps[warp].exited |= 1u << lane;
     if (const WarpCall* wc = L.warps[warp].overlapping(1u << lane)) {
         const Thread& waiter = L.threads[wc->first];
         fail(L, t, "exited while lanes of its warp wait for it at %s (%s:%d, mask 0x%08x)", exchange_name(waiter.op),
@@ -346,7 +351,10 @@ bool run_block(Launch& L) {
     }
     L.live = L.nthreads;
     L.at_block = 0;
-    for (Warp& w : L.warps) w.ncalls = 0;
+    for (Warp& w : L.warps) {
+        w.ncalls = 0;
+        w.exited = 0;
+    }
     while (L.live > 0 && !L.failed) {
         const int t = pick(L);
         if (t < 0) {
@@ -509,26 +517,21 @@ uint64_t exchange(Exchange op, unsigned mask, uint64_t value, int arg, int width
              exchange_name(op), file, line, mask, existing);
     } else if (wc != nullptr) {
         const Thread& first = L.threads[wc->first];
-        if (first.op != op || wc->lanes != mask || first.line != line || strcmp(first.file, file) != 0)
+        if (first.op != op || wc->lanes != mask || first.line != line || !same_file(first.file, file))
             fail(L, t, "%s at %s:%d (mask 0x%08x) meets lane %d at %s at %s:%d (mask 0x%08x): the lanes of a warp "
                        "call must reach the same call", exchange_name(op), file, line, mask, wc->first % 32,
                  exchange_name(first.op), first.file, first.line, wc->lanes);
     }
-    if (!L.failed) {
-        for (int l = 0; l < 32; ++l) {
-            if ((mask >> l & 1u) && L.threads[warp * 32 + l].wait == Wait::Done) {
-                fail(L, t, "%s at %s:%d: lane %d of the mask 0x%08x has already exited", exchange_name(op), file, line,
-                     l, mask);
-                break;
-            }
-        }
+    if (!L.failed && (mask & w.exited)) {
+        fail(L, t, "%s at %s:%d: lane %d of the mask 0x%08x has already exited", exchange_name(op), file, line,
+             __builtin_ctz(mask & w.exited), mask);
     }
     if (!L.failed) {
         if (wc == nullptr) {
             wc = &w.calls[w.ncalls++];
-            *wc = WarpCall{mask, 0, t};
+            *wc = WarpCall{mask, 0, t, __builtin_popcount(mask)};
         }
-        if (++wc->arrived == __builtin_popcount(mask)) complete_warp_call(L, warp, *wc);
+        if (++wc->arrived == wc->expected) complete_warp_call(L, warp, *wc);
     }
     yield_to_scheduler(L);
     return L.threads[t].result;

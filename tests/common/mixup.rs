@@ -17,6 +17,7 @@ pub const CASES: &[Case] = &[
     ("mixup_handles_non_contiguous_input", mixup_handles_non_contiguous_input),
     ("mixup_large_batch_and_extreme_values", mixup_large_batch_and_extreme_values),
     ("mixup_propagates_nan", mixup_propagates_nan),
+    ("mixup_batches_above_the_grid_y_limit", mixup_batches_above_the_grid_y_limit),
     ("cutmix_matches_reference_and_pastes_the_reported_area", cutmix_matches_reference_and_pastes_the_reported_area),
     ("cutmix_clips_boxes_at_the_borders", cutmix_clips_boxes_at_the_borders),
     ("mix_batch_alpha_zero_is_identity_and_seeds_reproduce", mix_batch_alpha_zero_is_identity_and_seeds_reproduce),
@@ -131,6 +132,20 @@ fn mixup_large_batch_and_extreme_values(dev: Device) {
                 assert_close(&format!("extreme {kind:?}"), &out, &reference::mixup(&x, &lam, &pairing), kind);
             }
         }
+    }
+}
+
+/// More rows than a grid has in y (65,535): the row loop strides over gridDim.y.
+fn mixup_batches_above_the_grid_y_limit(dev: Device) {
+    seed(7);
+    let b = 65_537;
+    let x = randn(&[b, 2], Kind::Float, dev);
+    let mut rng = SeededRng::new(7);
+    let perm = Pairing::Permutation(Tensor::from_slice(&rng.permutation(b as usize)).to_device(dev));
+    for pairing in [perm, Pairing::Roll(1)] {
+        let lam = Lambda::Batch(0.3);
+        let out = mixup(&x, &lam, &pairing).unwrap();
+        assert_bitwise_eq(&format!("{b} rows {pairing:?}"), &out, &reference::composite(&x, &lam, &pairing));
     }
 }
 

@@ -13,6 +13,7 @@ pub const CASES: &[Case] = &[
     ("interference_on_the_linear_sigmoid_toy", interference_on_the_linear_sigmoid_toy),
     ("batch_interference_diminishes_with_batch_size_on_the_toy", batch_interference_diminishes_with_batch_size_on_the_toy),
     ("benr_on_a_hand_computed_example", benr_on_a_hand_computed_example),
+    ("benr_of_non_contiguous_parameters_equals_contiguous", benr_of_non_contiguous_parameters_equals_contiguous),
     ("stats_reject_bad_arguments", stats_reject_bad_arguments),
 ];
 
@@ -182,6 +183,26 @@ fn benr_on_a_hand_computed_example(dev: Device) {
     assert!(benr.end_epoch(&[&q]).unwrap() >= 1.0);
 }
 
+/// Parameters stored transposed (a channels-last weight, a `.t()` view) give the BENR of their
+/// contiguous copies: the kernel reads flat memory, so the op must hand it contiguous tensors.
+fn benr_of_non_contiguous_parameters_equals_contiguous(dev: Device) {
+    seed(26);
+    let base = randn(&[6, 5], Kind::Float, dev);
+    let strided = base.copy().t_(); // [5, 6] with strides (1, 5)
+    let plain = strided.contiguous();
+    assert!(!strided.is_contiguous());
+    let mut benr_strided = Benr::new(&[&strided]).unwrap();
+    let mut benr_plain = Benr::new(&[&plain]).unwrap();
+    for _ in 0..4 {
+        let step = randn(&[5, 6], Kind::Float, dev);
+        let _ = strided.detach().g_add_(&step);
+        let _ = plain.detach().g_add_(&step);
+        benr_strided.step(&[&strided]).unwrap();
+        benr_plain.step(&[&plain]).unwrap();
+    }
+    let (a, b) = (benr_strided.end_epoch(&[&strided]).unwrap(), benr_plain.end_epoch(&[&plain]).unwrap());
+    assert!((a - b).abs() <= 1e-6 * b, "BENR strided {a} vs contiguous {b}");
+}
 
 fn stats_reject_bad_arguments(dev: Device) {
     let a = randn(&[4, 3], Kind::Float, dev);

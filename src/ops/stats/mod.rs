@@ -198,13 +198,14 @@ impl Benr {
     /// Starts an epoch at the current parameters.
     pub fn new(params: &[&Tensor]) -> Result<Benr> {
         let device = check_list("params", params)?;
-        let snapshot = |ps: &[&Tensor]| ps.iter().map(|p| p.detach().copy()).collect::<Vec<Tensor>>();
+        // Contiguous copies: the kernels read each tensor as flat memory.
+        let snapshot = |ps: &[&Tensor]| ps.iter().map(|p| p.detach().contiguous().copy()).collect::<Vec<Tensor>>();
         Ok(Benr { start: snapshot(params), previous: snapshot(params), path: Tensor::zeros([], (Kind::Double, device)), steps: 0 })
     }
 
     /// After an optimiser step: adds |params - previous| and makes params the new previous.
     pub fn step(&mut self, params: &[&Tensor]) -> Result<()> {
-        let current: Vec<Tensor> = params.iter().map(|p| p.detach()).collect();
+        let current: Vec<Tensor> = params.iter().map(|p| p.detach().contiguous()).collect();
         let refs: Vec<&Tensor> = current.iter().collect();
         let prev: Vec<&Tensor> = self.previous.iter().collect();
         check_pairs(&refs, &prev)?;
@@ -216,7 +217,7 @@ impl Benr {
 
     /// Ends the epoch: BENR = path / |params - start| (f64, read back once), and starts the next.
     pub fn end_epoch(&mut self, params: &[&Tensor]) -> Result<f64> {
-        let current: Vec<Tensor> = params.iter().map(|p| p.detach()).collect();
+        let current: Vec<Tensor> = params.iter().map(|p| p.detach().contiguous()).collect();
         let net = diff_sq(&current, &self.start, true)?.sqrt();
         let ratio = (&self.path / net).double_value(&[]);
         let _ = self.path.zero_();

@@ -17,6 +17,9 @@ __device__ __forceinline__ bool row_valid(const int64_t* y, int64_t i, int has_i
     return y == nullptr || !has_ignore || y[i] != ignore_index;
 }
 
+// w * x, and exactly 0 when the weight is 0 (so 0 * -inf adds nothing); the CPU twin's `weighted`.
+__device__ __forceinline__ float weighted(float w, float x) { return w != 0.0f ? w * x : 0.0f; }
+
 template <typename T>
 __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ grad, float* __restrict__ losses,
                                 int32_t* __restrict__ correct, const int64_t* y_a, const int64_t* y_b,
@@ -33,27 +36,32 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
 
         const bool valid = row_valid(y_a, i, has_ignore, ignore_index);
         const int64_t ya = y_a[i];
-        const int64_t yb = y_b != nullptr ? y_b[i] : ya;
+        // A partner whose label is ignored gives its weight to the row's own label.
+        const int64_t yb = (y_b != nullptr && row_valid(y_b, i, has_ignore, ignore_index)) ? y_b[i] : ya;
         const bool in_range = ya >= 0 && ya < C && yb >= 0 && yb < C;
         const float l = lam_vec != nullptr ? lam_vec[i] : lam;
         const float on = 1.0f - smoothing;
         const float off = smoothing / (float)C;
+        const bool nan_row = (st.flags & ROW_NAN) || st.m == -INFINITY;
         float loss = 0.0f;
         if (valid) {
             if (in_range) {
                 // loss = lse - t.z = log(s) - t.(z - m) (t sums to 1): no cancellation between m
-                // and log(s), so small losses keep their relative precision.
-                const float shifted = on * (l * (to_f32(z[ya]) - st.m) + (1.0f - l) * (to_f32(z[yb]) - st.m)) +
-                                      off * (st.sum - (float)C * st.m);
-                // A row without a number (all -inf) has no softmax: NaN, as in PyTorch.
-                loss = (st.nan || st.m == -INFINITY) ? NAN : log1pf(st.rest) - shifted;
+                // and log(s), so small losses keep their relative precision. A zero target
+                // weight adds nothing (0 log 0 = 0): a masked (-inf) logit matters only where the
+                // target has weight, and then the loss is +inf, as PyTorch's.
+                const float own = weighted(l, to_f32(z[ya]) - st.m) + weighted(1.0f - l, to_f32(z[yb]) - st.m);
+                const float spread = (st.flags & ROW_NEG_INF) && off != 0.0f ? -INFINITY : st.sum - (float)C * st.m;
+                const float shifted = weighted(on, own) + weighted(off, spread);
+                // A row without a number (all -inf) or with a NaN has no softmax: NaN, as in PyTorch.
+                loss = nan_row ? NAN : log1pf(st.rest) - shifted;
             } else {
                 loss = NAN;  // a label out of range: visible, never a wild read (checked on the CPU path)
             }
         }
         if (threadIdx.x == 0) {
             losses[i] = loss;
-            correct[i] = (valid && st.arg == ya) ? 1 : 0;
+            correct[i] = (valid && !(st.flags & ROW_NAN) && st.arg == ya) ? 1 : 0;
         }
         if (write_grad) {
             const float w = valid ? w_scale : 0.0f;
@@ -62,7 +70,7 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
             for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
                 float v;
                 if (!valid) v = 0.0f;
-                else if (!in_range || st.nan || st.m == -INFINITY) v = NAN;
+                else if (!in_range || nan_row) v = NAN;
                 else {
                     const float e = exp_shift(to_f32(z[c]), st.m);
                     const float t = off + (c == ya ? on * l : 0.0f) + (c == yb ? on * (1.0f - l) : 0.0f);

@@ -6,11 +6,15 @@
 #define FULL_MASK 0xffffffffu
 
 // Softmax statistics of a set of logits: max m, `rest` = sum of exp(v - m) minus the max's own
-// term 1 (so log1p(rest) keeps small losses precise; an empty set has rest = -1), sum of v, NaN
-// seen, and the first index of the largest value (comparisons with `>`, so NaN never wins).
+// term 1 (so log1p(rest) keeps small losses precise; a set without a finite-or-+inf value has
+// rest = -1), the sum of the values above -inf, whether a NaN and whether a -inf was seen, and
+// the first index of the largest value (comparisons with `>`, so NaN never wins). -inf values
+// (masked logits) add nothing to m, rest and sum, so the statistics do not depend on how a row
+// is split between threads.
+enum RowFlags : int { ROW_NAN = 1, ROW_NEG_INF = 2 };
 struct RowStats {
     float m, rest, sum;
-    int nan;
+    int flags;  // RowFlags seen
     float best;
     int64_t arg;
 };
@@ -28,7 +32,7 @@ __device__ __forceinline__ bool row_stats_empty(const RowStats& r) { return r.re
 
 __device__ __forceinline__ RowStats row_stats_push(RowStats r, float v, int64_t c) {
     if (isnan(v)) {
-        r.nan = 1;
+        r.flags |= ROW_NAN;
         return r;
     }
     if (v > r.m) {
@@ -39,7 +43,8 @@ __device__ __forceinline__ RowStats row_stats_push(RowStats r, float v, int64_t 
     } else if (v != -INFINITY) {
         r.rest += exp_shift(v, r.m);
     }
-    r.sum += v;
+    if (v == -INFINITY) r.flags |= ROW_NEG_INF;
+    else r.sum += v;
     if (v > r.best || (v == r.best && c < r.arg)) {
         r.best = v;
         r.arg = c;
@@ -48,24 +53,22 @@ __device__ __forceinline__ RowStats row_stats_push(RowStats r, float v, int64_t 
 }
 
 __device__ __forceinline__ RowStats row_stats_merge(RowStats a, RowStats b) {
-    if (row_stats_empty(b)) {
-        a.nan |= b.nan;
-        return a;
-    }
-    if (row_stats_empty(a)) {
-        b.nan |= a.nan;
-        return b;
-    }
     RowStats r;
-    // Selected by value, not by reference: a reference to either struct would put both on the stack.
-    const bool a_hi = a.m >= b.m;
-    const float hi_m = a_hi ? a.m : b.m, lo_m = a_hi ? b.m : a.m;
-    const float hi_rest = a_hi ? a.rest : b.rest, lo_rest = a_hi ? b.rest : a.rest;
-    const float e = exp_shift(lo_m, hi_m);
-    r.m = hi_m;
-    r.rest = hi_rest + (lo_rest * e + e);
+    if (row_stats_empty(b) || row_stats_empty(a)) {
+        const bool keep_a = row_stats_empty(b);
+        r.m = keep_a ? a.m : b.m;
+        r.rest = keep_a ? a.rest : b.rest;
+    } else {
+        // Selected by value, not by reference: a reference to either struct would put both on the stack.
+        const bool a_hi = a.m >= b.m;
+        const float hi_m = a_hi ? a.m : b.m, lo_m = a_hi ? b.m : a.m;
+        const float hi_rest = a_hi ? a.rest : b.rest, lo_rest = a_hi ? b.rest : a.rest;
+        const float e = exp_shift(lo_m, hi_m);
+        r.m = hi_m;
+        r.rest = hi_rest + (lo_rest * e + e);
+    }
     r.sum = a.sum + b.sum;
-    r.nan = a.nan | b.nan;
+    r.flags = a.flags | b.flags;
     const bool take_b = b.best > a.best || (b.best == a.best && b.arg < a.arg);
     r.best = take_b ? b.best : a.best;
     r.arg = take_b ? b.arg : a.arg;
@@ -77,7 +80,7 @@ __device__ __forceinline__ RowStats row_stats_shfl(RowStats r, int offset) {
     o.m = __shfl_down_sync(FULL_MASK, r.m, offset);
     o.rest = __shfl_down_sync(FULL_MASK, r.rest, offset);
     o.sum = __shfl_down_sync(FULL_MASK, r.sum, offset);
-    o.nan = __shfl_down_sync(FULL_MASK, r.nan, offset);
+    o.flags = __shfl_down_sync(FULL_MASK, r.flags, offset);
     o.best = __shfl_down_sync(FULL_MASK, r.best, offset);
     o.arg = __shfl_down_sync(FULL_MASK, r.arg, offset);
     return o;

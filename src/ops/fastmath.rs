@@ -55,7 +55,7 @@ pub(crate) fn max(z: &[f32]) -> f32 {
     m
 }
 
-/// Writes e[c] = exp(z[c] - m) and returns (rest, sum of z), where 1 + rest is the sum of e:
+/// Writes e[c] = exp(z[c] - m) and returns (rest, sum of z above -inf), where 1 + rest is the sum of e:
 /// `rest` leaves out the max's own exact 1 so that log1p(rest) keeps small losses precise (as
 /// the kernel's RowStats does). One exp per element. A row whose max is not finite takes the
 /// exact scalar path, where exp(a - m) is 1 for a == m as in the kernel; every other row runs
@@ -68,7 +68,7 @@ pub(crate) fn exp_shifted_sums<const FMA: bool>(z: &[f32], m: f32, e: &mut [f32]
             *ev = exp_shift(zv, m);
             s += *ev;
         }
-        return (s - 1.0, z.iter().sum());
+        return (s - 1.0, sum_above_neg_inf(z));
     }
     // A plain map loop is what LLVM's loop vectoriser handles best; the sums follow from L1.
     for (ev, &zv) in e.iter_mut().zip(z) {
@@ -90,21 +90,23 @@ pub(crate) fn exp_shifted_sums<const FMA: bool>(z: &[f32], m: f32, e: &mut [f32]
     }
     let n_max = z.iter().filter(|&&v| v == m).count() as f32;
     // The extra maxima (ties) count 1 each; adding them last keeps `other` unrounded by 1.
-    (other + (n_max - 1.0), sum(z))
+    (other + (n_max - 1.0), sum_above_neg_inf(z))
 }
 
-/// Sum with lane accumulators (a fixed order, so vectorisable and deterministic).
+/// The sum of the values above -inf (masked logits add nothing, as in the kernel's RowStats),
+/// with lane accumulators: a fixed order, so vectorisable and deterministic.
 #[inline(always)]
-pub(crate) fn sum(v: &[f32]) -> f32 {
+pub(crate) fn sum_above_neg_inf(v: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = v.chunks_exact(LANES);
     let tail = chunks.remainder();
+    let finite_or_up = |x: f32| if x == f32::NEG_INFINITY { 0.0 } else { x };
     for c in chunks {
         for l in 0..LANES {
-            acc[l] += c[l];
+            acc[l] += finite_or_up(c[l]);
         }
     }
-    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+    acc.iter().sum::<f32>() + tail.iter().map(|&x| finite_or_up(x)).sum::<f32>()
 }
 
 /// exp(a - m), with a == m (including -inf == -inf) giving exactly 1, as the kernel does.

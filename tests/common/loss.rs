@@ -18,6 +18,8 @@ pub const CASES: &[Case] = &[
     ("selection_breaks_ties_by_index", selection_breaks_ties_by_index),
     ("selection_on_large_batches_with_many_ties", selection_on_large_batches_with_many_ties),
     ("ce_extreme_logits_stay_finite_and_nan_propagates", ce_extreme_logits_stay_finite_and_nan_propagates),
+    ("ce_masked_logits_match_pytorch", ce_masked_logits_match_pytorch),
+    ("ce_ignored_partner_gives_its_weight_to_y_a", ce_ignored_partner_gives_its_weight_to_y_a),
     ("mse_matches_reference", mse_matches_reference),
     ("lm_sequence_and_token_ranking_match_reference", lm_sequence_and_token_ranking_match_reference),
     ("remove_highest_and_running_quantile", remove_highest_and_running_quantile),
@@ -239,6 +241,80 @@ fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {
         assert_eq!(losses.isnan().sum(Kind::Int64).int64_value(&[]), 1, "{kind:?}: other rows are numbers");
         assert!(Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap()[3], "{kind:?}: a NaN row is never removed");
         assert!(out.loss.double_value(&[]).is_nan(), "{kind:?}: the mean sees the NaN");
+    }
+}
+
+/// Masked vocabulary entries (-inf logits): PyTorch's `cross_entropy` is finite wherever the
+/// target puts no weight on a -inf logit, and so are the loss and gradient here, whatever the
+/// row's split between threads; where the target weighs a -inf logit (its label, or any of them
+/// under label smoothing) both are +inf.
+fn ce_masked_logits_match_pytorch(dev: Device) {
+    // The worked example: logits [2, -inf, 0.5], label 0 -> log(1 + e^-1.5) = 0.2014.
+    let z = Tensor::from_slice(&[2.0f32, f32::NEG_INFINITY, 0.5]).view([1, 3]).to_device(dev);
+    let y = Tensor::from_slice(&[0i64]).to_device(dev);
+    let out = cross_entropy(&z, Targets::Index(&y), &CrossEntropy::default(), true).unwrap();
+    assert!((out.loss.double_value(&[]) - (1.0f64 + (-1.5f64).exp()).ln()).abs() < 1e-6, "{:?}", out.loss);
+    seed(31);
+    for kind in FLOAT_KINDS {
+        for (b, c) in [(9i64, 5i64), (40, 300), (3, 2000)] {
+            let logits = randn(&[b, c], kind, dev);
+            let y = labels(b, c, dev);
+            // About a third of the logits masked, never a row's label.
+            let mut mask = Tensor::rand([b, c], (Kind::Float, dev)).lt(0.35);
+            let _ = mask.scatter_(1, &y.unsqueeze(1), &Tensor::zeros([b, 1], (Kind::Bool, dev)));
+            let masked = logits.masked_fill(&mask, f64::NEG_INFINITY);
+            for smoothing in [0.0, 0.1] {
+                let opts = CrossEntropy { label_smoothing: smoothing, ..Default::default() };
+                let what = format!("[{b}, {c}] {kind:?} eps {smoothing}");
+                let out = cross_entropy(&masked, Targets::Index(&y), &opts, true).unwrap();
+                let torch = masked.to_kind(Kind::Double).cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::None, -100, smoothing);
+                if smoothing == 0.0 {
+                    assert!(rel_err(&out.per_sample, &torch) < LOSS_TOL, "{what}: per-sample vs PyTorch");
+                    let grad = out.grad.as_ref().unwrap();
+                    assert_eq!(grad.isfinite().all().int64_value(&[]), 1, "{what}: finite gradient");
+                    check_against_reference(&what, &masked, Targets::Index(&y), &opts);
+                } else {
+                    let inf = out.per_sample.to_device(Device::Cpu).isposinf();
+                    assert!(inf.equal(&torch.isposinf()), "{what}: +inf exactly where PyTorch's is");
+                }
+                // A label on a masked logit: +inf, as PyTorch.
+                let on_label = masked.copy();
+                let _ = on_label.get(0).get(y.int64_value(&[0])).fill_(f64::NEG_INFINITY);
+                let out = cross_entropy(&on_label, Targets::Index(&y), &opts, false).unwrap();
+                assert_eq!(out.per_sample.double_value(&[0]), f64::INFINITY, "{what}: masked label");
+            }
+        }
+    }
+}
+
+/// Mixup pairs a valid row with a row whose label is ignored: the row keeps counting, and the
+/// partner's weight goes to the row's own label (the loss is the plain loss on y_a).
+fn ce_ignored_partner_gives_its_weight_to_y_a(dev: Device) {
+    seed(32);
+    for (b, c) in [(12i64, 7i64), (65, 100)] {
+        let logits = randn(&[b, c], Kind::Float, dev);
+        let y_a = labels(b, c, dev);
+        let y_b = labels(b, c, dev);
+        let _ = y_b.slice(0, 0, b, 3).fill_(-1);
+        let _ = y_a.slice(0, 1, b, 5).fill_(-1);
+        for lam in [Lambda::Batch(0.3), Lambda::PerSample(Tensor::rand([b], (Kind::Float, dev)))] {
+            let targets = MixedTargets { y_a: y_a.shallow_clone(), y_b: y_b.shallow_clone(), lam };
+            for drop_share in [0.0, 0.25] {
+                let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: Some(-1), drop_share };
+                let what = format!("[{b}, {c}] {:?} r {drop_share}", targets.lam);
+                check_against_reference(&what, &logits, Targets::Mixed(&targets), &opts);
+                let out = cross_entropy(&logits, Targets::Mixed(&targets), &opts, false).unwrap();
+                let alone = cross_entropy(&logits, Targets::Index(&y_a), &opts, false).unwrap();
+                let partner_ignored = y_b.eq(-1).logical_and(&y_a.ne(-1));
+                let diff = (&out.per_sample - &alone.per_sample).abs().masked_select(&partner_ignored);
+                assert!(diff.max().double_value(&[]) < 1e-5, "{what}: rows with an ignored partner");
+                // The tch composite (lam CE(y_a) + (1 - lam) CE(y_b)) agrees on every row that counts.
+                let composite = reference::per_sample_ce_autograd(&logits, Targets::Mixed(&targets), &opts).unwrap();
+                let counts = y_a.ne(-1);
+                let (fused, plain) = (out.per_sample.masked_select(&counts), composite.masked_select(&counts));
+                assert!(rel_err(&fused, &plain) < LOSS_TOL, "{what}: the tch composite agrees");
+            }
+        }
     }
 }
 

@@ -290,6 +290,14 @@ fn mixup_rejects_bad_arguments(dev: Device) {
     expect_err("out non-contiguous", mixup_into(&x, &lam, &Pairing::Flip, &mut strided), "out");
     let mut strided_x = randn(&[3, 4], Kind::Float, dev).transpose(0, 1);
     expect_err("in-place non-contiguous", mixup_flip_(&mut strided_x, &lam), "x");
+    // Every dtype that is not f32/f16/bf16 is refused by name, never run as f32 (or a panic).
+    for kind in [Kind::Double, Kind::Int64, Kind::Uint8, Kind::Bool] {
+        let mut other = x.to_kind(kind);
+        expect_err(&format!("in-place {kind:?}"), mixup_flip_(&mut other, &lam), "x");
+        expect_err(&format!("mixup {kind:?}"), mixup(&other, &lam, &Pairing::Flip), "x");
+        let img = randn(&[2, 3, 4, 4], Kind::Float, dev).to_kind(kind);
+        expect_err(&format!("cutmix {kind:?}"), cutmix(&img, &CutBoxes::Batch(CutBox { y0: 0, y1: 1, x0: 0, x1: 1 }), &Pairing::Flip), "x");
+    }
     let imgs = Tensor::randint(256, [2, 3, 4, 4], (Kind::Uint8, dev));
     let norm1 = Normalize::new(&[0.5], &[0.5], dev).unwrap();
     expect_err("u8 channels", mixup_u8(&imgs, &norm1, &lam, &Pairing::Flip, Kind::Float), "x");

@@ -19,7 +19,7 @@ const CE_WORK_PER_ELEMENT: usize = 8;
 /// What the row pass needs to know about each row's target.
 struct RowTargets<'a> {
     ya: &'a [i64],
-    yb: &'a [i64],
+    yb: Vec<i64>,
     lam: Vec<f32>,
     valid: Vec<bool>,
     on: f32,
@@ -31,7 +31,15 @@ struct RowTargets<'a> {
 pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntropy, grad: Option<Tensor>) -> Result<LossOutput> {
     let (b, c) = (logits.size()[0] as usize, logits.size()[1] as usize);
     let ya = cpu_plain::<i64>(args.y_a, Kind::Int64);
-    let yb = args.y_b.map(|t| cpu_plain::<i64>(t, Kind::Int64)).unwrap_or(ya);
+    // A partner whose label is ignored gives its weight to the row's own label (as the kernel).
+    let yb: Vec<i64> = match args.y_b {
+        Some(t) => cpu_plain::<i64>(t, Kind::Int64)
+            .iter()
+            .zip(ya)
+            .map(|(&b, &a)| if Some(b) == opts.ignore_index { a } else { b })
+            .collect(),
+        None => ya.to_vec(),
+    };
     let lam = match args.lam {
         None => vec![1.0; b],
         Some(Lambda::Batch(l)) => vec![*l as f32; b],
@@ -169,10 +177,21 @@ fn ce_row<const FMA: bool>(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f3
     }
     let (ya, yb, l) = (rt.ya[i] as usize, rt.yb[i] as usize, rt.lam[i]);
     // lse - t.z = log1p(rest) - t.(z - m), as the kernel computes it: no cancellation of m, and
-    // small losses keep their precision. A row without a number (all -inf) has NaN loss.
-    let shifted = rt.on * (l * (z[ya] - m) + (1.0 - l) * (z[yb] - m)) + rt.off * (sum - z.len() as f32 * m);
+    // small losses keep their precision. A row without a number (all -inf) has NaN loss. A zero
+    // target weight adds nothing (0 log 0 = 0), so a masked (-inf) logit matters only where the
+    // target has weight: then the loss is +inf, as PyTorch's.
+    let own = weighted(l, z[ya] - m) + weighted(1.0 - l, z[yb] - m);
+    let spread = if rt.off != 0.0 && z.contains(&f32::NEG_INFINITY) { f32::NEG_INFINITY } else { sum - z.len() as f32 * m };
+    let shifted = weighted(rt.on, own) + weighted(rt.off, spread);
     let loss = if m == f32::NEG_INFINITY { f32::NAN } else { rest.ln_1p() - shifted };
-    (loss, is_first_max(z, m, ya), rest)
+    // A row holding a NaN is never counted correct (its loss is NaN).
+    (loss, !sum.is_nan() && is_first_max(z, m, ya), rest)
+}
+
+/// w * x, and exactly 0 when the weight is 0 (so 0 * -inf adds nothing), as the kernel computes it.
+#[inline(always)]
+fn weighted(w: f32, x: f32) -> f32 {
+    if w != 0.0 { w * x } else { 0.0 }
 }
 
 /// Turns the exps of row i (in `e`, summing to 1 + `rest`) into its gradient (softmax - t) * w.

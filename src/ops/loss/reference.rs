@@ -72,14 +72,26 @@ pub fn lm_cross_entropy(logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, r
     Ok(ReferenceLoss { loss, per_sample: seq, keep, grad, correct: tok.correct })
 }
 
-/// Cross-entropy with smoothing, mixing, ignore_index and High-Loss Removal, in f64.
+/// Cross-entropy with smoothing, mixing, ignore_index and High-Loss Removal, in f64. It states
+/// the meaning the kernel and the CPU path implement:
+/// - the loss is -sum_c t_c log p_c with 0 log 0 = 0: a masked (-inf) logit changes nothing
+///   where the target has no weight, and makes the loss +inf where it has (any -inf logit with
+///   label smoothing), as PyTorch's `cross_entropy`; a row with a NaN logit, or with every logit
+///   -inf, has a NaN loss;
+/// - a row counts when y_a is not ignore_index; a partner label y_b equal to ignore_index gives
+///   its weight (1 - lambda) to y_a;
+/// - a row is correct when the first index of its largest logit is y_a (-0.0 and +0.0 tie, so
+///   the lower index wins); a row holding a NaN is never correct (PyTorch's argmax would pick
+///   the NaN);
+/// - the results agree with the kernel and the CPU path within f32 rounding, not bit for bit:
+///   nvcc may contract products and sums into FMAs, and the CPU path's exp is vectorised.
 pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<ReferenceLoss> {
     let z = host(logits).to_kind(Kind::Double);
     let (b, c) = (z.size()[0], z.size()[1]);
     let (ya, yb, lam) = target_parts(targets, b);
-    let valid = match opts.ignore_index {
-        Some(i) => ya.ne(i),
-        None => Tensor::ones([b], (Kind::Bool, Device::Cpu)),
+    let (valid, yb) = match opts.ignore_index {
+        Some(i) => (ya.ne(i), ya.where_self(&yb.eq(i), &yb)),
+        None => (Tensor::ones([b], (Kind::Bool, Device::Cpu)), yb),
     };
     let safe = |y: &Tensor| y.where_scalarother(&valid, 0);
     let onehot = |y: &Tensor| Tensor::zeros([b, c], (Kind::Double, Device::Cpu)).scatter_value(1, &safe(y).unsqueeze(1), 1.0);
@@ -87,7 +99,8 @@ pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy)
     let lam2 = lam.unsqueeze(1);
     let t = (onehot(&ya) * &lam2 + onehot(&yb) * (1.0 - &lam2)) * (1.0 - eps) + eps / c as f64;
     let logp = z.log_softmax(1, Kind::Double);
-    let per_sample = (-(&t * &logp).sum_dim_intlist(1, false, Kind::Double)).where_scalarother(&valid, 0.0);
+    let t_logp = Tensor::zeros_like(&t).where_self(&t.eq(0.0), &(&t * &logp));
+    let per_sample = (-t_logp.sum_dim_intlist(1, false, Kind::Double)).where_scalarother(&valid, 0.0);
 
     let k = removed_rows(opts.drop_share, b);
     let keep = rank_keep(&per_sample, &valid, k);
@@ -97,7 +110,8 @@ pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy)
     let keep_f = keep.to_kind(Kind::Double);
     let loss = (&per_sample * &keep_f).sum(Kind::Double) / keep_f.sum(Kind::Double);
     let grad = (logp.exp() - &t) * keep_f.unsqueeze(1) / n_kept;
-    let correct = z.argmax(1, false).eq_tensor(&ya).logical_and(&valid).sum(Kind::Int64).int64_value(&[]);
+    let no_nan = z.isnan().any_dim(1, false).logical_not();
+    let correct = z.argmax(1, false).eq_tensor(&ya).logical_and(&valid).logical_and(&no_nan).sum(Kind::Int64).int64_value(&[]);
     Ok(ReferenceLoss { loss, per_sample, keep, grad, correct })
 }
 
@@ -125,10 +139,17 @@ pub fn per_sample_ce_autograd(logits: &Tensor, targets: Targets<'_>, opts: &Cros
     let ce = |y: &Tensor| logits.f_cross_entropy_loss::<Tensor>(y, None, Reduction::None, ignore, opts.label_smoothing);
     Ok(match targets {
         Targets::Index(y) => ce(y)?,
-        Targets::Mixed(t) => match &t.lam {
-            Lambda::Batch(l) => ce(&t.y_a)? * *l + ce(&t.y_b)? * (1.0 - *l),
-            Lambda::PerSample(l) => ce(&t.y_a)? * l + ce(&t.y_b)? * (1.0 - l),
-        },
+        Targets::Mixed(t) => {
+            // An ignored partner gives its weight to y_a, as in the fused op.
+            let y_b = match opts.ignore_index {
+                Some(i) => t.y_a.f_where_self(&t.y_b.f_eq(i)?, &t.y_b)?,
+                None => t.y_b.shallow_clone(),
+            };
+            match &t.lam {
+                Lambda::Batch(l) => ce(&t.y_a)? * *l + ce(&y_b)? * (1.0 - *l),
+                Lambda::PerSample(l) => ce(&t.y_a)? * l + ce(&y_b)? * (1.0 - l),
+            }
+        }
     })
 }
 

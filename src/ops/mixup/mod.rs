@@ -163,6 +163,7 @@ pub fn mixup_into(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor)
 /// Mixup with flip pairing in place: each element is read once and written once.
 pub fn mixup_flip_(x: &mut Tensor, lam: &Lambda) -> Result<()> {
     check_batch("x", x)?;
+    check_float("x", x)?;
     check_contiguous("x", x)?;
     let b = x.size()[0];
     check_lambda(lam, b, x)?;

@@ -4,6 +4,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "kernel_constants.cuh"  // generated from kernels/constants.txt (PAIR_*, DT_*, table widths)
+
 // Reads and writes happen in the storage type; all arithmetic is f32.
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
@@ -30,7 +32,6 @@ __device__ __forceinline__ float blend(float x, float lam, float xp, float one_m
 
 // Partner of row i under the three pairings. Returns -1 for an out-of-range permutation entry
 // so the caller can write NaN instead of reading out of bounds.
-enum PairMode : int { PAIR_PERM = 0, PAIR_FLIP = 1, PAIR_ROLL = 2 };
 __device__ __forceinline__ int64_t partner_of(int64_t i, int64_t B, int mode, const int64_t* perm,
                                               int64_t shift) {
     if (mode == PAIR_FLIP) return B - 1 - i;

@@ -13,8 +13,6 @@
 #include "common.cuh"
 #include "reduce.cuh"
 
-enum Dtype : int { DT_F32 = 0, DT_F16 = 1, DT_BF16 = 2 };
-
 __device__ __forceinline__ float load_as_f32(const void* base, int64_t i, int dtype) {
     switch (dtype) {
         case DT_F16: return __half2float(reinterpret_cast<const __half*>(base)[i]);
@@ -31,7 +29,6 @@ __device__ __forceinline__ void store_from_f32(void* base, int64_t i, int dtype,
     }
 }
 
-#define ZC_COLS 7
 // One block per (layer, sample) row, grid-stride over rows; rows are layer-major.
 extern "C" __global__ void zero_counts(const int64_t* table, int64_t layers, int64_t batch, float eps,
                                        int64_t* counts) {
@@ -70,7 +67,6 @@ __device__ __forceinline__ int64_t find_tensor(const int64_t* starts, int64_t te
     return lo;
 }
 
-#define MT_COLS 4
 extern "C" __global__ void multi_dot(const int64_t* table, const int64_t* starts, int64_t tensors, int64_t items,
                                      int64_t chunk, double* partials) {
     __shared__ double scratch[32];

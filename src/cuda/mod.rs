@@ -8,6 +8,10 @@
 //!
 //! With the `emulator` feature, [`emulator`] runs the same kernels on the CPU, for tests.
 
+/// Values shared with the kernels, generated from kernels/constants.txt.
+pub(crate) mod constants {
+    include!(concat!(env!("OUT_DIR"), "/shared_constants.rs"));
+}
 mod device;
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -3,12 +3,10 @@
 use tch::{Kind, Tensor};
 
 use super::{CutBoxes, Lambda, Normalize, Pairing};
+use crate::cuda::constants::{PAIR_FLIP, PAIR_PERM, PAIR_ROLL};
 use crate::cuda::{Grid, Kernel, Launch};
 use crate::error::Result;
 
-const PAIR_PERM: i32 = 0;
-const PAIR_FLIP: i32 = 1;
-const PAIR_ROLL: i32 = 2;
 
 fn rows_of(x: &Tensor) -> (i64, i64) {
     let b = x.size()[0];

@@ -5,6 +5,7 @@
 
 use tch::{Device, Kind, Tensor};
 
+use crate::cuda::constants::{DT_BF16, DT_F16, DT_F32, MT_COLS, ZC_COLS};
 use crate::cuda::{Access, Grid, Kernel, Launch};
 use crate::error::Result;
 
@@ -15,21 +16,21 @@ const CHUNK: i64 = 1 << 16;
 const MAX_BLOCKS: i64 = 1024;
 
 fn dtype_code(kind: Kind) -> i64 {
-    match kind {
-        Kind::Float => 0,
-        Kind::Half => 1,
-        _ => 2,
-    }
+    i64::from(match kind {
+        Kind::Float => DT_F32,
+        Kind::Half => DT_F16,
+        _ => DT_BF16,
+    })
 }
 
-fn table(rows: &[i64], cols: i64, device: Device) -> Tensor {
-    Tensor::from_slice(rows).view([-1, cols]).to_device(device)
+fn table(rows: &[i64], cols: i32, device: Device) -> Tensor {
+    Tensor::from_slice(rows).view([-1, i64::from(cols)]).to_device(device)
 }
 
 pub(super) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>) -> Result<Tensor> {
     let device = layers[0].device();
     let mut launch = Launch::new(Kernel::ZERO_COUNTS);
-    let mut rows = Vec::with_capacity(layers.len() * 7);
+    let mut rows = Vec::with_capacity(layers.len() * ZC_COLS as usize);
     for (l, t) in layers.iter().enumerate() {
         let size = t.size();
         let per_sample = t.numel() as i64 / batch;
@@ -41,7 +42,7 @@ pub(super) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive
         let ptr = launch.pointer("layers", t, Access::Read)?;
         rows.extend([ptr, batch, per_sample, dtype_code(t.kind()), per_sample / units, units, flags]);
     }
-    let table = table(&rows, 7, device);
+    let table = table(&rows, ZC_COLS, device);
     let counts = Tensor::empty([layers.len() as i64, batch], (Kind::Int64, device));
     launch
         .input("table", &table)?
@@ -72,7 +73,7 @@ fn sum_partials(partials: &Tensor, blocks: i64) -> Result<Tensor> {
 fn multi_tensor(kernel: Kernel, a: &[Tensor], b: &[Tensor], b_access: Access, extra: impl FnOnce(Launch) -> Launch) -> Result<Tensor> {
     let device = a[0].device();
     let mut launch = Launch::new(kernel);
-    let mut rows = Vec::with_capacity(a.len() * 4);
+    let mut rows = Vec::with_capacity(a.len() * MT_COLS as usize);
     let mut starts = Vec::with_capacity(a.len());
     let mut items = 0i64;
     for (x, y) in a.iter().zip(b) {
@@ -82,7 +83,7 @@ fn multi_tensor(kernel: Kernel, a: &[Tensor], b: &[Tensor], b_access: Access, ex
         starts.push(items);
         items += (n + CHUNK - 1) / CHUNK;
     }
-    let (table, starts) = (table(&rows, 4, device), Tensor::from_slice(&starts).to_device(device));
+    let (table, starts) = (table(&rows, MT_COLS, device), Tensor::from_slice(&starts).to_device(device));
     let blocks = items.clamp(1, MAX_BLOCKS);
     let partials = Tensor::empty([3 * blocks], (Kind::Double, device));
     let launch = launch.input("table", &table)?.input("starts", &starts)?.i64(a.len() as i64).i64(items).i64(CHUNK);

@@ -7,9 +7,8 @@ use enlighten::cuda::{fatbin, probe, Kernel};
 use enlighten::ops::loss::{self, cross_entropy, mse, CrossEntropy, Targets};
 use enlighten::ops::mixup::{cutmix, mixup, mixup_flip_, mixup_u8, reference, CutBox, CutBoxes, Lambda, MixedTargets, Normalize, Pairing};
 use enlighten::{Result, SeededRng};
+use enlighten::DeviceChoice;
 use tch::{Device, Kind, Tensor};
-
-use enlighten::train::DeviceChoice;
 
 struct Row {
     op: &'static str,

@@ -63,6 +63,7 @@ impl Error {
     }
 
     /// A file or folder of the output could not be written.
+    #[cfg(feature = "trainer")]
     pub(crate) fn unwritable(path: impl Into<std::path::PathBuf>, problem: impl std::fmt::Display) -> Self {
         Error::Data { path: path.into(), problem: problem.to_string(), hint: "the output folder must be writable".into() }
     }

@@ -33,18 +33,33 @@
 #![doc = include_str!("../examples/mixup_pause.rs")]
 //! ```
 
+//!
+//! ## Features
+//!
+//! `trainer` (default) adds the bundled trainer and what only it needs: `data`, `models`,
+//! `train`, `compare`, `analyze` and the `enlighten` CLI. Without it
+//! (`enlighten = { version = "0.1", default-features = false }`) the crate is the fused ops, the
+//! CUDA glue and the strategy engine on tch, serde and toml alone.
+
 mod alloc;
+#[cfg(feature = "trainer")]
 pub mod analyze;
+#[cfg(feature = "trainer")]
 pub mod compare;
 pub mod cuda;
+#[cfg(feature = "trainer")]
 pub mod data;
+mod device;
 mod error;
+#[cfg(feature = "trainer")]
 pub mod models;
 pub mod ops;
 mod rng;
 pub mod strategy;
+#[cfg(feature = "trainer")]
 pub mod train;
 
 pub use alloc::tune_cpu_allocator;
+pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use rng::SeededRng;

@@ -50,18 +50,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::strategy::StrategyConfig;
-
-/// Where to run: `auto` is CUDA when the probe finds it, else the CPU.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeviceChoice {
-    #[default]
-    Auto,
-    Cpu,
-    Cuda,
-}
 
 /// Which implementation of the strategy's ops a run uses: enlighten's fused ops, or the tch
 /// composites a PyTorch user writes (to measure what the fused ops save in a real step).

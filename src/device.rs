@@ -1,6 +1,8 @@
-//! Which device a program asks for, and the tch device that answers it.
+//! Which device a program asks for, and the tch device that answers it (after the CUDA probe,
+//! which also loads libtorch's CUDA backend).
 
 use serde::{Deserialize, Serialize};
+use tch::Device;
 
 use crate::error::{Error, Result};
 
@@ -23,6 +25,16 @@ impl DeviceChoice {
             DeviceChoice::Auto => "auto",
             DeviceChoice::Cpu => "cpu",
             DeviceChoice::Cuda => "cuda",
+        }
+    }
+
+    /// The device to use: the CPU, CUDA device 0 (an error saying why when CUDA cannot run), or
+    /// for `Auto` CUDA when the probe succeeds and the CPU otherwise.
+    pub fn device(self) -> Result<Device> {
+        match self {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda => crate::cuda::probe().map(|_| Device::Cuda(0)).map_err(Error::from),
+            DeviceChoice::Auto => Ok(if crate::cuda::probe().is_ok() { Device::Cuda(0) } else { Device::Cpu }),
         }
     }
 }

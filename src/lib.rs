@@ -54,6 +54,8 @@ mod error;
 #[cfg(feature = "trainer")]
 pub mod models;
 pub mod ops;
+#[cfg(feature = "trainer")]
+mod plot;
 mod rng;
 pub mod strategy;
 #[cfg(feature = "trainer")]

@@ -14,18 +14,14 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::ops::loss::{reference as loss_reference, CrossEntropy, Targets};
 use crate::ops::stats::{batch_interference, gradient_interference};
 use crate::rng::SeededRng;
-use crate::strategy::{StrategyConfig, StrategyKind};
-use crate::train::prefetch::{BatchOrder, Batches};
-use crate::train::run::{pick_device, zero_shares};
-use crate::train::task::TaskData;
-use crate::train::{cosine_lr, ModelName, Optimizer, TaskKind, TrainConfig};
+use crate::train::{ModelName, ShortRuns, TaskKind, TrainConfig};
 
 /// How much to measure.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,44 +134,6 @@ fn eval_loss<'a>(model: &'a dyn Model) -> impl Fn(&Tensor, &crate::ops::mixup::M
     move |x, t| loss_reference::composite(&model.forward(x, false, false).0, Targets::Mixed(t), &CrossEntropy::default())
 }
 
-/// Called with (step, model, parameters) during a short training.
-type StepHook<'a> = dyn FnMut(u64, &dyn Model, &[Tensor]) -> Result<()> + 'a;
-
-/// Trains `config`'s model on `task` for `steps` steps with Mixup at `alpha` (0: vanilla),
-/// calling `at(step, model, params)` before each step and once after the last.
-fn short_run(
-    config: &TrainConfig,
-    task: &TaskData,
-    alpha: f64,
-    steps: u64,
-    at: &mut StepHook<'_>,
-) -> Result<()> {
-    let device = pick_device(config.run.device)?;
-    tch::manual_seed(config.run.seed as i64);
-    let vs = nn::VarStore::new(device);
-    let model = task.build_model(config, &vs);
-    let params = vs.trainable_variables();
-    let mut opt = Optimizer::from_config(&config.optim, params.iter().map(Tensor::shallow_clone).collect());
-    let kind = if alpha > 0.0 { StrategyKind::Mixup } else { StrategyKind::Vanilla };
-    let mut schedule = StrategyConfig { alpha: alpha.max(1e-3), ..StrategyConfig::of_kind(kind) }.build()?;
-    let mut rng = SeededRng::new(config.run.seed);
-    let batch = config.data.batch_size.min(task.train.len());
-    let per_epoch = (task.train.len() / batch).max(1) as u64;
-    let mut batches = Batches::new(&task.train, BatchOrder { seed: config.run.seed, batch, per_epoch }, 0, steps, 0);
-    let forward = |x: &Tensor| model.forward(x, true, false).0;
-    let total = per_epoch * config.optim.epochs as u64;
-    for step in 0..steps {
-        at(step, model.as_ref(), &params)?;
-        let (x, y) = batches.next().ok_or_else(|| Error::Config("no batch".into()))?;
-        let plan = schedule.plan(step, (step / per_epoch) as u32, &mut rng);
-        let out = task.step(&forward, &x.to_device(device), &y.to_device(device), &plan, &mut rng)?;
-        opt.zero_grad();
-        out.loss.backward();
-        opt.step(cosine_lr(config.optim.lr, step, 0, total.max(steps)), step + 1);
-    }
-    at(steps, model.as_ref(), &params)
-}
-
 /// The first two principal components of the penultimate features (the last probe) of up to
 /// 100 pool samples of each of classes 0, 1 and 2.
 fn embedding(model: &dyn Model, pool: &Pool) -> Result<Vec<(i64, f64, f64)>> {
@@ -210,9 +168,8 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
         return Err(Error::value("options", "steps, snapshots, pairs, repeats and zero_every >= 1", format!("{opts:?}")));
     }
     crate::tune_cpu_allocator();
-    let device = pick_device(config.run.device)?;
-    let task = TaskData::load(config, device)?;
-    let (x, y) = task.fixed_batch(512, 16, device)?;
+    let runs = ShortRuns::load(config)?;
+    let (x, y) = runs.fixed_batch(512, 16)?;
     let pool = Pool { x, y };
     let snapshot_steps: Vec<u64> = (0..opts.snapshots).map(|i| if opts.snapshots == 1 { opts.steps } else { opts.steps * i as u64 / (opts.snapshots as u64 - 1) }).collect();
     let mut rng = SeededRng::new(config.run.seed ^ 0xA11A);
@@ -224,9 +181,9 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
     let mut snapshots = Vec::new();
     let mut traces = Vec::new();
     let mut vanilla_zero = Vec::new();
-    short_run(config, &task, 0.0, opts.steps, &mut |step, model, params| {
+    runs.run(config, 0.0, opts.steps, &mut |step, model, params| {
         if step % opts.zero_every == 0 || step == opts.steps {
-            vanilla_zero.push((step, zero_shares(model, &pool.x)?));
+            vanilla_zero.push((step, model.zero_shares(&pool.x)?));
         }
         if !snapshot_steps.contains(&step) {
             return Ok(());
@@ -262,9 +219,9 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
     for alpha in opts.alphas {
         say(&format!("Mixup alpha {alpha}: zero shares"));
         let mut points = Vec::new();
-        short_run(config, &task, alpha, opts.steps, &mut |step, model, _| {
+        runs.run(config, alpha, opts.steps, &mut |step, model, _| {
             if step % opts.zero_every == 0 || step == opts.steps {
-                points.push((step, zero_shares(model, &pool.x)?));
+                points.push((step, model.zero_shares(&pool.x)?));
             }
             Ok(())
         })?;
@@ -278,7 +235,7 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
             say(&format!("width {w}: interference after {} steps", opts.steps));
             let mut c = config.clone();
             c.model.width = Some(w);
-            short_run(&c, &task, 0.0, opts.steps, &mut |step, model, params| {
+            runs.run(&c, 0.0, opts.steps, &mut |step, model, params| {
                 if step == opts.steps {
                     let stats = gradient_interference(params, &pool.x, &pool.y, &pool.random_pairs(opts.pairs, &mut rng), opts.lam, eval_loss(model))?;
                     let parameters = params.iter().map(|p| p.numel() as i64).sum();

@@ -19,13 +19,12 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::autocast::set_cuda_autocast_kind;
 use super::checkpoint::{self, NamedTensors, RunState};
-use super::config::{Autocast, DeviceChoice, TrainConfig};
+use super::config::{Autocast, TrainConfig};
 use super::optim::{cosine_lr, Optimizer};
 use super::prefetch::{BatchOrder, Batches};
 use super::task::TaskData;
 use crate::error::{Error, Result};
-use crate::models::Model;
-use crate::ops::stats::{zero_counts, Benr};
+use crate::ops::stats::Benr;
 use crate::rng::SeededRng;
 use crate::strategy::{EpEndInfo, Monitor};
 
@@ -113,25 +112,6 @@ pub struct MetricsLine {
     pub benr: Option<f64>,
 }
 
-pub(crate) fn pick_device(choice: DeviceChoice) -> Result<Device> {
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda => crate::cuda::probe().map(|_| Device::Cuda(0)).map_err(Error::from),
-        DeviceChoice::Auto => Ok(if crate::cuda::probe().is_ok() { Device::Cuda(0) } else { Device::Cpu }),
-    }
-}
-
-/// Per probed layer, the share of its activations on `batch` that count as zero.
-pub(crate) fn zero_shares(model: &dyn Model, batch: &Tensor) -> Result<Vec<f64>> {
-    let (_, probes) = tch::no_grad(|| model.forward(batch, false, true));
-    if probes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let refs: Vec<&Tensor> = probes.iter().collect();
-    let counts = Vec::<i64>::try_from(zero_counts(&refs, model.probe_eps())?.sum_dim_intlist(1, false, Kind::Int64).to_device(Device::Cpu))?;
-    Ok(counts.iter().zip(&probes).map(|(&c, p)| c as f64 / p.numel() as f64).collect())
-}
-
 /// Named tensors of a checkpoint: the model's variables and the optimiser's buffers.
 fn checkpoint_tensors(vs: &nn::VarStore, opt: &Optimizer) -> NamedTensors {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
@@ -191,7 +171,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     config.validate()?;
     crate::tune_cpu_allocator();
     let started = Instant::now();
-    let device = pick_device(config.run.device)?;
+    let device = config.run.device.device()?;
     let autocast = config.run.autocast == Autocast::Bf16;
     if autocast {
         if device == Device::Cpu {
@@ -324,7 +304,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
                 }
             }
             let zero_share = match &probe_batch {
-                Some(b) => Some(zero_shares(model.as_ref(), b)?),
+                Some(b) => Some(model.zero_shares(b)?),
                 None => None,
             };
             let benr_value = match benr.as_mut() {

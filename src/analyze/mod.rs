@@ -159,6 +159,39 @@ fn embedding(model: &dyn Model, pool: &Pool) -> Result<Vec<(i64, f64, f64)>> {
 
 /// Runs the analysis and writes its folder; returns the analysis and the folder.
 pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> Result<(Analysis, PathBuf)> {
+    check(config, opts)?;
+    crate::tune_cpu_allocator();
+    let runs = ShortRuns::load(config)?;
+    let (x, y) = runs.fixed_batch(512, 16)?;
+    let mut study = Study { config, opts, runs, pool: Pool { x, y }, rng: SeededRng::new(config.run.seed ^ 0xA11A) };
+    let bar = if progress { indicatif::ProgressBar::new(4 + opts.widths.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    let say = |m: &str| bar.set_message(m.to_string());
+
+    say("vanilla run: interference, embeddings, zero shares");
+    let (snapshots, vanilla) = study.vanilla()?;
+    let mut traces = vec![vanilla];
+    bar.inc(1);
+    for alpha in opts.alphas {
+        say(&format!("Mixup alpha {alpha}: zero shares"));
+        traces.push(study.mixup_trace(alpha)?);
+        bar.inc(1);
+    }
+    let mut widths = Vec::new();
+    if matches!(config.model.name, ModelName::SmallCnn | ModelName::Resnet1d) {
+        for &w in &opts.widths {
+            say(&format!("width {w}: interference after {} steps", opts.steps));
+            widths.extend(study.width_point(w)?);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let analysis = Analysis { name: config.run.name.clone(), steps: opts.steps, lam: opts.lam, snapshots, widths, zero_traces: traces };
+    let dir = analysis.write(config)?;
+    Ok((analysis, dir))
+}
+
+/// A classification configuration and options that measure something.
+fn check(config: &TrainConfig, opts: &AnalyzeOptions) -> Result<()> {
     config.validate()?;
     let task_kind = config.data.dataset.task();
     if !matches!(task_kind, TaskKind::Image | TaskKind::Series) {
@@ -167,98 +200,107 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
     if opts.steps == 0 || opts.snapshots == 0 || opts.pairs == 0 || opts.repeats == 0 || opts.zero_every == 0 {
         return Err(Error::value("options", "steps, snapshots, pairs, repeats and zero_every >= 1", format!("{opts:?}")));
     }
-    crate::tune_cpu_allocator();
-    let runs = ShortRuns::load(config)?;
-    let (x, y) = runs.fixed_batch(512, 16)?;
-    let pool = Pool { x, y };
-    let snapshot_steps: Vec<u64> = (0..opts.snapshots).map(|i| if opts.snapshots == 1 { opts.steps } else { opts.steps * i as u64 / (opts.snapshots as u64 - 1) }).collect();
-    let mut rng = SeededRng::new(config.run.seed ^ 0xA11A);
-    let bar = if progress { indicatif::ProgressBar::new(4 + opts.widths.len() as u64) } else { indicatif::ProgressBar::hidden() };
-    let say = |m: &str| bar.set_message(m.to_string());
+    Ok(())
+}
 
-    // The vanilla run: interference and embeddings at the snapshots, zero shares throughout.
-    say("vanilla run: interference, embeddings, zero shares");
-    let mut snapshots = Vec::new();
-    let mut traces = Vec::new();
-    let mut vanilla_zero = Vec::new();
-    runs.run(config, 0.0, opts.steps, &mut |step, model, params| {
-        if step % opts.zero_every == 0 || step == opts.steps {
-            vanilla_zero.push((step, model.zero_shares(&pool.x)?));
-        }
-        if !snapshot_steps.contains(&step) {
-            return Ok(());
-        }
-        let loss = eval_loss(model);
-        let pairs = pool.random_pairs(opts.pairs, &mut rng);
-        let stats = gradient_interference(params, &pool.x, &pool.y, &pairs, opts.lam, &loss)?;
-        let mut by_batch = Vec::new();
-        for &b in &opts.batch_sizes {
-            let b = b.min(pool.y.size()[0] as usize / 2).max(1);
-            let (mut c, mut r) = (0.0, 0.0);
-            for _ in 0..opts.repeats {
-                let (cos, ratio) = batch_interference(params, &pool.x, &pool.y, &pool.random_pairs(b, &mut rng), opts.lam, &loss)?;
-                (c, r) = (c + cos, r + ratio);
+/// The measurements' shared state: the loaded task, the pool and the pairs' generator (drawn
+/// from in a fixed order: the vanilla run's snapshots, then the widths).
+struct Study<'a> {
+    config: &'a TrainConfig,
+    opts: &'a AnalyzeOptions,
+    runs: ShortRuns,
+    pool: Pool,
+    rng: SeededRng,
+}
+
+impl Study<'_> {
+    /// The vanilla run: interference and embeddings at the snapshots, zero shares throughout.
+    fn vanilla(&mut self) -> Result<(Vec<Snapshot>, ZeroTrace)> {
+        let Study { config, opts, runs, pool, rng } = self;
+        let snapshot_steps: Vec<u64> = (0..opts.snapshots).map(|i| if opts.snapshots == 1 { opts.steps } else { opts.steps * i as u64 / (opts.snapshots as u64 - 1) }).collect();
+        let (mut snapshots, mut zero) = (Vec::new(), Vec::new());
+        runs.run(config, 0.0, opts.steps, &mut |step, model, params| {
+            if step % opts.zero_every == 0 || step == opts.steps {
+                zero.push((step, model.zero_shares(&pool.x)?));
             }
-            by_batch.push(BatchPoint { pairs: b, mean_cosine: c / opts.repeats as f64, mean_ratio: r / opts.repeats as f64 });
-        }
-        snapshots.push(Snapshot {
-            step,
-            mean_cosine: stats.mean_cosine,
-            share_below_half: stats.share_below_half,
-            share_below_zero: stats.share_below_zero,
-            mean_ratio: stats.mean_ratio,
-            cosines: stats.cosines,
-            by_batch,
-            embedding: embedding(model, &pool)?,
-        });
-        Ok(())
-    })?;
-    traces.push(ZeroTrace { label: "vanilla".into(), alpha: 0.0, points: vanilla_zero });
-    bar.inc(1);
+            if snapshot_steps.contains(&step) {
+                snapshots.push(snapshot(opts, pool, rng, step, model, params)?);
+            }
+            Ok(())
+        })?;
+        Ok((snapshots, ZeroTrace { label: "vanilla".into(), alpha: 0.0, points: zero }))
+    }
 
-    for alpha in opts.alphas {
-        say(&format!("Mixup alpha {alpha}: zero shares"));
+    /// Zero shares throughout a run with Mixup at `alpha`.
+    fn mixup_trace(&self, alpha: f64) -> Result<ZeroTrace> {
+        let (opts, pool) = (self.opts, &self.pool);
         let mut points = Vec::new();
-        runs.run(config, alpha, opts.steps, &mut |step, model, _| {
+        self.runs.run(self.config, alpha, opts.steps, &mut |step, model, _| {
             if step % opts.zero_every == 0 || step == opts.steps {
                 points.push((step, model.zero_shares(&pool.x)?));
             }
             Ok(())
         })?;
-        traces.push(ZeroTrace { label: format!("Mixup alpha = {alpha}"), alpha, points });
-        bar.inc(1);
+        Ok(ZeroTrace { label: format!("Mixup alpha = {alpha}"), alpha, points })
     }
 
-    let mut widths = Vec::new();
-    if matches!(config.model.name, ModelName::SmallCnn | ModelName::Resnet1d) {
-        for &w in &opts.widths {
-            say(&format!("width {w}: interference after {} steps", opts.steps));
-            let mut c = config.clone();
-            c.model.width = Some(w);
-            runs.run(&c, 0.0, opts.steps, &mut |step, model, params| {
-                if step == opts.steps {
-                    let stats = gradient_interference(params, &pool.x, &pool.y, &pool.random_pairs(opts.pairs, &mut rng), opts.lam, eval_loss(model))?;
-                    let parameters = params.iter().map(|p| p.numel() as i64).sum();
-                    widths.push(WidthPoint { width: w, parameters, mean_cosine: stats.mean_cosine, mean_ratio: stats.mean_ratio });
-                }
-                Ok(())
-            })?;
-            bar.inc(1);
+    /// The pairwise interference of the model at width `w` after the vanilla steps.
+    fn width_point(&mut self, w: i64) -> Result<Option<WidthPoint>> {
+        let Study { config, opts, runs, pool, rng } = self;
+        let mut c = (*config).clone();
+        c.model.width = Some(w);
+        let mut point = None;
+        runs.run(&c, 0.0, opts.steps, &mut |step, model, params| {
+            if step == opts.steps {
+                let stats = gradient_interference(params, &pool.x, &pool.y, &pool.random_pairs(opts.pairs, rng), opts.lam, eval_loss(model))?;
+                let parameters = params.iter().map(|p| p.numel() as i64).sum();
+                point = Some(WidthPoint { width: w, parameters, mean_cosine: stats.mean_cosine, mean_ratio: stats.mean_ratio });
+            }
+            Ok(())
+        })?;
+        Ok(point)
+    }
+}
+
+/// Interference over pairs and over batches of pairs, and the embedding, at one step.
+fn snapshot(opts: &AnalyzeOptions, pool: &Pool, rng: &mut SeededRng, step: u64, model: &dyn Model, params: &[Tensor]) -> Result<Snapshot> {
+    let loss = eval_loss(model);
+    let pairs = pool.random_pairs(opts.pairs, rng);
+    let stats = gradient_interference(params, &pool.x, &pool.y, &pairs, opts.lam, &loss)?;
+    let mut by_batch = Vec::new();
+    for &b in &opts.batch_sizes {
+        let b = b.min(pool.y.size()[0] as usize / 2).max(1);
+        let (mut c, mut r) = (0.0, 0.0);
+        for _ in 0..opts.repeats {
+            let (cos, ratio) = batch_interference(params, &pool.x, &pool.y, &pool.random_pairs(b, rng), opts.lam, &loss)?;
+            (c, r) = (c + cos, r + ratio);
         }
+        by_batch.push(BatchPoint { pairs: b, mean_cosine: c / opts.repeats as f64, mean_ratio: r / opts.repeats as f64 });
     }
-    bar.finish_and_clear();
-
-    let analysis = Analysis { name: config.run.name.clone(), steps: opts.steps, lam: opts.lam, snapshots, widths, zero_traces: traces };
-    let dir = config.run.out_dir.join(format!("{}-analysis", config.run.name));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::unwritable(&dir, e))?;
-    let pngs = plots::plot_analysis(&analysis, &dir)?;
-    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e));
-    write("analysis.json", serde_json::to_string_pretty(&analysis).map_err(|e| Error::Config(e.to_string()))?)?;
-    write("report.md", analysis.markdown(&pngs, &dir))?;
-    Ok((analysis, dir))
+    Ok(Snapshot {
+        step,
+        mean_cosine: stats.mean_cosine,
+        share_below_half: stats.share_below_half,
+        share_below_zero: stats.share_below_zero,
+        mean_ratio: stats.mean_ratio,
+        cosines: stats.cosines,
+        by_batch,
+        embedding: embedding(model, pool)?,
+    })
 }
 
 impl Analysis {
+    /// Writes `<out_dir>/<name>-analysis/{analysis.json, report.md, *.png}`; returns the folder.
+    fn write(&self, config: &TrainConfig) -> Result<PathBuf> {
+        let dir = config.run.out_dir.join(format!("{}-analysis", config.run.name));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::unwritable(&dir, e))?;
+        let pngs = plots::plot_analysis(self, &dir)?;
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e));
+        write("analysis.json", serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?)?;
+        write("report.md", self.markdown(&pngs, &dir))?;
+        Ok(dir)
+    }
+
     /// The tables of the analysis.
     pub fn tables(&self) -> String {
         let mut t = format!(

@@ -58,6 +58,8 @@ pub mod ops;
 mod plot;
 mod rng;
 pub mod strategy;
+#[doc(hidden)]
+pub mod testing;
 #[cfg(feature = "trainer")]
 pub mod train;
 

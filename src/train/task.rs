@@ -10,7 +10,7 @@ use crate::data::{self, CharCorpus};
 use crate::error::{Error, Result};
 use crate::models::{self, Model, TransformerDims};
 use crate::ops::loss::{
-    cross_entropy_autograd, lm_cross_entropy_autograd, mse_autograd, reference as loss_reference, removed_rows, CrossEntropy, SequenceRank, Targets,
+    cross_entropy_autograd, lm_cross_entropy_autograd, mse_autograd, reference as loss_reference, CrossEntropy, SequenceRank, Targets,
 };
 use crate::ops::mixup::{mix_batch, mix_batch_composite, mix_images, mixup_u8, Lambda, Normalize, Pairing};
 use crate::rng::SeededRng;
@@ -185,7 +185,7 @@ impl TaskData {
             (TaskKind::Forecast, OpsChoice::Composite) => {
                 let pred = forward(x);
                 let per_row = (&pred - y.to_kind(pred.kind())).square().mean_dim(1, false, Kind::Float);
-                let loss = mean_without_highest(&per_row, plan.drop_share);
+                let loss = loss_reference::mean_without_highest(&per_row, plan.drop_share)?;
                 Ok(StepOut { reported: loss.detach(), loss, correct: Tensor::zeros([], (Kind::Int64, x.device())), predictions: 0 })
             }
             (TaskKind::Text, OpsChoice::Fused) => {
@@ -197,7 +197,7 @@ impl TaskData {
                 let s = logits.size();
                 let per_token = logits.reshape([-1, s[2]]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::None, -100, opts.label_smoothing);
                 let per_sequence = per_token.view([s[0], s[1]]).mean_dim(1, false, Kind::Float);
-                let loss = mean_without_highest(&per_sequence, plan.drop_share);
+                let loss = loss_reference::mean_without_highest(&per_sequence, plan.drop_share)?;
                 let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64);
                 Ok(StepOut { reported: loss.detach(), loss, correct, predictions: y.numel() as i64 })
             }
@@ -344,16 +344,4 @@ fn load_shakespeare(config: &TrainConfig) -> Result<TaskData> {
     };
     let parts = [keep_subset(sequences(tr)?, d.subset, config.run.seed)?, sequences(va)?, sequences(te)?];
     Ok(TaskData::new(config, TaskKind::Text, corpus.vocab.len() as i64, parts, None))
-}
-
-/// High-Loss Removal as a PyTorch user writes it: the mean of the per-row losses without the
-/// `share` highest (chosen on the detached values by topk).
-fn mean_without_highest(per_row: &Tensor, share: f64) -> Tensor {
-    let b = per_row.size()[0];
-    let k = removed_rows(share, b);
-    if k == 0 {
-        return per_row.mean(Kind::Float);
-    }
-    let (_, kept) = per_row.detach().topk(b - k, 0, false, false);
-    per_row.index_select(0, &kept).mean(Kind::Float)
 }

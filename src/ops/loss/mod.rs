@@ -11,8 +11,9 @@
 //! gradient is 0.
 //!
 //! NaN: a NaN loss is never removed (it ranks below every number), so it always reaches the mean
-//! and a training loop sees it. Labels are range-checked on the CPU; on CUDA (no host sync) an
-//! out-of-range label makes that row's loss and gradient NaN instead of reading out of bounds.
+//! and a training loop sees it. Labels and per-sample lambdas are range-checked on the CPU; on
+//! CUDA (no host sync) an out-of-range label makes that row's loss and gradient NaN instead of
+//! reading out of bounds, and a lambda outside [0, 1] extrapolates the target (Mixup's meaning).
 //!
 //! tch has no custom autograd Function, so [`cross_entropy_autograd`] returns a scalar whose
 //! value is the kernel's loss and whose gradient with respect to the logits is the kernel's
@@ -237,17 +238,7 @@ fn check_ce<'a>(logits: &Tensor, targets: Targets<'a>, opts: &CrossEntropy) -> R
         Targets::Mixed(t) => {
             check_labels("y_a", &t.y_a, b, c, opts.ignore_index, logits)?;
             check_labels("y_b", &t.y_b, b, c, opts.ignore_index, logits)?;
-            match &t.lam {
-                Lambda::Batch(l) if !(0.0..=1.0).contains(l) => return Err(Error::value("lam", "a value in [0, 1]", l)),
-                Lambda::Batch(_) => {}
-                Lambda::PerSample(l) => {
-                    check_kind("lam", l, Kind::Float)?;
-                    check_same_device("lam", l, logits)?;
-                    if l.size() != [b] || !l.is_contiguous() {
-                        return Err(Error::shape("lam", format!("a contiguous [{b}] (one per row)"), &l.size()));
-                    }
-                }
-            }
+            t.lam.check(b, logits)?;
             CeArgs { y_a: &t.y_a, y_b: Some(&t.y_b), lam: Some(&t.lam), removed }
         }
     })

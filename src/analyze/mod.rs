@@ -296,7 +296,7 @@ impl Analysis {
         std::fs::create_dir_all(&dir).map_err(|e| Error::unwritable(&dir, e))?;
         let pngs = plots::plot_analysis(self, &dir)?;
         let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e));
-        write("analysis.json", serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?)?;
+        write("analysis.json", serde_json::to_string_pretty(self).map_err(|e| Error::json(dir.join("analysis.json").display().to_string(), e))?)?;
         write("report.md", self.markdown(&pngs, &dir))?;
         Ok(dir)
     }

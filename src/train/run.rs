@@ -121,18 +121,19 @@ fn checkpoint_tensors(vs: &nn::VarStore, opt: &Optimizer) -> NamedTensors {
     named
 }
 
-fn restore(vs: &nn::VarStore, opt: &mut Optimizer, saved: NamedTensors) -> Result<()> {
+/// Loads a checkpoint's tensors (read from `dir`) into the model and the optimiser.
+fn restore(dir: &Path, vs: &nn::VarStore, opt: &mut Optimizer, saved: NamedTensors) -> Result<()> {
     let vars = vs.variables();
     let mut buffers = Vec::new();
     for (name, t) in saved {
         if let Some(i) = name.strip_prefix("optim.") {
-            let i: usize = i.parse().map_err(|_| Error::Config(format!("checkpoint tensor `{name}` is not an optimiser buffer")))?;
+            let i: usize = i.parse().map_err(|_| Error::Checkpoint { path: dir.to_path_buf(), problem: format!("tensor `{name}` is not an optimiser buffer") })?;
             buffers.push((i, t));
         } else if let Some(v) = name.strip_prefix("model.").and_then(|k| vars.get(k)) {
             let mut v = v.shallow_clone();
             tch::no_grad(|| v.copy_(&t));
         } else {
-            return Err(Error::Config(format!("checkpoint tensor `{name}` does not belong to this model")));
+            return Err(Error::Checkpoint { path: dir.to_path_buf(), problem: format!("tensor `{name}` does not belong to this model") });
         }
     }
     buffers.sort_by_key(|(i, _)| *i);
@@ -288,7 +289,7 @@ impl<'a> Run<'a> {
         let metrics_path = run_dir.join("metrics.jsonl");
         if options.resume {
             if let Some((saved, tensors)) = checkpoint::load(&ckpt_dir)? {
-                restore(&vs, &mut opt, tensors)?;
+                restore(&ckpt_dir, &vs, &mut opt, tensors)?;
                 state = saved;
             }
             truncate_metrics(&metrics_path, state.step)?;
@@ -338,7 +339,7 @@ impl<'a> Run<'a> {
     fn step(&mut self, step: u64) -> Result<StepDone> {
         let epoch = (step / self.steps.per_epoch) as u32;
         let t_data = Instant::now();
-        let (x, y) = self.batches.next().ok_or_else(|| Error::Config("the batch prefetch thread stopped".into()))?;
+        let (x, y) = self.batches.next().ok_or_else(|| Error::Internal("the batch prefetch thread stopped".into()))?;
         let mut x = x.to_device(self.device);
         if self.config.data.augment {
             x = crate::data::random_crop_flip(&x, self.config.data.pad, true, &mut self.rng)?;
@@ -414,7 +415,7 @@ impl<'a> Run<'a> {
         let train_acc = (w.predictions > 0).then(|| w.correct_sum.int64_value(&[]) as f64 / w.predictions as f64);
         if !mean_loss.is_finite() {
             self.bar.abandon();
-            return Err(Error::value("loss", "a finite training loss (the last checkpoint is kept)", format!("{mean_loss} at step {step}")));
+            return Err(Error::Diverged { step, loss: mean_loss });
         }
         if let Some(v) = val {
             self.last_val = v.metric;
@@ -454,7 +455,7 @@ impl<'a> Run<'a> {
             zero_share,
             benr,
         };
-        writeln!(self.metrics, "{}", serde_json::to_string(&line).map_err(|e| Error::Config(e.to_string()))?)
+        writeln!(self.metrics, "{}", serde_json::to_string(&line).map_err(|e| Error::json(format!("metrics.jsonl line of step {step}"), e))?)
             .map_err(|e| Error::unwritable(self.metrics_path.clone(), e))?;
         let acc = train_acc.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
         self.bar.set_message(format!("loss {mean_loss:.4}{acc} {}", if plan.in_ep { "in EP" } else { "after EP" }));
@@ -504,8 +505,8 @@ impl<'a> Run<'a> {
             samples_per_second: (end.saturating_sub(self.first_step) * batch as u64) as f64 / wall,
             timing: self.timing,
         };
-        let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Config(e.to_string()))?;
         let path = self.run_dir.join("summary.json");
+        let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::json(path.display().to_string(), e))?;
         fs::write(&path, json).map_err(|e| Error::unwritable(path.clone(), e))?;
         Ok(summary)
     }

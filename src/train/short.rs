@@ -53,7 +53,7 @@ impl ShortRuns {
         let total = per_epoch * config.optim.epochs as u64;
         for step in 0..steps {
             at(step, model.as_ref(), &params)?;
-            let (x, y) = batches.next().ok_or_else(|| Error::Config("no batch".into()))?;
+            let (x, y) = batches.next().ok_or_else(|| Error::Internal(format!("no batch for step {step} of {steps}")))?;
             let plan = schedule.plan(step, (step / per_epoch) as u32, &mut rng);
             let out = task.step(&forward, &x.to_device(device), &y.to_device(device), &plan, &mut rng)?;
             opt.zero_grad();

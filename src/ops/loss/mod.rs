@@ -156,7 +156,7 @@ pub fn mse_autograd(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<(
 /// and the gradient with respect to `input` is exactly the kernel's gradient. For f32 `s` is a
 /// dot product (one pass, no temporary); f16/bf16 sum in f32 so `s` cannot overflow.
 fn attach_gradient(input: &Tensor, out: &LossOutput) -> Result<Tensor> {
-    let grad = out.grad.as_ref().ok_or_else(|| Error::value("grad", "a gradient from the kernel", "none"))?;
+    let grad = out.grad.as_ref().ok_or_else(|| Error::Internal("the loss kernel returned no gradient".into()))?;
     let s = if input.kind() == Kind::Float {
         input.f_reshape([-1])?.f_dot(&grad.f_reshape([-1])?)?
     } else {

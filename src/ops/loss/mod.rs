@@ -60,6 +60,27 @@ impl Default for CrossEntropy {
     }
 }
 
+impl CrossEntropy {
+    /// High-Loss Removal of the `drop_share` highest losses of each batch, nothing else.
+    pub fn with_removal(drop_share: f64) -> CrossEntropy {
+        CrossEntropy { drop_share, ..CrossEntropy::default() }
+    }
+}
+
+impl<'a> From<&'a Tensor> for Targets<'a> {
+    /// Class indices: `(&labels).into()`.
+    fn from(y: &'a Tensor) -> Targets<'a> {
+        Targets::Index(y)
+    }
+}
+
+impl<'a> From<&'a MixedTargets> for Targets<'a> {
+    /// Mixup's compact targets: `(&targets).into()`.
+    fn from(t: &'a MixedTargets) -> Targets<'a> {
+        Targets::Mixed(t)
+    }
+}
+
 /// Everything one loss launch produces; all tensors live on the input's device.
 #[derive(Debug)]
 pub struct LossOutput {

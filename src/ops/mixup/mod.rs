@@ -82,6 +82,11 @@ pub enum Pairing {
 }
 
 impl Pairing {
+    /// A random permutation of a batch of `batch` from `rng`, on `device`.
+    pub fn permutation(batch: i64, rng: &mut crate::SeededRng, device: Device) -> Pairing {
+        Pairing::Permutation(Tensor::from_slice(&rng.permutation(batch as usize)).to_device(device))
+    }
+
     /// Row i of the result is row i's partner: `t[perm]`, `t.flip(0)` or `t.roll(k, 0)`.
     pub fn partner_rows(&self, t: &Tensor) -> Tensor {
         match self {

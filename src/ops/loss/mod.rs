@@ -31,7 +31,7 @@ pub use sequence::{lm_cross_entropy, lm_cross_entropy_autograd, SequenceRank};
 use tch::{Device, Kind, Tensor};
 
 use super::element::{check_batch, check_float, check_kind, check_same_device};
-use super::mixup::{Lambda, MixedTargets};
+use super::mixup::{check_lambda, Lambda, MixedTargets};
 use crate::error::{Error, Result};
 
 /// What each sample's loss is measured against.
@@ -259,7 +259,7 @@ fn check_ce<'a>(logits: &Tensor, targets: Targets<'a>, opts: &CrossEntropy) -> R
         Targets::Mixed(t) => {
             check_labels("y_a", &t.y_a, b, c, opts.ignore_index, logits)?;
             check_labels("y_b", &t.y_b, b, c, opts.ignore_index, logits)?;
-            t.lam.check(b, logits)?;
+            check_lambda(&t.lam, b, logits)?;
             CeArgs { y_a: &t.y_a, y_b: Some(&t.y_b), lam: Some(&t.lam), removed }
         }
     })

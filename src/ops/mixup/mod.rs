@@ -9,7 +9,7 @@
 //! Validation: permutations and per-sample lambdas are checked on the CPU. On CUDA they are not
 //! read back (that would cost a host sync per batch): an out-of-range permutation entry writes a
 //! NaN row instead of reading out of bounds, and lambdas outside [0, 1] extrapolate. The losses'
-//! mixed targets use the same lambda check ([`Lambda`]'s, one meaning for both).
+//! mixed targets use the same lambda check (`check_lambda`: one meaning for both).
 
 mod batch;
 mod cpu;
@@ -34,32 +34,6 @@ pub enum Lambda {
 }
 
 impl Lambda {
-    /// The one check of a lambda, for Mixup and for the losses' mixed targets: a batch lambda in
-    /// [0, 1]; per-sample lambdas f32, contiguous, `[batch]` on `like`'s device, and in [0, 1]
-    /// when they are on the CPU. CUDA lambdas are not read back (that would cost a host sync per
-    /// batch): values outside [0, 1] extrapolate the blend and the target.
-    pub(crate) fn check(&self, batch: i64, like: &Tensor) -> Result<()> {
-        match self {
-            Lambda::Batch(l) if !(0.0..=1.0).contains(l) => Err(Error::value("lam", "a value in [0, 1]", l)),
-            Lambda::Batch(_) => Ok(()),
-            Lambda::PerSample(t) => {
-                check_kind("lam", t, Kind::Float)?;
-                check_same_device("lam", t, like)?;
-                if t.size() != [batch] {
-                    return Err(Error::shape("lam", format!("[{batch}] (one per sample)"), &t.size()));
-                }
-                check_contiguous("lam", t)?;
-                if t.device() == Device::Cpu {
-                    let values = super::element::cpu_plain::<f32>(t, Kind::Float);
-                    if let Some(v) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
-                        return Err(Error::value("lam", "values in [0, 1]", v));
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
     /// A copy that shares the per-sample tensor's storage.
     pub fn shallow_clone(&self) -> Lambda {
         match self {
@@ -197,7 +171,7 @@ pub fn mixup_flip_(x: &mut Tensor, lam: &Lambda) -> Result<()> {
     check_batch("x", x)?;
     check_contiguous("x", x)?;
     let b = x.size()[0];
-    lam.check(b, x)?;
+    check_lambda(lam, b, x)?;
     match x.device() {
         Device::Cpu => cpu::mixup_flip_inplace(x, lam),
         _ => cuda::mixup_flip_inplace(x, lam),
@@ -217,7 +191,7 @@ pub fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, k
     let out = Tensor::empty(size.as_slice(), (kind, x.device()));
     check_float("kind", &out)?;
     let b = size[0];
-    lam.check(b, &x)?;
+    check_lambda(lam, b, &x)?;
     check_pairing(pairing, b, &x)?;
     let mut out = out;
     match x.device() {
@@ -280,11 +254,37 @@ fn check_output(out: &Tensor, x: &Tensor, kind: Kind) -> Result<()> {
 fn mix_checked(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
     check_float("x", x)?;
     let b = x.size()[0];
-    lam.check(b, x)?;
+    check_lambda(lam, b, x)?;
     check_pairing(pairing, b, x)?;
     match x.device() {
         Device::Cpu => cpu::mixup(x, lam, pairing, out),
         _ => cuda::mixup(x, lam, pairing, out),
+    }
+}
+
+/// The one check of a lambda, for Mixup and for the losses' mixed targets: a batch lambda in
+/// [0, 1]; per-sample lambdas f32, contiguous, `[batch]` on `x`'s device, and in [0, 1] when
+/// they are on the CPU. CUDA lambdas are not read back (that would cost a host sync per batch):
+/// values outside [0, 1] extrapolate the blend and the target.
+pub(crate) fn check_lambda(lam: &Lambda, batch: i64, x: &Tensor) -> Result<()> {
+    match lam {
+        Lambda::Batch(l) if !(0.0..=1.0).contains(l) => Err(Error::value("lam", "a value in [0, 1]", l)),
+        Lambda::Batch(_) => Ok(()),
+        Lambda::PerSample(t) => {
+            check_kind("lam", t, Kind::Float)?;
+            check_same_device("lam", t, x)?;
+            if t.size() != [batch] {
+                return Err(Error::shape("lam", format!("[{batch}] (one per sample)"), &t.size()));
+            }
+            check_contiguous("lam", t)?;
+            if t.device() == Device::Cpu {
+                let values = super::element::cpu_plain::<f32>(t, Kind::Float);
+                if let Some(v) = values.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+                    return Err(Error::value("lam", "values in [0, 1]", v));
+                }
+            }
+            Ok(())
+        }
     }
 }
 

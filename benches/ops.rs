@@ -9,6 +9,7 @@ use criterion::measurement::WallTime;
 use enlighten::ops::loss::{self, cross_entropy, cross_entropy_autograd, CrossEntropy, Targets};
 use enlighten::ops::stats;
 use enlighten::ops::mixup::{mixup, mixup_flip_, mixup_into, reference, Lambda, MixedTargets, Pairing};
+use enlighten::testing::sync;
 use enlighten::SeededRng;
 use tch::{Device, Kind, Tensor};
 
@@ -33,12 +34,6 @@ fn dtype_name(k: Kind) -> &'static str {
         Kind::Float => "f32",
         Kind::Half => "f16",
         _ => "bf16",
-    }
-}
-
-fn sync(d: Device) {
-    if let Device::Cuda(i) = d {
-        tch::Cuda::synchronize(i as i64);
     }
 }
 

@@ -6,10 +6,10 @@ use std::time::Instant;
 use enlighten::cuda::{fatbin, probe, Kernel};
 use enlighten::ops::loss::{self, cross_entropy, mse, CrossEntropy, Targets};
 use enlighten::ops::mixup::{cutmix, mixup, mixup_flip_, mixup_u8, reference, CutBox, CutBoxes, Lambda, MixedTargets, Normalize, Pairing};
+use enlighten::testing::{rel_err, sync, tolerance};
 use enlighten::{Result, SeededRng};
+use enlighten::DeviceChoice;
 use tch::{Device, Kind, Tensor};
-
-use enlighten::train::DeviceChoice;
 
 struct Row {
     op: &'static str,
@@ -27,26 +27,6 @@ impl Row {
     /// Within tolerance; a NaN error is a failure.
     fn ok(&self) -> bool {
         !self.rel_err.is_nan() && self.rel_err <= self.tol
-    }
-}
-
-fn tolerance(kind: Kind) -> f64 {
-    match kind {
-        Kind::Float => 1e-6,
-        Kind::Half => 1e-3,
-        _ => 8e-3,
-    }
-}
-
-fn rel_err(out: &Tensor, reference: &Tensor) -> f64 {
-    let o = out.to_device(Device::Cpu).to_kind(Kind::Double);
-    let r = reference.to_device(Device::Cpu).to_kind(Kind::Double);
-    (&o - &r).norm().double_value(&[]) / r.norm().double_value(&[]).max(f64::MIN_POSITIVE)
-}
-
-fn sync(device: Device) {
-    if let Device::Cuda(i) = device {
-        tch::Cuda::synchronize(i as i64);
     }
 }
 
@@ -221,9 +201,9 @@ fn loss_rows(device: Device) -> Result<Vec<Row>> {
         fused_ms: median_ms(device, || drop(mse(&pred, &target, 0.1, true))),
         composite_ms: median_ms(device, || {
             let per = (&leaf - &target).square().mean_dim(1, false, Kind::Float);
-            let (_, idx) = per.detach().topk(51, 0, true, false);
-            let keep = Tensor::ones([512], (Kind::Float, device)).index_fill(0, &idx, 0.0);
-            ((per * keep).sum(Kind::Float) / 461.0).backward();
+            if let Ok(l) = loss::reference::mean_without_highest(&per, 0.1) {
+                l.backward();
+            }
         }),
     });
     Ok(rows)

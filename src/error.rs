@@ -53,6 +53,22 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// A checkpoint could not be written or read back, or does not belong to this run.
+    #[error("checkpoint {}: {problem}", path.display())]
+    Checkpoint { path: std::path::PathBuf, problem: String },
+
+    /// A value could not be written as JSON (`what` names the file or record).
+    #[error("{what}: cannot write as JSON: {message}")]
+    Json { what: String, message: String },
+
+    /// The training loss stopped being finite; the run stops and keeps its last checkpoint.
+    #[error("`loss`: expected a finite training loss, got {loss} at step {step} (the last checkpoint is kept)")]
+    Diverged { step: u64, loss: f64 },
+
+    /// Something the crate itself guarantees did not hold: a bug, or a helper thread that died.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     /// An error raised by libtorch through tch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
@@ -68,8 +84,15 @@ impl Error {
     }
 
     /// A file or folder of the output could not be written.
+    #[cfg(feature = "trainer")]
     pub(crate) fn unwritable(path: impl Into<std::path::PathBuf>, problem: impl std::fmt::Display) -> Self {
         Error::Data { path: path.into(), problem: problem.to_string(), hint: "the output folder must be writable".into() }
+    }
+
+    /// A value could not be written as JSON; `what` names the file or record.
+    #[cfg(feature = "trainer")]
+    pub(crate) fn json(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
+        Error::Json { what: what.into(), message: err.to_string() }
     }
 
     pub(crate) fn cuda(context: impl Into<String>, err: impl std::fmt::Display) -> Self {

@@ -6,7 +6,7 @@
 //! ([`ops::loss`]), and the engine that decides what each batch gets ([`strategy`]).
 //!
 //! ```
-//! use enlighten::ops::mixup::{mix_batch, LambdaMode, MixKind, MixSpec, PairingMode};
+//! use enlighten::ops::mixup::{mix_batch, MixSpec};
 //! use enlighten::SeededRng;
 //! use tch::{Device, Kind, Tensor};
 //!
@@ -16,7 +16,7 @@
 //! let mut rng = SeededRng::new(0);
 //! let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, device));
 //! let y = Tensor::randint(10, [8], (Kind::Int64, device));
-//! let spec = MixSpec { kind: MixKind::Mixup, alpha: 0.4, lambda: LambdaMode::Batch, pairing: PairingMode::Permutation };
+//! let spec = MixSpec::mixup(0.4); // lambda ~ Beta(0.4, 0.4) per batch, random partners
 //! let (mixed, targets) = mix_batch(&x, &y, &spec, &mut rng)?;
 //! assert_eq!(mixed.size(), x.size());
 //! assert_eq!(targets.y_b.size(), [8]);
@@ -33,18 +33,37 @@
 #![doc = include_str!("../examples/mixup_pause.rs")]
 //! ```
 
+//!
+//! ## Features
+//!
+//! `trainer` (default) adds the bundled trainer and what only it needs: `data`, `models`,
+//! `train`, `compare`, `analyze` and the `enlighten` CLI. Without it
+//! (`enlighten = { version = "0.1", default-features = false }`) the crate is the fused ops, the
+//! CUDA glue and the strategy engine on tch, serde and toml alone.
+
 mod alloc;
+#[cfg(feature = "trainer")]
 pub mod analyze;
+#[cfg(feature = "trainer")]
 pub mod compare;
 pub mod cuda;
+#[cfg(feature = "trainer")]
 pub mod data;
+mod device;
 mod error;
+#[cfg(feature = "trainer")]
 pub mod models;
 pub mod ops;
+#[cfg(feature = "trainer")]
+mod plot;
 mod rng;
 pub mod strategy;
+#[doc(hidden)]
+pub mod testing;
+#[cfg(feature = "trainer")]
 pub mod train;
 
 pub use alloc::tune_cpu_allocator;
+pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use rng::SeededRng;

@@ -3,7 +3,14 @@
 mod demo;
 
 use clap::{Parser, Subcommand};
-use enlighten::train::DeviceChoice;
+use enlighten::DeviceChoice;
+
+/// `--device auto|cpu|cuda`, listed in the help: the library type knows nothing of clap.
+fn device_parser() -> impl clap::builder::TypedValueParser<Value = DeviceChoice> {
+    use clap::builder::TypedValueParser;
+    let names = DeviceChoice::ALL.map(DeviceChoice::name);
+    clap::builder::PossibleValuesParser::new(names).map(|name| name.parse::<DeviceChoice>().unwrap_or_default())
+}
 
 #[derive(Parser)]
 #[command(name = "enlighten", version, about = "Enlightenment Period training strategies: fused ops, strategy engine, trainer")]
@@ -16,7 +23,7 @@ struct Cli {
 #[derive(clap::Args)]
 struct Changes {
     /// Override [run] device.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = device_parser())]
     device: Option<DeviceChoice>,
     /// Override a configuration value: --set optim.lr=0.1 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -31,7 +38,7 @@ enum Command {
     /// Run every op on the CPU (and CUDA when present), check each against its f64 reference and
     /// time it against the tch composite; prints a table and fails if any check fails.
     Demo {
-        #[arg(long, value_enum, default_value = "auto")]
+        #[arg(long, value_parser = device_parser(), default_value = "auto")]
         device: DeviceChoice,
     },
     /// Print what this build and machine offer: versions, the CUDA probe, embedded kernels.

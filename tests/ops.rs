@@ -5,6 +5,7 @@
 
 mod common;
 
+#[cfg(feature = "emulator")]
 use enlighten::cuda::emulator::{self, Profile};
 use libtest_mimic::{Arguments, Trial};
 use tch::Device;
@@ -15,7 +16,9 @@ fn main() {
     if let Err(reason) = &cuda {
         println!("CUDA cases not run: {reason}");
     }
+    #[cfg(feature = "emulator")]
     let emulated = emulator::available();
+    #[cfg(feature = "emulator")]
     if let Err(reason) = &emulated {
         println!("emulated cases not run: {reason}");
     }
@@ -32,6 +35,7 @@ fn main() {
             })
             .with_ignored_flag(cuda.is_err()),
         );
+        #[cfg(feature = "emulator")]
         trials.push(
             Trial::test(format!("emu::{name}"), move || {
                 emulator::emulate(Profile::TINY, || body(Device::Cpu));

@@ -206,6 +206,9 @@ fn tasks_refuse_the_wrong_model_strategy_or_missing_fields() {
         (text(TEXT, "char-transformer", "kind = \"alpha-boost\""), "strategy.kind"),
         (text("dataset = \"shakespeare\"\nseq_len = 0", "char-transformer", "kind = \"vanilla\""), "data.seq_len"),
         (text(TEXT, "char-transformer\"\nwidth = 30\nheads = 4\n#\"", "kind = \"vanilla\""), "model.width"),
+        // The fields without a default.
+        (text("batch_size = 8", "small-cnn", "kind = \"mixup\""), "dataset"),
+        (text(SERIES, "resnet1d", "kind = \"mixup\"").replace("name = \"x\"", "seed = 1"), "run.name"),
     ] {
         match TrainConfig::from_toml(&doc) {
             Err(e) => assert!(e.to_string().contains(field), "`{e}` does not name {field}"),

@@ -222,7 +222,8 @@ fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
     let _one = serial();
     let dir = setup("nan");
     match train(&config(&dir, "diverge", "", 1e30), false, false) {
-        Err(e) => assert!(e.to_string().contains("`loss`"), "{e}"),
+        Err(e @ Error::Diverged { .. }) => assert!(e.to_string().contains("`loss`"), "{e}"),
+        Err(e) => panic!("a diverging run failed otherwise: {e}"),
         Ok(s) => panic!("a diverging run finished: {s:?}"),
     }
 }

@@ -14,18 +14,14 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::ops::loss::{reference as loss_reference, CrossEntropy, Targets};
 use crate::ops::stats::{batch_interference, gradient_interference};
 use crate::rng::SeededRng;
-use crate::strategy::{StrategyConfig, StrategyKind};
-use crate::train::prefetch::{BatchOrder, Batches};
-use crate::train::run::{pick_device, zero_shares};
-use crate::train::task::TaskData;
-use crate::train::{cosine_lr, ModelName, Optimizer, TaskKind, TrainConfig};
+use crate::train::{ModelName, ShortRuns, TaskKind, TrainConfig};
 
 /// How much to measure.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,44 +134,6 @@ fn eval_loss<'a>(model: &'a dyn Model) -> impl Fn(&Tensor, &crate::ops::mixup::M
     move |x, t| loss_reference::composite(&model.forward(x, false, false).0, Targets::Mixed(t), &CrossEntropy::default())
 }
 
-/// Called with (step, model, parameters) during a short training.
-type StepHook<'a> = dyn FnMut(u64, &dyn Model, &[Tensor]) -> Result<()> + 'a;
-
-/// Trains `config`'s model on `task` for `steps` steps with Mixup at `alpha` (0: vanilla),
-/// calling `at(step, model, params)` before each step and once after the last.
-fn short_run(
-    config: &TrainConfig,
-    task: &TaskData,
-    alpha: f64,
-    steps: u64,
-    at: &mut StepHook<'_>,
-) -> Result<()> {
-    let device = pick_device(config.run.device)?;
-    tch::manual_seed(config.run.seed as i64);
-    let vs = nn::VarStore::new(device);
-    let model = task.build_model(config, &vs);
-    let params = vs.trainable_variables();
-    let mut opt = Optimizer::from_config(&config.optim, params.iter().map(Tensor::shallow_clone).collect());
-    let kind = if alpha > 0.0 { StrategyKind::Mixup } else { StrategyKind::Vanilla };
-    let mut schedule = StrategyConfig { alpha: alpha.max(1e-3), ..StrategyConfig::of_kind(kind) }.build()?;
-    let mut rng = SeededRng::new(config.run.seed);
-    let batch = config.data.batch_size.min(task.train.len());
-    let per_epoch = (task.train.len() / batch).max(1) as u64;
-    let mut batches = Batches::new(&task.train, BatchOrder { seed: config.run.seed, batch, per_epoch }, 0, steps, 0);
-    let forward = |x: &Tensor| model.forward(x, true, false).0;
-    let total = per_epoch * config.optim.epochs as u64;
-    for step in 0..steps {
-        at(step, model.as_ref(), &params)?;
-        let (x, y) = batches.next().ok_or_else(|| Error::Config("no batch".into()))?;
-        let plan = schedule.plan(step, (step / per_epoch) as u32, &mut rng);
-        let out = task.step(&forward, &x.to_device(device), &y.to_device(device), &plan, &mut rng)?;
-        opt.zero_grad();
-        out.loss.backward();
-        opt.step(cosine_lr(config.optim.lr, step, 0, total.max(steps)), step + 1);
-    }
-    at(steps, model.as_ref(), &params)
-}
-
 /// The first two principal components of the penultimate features (the last probe) of up to
 /// 100 pool samples of each of classes 0, 1 and 2.
 fn embedding(model: &dyn Model, pool: &Pool) -> Result<Vec<(i64, f64, f64)>> {
@@ -201,6 +159,39 @@ fn embedding(model: &dyn Model, pool: &Pool) -> Result<Vec<(i64, f64, f64)>> {
 
 /// Runs the analysis and writes its folder; returns the analysis and the folder.
 pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> Result<(Analysis, PathBuf)> {
+    check(config, opts)?;
+    crate::tune_cpu_allocator();
+    let runs = ShortRuns::load(config)?;
+    let (x, y) = runs.fixed_batch(512, 16)?;
+    let mut study = Study { config, opts, runs, pool: Pool { x, y }, rng: SeededRng::new(config.run.seed ^ 0xA11A) };
+    let bar = if progress { indicatif::ProgressBar::new(4 + opts.widths.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    let say = |m: &str| bar.set_message(m.to_string());
+
+    say("vanilla run: interference, embeddings, zero shares");
+    let (snapshots, vanilla) = study.vanilla()?;
+    let mut traces = vec![vanilla];
+    bar.inc(1);
+    for alpha in opts.alphas {
+        say(&format!("Mixup alpha {alpha}: zero shares"));
+        traces.push(study.mixup_trace(alpha)?);
+        bar.inc(1);
+    }
+    let mut widths = Vec::new();
+    if matches!(config.model.name, ModelName::SmallCnn | ModelName::Resnet1d) {
+        for &w in &opts.widths {
+            say(&format!("width {w}: interference after {} steps", opts.steps));
+            widths.extend(study.width_point(w)?);
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let analysis = Analysis { name: config.run.name.clone(), steps: opts.steps, lam: opts.lam, snapshots, widths, zero_traces: traces };
+    let dir = analysis.write(config)?;
+    Ok((analysis, dir))
+}
+
+/// A classification configuration and options that measure something.
+fn check(config: &TrainConfig, opts: &AnalyzeOptions) -> Result<()> {
     config.validate()?;
     let task_kind = config.data.dataset.task();
     if !matches!(task_kind, TaskKind::Image | TaskKind::Series) {
@@ -209,99 +200,107 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
     if opts.steps == 0 || opts.snapshots == 0 || opts.pairs == 0 || opts.repeats == 0 || opts.zero_every == 0 {
         return Err(Error::value("options", "steps, snapshots, pairs, repeats and zero_every >= 1", format!("{opts:?}")));
     }
-    crate::tune_cpu_allocator();
-    let device = pick_device(config.run.device)?;
-    let task = TaskData::load(config, device)?;
-    let (x, y) = task.fixed_batch(512, 16, device)?;
-    let pool = Pool { x, y };
-    let snapshot_steps: Vec<u64> = (0..opts.snapshots).map(|i| if opts.snapshots == 1 { opts.steps } else { opts.steps * i as u64 / (opts.snapshots as u64 - 1) }).collect();
-    let mut rng = SeededRng::new(config.run.seed ^ 0xA11A);
-    let bar = if progress { indicatif::ProgressBar::new(4 + opts.widths.len() as u64) } else { indicatif::ProgressBar::hidden() };
-    let say = |m: &str| bar.set_message(m.to_string());
+    Ok(())
+}
 
-    // The vanilla run: interference and embeddings at the snapshots, zero shares throughout.
-    say("vanilla run: interference, embeddings, zero shares");
-    let mut snapshots = Vec::new();
-    let mut traces = Vec::new();
-    let mut vanilla_zero = Vec::new();
-    short_run(config, &task, 0.0, opts.steps, &mut |step, model, params| {
-        if step % opts.zero_every == 0 || step == opts.steps {
-            vanilla_zero.push((step, zero_shares(model, &pool.x)?));
-        }
-        if !snapshot_steps.contains(&step) {
-            return Ok(());
-        }
-        let loss = eval_loss(model);
-        let pairs = pool.random_pairs(opts.pairs, &mut rng);
-        let stats = gradient_interference(params, &pool.x, &pool.y, &pairs, opts.lam, &loss)?;
-        let mut by_batch = Vec::new();
-        for &b in &opts.batch_sizes {
-            let b = b.min(pool.y.size()[0] as usize / 2).max(1);
-            let (mut c, mut r) = (0.0, 0.0);
-            for _ in 0..opts.repeats {
-                let (cos, ratio) = batch_interference(params, &pool.x, &pool.y, &pool.random_pairs(b, &mut rng), opts.lam, &loss)?;
-                (c, r) = (c + cos, r + ratio);
-            }
-            by_batch.push(BatchPoint { pairs: b, mean_cosine: c / opts.repeats as f64, mean_ratio: r / opts.repeats as f64 });
-        }
-        snapshots.push(Snapshot {
-            step,
-            mean_cosine: stats.mean_cosine,
-            share_below_half: stats.share_below_half,
-            share_below_zero: stats.share_below_zero,
-            mean_ratio: stats.mean_ratio,
-            cosines: stats.cosines,
-            by_batch,
-            embedding: embedding(model, &pool)?,
-        });
-        Ok(())
-    })?;
-    traces.push(ZeroTrace { label: "vanilla".into(), alpha: 0.0, points: vanilla_zero });
-    bar.inc(1);
+/// The measurements' shared state: the loaded task, the pool and the pairs' generator (drawn
+/// from in a fixed order: the vanilla run's snapshots, then the widths).
+struct Study<'a> {
+    config: &'a TrainConfig,
+    opts: &'a AnalyzeOptions,
+    runs: ShortRuns,
+    pool: Pool,
+    rng: SeededRng,
+}
 
-    for alpha in opts.alphas {
-        say(&format!("Mixup alpha {alpha}: zero shares"));
-        let mut points = Vec::new();
-        short_run(config, &task, alpha, opts.steps, &mut |step, model, _| {
+impl Study<'_> {
+    /// The vanilla run: interference and embeddings at the snapshots, zero shares throughout.
+    fn vanilla(&mut self) -> Result<(Vec<Snapshot>, ZeroTrace)> {
+        let Study { config, opts, runs, pool, rng } = self;
+        let snapshot_steps: Vec<u64> = (0..opts.snapshots).map(|i| if opts.snapshots == 1 { opts.steps } else { opts.steps * i as u64 / (opts.snapshots as u64 - 1) }).collect();
+        let (mut snapshots, mut zero) = (Vec::new(), Vec::new());
+        runs.run(config, 0.0, opts.steps, &mut |step, model, params| {
             if step % opts.zero_every == 0 || step == opts.steps {
-                points.push((step, zero_shares(model, &pool.x)?));
+                zero.push((step, model.zero_shares(&pool.x)?));
+            }
+            if snapshot_steps.contains(&step) {
+                snapshots.push(snapshot(opts, pool, rng, step, model, params)?);
             }
             Ok(())
         })?;
-        traces.push(ZeroTrace { label: format!("Mixup alpha = {alpha}"), alpha, points });
-        bar.inc(1);
+        Ok((snapshots, ZeroTrace { label: "vanilla".into(), alpha: 0.0, points: zero }))
     }
 
-    let mut widths = Vec::new();
-    if matches!(config.model.name, ModelName::SmallCnn | ModelName::Resnet1d) {
-        for &w in &opts.widths {
-            say(&format!("width {w}: interference after {} steps", opts.steps));
-            let mut c = config.clone();
-            c.model.width = Some(w);
-            short_run(&c, &task, 0.0, opts.steps, &mut |step, model, params| {
-                if step == opts.steps {
-                    let stats = gradient_interference(params, &pool.x, &pool.y, &pool.random_pairs(opts.pairs, &mut rng), opts.lam, eval_loss(model))?;
-                    let parameters = params.iter().map(|p| p.numel() as i64).sum();
-                    widths.push(WidthPoint { width: w, parameters, mean_cosine: stats.mean_cosine, mean_ratio: stats.mean_ratio });
-                }
-                Ok(())
-            })?;
-            bar.inc(1);
+    /// Zero shares throughout a run with Mixup at `alpha`.
+    fn mixup_trace(&self, alpha: f64) -> Result<ZeroTrace> {
+        let (opts, pool) = (self.opts, &self.pool);
+        let mut points = Vec::new();
+        self.runs.run(self.config, alpha, opts.steps, &mut |step, model, _| {
+            if step % opts.zero_every == 0 || step == opts.steps {
+                points.push((step, model.zero_shares(&pool.x)?));
+            }
+            Ok(())
+        })?;
+        Ok(ZeroTrace { label: format!("Mixup alpha = {alpha}"), alpha, points })
+    }
+
+    /// The pairwise interference of the model at width `w` after the vanilla steps.
+    fn width_point(&mut self, w: i64) -> Result<Option<WidthPoint>> {
+        let Study { config, opts, runs, pool, rng } = self;
+        let mut c = (*config).clone();
+        c.model.width = Some(w);
+        let mut point = None;
+        runs.run(&c, 0.0, opts.steps, &mut |step, model, params| {
+            if step == opts.steps {
+                let stats = gradient_interference(params, &pool.x, &pool.y, &pool.random_pairs(opts.pairs, rng), opts.lam, eval_loss(model))?;
+                let parameters = params.iter().map(|p| p.numel() as i64).sum();
+                point = Some(WidthPoint { width: w, parameters, mean_cosine: stats.mean_cosine, mean_ratio: stats.mean_ratio });
+            }
+            Ok(())
+        })?;
+        Ok(point)
+    }
+}
+
+/// Interference over pairs and over batches of pairs, and the embedding, at one step.
+fn snapshot(opts: &AnalyzeOptions, pool: &Pool, rng: &mut SeededRng, step: u64, model: &dyn Model, params: &[Tensor]) -> Result<Snapshot> {
+    let loss = eval_loss(model);
+    let pairs = pool.random_pairs(opts.pairs, rng);
+    let stats = gradient_interference(params, &pool.x, &pool.y, &pairs, opts.lam, &loss)?;
+    let mut by_batch = Vec::new();
+    for &b in &opts.batch_sizes {
+        let b = b.min(pool.y.size()[0] as usize / 2).max(1);
+        let (mut c, mut r) = (0.0, 0.0);
+        for _ in 0..opts.repeats {
+            let (cos, ratio) = batch_interference(params, &pool.x, &pool.y, &pool.random_pairs(b, rng), opts.lam, &loss)?;
+            (c, r) = (c + cos, r + ratio);
         }
+        by_batch.push(BatchPoint { pairs: b, mean_cosine: c / opts.repeats as f64, mean_ratio: r / opts.repeats as f64 });
     }
-    bar.finish_and_clear();
-
-    let analysis = Analysis { name: config.run.name.clone(), steps: opts.steps, lam: opts.lam, snapshots, widths, zero_traces: traces };
-    let dir = config.run.out_dir.join(format!("{}-analysis", config.run.name));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::unwritable(&dir, e))?;
-    let pngs = plots::plot_analysis(&analysis, &dir)?;
-    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e));
-    write("analysis.json", serde_json::to_string_pretty(&analysis).map_err(|e| Error::Config(e.to_string()))?)?;
-    write("report.md", analysis.markdown(&pngs, &dir))?;
-    Ok((analysis, dir))
+    Ok(Snapshot {
+        step,
+        mean_cosine: stats.mean_cosine,
+        share_below_half: stats.share_below_half,
+        share_below_zero: stats.share_below_zero,
+        mean_ratio: stats.mean_ratio,
+        cosines: stats.cosines,
+        by_batch,
+        embedding: embedding(model, pool)?,
+    })
 }
 
 impl Analysis {
+    /// Writes `<out_dir>/<name>-analysis/{analysis.json, report.md, *.png}`; returns the folder.
+    fn write(&self, config: &TrainConfig) -> Result<PathBuf> {
+        let dir = config.run.out_dir.join(format!("{}-analysis", config.run.name));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::unwritable(&dir, e))?;
+        let pngs = plots::plot_analysis(self, &dir)?;
+        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e));
+        write("analysis.json", serde_json::to_string_pretty(self).map_err(|e| Error::json(dir.join("analysis.json").display().to_string(), e))?)?;
+        write("report.md", self.markdown(&pngs, &dir))?;
+        Ok(dir)
+    }
+
     /// The tables of the analysis.
     pub fn tables(&self) -> String {
         let mut t = format!(

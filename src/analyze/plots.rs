@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{Analysis, Snapshot};
-use crate::compare::plots::{legend, panel, png, register_fonts, Curve, EpMarks, COLORS};
+use crate::plot::{legend, panel, png, register_fonts, Curve, EpMarks, COLORS};
 use crate::error::Result;
 
 fn line(name: String, color: RGBColor, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {

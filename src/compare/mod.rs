@@ -2,73 +2,21 @@
 //! `runs/<name>/<strategy>-s<seed>/` (finished runs are skipped, interrupted ones resume), then
 //! `report.md`, `report.json` and the plots in `runs/<name>/`.
 
-pub(crate) mod plots;
+mod plots;
 mod report;
 pub mod stats;
 
-pub use plots::{plot_comparison, register_fonts};
+pub use crate::plot::register_fonts;
+pub use plots::plot_comparison;
 pub use report::{Report, RunResult, StrategyResult};
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+pub use crate::train::CompareSection;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::strategy::StrategyKind;
 use crate::train::{Summary, TrainConfig};
-
-/// `[compare]` of a configuration: which strategies, how many seeds, which is the baseline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompareSection {
-    #[serde(default = "default_strategies")]
-    pub strategies: Vec<StrategyKind>,
-    #[serde(default = "default_seeds")]
-    pub seeds: u32,
-    /// Default: the first of `strategies`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline: Option<StrategyKind>,
-}
-
-fn default_strategies() -> Vec<StrategyKind> {
-    vec![StrategyKind::Mixup, StrategyKind::MixupPause]
-}
-fn default_seeds() -> u32 {
-    3
-}
-
-impl Default for CompareSection {
-    fn default() -> CompareSection {
-        CompareSection { strategies: default_strategies(), seeds: default_seeds(), baseline: None }
-    }
-}
-
-impl CompareSection {
-    pub fn validate(&self) -> Result<()> {
-        if self.strategies.is_empty() {
-            return Err(Error::value("compare.strategies", "at least one strategy", "an empty list"));
-        }
-        let mut seen = self.strategies.clone();
-        seen.sort_by_key(|k| k.name());
-        seen.dedup();
-        if seen.len() != self.strategies.len() {
-            return Err(Error::value("compare.strategies", "each strategy once", format!("{:?}", self.strategies)));
-        }
-        if self.seeds == 0 {
-            return Err(Error::value("compare.seeds", "at least 1", 0));
-        }
-        if let Some(b) = self.baseline {
-            if !self.strategies.contains(&b) {
-                return Err(Error::value("compare.baseline", format!("one of {:?}", self.strategies), b.name()));
-            }
-        }
-        Ok(())
-    }
-
-    pub fn baseline(&self) -> StrategyKind {
-        self.baseline.unwrap_or(self.strategies[0])
-    }
-}
 
 /// One run of a comparison.
 #[derive(Debug, Clone)]

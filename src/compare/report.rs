@@ -110,7 +110,7 @@ impl Report {
 
     /// Writes `report.json` and `report.md` (which shows `plots`, paths relative to `dir`).
     pub fn write(&self, dir: &Path, plots: &[PathBuf]) -> Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
+        let json = serde_json::to_string_pretty(self).map_err(|e| Error::json(dir.join("report.json").display().to_string(), e))?;
         let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e));
         write("report.json", &json)?;
         write("report.md", &self.markdown(dir, plots))

@@ -30,6 +30,14 @@ pub trait Model: std::fmt::Debug + Send {
     fn probe_eps(&self) -> Option<f64> {
         None
     }
+
+    /// Per probed layer, the share of its activations on `batch` (eval mode, no gradient) that
+    /// count as zero ([`crate::ops::stats::zero_shares`]); empty for a model without probes.
+    fn zero_shares(&self, batch: &Tensor) -> crate::Result<Vec<f64>> {
+        let (_, probes) = tch::no_grad(|| self.forward(batch, false, true));
+        let layers: Vec<&Tensor> = probes.iter().collect();
+        crate::ops::stats::zero_shares(&layers, self.probe_eps())
+    }
 }
 
 /// Collects post-ReLU activations when probing.

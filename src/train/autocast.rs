@@ -27,7 +27,7 @@ fn symbol(name: &CStr) -> Result<*mut libc::c_void> {
     // SAFETY: dlsym on the whole process with a NUL-terminated name; libtorch is linked in.
     let ptr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     if ptr.is_null() {
-        return Err(Error::Config(format!("libtorch does not export {name:?}: bf16 autocast needs libtorch 2.4 or newer")));
+        return Err(Error::value("autocast", format!("a libtorch that exports {name:?} (bf16 autocast needs libtorch 2.4 or newer)"), "a libtorch without it"));
     }
     Ok(ptr)
 }
@@ -50,7 +50,7 @@ pub fn cuda_autocast_kind() -> Result<Kind> {
         5 => Ok(Kind::Half),
         6 => Ok(Kind::Float),
         15 => Ok(Kind::BFloat16),
-        code => Err(Error::Config(format!("unexpected CUDA autocast scalar type {code}"))),
+        code => Err(Error::Internal(format!("libtorch reports CUDA autocast scalar type {code}, none of Half, Float, BFloat16"))),
     }
 }
 

@@ -22,8 +22,9 @@ pub struct RunState {
     pub best_val: Option<f64>,
 }
 
+/// A checkpoint file or folder that could not be written or read.
 fn io(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Data { path: path.to_path_buf(), problem: e.to_string(), hint: "check the run directory is writable and not corrupted".into() }
+    Error::Checkpoint { path: path.to_path_buf(), problem: format!("{e} (check the run directory is writable and not corrupted)") }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -46,7 +47,7 @@ pub fn save(dir: &Path, state: &RunState, tensors: &[(String, Tensor)]) -> Resul
     write_synced(&tmp.join("state.json"), &json)?;
     let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let tensor_file = tmp.join("tensors.ot");
-    Tensor::save_multi(&named, &tensor_file)?;
+    Tensor::save_multi(&named, &tensor_file).map_err(|e| io(&tensor_file, e))?;
     fs::File::open(&tensor_file).and_then(|f| f.sync_all()).map_err(|e| io(&tensor_file, e))?;
     let name = format!("ckpt-{}", state.step);
     let final_dir = dir.join(&name);
@@ -75,6 +76,7 @@ pub fn load(dir: &Path) -> Result<Option<(RunState, NamedTensors)>> {
     let state_path = ckpt.join("state.json");
     let json = fs::read(&state_path).map_err(|e| io(&state_path, e))?;
     let state: RunState = serde_json::from_slice(&json).map_err(|e| io(&state_path, e))?;
-    let tensors = Tensor::load_multi(ckpt.join("tensors.ot"))?;
+    let tensor_file = ckpt.join("tensors.ot");
+    let tensors = Tensor::load_multi(&tensor_file).map_err(|e| io(&tensor_file, e))?;
     Ok(Some((state, tensors)))
 }

@@ -50,18 +50,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
-use crate::strategy::StrategyConfig;
-
-/// Where to run: `auto` is CUDA when the probe finds it, else the CPU.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeviceChoice {
-    #[default]
-    Auto,
-    Cpu,
-    Cuda,
-}
+use crate::strategy::{StrategyConfig, StrategyKind};
 
 /// Which implementation of the strategy's ops a run uses: enlighten's fused ops, or the tch
 /// composites a PyTorch user writes (to measure what the fused ops save in a real step).
@@ -142,72 +133,145 @@ impl ModelName {
     }
 }
 
+/// `[run]`: the run's name and folder, device, cadence and options of the loop. Every field
+/// but `name` has a default ([`RunSection::default`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RunSection {
     pub name: String,
-    #[serde(default)]
     pub seed: u64,
-    #[serde(default)]
     pub device: DeviceChoice,
-    #[serde(default = "default_out_dir")]
     pub out_dir: PathBuf,
-    #[serde(default = "default_eval_every")]
     pub eval_every: u64,
-    #[serde(default = "default_log_every")]
     pub log_every: u64,
     /// Stop after this many steps in all (a budget; the schedule still spans `optim.epochs`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u64>,
-    #[serde(default)]
     pub ops: OpsChoice,
-    #[serde(default)]
     pub diagnostics: bool,
-    #[serde(default)]
     pub autocast: Autocast,
-    #[serde(default = "yes")]
     pub prefetch: bool,
 }
 
+impl Default for RunSection {
+    /// The defaults of a configuration file; `name` is empty, which validation refuses.
+    fn default() -> RunSection {
+        RunSection {
+            name: String::new(),
+            seed: 0,
+            device: DeviceChoice::Auto,
+            out_dir: PathBuf::from("runs"),
+            eval_every: 100,
+            log_every: 20,
+            max_steps: None,
+            ops: OpsChoice::Fused,
+            diagnostics: false,
+            autocast: Autocast::Off,
+            prefetch: true,
+        }
+    }
+}
+
+impl RunSection {
+    pub fn validate(&self) -> Result<()> {
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return Err(Error::value("run.name", "a non-empty folder name without slashes", &self.name));
+        }
+        for (field, v) in [("run.eval_every", self.eval_every), ("run.log_every", self.log_every)] {
+            if v == 0 {
+                return Err(Error::value(field, "an interval >= 1 step", v));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[data]`: the dataset, its splits and batches, and each task's shapes. `dataset` is required
+/// in a file; every other field has a default ([`DataSection::default`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     pub dataset: Dataset,
     /// Folder holding the dataset's files; default: enlighten::data::data_dir()/<dataset>.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
-    #[serde(default = "one")]
     pub subset: f64,
-    #[serde(default = "default_val_fraction")]
     pub val_fraction: f64,
-    #[serde(default = "default_batch")]
     pub batch_size: i64,
     /// Random crops (zero padding `pad` on every side) and horizontal flips of each batch.
-    #[serde(default)]
     pub augment: bool,
-    #[serde(default = "default_pad")]
     pub pad: i64,
     /// Held out as the test set where the dataset has no official split.
-    #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
     /// ucr: the UCR/UEA dataset, read from `<dir>/<series>/<series>_{TRAIN,TEST}.ts`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub series: Option<String>,
     /// ucr: pad or truncate every case to this length (default: the longest training case).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub length: Option<usize>,
     /// vic-elec: steps in each input window, steps forecast, steps between training windows.
-    #[serde(default = "default_input_len")]
     pub input_len: i64,
-    #[serde(default = "default_horizon")]
     pub horizon: i64,
-    #[serde(default = "one_step")]
     pub stride: i64,
     /// shakespeare: characters per training sequence.
-    #[serde(default = "default_seq_len")]
     pub seq_len: i64,
 }
 
+impl Default for DataSection {
+    /// Fashion-MNIST with the defaults of a configuration file (where `dataset` must be given).
+    fn default() -> DataSection {
+        DataSection {
+            dataset: Dataset::FashionMnist,
+            dir: None,
+            subset: 1.0,
+            val_fraction: 0.1,
+            batch_size: 128,
+            augment: false,
+            pad: 4,
+            test_fraction: 0.2,
+            series: None,
+            length: None,
+            input_len: 96,
+            horizon: 48,
+            stride: 1,
+            seq_len: 128,
+        }
+    }
+}
+
+impl DataSection {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.subset > 0.0 && self.subset <= 1.0) {
+            return Err(Error::value("data.subset", "a fraction in (0, 1]", self.subset));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(Error::value("data.val_fraction", "a fraction in [0, 1)", self.val_fraction));
+        }
+        if self.pad < 0 {
+            return Err(Error::value("data.pad", "a padding >= 0", self.pad));
+        }
+        if self.batch_size < 1 {
+            return Err(Error::value("data.batch_size", "at least 1", self.batch_size));
+        }
+        if !(self.test_fraction > 0.0 && self.test_fraction + self.val_fraction < 1.0) {
+            return Err(Error::value("data.test_fraction", "a fraction > 0 with val_fraction + test_fraction < 1", self.test_fraction));
+        }
+        for (field, v) in [("data.input_len", self.input_len), ("data.horizon", self.horizon), ("data.stride", self.stride), ("data.seq_len", self.seq_len)] {
+            if v < 1 {
+                return Err(Error::value(field, "at least 1", v));
+            }
+        }
+        if self.dataset == Dataset::Ucr && self.series.as_deref().is_none_or(|s| s.is_empty() || s.contains(['/', '\\'])) {
+            return Err(Error::value("data.series", "the UCR/UEA dataset's name (e.g. \"GunPoint\") with dataset = \"ucr\"", format!("{:?}", self.series)));
+        }
+        if self.augment && self.dataset.task() != TaskKind::Image {
+            return Err(Error::value("data.augment", "false for a dataset that is not images (crops and flips are image augmentations)", "true"));
+        }
+        Ok(())
+    }
+}
+
+/// `[model]`: which network, and its optional width, depth and heads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
@@ -220,6 +284,27 @@ pub struct ModelSection {
     pub heads: Option<i64>,
 }
 
+impl ModelSection {
+    /// Valid sizes, and a model built for the `dataset`'s task.
+    pub fn validate(&self, dataset: Dataset) -> Result<()> {
+        let task = dataset.task();
+        if self.name.task() != task {
+            return Err(Error::value("model.name", format!("a model for the {task:?} task of dataset {dataset:?}"), format!("{:?}", self.name)));
+        }
+        for (field, v) in [("model.width", self.width), ("model.depth", self.depth), ("model.heads", self.heads)] {
+            if v.is_some_and(|v| v < 1) {
+                return Err(Error::value(field, "at least 1", format!("{v:?}")));
+            }
+        }
+        if let (Some(w), Some(h)) = (self.width, self.heads) {
+            if w % h != 0 {
+                return Err(Error::value("model.width", format!("a multiple of model.heads ({h})"), w));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OptimKind {
@@ -227,33 +312,79 @@ pub enum OptimKind {
     Adamw,
 }
 
+/// `[optim]`: the optimiser, its schedule and regularisation. Every field has a default
+/// ([`OptimSection::default`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OptimSection {
-    #[serde(default = "default_optim")]
     pub kind: OptimKind,
-    #[serde(default = "default_lr")]
     pub lr: f64,
-    #[serde(default = "default_momentum")]
     pub momentum: f64,
-    #[serde(default = "yes")]
     pub nesterov: bool,
-    #[serde(default = "default_wd")]
     pub weight_decay: f64,
-    #[serde(default = "default_epochs")]
     pub epochs: u32,
-    #[serde(default)]
     pub warmup_epochs: f64,
-    #[serde(default)]
     pub label_smoothing: f64,
     /// AdamW's (beta1, beta2) and epsilon.
-    #[serde(default = "default_betas")]
     pub betas: [f64; 2],
-    #[serde(default = "default_eps")]
     pub eps: f64,
     /// Clip gradients to this global norm.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub clip_norm: Option<f64>,
+}
+
+impl Default for OptimSection {
+    /// SGD with Nesterov momentum, 5 epochs at 0.05, no warmup or smoothing.
+    fn default() -> OptimSection {
+        OptimSection {
+            kind: OptimKind::Sgd,
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            epochs: 5,
+            warmup_epochs: 0.0,
+            label_smoothing: 0.0,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            clip_norm: None,
+        }
+    }
+}
+
+impl OptimSection {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::value("optim.lr", "a finite learning rate > 0", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(Error::value("optim.momentum", "a value in [0, 1)", self.momentum));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::value("optim.weight_decay", "a finite value >= 0", self.weight_decay));
+        }
+        if self.epochs == 0 {
+            return Err(Error::value("optim.epochs", "at least 1", 0));
+        }
+        if !(self.warmup_epochs >= 0.0 && self.warmup_epochs < self.epochs as f64) {
+            return Err(Error::value("optim.warmup_epochs", "a value in [0, epochs)", self.warmup_epochs));
+        }
+        if !self.betas.iter().all(|b| (0.0..1.0).contains(b)) {
+            return Err(Error::value("optim.betas", "two values in [0, 1)", format!("{:?}", self.betas)));
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(Error::value("optim.eps", "a finite value > 0", self.eps));
+        }
+        if let Some(c) = self.clip_norm {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(Error::value("optim.clip_norm", "a finite norm > 0", c));
+            }
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::value("optim.label_smoothing", "a value in [0, 1)", self.label_smoothing));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,68 +397,53 @@ pub struct TrainConfig {
     pub strategy: StrategyConfig,
     /// `enlighten compare`'s strategies and seeds (ignored by `enlighten train`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compare: Option<crate::compare::CompareSection>,
+    pub compare: Option<CompareSection>,
 }
 
-fn default_out_dir() -> PathBuf {
-    PathBuf::from("runs")
+/// `[compare]` of a configuration: which strategies, how many seeds, which is the baseline.
+/// Every field has a default ([`CompareSection::default`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompareSection {
+    pub strategies: Vec<StrategyKind>,
+    pub seeds: u32,
+    /// Default: the first of `strategies`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<StrategyKind>,
 }
-fn default_eval_every() -> u64 {
-    100
+
+impl Default for CompareSection {
+    /// Mixup against Mixup Pause, 3 seeds each.
+    fn default() -> CompareSection {
+        CompareSection { strategies: vec![StrategyKind::Mixup, StrategyKind::MixupPause], seeds: 3, baseline: None }
+    }
 }
-fn default_log_every() -> u64 {
-    20
-}
-fn one() -> f64 {
-    1.0
-}
-fn one_step() -> i64 {
-    1
-}
-fn default_test_fraction() -> f64 {
-    0.2
-}
-fn default_input_len() -> i64 {
-    96
-}
-fn default_horizon() -> i64 {
-    48
-}
-fn default_seq_len() -> i64 {
-    128
-}
-fn default_pad() -> i64 {
-    4
-}
-fn default_val_fraction() -> f64 {
-    0.1
-}
-fn default_batch() -> i64 {
-    128
-}
-fn default_lr() -> f64 {
-    0.05
-}
-fn default_momentum() -> f64 {
-    0.9
-}
-fn yes() -> bool {
-    true
-}
-fn default_optim() -> OptimKind {
-    OptimKind::Sgd
-}
-fn default_betas() -> [f64; 2] {
-    [0.9, 0.999]
-}
-fn default_eps() -> f64 {
-    1e-8
-}
-fn default_wd() -> f64 {
-    5e-4
-}
-fn default_epochs() -> u32 {
-    5
+
+impl CompareSection {
+    pub fn validate(&self) -> Result<()> {
+        if self.strategies.is_empty() {
+            return Err(Error::value("compare.strategies", "at least one strategy", "an empty list"));
+        }
+        let mut seen = self.strategies.clone();
+        seen.sort_by_key(|k| k.name());
+        seen.dedup();
+        if seen.len() != self.strategies.len() {
+            return Err(Error::value("compare.strategies", "each strategy once", format!("{:?}", self.strategies)));
+        }
+        if self.seeds == 0 {
+            return Err(Error::value("compare.seeds", "at least 1", 0));
+        }
+        if let Some(b) = self.baseline {
+            if !self.strategies.contains(&b) {
+                return Err(Error::value("compare.baseline", format!("one of {:?}", self.strategies), b.name()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn baseline(&self) -> StrategyKind {
+        self.baseline.unwrap_or(self.strategies[0])
+    }
 }
 
 impl TrainConfig {
@@ -340,20 +456,11 @@ impl TrainConfig {
     pub fn from_toml_with(text: &str, overrides: &[String]) -> Result<TrainConfig> {
         let mut doc: toml::Table = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
         for assignment in overrides {
-            let (key, raw) = assignment
-                .split_once('=')
-                .ok_or_else(|| Error::value("--set", "key=value (e.g. data.subset=0.1)", assignment))?;
-            let value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
-                Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.trim().into())),
-                Err(_) => toml::Value::String(raw.trim().into()),
-            };
-            let path: Vec<&str> = key.trim().split('.').collect();
-            let mut table = &mut doc;
-            for part in &path[..path.len() - 1] {
-                let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-                table = entry.as_table_mut().ok_or_else(|| Error::value("--set", format!("a path through tables ({part} is a value)"), key))?;
-            }
-            table.insert(path[path.len() - 1].to_string(), value);
+            apply_override(&mut doc, assignment)?;
+        }
+        // The one field of [data] without a default (the section's others have one).
+        if doc.get("data").and_then(toml::Value::as_table).is_some_and(|d| !d.contains_key("dataset")) {
+            return Err(Error::Config("missing field `dataset` in [data]".into()));
         }
         let c: TrainConfig = doc.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
         c.validate()?;
@@ -364,102 +471,47 @@ impl TrainConfig {
         toml::to_string(self).map_err(|e| Error::Config(e.to_string()))
     }
 
+    /// Each section, then what sections must agree on: the model and the strategy fit the
+    /// dataset's task, and High-Loss Removal removes at least one row of a batch.
     pub fn validate(&self) -> Result<()> {
-        let r = &self.run;
-        if r.name.is_empty() || r.name.contains(['/', '\\']) || r.name.starts_with('.') {
-            return Err(Error::value("run.name", "a non-empty folder name without slashes", &r.name));
-        }
-        for (field, v) in [("run.eval_every", r.eval_every), ("run.log_every", r.log_every)] {
-            if v == 0 {
-                return Err(Error::value(field, "an interval >= 1 step", v));
-            }
-        }
-        let d = &self.data;
-        if !(d.subset > 0.0 && d.subset <= 1.0) {
-            return Err(Error::value("data.subset", "a fraction in (0, 1]", d.subset));
-        }
-        if !(0.0..1.0).contains(&d.val_fraction) {
-            return Err(Error::value("data.val_fraction", "a fraction in [0, 1)", d.val_fraction));
-        }
-        if d.pad < 0 {
-            return Err(Error::value("data.pad", "a padding >= 0", d.pad));
-        }
-        if d.batch_size < 1 {
-            return Err(Error::value("data.batch_size", "at least 1", d.batch_size));
-        }
-        if !(d.test_fraction > 0.0 && d.test_fraction + d.val_fraction < 1.0) {
-            return Err(Error::value("data.test_fraction", "a fraction > 0 with val_fraction + test_fraction < 1", d.test_fraction));
-        }
-        for (field, v) in [("data.input_len", d.input_len), ("data.horizon", d.horizon), ("data.stride", d.stride), ("data.seq_len", d.seq_len)] {
-            if v < 1 {
-                return Err(Error::value(field, "at least 1", v));
-            }
-        }
-        if d.dataset == Dataset::Ucr && d.series.as_deref().is_none_or(|s| s.is_empty() || s.contains(['/', '\\'])) {
-            return Err(Error::value("data.series", "the UCR/UEA dataset's name (e.g. \"GunPoint\") with dataset = \"ucr\"", format!("{:?}", d.series)));
-        }
-        let task = d.dataset.task();
-        if d.augment && task != TaskKind::Image {
-            return Err(Error::value("data.augment", "false for a dataset that is not images (crops and flips are image augmentations)", "true"));
-        }
-        if self.model.name.task() != task {
-            return Err(Error::value("model.name", format!("a model for the {task:?} task of dataset {:?}", d.dataset), format!("{:?}", self.model.name)));
-        }
-        for (field, v) in [("model.width", self.model.width), ("model.depth", self.model.depth), ("model.heads", self.model.heads)] {
-            if v.is_some_and(|v| v < 1) {
-                return Err(Error::value(field, "at least 1", format!("{v:?}")));
-            }
-        }
-        if let (Some(w), Some(h)) = (self.model.width, self.model.heads) {
-            if w % h != 0 {
-                return Err(Error::value("model.width", format!("a multiple of model.heads ({h})"), w));
-            }
-        }
+        self.run.validate()?;
+        self.data.validate()?;
+        self.model.validate(self.data.dataset)?;
+        let task = self.data.dataset.task();
         if matches!(task, TaskKind::Forecast | TaskKind::Text) {
-            if !matches!(self.strategy.kind, crate::strategy::StrategyKind::Vanilla | crate::strategy::StrategyKind::HighLossRemoval) {
+            if !matches!(self.strategy.kind, StrategyKind::Vanilla | StrategyKind::HighLossRemoval) {
                 return Err(Error::value("strategy.kind", format!("a strategy that does not mix for the {task:?} task (vanilla or high-loss-removal)"), self.strategy.kind.name()));
             }
             if task == TaskKind::Forecast && matches!(self.strategy.ep, crate::strategy::EpEnd::Accuracy { .. }) {
                 return Err(Error::value("strategy.ep.end", "epochs or steps for forecasting (there is no accuracy to watch)", "accuracy"));
             }
         }
-        let o = &self.optim;
-        if !(o.lr.is_finite() && o.lr > 0.0) {
-            return Err(Error::value("optim.lr", "a finite learning rate > 0", o.lr));
-        }
-        if !(0.0..1.0).contains(&o.momentum) {
-            return Err(Error::value("optim.momentum", "a value in [0, 1)", o.momentum));
-        }
-        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return Err(Error::value("optim.weight_decay", "a finite value >= 0", o.weight_decay));
-        }
-        if o.epochs == 0 {
-            return Err(Error::value("optim.epochs", "at least 1", 0));
-        }
-        if !(o.warmup_epochs >= 0.0 && o.warmup_epochs < o.epochs as f64) {
-            return Err(Error::value("optim.warmup_epochs", "a value in [0, epochs)", o.warmup_epochs));
-        }
-        if !o.betas.iter().all(|b| (0.0..1.0).contains(b)) {
-            return Err(Error::value("optim.betas", "two values in [0, 1)", format!("{:?}", o.betas)));
-        }
-        if !(o.eps.is_finite() && o.eps > 0.0) {
-            return Err(Error::value("optim.eps", "a finite value > 0", o.eps));
-        }
-        if let Some(c) = o.clip_norm {
-            if !(c.is_finite() && c > 0.0) {
-                return Err(Error::value("optim.clip_norm", "a finite norm > 0", c));
-            }
-        }
-        if !(0.0..1.0).contains(&o.label_smoothing) {
-            return Err(Error::value("optim.label_smoothing", "a value in [0, 1)", o.label_smoothing));
-        }
+        self.optim.validate()?;
         let share = self.strategy.strategy().drop_share;
-        if share > 0.0 && crate::ops::loss::removed_rows(share, d.batch_size) == 0 {
-            return Err(Error::value("strategy.drop_share", format!("a share that removes at least one of data.batch_size = {} rows", d.batch_size), share));
+        let batch = self.data.batch_size;
+        if share > 0.0 && crate::ops::loss::removed_rows(share, batch) == 0 {
+            return Err(Error::value("strategy.drop_share", format!("a share that removes at least one of data.batch_size = {batch} rows"), share));
         }
         if let Some(c) = &self.compare {
             c.validate()?;
         }
         self.strategy.validate()
     }
+}
+
+/// Sets `dotted.key=value` in `doc`, the value parsed as TOML (a bare word is a string).
+fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, raw) = assignment.split_once('=').ok_or_else(|| Error::value("--set", "key=value (e.g. data.subset=0.1)", assignment))?;
+    let value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.trim().into())),
+        Err(_) => toml::Value::String(raw.trim().into()),
+    };
+    let path: Vec<&str> = key.trim().split('.').collect();
+    let mut table = doc;
+    for part in &path[..path.len() - 1] {
+        let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| Error::value("--set", format!("a path through tables ({part} is a value)"), key))?;
+    }
+    table.insert(path[path.len() - 1].to_string(), value);
+    Ok(())
 }

@@ -6,12 +6,14 @@ mod autocast;
 mod checkpoint;
 mod config;
 mod optim;
-pub(crate) mod prefetch;
-pub(crate) mod run;
-pub(crate) mod task;
+mod prefetch;
+mod run;
+mod short;
+mod task;
 
 pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, NamedTensors, RunState};
 pub use autocast::{cuda_autocast_kind, set_cuda_autocast_kind};
-pub use config::{Autocast, Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TaskKind, TrainConfig};
+pub use config::{Autocast, CompareSection, Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TaskKind, TrainConfig};
 pub use run::{train, MetricsLine, Summary, Timing, TrainOptions};
 pub use optim::{cosine_lr, Optimizer, Rule};
+pub(crate) use short::ShortRuns;

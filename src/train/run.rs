@@ -19,15 +19,15 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::autocast::set_cuda_autocast_kind;
 use super::checkpoint::{self, NamedTensors, RunState};
-use super::config::{Autocast, DeviceChoice, TrainConfig};
+use super::config::{Autocast, TrainConfig};
 use super::optim::{cosine_lr, Optimizer};
 use super::prefetch::{BatchOrder, Batches};
-use super::task::TaskData;
+use super::task::{Eval, TaskData};
 use crate::error::{Error, Result};
 use crate::models::Model;
-use crate::ops::stats::{zero_counts, Benr};
+use crate::ops::stats::Benr;
 use crate::rng::SeededRng;
-use crate::strategy::{EpEndInfo, Monitor};
+use crate::strategy::{BatchPlan, EpEndInfo, Monitor};
 
 /// What `summary.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,25 +113,6 @@ pub struct MetricsLine {
     pub benr: Option<f64>,
 }
 
-pub(crate) fn pick_device(choice: DeviceChoice) -> Result<Device> {
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        DeviceChoice::Cuda => crate::cuda::probe().map(|_| Device::Cuda(0)).map_err(Error::from),
-        DeviceChoice::Auto => Ok(if crate::cuda::probe().is_ok() { Device::Cuda(0) } else { Device::Cpu }),
-    }
-}
-
-/// Per probed layer, the share of its activations on `batch` that count as zero.
-pub(crate) fn zero_shares(model: &dyn Model, batch: &Tensor) -> Result<Vec<f64>> {
-    let (_, probes) = tch::no_grad(|| model.forward(batch, false, true));
-    if probes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let refs: Vec<&Tensor> = probes.iter().collect();
-    let counts = Vec::<i64>::try_from(zero_counts(&refs, model.probe_eps())?.sum_dim_intlist(1, false, Kind::Int64).to_device(Device::Cpu))?;
-    Ok(counts.iter().zip(&probes).map(|(&c, p)| c as f64 / p.numel() as f64).collect())
-}
-
 /// Named tensors of a checkpoint: the model's variables and the optimiser's buffers.
 fn checkpoint_tensors(vs: &nn::VarStore, opt: &Optimizer) -> NamedTensors {
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
@@ -140,18 +121,19 @@ fn checkpoint_tensors(vs: &nn::VarStore, opt: &Optimizer) -> NamedTensors {
     named
 }
 
-fn restore(vs: &nn::VarStore, opt: &mut Optimizer, saved: NamedTensors) -> Result<()> {
+/// Loads a checkpoint's tensors (read from `dir`) into the model and the optimiser.
+fn restore(dir: &Path, vs: &nn::VarStore, opt: &mut Optimizer, saved: NamedTensors) -> Result<()> {
     let vars = vs.variables();
     let mut buffers = Vec::new();
     for (name, t) in saved {
         if let Some(i) = name.strip_prefix("optim.") {
-            let i: usize = i.parse().map_err(|_| Error::Config(format!("checkpoint tensor `{name}` is not an optimiser buffer")))?;
+            let i: usize = i.parse().map_err(|_| Error::Checkpoint { path: dir.to_path_buf(), problem: format!("tensor `{name}` is not an optimiser buffer") })?;
             buffers.push((i, t));
         } else if let Some(v) = name.strip_prefix("model.").and_then(|k| vars.get(k)) {
             let mut v = v.shallow_clone();
             tch::no_grad(|| v.copy_(&t));
         } else {
-            return Err(Error::Config(format!("checkpoint tensor `{name}` does not belong to this model")));
+            return Err(Error::Checkpoint { path: dir.to_path_buf(), problem: format!("tensor `{name}` does not belong to this model") });
         }
     }
     buffers.sort_by_key(|(i, _)| *i);
@@ -187,19 +169,352 @@ pub struct TrainOptions<'a> {
 
 /// Trains as `config` says.
 pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary> {
-    let TrainOptions { resume, progress, progress_group, interrupt } = *options;
-    config.validate()?;
-    crate::tune_cpu_allocator();
-    let started = Instant::now();
-    let device = pick_device(config.run.device)?;
-    let autocast = config.run.autocast == Autocast::Bf16;
-    if autocast {
-        if device == Device::Cpu {
-            return Err(Error::value("run.autocast", "\"off\" on the CPU (bf16 autocast is for CUDA)", "bf16"));
-        }
-        set_cuda_autocast_kind(Kind::BFloat16)?;
+    let mut run = Run::prepare(config, options)?;
+    for step in run.state.step..run.steps.end {
+        let done = run.step(step)?;
+        run.evaluate_and_log(&done)?;
+        run.checkpoint(&done)?;
     }
-    let seed = config.run.seed;
+    run.finish()
+}
+
+/// The step counts of a run.
+#[derive(Debug, Clone, Copy)]
+struct Steps {
+    batch: i64,
+    per_epoch: u64,
+    /// Steps of `optim.epochs` (the learning-rate schedule's length).
+    total: u64,
+    /// Where this run stops (`run.max_steps` or `total`).
+    end: u64,
+    warmup: u64,
+}
+
+impl Steps {
+    fn new(config: &TrainConfig, train_rows: i64) -> Steps {
+        let batch = config.data.batch_size.min(train_rows);
+        let per_epoch = (train_rows / batch).max(1) as u64;
+        let total = per_epoch * config.optim.epochs as u64;
+        let end = config.run.max_steps.map_or(total, |m| m.min(total));
+        let warmup = (config.optim.warmup_epochs * per_epoch as f64) as u64;
+        Steps { batch, per_epoch, total, end, warmup }
+    }
+}
+
+/// What one step did, for its evaluation, log line and checkpoint.
+struct StepDone {
+    step: u64,
+    epoch: u32,
+    lr: f64,
+    plan: BatchPlan,
+}
+
+/// The training-loss window between two log lines, summed on the device.
+struct Window {
+    loss_sum: Tensor,
+    correct_sum: Tensor,
+    steps: u64,
+    predictions: i64,
+}
+
+impl Window {
+    fn new(device: Device) -> Window {
+        Window { loss_sum: Tensor::zeros([], (Kind::Float, device)), correct_sum: Tensor::zeros([], (Kind::Int64, device)), steps: 0, predictions: 0 }
+    }
+
+    fn reset(&mut self) {
+        self.loss_sum = self.loss_sum.zeros_like();
+        self.correct_sum = self.correct_sum.zeros_like();
+        (self.steps, self.predictions) = (0, 0);
+    }
+}
+
+/// A training in progress: prepare, then step / evaluate_and_log / checkpoint per step, finish.
+struct Run<'a> {
+    config: &'a TrainConfig,
+    interrupt: Option<&'a AtomicBool>,
+    started: Instant,
+    device: Device,
+    autocast: bool,
+    run_dir: PathBuf,
+    ckpt_dir: PathBuf,
+    task: TaskData,
+    vs: nn::VarStore,
+    model: Box<dyn Model>,
+    params: Vec<Tensor>,
+    opt: Optimizer,
+    state: RunState,
+    rng: SeededRng,
+    steps: Steps,
+    first_step: u64,
+    batches: Batches,
+    metrics: fs::File,
+    metrics_path: PathBuf,
+    bar: ProgressBar,
+    /// Diagnostics: the fixed batch of the zero shares, and BENR (a resumed epoch's covers the
+    /// steps since the resume).
+    probe_batch: Option<Tensor>,
+    benr: Option<Benr>,
+    timing: Timing,
+    /// Seconds in the model's forward pass (its closure adds to it).
+    forward_time: Cell<f64>,
+    window: Window,
+    last_val: f64,
+}
+
+impl<'a> Run<'a> {
+    /// Checks the configuration, sets up the run folder, loads the data, builds the model and
+    /// optimiser, and restores the latest checkpoint when resuming.
+    fn prepare(config: &'a TrainConfig, options: &TrainOptions<'a>) -> Result<Run<'a>> {
+        config.validate()?;
+        crate::tune_cpu_allocator();
+        let started = Instant::now();
+        let device = config.run.device.device()?;
+        let autocast = config.run.autocast == Autocast::Bf16;
+        if autocast {
+            if device == Device::Cpu {
+                return Err(Error::value("run.autocast", "\"off\" on the CPU (bf16 autocast is for CUDA)", "bf16"));
+            }
+            set_cuda_autocast_kind(Kind::BFloat16)?;
+        }
+        let (run_dir, ckpt_dir) = open_run_dir(config, options.resume)?;
+        let task = TaskData::load(config, device)?;
+        let seed = config.run.seed;
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(device);
+        let model = task.build_model(config, &vs);
+        let params = vs.trainable_variables();
+        let mut opt = Optimizer::from_config(&config.optim, params.iter().map(Tensor::shallow_clone).collect());
+        let mut state = RunState { step: 0, rng: SeededRng::new(seed).state(), schedule: config.strategy.build()?, best_val: None };
+        let metrics_path = run_dir.join("metrics.jsonl");
+        if options.resume {
+            if let Some((saved, tensors)) = checkpoint::load(&ckpt_dir)? {
+                restore(&ckpt_dir, &vs, &mut opt, tensors)?;
+                state = saved;
+            }
+            truncate_metrics(&metrics_path, state.step)?;
+        } else {
+            let _ = fs::remove_file(&metrics_path);
+        }
+        let metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
+        let steps = Steps::new(config, task.train.len());
+        let bar = progress_bar(options, steps.end, state.step);
+        let diagnostics = config.run.diagnostics;
+        let probe_batch = if diagnostics { Some(task.fixed_batch(256, 1, device)?.0) } else { None };
+        let benr = if diagnostics { Some(Benr::new(&params.iter().collect::<Vec<_>>())?) } else { None };
+        let order = BatchOrder { seed, batch: steps.batch, per_epoch: steps.per_epoch };
+        let batches = Batches::new(&task.train, order, state.step, steps.end, if config.run.prefetch { 2 } else { 0 });
+        Ok(Run {
+            config,
+            interrupt: options.interrupt,
+            started,
+            device,
+            autocast,
+            run_dir,
+            ckpt_dir,
+            vs,
+            model,
+            params,
+            opt,
+            rng: SeededRng::from_state(state.rng),
+            first_step: state.step,
+            state,
+            steps,
+            batches,
+            metrics,
+            metrics_path,
+            bar,
+            probe_batch,
+            benr,
+            timing: Timing::default(),
+            forward_time: Cell::new(0.0),
+            window: Window::new(device),
+            last_val: f64::NAN,
+            task,
+        })
+    }
+
+    /// One training step: the batch, the plan, the strategy's ops and the forward pass, the
+    /// backward pass and the optimiser step; its loss joins the log window.
+    fn step(&mut self, step: u64) -> Result<StepDone> {
+        let epoch = (step / self.steps.per_epoch) as u32;
+        let t_data = Instant::now();
+        let (x, y) = self.batches.next().ok_or_else(|| Error::Internal("the batch prefetch thread stopped".into()))?;
+        let mut x = x.to_device(self.device);
+        if self.config.data.augment {
+            x = crate::data::random_crop_flip(&x, self.config.data.pad, true, &mut self.rng)?;
+        }
+        let y = y.to_device(self.device);
+        let t_ops = Instant::now();
+        let forward_before = self.forward_time.get();
+        let plan = self.state.schedule.plan(step, epoch, &mut self.rng);
+        // The model's forward pass in training mode, timed, under bf16 autocast when asked.
+        let (model, forward_time, autocast) = (&self.model, &self.forward_time, self.autocast);
+        let forward_train = |x: &Tensor| {
+            let t = Instant::now();
+            let out = tch::autocast(autocast, || model.forward(x, true, false).0);
+            forward_time.set(forward_time.get() + t.elapsed().as_secs_f64());
+            out
+        };
+        let out = self.task.step(&forward_train, &x, &y, &plan, &mut self.rng)?;
+        let t_backward = Instant::now();
+        let lr = cosine_lr(self.config.optim.lr, step, self.steps.warmup, self.steps.total);
+        self.opt.zero_grad();
+        out.loss.backward();
+        self.opt.step(lr, step + 1);
+        if let Some(b) = self.benr.as_mut() {
+            b.step(&self.params.iter().collect::<Vec<_>>())?;
+        }
+        let forward = self.forward_time.get() - forward_before;
+        let timing = &mut self.timing;
+        timing.steps += 1;
+        timing.data_seconds += (t_ops - t_data).as_secs_f64();
+        timing.strategy_seconds += (t_backward - t_ops).as_secs_f64() - forward;
+        timing.forward_seconds += forward;
+        timing.backward_seconds += t_backward.elapsed().as_secs_f64();
+        self.window.loss_sum += &out.reported.to_kind(Kind::Float);
+        self.window.correct_sum += &out.correct;
+        self.window.steps += 1;
+        self.window.predictions += out.predictions;
+        Ok(StepDone { step, epoch, lr, plan })
+    }
+
+    fn epoch_ends(&self, step: u64) -> bool {
+        (step + 1) % self.steps.per_epoch == 0
+    }
+
+    /// Validation when the schedule or `run.eval_every` asks (it feeds the phase controller),
+    /// and a metrics line when `run.log_every`, a validation or an epoch's diagnostics ask.
+    fn evaluate_and_log(&mut self, done: &StepDone) -> Result<()> {
+        let t_eval = Instant::now();
+        let step = done.step;
+        let evaluate_now = self.state.schedule.eval_due(step) || (step + 1) % self.config.run.eval_every == 0 || step + 1 == self.steps.end;
+        let val = if evaluate_now {
+            let autocast = self.autocast;
+            let model = &self.model;
+            let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
+            Some(self.task.evaluate(&forward_eval, &self.task.val, self.device)?)
+        } else {
+            None
+        };
+        let diagnostics_due = self.config.run.diagnostics && self.epoch_ends(step);
+        if (step + 1) % self.config.run.log_every == 0 || val.is_some() || diagnostics_due {
+            self.log(done, val)?;
+        }
+        self.timing.eval_seconds += t_eval.elapsed().as_secs_f64();
+        self.bar.inc(1);
+        Ok(())
+    }
+
+    /// Writes one metrics line over the window since the last, and lets the schedule observe
+    /// the validation metric and the clean training accuracy.
+    fn log(&mut self, done: &StepDone, val: Option<Eval>) -> Result<()> {
+        let (step, epoch) = (done.step, done.epoch);
+        let w = &self.window;
+        let mean_loss = w.loss_sum.double_value(&[]) / w.steps as f64;
+        let train_acc = (w.predictions > 0).then(|| w.correct_sum.int64_value(&[]) as f64 / w.predictions as f64);
+        if !mean_loss.is_finite() {
+            self.bar.abandon();
+            return Err(Error::Diverged { step, loss: mean_loss });
+        }
+        if let Some(v) = val {
+            self.last_val = v.metric;
+            let higher_is_better = self.task.higher_is_better();
+            let better = |a: f64, b: f64| if higher_is_better { a.max(b) } else { a.min(b) };
+            self.state.best_val = Some(self.state.best_val.map_or(v.metric, |b| better(b, v.metric)));
+            // Forecasting's metric is an MSE; its configurations cannot end the EP on accuracy.
+            if let Some(end) = self.state.schedule.observe(Monitor::Val, v.metric, step, epoch) {
+                self.bar.println(format!("{end} (validation)"));
+            }
+        }
+        if let Some(acc) = train_acc {
+            if let Some(end) = self.state.schedule.observe(Monitor::TrainClean, acc, step, epoch) {
+                self.bar.println(format!("{end} (train-clean)"));
+            }
+        }
+        let zero_share = match &self.probe_batch {
+            Some(b) => Some(self.model.zero_shares(b)?),
+            None => None,
+        };
+        let benr = match self.benr.as_mut() {
+            Some(b) if (step + 1) % self.steps.per_epoch == 0 => Some(b.end_epoch(&self.params.iter().collect::<Vec<_>>())?),
+            _ => None,
+        };
+        let plan = &done.plan;
+        let line = MetricsLine {
+            step,
+            epoch,
+            lr: done.lr,
+            loss: mean_loss,
+            train_accuracy: train_acc,
+            in_ep: plan.in_ep,
+            alpha: plan.mix.alpha,
+            drop_share: plan.drop_share,
+            val: val.map(|v| v.metric),
+            val_loss: val.map(|v| v.loss),
+            zero_share,
+            benr,
+        };
+        writeln!(self.metrics, "{}", serde_json::to_string(&line).map_err(|e| Error::json(format!("metrics.jsonl line of step {step}"), e))?)
+            .map_err(|e| Error::unwritable(self.metrics_path.clone(), e))?;
+        let acc = train_acc.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
+        self.bar.set_message(format!("loss {mean_loss:.4}{acc} {}", if plan.in_ep { "in EP" } else { "after EP" }));
+        self.window.reset();
+        Ok(())
+    }
+
+    /// A checkpoint at the end of each epoch, of the run, and on an interrupt (which then stops
+    /// the run with `Error::Interrupted`).
+    fn checkpoint(&mut self, done: &StepDone) -> Result<()> {
+        let step = done.step;
+        let interrupted = self.interrupt.is_some_and(|flag| flag.swap(false, Ordering::SeqCst));
+        if interrupted || self.epoch_ends(step) || step + 1 == self.steps.end {
+            self.state.step = step + 1;
+            self.state.rng = self.rng.state();
+            let saved = checkpoint::save(&self.ckpt_dir, &self.state, &checkpoint_tensors(&self.vs, &self.opt))?;
+            if interrupted {
+                self.bar.abandon();
+                return Err(Error::Interrupted { step: self.state.step, checkpoint: saved });
+            }
+        }
+        Ok(())
+    }
+
+    /// The test split's evaluation and `summary.json`.
+    fn finish(self) -> Result<Summary> {
+        self.bar.finish_and_clear();
+        let (autocast, model) = (self.autocast, &self.model);
+        let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
+        let test = self.task.evaluate(&forward_eval, &self.task.test, self.device)?;
+        let wall = self.started.elapsed().as_secs_f64();
+        let Steps { end, per_epoch, batch, .. } = self.steps;
+        let summary = Summary {
+            name: self.config.run.name.clone(),
+            strategy: self.state.schedule.strategy().to_string(),
+            task: format!("{:?}", self.task.task).to_lowercase(),
+            metric: self.task.metric_name().into(),
+            higher_is_better: self.task.higher_is_better(),
+            steps: end,
+            epochs: end as f64 / per_epoch as f64,
+            final_val: self.last_val,
+            best_val: self.state.best_val.unwrap_or(f64::NAN),
+            test: test.metric,
+            test_loss: test.loss,
+            ep_end: self.state.schedule.phase().ended(),
+            wall_seconds: wall,
+            samples_per_second: (end.saturating_sub(self.first_step) * batch as u64) as f64 / wall,
+            timing: self.timing,
+        };
+        let path = self.run_dir.join("summary.json");
+        let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::json(path.display().to_string(), e))?;
+        fs::write(&path, json).map_err(|e| Error::unwritable(path.clone(), e))?;
+        Ok(summary)
+    }
+}
+
+/// `<out_dir>/<name>` with the resolved config.toml written into it, and its checkpoint folder;
+/// a new run may not reuse a folder that has checkpoints.
+fn open_run_dir(config: &TrainConfig, resume: bool) -> Result<(PathBuf, PathBuf)> {
     let run_dir: PathBuf = config.run.out_dir.join(&config.run.name);
     let ckpt_dir = run_dir.join("checkpoints");
     if !resume && ckpt_dir.join("latest").exists() {
@@ -207,186 +522,17 @@ pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary
     }
     fs::create_dir_all(&run_dir).map_err(|e| Error::unwritable(run_dir.clone(), e))?;
     fs::write(run_dir.join("config.toml"), config.to_toml()?).map_err(|e| Error::unwritable(run_dir.join("config.toml"), e))?;
+    Ok((run_dir, ckpt_dir))
+}
 
-    let task = TaskData::load(config, device)?;
-    tch::manual_seed(seed as i64);
-    let vs = nn::VarStore::new(device);
-    let model = task.build_model(config, &vs);
-    // The model's forward pass in training mode, timed, under bf16 autocast when asked.
-    let forward_time = Cell::new(0.0f64);
-    let forward_train = |x: &Tensor| {
-        let t = Instant::now();
-        let out = tch::autocast(autocast, || model.forward(x, true, false).0);
-        forward_time.set(forward_time.get() + t.elapsed().as_secs_f64());
-        out
-    };
-    let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
-    let o = &config.optim;
-    let params = vs.trainable_variables();
-    let mut opt = Optimizer::from_config(o, params.iter().map(Tensor::shallow_clone).collect());
-    let mut state = RunState { step: 0, rng: SeededRng::new(seed).state(), schedule: config.strategy.build()?, best_val: None };
-    let metrics_path = run_dir.join("metrics.jsonl");
-    if resume {
-        if let Some((saved, tensors)) = checkpoint::load(&ckpt_dir)? {
-            restore(&vs, &mut opt, tensors)?;
-            state = saved;
-        }
-        truncate_metrics(&metrics_path, state.step)?;
-    } else {
-        let _ = fs::remove_file(&metrics_path);
-    }
-    let mut metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path)
-        .map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
-
-    let batch = config.data.batch_size.min(task.train.len());
-    let per_epoch = (task.train.len() / batch).max(1) as u64;
-    let total = per_epoch * o.epochs as u64;
-    let end = config.run.max_steps.map_or(total, |m| m.min(total));
-    let warmup = (o.warmup_epochs * per_epoch as f64) as u64;
-    let mut rng = SeededRng::from_state(state.rng);
-    let bar = match (progress_group, progress) {
+/// The run's bar: inside `progress_group` when given, on stderr with `progress`, else hidden.
+fn progress_bar(options: &TrainOptions<'_>, end: u64, position: u64) -> ProgressBar {
+    let bar = match (options.progress_group, options.progress) {
         (Some(group), _) => group.add(ProgressBar::new(end)),
         (None, true) => ProgressBar::new(end),
         (None, false) => ProgressBar::hidden(),
     };
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    bar.set_position(state.step);
-    let first_step = state.step;
-    let higher_is_better = task.higher_is_better();
-    let diagnostics = config.run.diagnostics;
-    let probe_batch = if diagnostics { Some(task.fixed_batch(256, 1, device)?.0) } else { None };
-    let param_refs: Vec<&Tensor> = params.iter().collect();
-    // BENR of a resumed epoch covers the steps since the resume.
-    let mut benr = if diagnostics { Some(Benr::new(&param_refs)?) } else { None };
-    let order = BatchOrder { seed, batch, per_epoch };
-    let mut batches = Batches::new(&task.train, order, state.step, end, if config.run.prefetch { 2 } else { 0 });
-    let mut timing = Timing::default();
-
-    let (mut loss_sum, mut correct_sum) = (Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Int64, device)));
-    let (mut window_steps, mut window_predictions) = (0u64, 0i64);
-    let mut last_val = f64::NAN;
-    for step in state.step..end {
-        let epoch = (step / per_epoch) as u32;
-        let t_data = Instant::now();
-        let (x, y) = batches.next().ok_or_else(|| Error::Config("the batch prefetch thread stopped".into()))?;
-        let mut x = x.to_device(device);
-        if config.data.augment {
-            x = crate::data::random_crop_flip(&x, config.data.pad, true, &mut rng)?;
-        }
-        let y = y.to_device(device);
-        let t_ops = Instant::now();
-        let forward_before = forward_time.get();
-        let plan = state.schedule.plan(step, epoch, &mut rng);
-        let out = task.step(&forward_train, &x, &y, &plan, &mut rng)?;
-        let t_backward = Instant::now();
-        let lr = cosine_lr(o.lr, step, warmup, total);
-        opt.zero_grad();
-        out.loss.backward();
-        opt.step(lr, step + 1);
-        if let Some(b) = benr.as_mut() {
-            b.step(&param_refs)?;
-        }
-        let forward = forward_time.get() - forward_before;
-        timing.steps += 1;
-        timing.data_seconds += (t_ops - t_data).as_secs_f64();
-        timing.strategy_seconds += (t_backward - t_ops).as_secs_f64() - forward;
-        timing.forward_seconds += forward;
-        timing.backward_seconds += t_backward.elapsed().as_secs_f64();
-        loss_sum += &out.reported.to_kind(Kind::Float);
-        correct_sum += &out.correct;
-        window_steps += 1;
-        window_predictions += out.predictions;
-
-        let t_eval = Instant::now();
-        let evaluate_now = state.schedule.eval_due(step) || (step + 1) % config.run.eval_every == 0 || step + 1 == end;
-        let val = if evaluate_now { Some(task.evaluate(&forward_eval, &task.val, device)?) } else { None };
-        let epoch_ends = (step + 1) % per_epoch == 0;
-        let log_now = (step + 1) % config.run.log_every == 0 || val.is_some() || (diagnostics && epoch_ends);
-        if log_now {
-            let mean_loss = loss_sum.double_value(&[]) / window_steps as f64;
-            let train_acc = (window_predictions > 0).then(|| correct_sum.int64_value(&[]) as f64 / window_predictions as f64);
-            if !mean_loss.is_finite() {
-                bar.abandon();
-                return Err(Error::value("loss", "a finite training loss (the last checkpoint is kept)", format!("{mean_loss} at step {step}")));
-            }
-            if let Some(v) = val {
-                last_val = v.metric;
-                let better = |a: f64, b: f64| if higher_is_better { a.max(b) } else { a.min(b) };
-                state.best_val = Some(state.best_val.map_or(v.metric, |b| better(b, v.metric)));
-                // Forecasting's metric is an MSE; its configurations cannot end the EP on accuracy.
-                if let Some(end) = state.schedule.observe(Monitor::Val, v.metric, step, epoch) {
-                    bar.println(format!("{end} (validation)"));
-                }
-            }
-            if let Some(acc) = train_acc {
-                if let Some(end) = state.schedule.observe(Monitor::TrainClean, acc, step, epoch) {
-                    bar.println(format!("{end} (train-clean)"));
-                }
-            }
-            let zero_share = match &probe_batch {
-                Some(b) => Some(zero_shares(model.as_ref(), b)?),
-                None => None,
-            };
-            let benr_value = match benr.as_mut() {
-                Some(b) if epoch_ends => Some(b.end_epoch(&param_refs)?),
-                _ => None,
-            };
-            let line = MetricsLine {
-                step,
-                epoch,
-                lr,
-                loss: mean_loss,
-                train_accuracy: train_acc,
-                in_ep: plan.in_ep,
-                alpha: plan.mix.alpha,
-                drop_share: plan.drop_share,
-                val: val.map(|v| v.metric),
-                val_loss: val.map(|v| v.loss),
-                zero_share,
-                benr: benr_value,
-            };
-            writeln!(metrics, "{}", serde_json::to_string(&line).map_err(|e| Error::Config(e.to_string()))?)
-                .map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
-            let acc = train_acc.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
-            bar.set_message(format!("loss {mean_loss:.4}{acc} {}", if plan.in_ep { "in EP" } else { "after EP" }));
-            loss_sum = loss_sum.zeros_like();
-            correct_sum = correct_sum.zeros_like();
-            (window_steps, window_predictions) = (0, 0);
-        }
-        timing.eval_seconds += t_eval.elapsed().as_secs_f64();
-        bar.inc(1);
-        let interrupted = interrupt.is_some_and(|flag| flag.swap(false, Ordering::SeqCst));
-        if interrupted || epoch_ends || step + 1 == end {
-            state.step = step + 1;
-            state.rng = rng.state();
-            let saved = checkpoint::save(&ckpt_dir, &state, &checkpoint_tensors(&vs, &opt))?;
-            if interrupted {
-                bar.abandon();
-                return Err(Error::Interrupted { step: state.step, checkpoint: saved });
-            }
-        }
-    }
-    bar.finish_and_clear();
-    let test = task.evaluate(&forward_eval, &task.test, device)?;
-    let wall = started.elapsed().as_secs_f64();
-    let summary = Summary {
-        name: config.run.name.clone(),
-        strategy: state.schedule.strategy().to_string(),
-        task: format!("{:?}", task.task).to_lowercase(),
-        metric: task.metric_name().into(),
-        higher_is_better,
-        steps: end,
-        epochs: end as f64 / per_epoch as f64,
-        final_val: last_val,
-        best_val: state.best_val.unwrap_or(f64::NAN),
-        test: test.metric,
-        test_loss: test.loss,
-        ep_end: state.schedule.phase().ended(),
-        wall_seconds: wall,
-        samples_per_second: (end.saturating_sub(first_step) * batch as u64) as f64 / wall,
-        timing,
-    };
-    let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::Config(e.to_string()))?;
-    fs::write(run_dir.join("summary.json"), json).map_err(|e| Error::unwritable(run_dir.join("summary.json"), e))?;
-    Ok(summary)
+    bar.set_position(position);
+    bar
 }

@@ -10,7 +10,7 @@ use crate::data::{self, CharCorpus};
 use crate::error::{Error, Result};
 use crate::models::{self, Model, TransformerDims};
 use crate::ops::loss::{
-    cross_entropy_autograd, lm_cross_entropy_autograd, mse_autograd, reference as loss_reference, removed_rows, CrossEntropy, SequenceRank, Targets,
+    cross_entropy_autograd, lm_cross_entropy_autograd, mse_autograd, reference as loss_reference, CrossEntropy, SequenceRank, Targets,
 };
 use crate::ops::mixup::{mix_batch, mix_batch_composite, mix_images, mixup_u8, Lambda, Normalize, Pairing};
 use crate::rng::SeededRng;
@@ -112,111 +112,20 @@ fn keep_subset(part: Part, subset: f64, seed: u64) -> Result<Part> {
 }
 
 impl TaskData {
+    /// The configured dataset, split, standardised where it is not images, on the CPU (image
+    /// normalisation's tensors on `device`).
     pub fn load(config: &TrainConfig, device: Device) -> Result<TaskData> {
-        let d = &config.data;
-        let seed = config.run.seed;
-        let (ops, label_smoothing) = (config.run.ops, config.optim.label_smoothing);
-        match d.dataset {
-            Dataset::FashionMnist | Dataset::Cifar10 | Dataset::Cifar100 | Dataset::Digits => {
-                let (train, test) = match d.dataset {
-                    Dataset::FashionMnist => data::fashion_mnist(&folder(config, "fashion-mnist"))?,
-                    Dataset::Cifar10 => data::cifar10(&d.dir.clone().unwrap_or_else(data::data_dir))?,
-                    Dataset::Cifar100 => data::cifar100(&d.dir.clone().unwrap_or_else(data::data_dir))?,
-                    _ => {
-                        // 1,797 images and no official split: a seeded share is the test set.
-                        let all = data::sklearn_digits(&folder(config, "digits").join("digits.csv.gz"))?;
-                        let order = SeededRng::new(seed ^ 0xD161_7500).permutation(all.len() as usize);
-                        let cut = (d.test_fraction * all.len() as f64) as usize;
-                        (all.select(&Tensor::from_slice(&order[cut..])), all.select(&Tensor::from_slice(&order[..cut])))
-                    }
-                };
-                let splits = data::split(train, test, d.val_fraction, d.subset, seed)?;
-                let (mean, std) = splits.train.channel_stats();
-                let c = mean.len() as i64;
-                let image_norm = ImageNorm {
-                    fused: Normalize::new(&mean, &std, device)?,
-                    mean: Tensor::from_slice(&mean).to_kind(Kind::Float).view([1, c, 1, 1]).to_device(device),
-                    std: Tensor::from_slice(&std).to_kind(Kind::Float).view([1, c, 1, 1]).to_device(device),
-                };
-                let part = |s: data::ImageSet| Part { inputs: s.images, targets: s.labels };
-                Ok(TaskData {
-                    task: TaskKind::Image,
-                    outputs: splits.train.classes,
-                    train: part(splits.train),
-                    val: part(splits.val),
-                    test: part(splits.test),
-                    image_norm: Some(image_norm),
-                    ops,
-                    label_smoothing,
-                })
-            }
-            Dataset::Ucr => {
-                let name = d.series.clone().unwrap_or_default();
-                let dir = folder(config, "ucr").join(&name);
-                let train = data::read_ts(&dir.join(format!("{name}_TRAIN.ts")), d.length)?;
-                let test_path = dir.join(format!("{name}_TEST.ts"));
-                let test = data::read_ts(&test_path, Some(train.series.size()[2] as usize))?;
-                if test.class_names != train.class_names {
-                    return Err(Error::Data {
-                        path: test_path,
-                        problem: format!("classes {:?}, the training file has {:?}", test.class_names, train.class_names),
-                        hint: "the TRAIN and TEST files must come from the same dataset".into(),
-                    });
-                }
-                let (val_rows, train_rows) = data::split_rows(train.labels.size()[0], d.val_fraction, d.subset, seed)?;
-                let all = Part { inputs: train.series, targets: train.labels };
-                let (tr, va) = (all.rows(&train_rows), all.rows(&val_rows));
-                let x = standardise(&tr.inputs, &[0, 2], &[&tr.inputs, &va.inputs, &test.series]);
-                Ok(TaskData {
-                    task: TaskKind::Series,
-                    outputs: train.class_names.len() as i64,
-                    train: Part { inputs: x[0].shallow_clone(), targets: tr.targets },
-                    val: Part { inputs: x[1].shallow_clone(), targets: va.targets },
-                    test: Part { inputs: x[2].shallow_clone(), targets: test.labels },
-                    image_norm: None,
-                    ops,
-                    label_smoothing,
-                })
-            }
-            Dataset::VicElec => {
-                let series = data::read_vic_elec(&folder(config, "vic_elec").join("vic_elec.csv"))?;
-                let (tr, va, te) = split_in_time(&series, d.val_fraction, d.test_fraction);
-                let z = standardise(&tr, &[0], &[&tr, &va, &te]);
-                // Training windows every `stride` steps; evaluation windows do not overlap.
-                let windows = |x: &Tensor, stride: i64| -> Result<Part> {
-                    let (inputs, targets) = data::forecast_windows(x, d.input_len, d.horizon, stride, 0)?;
-                    Ok(Part { inputs, targets })
-                };
-                Ok(TaskData {
-                    task: TaskKind::Forecast,
-                    outputs: d.horizon,
-                    train: keep_subset(windows(&z[0], d.stride)?, d.subset, seed)?,
-                    val: windows(&z[1], d.horizon)?,
-                    test: windows(&z[2], d.horizon)?,
-                    image_norm: None,
-                    ops,
-                    label_smoothing,
-                })
-            }
-            Dataset::Shakespeare => {
-                let corpus = data::char_corpus(&folder(config, "shakespeare"))?;
-                let (tr, va, te) = split_in_time(&corpus.tokens, d.val_fraction, d.test_fraction);
-                let sequences = |tokens: Tensor| -> Result<Part> {
-                    let (inputs, targets) = CharCorpus { tokens, vocab: Vec::new() }.sequences(d.seq_len, d.seq_len)?;
-                    Ok(Part { inputs, targets })
-                };
-                Ok(TaskData {
-                    task: TaskKind::Text,
-                    outputs: corpus.vocab.len() as i64,
-                    train: keep_subset(sequences(tr)?, d.subset, seed)?,
-                    val: sequences(va)?,
-                    test: sequences(te)?,
-                    image_norm: None,
-                    ops,
-                    label_smoothing,
-                })
-            }
+        match config.data.dataset {
+            Dataset::FashionMnist | Dataset::Cifar10 | Dataset::Cifar100 | Dataset::Digits => load_images(config, device),
+            Dataset::Ucr => load_ucr(config),
+            Dataset::VicElec => load_vic_elec(config),
+            Dataset::Shakespeare => load_shakespeare(config),
         }
+    }
+
+    /// A task from its splits, with the run's choice of ops and label smoothing.
+    fn new(config: &TrainConfig, task: TaskKind, outputs: i64, [train, val, test]: [Part; 3], image_norm: Option<ImageNorm>) -> TaskData {
+        TaskData { task, train, val, test, outputs, image_norm, ops: config.run.ops, label_smoothing: config.optim.label_smoothing }
     }
 
     /// The configured model for this task's shapes.
@@ -276,7 +185,7 @@ impl TaskData {
             (TaskKind::Forecast, OpsChoice::Composite) => {
                 let pred = forward(x);
                 let per_row = (&pred - y.to_kind(pred.kind())).square().mean_dim(1, false, Kind::Float);
-                let loss = mean_without_highest(&per_row, plan.drop_share);
+                let loss = loss_reference::mean_without_highest(&per_row, plan.drop_share)?;
                 Ok(StepOut { reported: loss.detach(), loss, correct: Tensor::zeros([], (Kind::Int64, x.device())), predictions: 0 })
             }
             (TaskKind::Text, OpsChoice::Fused) => {
@@ -288,7 +197,7 @@ impl TaskData {
                 let s = logits.size();
                 let per_token = logits.reshape([-1, s[2]]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::None, -100, opts.label_smoothing);
                 let per_sequence = per_token.view([s[0], s[1]]).mean_dim(1, false, Kind::Float);
-                let loss = mean_without_highest(&per_sequence, plan.drop_share);
+                let loss = loss_reference::mean_without_highest(&per_sequence, plan.drop_share)?;
                 let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64);
                 Ok(StepOut { reported: loss.detach(), loss, correct, predictions: y.numel() as i64 })
             }
@@ -346,14 +255,93 @@ impl TaskData {
     }
 }
 
-/// High-Loss Removal as a PyTorch user writes it: the mean of the per-row losses without the
-/// `share` highest (chosen on the detached values by topk).
-fn mean_without_highest(per_row: &Tensor, share: f64) -> Tensor {
-    let b = per_row.size()[0];
-    let k = removed_rows(share, b);
-    if k == 0 {
-        return per_row.mean(Kind::Float);
+/// The training and test images of an image dataset, as stored.
+fn read_images(config: &TrainConfig) -> Result<(data::ImageSet, data::ImageSet)> {
+    let d = &config.data;
+    Ok(match d.dataset {
+        Dataset::FashionMnist => data::fashion_mnist(&folder(config, "fashion-mnist"))?,
+        Dataset::Cifar10 => data::cifar10(&d.dir.clone().unwrap_or_else(data::data_dir))?,
+        Dataset::Cifar100 => data::cifar100(&d.dir.clone().unwrap_or_else(data::data_dir))?,
+        _ => {
+            // 1,797 images and no official split: a seeded share is the test set.
+            let all = data::sklearn_digits(&folder(config, "digits").join("digits.csv.gz"))?;
+            let order = SeededRng::new(config.run.seed ^ 0xD161_7500).permutation(all.len() as usize);
+            let cut = (d.test_fraction * all.len() as f64) as usize;
+            (all.select(&Tensor::from_slice(&order[cut..])), all.select(&Tensor::from_slice(&order[..cut])))
+        }
+    })
+}
+
+/// Images: u8 splits with a seeded validation carve-out, normalised by the training split's
+/// channel statistics (fused into Mixup, or as tensors for the composite).
+fn load_images(config: &TrainConfig, device: Device) -> Result<TaskData> {
+    let d = &config.data;
+    let (train, test) = read_images(config)?;
+    let splits = data::split(train, test, d.val_fraction, d.subset, config.run.seed)?;
+    let (mean, std) = splits.train.channel_stats();
+    let c = mean.len() as i64;
+    let image_norm = ImageNorm {
+        fused: Normalize::new(&mean, &std, device)?,
+        mean: Tensor::from_slice(&mean).to_kind(Kind::Float).view([1, c, 1, 1]).to_device(device),
+        std: Tensor::from_slice(&std).to_kind(Kind::Float).view([1, c, 1, 1]).to_device(device),
+    };
+    let part = |s: data::ImageSet| Part { inputs: s.images, targets: s.labels };
+    let classes = splits.train.classes;
+    Ok(TaskData::new(config, TaskKind::Image, classes, [part(splits.train), part(splits.val), part(splits.test)], Some(image_norm)))
+}
+
+/// UCR/UEA series: `<series>_{TRAIN,TEST}.ts` (the test file padded to the training length), a
+/// seeded validation carve-out, per-channel standardisation by the training split.
+fn load_ucr(config: &TrainConfig) -> Result<TaskData> {
+    let d = &config.data;
+    let name = d.series.clone().unwrap_or_default();
+    let dir = folder(config, "ucr").join(&name);
+    let train = data::read_ts(&dir.join(format!("{name}_TRAIN.ts")), d.length)?;
+    let test_path = dir.join(format!("{name}_TEST.ts"));
+    let test = data::read_ts(&test_path, Some(train.series.size()[2] as usize))?;
+    if test.class_names != train.class_names {
+        return Err(Error::Data {
+            path: test_path,
+            problem: format!("classes {:?}, the training file has {:?}", test.class_names, train.class_names),
+            hint: "the TRAIN and TEST files must come from the same dataset".into(),
+        });
     }
-    let (_, kept) = per_row.detach().topk(b - k, 0, false, false);
-    per_row.index_select(0, &kept).mean(Kind::Float)
+    let (val_rows, train_rows) = data::split_rows(train.labels.size()[0], d.val_fraction, d.subset, config.run.seed)?;
+    let all = Part { inputs: train.series, targets: train.labels };
+    let (tr, va) = (all.rows(&train_rows), all.rows(&val_rows));
+    let x = standardise(&tr.inputs, &[0, 2], &[&tr.inputs, &va.inputs, &test.series]);
+    let parts = [
+        Part { inputs: x[0].shallow_clone(), targets: tr.targets },
+        Part { inputs: x[1].shallow_clone(), targets: va.targets },
+        Part { inputs: x[2].shallow_clone(), targets: test.labels },
+    ];
+    Ok(TaskData::new(config, TaskKind::Series, train.class_names.len() as i64, parts, None))
+}
+
+/// vic_elec: the series split in time and standardised by its training part; training windows
+/// every `stride` steps, evaluation windows not overlapping.
+fn load_vic_elec(config: &TrainConfig) -> Result<TaskData> {
+    let d = &config.data;
+    let series = data::read_vic_elec(&folder(config, "vic_elec").join("vic_elec.csv"))?;
+    let (tr, va, te) = split_in_time(&series, d.val_fraction, d.test_fraction);
+    let z = standardise(&tr, &[0], &[&tr, &va, &te]);
+    let windows = |x: &Tensor, stride: i64| -> Result<Part> {
+        let (inputs, targets) = data::forecast_windows(x, d.input_len, d.horizon, stride, 0)?;
+        Ok(Part { inputs, targets })
+    };
+    let parts = [keep_subset(windows(&z[0], d.stride)?, d.subset, config.run.seed)?, windows(&z[1], d.horizon)?, windows(&z[2], d.horizon)?];
+    Ok(TaskData::new(config, TaskKind::Forecast, d.horizon, parts, None))
+}
+
+/// Shakespeare: the character corpus split in time, cut into `seq_len` sequences.
+fn load_shakespeare(config: &TrainConfig) -> Result<TaskData> {
+    let d = &config.data;
+    let corpus = data::char_corpus(&folder(config, "shakespeare"))?;
+    let (tr, va, te) = split_in_time(&corpus.tokens, d.val_fraction, d.test_fraction);
+    let sequences = |tokens: Tensor| -> Result<Part> {
+        let (inputs, targets) = CharCorpus { tokens, vocab: Vec::new() }.sequences(d.seq_len, d.seq_len)?;
+        Ok(Part { inputs, targets })
+    };
+    let parts = [keep_subset(sequences(tr)?, d.subset, config.run.seed)?, sequences(va)?, sequences(te)?];
+    Ok(TaskData::new(config, TaskKind::Text, corpus.vocab.len() as i64, parts, None))
 }

@@ -11,8 +11,9 @@
 //! gradient is 0.
 //!
 //! NaN: a NaN loss is never removed (it ranks below every number), so it always reaches the mean
-//! and a training loop sees it. Labels are range-checked on the CPU; on CUDA (no host sync) an
-//! out-of-range label makes that row's loss and gradient NaN instead of reading out of bounds.
+//! and a training loop sees it. Labels and per-sample lambdas are range-checked on the CPU; on
+//! CUDA (no host sync) an out-of-range label makes that row's loss and gradient NaN instead of
+//! reading out of bounds, and a lambda outside [0, 1] extrapolates the target (Mixup's meaning).
 //!
 //! tch has no custom autograd Function, so [`cross_entropy_autograd`] returns a scalar whose
 //! value is the kernel's loss and whose gradient with respect to the logits is the kernel's
@@ -30,7 +31,7 @@ pub use sequence::{lm_cross_entropy, lm_cross_entropy_autograd, SequenceRank};
 use tch::{Device, Kind, Tensor};
 
 use super::element::{check_batch, check_float, check_kind, check_same_device};
-use super::mixup::{Lambda, MixedTargets};
+use super::mixup::{check_lambda, Lambda, MixedTargets};
 use crate::error::{Error, Result};
 
 /// What each sample's loss is measured against.
@@ -56,6 +57,27 @@ pub struct CrossEntropy {
 impl Default for CrossEntropy {
     fn default() -> Self {
         CrossEntropy { label_smoothing: 0.0, ignore_index: None, drop_share: 0.0 }
+    }
+}
+
+impl CrossEntropy {
+    /// High-Loss Removal of the `drop_share` highest losses of each batch, nothing else.
+    pub fn with_removal(drop_share: f64) -> CrossEntropy {
+        CrossEntropy { drop_share, ..CrossEntropy::default() }
+    }
+}
+
+impl<'a> From<&'a Tensor> for Targets<'a> {
+    /// Class indices: `(&labels).into()`.
+    fn from(y: &'a Tensor) -> Targets<'a> {
+        Targets::Index(y)
+    }
+}
+
+impl<'a> From<&'a MixedTargets> for Targets<'a> {
+    /// Mixup's compact targets: `(&targets).into()`.
+    fn from(t: &'a MixedTargets) -> Targets<'a> {
+        Targets::Mixed(t)
     }
 }
 
@@ -157,7 +179,7 @@ pub fn mse_autograd(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<(
 /// and the gradient with respect to `input` is exactly the kernel's gradient. For f32 `s` is a
 /// dot product (one pass, no temporary); f16/bf16 sum in f32 so `s` cannot overflow.
 fn attach_gradient(input: &Tensor, out: &LossOutput) -> Result<Tensor> {
-    let grad = out.grad.as_ref().ok_or_else(|| Error::value("grad", "a gradient from the kernel", "none"))?;
+    let grad = out.grad.as_ref().ok_or_else(|| Error::Internal("the loss kernel returned no gradient".into()))?;
     let s = if input.kind() == Kind::Float {
         input.f_reshape([-1])?.f_dot(&grad.f_reshape([-1])?)?
     } else {
@@ -239,17 +261,7 @@ fn check_ce<'a>(logits: &Tensor, targets: Targets<'a>, opts: &CrossEntropy) -> R
         Targets::Mixed(t) => {
             check_labels("y_a", &t.y_a, b, c, opts.ignore_index, logits)?;
             check_labels("y_b", &t.y_b, b, c, opts.ignore_index, logits)?;
-            match &t.lam {
-                Lambda::Batch(l) if !(0.0..=1.0).contains(l) => return Err(Error::value("lam", "a value in [0, 1]", l)),
-                Lambda::Batch(_) => {}
-                Lambda::PerSample(l) => {
-                    check_kind("lam", l, Kind::Float)?;
-                    check_same_device("lam", l, logits)?;
-                    if l.size() != [b] || !l.is_contiguous() {
-                        return Err(Error::shape("lam", format!("a contiguous [{b}] (one per row)"), &l.size()));
-                    }
-                }
-            }
+            check_lambda(&t.lam, b, logits)?;
             CeArgs { y_a: &t.y_a, y_b: Some(&t.y_b), lam: Some(&t.lam), removed }
         }
     })

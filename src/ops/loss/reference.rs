@@ -156,13 +156,19 @@ pub fn per_sample_ce_autograd(logits: &Tensor, targets: Targets<'_>, opts: &Cros
 /// The composite a PyTorch user writes: per-sample CE, `topk` of the losses, a keep mask and
 /// the mean over kept rows. Call `.backward()` on the result to include the gradient.
 pub fn composite(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<Tensor> {
-    let ce = per_sample_ce_autograd(logits, targets, opts)?;
-    let b = ce.size()[0];
-    let k = removed_rows(opts.drop_share, b);
+    mean_without_highest(&per_sample_ce_autograd(logits, targets, opts)?, opts.drop_share)
+}
+
+/// High-Loss Removal as a PyTorch user writes it, over any per-row losses `[B]`: `topk` of the
+/// detached losses picks the floor(share B) highest, a keep mask zeroes them, and the sum over
+/// kept rows is divided by their number. Differentiable; the plain mean when nothing is removed.
+pub fn mean_without_highest(per_row: &Tensor, share: f64) -> Result<Tensor> {
+    let b = per_row.size()[0];
+    let k = removed_rows(share, b);
     if k == 0 {
-        return Ok(ce.f_mean(Kind::Float)?);
+        return Ok(per_row.f_mean(Kind::Float)?);
     }
-    let (_, idx) = ce.detach().f_topk(k, 0, true, false)?;
-    let keep = Tensor::f_ones([b], (Kind::Float, ce.device()))?.f_index_fill(0, &idx, 0.0)?;
-    Ok((ce * keep).f_sum(Kind::Float)? / (b - k) as f64)
+    let (_, idx) = per_row.detach().f_topk(k, 0, true, false)?;
+    let keep = Tensor::f_ones([b], (Kind::Float, per_row.device()))?.f_index_fill(0, &idx, 0.0)?;
+    Ok((per_row * keep).f_sum(Kind::Float)? / (b - k) as f64)
 }

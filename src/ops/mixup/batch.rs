@@ -18,6 +18,12 @@ pub struct MixedTargets {
 }
 
 impl MixedTargets {
+    /// The targets of a batch mixed with `pairing` at `lam`: sample i is `lam_i` of `y[i]` and
+    /// `1 - lam_i` of its partner's label.
+    pub fn new(y: &Tensor, pairing: &Pairing, lam: Lambda) -> MixedTargets {
+        MixedTargets { y_a: y.shallow_clone(), y_b: pairing.partner_rows(y), lam }
+    }
+
     /// Targets of an unmixed batch.
     pub fn unmixed(y: &Tensor) -> MixedTargets {
         MixedTargets { y_a: y.shallow_clone(), y_b: y.shallow_clone(), lam: Lambda::Batch(1.0) }
@@ -35,7 +41,7 @@ pub fn mix_batch(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut SeededRng) ->
         None => (mixup(x, &draw.lam, &draw.pairing)?, draw.lam),
         Some(ref boxes) => cutmix(x, boxes, &draw.pairing)?,
     };
-    Ok((mixed, targets(y, &draw.pairing, lam)))
+    Ok((mixed, MixedTargets::new(y, &draw.pairing, lam)))
 }
 
 /// [`mix_batch`] for u8 images `[B, C, H, W]`: normalised to `kind` in the same pass that mixes
@@ -52,7 +58,7 @@ pub fn mix_images(images: &Tensor, y: &Tensor, norm: &Normalize, spec: &MixSpec,
         None => (mixup_u8(images, norm, &draw.lam, &draw.pairing, kind)?, draw.lam),
         Some(ref boxes) => cutmix(&normalised(images)?, boxes, &draw.pairing)?,
     };
-    Ok((mixed, targets(y, &draw.pairing, lam)))
+    Ok((mixed, MixedTargets::new(y, &draw.pairing, lam)))
 }
 
 /// [`mix_batch`] computed with the plain tch composite (`reference::composite` for Mixup,
@@ -72,7 +78,7 @@ pub fn mix_batch_composite(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut See
             (super::reference::cutmix(x, boxes, &draw.pairing)?.to_kind(x.kind()), lam)
         }
     };
-    Ok((mixed, targets(y, &draw.pairing, lam)))
+    Ok((mixed, MixedTargets::new(y, &draw.pairing, lam)))
 }
 
 /// One batch's random choices: partners, lambda(s) and, for CutMix, the boxes.
@@ -88,7 +94,7 @@ fn draw(spec: &MixSpec, x: &Tensor, rng: &mut SeededRng) -> Result<Draw> {
     let size = x.size();
     let (b, dev) = (size[0], x.device());
     let pairing = match spec.pairing {
-        PairingMode::Permutation => Pairing::Permutation(Tensor::from_slice(&rng.permutation(b as usize)).to_device(dev)),
+        PairingMode::Permutation => Pairing::permutation(b, rng, dev),
         PairingMode::Flip => Pairing::Flip,
         PairingMode::Roll => Pairing::Roll(1),
     };
@@ -121,11 +127,6 @@ fn draw(spec: &MixSpec, x: &Tensor, rng: &mut SeededRng) -> Result<Draw> {
         }
     };
     Ok(Draw { pairing, lam, cut })
-}
-
-/// The compact targets: sample i is `lam_i` of `y[i]` and `1 - lam_i` of its partner's label.
-fn targets(y: &Tensor, pairing: &Pairing, lam: Lambda) -> MixedTargets {
-    MixedTargets { y_a: y.shallow_clone(), y_b: pairing.partner_rows(y), lam }
 }
 
 fn check_batch_labels(x: &Tensor, y: &Tensor, spec: &MixSpec) -> Result<()> {

@@ -8,7 +8,8 @@
 //!
 //! Validation: permutations and per-sample lambdas are checked on the CPU. On CUDA they are not
 //! read back (that would cost a host sync per batch): an out-of-range permutation entry writes a
-//! NaN row instead of reading out of bounds, and lambdas outside [0, 1] extrapolate.
+//! NaN row instead of reading out of bounds, and lambdas outside [0, 1] extrapolate. The losses'
+//! mixed targets use the same lambda check (`check_lambda`: one meaning for both).
 
 mod batch;
 mod cpu;
@@ -55,6 +56,11 @@ pub enum Pairing {
 }
 
 impl Pairing {
+    /// A random permutation of a batch of `batch` from `rng`, on `device`.
+    pub fn permutation(batch: i64, rng: &mut crate::SeededRng, device: Device) -> Pairing {
+        Pairing::Permutation(Tensor::from_slice(&rng.permutation(batch as usize)).to_device(device))
+    }
+
     /// Row i of the result is row i's partner: `t[perm]`, `t.flip(0)` or `t.roll(k, 0)`.
     pub fn partner_rows(&self, t: &Tensor) -> Tensor {
         match self {
@@ -261,7 +267,11 @@ fn mix_checked(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) ->
     }
 }
 
-fn check_lambda(lam: &Lambda, batch: i64, x: &Tensor) -> Result<()> {
+/// The one check of a lambda, for Mixup and for the losses' mixed targets: a batch lambda in
+/// [0, 1]; per-sample lambdas f32, contiguous, `[batch]` on `x`'s device, and in [0, 1] when
+/// they are on the CPU. CUDA lambdas are not read back (that would cost a host sync per batch):
+/// values outside [0, 1] extrapolate the blend and the target.
+pub(crate) fn check_lambda(lam: &Lambda, batch: i64, x: &Tensor) -> Result<()> {
     match lam {
         Lambda::Batch(l) if !(0.0..=1.0).contains(l) => Err(Error::value("lam", "a value in [0, 1]", l)),
         Lambda::Batch(_) => Ok(()),
@@ -327,6 +337,29 @@ fn clip_boxes(boxes: &CutBoxes, batch: i64, h: i64, w: i64, x: &Tensor) -> Resul
                 })
                 .collect();
             Ok(CutBoxes::PerSample(Tensor::from_slice(&clipped).view([batch, 4]).to_device(x.device())))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    use super::{mixup, Lambda, MixedTargets, Pairing};
+    use crate::ops::loss::{cross_entropy, CrossEntropy, Targets};
+
+    /// Mixup and the loss's mixed targets refuse the same per-sample lambdas, by the same name.
+    #[test]
+    fn per_sample_lambdas_outside_0_1_are_refused_on_the_cpu_by_mixup_and_by_the_loss() {
+        let x = Tensor::randn([4, 3], (Kind::Float, Device::Cpu));
+        let y = Tensor::from_slice(&[0i64, 1, 2, 0]);
+        for bad in [1.5f32, -0.25, f32::NAN] {
+            let lam = Tensor::from_slice(&[0.5f32, bad, 0.2, 1.0]);
+            let mixed = mixup(&x, &Lambda::PerSample(lam.shallow_clone()), &Pairing::Flip);
+            assert!(mixed.unwrap_err().to_string().contains("`lam`"), "mixup accepted {bad}");
+            let targets = MixedTargets { y_a: y.shallow_clone(), y_b: y.flip([0]), lam: Lambda::PerSample(lam) };
+            let loss = cross_entropy(&x, Targets::Mixed(&targets), &CrossEntropy::default(), false);
+            assert!(loss.unwrap_err().to_string().contains("`lam`"), "the loss accepted {bad}");
         }
     }
 }

@@ -52,6 +52,17 @@ pub fn zero_counts(layers: &[&Tensor], eps: Option<f64>) -> Result<Tensor> {
     }
 }
 
+/// Per layer, the share of its activations that count as zero ([`zero_counts`] over the layer's
+/// size), read back to the host: one launch and one sync. Empty for no layers.
+pub fn zero_shares(layers: &[&Tensor], eps: Option<f64>) -> Result<Vec<f64>> {
+    if layers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let per_layer = zero_counts(layers, eps)?.sum_dim_intlist(1, false, Kind::Int64).to_device(Device::Cpu);
+    let counts = Vec::<i64>::try_from(per_layer)?;
+    Ok(counts.iter().zip(layers).map(|(&c, t)| c as f64 / t.numel() as f64).collect())
+}
+
 fn check_layers(layers: &[&Tensor], eps: Option<f64>) -> Result<(Device, i64)> {
     let device = check_list("layers", layers)?;
     let batch = layers[0].size().first().copied().unwrap_or(0);

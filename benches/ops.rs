@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use enlighten::ops::loss::{self, cross_entropy, cross_entropy_autograd, CrossEntropy, Targets};
-use enlighten::ops::stats;
 use enlighten::ops::mixup::{mixup, mixup_flip_, mixup_into, reference, Lambda, MixedTargets, Pairing};
+use enlighten::ops::stats;
 use enlighten::testing::sync;
 use enlighten::SeededRng;
 use tch::{Device, Kind, Tensor};
@@ -26,7 +26,11 @@ fn devices() -> Vec<Device> {
 }
 
 fn device_name(d: Device) -> &'static str {
-    if d == Device::Cpu { "cpu" } else { "cuda" }
+    if d == Device::Cpu {
+        "cpu"
+    } else {
+        "cuda"
+    }
 }
 
 fn dtype_name(k: Kind) -> &'static str {
@@ -52,13 +56,27 @@ fn bench(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, device: Device, m
     });
 }
 
-fn group<'a>(c: &'a mut Criterion, op: &str, variant: &str, shape: &[i64], kind: Kind, device: Device, bytes: u64) -> BenchmarkGroup<'a, WallTime> {
+fn group<'a>(
+    c: &'a mut Criterion,
+    op: &str,
+    variant: &str,
+    shape: &[i64],
+    kind: Kind,
+    device: Device,
+    bytes: u64,
+) -> BenchmarkGroup<'a, WallTime> {
     let size = shape.iter().map(i64::to_string).collect::<Vec<_>>().join("x");
-    let mut g = c.benchmark_group(format!("{op}/{variant}/{size}/{}/{}", dtype_name(kind), device_name(device)));
+    let mut g = c.benchmark_group(format!(
+        "{op}/{variant}/{size}/{}/{}",
+        dtype_name(kind),
+        device_name(device)
+    ));
     g.throughput(Throughput::Bytes(bytes));
     let large = shape.iter().product::<i64>() > 10_000_000;
     if large {
-        g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(4));
+        g.sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4));
     }
     g
 }
@@ -76,28 +94,40 @@ fn mixup_benches(c: &mut Criterion) {
                 let b = shape[0];
                 let x = Tensor::randn(shape, (Kind::Float, device)).to_kind(kind);
                 let n_bytes = (x.numel() * kind.elt_size_in_bytes()) as u64;
-                let perm = Pairing::Permutation(Tensor::from_slice(&SeededRng::new(1).permutation(b as usize)).to_device(device));
+                let perm = Pairing::Permutation(
+                    Tensor::from_slice(&SeededRng::new(1).permutation(b as usize)).to_device(device),
+                );
                 let lam = Lambda::Batch(0.37);
 
                 // Out of place: read x[i] and x[p(i)], write out[i] = 3N bytes.
                 let mut g = group(c, "mixup", "perm", shape, kind, device, 3 * n_bytes);
                 bench(&mut g, "fused", device, || drop(mixup(&x, &lam, &perm)));
-                bench(&mut g, "composite", device, || drop(reference::composite(&x, &lam, &perm)));
+                bench(&mut g, "composite", device, || {
+                    drop(reference::composite(&x, &lam, &perm))
+                });
                 g.finish();
 
                 // Into a caller-provided buffer: no allocation per batch.
                 let mut out = x.empty_like();
                 let mut g = group(c, "mixup", "perm into buffer", shape, kind, device, 3 * n_bytes);
-                bench(&mut g, "fused", device, || mixup_into(&x, &lam, &perm, &mut out).expect("mixup_into"));
-                bench(&mut g, "composite", device, || drop(reference::composite(&x, &lam, &perm)));
+                bench(&mut g, "fused", device, || {
+                    mixup_into(&x, &lam, &perm, &mut out).expect("mixup_into")
+                });
+                bench(&mut g, "composite", device, || {
+                    drop(reference::composite(&x, &lam, &perm))
+                });
                 g.finish();
 
                 // In place with flip pairing against timm's in-place flip form: 2N bytes.
                 let mut a = x.copy();
                 let mut bx = x.copy();
                 let mut g = group(c, "mixup", "flip in place", shape, kind, device, 2 * n_bytes);
-                bench(&mut g, "fused", device, || mixup_flip_(&mut a, &lam).expect("mixup_flip_"));
-                bench(&mut g, "composite", device, || reference::composite_flip_(&mut bx, 0.37).expect("composite flip"));
+                bench(&mut g, "fused", device, || {
+                    mixup_flip_(&mut a, &lam).expect("mixup_flip_")
+                });
+                bench(&mut g, "composite", device, || {
+                    reference::composite_flip_(&mut bx, 0.37).expect("composite flip")
+                });
                 g.finish();
             }
         }
@@ -114,35 +144,78 @@ fn loss_benches(c: &mut Criterion) {
             let logits = Tensor::randn([b, classes], (Kind::Float, device));
             let y = Tensor::randint(classes, [b], (Kind::Int64, device));
             let bytes = 2 * (b * classes * 4) as u64;
-            let hlr = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.1 };
+            let hlr = CrossEntropy {
+                label_smoothing: 0.1,
+                ignore_index: None,
+                drop_share: 0.1,
+            };
             let leaf = logits.detach().set_requires_grad(true);
 
-            let mut g = group(c, "ce", "hlr r=0.1 eps=0.1, autograd", &[b, classes], Kind::Float, device, bytes);
+            let mut g = group(
+                c,
+                "ce",
+                "hlr r=0.1 eps=0.1, autograd",
+                &[b, classes],
+                Kind::Float,
+                device,
+                bytes,
+            );
             bench(&mut g, "fused", device, || {
                 let (l, _) = cross_entropy_autograd(&leaf, Targets::Index(&y), &hlr).expect("fused ce");
                 l.backward();
             });
             bench(&mut g, "composite", device, || {
-                loss::reference::composite(&leaf, Targets::Index(&y), &hlr).expect("composite").backward();
+                loss::reference::composite(&leaf, Targets::Index(&y), &hlr)
+                    .expect("composite")
+                    .backward();
             });
             g.finish();
 
-            let mut g = group(c, "ce", "hlr r=0.1 eps=0.1, dlogits", &[b, classes], Kind::Float, device, bytes);
-            bench(&mut g, "fused", device, || drop(cross_entropy(&logits, Targets::Index(&y), &hlr, true).expect("fused ce")));
+            let mut g = group(
+                c,
+                "ce",
+                "hlr r=0.1 eps=0.1, dlogits",
+                &[b, classes],
+                Kind::Float,
+                device,
+                bytes,
+            );
+            bench(&mut g, "fused", device, || {
+                drop(cross_entropy(&logits, Targets::Index(&y), &hlr, true).expect("fused ce"))
+            });
             bench(&mut g, "composite", device, || {
-                loss::reference::composite(&leaf, Targets::Index(&y), &hlr).expect("composite").backward();
+                loss::reference::composite(&leaf, Targets::Index(&y), &hlr)
+                    .expect("composite")
+                    .backward();
             });
             g.finish();
 
-            let mix = MixedTargets { y_a: y.shallow_clone(), y_b: y.roll([1], [0]), lam: Lambda::Batch(0.3) };
-            let smooth = CrossEntropy { label_smoothing: 0.1, ..Default::default() };
-            let mut g = group(c, "ce", "mixed targets eps=0.1, autograd", &[b, classes], Kind::Float, device, bytes);
+            let mix = MixedTargets {
+                y_a: y.shallow_clone(),
+                y_b: y.roll([1], [0]),
+                lam: Lambda::Batch(0.3),
+            };
+            let smooth = CrossEntropy {
+                label_smoothing: 0.1,
+                ..Default::default()
+            };
+            let mut g = group(
+                c,
+                "ce",
+                "mixed targets eps=0.1, autograd",
+                &[b, classes],
+                Kind::Float,
+                device,
+                bytes,
+            );
             bench(&mut g, "fused", device, || {
                 let (l, _) = cross_entropy_autograd(&leaf, Targets::Mixed(&mix), &smooth).expect("fused ce");
                 l.backward();
             });
             bench(&mut g, "composite", device, || {
-                loss::reference::composite(&leaf, Targets::Mixed(&mix), &smooth).expect("composite").backward();
+                loss::reference::composite(&leaf, Targets::Mixed(&mix), &smooth)
+                    .expect("composite")
+                    .backward();
             });
             g.finish();
         }
@@ -155,7 +228,10 @@ fn resnet18_activations(batch: i64, device: Device) -> Vec<Tensor> {
     for (c, hw) in [(64i64, 32i64), (128, 16), (256, 8), (512, 4)] {
         shapes.extend(std::iter::repeat_n([c, hw, hw], 4));
     }
-    shapes.iter().map(|s| Tensor::randn([batch, s[0], s[1], s[2]], (Kind::Float, device)).relu()).collect()
+    shapes
+        .iter()
+        .map(|s| Tensor::randn([batch, s[0], s[1], s[2]], (Kind::Float, device)).relu())
+        .collect()
 }
 
 /// ResNet18's parameter shapes (conv weights, batch-norm scales and shifts, the classifier).
@@ -165,7 +241,14 @@ fn resnet18_params(device: Device) -> Vec<Tensor> {
     for c in [64i64, 128, 256, 512] {
         for block in 0..2 {
             let first_in = if block == 0 { cin } else { c };
-            shapes.extend([vec![c, first_in, 3, 3], vec![c], vec![c], vec![c, c, 3, 3], vec![c], vec![c]]);
+            shapes.extend([
+                vec![c, first_in, 3, 3],
+                vec![c],
+                vec![c],
+                vec![c, c, 3, 3],
+                vec![c],
+                vec![c],
+            ]);
             if block == 0 && first_in != c {
                 shapes.extend([vec![c, first_in, 1, 1], vec![c], vec![c]]);
             }
@@ -173,7 +256,10 @@ fn resnet18_params(device: Device) -> Vec<Tensor> {
         cin = c;
     }
     shapes.extend([vec![10, 512], vec![10]]);
-    shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, device))).collect()
+    shapes
+        .iter()
+        .map(|s| Tensor::randn(s.as_slice(), (Kind::Float, device)))
+        .collect()
 }
 
 /// Zero counts over every probed layer in one launch vs `(x == 0).sum(dims)` per layer; dot
@@ -186,8 +272,18 @@ fn stats_benches(c: &mut Criterion) {
             let acts = resnet18_activations(b, device);
             let refs: Vec<&Tensor> = acts.iter().collect();
             let bytes = acts.iter().map(|t| t.numel() as u64 * 4).sum::<u64>();
-            let mut g = group(c, "zero_counts", "resnet18 relu outputs", &[b, 557_056], Kind::Float, device, bytes);
-            bench(&mut g, "fused", device, || drop(stats::zero_counts(&refs, None).expect("zero counts")));
+            let mut g = group(
+                c,
+                "zero_counts",
+                "resnet18 relu outputs",
+                &[b, 557_056],
+                Kind::Float,
+                device,
+                bytes,
+            );
+            bench(&mut g, "fused", device, || {
+                drop(stats::zero_counts(&refs, None).expect("zero counts"))
+            });
             bench(&mut g, "composite", device, || {
                 for t in &refs {
                     drop(stats::reference::composite_layer(t, None));
@@ -199,10 +295,24 @@ fn stats_benches(c: &mut Criterion) {
         let b = resnet18_params(device);
         let (ar, br): (Vec<&Tensor>, Vec<&Tensor>) = (a.iter().collect(), b.iter().collect());
         let n: i64 = a.iter().map(|t| t.numel() as i64).sum();
-        let mut g = group(c, "dot_norms", "resnet18 params", &[n], Kind::Float, device, 2 * n as u64 * 4);
-        bench(&mut g, "fused", device, || drop(stats::dot_norms(&ar, &br, stats::Accumulate::F64).expect("dot norms")));
+        let mut g = group(
+            c,
+            "dot_norms",
+            "resnet18 params",
+            &[n],
+            Kind::Float,
+            device,
+            2 * n as u64 * 4,
+        );
+        bench(&mut g, "fused", device, || {
+            drop(stats::dot_norms(&ar, &br, stats::Accumulate::F64).expect("dot norms"))
+        });
         bench(&mut g, "composite", device, || {
-            let mut sums = [Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Float, device)), Tensor::zeros([], (Kind::Float, device))];
+            let mut sums = [
+                Tensor::zeros([], (Kind::Float, device)),
+                Tensor::zeros([], (Kind::Float, device)),
+                Tensor::zeros([], (Kind::Float, device)),
+            ];
             for (x, y) in ar.iter().zip(&br) {
                 let (x, y) = (x.reshape([-1]), y.reshape([-1]));
                 sums[0] += x.dot(&y);
@@ -218,16 +328,32 @@ fn stats_benches(c: &mut Criterion) {
 /// smaller vocabulary on the CPU. Bytes: the logits read once and the gradient written once.
 fn lm_loss_benches(c: &mut Criterion) {
     for device in devices() {
-        let (tokens, vocab) = if device == Device::Cpu { (4096i64, 8192i64) } else { (16384, 32768) };
+        let (tokens, vocab) = if device == Device::Cpu {
+            (4096i64, 8192i64)
+        } else {
+            (16384, 32768)
+        };
         tch::manual_seed(0);
         let logits = Tensor::randn([tokens, vocab], (Kind::Float, device));
         let y = Tensor::randint(vocab, [tokens], (Kind::Int64, device));
         let leaf = logits.detach().set_requires_grad(true);
         let plain = CrossEntropy::default();
-        let mut g = group(c, "ce", "lm tokens, dlogits", &[tokens, vocab], Kind::Float, device, 2 * (tokens * vocab * 4) as u64);
-        bench(&mut g, "fused", device, || drop(cross_entropy(&logits, Targets::Index(&y), &plain, true).expect("fused ce")));
+        let mut g = group(
+            c,
+            "ce",
+            "lm tokens, dlogits",
+            &[tokens, vocab],
+            Kind::Float,
+            device,
+            2 * (tokens * vocab * 4) as u64,
+        );
+        bench(&mut g, "fused", device, || {
+            drop(cross_entropy(&logits, Targets::Index(&y), &plain, true).expect("fused ce"))
+        });
         bench(&mut g, "composite", device, || {
-            loss::reference::composite(&leaf, Targets::Index(&y), &plain).expect("composite").backward();
+            loss::reference::composite(&leaf, Targets::Index(&y), &plain)
+                .expect("composite")
+                .backward();
         });
         g.finish();
     }

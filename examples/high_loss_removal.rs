@@ -29,7 +29,11 @@ pub fn run(m: &Dataset, epochs: i64, device: Device) -> enlighten::Result<Vec<f6
     for epoch in 1..=epochs {
         for (bimages, blabels) in m.train_iter(256).shuffle().to_device(vs.device()) {
             // tch-rs: let loss = net.forward_t(&bimages, true).cross_entropy_for_logits(&blabels);
-            let (loss, _) = cross_entropy_autograd(&net.forward_t(&bimages, true), (&blabels).into(), &CrossEntropy::with_removal(0.1))?;
+            let (loss, _) = cross_entropy_autograd(
+                &net.forward_t(&bimages, true),
+                (&blabels).into(),
+                &CrossEntropy::with_removal(0.1),
+            )?;
             opt.backward_step(&loss);
         }
         let test_accuracy = net.batch_accuracy_for_logits(&m.test_images, &m.test_labels, vs.device(), 1024);
@@ -42,7 +46,11 @@ pub fn run(m: &Dataset, epochs: i64, device: Device) -> enlighten::Result<Vec<f6
 #[allow(dead_code)] // the integration test includes this file for `run` only
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Call before the first tch CUDA call, so libtorch registers its CUDA backend.
-    let device = if enlighten::cuda::probe().is_ok() { Device::Cuda(0) } else { Device::Cpu };
+    let device = if enlighten::cuda::probe().is_ok() {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
     let m = tch::vision::mnist::load_dir("data")?;
     run(&m, 10, device)?;
     Ok(())

@@ -20,8 +20,15 @@ pub fn run(steps: u64, device: Device) -> enlighten::Result<Vec<Step>> {
     let y = Tensor::randint(2, [512], (Kind::Int64, device));
     let x = Tensor::randn([512, 16], (Kind::Float, device)) + y.unsqueeze(1).to_kind(Kind::Float) * 1.5;
     let vs = nn::VarStore::new(device);
-    let net = nn::seq().add(nn::linear(vs.root(), 16, 32, Default::default())).add_fn(|t| t.relu()).add(nn::linear(vs.root(), 32, 2, Default::default()));
-    let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 0.05)?;
+    let net = nn::seq()
+        .add(nn::linear(vs.root(), 16, 32, Default::default()))
+        .add_fn(|t| t.relu())
+        .add(nn::linear(vs.root(), 32, 2, Default::default()));
+    let mut opt = nn::Sgd {
+        momentum: 0.9,
+        ..Default::default()
+    }
+    .build(&vs, 0.05)?;
     let mut rng = SeededRng::new(0);
     let mut mixed = Tensor::empty([64, 16], (Kind::Float, device)); // the one buffer
     let mut log = Vec::new();
@@ -34,14 +41,21 @@ pub fn run(steps: u64, device: Device) -> enlighten::Result<Vec<Step>> {
         let targets = MixedTargets::new(&yb, &pairing, lam);
         let (loss, out) = cross_entropy_autograd(&net.forward(&mixed), (&targets).into(), &CrossEntropy::default())?;
         opt.backward_step(&loss);
-        log.push(Step { loss: out.loss.double_value(&[]), buffer: mixed.data_ptr() as usize });
+        log.push(Step {
+            loss: out.loss.double_value(&[]),
+            buffer: mixed.data_ptr() as usize,
+        });
     }
     Ok(log)
 }
 
 #[allow(dead_code)] // the integration test includes this file for `run` only
 fn main() -> enlighten::Result<()> {
-    let device = if enlighten::cuda::probe().is_ok() { Device::Cuda(0) } else { Device::Cpu };
+    let device = if enlighten::cuda::probe().is_ok() {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    };
     for (i, step) in run(200, device)?.iter().enumerate().step_by(20) {
         println!("step {i:3}: loss {:.4}", step.loss);
     }

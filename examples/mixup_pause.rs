@@ -14,9 +14,20 @@ pub fn run(steps: u64) -> enlighten::Result<(Vec<(BatchPlan, f64)>, Schedule)> {
     let y = Tensor::randint(2, [512], (Kind::Int64, Device::Cpu));
     let x = Tensor::randn([512, 16], (Kind::Float, Device::Cpu)) + y.unsqueeze(1).to_kind(Kind::Float) * 0.8;
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = nn::seq().add(nn::linear(vs.root(), 16, 32, Default::default())).add_fn(|t| t.relu()).add(nn::linear(vs.root(), 32, 2, Default::default()));
-    let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 0.02)?;
-    let end = EpEnd::Accuracy { monitor: Monitor::TrainClean, threshold: Threshold::Raw { value: 0.5 }, eval_every: 5 };
+    let net = nn::seq()
+        .add(nn::linear(vs.root(), 16, 32, Default::default()))
+        .add_fn(|t| t.relu())
+        .add(nn::linear(vs.root(), 32, 2, Default::default()));
+    let mut opt = nn::Sgd {
+        momentum: 0.9,
+        ..Default::default()
+    }
+    .build(&vs, 0.02)?;
+    let end = EpEnd::Accuracy {
+        monitor: Monitor::TrainClean,
+        threshold: Threshold::Raw { value: 0.5 },
+        eval_every: 5,
+    };
     let mut schedule = Schedule::new(Strategy::mixup_pause(0.4), PhaseController::new(end)?)?;
     let (mut rng, mut log) = (SeededRng::new(0), Vec::new());
     let mut correct = Tensor::zeros([], (Kind::Int64, Device::Cpu)); // summed on the device: no sync per step
@@ -24,7 +35,10 @@ pub fn run(steps: u64) -> enlighten::Result<(Vec<(BatchPlan, f64)>, Schedule)> {
         let idx = Tensor::randint(512, [64], (Kind::Int64, Device::Cpu));
         let plan = schedule.plan(step, 0, &mut rng);
         let (mixed, targets) = mix_batch(&x.index_select(0, &idx), &y.index_select(0, &idx), &plan.mix, &mut rng)?;
-        let opts = CrossEntropy { drop_share: plan.drop_share, ..Default::default() };
+        let opts = CrossEntropy {
+            drop_share: plan.drop_share,
+            ..Default::default()
+        };
         let (loss, out) = cross_entropy_autograd(&net.forward(&mixed), Targets::Mixed(&targets), &opts)?;
         opt.zero_grad();
         loss.backward();

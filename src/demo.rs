@@ -5,10 +5,12 @@ use std::time::Instant;
 
 use enlighten::cuda::{fatbin, probe, Kernel};
 use enlighten::ops::loss::{self, cross_entropy, mse, CrossEntropy, Targets};
-use enlighten::ops::mixup::{cutmix, mixup, mixup_flip_, mixup_u8, reference, CutBox, CutBoxes, Lambda, MixedTargets, Normalize, Pairing};
+use enlighten::ops::mixup::{
+    cutmix, mixup, mixup_flip_, mixup_u8, reference, CutBox, CutBoxes, Lambda, MixedTargets, Normalize, Pairing,
+};
 use enlighten::testing::{rel_err, sync, tolerance};
-use enlighten::{Result, SeededRng};
 use enlighten::DeviceChoice;
+use enlighten::{Result, SeededRng};
 use tch::{Device, Kind, Tensor};
 
 struct Row {
@@ -72,7 +74,11 @@ pub fn run(choice: DeviceChoice) -> Result<()> {
     let failed = rows.iter().filter(|r| !r.ok()).count();
     println!("\n{} passed, {} failed", rows.len() - failed, failed);
     if failed > 0 {
-        return Err(enlighten::Error::Value { arg: "demo", expected: "every op within tolerance".into(), got: format!("{failed} failures") });
+        return Err(enlighten::Error::Value {
+            arg: "demo",
+            expected: "every op within tolerance".into(),
+            got: format!("{failed} failures"),
+        });
     }
     Ok(())
 }
@@ -117,7 +123,12 @@ fn mixup_rows(device: Device) -> Result<Vec<Row>> {
             fused_ms: median_ms(device, || drop(mixup_flip_(&mut scratch, &Lambda::Batch(0.37)))),
             composite_ms: median_ms(device, || drop(reference::composite_flip_(&mut scratch, 0.37))),
         });
-        let boxes = CutBoxes::Batch(CutBox { y0: 4, y1: 20, x0: 9, x1: 30 });
+        let boxes = CutBoxes::Batch(CutBox {
+            y0: 4,
+            y1: 20,
+            x0: 9,
+            x1: 30,
+        });
         let (out, _) = cutmix(&x, &boxes, &perm)?;
         rows.push(Row {
             op: "cutmix",
@@ -143,7 +154,9 @@ fn mixup_rows(device: Device) -> Result<Vec<Row>> {
             rel_err: rel_err(&out, &reference::mixup_u8(&images, &norm, &lam, &perm)),
             tol: tolerance(kind),
             fused_ms: median_ms(device, || drop(mixup_u8(&images, &norm, &lam, &perm, kind))),
-            composite_ms: median_ms(device, || drop(reference::mixup_u8(&images, &norm, &lam, &perm).to_kind(kind))),
+            composite_ms: median_ms(device, || {
+                drop(reference::mixup_u8(&images, &norm, &lam, &perm).to_kind(kind))
+            }),
         });
     }
     Ok(rows)
@@ -156,13 +169,32 @@ fn loss_rows(device: Device) -> Result<Vec<Row>> {
     for (b, c) in [(128i64, 10i64), (1024, 1000)] {
         let size = format!("{b}x{c}");
         let y = Tensor::randint(c, [b], (Kind::Int64, device));
-        let mix = MixedTargets { y_a: y.shallow_clone(), y_b: y.roll([1], [0]), lam: Lambda::Batch(0.3) };
+        let mix = MixedTargets {
+            y_a: y.shallow_clone(),
+            y_b: y.roll([1], [0]),
+            lam: Lambda::Batch(0.3),
+        };
         for kind in [Kind::Float, Kind::Half, Kind::BFloat16] {
             let logits = (Tensor::randn([b, c], (Kind::Float, device)) * 2.0).to_kind(kind);
             let leaf = logits.detach().to_kind(Kind::Float).set_requires_grad(true);
             for (variant, targets, opts) in [
-                ("index, eps .1, drop 10%", Targets::Index(&y), CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.1 }),
-                ("mixed targets, eps .1", Targets::Mixed(&mix), CrossEntropy { label_smoothing: 0.1, ..Default::default() }),
+                (
+                    "index, eps .1, drop 10%",
+                    Targets::Index(&y),
+                    CrossEntropy {
+                        label_smoothing: 0.1,
+                        ignore_index: None,
+                        drop_share: 0.1,
+                    },
+                ),
+                (
+                    "mixed targets, eps .1",
+                    Targets::Mixed(&mix),
+                    CrossEntropy {
+                        label_smoothing: 0.1,
+                        ..Default::default()
+                    },
+                ),
             ] {
                 let out = cross_entropy(&logits, targets, &opts, true)?;
                 let r = loss::reference::cross_entropy(&logits, targets, &opts)?;
@@ -196,7 +228,8 @@ fn loss_rows(device: Device) -> Result<Vec<Row>> {
         device,
         kind: Kind::Float,
         size: "512x96".into(),
-        rel_err: rel_err(out.grad.as_ref().unwrap_or(&out.per_sample), &r.grad).max(rel_err(&out.per_sample, &r.per_sample)),
+        rel_err: rel_err(out.grad.as_ref().unwrap_or(&out.per_sample), &r.grad)
+            .max(rel_err(&out.per_sample, &r.per_sample)),
         tol: tolerance(Kind::Float) * 10.0,
         fused_ms: median_ms(device, || drop(mse(&pred, &target, 0.1, true))),
         composite_ms: median_ms(device, || {
@@ -236,11 +269,20 @@ fn print_table(rows: &[Row]) {
 pub fn info() {
     println!("enlighten {}", env!("CARGO_PKG_VERSION"));
     println!("libtorch: built against tch 0.24 (libtorch 2.11.0)");
-    println!("embedded fatbin: {} bytes, {} kernel entry points", fatbin().len(), Kernel::ALL.len());
+    println!(
+        "embedded fatbin: {} bytes, {} kernel entry points",
+        fatbin().len(),
+        Kernel::ALL.len()
+    );
     match probe() {
         Ok(info) => {
             let v = info.driver_version;
-            println!("CUDA: {} device(s), driver CUDA {}.{}", info.device_count, v / 1000, (v % 1000) / 10);
+            println!(
+                "CUDA: {} device(s), driver CUDA {}.{}",
+                info.device_count,
+                v / 1000,
+                (v % 1000) / 10
+            );
         }
         Err(reason) => println!("CUDA: unavailable: {reason}"),
     }

@@ -34,7 +34,11 @@ impl DeviceChoice {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda => crate::cuda::probe().map(|_| Device::Cuda(0)).map_err(Error::from),
-            DeviceChoice::Auto => Ok(if crate::cuda::probe().is_ok() { Device::Cuda(0) } else { Device::Cpu }),
+            DeviceChoice::Auto => Ok(if crate::cuda::probe().is_ok() {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            }),
         }
     }
 }

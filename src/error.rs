@@ -10,23 +10,43 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A tensor has the wrong shape or rank, or two tensors disagree.
     #[error("`{arg}`: expected shape {expected}, got {got}")]
-    Shape { arg: &'static str, expected: String, got: String },
+    Shape {
+        arg: &'static str,
+        expected: String,
+        got: String,
+    },
 
     /// A tensor has a dtype the op does not accept.
     #[error("`{arg}`: expected dtype {expected}, got {got:?}")]
-    Dtype { arg: &'static str, expected: String, got: tch::Kind },
+    Dtype {
+        arg: &'static str,
+        expected: String,
+        got: tch::Kind,
+    },
 
     /// Tensors that must live together are on different devices, or on an unsupported one.
     #[error("`{arg}`: expected device {expected}, got {got:?}")]
-    Device { arg: &'static str, expected: String, got: tch::Device },
+    Device {
+        arg: &'static str,
+        expected: String,
+        got: tch::Device,
+    },
 
     /// A value is out of its allowed range (a share outside [0, 1), a label >= classes, ...).
     #[error("`{arg}`: expected {expected}, got {got}")]
-    Value { arg: &'static str, expected: String, got: String },
+    Value {
+        arg: &'static str,
+        expected: String,
+        got: String,
+    },
 
     /// An output tensor must be contiguous so the op can write it in place.
     #[error("`{arg}`: expected a contiguous tensor, got strides {strides:?} for size {size:?}")]
-    NotContiguous { arg: &'static str, size: Vec<i64>, strides: Vec<i64> },
+    NotContiguous {
+        arg: &'static str,
+        size: Vec<i64>,
+        strides: Vec<i64>,
+    },
 
     /// CUDA was asked for but cannot be used here; the reason says why.
     #[error("CUDA is unavailable: {0}")]
@@ -43,7 +63,11 @@ pub enum Error {
 
     /// A data file is missing or not in the expected format; the hint says how to fetch it.
     #[error("{}: {problem} ({hint})", path.display())]
-    Data { path: std::path::PathBuf, problem: String, hint: String },
+    Data {
+        path: std::path::PathBuf,
+        problem: String,
+        hint: String,
+    },
 
     /// A training run was interrupted; its state is in the checkpoint and `--resume` continues it.
     #[error("interrupted after step {step}; checkpoint written to {}; continue with --resume", checkpoint.display())]
@@ -76,26 +100,44 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn value(arg: &'static str, expected: impl Into<String>, got: impl ToString) -> Self {
-        Error::Value { arg, expected: expected.into(), got: got.to_string() }
+        Error::Value {
+            arg,
+            expected: expected.into(),
+            got: got.to_string(),
+        }
     }
 
     pub(crate) fn shape(arg: &'static str, expected: impl Into<String>, got: &[i64]) -> Self {
-        Error::Shape { arg, expected: expected.into(), got: format!("{got:?}") }
+        Error::Shape {
+            arg,
+            expected: expected.into(),
+            got: format!("{got:?}"),
+        }
     }
 
     /// A file or folder of the output could not be written.
     #[cfg(feature = "trainer")]
     pub(crate) fn unwritable(path: impl Into<std::path::PathBuf>, problem: impl std::fmt::Display) -> Self {
-        Error::Data { path: path.into(), problem: problem.to_string(), hint: "the output folder must be writable".into() }
+        Error::Data {
+            path: path.into(),
+            problem: problem.to_string(),
+            hint: "the output folder must be writable".into(),
+        }
     }
 
     /// A value could not be written as JSON; `what` names the file or record.
     #[cfg(feature = "trainer")]
     pub(crate) fn json(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        Error::Json { what: what.into(), message: err.to_string() }
+        Error::Json {
+            what: what.into(),
+            message: err.to_string(),
+        }
     }
 
     pub(crate) fn cuda(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        Error::Cuda { context: context.into(), message: err.to_string() }
+        Error::Cuda {
+            context: context.into(),
+            message: err.to_string(),
+        }
     }
 }

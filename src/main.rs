@@ -13,7 +13,11 @@ fn device_parser() -> impl clap::builder::TypedValueParser<Value = DeviceChoice>
 }
 
 #[derive(Parser)]
-#[command(name = "enlighten", version, about = "Enlightenment Period training strategies: fused ops, strategy engine, trainer")]
+#[command(
+    name = "enlighten",
+    version,
+    about = "Enlightenment Period training strategies: fused ops, strategy engine, trainer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,7 +92,10 @@ enum Command {
 
 fn analyze(path: &std::path::Path, steps: u64, changes: &Changes) -> enlighten::Result<()> {
     let config = load_config(path, changes)?;
-    let options = enlighten::analyze::AnalyzeOptions { steps, ..Default::default() };
+    let options = enlighten::analyze::AnalyzeOptions {
+        steps,
+        ..Default::default()
+    };
     let (analysis, dir) = enlighten::analyze::analyze(&config, &options, true)?;
     println!("{}", analysis.tables());
     println!("report: {}", dir.join("report.md").display());
@@ -98,7 +105,9 @@ fn analyze(path: &std::path::Path, steps: u64, changes: &Changes) -> enlighten::
 /// Ctrl-C asks the current run to checkpoint and stop at the end of its step.
 fn interrupt_flag() -> Option<&'static std::sync::atomic::AtomicBool> {
     static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst)).is_ok().then_some(&INTERRUPT)
+    ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst))
+        .is_ok()
+        .then_some(&INTERRUPT)
 }
 
 fn load_config(path: &std::path::Path, changes: &Changes) -> enlighten::Result<enlighten::train::TrainConfig> {
@@ -116,7 +125,12 @@ fn load_config(path: &std::path::Path, changes: &Changes) -> enlighten::Result<e
     Ok(config)
 }
 
-fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Option<u32>, changes: &Changes) -> enlighten::Result<()> {
+fn compare(
+    path: &std::path::Path,
+    strategies: Option<Vec<String>>,
+    seeds: Option<u32>,
+    changes: &Changes,
+) -> enlighten::Result<()> {
     use enlighten::compare::{compare, TrainRunner};
     let config = load_config(path, changes)?;
     let mut section = config.compare.clone().unwrap_or_default();
@@ -131,7 +145,10 @@ fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Optio
     let done = compare(&config, &section, &mut runner)?;
     runner.overall.finish_and_clear();
     println!("{}\n", done.report.table());
-    println!("report: {}", enlighten::compare::compare_dir(&config).join("report.md").display());
+    println!(
+        "report: {}",
+        enlighten::compare::compare_dir(&config).join("report.md").display()
+    );
     for png in &done.plots {
         println!("plot:   {}", png.display());
     }
@@ -140,9 +157,17 @@ fn compare(path: &std::path::Path, strategies: Option<Vec<String>>, seeds: Optio
 
 fn train(path: &std::path::Path, resume: bool, changes: &Changes) -> enlighten::Result<()> {
     let config = load_config(path, changes)?;
-    let options = enlighten::train::TrainOptions { resume, progress: true, interrupt: interrupt_flag(), ..Default::default() };
+    let options = enlighten::train::TrainOptions {
+        resume,
+        progress: true,
+        interrupt: interrupt_flag(),
+        ..Default::default()
+    };
     let s = enlighten::train::train(&config, &options)?;
-    println!("{}: test {} {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)", s.name, s.metric, s.test, s.best_val, s.steps, s.wall_seconds, s.samples_per_second);
+    println!(
+        "{}: test {} {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)",
+        s.name, s.metric, s.test, s.best_val, s.steps, s.wall_seconds, s.samples_per_second
+    );
     println!("{}", s.timing);
     match s.ep_end {
         Some(end) => println!("{end}"),
@@ -169,10 +194,26 @@ fn main() {
             demo::info();
             Ok(())
         }
-        Command::Train { config, resume, changes } => train(&config, resume, &changes),
-        Command::Compare { config, strategies, seeds, changes } => compare(&config, strategies, seeds, &changes),
-        Command::Analyze { config, run, steps, changes } => {
-            let path = config.or_else(|| run.map(|r| r.join("config.toml"))).unwrap_or_default();
+        Command::Train {
+            config,
+            resume,
+            changes,
+        } => train(&config, resume, &changes),
+        Command::Compare {
+            config,
+            strategies,
+            seeds,
+            changes,
+        } => compare(&config, strategies, seeds, &changes),
+        Command::Analyze {
+            config,
+            run,
+            steps,
+            changes,
+        } => {
+            let path = config
+                .or_else(|| run.map(|r| r.join("config.toml")))
+                .unwrap_or_default();
             analyze(&path, steps, &changes)
         }
     };

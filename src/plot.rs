@@ -56,7 +56,14 @@ pub(crate) struct EpMarks {
 }
 
 /// One panel: lines with bands, the EP shaded and marked, a legend.
-pub(crate) fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x_desc: &str, y_desc: &str, curves: &[Curve], ep: &EpMarks) -> std::result::Result<(), String> {
+pub(crate) fn panel(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    curves: &[Curve],
+    ep: &EpMarks,
+) -> std::result::Result<(), String> {
     let pts = curves.iter().flat_map(|c| c.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, _, lo, hi) in pts {
@@ -71,7 +78,10 @@ pub(crate) fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x
     }
     // Headroom above the data for the legend, so it never covers a curve.
     let span = (y1 - y0).max(1e-6);
-    let (y0, y1) = (y0 - 0.05 * span, y1 + 0.08 * span + 0.1 * span * (curves.len() + 1) as f64);
+    let (y0, y1) = (
+        y0 - 0.05 * span,
+        y1 + 0.08 * span + 0.1 * span * (curves.len() + 1) as f64,
+    );
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22).into_font().style(FontStyle::Bold))
         .margin(12)
@@ -80,39 +90,68 @@ pub(crate) fn panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, title: &str, x
         .build_cartesian_2d(x0..x1.max(x0 + 1.0), y0..y1)
         .map_err(|e| e.to_string())?;
     let (xd, yd) = (decimals(x1 - x0), decimals(y1 - y0));
-    chart.configure_mesh().x_label_formatter(&|x| format!("{x:.xd$}")).y_label_formatter(&|y| format!("{y:.yd$}")).x_desc(x_desc).y_desc(y_desc).label_style(("sans-serif", 15)).axis_desc_style(("sans-serif", 17)).light_line_style(WHITE.mix(0.0)).draw().map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_label_formatter(&|x| format!("{x:.xd$}"))
+        .y_label_formatter(&|y| format!("{y:.yd$}"))
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 17))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| e.to_string())?;
     if let Some(to) = ep.shade_to {
         chart
-            .draw_series(std::iter::once(Rectangle::new([(x0, y0), (to.min(x1), y1)], EP_SHADE.mix(0.35).filled())))
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x0, y0), (to.min(x1), y1)],
+                EP_SHADE.mix(0.35).filled(),
+            )))
             .map_err(|e| e.to_string())?
             .label("Enlightenment Period (median end)")
             .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], EP_SHADE.mix(0.6).filled()));
     }
     for &(x, color) in &ep.ends {
-        chart.draw_series(DashedLineSeries::new(vec![(x, y0), (x, y1)], 6, 4, color.mix(0.7).stroke_width(1))).map_err(|e| e.to_string())?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(x, y0), (x, y1)],
+                6,
+                4,
+                color.mix(0.7).stroke_width(1),
+            ))
+            .map_err(|e| e.to_string())?;
     }
     for c in curves {
         if c.points.len() > 1 {
             let mut band: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0, p.3)).collect();
             band.extend(c.points.iter().rev().map(|p| (p.0, p.2)));
-            chart.draw_series(std::iter::once(Polygon::new(band, c.color.mix(0.18)))).map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Polygon::new(band, c.color.mix(0.18))))
+                .map_err(|e| e.to_string())?;
         }
         let color = c.color;
         chart
-            .draw_series(LineSeries::new(c.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                c.points.iter().map(|p| (p.0, p.1)),
+                color.stroke_width(2),
+            ))
             .map_err(|e| e.to_string())?
             .label(c.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
         // Sparse curves (per-epoch values) show their points.
         if c.points.len() < 20 {
-            chart.draw_series(c.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err(|e| e.to_string())?;
+            chart
+                .draw_series(c.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))
+                .map_err(|e| e.to_string())?;
         }
     }
     legend(&mut chart)
 }
 
 /// The legend every chart uses: upper right, over a light box.
-pub(crate) fn legend<'a>(chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>) -> std::result::Result<(), String> {
+pub(crate) fn legend<'a>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> std::result::Result<(), String> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -124,7 +163,11 @@ pub(crate) fn legend<'a>(chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesi
 }
 
 /// One PNG of `size` pixels on white, drawn by `draw`; returns its path.
-pub(crate) fn png(path: PathBuf, size: (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>) -> Result<PathBuf> {
+pub(crate) fn png(
+    path: PathBuf,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>,
+) -> Result<PathBuf> {
     {
         let root = BitMapBackend::new(&path, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_error(&path, e))?;
@@ -133,4 +176,3 @@ pub(crate) fn png(path: PathBuf, size: (u32, u32), draw: impl FnOnce(&DrawingAre
     }
     Ok(path)
 }
-

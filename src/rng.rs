@@ -21,7 +21,9 @@ impl SeededRng {
             x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             x ^ (x >> 31)
         };
-        SeededRng { s: [next(), next(), next(), next()] }
+        SeededRng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     /// The raw state, for checkpoints; [`SeededRng::from_state`] restores it.
@@ -104,7 +106,11 @@ impl SeededRng {
             x / (x + y)
         } else {
             // Both gammas underflowed (tiny shapes): the Beta mass sits at 0 and 1 equally.
-            if self.uniform() < a / (a + b) { 1.0 } else { 0.0 }
+            if self.uniform() < a / (a + b) {
+                1.0
+            } else {
+                0.0
+            }
         }
     }
 

@@ -21,14 +21,22 @@ pub fn rel_err(out: &Tensor, reference: &Tensor) -> f64 {
     let r = reference.to_device(Device::Cpu).to_kind(Kind::Double);
     let num = (&o - &r).norm().double_value(&[]);
     let den = r.norm().double_value(&[]);
-    if den == 0.0 { num } else { num / den }
+    if den == 0.0 {
+        num
+    } else {
+        num / den
+    }
 }
 
 /// Panics unless `out` has the reference's shape and is within [`tolerance`] of it.
 pub fn assert_close(what: &str, out: &Tensor, reference: &Tensor, kind: Kind) {
     assert_eq!(out.size(), reference.size(), "{what}: shape");
     let e = rel_err(out, reference);
-    assert!(e <= tolerance(kind), "{what}: relative error {e:e} > {:e}", tolerance(kind));
+    assert!(
+        e <= tolerance(kind),
+        "{what}: relative error {e:e} > {:e}",
+        tolerance(kind)
+    );
 }
 
 /// Waits for the device's queued work (nothing to wait for on the CPU), so a timing covers it.

@@ -34,7 +34,12 @@ fn welch_and_paired_t_tests_match_the_textbook_values() {
     // Three seeds, as a comparison has (values from scipy).
     let (a, b) = ([0.912, 0.915, 0.909], [0.905, 0.907, 0.906]);
     let w = welch(&a, &b).unwrap();
-    assert!(close(w.t, 3.286_335_345_030_935_6, 1e-10) && close(w.df, 2.439_024_390_243_903, 1e-10) && close(w.p, 0.062_041_422_967_993_05, 1e-8), "{w:?}");
+    assert!(
+        close(w.t, 3.286_335_345_030_935_6, 1e-10)
+            && close(w.df, 2.439_024_390_243_903, 1e-10)
+            && close(w.p, 0.062_041_422_967_993_05, 1e-8),
+        "{w:?}"
+    );
     assert!(close(paired(&a, &b).unwrap().p, 0.059_124_927_719_229_94, 1e-8));
 }
 
@@ -52,7 +57,10 @@ fn the_distribution_functions_match_scipy() {
 fn degenerate_samples_give_no_test() {
     assert!(welch(&[1.0], &[1.0, 2.0]).is_none(), "one value");
     assert!(welch(&[1.0, 1.0], &[1.0, 1.0]).is_none(), "no variance");
-    assert!(paired(&[1.0, 2.0, 3.0], &[0.0, 1.0, 2.0]).is_none(), "constant differences");
+    assert!(
+        paired(&[1.0, 2.0, 3.0], &[0.0, 1.0, 2.0]).is_none(),
+        "constant differences"
+    );
     assert!(paired(&[1.0, 2.0], &[1.0]).is_none(), "unequal lengths");
     assert_eq!(std_dev(&[4.0]), 0.0);
 }
@@ -109,7 +117,11 @@ fn write_run(run: &PlannedRun) -> Summary {
         best_val: 0.9 + offset + noise,
         test: 0.89 + offset + noise,
         test_loss: 0.3,
-        ep_end: Some(EpEndInfo { step: 40, epoch: 0, accuracy: Some(0.52) }),
+        ep_end: Some(EpEndInfo {
+            step: 40,
+            epoch: 0,
+            accuracy: Some(0.52),
+        }),
         wall_seconds: 12.0,
         samples_per_second: 1000.0,
         timing: Timing::default(),
@@ -136,14 +148,37 @@ fn plans_every_strategy_and_seed_with_its_own_folder() {
     let config = base_config(&dir);
     let runs = plan(&config, config.compare.as_ref().unwrap()).unwrap();
     let names: Vec<String> = runs.iter().map(|r| r.config.run.name.clone()).collect();
-    assert_eq!(names, ["vanilla-s10", "vanilla-s11", "vanilla-s12", "mixup-pause-s10", "mixup-pause-s11", "mixup-pause-s12", "high-loss-removal-s10", "high-loss-removal-s11", "high-loss-removal-s12"]);
+    assert_eq!(
+        names,
+        [
+            "vanilla-s10",
+            "vanilla-s11",
+            "vanilla-s12",
+            "mixup-pause-s10",
+            "mixup-pause-s11",
+            "mixup-pause-s12",
+            "high-loss-removal-s10",
+            "high-loss-removal-s11",
+            "high-loss-removal-s12"
+        ]
+    );
     assert!(runs.iter().all(|r| r.dir().starts_with(dir.join("cmp"))));
     // The drop share belongs to High-Loss Removal only; other settings are shared.
     assert_eq!(runs[0].config.strategy.drop_share, None);
     assert_eq!(runs[8].config.strategy.drop_share, Some(0.2));
-    let bad = CompareSection { strategies: vec![StrategyKind::Mixup, StrategyKind::Mixup], seeds: 2, baseline: None };
-    assert!(plan(&config, &bad).unwrap_err().to_string().contains("compare.strategies"));
-    let bad = CompareSection { seeds: 0, ..CompareSection::default() };
+    let bad = CompareSection {
+        strategies: vec![StrategyKind::Mixup, StrategyKind::Mixup],
+        seeds: 2,
+        baseline: None,
+    };
+    assert!(plan(&config, &bad)
+        .unwrap_err()
+        .to_string()
+        .contains("compare.strategies"));
+    let bad = CompareSection {
+        seeds: 0,
+        ..CompareSection::default()
+    };
     assert!(plan(&config, &bad).unwrap_err().to_string().contains("compare.seeds"));
 }
 
@@ -157,7 +192,11 @@ fn compare_skips_finished_runs_resumes_interrupted_ones_and_reports() {
     std::fs::create_dir_all(runs[1].dir().join("checkpoints")).unwrap();
     std::fs::write(runs[1].dir().join("checkpoints").join("latest"), "ckpt-00000010").unwrap(); // interrupted
     let mut runner = FakeRunner { calls: Vec::new() };
-    let Comparison { report, outcomes, plots } = compare(&config, &section, &mut runner).unwrap();
+    let Comparison {
+        report,
+        outcomes,
+        plots,
+    } = compare(&config, &section, &mut runner).unwrap();
     assert_eq!(outcomes[..3], [Outcome::Skipped, Outcome::Resumed, Outcome::Ran]);
     assert_eq!(runner.calls.len(), 8);
     assert_eq!(runner.calls[0], ("vanilla-s11".to_string(), true));
@@ -173,20 +212,51 @@ fn compare_skips_finished_runs_resumes_interrupted_ones_and_reports() {
     assert!((pause.diff_to_baseline.unwrap() - 0.01).abs() < 1e-12);
     assert!((pause.test_mean - (0.90 + 0.0005 / 3.0)).abs() < 1e-12);
     assert!(pause.welch.unwrap().p < 0.01, "{:?}", pause.welch);
-    assert!(pause.paired.is_none(), "identical differences on every seed have no variance");
+    assert!(
+        pause.paired.is_none(),
+        "identical differences on every seed have no variance"
+    );
     let hlr = &report.strategies[2];
-    assert!(hlr.welch.unwrap().p > 0.05, "+0.002 within the seed noise: {:?}", hlr.welch);
+    assert!(
+        hlr.welch.unwrap().p > 0.05,
+        "+0.002 within the seed noise: {:?}",
+        hlr.welch
+    );
     let md = std::fs::read_to_string(dir.join("cmp/report.md")).unwrap();
-    for needle in ["| mixup-pause | 0.9002 ± 0.0019", "+0.0100", "Welch p", "paired p", "40, 0, 0.5200", "![curves.png](curves.png)"] {
+    for needle in [
+        "| mixup-pause | 0.9002 ± 0.0019",
+        "+0.0100",
+        "Welch p",
+        "paired p",
+        "40, 0, 0.5200",
+        "![curves.png](curves.png)",
+    ] {
         assert!(md.contains(needle), "report.md lacks `{needle}`:\n{md}");
     }
     let json: Report = serde_json::from_str(&std::fs::read_to_string(dir.join("cmp/report.json")).unwrap()).unwrap();
-    assert_eq!((json.strategies.len(), json.baseline.as_str(), json.strategies[1].runs.len()), (3, "vanilla", 3));
+    assert_eq!(
+        (
+            json.strategies.len(),
+            json.baseline.as_str(),
+            json.strategies[1].runs.len()
+        ),
+        (3, "vanilla", 3)
+    );
     assert!((json.strategies[1].test_mean - pause.test_mean).abs() < 1e-12);
-    assert_eq!(plots.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect::<Vec<_>>(), ["curves.png", "zero_share.png", "benr.png"]);
+    assert_eq!(
+        plots
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["curves.png", "zero_share.png", "benr.png"]
+    );
     for png in ["curves.png", "zero_share.png", "benr.png"] {
         let bytes = std::fs::read(dir.join("cmp").join(png)).unwrap();
-        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{png}: {} bytes", bytes.len());
+        assert!(
+            bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+            "{png}: {} bytes",
+            bytes.len()
+        );
     }
 }
 
@@ -204,5 +274,8 @@ fn a_missing_summary_is_a_clear_error() {
 fn unknown_strategy_names_are_refused_with_the_list() {
     assert_eq!("mixup-pause".parse::<StrategyKind>().unwrap(), StrategyKind::MixupPause);
     let e = "mixup-paws".parse::<StrategyKind>().unwrap_err().to_string();
-    assert!(e.contains("strategy") && e.contains("mixup-paws") && e.contains("high-loss-removal"), "{e}");
+    assert!(
+        e.contains("strategy") && e.contains("mixup-paws") && e.contains("high-loss-removal"),
+        "{e}"
+    );
 }

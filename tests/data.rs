@@ -3,7 +3,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use enlighten::data::{char_corpus, cifar10, cifar100, fashion_mnist, forecast_windows, read_idx_images, read_ts, read_vic_elec, sklearn_digits, split};
+use enlighten::data::{
+    char_corpus, cifar10, cifar100, fashion_mnist, forecast_windows, read_idx_images, read_ts, read_vic_elec,
+    sklearn_digits, split,
+};
 use enlighten::Error;
 use flate2::write::GzEncoder;
 use tch::Kind;
@@ -32,14 +35,24 @@ fn idx(magic: u32, dims: &[u32], payload: &[u8]) -> Vec<u8> {
 
 /// Pixel (i, y, x) = (7 i + 3 y + x) mod 256: every image distinct and recognisable.
 fn pixels(n: usize, h: usize, w: usize) -> Vec<u8> {
-    (0..n * h * w).map(|k| ((7 * (k / (h * w)) + 3 * ((k / w) % h) + k % w) % 256) as u8).collect()
+    (0..n * h * w)
+        .map(|k| ((7 * (k / (h * w)) + 3 * ((k / w) % h) + k % w) % 256) as u8)
+        .collect()
 }
 
 fn write_fashion(dir: &Path, n_train: usize, n_test: usize) {
     for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
-        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte.gz")), gz(&idx(0x803, &[n as u32, 28, 28], &pixels(n, 28, 28)))).unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
+            gz(&idx(0x803, &[n as u32, 28, 28], &pixels(n, 28, 28))),
+        )
+        .unwrap();
         let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), gz(&idx(0x801, &[n as u32], &labels))).unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
+            gz(&idx(0x801, &[n as u32], &labels)),
+        )
+        .unwrap();
     }
 }
 
@@ -63,7 +76,10 @@ fn fashion_mnist_reads_gzipped_idx() {
     assert_eq!(train.images.kind(), Kind::Uint8);
     assert_eq!(test.len(), 12);
     assert_eq!(train.images.int64_value(&[5, 0, 2, 3]), 7 * 5 + 3 * 2 + 3);
-    assert_eq!(Vec::<i64>::try_from(&test.labels).unwrap(), (0..12).map(|i| i % 10).collect::<Vec<i64>>());
+    assert_eq!(
+        Vec::<i64>::try_from(&test.labels).unwrap(),
+        (0..12).map(|i| i % 10).collect::<Vec<i64>>()
+    );
     // An uncompressed file reads the same.
     let raw = dir.join("raw-images");
     std::fs::write(&raw, idx(0x803, &[2, 3, 4], &pixels(2, 3, 4))).unwrap();
@@ -84,8 +100,16 @@ fn corrupt_or_missing_idx_files_name_the_file() {
     std::fs::write(&img, [0x1f, 0x8b, 1, 2, 3]).unwrap();
     data_error(fashion_mnist(&dir), "train-images-idx3-ubyte.gz", "gzip");
     write_fashion(&dir, 10, 5);
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), gz(&idx(0x801, &[4], &[1, 2, 3, 4]))).unwrap();
-    data_error(fashion_mnist(&dir), "t10k-labels-idx1-ubyte.gz", "4 labels for 5 images");
+    std::fs::write(
+        dir.join("t10k-labels-idx1-ubyte.gz"),
+        gz(&idx(0x801, &[4], &[1, 2, 3, 4])),
+    )
+    .unwrap();
+    data_error(
+        fashion_mnist(&dir),
+        "t10k-labels-idx1-ubyte.gz",
+        "4 labels for 5 images",
+    );
 }
 
 #[test]
@@ -93,22 +117,47 @@ fn cifar_binary_batches() {
     let dir = scratch("cifar");
     let d10 = dir.join("cifar-10-batches-bin");
     std::fs::create_dir_all(&d10).unwrap();
-    let record = |label: &[u8], i: usize| [label, &pixels(1, 96, 32)[..].iter().map(|p| p.wrapping_add(i as u8)).collect::<Vec<u8>>()].concat();
+    let record = |label: &[u8], i: usize| {
+        [
+            label,
+            &pixels(1, 96, 32)[..]
+                .iter()
+                .map(|p| p.wrapping_add(i as u8))
+                .collect::<Vec<u8>>(),
+        ]
+        .concat()
+    };
     for b in 1..=5 {
         let bytes: Vec<u8> = (0..4).flat_map(|i| record(&[(i + b) as u8 % 10], i)).collect();
         std::fs::write(d10.join(format!("data_batch_{b}.bin")), bytes).unwrap();
     }
-    std::fs::write(d10.join("test_batch.bin"), (0..3).flat_map(|i| record(&[9], i)).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        d10.join("test_batch.bin"),
+        (0..3).flat_map(|i| record(&[9], i)).collect::<Vec<u8>>(),
+    )
+    .unwrap();
     let (train, test) = cifar10(&dir).unwrap();
     assert_eq!(train.images.size(), [20, 3, 32, 32]);
     assert_eq!(test.labels.size(), [3]);
-    assert_eq!(train.labels.int64_value(&[4]), 2, "batch 2, record 0: label (0 + 2) % 10");
+    assert_eq!(
+        train.labels.int64_value(&[4]),
+        2,
+        "batch 2, record 0: label (0 + 2) % 10"
+    );
     let d100 = dir.join("cifar-100-binary");
     std::fs::create_dir_all(&d100).unwrap();
-    std::fs::write(d100.join("train.bin"), (0..6).flat_map(|i| record(&[1, 42 + i as u8], i)).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        d100.join("train.bin"),
+        (0..6).flat_map(|i| record(&[1, 42 + i as u8], i)).collect::<Vec<u8>>(),
+    )
+    .unwrap();
     std::fs::write(d100.join("test.bin"), record(&[3, 99], 0)).unwrap();
     let (train, test) = cifar100(&dir).unwrap();
-    assert_eq!(Vec::<i64>::try_from(&train.labels).unwrap(), vec![42, 43, 44, 45, 46, 47], "fine labels");
+    assert_eq!(
+        Vec::<i64>::try_from(&train.labels).unwrap(),
+        vec![42, 43, 44, 45, 46, 47],
+        "fine labels"
+    );
     assert_eq!(test.classes, 100);
     std::fs::write(d100.join("test.bin"), &record(&[3, 99], 0)[..100]).unwrap();
     data_error(cifar100(&dir), "test.bin", "records");
@@ -117,15 +166,21 @@ fn cifar_binary_batches() {
 #[test]
 fn sklearn_digits_csv() {
     let dir = scratch("digits");
-    let rows: String = (0..20).map(|i| {
-        let px: Vec<String> = (0..64).map(|p| ((p + i) % 17).to_string()).collect();
-        format!("{},{}\n", px.join(","), i % 10)
-    }).collect();
+    let rows: String = (0..20)
+        .map(|i| {
+            let px: Vec<String> = (0..64).map(|p| ((p + i) % 17).to_string()).collect();
+            format!("{},{}\n", px.join(","), i % 10)
+        })
+        .collect();
     let path = dir.join("digits.csv.gz");
     std::fs::write(&path, gz(rows.as_bytes())).unwrap();
     let set = sklearn_digits(&path).unwrap();
     assert_eq!(set.images.size(), [20, 1, 8, 8]);
-    assert_eq!(set.images.int64_value(&[0, 0, 2, 0]), 255, "pixel 16 of image 0 is 16, which scales to 255");
+    assert_eq!(
+        set.images.int64_value(&[0, 0, 2, 0]),
+        255,
+        "pixel 16 of image 0 is 16, which scales to 255"
+    );
     assert_eq!(set.labels.int64_value(&[13]), 3);
     std::fs::write(&path, gz(b"1,2,3\n")).unwrap();
     data_error(sklearn_digits(&path), "digits.csv.gz", "expected 64 pixels");
@@ -139,20 +194,38 @@ fn splits_are_sized_disjoint_and_seeded() {
     write_fashion(&dir, 200, 10);
     let (train, test) = fashion_mnist(&dir).unwrap();
     // Tag each training image by its first pixel row so rows can be traced.
-    let id = |set: &enlighten::data::ImageSet| -> Vec<i64> { Vec::<i64>::try_from(set.images.select(1, 0).select(1, 0).select(1, 0).to_kind(Kind::Int64)).unwrap() };
+    let id = |set: &enlighten::data::ImageSet| -> Vec<i64> {
+        Vec::<i64>::try_from(set.images.select(1, 0).select(1, 0).select(1, 0).to_kind(Kind::Int64)).unwrap()
+    };
     let s = split(train, test, 0.1, 0.5, 7).unwrap();
     assert_eq!((s.val.len(), s.train.len(), s.test.len()), (20, 90, 10));
     let (tr, va) = (id(&s.train), id(&s.val));
-    assert!(tr.iter().all(|t| !va.contains(t)), "validation rows are not training rows");
+    assert!(
+        tr.iter().all(|t| !va.contains(t)),
+        "validation rows are not training rows"
+    );
     let (train2, test2) = fashion_mnist(&dir).unwrap();
     let again = split(train2, test2, 0.1, 0.5, 7).unwrap();
     assert_eq!(id(&again.train), tr, "same seed, same split");
     let (train3, test3) = fashion_mnist(&dir).unwrap();
-    assert_ne!(id(&split(train3, test3, 0.1, 0.5, 8).unwrap().train), tr, "other seed, other split");
+    assert_ne!(
+        id(&split(train3, test3, 0.1, 0.5, 8).unwrap().train),
+        tr,
+        "other seed, other split"
+    );
     let (t4, te4) = fashion_mnist(&dir).unwrap();
-    assert!(matches!(split(t4, te4, 1.0, 1.0, 0), Err(Error::Value { arg: "val_fraction", .. })));
+    assert!(matches!(
+        split(t4, te4, 1.0, 1.0, 0),
+        Err(Error::Value {
+            arg: "val_fraction",
+            ..
+        })
+    ));
     let (t5, te5) = fashion_mnist(&dir).unwrap();
-    assert!(matches!(split(t5, te5, 0.1, 0.0, 0), Err(Error::Value { arg: "subset", .. })));
+    assert!(matches!(
+        split(t5, te5, 0.1, 0.0, 0),
+        Err(Error::Value { arg: "subset", .. })
+    ));
 }
 
 #[test]
@@ -162,14 +235,21 @@ fn ucr_ts_files_equal_unequal_and_multichannel() {
     std::fs::write(&path, "# a comment\n@problemName Toy\n@univariate true\n@classLabel true up down\n@data\n1.0,2.0,3.0:up\n3.0,2.0,1.0:down\n0.5,?,0.5:up\n").unwrap();
     let s = read_ts(&path, None).unwrap();
     assert_eq!(s.series.size(), [3, 1, 3]);
-    assert_eq!(Vec::<i64>::try_from(&s.labels).unwrap(), vec![0, 1, 0], "labels in @classLabel order");
+    assert_eq!(
+        Vec::<i64>::try_from(&s.labels).unwrap(),
+        vec![0, 1, 0],
+        "labels in @classLabel order"
+    );
     assert_eq!(s.series.double_value(&[2, 0, 1]), 0.0, "? reads as 0");
     // Unequal lengths pad with zeros to the longest, or truncate to a given length; two channels.
     std::fs::write(&path, "@classLabel true a b\n@data\n1,2:3,4:a\n5,6,7,8:9,10,11,12:b\n").unwrap();
     let s = read_ts(&path, None).unwrap();
     assert_eq!(s.series.size(), [2, 2, 4]);
     assert_eq!(s.lengths, vec![2, 4]);
-    assert_eq!(Vec::<f32>::try_from(s.series.get(0).get(1)).unwrap(), vec![3.0, 4.0, 0.0, 0.0]);
+    assert_eq!(
+        Vec::<f32>::try_from(s.series.get(0).get(1)).unwrap(),
+        vec![3.0, 4.0, 0.0, 0.0]
+    );
     assert_eq!(read_ts(&path, Some(3)).unwrap().series.size(), [2, 2, 3]);
     // Errors name the file and the line.
     std::fs::write(&path, "@data\n1,2,x:a\n").unwrap();
@@ -185,13 +265,23 @@ fn ucr_ts_files_equal_unequal_and_multichannel() {
 fn vic_elec_windows_and_a_char_corpus() {
     let dir = scratch("seq");
     let csv = dir.join("vic_elec.csv");
-    let rows: String = (0..10).map(|i| format!("2012-01-01T{i:02}:00:00Z,{},{},2012-01-01,TRUE\n", 100 + i, 20 + i)).collect();
+    let rows: String = (0..10)
+        .map(|i| format!("2012-01-01T{i:02}:00:00Z,{},{},2012-01-01,TRUE\n", 100 + i, 20 + i))
+        .collect();
     std::fs::write(&csv, format!("Time,Demand,Temperature,Date,Holiday\n{rows}")).unwrap();
     let series = read_vic_elec(&csv).unwrap();
     assert_eq!(series.size(), [10, 2]);
     let (x, y) = forecast_windows(&series, 4, 2, 3, 0).unwrap();
-    assert_eq!((x.size(), y.size()), (vec![2, 4, 2], vec![2, 2]), "windows at 0 and 3 (a third would need rows up to 12)");
-    assert_eq!(Vec::<f32>::try_from(y.get(1)).unwrap(), vec![107.0, 108.0], "the demand right after the second input window");
+    assert_eq!(
+        (x.size(), y.size()),
+        (vec![2, 4, 2], vec![2, 2]),
+        "windows at 0 and 3 (a third would need rows up to 12)"
+    );
+    assert_eq!(
+        Vec::<f32>::try_from(y.get(1)).unwrap(),
+        vec![107.0, 108.0],
+        "the demand right after the second input window"
+    );
     assert_eq!(x.double_value(&[1, 0, 1]), 23.0, "temperature is an input feature");
     assert!(forecast_windows(&series, 9, 2, 1, 0).is_err());
     std::fs::write(&csv, "Time,Demand\n1,2\n").unwrap();
@@ -206,11 +296,25 @@ fn vic_elec_windows_and_a_char_corpus() {
     std::fs::write(texts.join("a_gut_f.txt"), "zzz").unwrap();
     let corpus = char_corpus(&texts).unwrap();
     assert_eq!(corpus.vocab, vec!['a', 'b', 'c'], "the Folio copy is left out");
-    assert_eq!(Vec::<i64>::try_from(&corpus.tokens).unwrap(), vec![0, 1, 2, 1, 0], "files in name order");
+    assert_eq!(
+        Vec::<i64>::try_from(&corpus.tokens).unwrap(),
+        vec![0, 1, 2, 1, 0],
+        "files in name order"
+    );
     let (x, y) = corpus.sequences(2, 2).unwrap();
     assert_eq!(Vec::<i64>::try_from(x.reshape([-1])).unwrap(), vec![0, 1, 2, 1]);
-    assert_eq!(Vec::<i64>::try_from(y.reshape([-1])).unwrap(), vec![1, 2, 1, 0], "targets are the next characters");
-    assert!(matches!(corpus.sequences(5, 1), Err(Error::Value { arg: "seq_len", .. })), "5 tokens hold no 5 + 1 window");
-    assert!(matches!(forecast_windows(&series.get(0), 1, 1, 1, 0), Err(Error::Shape { arg: "series", .. })));
+    assert_eq!(
+        Vec::<i64>::try_from(y.reshape([-1])).unwrap(),
+        vec![1, 2, 1, 0],
+        "targets are the next characters"
+    );
+    assert!(
+        matches!(corpus.sequences(5, 1), Err(Error::Value { arg: "seq_len", .. })),
+        "5 tokens hold no 5 + 1 window"
+    );
+    assert!(matches!(
+        forecast_windows(&series.get(0), 1, 1, 1, 0),
+        Err(Error::Shape { arg: "series", .. })
+    ));
     data_error(char_corpus(&dir.join("nowhere")), "nowhere", "No such file");
 }

@@ -19,11 +19,19 @@ fn the_mixup_pause_example_trains_and_switches_mixup_on_at_the_ep_end() {
     assert!(end > 0 && end < 200, "EP end at step {end}");
     for (plan, _) in &log {
         assert_eq!(plan.in_ep, plan.step < end);
-        assert_eq!(plan.mix.mixes(), plan.step >= end, "Mixup off in the EP, on after (step {})", plan.step);
+        assert_eq!(
+            plan.mix.mixes(),
+            plan.step >= end,
+            "Mixup off in the EP, on after (step {})",
+            plan.step
+        );
     }
     let first: f64 = log[..10].iter().map(|(_, l)| l).sum::<f64>() / 10.0;
     let last_unmixed = log[..end as usize].last().unwrap().1;
-    assert!(last_unmixed < first, "loss went down during the EP: {first} -> {last_unmixed}");
+    assert!(
+        last_unmixed < first,
+        "loss went down during the EP: {first} -> {last_unmixed}"
+    );
 }
 
 /// MNIST's shapes without the download: 28x28 images in [0, 1] flattened to 784 values, where
@@ -38,8 +46,17 @@ fn synthetic_mnist(train: i64, test: i64) -> Dataset {
         x.view([n, 784])
     };
     tch::manual_seed(0);
-    let (train_labels, test_labels) = (Tensor::randint(10, [train], (Kind::Int64, Device::Cpu)), Tensor::randint(10, [test], (Kind::Int64, Device::Cpu)));
-    Dataset { train_images: images(train, &train_labels), train_labels, test_images: images(test, &test_labels), test_labels, labels: 10 }
+    let (train_labels, test_labels) = (
+        Tensor::randint(10, [train], (Kind::Int64, Device::Cpu)),
+        Tensor::randint(10, [test], (Kind::Int64, Device::Cpu)),
+    );
+    Dataset {
+        train_images: images(train, &train_labels),
+        train_labels,
+        test_images: images(test, &test_labels),
+        test_labels,
+        labels: 10,
+    }
 }
 
 #[test]

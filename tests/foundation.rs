@@ -26,7 +26,10 @@ fn probe_gives_the_typed_reason_for_this_machine() {
     } else {
         match result {
             Ok(info) => assert!(info.device_count >= 1 && info.driver_version > 0),
-            Err(reason) => assert!(!matches!(reason, Unavailable::NoKernels | Unavailable::NoDriver), "{reason}"),
+            Err(reason) => assert!(
+                !matches!(reason, Unavailable::NoKernels | Unavailable::NoDriver),
+                "{reason}"
+            ),
         }
     }
     assert_eq!(probe(), probe(), "the probe is cached and stable");
@@ -38,7 +41,11 @@ fn every_kernel_the_library_launches_is_in_the_fatbin() {
         !fatbin().is_empty(),
         "this build has no kernels (nvcc was not found): run scripts/setup, or set NVCC, and rebuild"
     );
-    let missing: Vec<&str> = Kernel::ALL.iter().map(|k| k.name()).filter(|n| !fatbin_has_entry(n)).collect();
+    let missing: Vec<&str> = Kernel::ALL
+        .iter()
+        .map(|k| k.name())
+        .filter(|n| !fatbin_has_entry(n))
+        .collect();
     assert!(missing.is_empty(), "entry points missing from the fatbin: {missing:?}");
 }
 

@@ -1,6 +1,9 @@
 //! The trainer's classifiers: shapes, parameter counts, probes, and that they can learn.
 
-use enlighten::models::{char_transformer, mlp_forecaster, parameter_count, preact_resnet18, resnet1d, resnet18, small_cnn, vit_tiny, Model, TransformerDims};
+use enlighten::models::{
+    char_transformer, mlp_forecaster, parameter_count, preact_resnet18, resnet18, resnet1d, small_cnn, vit_tiny, Model,
+    TransformerDims,
+};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
@@ -23,10 +26,20 @@ fn resnet18_has_the_reference_parameter_count_and_17_probes() {
     let vs = nn::VarStore::new(Device::Cpu);
     let model = resnet18(&vs.root(), 3, 10);
     assert_eq!(parameter_count(&vs), 11_173_962, "ResNet18 (CIFAR stem), 10 classes");
-    check(&model, &Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu)), 10, 17);
+    check(
+        &model,
+        &Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
+        10,
+        17,
+    );
     // Fashion-MNIST shape: one channel, 28 x 28.
     let vs1 = nn::VarStore::new(Device::Cpu);
-    check(&resnet18(&vs1.root(), 1, 10), &Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu)), 10, 17);
+    check(
+        &resnet18(&vs1.root(), 1, 10),
+        &Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu)),
+        10,
+        17,
+    );
 }
 
 #[test]
@@ -38,9 +51,15 @@ fn preact_resnet18_and_small_cnn() {
     // the final BN; and the first block of stages 2-4 normalises its input (64, 128, 256
     // channels) where ResNet18 normalises its output (128, 256, 512). Each BN has 2 per channel.
     let resnet18_100 = 11_173_962 + 90 * 512 + 90;
-    let expected = resnet18_100 - 2 * 64 - 2 * (128 + 256 + 512) + 2 * 512 - 2 * ((128 - 64) + (256 - 128) + (512 - 256));
+    let expected =
+        resnet18_100 - 2 * 64 - 2 * (128 + 256 + 512) + 2 * 512 - 2 * ((128 - 64) + (256 - 128) + (512 - 256));
     assert_eq!(parameter_count(&vs), expected);
-    check(&model, &Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu)), 100, 17);
+    check(
+        &model,
+        &Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu)),
+        100,
+        17,
+    );
     let vs = nn::VarStore::new(Device::Cpu);
     let cnn = small_cnn(&vs.root(), 1, 28, 28, 10);
     check(&cnn, &Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu)), 10, 3);
@@ -60,12 +79,25 @@ fn the_small_cnn_learns_a_synthetic_task_in_30_steps() {
     }
     let vs = nn::VarStore::new(Device::Cpu);
     let cnn = small_cnn(&vs.root(), 1, 16, 16, 4);
-    let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 0.05).unwrap();
-    let loss_at = |cnn: &dyn Model| cnn.forward(&x, false, false).0.cross_entropy_for_logits(&y).double_value(&[]);
+    let mut opt = nn::Sgd {
+        momentum: 0.9,
+        ..Default::default()
+    }
+    .build(&vs, 0.05)
+    .unwrap();
+    let loss_at = |cnn: &dyn Model| {
+        cnn.forward(&x, false, false)
+            .0
+            .cross_entropy_for_logits(&y)
+            .double_value(&[])
+    };
     let before = loss_at(&cnn);
     for step in 0..30 {
         let idx = Tensor::arange_start((step % 4) * 64, (step % 4 + 1) * 64, (Kind::Int64, Device::Cpu));
-        let loss = cnn.forward(&x.index_select(0, &idx), true, false).0.cross_entropy_for_logits(&y.index_select(0, &idx));
+        let loss = cnn
+            .forward(&x.index_select(0, &idx), true, false)
+            .0
+            .cross_entropy_for_logits(&y.index_select(0, &idx));
         opt.backward_step(&loss);
     }
     let after = loss_at(&cnn);
@@ -91,8 +123,16 @@ fn vit_tiny_has_vit_ti_dimensions_and_probes_every_block() {
     assert_eq!(model.probe_eps(), Some(1e-2), "GELU has no exact zeros");
     // Fashion-MNIST: one channel, 28 px (7 x 7 patches).
     let vs1 = nn::VarStore::new(Device::Cpu);
-    let small = TransformerDims { width: 32, depth: 2, heads: 2 };
-    let (out, _) = vit_tiny(&vs1.root(), 1, 28, 10, small).forward(&Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu)), false, false);
+    let small = TransformerDims {
+        width: 32,
+        depth: 2,
+        heads: 2,
+    };
+    let (out, _) = vit_tiny(&vs1.root(), 1, 28, 10, small).forward(
+        &Tensor::randn([3, 1, 28, 28], (Kind::Float, Device::Cpu)),
+        false,
+        false,
+    );
     assert_eq!(out.size(), [3, 10]);
 }
 
@@ -104,7 +144,12 @@ fn series_forecast_and_language_models_have_their_shapes_and_probes() {
     let (logits, probes) = r.forward(&Tensor::randn([4, 3, 37], (Kind::Float, Device::Cpu)), true, true);
     assert_eq!(logits.size(), [4, 5]);
     assert_eq!(probes.len(), 9);
-    assert!(probes.iter().all(|p| p.size()[2] == 37 && p.min().double_value(&[]) >= 0.0), "same-length, post-ReLU");
+    assert!(
+        probes
+            .iter()
+            .all(|p| p.size()[2] == 37 && p.min().double_value(&[]) >= 0.0),
+        "same-length, post-ReLU"
+    );
 
     let vs = nn::VarStore::new(Device::Cpu);
     let f = mlp_forecaster(&vs.root(), 24, 2, 6, 32);
@@ -113,7 +158,16 @@ fn series_forecast_and_language_models_have_their_shapes_and_probes() {
     assert_eq!((pred.size(), probes.len()), (vec![5, 6], 2));
 
     let vs = nn::VarStore::new(Device::Cpu);
-    let lm = char_transformer(&vs.root(), 40, 16, TransformerDims { width: 32, depth: 2, heads: 4 });
+    let lm = char_transformer(
+        &vs.root(),
+        40,
+        16,
+        TransformerDims {
+            width: 32,
+            depth: 2,
+            heads: 4,
+        },
+    );
     let tokens = Tensor::randint(40, [3, 16], (Kind::Int64, Device::Cpu));
     let (logits, probes) = lm.forward(&tokens, true, true);
     assert_eq!(logits.size(), [3, 16, 40]);

@@ -8,7 +8,13 @@ use enlighten::SeededRng;
 
 /// Drives a schedule over `steps` steps, feeding `acc(step)` whenever an evaluation is due;
 /// returns (the in-EP flag of every step, the alpha of every step, the drop share of every step).
-fn drive(s: &mut Schedule, steps: u64, steps_per_epoch: u64, acc: impl Fn(u64) -> f64, monitor: Monitor) -> (Vec<bool>, Vec<f64>, Vec<f64>) {
+fn drive(
+    s: &mut Schedule,
+    steps: u64,
+    steps_per_epoch: u64,
+    acc: impl Fn(u64) -> f64,
+    monitor: Monitor,
+) -> (Vec<bool>, Vec<f64>, Vec<f64>) {
     let mut rng = SeededRng::new(0);
     let (mut in_ep, mut alpha, mut drop) = (vec![], vec![], vec![]);
     for step in 0..steps {
@@ -35,7 +41,11 @@ fn ep_ends_exactly_at_the_first_evaluation_reaching_the_threshold() {
         let noise: Vec<f64> = (0..steps).map(|_| rng.uniform() * 0.3 - 0.15).collect();
         let speed = 0.5 + 3.0 * rng.uniform();
         let acc = |step: u64| ((step as f64 / steps as f64) * speed + noise[step as usize]).clamp(0.0, 1.0);
-        let end = EpEnd::Accuracy { monitor: Monitor::Val, threshold: Threshold::Raw { value: threshold }, eval_every };
+        let end = EpEnd::Accuracy {
+            monitor: Monitor::Val,
+            threshold: Threshold::Raw { value: threshold },
+            eval_every,
+        };
         let mut s = Schedule::new(Strategy::mixup_pause(0.4), PhaseController::new(end).unwrap()).unwrap();
         let (in_ep, alpha, _) = drive(&mut s, steps, 37, acc, Monitor::Val);
 
@@ -43,8 +53,15 @@ fn ep_ends_exactly_at_the_first_evaluation_reaching_the_threshold() {
         let expected_end = first.map(|st| st + 1);
         for step in 0..steps {
             let should_be_in = expected_end.is_none_or(|e| step < e);
-            assert_eq!(in_ep[step as usize], should_be_in, "seed {seed}: step {step}, end {expected_end:?}");
-            assert_eq!(alpha[step as usize], if should_be_in { 0.0 } else { 0.4 }, "seed {seed}: pause alpha at {step}");
+            assert_eq!(
+                in_ep[step as usize], should_be_in,
+                "seed {seed}: step {step}, end {expected_end:?}"
+            );
+            assert_eq!(
+                alpha[step as usize],
+                if should_be_in { 0.0 } else { 0.4 },
+                "seed {seed}: pause alpha at {step}"
+            );
         }
         match (s.phase().ended(), expected_end) {
             (Some(info), Some(e)) => {
@@ -60,12 +77,22 @@ fn ep_ends_exactly_at_the_first_evaluation_reaching_the_threshold() {
 
 #[test]
 fn the_end_is_latched_and_other_monitors_are_ignored() {
-    let end = EpEnd::Accuracy { monitor: Monitor::TrainClean, threshold: Threshold::Raw { value: 0.5 }, eval_every: 1 };
+    let end = EpEnd::Accuracy {
+        monitor: Monitor::TrainClean,
+        threshold: Threshold::Raw { value: 0.5 },
+        eval_every: 1,
+    };
     let mut p = PhaseController::new(end).unwrap();
     assert!(p.in_ep(0, 0));
-    assert_eq!(p.observe(Monitor::Val, 0.9, 0, 0), None, "val is not the monitored accuracy");
+    assert_eq!(
+        p.observe(Monitor::Val, 0.9, 0, 0),
+        None,
+        "val is not the monitored accuracy"
+    );
     assert!(p.in_ep(1, 0));
-    let info = p.observe(Monitor::TrainClean, 0.5, 1, 0).expect("reaching the threshold exactly ends the EP");
+    let info = p
+        .observe(Monitor::TrainClean, 0.5, 1, 0)
+        .expect("reaching the threshold exactly ends the EP");
     assert_eq!(info.step, 2);
     assert!(!p.in_ep(2, 0));
     assert_eq!(p.observe(Monitor::TrainClean, 0.1, 2, 0), None, "already ended");
@@ -75,11 +102,19 @@ fn the_end_is_latched_and_other_monitors_are_ignored() {
 
 #[test]
 fn fixed_epoch_and_step_ends() {
-    let mut by_epochs = Schedule::new(Strategy::mixup_pause(0.2), PhaseController::new(EpEnd::Epochs { epochs: 3 }).unwrap()).unwrap();
+    let mut by_epochs = Schedule::new(
+        Strategy::mixup_pause(0.2),
+        PhaseController::new(EpEnd::Epochs { epochs: 3 }).unwrap(),
+    )
+    .unwrap();
     let (in_ep, _, _) = drive(&mut by_epochs, 100, 10, |_| 0.0, Monitor::Val);
     assert!(in_ep[..30].iter().all(|&b| b) && in_ep[30..].iter().all(|&b| !b));
     assert_eq!(by_epochs.phase().ended().unwrap().step, 30);
-    let mut by_steps = Schedule::new(Strategy::mixup_pause(0.2), PhaseController::new(EpEnd::Steps { steps: 17 }).unwrap()).unwrap();
+    let mut by_steps = Schedule::new(
+        Strategy::mixup_pause(0.2),
+        PhaseController::new(EpEnd::Steps { steps: 17 }).unwrap(),
+    )
+    .unwrap();
     let (in_ep, _, _) = drive(&mut by_steps, 40, 10, |_| 1.0, Monitor::Val);
     assert_eq!(in_ep.iter().filter(|&&b| b).count(), 17);
     assert_eq!(by_steps.phase().ended().unwrap().epoch, 1);
@@ -113,29 +148,51 @@ fn every_strategy_gives_the_right_alpha_and_drop_share_around_the_end() {
         (Strategy::alpha_boost(0.3, 2.0), (0.6, 0.0), (0.3, 0.0)),
         (Strategy::high_loss_removal(0.1), (0.0, 0.1), (0.0, 0.0)),
         (Strategy::mixup_pause(0.3).with_removal(0.05), (0.0, 0.05), (0.3, 0.0)),
-        (Strategy::alpha_boost(0.2, 3.0).with_removal(0.2), (0.2 * 3.0, 0.2), (0.2, 0.0)),
+        (
+            Strategy::alpha_boost(0.2, 3.0).with_removal(0.2),
+            (0.2 * 3.0, 0.2),
+            (0.2, 0.0),
+        ),
     ];
     for (strategy, (ep_alpha, ep_drop), (after_alpha, after_drop)) in cases {
         let mut s = Schedule::new(strategy, PhaseController::new(EpEnd::Steps { steps: 5 }).unwrap()).unwrap();
         let (_, alpha, drop) = drive(&mut s, 10, 100, |_| 0.0, Monitor::Val);
         for step in 0..10 {
-            let (a, d) = if step < 5 { (ep_alpha, ep_drop) } else { (after_alpha, after_drop) };
-            assert!((alpha[step] - a).abs() < 1e-12 && (drop[step] - d).abs() < 1e-12, "{strategy}: step {step}: alpha {} drop {}", alpha[step], drop[step]);
+            let (a, d) = if step < 5 {
+                (ep_alpha, ep_drop)
+            } else {
+                (after_alpha, after_drop)
+            };
+            assert!(
+                (alpha[step] - a).abs() < 1e-12 && (drop[step] - d).abs() < 1e-12,
+                "{strategy}: step {step}: alpha {} drop {}",
+                alpha[step],
+                drop[step]
+            );
         }
     }
 }
 
 #[test]
 fn cutmix_switching_draws_from_the_seeded_generator() {
-    let strategy = Strategy { cutmix_prob: 0.5, ..Strategy::mixup(0.4) };
+    let strategy = Strategy {
+        cutmix_prob: 0.5,
+        ..Strategy::mixup(0.4)
+    };
     let mut rng = SeededRng::new(1);
     let kinds: Vec<MixKind> = (0..2000).map(|s| strategy.plan(s, false, &mut rng).mix.kind).collect();
     let cut = kinds.iter().filter(|&&k| k == MixKind::CutMix).count();
     assert!((900..1100).contains(&cut), "{cut} of 2000 batches used CutMix");
     let mut again = SeededRng::new(1);
-    assert!(kinds.iter().enumerate().all(|(s, &k)| strategy.plan(s as u64, false, &mut again).mix.kind == k));
+    assert!(kinds
+        .iter()
+        .enumerate()
+        .all(|(s, &k)| strategy.plan(s as u64, false, &mut again).mix.kind == k));
     // Paused batches draw nothing: the stream is untouched in the EP.
-    let paused = Strategy { cutmix_prob: 0.5, ..Strategy::mixup_pause(0.4) };
+    let paused = Strategy {
+        cutmix_prob: 0.5,
+        ..Strategy::mixup_pause(0.4)
+    };
     let mut r = SeededRng::new(2);
     let before = r.clone();
     let plan = paused.plan(0, true, &mut r);
@@ -146,14 +203,27 @@ fn cutmix_switching_draws_from_the_seeded_generator() {
 fn random_config(rng: &mut SeededRng) -> StrategyConfig {
     let kind = StrategyKind::ALL[rng.below(5) as usize];
     let ep = match rng.below(3) {
-        0 => EpEnd::Epochs { epochs: rng.below(30) as u32 },
-        1 => EpEnd::Steps { steps: rng.below(100_000) },
+        0 => EpEnd::Epochs {
+            epochs: rng.below(30) as u32,
+        },
+        1 => EpEnd::Steps {
+            steps: rng.below(100_000),
+        },
         _ => EpEnd::Accuracy {
-            monitor: if rng.below(2) == 0 { Monitor::Val } else { Monitor::TrainClean },
-            threshold: if rng.below(2) == 0 {
-                Threshold::Raw { value: 0.01 + 0.99 * rng.uniform() }
+            monitor: if rng.below(2) == 0 {
+                Monitor::Val
             } else {
-                Threshold::ChanceNormalized { value: 0.01 + 0.99 * rng.uniform(), classes: 2 + rng.below(1000) as u32 }
+                Monitor::TrainClean
+            },
+            threshold: if rng.below(2) == 0 {
+                Threshold::Raw {
+                    value: 0.01 + 0.99 * rng.uniform(),
+                }
+            } else {
+                Threshold::ChanceNormalized {
+                    value: 0.01 + 0.99 * rng.uniform(),
+                    classes: 2 + rng.below(1000) as u32,
+                }
             },
             eval_every: 1 + rng.below(1000),
         },
@@ -162,10 +232,18 @@ fn random_config(rng: &mut SeededRng) -> StrategyConfig {
         kind,
         alpha: rng.uniform() * 2.0,
         boost: 0.5 + rng.uniform() * 4.0,
-        drop_share: if rng.below(2) == 0 { None } else { Some(rng.uniform() * 0.5) },
+        drop_share: if rng.below(2) == 0 {
+            None
+        } else {
+            Some(rng.uniform() * 0.5)
+        },
         cutmix_prob: rng.uniform(),
         cutmix_alpha: 0.1 + rng.uniform(),
-        lambda: if rng.below(2) == 0 { LambdaMode::Batch } else { LambdaMode::PerSample },
+        lambda: if rng.below(2) == 0 {
+            LambdaMode::Batch
+        } else {
+            LambdaMode::PerSample
+        },
         pairing: [PairingMode::Permutation, PairingMode::Flip, PairingMode::Roll][rng.below(3) as usize],
         ep,
     }
@@ -198,7 +276,13 @@ fn the_documented_example_parses_with_defaults() {
         threshold = { kind = "chance-normalized", value = 0.45, classes = 10 }
     "#;
     let c = StrategyConfig::from_toml(text).unwrap();
-    assert_eq!(c.strategy().policy, MixPolicy::Boost { alpha: 0.5, boosted: 1.0 });
+    assert_eq!(
+        c.strategy().policy,
+        MixPolicy::Boost {
+            alpha: 0.5,
+            boosted: 1.0
+        }
+    );
     assert_eq!(c.lambda, LambdaMode::Batch);
     let hlr = StrategyConfig::from_toml("[strategy]\nkind = \"high-loss-removal\"\n").unwrap();
     assert_eq!(hlr.strategy().drop_share, 0.1, "the documented default share");
@@ -234,17 +318,44 @@ fn invalid_configs_are_rejected_with_their_field_named() {
 fn auto_follows_the_paper_on_its_own_settings() {
     let t = AutoThresholds::default();
     let pick = |n: u64, p: u64, mixup: bool, acc: Option<(f64, f64)>| {
-        recommend(&ProblemScale { train_samples: n, parameters: p, mixup_applicable: mixup, early_accuracy: acc }, &t).strategy.policy
+        recommend(
+            &ProblemScale {
+                train_samples: n,
+                parameters: p,
+                mixup_applicable: mixup,
+                early_accuracy: acc,
+            },
+            &t,
+        )
+        .strategy
+        .policy
     };
     // CIFAR-10 with ResNet18, Tiny-ImageNet with ViT-S or PreActResNet50: Mixup Pause.
     assert!(matches!(pick(50_000, 11_000_000, true, None), MixPolicy::Pause { .. }));
-    assert!(matches!(pick(100_000, 22_000_000, true, Some((0.3, 0.3))), MixPolicy::Pause { .. }));
+    assert!(matches!(
+        pick(100_000, 22_000_000, true, Some((0.3, 0.3))),
+        MixPolicy::Pause { .. }
+    ));
     // ViT-T on ImageNet-1K, underfitting early: Alpha Boost.
-    assert!(matches!(pick(1_281_167, 5_700_000, true, Some((0.20, 0.21))), MixPolicy::Boost { .. }));
+    assert!(matches!(
+        pick(1_281_167, 5_700_000, true, Some((0.20, 0.21))),
+        MixPolicy::Boost { .. }
+    ));
     // Large but already fitting the training set faster than validation: no boost.
-    assert!(matches!(pick(1_281_167, 5_700_000, true, Some((0.5, 0.3))), MixPolicy::Pause { .. }));
+    assert!(matches!(
+        pick(1_281_167, 5_700_000, true, Some((0.5, 0.3))),
+        MixPolicy::Pause { .. }
+    ));
     // Time series / LM: High-Loss Removal.
-    let r = recommend(&ProblemScale { train_samples: 10_000, parameters: 100_000, mixup_applicable: false, early_accuracy: None }, &t);
+    let r = recommend(
+        &ProblemScale {
+            train_samples: 10_000,
+            parameters: 100_000,
+            mixup_applicable: false,
+            early_accuracy: None,
+        },
+        &t,
+    );
     assert_eq!(r.strategy.drop_share, 0.1);
     assert!(r.reason.contains("Mixup does not apply"), "{}", r.reason);
     assert!(r.to_string().contains("high-loss-removal"));

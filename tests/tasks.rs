@@ -18,12 +18,16 @@ fn write_ucr(dir: &Path) {
     std::fs::create_dir_all(&folder).unwrap();
     let mut rng = SeededRng::new(5);
     for (split, n) in [("TRAIN", 120), ("TEST", 40)] {
-        let mut text = String::from("# synthetic\n@problemName Waves\n@univariate false\n@classLabel true slow fast\n@data\n");
+        let mut text =
+            String::from("# synthetic\n@problemName Waves\n@univariate false\n@classLabel true slow fast\n@data\n");
         for i in 0..n {
             let fast = i % 2 == 1;
             let f = if fast { 0.6 } else { 0.15 };
             let channel = |phase: f64, rng: &mut SeededRng| {
-                (0..40).map(|t| format!("{:.4}", (f * t as f64 + phase).sin() + 0.3 * rng.normal())).collect::<Vec<_>>().join(",")
+                (0..40)
+                    .map(|t| format!("{:.4}", (f * t as f64 + phase).sin() + 0.3 * rng.normal()))
+                    .collect::<Vec<_>>()
+                    .join(",")
             };
             let phase = 6.0 * rng.uniform();
             let (a, b) = (channel(phase, &mut rng), channel(phase + 1.0, &mut rng));
@@ -43,7 +47,11 @@ fn write_vic_elec(dir: &Path) {
         let day = (i as f64 / 48.0 * std::f64::consts::TAU).sin();
         let temperature = 20.0 + 5.0 * day + rng.normal();
         let demand = 4000.0 + 800.0 * day + 30.0 * temperature + 50.0 * rng.normal();
-        writeln!(text, "2012-01-01T00:00:00Z,{demand:.3},{temperature:.2},2012-01-01,FALSE").unwrap();
+        writeln!(
+            text,
+            "2012-01-01T00:00:00Z,{demand:.3},{temperature:.2},2012-01-01,FALSE"
+        )
+        .unwrap();
     }
     std::fs::write(folder.join("vic_elec.csv"), text).unwrap();
 }
@@ -84,12 +92,14 @@ fn config(dir: &Path, name: &str, data: &str, model: &str, strategy: &str, run: 
         {strategy}
         "#,
         out = dir.join("runs").display(),
-        dir = dir.join("data").join(match data.split('"').nth(1).unwrap_or("") {
-            "ucr" => "",
-            "vic-elec" => "vic_elec",
-            _ => "shakespeare",
-        })
-        .display(),
+        dir = dir
+            .join("data")
+            .join(match data.split('"').nth(1).unwrap_or("") {
+                "ucr" => "",
+                "vic-elec" => "vic_elec",
+                _ => "shakespeare",
+            })
+            .display(),
     ))
     .unwrap()
 }
@@ -117,16 +127,29 @@ const HLR: &str = "kind = \"high-loss-removal\"\ndrop_share = 0.2\n[strategy.ep]
 fn first_and_last(lines: &[MetricsLine]) -> (f64, f64) {
     let n = lines.len();
     assert!(n >= 4, "{n} metrics lines");
-    ((lines[0].loss + lines[1].loss) / 2.0, (lines[n - 2].loss + lines[n - 1].loss) / 2.0)
+    (
+        (lines[0].loss + lines[1].loss) / 2.0,
+        (lines[n - 2].loss + lines[n - 1].loss) / 2.0,
+    )
 }
 
 #[test]
 fn series_classification_learns_in_30_steps_with_mixup() {
     let _one = serial();
     let dir = setup("series");
-    let c = config(&dir, "series", SERIES, "name = \"resnet1d\"\nwidth = 8", "kind = \"mixup\"\nalpha = 0.2", "max_steps = 30");
+    let c = config(
+        &dir,
+        "series",
+        SERIES,
+        "name = \"resnet1d\"\nwidth = 8",
+        "kind = \"mixup\"\nalpha = 0.2",
+        "max_steps = 30",
+    );
     let s = run(&c);
-    assert_eq!((s.task.as_str(), s.metric.as_str(), s.steps), ("series", "accuracy", 30));
+    assert_eq!(
+        (s.task.as_str(), s.metric.as_str(), s.steps),
+        ("series", "accuracy", 30)
+    );
     let (first, last) = first_and_last(&metrics(&dir, "series"));
     assert!(last < 0.7 * first, "loss {first} -> {last}");
     assert!(s.test > 0.8, "test accuracy {}", s.test);
@@ -136,9 +159,19 @@ fn series_classification_learns_in_30_steps_with_mixup() {
 fn forecasting_learns_in_30_steps_with_high_loss_removal() {
     let _one = serial();
     let dir = setup("forecast");
-    let c = config(&dir, "forecast", FORECAST, "name = \"mlp-forecaster\"\nwidth = 32", HLR, "max_steps = 30");
+    let c = config(
+        &dir,
+        "forecast",
+        FORECAST,
+        "name = \"mlp-forecaster\"\nwidth = 32",
+        HLR,
+        "max_steps = 30",
+    );
     let s = run(&c);
-    assert_eq!((s.task.as_str(), s.metric.as_str(), s.higher_is_better), ("forecast", "mse", false));
+    assert_eq!(
+        (s.task.as_str(), s.metric.as_str(), s.higher_is_better),
+        ("forecast", "mse", false)
+    );
     let lines = metrics(&dir, "forecast");
     assert!(lines[0].drop_share > 0.0 && lines.iter().all(|l| l.train_accuracy.is_none()));
     let (first, last) = first_and_last(&lines);
@@ -151,7 +184,14 @@ fn forecasting_learns_in_30_steps_with_high_loss_removal() {
 fn the_char_lm_learns_in_30_steps_with_high_loss_removal() {
     let _one = serial();
     let dir = setup("text");
-    let c = config(&dir, "text", TEXT, "name = \"char-transformer\"\nwidth = 32\ndepth = 1\nheads = 2", HLR, "max_steps = 30");
+    let c = config(
+        &dir,
+        "text",
+        TEXT,
+        "name = \"char-transformer\"\nwidth = 32\ndepth = 1\nheads = 2",
+        HLR,
+        "max_steps = 30",
+    );
     let s = run(&c);
     assert_eq!((s.task.as_str(), s.metric.as_str()), ("text", "accuracy"));
     let (first, last) = first_and_last(&metrics(&dir, "text"));
@@ -162,13 +202,23 @@ fn the_char_lm_learns_in_30_steps_with_high_loss_removal() {
 fn diagnostics_log_zero_shares_every_line_and_benr_every_epoch() {
     let _one = serial();
     let dir = setup("diagnostics");
-    let c = config(&dir, "diag", SERIES, "name = \"resnet1d\"\nwidth = 8", "kind = \"mixup\"", "max_steps = 21\ndiagnostics = true");
+    let c = config(
+        &dir,
+        "diag",
+        SERIES,
+        "name = \"resnet1d\"\nwidth = 8",
+        "kind = \"mixup\"",
+        "max_steps = 21\ndiagnostics = true",
+    );
     run(&c);
     let lines = metrics(&dir, "diag");
     for l in &lines {
         let shares = l.zero_share.as_ref().expect("zero shares on every line");
         assert_eq!(shares.len(), 9, "the 1-D ResNet's ReLUs: 3 a block");
-        assert!(shares.iter().all(|s| (0.0..=1.0).contains(s)) && shares.iter().any(|&s| s > 0.0), "{shares:?}");
+        assert!(
+            shares.iter().all(|s| (0.0..=1.0).contains(s)) && shares.iter().any(|&s| s > 0.0),
+            "{shares:?}"
+        );
     }
     // 108 training cases in batches of 16: 6 steps an epoch, so epochs end at steps 5, 11, 17.
     let benr: Vec<(u64, f64)> = lines.iter().filter_map(|l| l.benr.map(|b| (l.step, b))).collect();
@@ -180,8 +230,22 @@ fn diagnostics_log_zero_shares_every_line_and_benr_every_epoch() {
 fn prefetching_batches_does_not_change_the_run() {
     let _one = serial();
     let dir = setup("prefetch");
-    let on = config(&dir, "on", SERIES, "name = \"resnet1d\"\nwidth = 8", "kind = \"mixup-pause\"", "max_steps = 14");
-    let off = config(&dir, "off", SERIES, "name = \"resnet1d\"\nwidth = 8", "kind = \"mixup-pause\"", "max_steps = 14\nprefetch = false");
+    let on = config(
+        &dir,
+        "on",
+        SERIES,
+        "name = \"resnet1d\"\nwidth = 8",
+        "kind = \"mixup-pause\"",
+        "max_steps = 14",
+    );
+    let off = config(
+        &dir,
+        "off",
+        SERIES,
+        "name = \"resnet1d\"\nwidth = 8",
+        "kind = \"mixup-pause\"",
+        "max_steps = 14\nprefetch = false",
+    );
     let (a, b) = (run(&on), run(&off));
     assert_eq!(a.test.to_bits(), b.test.to_bits());
     let (x, y) = (metrics(&dir, "on"), metrics(&dir, "off"));
@@ -200,15 +264,41 @@ fn tasks_refuse_the_wrong_model_strategy_or_missing_fields() {
     for (doc, field) in [
         (text(SERIES, "small-cnn", "kind = \"mixup\""), "model.name"),
         (text("dataset = \"ucr\"", "resnet1d", "kind = \"mixup\""), "data.series"),
-        (text(&format!("{SERIES}\naugment = true"), "resnet1d", "kind = \"mixup\""), "data.augment"),
+        (
+            text(&format!("{SERIES}\naugment = true"), "resnet1d", "kind = \"mixup\""),
+            "data.augment",
+        ),
         (text(FORECAST, "mlp-forecaster", "kind = \"mixup\""), "strategy.kind"),
-        (text(FORECAST, "mlp-forecaster", "kind = \"high-loss-removal\""), "strategy.ep.end"),
-        (text(TEXT, "char-transformer", "kind = \"alpha-boost\""), "strategy.kind"),
-        (text("dataset = \"shakespeare\"\nseq_len = 0", "char-transformer", "kind = \"vanilla\""), "data.seq_len"),
-        (text(TEXT, "char-transformer\"\nwidth = 30\nheads = 4\n#\"", "kind = \"vanilla\""), "model.width"),
+        (
+            text(FORECAST, "mlp-forecaster", "kind = \"high-loss-removal\""),
+            "strategy.ep.end",
+        ),
+        (
+            text(TEXT, "char-transformer", "kind = \"alpha-boost\""),
+            "strategy.kind",
+        ),
+        (
+            text(
+                "dataset = \"shakespeare\"\nseq_len = 0",
+                "char-transformer",
+                "kind = \"vanilla\"",
+            ),
+            "data.seq_len",
+        ),
+        (
+            text(
+                TEXT,
+                "char-transformer\"\nwidth = 30\nheads = 4\n#\"",
+                "kind = \"vanilla\"",
+            ),
+            "model.width",
+        ),
         // The fields without a default.
         (text("batch_size = 8", "small-cnn", "kind = \"mixup\""), "dataset"),
-        (text(SERIES, "resnet1d", "kind = \"mixup\"").replace("name = \"x\"", "seed = 1"), "run.name"),
+        (
+            text(SERIES, "resnet1d", "kind = \"mixup\"").replace("name = \"x\"", "seed = 1"),
+            "run.name",
+        ),
     ] {
         match TrainConfig::from_toml(&doc) {
             Err(e) => assert!(e.to_string().contains(field), "`{e}` does not name {field}"),
@@ -218,7 +308,10 @@ fn tasks_refuse_the_wrong_model_strategy_or_missing_fields() {
     // A missing dataset file names itself and the command that fetches it.
     let c = config(&dir, "missing", SERIES, "name = \"resnet1d\"", "kind = \"mixup\"", "");
     let e = train(&c, &TrainOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("Waves_TRAIN.ts") && e.contains("scripts/setup --data"), "{e}");
+    assert!(
+        e.contains("Waves_TRAIN.ts") && e.contains("scripts/setup --data"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -232,11 +325,24 @@ fn the_char_lm_resumes_bit_identically() {
     let half = config(&dir, "halves", TEXT, model, HLR, "max_steps = 10");
     run(&half);
     let rest = config(&dir, "halves", TEXT, model, HLR, "max_steps = 20");
-    let r = train(&rest, &TrainOptions { resume: true, ..Default::default() }).unwrap();
-    assert_eq!((s.test.to_bits(), s.test_loss.to_bits()), (r.test.to_bits(), r.test_loss.to_bits()));
+    let r = train(
+        &rest,
+        &TrainOptions {
+            resume: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (s.test.to_bits(), s.test_loss.to_bits()),
+        (r.test.to_bits(), r.test_loss.to_bits())
+    );
     let (a, b) = (metrics(&dir, "straight"), metrics(&dir, "halves"));
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!((x.step, x.loss.to_bits(), x.drop_share.to_bits()), (y.step, y.loss.to_bits(), y.drop_share.to_bits()));
+        assert_eq!(
+            (x.step, x.loss.to_bits(), x.drop_share.to_bits()),
+            (y.step, y.loss.to_bits(), y.drop_share.to_bits())
+        );
     }
 }

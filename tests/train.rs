@@ -6,15 +6,23 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use enlighten::train::{load_checkpoint, train as run_training, OptimKind, TrainConfig, TrainOptions};
-use std::sync::atomic::AtomicBool;
 use enlighten::Error;
 use flate2::write::GzEncoder;
+use std::sync::atomic::AtomicBool;
 
 mod support;
 use support::{metrics, scratch, serial};
 
 fn train(config: &TrainConfig, resume: bool, progress: bool) -> enlighten::Result<enlighten::train::Summary> {
-    run_training(config, &TrainOptions { resume, progress, interrupt: None, ..Default::default() })
+    run_training(
+        config,
+        &TrainOptions {
+            resume,
+            progress,
+            interrupt: None,
+            ..Default::default()
+        },
+    )
 }
 
 fn gz_idx(path: &Path, magic: u32, dims: &[u32], payload: &[u8]) {
@@ -42,8 +50,18 @@ fn write_dataset(dir: &Path) {
                 }
             }
         }
-        gz_idx(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), 0x803, &[n as u32, 16, 16], &pixels);
-        gz_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), 0x801, &[n as u32], &labels);
+        gz_idx(
+            &dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
+            0x803,
+            &[n as u32, 16, 16],
+            &pixels,
+        );
+        gz_idx(
+            &dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
+            0x801,
+            &[n as u32],
+            &labels,
+        );
     }
 }
 
@@ -96,11 +114,21 @@ fn setup(name: &str) -> PathBuf {
 /// The number of tensors in two runs' latest checkpoints (their names must match, in order) and
 /// the names of those that differ.
 fn compare_checkpoints(dir: &Path, a: &str, b: &str) -> (usize, Vec<String>) {
-    let load = |run: &str| load_checkpoint(&dir.join("runs").join(run).join("checkpoints")).unwrap().unwrap().1;
+    let load = |run: &str| {
+        load_checkpoint(&dir.join("runs").join(run).join("checkpoints"))
+            .unwrap()
+            .unwrap()
+            .1
+    };
     let (a, b) = (load(a), load(b));
     let names = |v: &[(String, tch::Tensor)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(&a), names(&b), "the same tensors in both checkpoints");
-    let differing = a.iter().zip(&b).filter(|((_, x), (_, y))| !x.equal(y)).map(|((n, _), _)| n.clone()).collect();
+    let differing = a
+        .iter()
+        .zip(&b)
+        .filter(|((_, x), (_, y))| !x.equal(y))
+        .map(|((n, _), _)| n.clone())
+        .collect();
     (a.len(), differing)
 }
 
@@ -111,20 +139,36 @@ fn trains_logs_and_switches_mixup_on_at_the_ep_end() {
     let s = train(&config(&dir, "pause", "", 0.05), false, false).unwrap();
     assert_eq!(s.steps, 24, "3 epochs of 256 / 32 batches");
     let lines = metrics(&dir, "pause");
-    assert!(lines.last().unwrap().loss < lines.first().unwrap().loss, "the loss comes down");
+    assert!(
+        lines.last().unwrap().loss < lines.first().unwrap().loss,
+        "the loss comes down"
+    );
     assert!(s.test > 0.9, "test accuracy {}", s.test);
     let end = s.ep_end.expect("validation accuracy reaches 50% on this task").step;
     for l in &lines {
         assert_eq!(l.in_ep, l.step < end, "step {} vs EP end {end}", l.step);
-        assert_eq!(l.alpha, if l.step < end { 0.0 } else { 0.4 }, "Mixup paused in the EP, on after (step {})", l.step);
+        assert_eq!(
+            l.alpha,
+            if l.step < end { 0.0 } else { 0.4 },
+            "Mixup paused in the EP, on after (step {})",
+            l.step
+        );
     }
     for file in ["config.toml", "summary.json", "checkpoints/latest"] {
         assert!(dir.join("runs/pause").join(file).exists(), "{file}");
     }
-    let written = TrainConfig::from_toml(&std::fs::read_to_string(dir.join("runs/pause/config.toml")).unwrap()).unwrap();
-    assert_eq!(written, config(&dir, "pause", "", 0.05), "the resolved config round-trips");
+    let written =
+        TrainConfig::from_toml(&std::fs::read_to_string(dir.join("runs/pause/config.toml")).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        config(&dir, "pause", "", 0.05),
+        "the resolved config round-trips"
+    );
     // A finished run is not silently overwritten.
-    assert!(matches!(train(&config(&dir, "pause", "", 0.05), false, false), Err(Error::Value { arg: "run.name", .. })));
+    assert!(matches!(
+        train(&config(&dir, "pause", "", 0.05), false, false),
+        Err(Error::Value { arg: "run.name", .. })
+    ));
 }
 
 #[test]
@@ -134,7 +178,12 @@ fn resuming_equals_running_straight_through() {
     train(&config(&dir, "straight", "", 0.05), false, false).unwrap();
     train(&config(&dir, "split", "max_steps = 8", 0.05), false, false).unwrap();
     train(&config(&dir, "split", "", 0.05), true, false).unwrap();
-    let state = |run: &str| load_checkpoint(&dir.join("runs").join(run).join("checkpoints")).unwrap().unwrap().0;
+    let state = |run: &str| {
+        load_checkpoint(&dir.join("runs").join(run).join("checkpoints"))
+            .unwrap()
+            .unwrap()
+            .0
+    };
     assert_eq!(state("straight"), state("split"), "step, RNG and schedule state");
     let (_, differing) = compare_checkpoints(&dir, "straight", "split");
     assert!(differing.is_empty(), "resumed run differs in {differing:?}");
@@ -186,7 +235,13 @@ fn an_interrupt_checkpoints_the_step_and_resume_finishes_the_run() {
     let _one = serial();
     let dir = setup("ctrl-c");
     let flag = AtomicBool::new(true); // as if Ctrl-C came during the first step
-    match run_training(&config(&dir, "stop", "", 0.05), &TrainOptions { interrupt: Some(&flag), ..Default::default() }) {
+    match run_training(
+        &config(&dir, "stop", "", 0.05),
+        &TrainOptions {
+            interrupt: Some(&flag),
+            ..Default::default()
+        },
+    ) {
         Err(Error::Interrupted { step, checkpoint }) => {
             assert_eq!(step, 1);
             assert!(checkpoint.ends_with("ckpt-1"), "{checkpoint:?}");
@@ -197,7 +252,10 @@ fn an_interrupt_checkpoints_the_step_and_resume_finishes_the_run() {
     assert_eq!(s.steps, 24);
     train(&config(&dir, "straight", "", 0.05), false, false).unwrap();
     let (_, differing) = compare_checkpoints(&dir, "stop", "straight");
-    assert!(differing.is_empty(), "interrupted + resumed differs from straight in {differing:?}");
+    assert!(
+        differing.is_empty(),
+        "interrupted + resumed differs from straight in {differing:?}"
+    );
 }
 
 #[test]
@@ -205,15 +263,31 @@ fn the_composite_mode_trains_the_same_way() {
     let _one = serial();
     let dir = setup("composite");
     train(&config(&dir, "fused", "max_steps = 12", 0.05), false, false).unwrap();
-    train(&config(&dir, "tch", "max_steps = 12\nops = \"composite\"", 0.05), false, false).unwrap();
+    train(
+        &config(&dir, "tch", "max_steps = 12\nops = \"composite\"", 0.05),
+        false,
+        false,
+    )
+    .unwrap();
     let (f, c) = (metrics(&dir, "fused"), metrics(&dir, "tch"));
     assert_eq!(f.len(), c.len());
     // Same draws and the same math; only rounding differs, and it compounds over the steps.
     let first = (f[0].loss - c[0].loss).abs() / f[0].loss;
-    assert!(first < 1e-5, "first logged loss: fused {} vs composite {}", f[0].loss, c[0].loss);
+    assert!(
+        first < 1e-5,
+        "first logged loss: fused {} vs composite {}",
+        f[0].loss,
+        c[0].loss
+    );
     for (a, b) in f.iter().zip(&c) {
         assert_eq!((a.step, a.in_ep, a.alpha), (b.step, b.in_ep, b.alpha));
-        assert!((a.loss - b.loss).abs() < 0.05 * a.loss.max(0.1), "step {}: {} vs {}", a.step, a.loss, b.loss);
+        assert!(
+            (a.loss - b.loss).abs() < 0.05 * a.loss.max(0.1),
+            "step {}: {} vs {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
     }
 }
 
@@ -256,7 +330,16 @@ fn analyze_writes_interference_zero_shares_embeddings_and_plots() {
     let _one = serial();
     let dir = setup("analyze");
     let c = config(&dir, "an", "", 0.05);
-    let options = enlighten::analyze::AnalyzeOptions { steps: 12, snapshots: 2, pairs: 8, batch_sizes: vec![1, 4], repeats: 2, widths: vec![4, 8], zero_every: 4, ..Default::default() };
+    let options = enlighten::analyze::AnalyzeOptions {
+        steps: 12,
+        snapshots: 2,
+        pairs: 8,
+        batch_sizes: vec![1, 4],
+        repeats: 2,
+        widths: vec![4, 8],
+        zero_every: 4,
+        ..Default::default()
+    };
     let (a, out) = enlighten::analyze::analyze(&c, &options, false).unwrap();
     assert_eq!(a.snapshots.iter().map(|s| s.step).collect::<Vec<_>>(), [0, 12]);
     for s in &a.snapshots {
@@ -264,28 +347,57 @@ fn analyze_writes_interference_zero_shares_embeddings_and_plots() {
         assert!(s.cosines.iter().all(|c| (-1.0..=1.0).contains(c)), "{:?}", s.cosines);
         assert_eq!(s.by_batch.iter().map(|b| b.pairs).collect::<Vec<_>>(), [1, 4]);
         // Every validation image of classes 0-2 (64 images of 4 balanced classes: about 48).
-        assert!((30..=64).contains(&s.embedding.len()) && s.embedding.iter().all(|e| (0..3).contains(&e.0) && e.1.is_finite()), "{}", s.embedding.len());
+        assert!(
+            (30..=64).contains(&s.embedding.len())
+                && s.embedding.iter().all(|e| (0..3).contains(&e.0) && e.1.is_finite()),
+            "{}",
+            s.embedding.len()
+        );
     }
     assert_eq!(a.widths.iter().map(|w| w.width).collect::<Vec<_>>(), [4, 8]);
     assert!(a.widths[0].parameters < a.widths[1].parameters);
     assert_eq!(a.zero_traces.len(), 3, "vanilla and two alphas");
     for z in &a.zero_traces {
         assert_eq!(z.points.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 4, 8, 12]);
-        assert!(z.points.iter().all(|p| p.1.len() == 3 && p.1.iter().all(|s| (0.0..=1.0).contains(s))));
+        assert!(z
+            .points
+            .iter()
+            .all(|p| p.1.len() == 3 && p.1.iter().all(|s| (0.0..=1.0).contains(s))));
     }
-    for f in ["report.md", "analysis.json", "interference.png", "zero_vs_alpha.png", "embeddings.png"] {
-        assert!(std::fs::metadata(out.join(f)).map(|m| m.len() > 500).unwrap_or(false), "{f}");
+    for f in [
+        "report.md",
+        "analysis.json",
+        "interference.png",
+        "zero_vs_alpha.png",
+        "embeddings.png",
+    ] {
+        assert!(
+            std::fs::metadata(out.join(f)).map(|m| m.len() > 500).unwrap_or(false),
+            "{f}"
+        );
     }
     // Nothing to measure is refused.
-    let none = enlighten::analyze::AnalyzeOptions { steps: 0, ..options.clone() };
-    assert!(enlighten::analyze::analyze(&c, &none, false).unwrap_err().to_string().contains("options"));
+    let none = enlighten::analyze::AnalyzeOptions {
+        steps: 0,
+        ..options.clone()
+    };
+    assert!(enlighten::analyze::analyze(&c, &none, false)
+        .unwrap_err()
+        .to_string()
+        .contains("options"));
     // Forecasting has no classes to mix.
     let mut f = c.clone();
     f.data.dataset = enlighten::train::Dataset::VicElec;
     f.model.name = enlighten::train::ModelName::MlpForecaster;
     f.data.augment = false;
-    f.strategy = enlighten::strategy::StrategyConfig::from_toml("[strategy]\nkind = \"vanilla\"\n[strategy.ep]\nend = \"steps\"\nsteps = 5").unwrap();
-    assert!(enlighten::analyze::analyze(&f, &options, false).unwrap_err().to_string().contains("data.dataset"));
+    f.strategy = enlighten::strategy::StrategyConfig::from_toml(
+        "[strategy]\nkind = \"vanilla\"\n[strategy.ep]\nend = \"steps\"\nsteps = 5",
+    )
+    .unwrap();
+    assert!(enlighten::analyze::analyze(&f, &options, false)
+        .unwrap_err()
+        .to_string()
+        .contains("data.dataset"));
 }
 
 #[test]
@@ -293,12 +405,27 @@ fn overrides_set_any_field_and_are_validated() {
     let dir = scratch("overrides");
     let text = toml::to_string(&config(&dir, "ok", "", 0.05)).unwrap();
     let sets = |v: &[&str]| TrainConfig::from_toml_with(&text, &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    let c = sets(&["data.subset=0.1", "run.name=ten", "strategy.ep={end=\"epochs\", epochs=2}", "model.width=16"]).unwrap();
-    assert_eq!((c.data.subset, c.run.name.as_str(), c.model.width), (0.1, "ten", Some(16)));
+    let c = sets(&[
+        "data.subset=0.1",
+        "run.name=ten",
+        "strategy.ep={end=\"epochs\", epochs=2}",
+        "model.width=16",
+    ])
+    .unwrap();
+    assert_eq!(
+        (c.data.subset, c.run.name.as_str(), c.model.width),
+        (0.1, "ten", Some(16))
+    );
     assert_eq!(c.strategy.ep, enlighten::strategy::EpEnd::Epochs { epochs: 2 });
-    assert!(sets(&["data.subset=2.0"]).unwrap_err().to_string().contains("data.subset"));
+    assert!(sets(&["data.subset=2.0"])
+        .unwrap_err()
+        .to_string()
+        .contains("data.subset"));
     assert!(sets(&["data.subset"]).unwrap_err().to_string().contains("--set"));
-    assert!(sets(&["data.batch_size.x=1"]).unwrap_err().to_string().contains("--set"));
+    assert!(sets(&["data.batch_size.x=1"])
+        .unwrap_err()
+        .to_string()
+        .contains("--set"));
 }
 
 #[test]

@@ -131,7 +131,13 @@ impl Pool {
 /// The mixed-target cross-entropy of the model in eval mode (batch norm on running statistics,
 /// so one-sample batches are fine), differentiable in the parameters.
 fn eval_loss<'a>(model: &'a dyn Model) -> impl Fn(&Tensor, &crate::ops::mixup::MixedTargets) -> Result<Tensor> + 'a {
-    move |x, t| loss_reference::composite(&model.forward(x, false, false).0, Targets::Mixed(t), &CrossEntropy::default())
+    move |x, t| {
+        loss_reference::composite(
+            &model.forward(x, false, false).0,
+            Targets::Mixed(t),
+            &CrossEntropy::default(),
+        )
+    }
 }
 
 /// The first two principal components of the penultimate features (the last probe) of up to
@@ -140,21 +146,40 @@ fn embedding(model: &dyn Model, pool: &Pool) -> Result<Vec<(i64, f64, f64)>> {
     let labels = Vec::<i64>::try_from(pool.y.to_device(Device::Cpu))?;
     let mut rows = Vec::new();
     for class in 0..3 {
-        rows.extend(labels.iter().enumerate().filter(|(_, &l)| l == class).take(100).map(|(i, _)| i as i64));
+        rows.extend(
+            labels
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l == class)
+                .take(100)
+                .map(|(i, _)| i as i64),
+        );
     }
     if rows.len() < 3 {
         return Ok(Vec::new());
     }
     let idx = Tensor::from_slice(&rows).to_device(pool.x.device());
     let (_, probes) = tch::no_grad(|| model.forward(&pool.x.index_select(0, &idx), false, true));
-    let Some(features) = probes.last() else { return Ok(Vec::new()) };
+    let Some(features) = probes.last() else {
+        return Ok(Vec::new());
+    };
     let f = features.flatten(1, -1).to_kind(Kind::Double).to_device(Device::Cpu);
     let centred = &f - f.mean_dim(0, true, Kind::Double);
     let (_, _, v) = centred.f_svd(true, true)?; // v: [d, k], the principal axes as columns
     let coords = centred.mm(&v.narrow(1, 0, 2.min(v.size()[1])));
     let flat = Vec::<f64>::try_from(coords.contiguous().view([-1]))?;
     let k = coords.size()[1] as usize;
-    Ok(rows.iter().enumerate().map(|(i, &r)| (labels[r as usize], flat[i * k], if k > 1 { flat[i * k + 1] } else { 0.0 })).collect())
+    Ok(rows
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| {
+            (
+                labels[r as usize],
+                flat[i * k],
+                if k > 1 { flat[i * k + 1] } else { 0.0 },
+            )
+        })
+        .collect())
 }
 
 /// Runs the analysis and writes its folder; returns the analysis and the folder.
@@ -163,8 +188,18 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
     crate::tune_cpu_allocator();
     let runs = ShortRuns::load(config)?;
     let (x, y) = runs.fixed_batch(512, 16)?;
-    let mut study = Study { config, opts, runs, pool: Pool { x, y }, rng: SeededRng::new(config.run.seed ^ 0xA11A) };
-    let bar = if progress { indicatif::ProgressBar::new(4 + opts.widths.len() as u64) } else { indicatif::ProgressBar::hidden() };
+    let mut study = Study {
+        config,
+        opts,
+        runs,
+        pool: Pool { x, y },
+        rng: SeededRng::new(config.run.seed ^ 0xA11A),
+    };
+    let bar = if progress {
+        indicatif::ProgressBar::new(4 + opts.widths.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let say = |m: &str| bar.set_message(m.to_string());
 
     say("vanilla run: interference, embeddings, zero shares");
@@ -185,7 +220,14 @@ pub fn analyze(config: &TrainConfig, opts: &AnalyzeOptions, progress: bool) -> R
         }
     }
     bar.finish_and_clear();
-    let analysis = Analysis { name: config.run.name.clone(), steps: opts.steps, lam: opts.lam, snapshots, widths, zero_traces: traces };
+    let analysis = Analysis {
+        name: config.run.name.clone(),
+        steps: opts.steps,
+        lam: opts.lam,
+        snapshots,
+        widths,
+        zero_traces: traces,
+    };
     let dir = analysis.write(config)?;
     Ok((analysis, dir))
 }
@@ -195,10 +237,18 @@ fn check(config: &TrainConfig, opts: &AnalyzeOptions) -> Result<()> {
     config.validate()?;
     let task_kind = config.data.dataset.task();
     if !matches!(task_kind, TaskKind::Image | TaskKind::Series) {
-        return Err(Error::value("data.dataset", "a classification dataset (Mixup's gradients need class labels)", format!("{:?}", config.data.dataset)));
+        return Err(Error::value(
+            "data.dataset",
+            "a classification dataset (Mixup's gradients need class labels)",
+            format!("{:?}", config.data.dataset),
+        ));
     }
     if opts.steps == 0 || opts.snapshots == 0 || opts.pairs == 0 || opts.repeats == 0 || opts.zero_every == 0 {
-        return Err(Error::value("options", "steps, snapshots, pairs, repeats and zero_every >= 1", format!("{opts:?}")));
+        return Err(Error::value(
+            "options",
+            "steps, snapshots, pairs, repeats and zero_every >= 1",
+            format!("{opts:?}"),
+        ));
     }
     Ok(())
 }
@@ -216,8 +266,22 @@ struct Study<'a> {
 impl Study<'_> {
     /// The vanilla run: interference and embeddings at the snapshots, zero shares throughout.
     fn vanilla(&mut self) -> Result<(Vec<Snapshot>, ZeroTrace)> {
-        let Study { config, opts, runs, pool, rng } = self;
-        let snapshot_steps: Vec<u64> = (0..opts.snapshots).map(|i| if opts.snapshots == 1 { opts.steps } else { opts.steps * i as u64 / (opts.snapshots as u64 - 1) }).collect();
+        let Study {
+            config,
+            opts,
+            runs,
+            pool,
+            rng,
+        } = self;
+        let snapshot_steps: Vec<u64> = (0..opts.snapshots)
+            .map(|i| {
+                if opts.snapshots == 1 {
+                    opts.steps
+                } else {
+                    opts.steps * i as u64 / (opts.snapshots as u64 - 1)
+                }
+            })
+            .collect();
         let (mut snapshots, mut zero) = (Vec::new(), Vec::new());
         runs.run(config, 0.0, opts.steps, &mut |step, model, params| {
             if step % opts.zero_every == 0 || step == opts.steps {
@@ -228,7 +292,14 @@ impl Study<'_> {
             }
             Ok(())
         })?;
-        Ok((snapshots, ZeroTrace { label: "vanilla".into(), alpha: 0.0, points: zero }))
+        Ok((
+            snapshots,
+            ZeroTrace {
+                label: "vanilla".into(),
+                alpha: 0.0,
+                points: zero,
+            },
+        ))
     }
 
     /// Zero shares throughout a run with Mixup at `alpha`.
@@ -241,20 +312,42 @@ impl Study<'_> {
             }
             Ok(())
         })?;
-        Ok(ZeroTrace { label: format!("Mixup alpha = {alpha}"), alpha, points })
+        Ok(ZeroTrace {
+            label: format!("Mixup alpha = {alpha}"),
+            alpha,
+            points,
+        })
     }
 
     /// The pairwise interference of the model at width `w` after the vanilla steps.
     fn width_point(&mut self, w: i64) -> Result<Option<WidthPoint>> {
-        let Study { config, opts, runs, pool, rng } = self;
+        let Study {
+            config,
+            opts,
+            runs,
+            pool,
+            rng,
+        } = self;
         let mut c = (*config).clone();
         c.model.width = Some(w);
         let mut point = None;
         runs.run(&c, 0.0, opts.steps, &mut |step, model, params| {
             if step == opts.steps {
-                let stats = gradient_interference(params, &pool.x, &pool.y, &pool.random_pairs(opts.pairs, rng), opts.lam, eval_loss(model))?;
+                let stats = gradient_interference(
+                    params,
+                    &pool.x,
+                    &pool.y,
+                    &pool.random_pairs(opts.pairs, rng),
+                    opts.lam,
+                    eval_loss(model),
+                )?;
                 let parameters = params.iter().map(|p| p.numel() as i64).sum();
-                point = Some(WidthPoint { width: w, parameters, mean_cosine: stats.mean_cosine, mean_ratio: stats.mean_ratio });
+                point = Some(WidthPoint {
+                    width: w,
+                    parameters,
+                    mean_cosine: stats.mean_cosine,
+                    mean_ratio: stats.mean_ratio,
+                });
             }
             Ok(())
         })?;
@@ -263,7 +356,14 @@ impl Study<'_> {
 }
 
 /// Interference over pairs and over batches of pairs, and the embedding, at one step.
-fn snapshot(opts: &AnalyzeOptions, pool: &Pool, rng: &mut SeededRng, step: u64, model: &dyn Model, params: &[Tensor]) -> Result<Snapshot> {
+fn snapshot(
+    opts: &AnalyzeOptions,
+    pool: &Pool,
+    rng: &mut SeededRng,
+    step: u64,
+    model: &dyn Model,
+    params: &[Tensor],
+) -> Result<Snapshot> {
     let loss = eval_loss(model);
     let pairs = pool.random_pairs(opts.pairs, rng);
     let stats = gradient_interference(params, &pool.x, &pool.y, &pairs, opts.lam, &loss)?;
@@ -272,10 +372,15 @@ fn snapshot(opts: &AnalyzeOptions, pool: &Pool, rng: &mut SeededRng, step: u64, 
         let b = b.min(pool.y.size()[0] as usize / 2).max(1);
         let (mut c, mut r) = (0.0, 0.0);
         for _ in 0..opts.repeats {
-            let (cos, ratio) = batch_interference(params, &pool.x, &pool.y, &pool.random_pairs(b, rng), opts.lam, &loss)?;
+            let (cos, ratio) =
+                batch_interference(params, &pool.x, &pool.y, &pool.random_pairs(b, rng), opts.lam, &loss)?;
             (c, r) = (c + cos, r + ratio);
         }
-        by_batch.push(BatchPoint { pairs: b, mean_cosine: c / opts.repeats as f64, mean_ratio: r / opts.repeats as f64 });
+        by_batch.push(BatchPoint {
+            pairs: b,
+            mean_cosine: c / opts.repeats as f64,
+            mean_ratio: r / opts.repeats as f64,
+        });
     }
     Ok(Snapshot {
         step,
@@ -295,8 +400,14 @@ impl Analysis {
         let dir = config.run.out_dir.join(format!("{}-analysis", config.run.name));
         std::fs::create_dir_all(&dir).map_err(|e| Error::unwritable(&dir, e))?;
         let pngs = plots::plot_analysis(self, &dir)?;
-        let write = |name: &str, text: String| std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e));
-        write("analysis.json", serde_json::to_string_pretty(self).map_err(|e| Error::json(dir.join("analysis.json").display().to_string(), e))?)?;
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e))
+        };
+        write(
+            "analysis.json",
+            serde_json::to_string_pretty(self)
+                .map_err(|e| Error::json(dir.join("analysis.json").display().to_string(), e))?,
+        )?;
         write("report.md", self.markdown(&pngs, &dir))?;
         Ok(dir)
     }
@@ -318,19 +429,31 @@ impl Analysis {
                 s.share_below_half,
                 s.share_below_zero,
                 s.mean_ratio,
-                s.by_batch.iter().map(|b| format!(" {:.3} |", b.mean_cosine)).collect::<String>()
+                s.by_batch
+                    .iter()
+                    .map(|b| format!(" {:.3} |", b.mean_cosine))
+                    .collect::<String>()
             );
         }
         if !self.widths.is_empty() {
             let _ = write!(t, "\nWidth ablation after {} vanilla steps:\n\n| width | parameters | mean cos | interference ratio |\n|---|---|---|---|\n", self.steps);
             for w in &self.widths {
-                let _ = writeln!(t, "| {} | {} | {:.3} | {:.3} |", w.width, w.parameters, w.mean_cosine, w.mean_ratio);
+                let _ = writeln!(
+                    t,
+                    "| {} | {} | {:.3} | {:.3} |",
+                    w.width, w.parameters, w.mean_cosine, w.mean_ratio
+                );
             }
         }
         let _ = write!(t, "\nZero-activation share (all probed layers, mean) at the end of {} steps:\n\n| training | share |\n|---|---|\n", self.steps);
         for z in &self.zero_traces {
             if let Some((_, shares)) = z.points.last() {
-                let _ = writeln!(t, "| {} | {:.4} |", z.label, shares.iter().sum::<f64>() / shares.len().max(1) as f64);
+                let _ = writeln!(
+                    t,
+                    "| {} | {:.4} |",
+                    z.label,
+                    shares.iter().sum::<f64>() / shares.len().max(1) as f64
+                );
             }
         }
         t

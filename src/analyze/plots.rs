@@ -8,11 +8,15 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{Analysis, Snapshot};
-use crate::plot::{legend, panel, png, register_fonts, Curve, EpMarks, COLORS};
 use crate::error::Result;
+use crate::plot::{legend, panel, png, register_fonts, Curve, EpMarks, COLORS};
 
 fn line(name: String, color: RGBColor, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {
-    Curve { name, color, points: points.into_iter().map(|(x, y)| (x, y, y, y)).collect() }
+    Curve {
+        name,
+        color,
+        points: points.into_iter().map(|(x, y)| (x, y, y, y)).collect(),
+    }
 }
 
 /// Density of `values` over [-1, 1] in `bins` bins, at the bin centres.
@@ -24,49 +28,118 @@ fn histogram(values: &[f64], bins: usize) -> Vec<(f64, f64)> {
     }
     let width = 2.0 / bins as f64;
     let n = values.len().max(1) as f64;
-    counts.iter().enumerate().map(|(i, &c)| (-1.0 + (i as f64 + 0.5) * width, c as f64 / (n * width))).collect()
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (-1.0 + (i as f64 + 0.5) * width, c as f64 / (n * width)))
+        .collect()
 }
 
 pub(super) fn plot_analysis(a: &Analysis, dir: &Path) -> Result<Vec<PathBuf>> {
     register_fonts();
-    let none = EpMarks { shade_to: None, ends: Vec::new() };
+    let none = EpMarks {
+        shade_to: None,
+        ends: Vec::new(),
+    };
     let color = |i: usize| COLORS[i % COLORS.len()];
     let mut written = vec![png(dir.join("interference.png"), (1650, 520), |root| {
         let areas = root.split_evenly((1, 3));
-        let hist: Vec<Curve> = a.snapshots.iter().enumerate().map(|(i, s)| line(format!("step {}", s.step), color(i), histogram(&s.cosines, 20))).collect();
-        panel(&areas[0], "cos(vanilla, Mixup gradient) over pairs", "cosine", "density", &hist, &none)?;
+        let hist: Vec<Curve> = a
+            .snapshots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| line(format!("step {}", s.step), color(i), histogram(&s.cosines, 20)))
+            .collect();
+        panel(
+            &areas[0],
+            "cos(vanilla, Mixup gradient) over pairs",
+            "cosine",
+            "density",
+            &hist,
+            &none,
+        )?;
         let by_batch: Vec<Curve> = a
             .snapshots
             .iter()
             .enumerate()
-            .map(|(i, s)| line(format!("step {}", s.step), color(i), s.by_batch.iter().map(|b| ((b.pairs as f64).log2(), b.mean_cosine))))
+            .map(|(i, s)| {
+                line(
+                    format!("step {}", s.step),
+                    color(i),
+                    s.by_batch.iter().map(|b| ((b.pairs as f64).log2(), b.mean_cosine)),
+                )
+            })
             .collect();
-        panel(&areas[1], "batch-level cosine vs pairs per batch", "log2(pairs per batch)", "mean cosine", &by_batch, &none)?;
+        panel(
+            &areas[1],
+            "batch-level cosine vs pairs per batch",
+            "log2(pairs per batch)",
+            "mean cosine",
+            &by_batch,
+            &none,
+        )?;
         if !a.widths.is_empty() {
             let widths = vec![
-                line("mean cosine".into(), color(0), a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_cosine))),
-                line("interference ratio".into(), color(1), a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_ratio))),
+                line(
+                    "mean cosine".into(),
+                    color(0),
+                    a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_cosine)),
+                ),
+                line(
+                    "interference ratio".into(),
+                    color(1),
+                    a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_ratio)),
+                ),
             ];
             let title = format!("pairwise interference vs width (after {} steps)", a.steps);
-            panel(&areas[2], &title, "log10(parameters)", "mean over pairs", &widths, &none)?;
+            panel(
+                &areas[2],
+                &title,
+                "log10(parameters)",
+                "mean over pairs",
+                &widths,
+                &none,
+            )?;
         }
         Ok(())
     })?];
 
-    let layers = a.zero_traces.iter().flat_map(|z| z.points.iter().map(|p| p.1.len())).max().unwrap_or(0);
+    let layers = a
+        .zero_traces
+        .iter()
+        .flat_map(|z| z.points.iter().map(|p| p.1.len()))
+        .max()
+        .unwrap_or(0);
     if layers > 0 {
         let shown = layers.min(6);
         written.push(png(dir.join("zero_vs_alpha.png"), (520 * shown as u32, 500), |root| {
             // The first layers and the last (where the paper sees revival) when there are many.
-            let picks: Vec<usize> = if layers <= 6 { (0..layers).collect() } else { vec![0, 1, layers / 3, layers / 2, 2 * layers / 3, layers - 1] };
+            let picks: Vec<usize> = if layers <= 6 {
+                (0..layers).collect()
+            } else {
+                vec![0, 1, layers / 3, layers / 2, 2 * layers / 3, layers - 1]
+            };
             for (area, &k) in root.split_evenly((1, shown)).iter().zip(&picks) {
                 let curves: Vec<Curve> = a
                     .zero_traces
                     .iter()
                     .enumerate()
-                    .map(|(i, z)| line(z.label.clone(), color(i), z.points.iter().filter_map(|(s, v)| v.get(k).map(|&x| (*s as f64, x)))))
+                    .map(|(i, z)| {
+                        line(
+                            z.label.clone(),
+                            color(i),
+                            z.points.iter().filter_map(|(s, v)| v.get(k).map(|&x| (*s as f64, x))),
+                        )
+                    })
                     .collect();
-                panel(area, &format!("layer {}: zero activations", k + 1), "step", "share = 0", &curves, &none)?;
+                panel(
+                    area,
+                    &format!("layer {}: zero activations", k + 1),
+                    "step",
+                    "share = 0",
+                    &curves,
+                    &none,
+                )?;
             }
             Ok(())
         })?);
@@ -95,7 +168,10 @@ fn embedding_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, s: &Snapshot) -
     }
     let (px, py) = (((x1 - x0) * 0.05).max(1e-9), ((y1 - y0) * 0.2).max(1e-9));
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("penultimate features, step {}", s.step), ("sans-serif", 20).into_font().style(FontStyle::Bold))
+        .caption(
+            format!("penultimate features, step {}", s.step),
+            ("sans-serif", 20).into_font().style(FontStyle::Bold),
+        )
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
@@ -114,7 +190,12 @@ fn embedding_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, s: &Snapshot) -
     for class in 0..3i64 {
         let c = COLORS[class as usize];
         chart
-            .draw_series(s.embedding.iter().filter(|e| e.0 == class).map(|&(_, x, y)| Circle::new((x, y), 3, c.mix(0.7).filled())))
+            .draw_series(
+                s.embedding
+                    .iter()
+                    .filter(|e| e.0 == class)
+                    .map(|&(_, x, y)| Circle::new((x, y), 3, c.mix(0.7).filled())),
+            )
             .map_err(|e| e.to_string())?
             .label(format!("class {class}"))
             .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.filled()));

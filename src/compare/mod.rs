@@ -79,7 +79,11 @@ pub fn plan(config: &TrainConfig, section: &CompareSection) -> Result<Vec<Planne
             c.run.name = format!("{}-s{}", strategy.name(), c.run.seed);
             c.compare = None;
             c.validate()?;
-            runs.push(PlannedRun { strategy, seed: c.run.seed, config: c });
+            runs.push(PlannedRun {
+                strategy,
+                seed: c.run.seed,
+                config: c,
+            });
         }
     }
     Ok(runs)
@@ -130,7 +134,11 @@ pub fn compare(config: &TrainConfig, section: &CompareSection, runner: &mut dyn 
     let dir = compare_dir(config);
     let plots = plot_comparison(&report, &runs, &dir)?;
     report.write(&dir, &plots)?;
-    Ok(Comparison { report, outcomes, plots })
+    Ok(Comparison {
+        report,
+        outcomes,
+        plots,
+    })
 }
 
 /// The runner `enlighten compare` uses: trains each run with its progress bar under one bar over
@@ -146,10 +154,16 @@ impl<'a> TrainRunner<'a> {
     pub fn new(interrupt: Option<&'a std::sync::atomic::AtomicBool>) -> TrainRunner<'a> {
         let group = indicatif::MultiProgress::new();
         let overall = group.add(indicatif::ProgressBar::new(0));
-        let style = indicatif::ProgressStyle::with_template("runs {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let style = indicatif::ProgressStyle::with_template(
+            "runs {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         overall.set_style(style);
-        TrainRunner { group, overall, interrupt }
+        TrainRunner {
+            group,
+            overall,
+            interrupt,
+        }
     }
 }
 
@@ -157,10 +171,20 @@ impl Runner for TrainRunner<'_> {
     fn run(&mut self, run: &PlannedRun, resume: bool, index: usize, total: usize) -> Result<Summary> {
         self.overall.set_length(total as u64);
         self.overall.set_position(index as u64);
-        self.overall.set_message(format!("{}{}", run.config.run.name, if resume { " (resuming)" } else { "" }));
-        let options = crate::train::TrainOptions { resume, progress: true, progress_group: Some(&self.group), interrupt: self.interrupt };
+        self.overall.set_message(format!(
+            "{}{}",
+            run.config.run.name,
+            if resume { " (resuming)" } else { "" }
+        ));
+        let options = crate::train::TrainOptions {
+            resume,
+            progress: true,
+            progress_group: Some(&self.group),
+            interrupt: self.interrupt,
+        };
         let summary = crate::train::train(&run.config, &options).inspect_err(|e| {
-            self.overall.println(format!("run {} stopped: {e}", run.dir().display()));
+            self.overall
+                .println(format!("run {} stopped: {e}", run.dir().display()));
         })?;
         self.overall.set_position(index as u64 + 1);
         Ok(summary)

@@ -15,7 +15,11 @@ use crate::train::MetricsLine;
 
 /// From light (first layer) to dark (last): depth reads as shade.
 fn layer_color(k: usize, layers: usize) -> RGBColor {
-    let t = if layers > 1 { k as f64 / (layers - 1) as f64 } else { 1.0 };
+    let t = if layers > 1 {
+        k as f64 / (layers - 1) as f64
+    } else {
+        1.0
+    };
     let mix = |a: u8, b: u8| (a as f64 + (b as f64 - a as f64) * t).round() as u8;
     RGBColor(mix(253, 8), mix(174, 48), mix(97, 107))
 }
@@ -34,7 +38,9 @@ fn aggregate(runs: &[Vec<MetricsLine>], value: impl Fn(&MetricsLine) -> Option<f
         .into_iter()
         .map(|(step, v)| {
             let m = v.iter().sum::<f64>() / v.len() as f64;
-            let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+            let (lo, hi) = v
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
             ((step + 1) as f64, m, lo, hi)
         })
         .collect()
@@ -54,29 +60,59 @@ pub fn plot_comparison(report: &Report, runs: &[PlannedRun], dir: &Path) -> Resu
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let lines = runs.iter().filter(|r| r.strategy.name() == s.strategy).map(|r| load_metrics(&r.dir())).collect();
+            let lines = runs
+                .iter()
+                .filter(|r| r.strategy.name() == s.strategy)
+                .map(|r| load_metrics(&r.dir()))
+                .collect();
             (s.strategy.clone(), COLORS[i % COLORS.len()], lines)
         })
         .collect();
     let mut ends: Vec<(f64, RGBColor)> = Vec::new();
     for (i, s) in report.strategies.iter().enumerate() {
-        ends.extend(s.runs.iter().filter_map(|r| r.ep_end.map(|e| (e.step as f64, COLORS[i % COLORS.len()]))));
+        ends.extend(
+            s.runs
+                .iter()
+                .filter_map(|r| r.ep_end.map(|e| (e.step as f64, COLORS[i % COLORS.len()]))),
+        );
     }
     let mut sorted: Vec<f64> = ends.iter().map(|e| e.0).collect();
     sorted.sort_by(f64::total_cmp);
-    let ep = EpMarks { shade_to: sorted.get(sorted.len() / 2).copied(), ends };
+    let ep = EpMarks {
+        shade_to: sorted.get(sorted.len() / 2).copied(),
+        ends,
+    };
     let curves = |value: &dyn Fn(&MetricsLine) -> Option<f64>| -> Vec<Curve> {
-        per_strategy.iter().map(|(name, color, runs)| Curve { name: name.clone(), color: *color, points: aggregate(runs, value) }).collect()
+        per_strategy
+            .iter()
+            .map(|(name, color, runs)| Curve {
+                name: name.clone(),
+                color: *color,
+                points: aggregate(runs, value),
+            })
+            .collect()
     };
     let metric = format!("validation {}", report.metric);
     let title = format!("{}: {metric} (mean, min-max over {} seeds)", report.name, report.seeds);
     let mut written = vec![png(dir.join("curves.png"), (1500, 560), |root| {
         let halves = root.split_evenly((1, 2));
         panel(&halves[0], &title, "step", &metric, &curves(&|l| l.val), &ep)?;
-        panel(&halves[1], "training loss (mean over the log window)", "step", "loss", &curves(&|l| Some(l.loss)), &ep)
+        panel(
+            &halves[1],
+            "training loss (mean over the log window)",
+            "step",
+            "loss",
+            &curves(&|l| Some(l.loss)),
+            &ep,
+        )
     })?];
 
-    let layers = per_strategy.iter().flat_map(|s| s.2.iter().flatten()).filter_map(|l| l.zero_share.as_ref().map(Vec::len)).max().unwrap_or(0);
+    let layers = per_strategy
+        .iter()
+        .flat_map(|s| s.2.iter().flatten())
+        .filter_map(|l| l.zero_share.as_ref().map(Vec::len))
+        .max()
+        .unwrap_or(0);
     if layers > 0 {
         let n = per_strategy.len();
         written.push(png(dir.join("zero_share.png"), (560 * n as u32, 520), |root| {
@@ -88,7 +124,14 @@ pub fn plot_comparison(report: &Report, runs: &[PlannedRun], dir: &Path) -> Resu
                         points: aggregate(runs, |l| l.zero_share.as_ref().and_then(|z| z.get(k).copied())),
                     })
                     .collect();
-                panel(area, &format!("{name}: zero activations"), "step", "share of activations = 0", &per_layer, &ep)?;
+                panel(
+                    area,
+                    &format!("{name}: zero activations"),
+                    "step",
+                    "share of activations = 0",
+                    &per_layer,
+                    &ep,
+                )?;
             }
             Ok(())
         })?);
@@ -96,7 +139,16 @@ pub fn plot_comparison(report: &Report, runs: &[PlannedRun], dir: &Path) -> Resu
 
     let benr = curves(&|l| l.benr);
     if benr.iter().any(|c| !c.points.is_empty()) {
-        written.push(png(dir.join("benr.png"), (900, 520), |root| panel(root, "batch-epoch norm ratio per epoch", "step (epoch end)", "BENR", &benr, &ep))?);
+        written.push(png(dir.join("benr.png"), (900, 520), |root| {
+            panel(
+                root,
+                "batch-epoch norm ratio per epoch",
+                "step (epoch end)",
+                "BENR",
+                &benr,
+                &ep,
+            )
+        })?);
     }
     Ok(written)
 }

@@ -98,27 +98,46 @@ impl Report {
             });
         }
         let baseline = section.baseline().name().to_string();
-        let base_test: Vec<f64> = strategies.iter().find(|s| s.strategy == baseline).map(|s| s.runs.iter().map(|r| r.test).collect()).unwrap_or_default();
+        let base_test: Vec<f64> = strategies
+            .iter()
+            .find(|s| s.strategy == baseline)
+            .map(|s| s.runs.iter().map(|r| r.test).collect())
+            .unwrap_or_default();
         for s in strategies.iter_mut().filter(|s| s.strategy != baseline) {
             let test: Vec<f64> = s.runs.iter().map(|r| r.test).collect();
             s.diff_to_baseline = Some(s.test_mean - mean(&base_test));
             s.welch = welch(&test, &base_test);
             s.paired = paired(&test, &base_test);
         }
-        Ok(Report { name: name.into(), task, metric, higher_is_better: higher, seeds: section.seeds, baseline, strategies })
+        Ok(Report {
+            name: name.into(),
+            task,
+            metric,
+            higher_is_better: higher,
+            seeds: section.seeds,
+            baseline,
+            strategies,
+        })
     }
 
     /// Writes `report.json` and `report.md` (which shows `plots`, paths relative to `dir`).
     pub fn write(&self, dir: &Path, plots: &[PathBuf]) -> Result<()> {
-        let json = serde_json::to_string_pretty(self).map_err(|e| Error::json(dir.join("report.json").display().to_string(), e))?;
-        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e));
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::json(dir.join("report.json").display().to_string(), e))?;
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e))
+        };
         write("report.json", &json)?;
         write("report.md", &self.markdown(dir, plots))
     }
 
     /// The summary table: one row per strategy.
     pub fn table(&self) -> String {
-        let better = if self.higher_is_better { "higher is better" } else { "lower is better" };
+        let better = if self.higher_is_better {
+            "higher is better"
+        } else {
+            "lower is better"
+        };
         let mut t = format!(
             "| strategy | test {m} (mean ± std) | best val {m} | Δ test vs {b} | Welch p | paired p | EP end step (mean) | wall s/run |\n|---|---|---|---|---|---|---|---|\n",
             m = self.metric,
@@ -126,7 +145,11 @@ impl Report {
         );
         for s in &self.strategies {
             let ends: Vec<f64> = s.runs.iter().filter_map(|r| r.ep_end.map(|e| e.step as f64)).collect();
-            let ep = if ends.is_empty() { "—".to_string() } else { format!("{:.0} ({}/{} runs)", mean(&ends), ends.len(), s.runs.len()) };
+            let ep = if ends.is_empty() {
+                "—".to_string()
+            } else {
+                format!("{:.0} ({}/{} runs)", mean(&ends), ends.len(), s.runs.len())
+            };
             let p = |t: Option<TTest>| t.map_or("—".to_string(), |t| format!("{:.3}", t.p));
             let _ = writeln!(
                 t,
@@ -136,7 +159,8 @@ impl Report {
                 s.test_std,
                 s.best_val_mean,
                 s.best_val_std,
-                s.diff_to_baseline.map_or("baseline".to_string(), |d| format!("{d:+.4}")),
+                s.diff_to_baseline
+                    .map_or("baseline".to_string(), |d| format!("{d:+.4}")),
                 p(s.welch),
                 p(s.paired),
                 ep,
@@ -148,7 +172,12 @@ impl Report {
     }
 
     fn markdown(&self, dir: &Path, plots: &[PathBuf]) -> String {
-        let mut md = format!("# Comparison `{}` ({} task)\n\n{}\n\n", self.name, self.task, self.table());
+        let mut md = format!(
+            "# Comparison `{}` ({} task)\n\n{}\n\n",
+            self.name,
+            self.task,
+            self.table()
+        );
         md.push_str(
             "p-values: two-sided, Welch's unequal-variance t-test and the paired t-test over seeds (run i of every \
              strategy uses seed i), against the baseline. With few seeds only large, consistent differences reach \
@@ -159,7 +188,12 @@ impl Report {
         for s in &self.strategies {
             for r in &s.runs {
                 let ep = r.ep_end.map_or("did not end".to_string(), |e| {
-                    format!("{}, {}, {}", e.step, e.epoch, e.accuracy.map_or("—".to_string(), |a| format!("{a:.4}")))
+                    format!(
+                        "{}, {}, {}",
+                        e.step,
+                        e.epoch,
+                        e.accuracy.map_or("—".to_string(), |a| format!("{a:.4}"))
+                    )
                 });
                 let _ = writeln!(
                     md,

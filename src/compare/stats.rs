@@ -37,7 +37,11 @@ pub fn welch(a: &[f64], b: &[f64]) -> Option<TTest> {
     }
     let t = (mean(a) - mean(b)) / se2.sqrt();
     let df = se2 * se2 / (va * va / (a.len() - 1) as f64 + vb * vb / (b.len() - 1) as f64);
-    Some(TTest { t, df, p: two_sided_p(t, df) })
+    Some(TTest {
+        t,
+        df,
+        p: two_sided_p(t, df),
+    })
 }
 
 /// The paired t-test of mean(a - b) = 0 over pairs (a[i], b[i]); None with fewer than 2 pairs,
@@ -53,7 +57,11 @@ pub fn paired(a: &[f64], b: &[f64]) -> Option<TTest> {
     }
     let df = (d.len() - 1) as f64;
     let t = mean(&d) / (sd / (d.len() as f64).sqrt());
-    Some(TTest { t, df, p: two_sided_p(t, df) })
+    Some(TTest {
+        t,
+        df,
+        p: two_sided_p(t, df),
+    })
 }
 
 /// P(|T| >= |t|) for Student's t with `df` degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2).

@@ -43,7 +43,11 @@ impl Grid {
             Grid::SingleBlock { threads } => ((1, 1, 1), threads),
             Grid::Blocks { blocks, threads } => ((blocks.max(1), 1, 1), threads),
         };
-        LaunchConfig { grid_dim, block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+        LaunchConfig {
+            grid_dim,
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 }
 
@@ -86,7 +90,11 @@ impl Target {
             Device::Cuda(o) => Ok(Target::Cuda(o)),
             #[cfg(feature = "emulator")]
             Device::Cpu if super::emulator::active().is_some() => Ok(Target::Emulated),
-            other => Err(Error::Device { arg, expected: "a CUDA device".into(), got: other }),
+            other => Err(Error::Device {
+                arg,
+                expected: "a CUDA device".into(),
+                got: other,
+            }),
         }
     }
 }
@@ -119,19 +127,31 @@ impl Launch {
         match self.target {
             None => self.target = Some(target),
             Some(d) if d != target => {
-                return Err(Error::Device { arg, expected: format!("{d:?} like the other tensors"), got: t.device() })
+                return Err(Error::Device {
+                    arg,
+                    expected: format!("{d:?} like the other tensors"),
+                    got: t.device(),
+                })
             }
             Some(_) => {}
         }
         if !t.is_contiguous() {
-            return Err(Error::NotContiguous { arg, size: t.size(), strides: t.stride() });
+            return Err(Error::NotContiguous {
+                arg,
+                size: t.size(),
+                strides: t.stride(),
+            });
         }
         Ok(())
     }
 
     fn tensor(mut self, name: &'static str, t: &Tensor, access: Access) -> Result<Self> {
         self.check(name, t)?;
-        self.args.push(Arg::Tensor(TensorArg { name, tensor: t.shallow_clone(), access }));
+        self.args.push(Arg::Tensor(TensorArg {
+            name,
+            tensor: t.shallow_clone(),
+            access,
+        }));
         Ok(self)
     }
 
@@ -180,7 +200,11 @@ impl Launch {
         self.check(name, t)?;
         match self.target {
             #[cfg(feature = "emulator")]
-            Some(Target::Emulated) => self.arena.stage(TensorArg { name, tensor: t.shallow_clone(), access }),
+            Some(Target::Emulated) => self.arena.stage(TensorArg {
+                name,
+                tensor: t.shallow_clone(),
+                access,
+            }),
             _ => {
                 let _ = access;
                 Ok(t.data_ptr() as i64)

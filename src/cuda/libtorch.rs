@@ -21,7 +21,9 @@ fn load() -> Result<(), String> {
     }
     let mut errors = Vec::new();
     for candidate in &candidates {
-        let Ok(c_name) = CString::new(candidate.as_str()) else { continue };
+        let Ok(c_name) = CString::new(candidate.as_str()) else {
+            continue;
+        };
         // SAFETY: dlopen with a valid NUL-terminated path; the handle is deliberately never
         // closed, because libtorch's CUDA backend must stay registered for the process lifetime.
         let handle = unsafe { libc::dlopen(c_name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };

@@ -62,5 +62,8 @@ fn run_probe() -> Result<CudaInfo, Unavailable> {
     if !tch::Cuda::is_available() {
         return Err(Unavailable::TorchSeesNoCuda);
     }
-    Ok(CudaInfo { device_count: count as usize, driver_version })
+    Ok(CudaInfo {
+        device_count: count as usize,
+        driver_version,
+    })
 }

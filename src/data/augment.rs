@@ -24,12 +24,22 @@ pub fn random_crop_flip(x: &Tensor, pad: i64, flip: bool, rng: &mut SeededRng) -
     let offsets: Vec<i64> = (0..2 * b).map(|_| rng.below(2 * pad as u64 + 1) as i64).collect();
     let flips: Vec<bool> = (0..b).map(|_| flip && rng.below(2) == 1).collect();
     let offsets = Tensor::from_slice(&offsets).view([b, 2]).to_device(dev);
-    let (dy, dx) = (offsets.select(1, 0).view([b, 1, 1]), offsets.select(1, 1).view([b, 1, 1]));
+    let (dy, dx) = (
+        offsets.select(1, 0).view([b, 1, 1]),
+        offsets.select(1, 1).view([b, 1, 1]),
+    );
     let rows = Tensor::arange(h, (Kind::Int64, dev)).view([1, h, 1]) + dy;
     let cols = Tensor::arange(w, (Kind::Int64, dev)).view([1, 1, w]) + dx;
     let index = (rows * wp + cols).view([b, 1, h * w]).expand([b, c, h * w], false);
-    let padded = if pad > 0 { x.constant_pad_nd([pad, pad, pad, pad]) } else { x.shallow_clone() };
-    let cropped = padded.reshape([b, c, hp * wp]).gather(2, &index, false).view([b, c, h, w]);
+    let padded = if pad > 0 {
+        x.constant_pad_nd([pad, pad, pad, pad])
+    } else {
+        x.shallow_clone()
+    };
+    let cropped = padded
+        .reshape([b, c, hp * wp])
+        .gather(2, &index, false)
+        .view([b, c, h, w]);
     if !flips.iter().any(|&f| f) {
         return Ok(cropped);
     }
@@ -52,7 +62,11 @@ mod tests {
             .enumerate()
             .map(|(i, (&(dy, dx), &f))| {
                 let c = padded.get(i as i64).narrow(1, dy, h).narrow(2, dx, w);
-                if f { c.flip([2]) } else { c }
+                if f {
+                    c.flip([2])
+                } else {
+                    c
+                }
             })
             .collect();
         Tensor::stack(&crops, 0)
@@ -67,11 +81,17 @@ mod tests {
             let offs: Vec<i64> = (0..14).map(|_| rng.below(2 * pad as u64 + 1) as i64).collect();
             let offsets: Vec<(i64, i64)> = offs.chunks(2).map(|c| (c[0], c[1])).collect();
             let flips: Vec<bool> = (0..7).map(|_| flip && rng.below(2) == 1).collect();
-            assert!(out.equal(&reference(&x, pad, &offsets, &flips)), "pad {pad} flip {flip}");
+            assert!(
+                out.equal(&reference(&x, pad, &offsets, &flips)),
+                "pad {pad} flip {flip}"
+            );
             if pad == 0 && !flip {
                 assert!(out.equal(&x), "no padding, no flip: identity");
             }
-            assert!(out.equal(&random_crop_flip(&x, pad, flip, &mut SeededRng::new(5)).unwrap()), "seeded");
+            assert!(
+                out.equal(&random_crop_flip(&x, pad, flip, &mut SeededRng::new(5)).unwrap()),
+                "seeded"
+            );
         }
         assert!(random_crop_flip(&x.get(0), 1, true, &mut SeededRng::new(0)).is_err());
         assert!(random_crop_flip(&x, -1, true, &mut SeededRng::new(0)).is_err());

@@ -44,7 +44,11 @@ impl ImageSet {
 
     /// The rows at `index` (int64 on the CPU).
     pub fn select(&self, index: &Tensor) -> ImageSet {
-        ImageSet { images: self.images.index_select(0, index), labels: self.labels.index_select(0, index), classes: self.classes }
+        ImageSet {
+            images: self.images.index_select(0, index),
+            labels: self.labels.index_select(0, index),
+            classes: self.classes,
+        }
     }
 
     /// Per-channel mean and standard deviation of the pixels scaled to [0, 1], for `Normalize`.
@@ -69,7 +73,11 @@ pub struct Splits {
 /// the rest (the paper's data-scale ablations), both chosen by a permutation from `seed`.
 pub fn split(train: ImageSet, test: ImageSet, val_fraction: f64, subset: f64, seed: u64) -> Result<Splits> {
     let (val_rows, train_rows) = split_rows(train.len(), val_fraction, subset, seed)?;
-    Ok(Splits { val: train.select(&Tensor::from_slice(&val_rows)), train: train.select(&Tensor::from_slice(&train_rows)), test })
+    Ok(Splits {
+        val: train.select(&Tensor::from_slice(&val_rows)),
+        train: train.select(&Tensor::from_slice(&train_rows)),
+        test,
+    })
 }
 
 /// The rows of an `n`-row training set that [`split`] makes the validation and the training
@@ -85,7 +93,11 @@ pub fn split_rows(n: i64, val_fraction: f64, subset: f64, seed: u64) -> Result<(
     let n_val = (val_fraction * n as f64).round() as usize;
     let n_train = (((perm.len().saturating_sub(n_val)) as f64) * subset).round().max(1.0) as usize;
     if n_train + n_val > perm.len() {
-        return Err(Error::value("subset", format!("a fraction leaving at least one training row of {n}"), subset));
+        return Err(Error::value(
+            "subset",
+            format!("a fraction leaving at least one training row of {n}"),
+            subset,
+        ));
     }
     Ok((perm[..n_val].to_vec(), perm[n_val..n_val + n_train].to_vec()))
 }
@@ -96,19 +108,32 @@ pub fn data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("ENLIGHTEN_DATA") {
         return PathBuf::from(d);
     }
-    let cache = std::env::var_os("ENLIGHTEN_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".cache/enlighten")
-    });
+    let cache = std::env::var_os("ENLIGHTEN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join(".cache/enlighten")
+        });
     cache.join("data")
 }
 
 /// Reads a whole file, or says which file is missing and how to fetch it.
 fn read_file(path: &Path, hint: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Data { path: path.to_path_buf(), problem: e.to_string(), hint: hint.into() })
+    std::fs::read(path).map_err(|e| Error::Data {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+        hint: hint.into(),
+    })
 }
 
 fn corrupt(path: &Path, problem: impl Into<String>, hint: &str) -> Error {
-    Error::Data { path: path.to_path_buf(), problem: problem.into(), hint: hint.into() }
+    Error::Data {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+        hint: hint.into(),
+    }
 }
 
 /// u8 images on the CPU from raw bytes.

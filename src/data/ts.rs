@@ -38,7 +38,9 @@ pub fn read_ts(path: &Path, length: Option<usize>) -> Result<SeriesSet> {
         if let Some(header) = line.strip_prefix('@') {
             let mut words = header.split_whitespace();
             match words.next().map(str::to_ascii_lowercase).as_deref() {
-                Some("classlabel") if words.next() == Some("true") => declared = Some(words.map(String::from).collect()),
+                Some("classlabel") if words.next() == Some("true") => {
+                    declared = Some(words.map(String::from).collect())
+                }
                 Some("data") => in_data = true,
                 _ => {}
             }
@@ -49,7 +51,11 @@ pub fn read_ts(path: &Path, length: Option<usize>) -> Result<SeriesSet> {
         }
         let parts: Vec<&str> = line.split(':').collect();
         if parts.len() < 2 {
-            return Err(corrupt(path, format!("line {}: expected channels and a label separated by ':'", no + 1), FETCH));
+            return Err(corrupt(
+                path,
+                format!("line {}: expected channels and a label separated by ':'", no + 1),
+                FETCH,
+            ));
         }
         let label = parts[parts.len() - 1].trim().to_string();
         let channels = parts[..parts.len() - 1]
@@ -58,14 +64,25 @@ pub fn read_ts(path: &Path, length: Option<usize>) -> Result<SeriesSet> {
                 ch.split(',')
                     .map(|v| match v.trim() {
                         "?" | "NaN" => Ok(0.0),
-                        v => v.parse::<f32>().map_err(|e| corrupt(path, format!("line {}: `{v}`: {e}", no + 1), FETCH)),
+                        v => v
+                            .parse::<f32>()
+                            .map_err(|e| corrupt(path, format!("line {}: `{v}`: {e}", no + 1), FETCH)),
                     })
                     .collect::<Result<Vec<f32>>>()
             })
             .collect::<Result<Vec<Vec<f32>>>>()?;
         if let Some((first, _)) = cases.first() {
             if first.len() != channels.len() {
-                return Err(corrupt(path, format!("line {}: {} channels, the first case has {}", no + 1, channels.len(), first.len()), FETCH));
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "line {}: {} channels, the first case has {}",
+                        no + 1,
+                        channels.len(),
+                        first.len()
+                    ),
+                    FETCH,
+                ));
             }
         }
         cases.push((channels, label));
@@ -79,13 +96,24 @@ pub fn read_ts(path: &Path, length: Option<usize>) -> Result<SeriesSet> {
         names.dedup();
         names
     });
-    let lengths: Vec<usize> = cases.iter().map(|(c, _)| c.iter().map(Vec::len).max().unwrap_or(0)).collect();
-    let t = length.unwrap_or_else(|| lengths.iter().copied().max().unwrap_or(0)).max(1);
+    let lengths: Vec<usize> = cases
+        .iter()
+        .map(|(c, _)| c.iter().map(Vec::len).max().unwrap_or(0))
+        .collect();
+    let t = length
+        .unwrap_or_else(|| lengths.iter().copied().max().unwrap_or(0))
+        .max(1);
     let c = cases[0].0.len();
     let mut flat = vec![0f32; cases.len() * c * t];
     let mut labels = Vec::with_capacity(cases.len());
     for (i, (channels, label)) in cases.iter().enumerate() {
-        let k = class_names.iter().position(|n| n == label).ok_or_else(|| corrupt(path, format!("case {}: label `{label}` is not among {class_names:?}", i + 1), FETCH))?;
+        let k = class_names.iter().position(|n| n == label).ok_or_else(|| {
+            corrupt(
+                path,
+                format!("case {}: label `{label}` is not among {class_names:?}", i + 1),
+                FETCH,
+            )
+        })?;
         labels.push(k as i64);
         for (ch, values) in channels.iter().enumerate() {
             let start = (i * c + ch) * t;

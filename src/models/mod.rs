@@ -76,7 +76,18 @@ impl Probes {
 
 /// A 3x3 convolution with the given stride and padding 1, without bias (a batch norm follows).
 pub(crate) fn conv3x3(vs: nn::Path, c_in: i64, c_out: i64, stride: i64) -> nn::Conv2D {
-    nn::conv2d(vs, c_in, c_out, 3, nn::ConvConfig { stride, padding: 1, bias: false, ..Default::default() })
+    nn::conv2d(
+        vs,
+        c_in,
+        c_out,
+        3,
+        nn::ConvConfig {
+            stride,
+            padding: 1,
+            bias: false,
+            ..Default::default()
+        },
+    )
 }
 
 /// Number of trainable parameters in a var store.

@@ -16,7 +16,17 @@ struct Shortcut {
 impl Shortcut {
     fn new(vs: nn::Path, c_in: i64, c_out: i64, stride: i64, with_bn: bool) -> Option<Shortcut> {
         (stride != 1 || c_in != c_out).then(|| Shortcut {
-            conv: nn::conv2d(&vs / "conv", c_in, c_out, 1, nn::ConvConfig { stride, bias: false, ..Default::default() }),
+            conv: nn::conv2d(
+                &vs / "conv",
+                c_in,
+                c_out,
+                1,
+                nn::ConvConfig {
+                    stride,
+                    bias: false,
+                    ..Default::default()
+                },
+            ),
             bn: with_bn.then(|| nn::batch_norm2d(&vs / "bn", c_out, Default::default())),
         })
     }
@@ -91,7 +101,11 @@ impl Block {
             }
             Block::PreAct(b) => {
                 let a = p.relu(b.bn1.forward_t(x, train));
-                let short = if b.shortcut.is_some() { Shortcut::forward(&b.shortcut, &a, train) } else { x.shallow_clone() };
+                let short = if b.shortcut.is_some() {
+                    Shortcut::forward(&b.shortcut, &a, train)
+                } else {
+                    x.shallow_clone()
+                };
                 let y = b.conv1.forward(&a);
                 let y = b.conv2.forward(&p.relu(b.bn2.forward_t(&y, train)));
                 y + short

@@ -18,14 +18,27 @@ impl Block {
     fn new(vs: nn::Path, c_in: i64, c_out: i64) -> Block {
         let conv = |name: &str, c_in: i64, k: i64| {
             // "Same" padding for the odd kernels; the even kernel 8 pads 4 and drops the extra step.
-            let cfg = nn::ConvConfig { padding: k / 2, bias: false, ..Default::default() };
-            (nn::conv1d(&vs / name, c_in, c_out, k, cfg), nn::batch_norm1d(&vs / format!("{name}_bn"), c_out, Default::default()))
+            let cfg = nn::ConvConfig {
+                padding: k / 2,
+                bias: false,
+                ..Default::default()
+            };
+            (
+                nn::conv1d(&vs / name, c_in, c_out, k, cfg),
+                nn::batch_norm1d(&vs / format!("{name}_bn"), c_out, Default::default()),
+            )
         };
         Block {
             convs: vec![conv("conv1", c_in, 8), conv("conv2", c_out, 5), conv("conv3", c_out, 3)],
             shortcut: (c_in != c_out).then(|| {
-                let cfg = nn::ConvConfig { bias: false, ..Default::default() };
-                (nn::conv1d(&vs / "shortcut", c_in, c_out, 1, cfg), nn::batch_norm1d(&vs / "shortcut_bn", c_out, Default::default()))
+                let cfg = nn::ConvConfig {
+                    bias: false,
+                    ..Default::default()
+                };
+                (
+                    nn::conv1d(&vs / "shortcut", c_in, c_out, 1, cfg),
+                    nn::batch_norm1d(&vs / "shortcut_bn", c_out, Default::default()),
+                )
             }),
         }
     }
@@ -67,7 +80,10 @@ pub fn resnet1d(vs: &nn::Path, c_in: i64, classes: i64, width: i64) -> ResNet1d 
             b
         })
         .collect();
-    ResNet1d { blocks, head: nn::linear(vs / "head", c, classes, Default::default()) }
+    ResNet1d {
+        blocks,
+        head: nn::linear(vs / "head", c, classes, Default::default()),
+    }
 }
 
 impl Model for ResNet1d {

@@ -36,8 +36,12 @@ pub fn small_cnn_with_width(vs: &nn::Path, c_in: i64, h: i64, w: i64, classes: i
 impl Model for SmallCnn {
     fn forward(&self, x: &Tensor, train: bool, probe: bool) -> (Tensor, Vec<Tensor>) {
         let mut p = Probes::new(probe);
-        let y = p.relu(self.bn1.forward_t(&self.conv1.forward(x), train)).max_pool2d_default(2);
-        let y = p.relu(self.bn2.forward_t(&self.conv2.forward(&y), train)).max_pool2d_default(2);
+        let y = p
+            .relu(self.bn1.forward_t(&self.conv1.forward(x), train))
+            .max_pool2d_default(2);
+        let y = p
+            .relu(self.bn2.forward_t(&self.conv2.forward(&y), train))
+            .max_pool2d_default(2);
         let y = p.relu(self.fc1.forward(&y.flatten(1, -1)));
         (self.fc2.forward(&y), p.into_vec())
     }

@@ -16,9 +16,17 @@ pub struct TransformerDims {
 
 impl TransformerDims {
     /// ViT-Ti/4: 192 wide, 12 blocks, 3 heads.
-    pub const VIT_TINY: TransformerDims = TransformerDims { width: 192, depth: 12, heads: 3 };
+    pub const VIT_TINY: TransformerDims = TransformerDims {
+        width: 192,
+        depth: 12,
+        heads: 3,
+    };
     /// A char LM that trains on 2 CPU cores: 128 wide, 4 blocks, 4 heads.
-    pub const CHAR_SMALL: TransformerDims = TransformerDims { width: 128, depth: 4, heads: 4 };
+    pub const CHAR_SMALL: TransformerDims = TransformerDims {
+        width: 128,
+        depth: 4,
+        heads: 4,
+    };
 }
 
 #[derive(Debug)]
@@ -53,7 +61,11 @@ impl Block {
     fn forward(&self, x: &Tensor, p: &mut Probes) -> Tensor {
         let s = x.size();
         let (b, t, d) = (s[0], s[1], s[2]);
-        let qkv = self.qkv.forward(&self.ln1.forward(x)).view([b, t, 3, self.heads, d / self.heads]).permute([2, 0, 3, 1, 4]);
+        let qkv = self
+            .qkv
+            .forward(&self.ln1.forward(x))
+            .view([b, t, 3, self.heads, d / self.heads])
+            .permute([2, 0, 3, 1, 4]);
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let a = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, self.causal, None, false);
         let x = x + self.proj.forward(&a.transpose(1, 2).reshape([b, t, d]));
@@ -64,7 +76,9 @@ impl Block {
 }
 
 fn blocks(vs: &nn::Path, dims: TransformerDims, causal: bool, gelu: bool) -> Vec<Block> {
-    (0..dims.depth).map(|i| Block::new(vs / format!("block{i}"), dims.width, dims.heads, causal, gelu)).collect()
+    (0..dims.depth)
+        .map(|i| Block::new(vs / format!("block{i}"), dims.width, dims.heads, causal, gelu))
+        .collect()
 }
 
 /// Decoder-only character LM: token and learned position embeddings, causal blocks, a final
@@ -120,9 +134,22 @@ pub fn vit_tiny(vs: &nn::Path, c_in: i64, size: i64, classes: i64, dims: Transfo
     let d = dims.width;
     let patches = (size / 4) * (size / 4);
     VitTiny {
-        patch: nn::conv2d(vs / "patch", c_in, d, 4, nn::ConvConfig { stride: 4, ..Default::default() }),
+        patch: nn::conv2d(
+            vs / "patch",
+            c_in,
+            d,
+            4,
+            nn::ConvConfig {
+                stride: 4,
+                ..Default::default()
+            },
+        ),
         cls: vs.var("cls", &[1, 1, d], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
-        positions: vs.var("positions", &[1, patches + 1, d], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
+        positions: vs.var(
+            "positions",
+            &[1, patches + 1, d],
+            nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+        ),
         blocks: blocks(&(vs / "blocks"), dims, false, true),
         ln: nn::layer_norm(vs / "ln", vec![d], Default::default()),
         head: nn::linear(vs / "head", d, classes, Default::default()),

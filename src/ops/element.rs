@@ -25,7 +25,11 @@ const BLOCK: usize = 256;
 #[inline(always)]
 pub(crate) fn map2<T: Element>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(f32, f32) -> f32) {
     if T::KIND == Kind::Float {
-        let (out, a, b): (&mut [f32], &[f32], &[f32]) = (bytemuck::cast_slice_mut(out), bytemuck::cast_slice(a), bytemuck::cast_slice(b));
+        let (out, a, b): (&mut [f32], &[f32], &[f32]) = (
+            bytemuck::cast_slice_mut(out),
+            bytemuck::cast_slice(a),
+            bytemuck::cast_slice(b),
+        );
         for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
             *o = f(x, y);
         }
@@ -145,7 +149,11 @@ pub(crate) const FLOAT_KINDS: &str = "f32, f16 or bf16";
 pub(crate) fn check_float(arg: &'static str, t: &Tensor) -> Result<Kind> {
     match t.kind() {
         k @ (Kind::Float | Kind::Half | Kind::BFloat16) => Ok(k),
-        got => Err(Error::Dtype { arg, expected: FLOAT_KINDS.into(), got }),
+        got => Err(Error::Dtype {
+            arg,
+            expected: FLOAT_KINDS.into(),
+            got,
+        }),
     }
 }
 
@@ -156,7 +164,11 @@ pub(crate) fn check_batch(arg: &'static str, x: &Tensor) -> Result<i64> {
         return Err(Error::shape(arg, "a non-empty batch [B, ...] with B >= 1", &size));
     }
     if !matches!(x.device(), Device::Cpu | Device::Cuda(_)) {
-        return Err(Error::Device { arg, expected: "cpu or cuda".into(), got: x.device() });
+        return Err(Error::Device {
+            arg,
+            expected: "cpu or cuda".into(),
+            got: x.device(),
+        });
     }
     Ok(size[0])
 }
@@ -165,7 +177,11 @@ pub(crate) fn check_kind(arg: &'static str, t: &Tensor, kind: Kind) -> Result<()
     if t.kind() == kind {
         Ok(())
     } else {
-        Err(Error::Dtype { arg, expected: format!("{kind:?}"), got: t.kind() })
+        Err(Error::Dtype {
+            arg,
+            expected: format!("{kind:?}"),
+            got: t.kind(),
+        })
     }
 }
 
@@ -173,7 +189,11 @@ pub(crate) fn check_same_device(arg: &'static str, t: &Tensor, like: &Tensor) ->
     if t.device() == like.device() {
         Ok(())
     } else {
-        Err(Error::Device { arg, expected: format!("{:?} (the device of the input)", like.device()), got: t.device() })
+        Err(Error::Device {
+            arg,
+            expected: format!("{:?} (the device of the input)", like.device()),
+            got: t.device(),
+        })
     }
 }
 
@@ -181,7 +201,11 @@ pub(crate) fn check_contiguous(arg: &'static str, t: &Tensor) -> Result<()> {
     if t.is_contiguous() {
         Ok(())
     } else {
-        Err(Error::NotContiguous { arg, size: t.size(), strides: t.stride() })
+        Err(Error::NotContiguous {
+            arg,
+            size: t.size(),
+            strides: t.stride(),
+        })
     }
 }
 

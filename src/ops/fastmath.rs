@@ -7,7 +7,11 @@ const LANES: usize = 8;
 /// (`FMA = true`, only called where the CPU has FMA), two rounded operations otherwise.
 #[inline(always)]
 fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
 }
 
 /// exp(x) for x <= 0 (softmax arguments), Cephes' expf polynomial: relative error ~1e-7.
@@ -18,7 +22,7 @@ pub(crate) fn exp_nonpos<const FMA: bool>(x: f32) -> f32 {
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer, to nearest even
-    // Comparisons (not f32::max) so that NaN passes through unchanged.
+                                     // Comparisons (not f32::max) so that NaN passes through unchanged.
     let xc = if x < -87.0 { -87.0 } else { x };
     let t = madd::<FMA>(xc, LOG2E, ROUND);
     let n = t - ROUND;
@@ -30,7 +34,11 @@ pub(crate) fn exp_nonpos<const FMA: bool>(x: f32) -> f32 {
     }
     let y = madd::<FMA>(p, r * r, r + 1.0);
     let pow2 = f32::from_bits(((t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) as u32) << 23);
-    if x < -87.0 { 0.0 } else { y * pow2 }
+    if x < -87.0 {
+        0.0
+    } else {
+        y * pow2
+    }
 }
 
 /// max over a row (NaN ignored, as `v > m` is false for NaN); -inf for an empty row.
@@ -112,7 +120,11 @@ pub(crate) fn sum_above_neg_inf(v: &[f32]) -> f32 {
 /// exp(a - m), with a == m (including -inf == -inf) giving exactly 1, as the kernel does.
 #[inline(always)]
 fn exp_shift(a: f32, m: f32) -> f32 {
-    if a == m { 1.0 } else { exp_nonpos::<false>(a - m) }
+    if a == m {
+        1.0
+    } else {
+        exp_nonpos::<false>(a - m)
+    }
 }
 
 /// Whether `at` is the first index holding the row's maximum `m` (the argmax with `>`

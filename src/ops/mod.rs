@@ -3,7 +3,7 @@
 
 mod element;
 mod fastmath;
-mod parallel;
 pub mod loss;
 pub mod mixup;
+mod parallel;
 pub mod stats;

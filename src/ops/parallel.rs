@@ -95,7 +95,13 @@ pub(crate) fn mirrored_row_blocks<A: Send>(
 }
 
 /// [`row_blocks`] with a single output.
-pub(crate) fn rows<A: Send>(rows: usize, row_work: usize, a: &mut [A], a_stride: usize, f: impl Fn(Range<usize>, &mut [A]) + Sync) {
+pub(crate) fn rows<A: Send>(
+    rows: usize,
+    row_work: usize,
+    a: &mut [A],
+    a_stride: usize,
+    f: impl Fn(Range<usize>, &mut [A]) + Sync,
+) {
     row_blocks::<A, u8>(rows, row_work, a, a_stride, &mut [], 0, |r, a, _| f(r, a));
 }
 

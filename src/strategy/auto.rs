@@ -46,7 +46,14 @@ pub struct AutoThresholds {
 
 impl Default for AutoThresholds {
     fn default() -> Self {
-        AutoThresholds { small_data: 500_000, small_model: 1_000_000, underfit_gap: 0.02, alpha: 0.2, boost_factor: 2.0, drop_share: 0.1 }
+        AutoThresholds {
+            small_data: 500_000,
+            small_model: 1_000_000,
+            underfit_gap: 0.02,
+            alpha: 0.2,
+            boost_factor: 2.0,
+            drop_share: 0.1,
+        }
     }
 }
 
@@ -74,7 +81,10 @@ pub fn recommend(scale: &ProblemScale, t: &AutoThresholds) -> Recommendation {
     let small_model = scale.parameters < t.small_model;
     if small_data || small_model {
         let why = match (small_data, small_model) {
-            (true, true) => format!("{} samples < {} and {} parameters < {}", scale.train_samples, t.small_data, scale.parameters, t.small_model),
+            (true, true) => format!(
+                "{} samples < {} and {} parameters < {}",
+                scale.train_samples, t.small_data, scale.parameters, t.small_model
+            ),
             (true, false) => format!("{} samples < {}", scale.train_samples, t.small_data),
             _ => format!("{} parameters < {}", scale.parameters, t.small_model),
         };

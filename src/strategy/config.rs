@@ -36,8 +36,13 @@ pub enum StrategyKind {
 }
 
 impl StrategyKind {
-    pub const ALL: [StrategyKind; 5] =
-        [StrategyKind::Vanilla, StrategyKind::Mixup, StrategyKind::MixupPause, StrategyKind::AlphaBoost, StrategyKind::HighLossRemoval];
+    pub const ALL: [StrategyKind; 5] = [
+        StrategyKind::Vanilla,
+        StrategyKind::Mixup,
+        StrategyKind::MixupPause,
+        StrategyKind::AlphaBoost,
+        StrategyKind::HighLossRemoval,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -55,10 +60,13 @@ impl std::str::FromStr for StrategyKind {
 
     /// A strategy by its configuration name (`mixup-pause`, ...).
     fn from_str(name: &str) -> Result<StrategyKind> {
-        StrategyKind::ALL.into_iter().find(|k| k.name() == name.trim()).ok_or_else(|| {
-            let all: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.name()).collect();
-            Error::value("strategy", format!("one of {all:?}"), name)
-        })
+        StrategyKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim())
+            .ok_or_else(|| {
+                let all: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.name()).collect();
+                Error::value("strategy", format!("one of {all:?}"), name)
+            })
     }
 }
 
@@ -146,9 +154,16 @@ impl StrategyConfig {
             StrategyKind::Vanilla | StrategyKind::HighLossRemoval => MixPolicy::Vanilla,
             StrategyKind::Mixup => MixPolicy::Constant { alpha: self.alpha },
             StrategyKind::MixupPause => MixPolicy::Pause { alpha: self.alpha },
-            StrategyKind::AlphaBoost => MixPolicy::Boost { alpha: self.alpha, boosted: self.alpha * self.boost },
+            StrategyKind::AlphaBoost => MixPolicy::Boost {
+                alpha: self.alpha,
+                boosted: self.alpha * self.boost,
+            },
         };
-        let default_share = if self.kind == StrategyKind::HighLossRemoval { 0.1 } else { 0.0 };
+        let default_share = if self.kind == StrategyKind::HighLossRemoval {
+            0.1
+        } else {
+            0.0
+        };
         Strategy {
             policy,
             drop_share: self.drop_share.unwrap_or(default_share),

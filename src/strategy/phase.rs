@@ -76,19 +76,29 @@ pub enum EpEnd {
     /// After this many optimiser steps.
     Steps { steps: u64 },
     /// At the first evaluation where the monitored accuracy reaches the threshold.
-    Accuracy { monitor: Monitor, threshold: Threshold, eval_every: u64 },
+    Accuracy {
+        monitor: Monitor,
+        threshold: Threshold,
+        eval_every: u64,
+    },
 }
 
 impl EpEnd {
     /// The default of DESIGN.md: validation accuracy >= 0.5, evaluated every 100 steps.
     pub fn default_accuracy() -> EpEnd {
-        EpEnd::Accuracy { monitor: Monitor::Val, threshold: Threshold::Raw { value: 0.5 }, eval_every: 100 }
+        EpEnd::Accuracy {
+            monitor: Monitor::Val,
+            threshold: Threshold::Raw { value: 0.5 },
+            eval_every: 100,
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         match *self {
             EpEnd::Epochs { .. } | EpEnd::Steps { .. } => Ok(()),
-            EpEnd::Accuracy { threshold, eval_every, .. } => {
+            EpEnd::Accuracy {
+                threshold, eval_every, ..
+            } => {
                 if eval_every == 0 {
                     return Err(Error::value("ep.eval_every", "an evaluation interval >= 1 step", 0));
                 }
@@ -151,7 +161,11 @@ impl PhaseController {
             EpEnd::Accuracy { .. } => false,
         };
         if over {
-            self.ended = Some(EpEndInfo { step, epoch, accuracy: None });
+            self.ended = Some(EpEndInfo {
+                step,
+                epoch,
+                accuracy: None,
+            });
         }
         !over
     }
@@ -170,11 +184,22 @@ impl PhaseController {
         if self.ended.is_some() {
             return None;
         }
-        let EpEnd::Accuracy { monitor: watched, threshold, .. } = self.end else { return None };
+        let EpEnd::Accuracy {
+            monitor: watched,
+            threshold,
+            ..
+        } = self.end
+        else {
+            return None;
+        };
         if watched != monitor || !threshold.reached(accuracy) {
             return None;
         }
-        let info = EpEndInfo { step: step + 1, epoch, accuracy: Some(accuracy) };
+        let info = EpEndInfo {
+            step: step + 1,
+            epoch,
+            accuracy: Some(accuracy),
+        };
         self.ended = Some(info);
         Some(info)
     }
@@ -185,7 +210,11 @@ impl fmt::Display for EpEnd {
         match self {
             EpEnd::Epochs { epochs } => write!(f, "first {epochs} epochs"),
             EpEnd::Steps { steps } => write!(f, "first {steps} steps"),
-            EpEnd::Accuracy { monitor, threshold, eval_every } => {
+            EpEnd::Accuracy {
+                monitor,
+                threshold,
+                eval_every,
+            } => {
                 let m = match monitor {
                     Monitor::Val => "val",
                     Monitor::TrainClean => "train-clean",

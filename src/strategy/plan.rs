@@ -44,13 +44,21 @@ impl MixSpec {
     /// Mixup with lambda ~ Beta(alpha, alpha) for the whole batch and a random permutation as
     /// partners (torchvision's and timm's defaults); alpha 0 does not mix.
     pub fn mixup(alpha: f64) -> MixSpec {
-        MixSpec { kind: MixKind::Mixup, alpha, lambda: LambdaMode::Batch, pairing: PairingMode::Permutation }
+        MixSpec {
+            kind: MixKind::Mixup,
+            alpha,
+            lambda: LambdaMode::Batch,
+            pairing: PairingMode::Permutation,
+        }
     }
 
     /// CutMix with the box's lambda ~ Beta(alpha, alpha) for the whole batch and a random
     /// permutation as partners.
     pub fn cutmix(alpha: f64) -> MixSpec {
-        MixSpec { kind: MixKind::CutMix, ..MixSpec::mixup(alpha) }
+        MixSpec {
+            kind: MixKind::CutMix,
+            ..MixSpec::mixup(alpha)
+        }
     }
 
     /// Whether this spec mixes at all.

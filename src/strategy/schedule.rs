@@ -29,14 +29,30 @@ impl MixPolicy {
         match *self {
             MixPolicy::Vanilla => 0.0,
             MixPolicy::Constant { alpha } => alpha,
-            MixPolicy::Pause { alpha } => if in_ep { 0.0 } else { alpha },
-            MixPolicy::Boost { alpha, boosted } => if in_ep { boosted } else { alpha },
+            MixPolicy::Pause { alpha } => {
+                if in_ep {
+                    0.0
+                } else {
+                    alpha
+                }
+            }
+            MixPolicy::Boost { alpha, boosted } => {
+                if in_ep {
+                    boosted
+                } else {
+                    alpha
+                }
+            }
         }
     }
 
     fn validate(&self) -> Result<()> {
         let check = |field: &'static str, a: f64| {
-            if a.is_finite() && a >= 0.0 { Ok(()) } else { Err(Error::value(field, "a finite alpha >= 0", a)) }
+            if a.is_finite() && a >= 0.0 {
+                Ok(())
+            } else {
+                Err(Error::value(field, "a finite alpha >= 0", a))
+            }
         };
         match *self {
             MixPolicy::Vanilla => Ok(()),
@@ -66,7 +82,14 @@ pub struct Strategy {
 
 impl Strategy {
     fn with_policy(policy: MixPolicy) -> Strategy {
-        Strategy { policy, drop_share: 0.0, cutmix_prob: 0.0, cutmix_alpha: 1.0, lambda: LambdaMode::Batch, pairing: PairingMode::Permutation }
+        Strategy {
+            policy,
+            drop_share: 0.0,
+            cutmix_prob: 0.0,
+            cutmix_alpha: 1.0,
+            lambda: LambdaMode::Batch,
+            pairing: PairingMode::Permutation,
+        }
     }
 
     pub fn vanilla() -> Strategy {
@@ -83,29 +106,50 @@ impl Strategy {
 
     /// Alpha Boost with `factor * alpha` in the EP (the default factor is 2).
     pub fn alpha_boost(alpha: f64, factor: f64) -> Strategy {
-        Self::with_policy(MixPolicy::Boost { alpha, boosted: alpha * factor })
+        Self::with_policy(MixPolicy::Boost {
+            alpha,
+            boosted: alpha * factor,
+        })
     }
 
     /// High-Loss Removal alone (no mixing): drop `share` of each EP batch's highest losses.
     pub fn high_loss_removal(share: f64) -> Strategy {
-        Strategy { drop_share: share, ..Self::vanilla() }
+        Strategy {
+            drop_share: share,
+            ..Self::vanilla()
+        }
     }
 
     /// This strategy plus High-Loss Removal in the EP.
     pub fn with_removal(self, share: f64) -> Strategy {
-        Strategy { drop_share: share, ..self }
+        Strategy {
+            drop_share: share,
+            ..self
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
         self.policy.validate()?;
         if !(0.0..1.0).contains(&self.drop_share) {
-            return Err(Error::value("strategy.drop_share", "a share in [0, 1)", self.drop_share));
+            return Err(Error::value(
+                "strategy.drop_share",
+                "a share in [0, 1)",
+                self.drop_share,
+            ));
         }
         if !(0.0..=1.0).contains(&self.cutmix_prob) {
-            return Err(Error::value("strategy.cutmix_prob", "a probability in [0, 1]", self.cutmix_prob));
+            return Err(Error::value(
+                "strategy.cutmix_prob",
+                "a probability in [0, 1]",
+                self.cutmix_prob,
+            ));
         }
         if !(self.cutmix_alpha.is_finite() && self.cutmix_alpha > 0.0) {
-            return Err(Error::value("strategy.cutmix_alpha", "a finite alpha > 0", self.cutmix_alpha));
+            return Err(Error::value(
+                "strategy.cutmix_alpha",
+                "a finite alpha > 0",
+                self.cutmix_alpha,
+            ));
         }
         Ok(())
     }
@@ -119,11 +163,20 @@ impl Strategy {
             MixPolicy::Vanilla => 0.0,
             MixPolicy::Constant { alpha } | MixPolicy::Pause { alpha } | MixPolicy::Boost { alpha, .. } => alpha,
         };
-        let (kind, alpha) = if cutmix { (MixKind::CutMix, self.cutmix_alpha * alpha / base) } else { (MixKind::Mixup, alpha) };
+        let (kind, alpha) = if cutmix {
+            (MixKind::CutMix, self.cutmix_alpha * alpha / base)
+        } else {
+            (MixKind::Mixup, alpha)
+        };
         BatchPlan {
             step,
             in_ep,
-            mix: MixSpec { kind, alpha, lambda: self.lambda, pairing: self.pairing },
+            mix: MixSpec {
+                kind,
+                alpha,
+                lambda: self.lambda,
+                pairing: self.pairing,
+            },
             drop_share: if in_ep { self.drop_share } else { 0.0 },
         }
     }

@@ -27,7 +27,11 @@ fn symbol(name: &CStr) -> Result<*mut libc::c_void> {
     // SAFETY: dlsym on the whole process with a NUL-terminated name; libtorch is linked in.
     let ptr = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
     if ptr.is_null() {
-        return Err(Error::value("autocast", format!("a libtorch that exports {name:?} (bf16 autocast needs libtorch 2.4 or newer)"), "a libtorch without it"));
+        return Err(Error::value(
+            "autocast",
+            format!("a libtorch that exports {name:?} (bf16 autocast needs libtorch 2.4 or newer)"),
+            "a libtorch without it",
+        ));
     }
     Ok(ptr)
 }
@@ -50,7 +54,9 @@ pub fn cuda_autocast_kind() -> Result<Kind> {
         5 => Ok(Kind::Half),
         6 => Ok(Kind::Float),
         15 => Ok(Kind::BFloat16),
-        code => Err(Error::Internal(format!("libtorch reports CUDA autocast scalar type {code}, none of Half, Float, BFloat16"))),
+        code => Err(Error::Internal(format!(
+            "libtorch reports CUDA autocast scalar type {code}, none of Half, Float, BFloat16"
+        ))),
     }
 }
 

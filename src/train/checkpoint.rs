@@ -24,7 +24,10 @@ pub struct RunState {
 
 /// A checkpoint file or folder that could not be written or read.
 fn io(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Checkpoint { path: path.to_path_buf(), problem: format!("{e} (check the run directory is writable and not corrupted)") }
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        problem: format!("{e} (check the run directory is writable and not corrupted)"),
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -48,7 +51,9 @@ pub fn save(dir: &Path, state: &RunState, tensors: &[(String, Tensor)]) -> Resul
     let named: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let tensor_file = tmp.join("tensors.ot");
     Tensor::save_multi(&named, &tensor_file).map_err(|e| io(&tensor_file, e))?;
-    fs::File::open(&tensor_file).and_then(|f| f.sync_all()).map_err(|e| io(&tensor_file, e))?;
+    fs::File::open(&tensor_file)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io(&tensor_file, e))?;
     let name = format!("ckpt-{}", state.step);
     let final_dir = dir.join(&name);
     if final_dir.exists() {
@@ -71,7 +76,9 @@ pub fn save(dir: &Path, state: &RunState, tensors: &[(String, Tensor)]) -> Resul
 /// The checkpoint `dir/latest` names, if any.
 pub fn load(dir: &Path) -> Result<Option<(RunState, NamedTensors)>> {
     let latest = dir.join("latest");
-    let Ok(name) = fs::read_to_string(&latest) else { return Ok(None) };
+    let Ok(name) = fs::read_to_string(&latest) else {
+        return Ok(None);
+    };
     let ckpt = dir.join(name.trim());
     let state_path = ckpt.join("state.json");
     let json = fs::read(&state_path).map_err(|e| io(&state_path, e))?;

@@ -125,7 +125,9 @@ impl ModelName {
     /// The task this model is built for.
     pub fn task(self) -> TaskKind {
         match self {
-            ModelName::SmallCnn | ModelName::Resnet18 | ModelName::PreactResnet18 | ModelName::VitTiny => TaskKind::Image,
+            ModelName::SmallCnn | ModelName::Resnet18 | ModelName::PreactResnet18 | ModelName::VitTiny => {
+                TaskKind::Image
+            }
             ModelName::Resnet1d => TaskKind::Series,
             ModelName::MlpForecaster => TaskKind::Forecast,
             ModelName::CharTransformer => TaskKind::Text,
@@ -175,7 +177,11 @@ impl Default for RunSection {
 impl RunSection {
     pub fn validate(&self) -> Result<()> {
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
-            return Err(Error::value("run.name", "a non-empty folder name without slashes", &self.name));
+            return Err(Error::value(
+                "run.name",
+                "a non-empty folder name without slashes",
+                &self.name,
+            ));
         }
         for (field, v) in [("run.eval_every", self.eval_every), ("run.log_every", self.log_every)] {
             if v == 0 {
@@ -245,7 +251,11 @@ impl DataSection {
             return Err(Error::value("data.subset", "a fraction in (0, 1]", self.subset));
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return Err(Error::value("data.val_fraction", "a fraction in [0, 1)", self.val_fraction));
+            return Err(Error::value(
+                "data.val_fraction",
+                "a fraction in [0, 1)",
+                self.val_fraction,
+            ));
         }
         if self.pad < 0 {
             return Err(Error::value("data.pad", "a padding >= 0", self.pad));
@@ -254,18 +264,40 @@ impl DataSection {
             return Err(Error::value("data.batch_size", "at least 1", self.batch_size));
         }
         if !(self.test_fraction > 0.0 && self.test_fraction + self.val_fraction < 1.0) {
-            return Err(Error::value("data.test_fraction", "a fraction > 0 with val_fraction + test_fraction < 1", self.test_fraction));
+            return Err(Error::value(
+                "data.test_fraction",
+                "a fraction > 0 with val_fraction + test_fraction < 1",
+                self.test_fraction,
+            ));
         }
-        for (field, v) in [("data.input_len", self.input_len), ("data.horizon", self.horizon), ("data.stride", self.stride), ("data.seq_len", self.seq_len)] {
+        for (field, v) in [
+            ("data.input_len", self.input_len),
+            ("data.horizon", self.horizon),
+            ("data.stride", self.stride),
+            ("data.seq_len", self.seq_len),
+        ] {
             if v < 1 {
                 return Err(Error::value(field, "at least 1", v));
             }
         }
-        if self.dataset == Dataset::Ucr && self.series.as_deref().is_none_or(|s| s.is_empty() || s.contains(['/', '\\'])) {
-            return Err(Error::value("data.series", "the UCR/UEA dataset's name (e.g. \"GunPoint\") with dataset = \"ucr\"", format!("{:?}", self.series)));
+        if self.dataset == Dataset::Ucr
+            && self
+                .series
+                .as_deref()
+                .is_none_or(|s| s.is_empty() || s.contains(['/', '\\']))
+        {
+            return Err(Error::value(
+                "data.series",
+                "the UCR/UEA dataset's name (e.g. \"GunPoint\") with dataset = \"ucr\"",
+                format!("{:?}", self.series),
+            ));
         }
         if self.augment && self.dataset.task() != TaskKind::Image {
-            return Err(Error::value("data.augment", "false for a dataset that is not images (crops and flips are image augmentations)", "true"));
+            return Err(Error::value(
+                "data.augment",
+                "false for a dataset that is not images (crops and flips are image augmentations)",
+                "true",
+            ));
         }
         Ok(())
     }
@@ -289,16 +321,28 @@ impl ModelSection {
     pub fn validate(&self, dataset: Dataset) -> Result<()> {
         let task = dataset.task();
         if self.name.task() != task {
-            return Err(Error::value("model.name", format!("a model for the {task:?} task of dataset {dataset:?}"), format!("{:?}", self.name)));
+            return Err(Error::value(
+                "model.name",
+                format!("a model for the {task:?} task of dataset {dataset:?}"),
+                format!("{:?}", self.name),
+            ));
         }
-        for (field, v) in [("model.width", self.width), ("model.depth", self.depth), ("model.heads", self.heads)] {
+        for (field, v) in [
+            ("model.width", self.width),
+            ("model.depth", self.depth),
+            ("model.heads", self.heads),
+        ] {
             if v.is_some_and(|v| v < 1) {
                 return Err(Error::value(field, "at least 1", format!("{v:?}")));
             }
         }
         if let (Some(w), Some(h)) = (self.width, self.heads) {
             if w % h != 0 {
-                return Err(Error::value("model.width", format!("a multiple of model.heads ({h})"), w));
+                return Err(Error::value(
+                    "model.width",
+                    format!("a multiple of model.heads ({h})"),
+                    w,
+                ));
             }
         }
         Ok(())
@@ -361,16 +405,28 @@ impl OptimSection {
             return Err(Error::value("optim.momentum", "a value in [0, 1)", self.momentum));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(Error::value("optim.weight_decay", "a finite value >= 0", self.weight_decay));
+            return Err(Error::value(
+                "optim.weight_decay",
+                "a finite value >= 0",
+                self.weight_decay,
+            ));
         }
         if self.epochs == 0 {
             return Err(Error::value("optim.epochs", "at least 1", 0));
         }
         if !(self.warmup_epochs >= 0.0 && self.warmup_epochs < self.epochs as f64) {
-            return Err(Error::value("optim.warmup_epochs", "a value in [0, epochs)", self.warmup_epochs));
+            return Err(Error::value(
+                "optim.warmup_epochs",
+                "a value in [0, epochs)",
+                self.warmup_epochs,
+            ));
         }
         if !self.betas.iter().all(|b| (0.0..1.0).contains(b)) {
-            return Err(Error::value("optim.betas", "two values in [0, 1)", format!("{:?}", self.betas)));
+            return Err(Error::value(
+                "optim.betas",
+                "two values in [0, 1)",
+                format!("{:?}", self.betas),
+            ));
         }
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(Error::value("optim.eps", "a finite value > 0", self.eps));
@@ -381,7 +437,11 @@ impl OptimSection {
             }
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(Error::value("optim.label_smoothing", "a value in [0, 1)", self.label_smoothing));
+            return Err(Error::value(
+                "optim.label_smoothing",
+                "a value in [0, 1)",
+                self.label_smoothing,
+            ));
         }
         Ok(())
     }
@@ -415,27 +475,43 @@ pub struct CompareSection {
 impl Default for CompareSection {
     /// Mixup against Mixup Pause, 3 seeds each.
     fn default() -> CompareSection {
-        CompareSection { strategies: vec![StrategyKind::Mixup, StrategyKind::MixupPause], seeds: 3, baseline: None }
+        CompareSection {
+            strategies: vec![StrategyKind::Mixup, StrategyKind::MixupPause],
+            seeds: 3,
+            baseline: None,
+        }
     }
 }
 
 impl CompareSection {
     pub fn validate(&self) -> Result<()> {
         if self.strategies.is_empty() {
-            return Err(Error::value("compare.strategies", "at least one strategy", "an empty list"));
+            return Err(Error::value(
+                "compare.strategies",
+                "at least one strategy",
+                "an empty list",
+            ));
         }
         let mut seen = self.strategies.clone();
         seen.sort_by_key(|k| k.name());
         seen.dedup();
         if seen.len() != self.strategies.len() {
-            return Err(Error::value("compare.strategies", "each strategy once", format!("{:?}", self.strategies)));
+            return Err(Error::value(
+                "compare.strategies",
+                "each strategy once",
+                format!("{:?}", self.strategies),
+            ));
         }
         if self.seeds == 0 {
             return Err(Error::value("compare.seeds", "at least 1", 0));
         }
         if let Some(b) = self.baseline {
             if !self.strategies.contains(&b) {
-                return Err(Error::value("compare.baseline", format!("one of {:?}", self.strategies), b.name()));
+                return Err(Error::value(
+                    "compare.baseline",
+                    format!("one of {:?}", self.strategies),
+                    b.name(),
+                ));
             }
         }
         Ok(())
@@ -459,10 +535,16 @@ impl TrainConfig {
             apply_override(&mut doc, assignment)?;
         }
         // The one field of [data] without a default (the section's others have one).
-        if doc.get("data").and_then(toml::Value::as_table).is_some_and(|d| !d.contains_key("dataset")) {
+        if doc
+            .get("data")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|d| !d.contains_key("dataset"))
+        {
             return Err(Error::Config("missing field `dataset` in [data]".into()));
         }
-        let c: TrainConfig = doc.try_into().map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
+        let c: TrainConfig = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }
@@ -479,18 +561,33 @@ impl TrainConfig {
         self.model.validate(self.data.dataset)?;
         let task = self.data.dataset.task();
         if matches!(task, TaskKind::Forecast | TaskKind::Text) {
-            if !matches!(self.strategy.kind, StrategyKind::Vanilla | StrategyKind::HighLossRemoval) {
-                return Err(Error::value("strategy.kind", format!("a strategy that does not mix for the {task:?} task (vanilla or high-loss-removal)"), self.strategy.kind.name()));
+            if !matches!(
+                self.strategy.kind,
+                StrategyKind::Vanilla | StrategyKind::HighLossRemoval
+            ) {
+                return Err(Error::value(
+                    "strategy.kind",
+                    format!("a strategy that does not mix for the {task:?} task (vanilla or high-loss-removal)"),
+                    self.strategy.kind.name(),
+                ));
             }
             if task == TaskKind::Forecast && matches!(self.strategy.ep, crate::strategy::EpEnd::Accuracy { .. }) {
-                return Err(Error::value("strategy.ep.end", "epochs or steps for forecasting (there is no accuracy to watch)", "accuracy"));
+                return Err(Error::value(
+                    "strategy.ep.end",
+                    "epochs or steps for forecasting (there is no accuracy to watch)",
+                    "accuracy",
+                ));
             }
         }
         self.optim.validate()?;
         let share = self.strategy.strategy().drop_share;
         let batch = self.data.batch_size;
         if share > 0.0 && crate::ops::loss::removed_rows(share, batch) == 0 {
-            return Err(Error::value("strategy.drop_share", format!("a share that removes at least one of data.batch_size = {batch} rows"), share));
+            return Err(Error::value(
+                "strategy.drop_share",
+                format!("a share that removes at least one of data.batch_size = {batch} rows"),
+                share,
+            ));
         }
         if let Some(c) = &self.compare {
             c.validate()?;
@@ -501,7 +598,9 @@ impl TrainConfig {
 
 /// Sets `dotted.key=value` in `doc`, the value parsed as TOML (a bare word is a string).
 fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {
-    let (key, raw) = assignment.split_once('=').ok_or_else(|| Error::value("--set", "key=value (e.g. data.subset=0.1)", assignment))?;
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| Error::value("--set", "key=value (e.g. data.subset=0.1)", assignment))?;
     let value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
         Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.trim().into())),
         Err(_) => toml::Value::String(raw.trim().into()),
@@ -509,8 +608,12 @@ fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {
     let path: Vec<&str> = key.trim().split('.').collect();
     let mut table = doc;
     for part in &path[..path.len() - 1] {
-        let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry.as_table_mut().ok_or_else(|| Error::value("--set", format!("a path through tables ({part} is a value)"), key))?;
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| Error::value("--set", format!("a path through tables ({part} is a value)"), key))?;
     }
     table.insert(path[path.len() - 1].to_string(), value);
     Ok(())

@@ -11,9 +11,11 @@ mod run;
 mod short;
 mod task;
 
-pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, NamedTensors, RunState};
 pub use autocast::{cuda_autocast_kind, set_cuda_autocast_kind};
-pub use config::{Autocast, CompareSection, Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TaskKind, TrainConfig};
-pub use run::{train, MetricsLine, Summary, Timing, TrainOptions};
+pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, NamedTensors, RunState};
+pub use config::{
+    Autocast, CompareSection, Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TaskKind, TrainConfig,
+};
 pub use optim::{cosine_lr, Optimizer, Rule};
+pub use run::{train, MetricsLine, Summary, Timing, TrainOptions};
 pub(crate) use short::ShortRuns;

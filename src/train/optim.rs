@@ -26,16 +26,32 @@ impl Optimizer {
     /// The optimiser `[optim]` of a configuration describes, over `params`.
     pub fn from_config(o: &super::config::OptimSection, params: Vec<Tensor>) -> Optimizer {
         let rule = match o.kind {
-            super::config::OptimKind::Sgd => Rule::Sgd { momentum: o.momentum, nesterov: o.nesterov },
-            super::config::OptimKind::Adamw => Rule::AdamW { beta1: o.betas[0], beta2: o.betas[1], eps: o.eps },
+            super::config::OptimKind::Sgd => Rule::Sgd {
+                momentum: o.momentum,
+                nesterov: o.nesterov,
+            },
+            super::config::OptimKind::Adamw => Rule::AdamW {
+                beta1: o.betas[0],
+                beta2: o.betas[1],
+                eps: o.eps,
+            },
         };
         Optimizer::new(params, rule, o.weight_decay, o.clip_norm)
     }
 
     pub fn new(params: Vec<Tensor>, rule: Rule, weight_decay: f64, clip_norm: Option<f64>) -> Optimizer {
         let per_param = if matches!(rule, Rule::AdamW { .. }) { 2 } else { 1 };
-        let buffers = params.iter().flat_map(|p| (0..per_param).map(move |_| p.zeros_like())).collect();
-        Optimizer { params, buffers, rule, weight_decay, clip_norm }
+        let buffers = params
+            .iter()
+            .flat_map(|p| (0..per_param).map(move |_| p.zeros_like()))
+            .collect();
+        Optimizer {
+            params,
+            buffers,
+            rule,
+            weight_decay,
+            clip_norm,
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -75,14 +91,21 @@ impl Optimizer {
                         let g = if wd > 0.0 { &grad + &*p * wd } else { grad };
                         let b = &mut self.buffers[i];
                         let _ = b.g_mul_scalar_(momentum).g_add_(&g);
-                        let d = if nesterov { &g + &*b * momentum } else { b.shallow_clone() };
+                        let d = if nesterov {
+                            &g + &*b * momentum
+                        } else {
+                            b.shallow_clone()
+                        };
                         let _ = p.g_sub_(&(d * lr));
                     }
                     Rule::AdamW { beta1, beta2, eps } => {
                         if wd > 0.0 {
                             let _ = p.g_mul_scalar_(1.0 - lr * wd);
                         }
-                        let (mut m, mut v) = (self.buffers[2 * i].shallow_clone(), self.buffers[2 * i + 1].shallow_clone());
+                        let (mut m, mut v) = (
+                            self.buffers[2 * i].shallow_clone(),
+                            self.buffers[2 * i + 1].shallow_clone(),
+                        );
                         let _ = m.g_mul_scalar_(beta1).g_add_(&(&grad * (1.0 - beta1)));
                         let _ = v.g_mul_scalar_(beta2).g_add_(&(grad.square() * (1.0 - beta2)));
                         let m_hat = &m / (1.0 - beta1.powi(t as i32));

@@ -27,7 +27,12 @@ impl BatchOrder {
 
 /// Yields the (inputs, targets) of steps `start..end` in order.
 pub(crate) enum Batches {
-    Inline { part: Part, order: BatchOrder, cached: EpochRows, step: u64 },
+    Inline {
+        part: Part,
+        order: BatchOrder,
+        cached: EpochRows,
+        step: u64,
+    },
     Prefetched(Receiver<(Tensor, Tensor)>),
 }
 
@@ -40,14 +45,20 @@ pub(crate) struct EpochRows {
 impl EpochRows {
     /// No epoch yet: the first gather computes one.
     fn none() -> EpochRows {
-        EpochRows { epoch: u64::MAX, rows: Vec::new() }
+        EpochRows {
+            epoch: u64::MAX,
+            rows: Vec::new(),
+        }
     }
 }
 
 fn gather(part: &Part, order: &BatchOrder, cached: &mut EpochRows, step: u64) -> (Tensor, Tensor) {
     let epoch = step / order.per_epoch;
     if cached.epoch != epoch {
-        *cached = EpochRows { epoch, rows: order.epoch(epoch, part.len() as usize) };
+        *cached = EpochRows {
+            epoch,
+            rows: order.epoch(epoch, part.len() as usize),
+        };
     }
     let rows = &cached.rows;
     let pos = (step % order.per_epoch) as usize * order.batch as usize;
@@ -59,7 +70,12 @@ impl Batches {
     /// `depth` batches ahead on a thread, or in place when `depth` is 0.
     pub fn new(part: &Part, order: BatchOrder, start: u64, end: u64, depth: usize) -> Batches {
         if depth == 0 {
-            return Batches::Inline { part: part.shallow_clone(), order, cached: EpochRows::none(), step: start };
+            return Batches::Inline {
+                part: part.shallow_clone(),
+                order,
+                cached: EpochRows::none(),
+                step: start,
+            };
         }
         let (tx, rx) = mpsc::sync_channel(depth);
         let part = part.shallow_clone();
@@ -78,7 +94,12 @@ impl Batches {
     /// The next step's batch; None when the prefetch thread has ended.
     pub fn next(&mut self) -> Option<(Tensor, Tensor)> {
         match self {
-            Batches::Inline { part, order, cached, step } => {
+            Batches::Inline {
+                part,
+                order,
+                cached,
+                step,
+            } => {
                 let b = gather(part, order, cached, *step);
                 *step += 1;
                 Some(b)

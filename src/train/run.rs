@@ -115,9 +115,18 @@ pub struct MetricsLine {
 
 /// Named tensors of a checkpoint: the model's variables and the optimiser's buffers.
 fn checkpoint_tensors(vs: &nn::VarStore, opt: &Optimizer) -> NamedTensors {
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (format!("model.{k}"), v))
+        .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    named.extend(opt.buffers().iter().enumerate().map(|(i, b)| (format!("optim.{i}"), b.shallow_clone())));
+    named.extend(
+        opt.buffers()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (format!("optim.{i}"), b.shallow_clone())),
+    );
     named
 }
 
@@ -127,13 +136,19 @@ fn restore(dir: &Path, vs: &nn::VarStore, opt: &mut Optimizer, saved: NamedTenso
     let mut buffers = Vec::new();
     for (name, t) in saved {
         if let Some(i) = name.strip_prefix("optim.") {
-            let i: usize = i.parse().map_err(|_| Error::Checkpoint { path: dir.to_path_buf(), problem: format!("tensor `{name}` is not an optimiser buffer") })?;
+            let i: usize = i.parse().map_err(|_| Error::Checkpoint {
+                path: dir.to_path_buf(),
+                problem: format!("tensor `{name}` is not an optimiser buffer"),
+            })?;
             buffers.push((i, t));
         } else if let Some(v) = name.strip_prefix("model.").and_then(|k| vars.get(k)) {
             let mut v = v.shallow_clone();
             tch::no_grad(|| v.copy_(&t));
         } else {
-            return Err(Error::Checkpoint { path: dir.to_path_buf(), problem: format!("tensor `{name}` does not belong to this model") });
+            return Err(Error::Checkpoint {
+                path: dir.to_path_buf(),
+                problem: format!("tensor `{name}` does not belong to this model"),
+            });
         }
     }
     buffers.sort_by_key(|(i, _)| *i);
@@ -144,10 +159,16 @@ fn restore(dir: &Path, vs: &nn::VarStore, opt: &mut Optimizer, saved: NamedTenso
 
 /// Keeps the metrics lines of steps before `step` (those after the last checkpoint are replayed).
 fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(());
+    };
     let kept: String = text
         .lines()
-        .filter(|l| serde_json::from_str::<MetricsLine>(l).map(|m| m.step < step).unwrap_or(false))
+        .filter(|l| {
+            serde_json::from_str::<MetricsLine>(l)
+                .map(|m| m.step < step)
+                .unwrap_or(false)
+        })
         .map(|l| format!("{l}\n"))
         .collect();
     fs::write(path, kept).map_err(|e| Error::unwritable(path.to_path_buf(), e))
@@ -197,7 +218,13 @@ impl Steps {
         let total = per_epoch * config.optim.epochs as u64;
         let end = config.run.max_steps.map_or(total, |m| m.min(total));
         let warmup = (config.optim.warmup_epochs * per_epoch as f64) as u64;
-        Steps { batch, per_epoch, total, end, warmup }
+        Steps {
+            batch,
+            per_epoch,
+            total,
+            end,
+            warmup,
+        }
     }
 }
 
@@ -219,7 +246,12 @@ struct Window {
 
 impl Window {
     fn new(device: Device) -> Window {
-        Window { loss_sum: Tensor::zeros([], (Kind::Float, device)), correct_sum: Tensor::zeros([], (Kind::Int64, device)), steps: 0, predictions: 0 }
+        Window {
+            loss_sum: Tensor::zeros([], (Kind::Float, device)),
+            correct_sum: Tensor::zeros([], (Kind::Int64, device)),
+            steps: 0,
+            predictions: 0,
+        }
     }
 
     fn reset(&mut self) {
@@ -273,7 +305,11 @@ impl<'a> Run<'a> {
         let autocast = config.run.autocast == Autocast::Bf16;
         if autocast {
             if device == Device::Cpu {
-                return Err(Error::value("run.autocast", "\"off\" on the CPU (bf16 autocast is for CUDA)", "bf16"));
+                return Err(Error::value(
+                    "run.autocast",
+                    "\"off\" on the CPU (bf16 autocast is for CUDA)",
+                    "bf16",
+                ));
             }
             set_cuda_autocast_kind(Kind::BFloat16)?;
         }
@@ -285,7 +321,12 @@ impl<'a> Run<'a> {
         let model = task.build_model(config, &vs);
         let params = vs.trainable_variables();
         let mut opt = Optimizer::from_config(&config.optim, params.iter().map(Tensor::shallow_clone).collect());
-        let mut state = RunState { step: 0, rng: SeededRng::new(seed).state(), schedule: config.strategy.build()?, best_val: None };
+        let mut state = RunState {
+            step: 0,
+            rng: SeededRng::new(seed).state(),
+            schedule: config.strategy.build()?,
+            best_val: None,
+        };
         let metrics_path = run_dir.join("metrics.jsonl");
         if options.resume {
             if let Some((saved, tensors)) = checkpoint::load(&ckpt_dir)? {
@@ -296,14 +337,36 @@ impl<'a> Run<'a> {
         } else {
             let _ = fs::remove_file(&metrics_path);
         }
-        let metrics = fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
+        let metrics = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&metrics_path)
+            .map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
         let steps = Steps::new(config, task.train.len());
         let bar = progress_bar(options, steps.end, state.step);
         let diagnostics = config.run.diagnostics;
-        let probe_batch = if diagnostics { Some(task.fixed_batch(256, 1, device)?.0) } else { None };
-        let benr = if diagnostics { Some(Benr::new(&params.iter().collect::<Vec<_>>())?) } else { None };
-        let order = BatchOrder { seed, batch: steps.batch, per_epoch: steps.per_epoch };
-        let batches = Batches::new(&task.train, order, state.step, steps.end, if config.run.prefetch { 2 } else { 0 });
+        let probe_batch = if diagnostics {
+            Some(task.fixed_batch(256, 1, device)?.0)
+        } else {
+            None
+        };
+        let benr = if diagnostics {
+            Some(Benr::new(&params.iter().collect::<Vec<_>>())?)
+        } else {
+            None
+        };
+        let order = BatchOrder {
+            seed,
+            batch: steps.batch,
+            per_epoch: steps.per_epoch,
+        };
+        let batches = Batches::new(
+            &task.train,
+            order,
+            state.step,
+            steps.end,
+            if config.run.prefetch { 2 } else { 0 },
+        );
         Ok(Run {
             config,
             interrupt: options.interrupt,
@@ -339,7 +402,10 @@ impl<'a> Run<'a> {
     fn step(&mut self, step: u64) -> Result<StepDone> {
         let epoch = (step / self.steps.per_epoch) as u32;
         let t_data = Instant::now();
-        let (x, y) = self.batches.next().ok_or_else(|| Error::Internal("the batch prefetch thread stopped".into()))?;
+        let (x, y) = self
+            .batches
+            .next()
+            .ok_or_else(|| Error::Internal("the batch prefetch thread stopped".into()))?;
         let mut x = x.to_device(self.device);
         if self.config.data.augment {
             x = crate::data::random_crop_flip(&x, self.config.data.pad, true, &mut self.rng)?;
@@ -388,7 +454,9 @@ impl<'a> Run<'a> {
     fn evaluate_and_log(&mut self, done: &StepDone) -> Result<()> {
         let t_eval = Instant::now();
         let step = done.step;
-        let evaluate_now = self.state.schedule.eval_due(step) || (step + 1) % self.config.run.eval_every == 0 || step + 1 == self.steps.end;
+        let evaluate_now = self.state.schedule.eval_due(step)
+            || (step + 1) % self.config.run.eval_every == 0
+            || step + 1 == self.steps.end;
         let val = if evaluate_now {
             let autocast = self.autocast;
             let model = &self.model;
@@ -437,7 +505,9 @@ impl<'a> Run<'a> {
             None => None,
         };
         let benr = match self.benr.as_mut() {
-            Some(b) if (step + 1) % self.steps.per_epoch == 0 => Some(b.end_epoch(&self.params.iter().collect::<Vec<_>>())?),
+            Some(b) if (step + 1) % self.steps.per_epoch == 0 => {
+                Some(b.end_epoch(&self.params.iter().collect::<Vec<_>>())?)
+            }
             _ => None,
         };
         let plan = &done.plan;
@@ -455,10 +525,17 @@ impl<'a> Run<'a> {
             zero_share,
             benr,
         };
-        writeln!(self.metrics, "{}", serde_json::to_string(&line).map_err(|e| Error::json(format!("metrics.jsonl line of step {step}"), e))?)
-            .map_err(|e| Error::unwritable(self.metrics_path.clone(), e))?;
+        writeln!(
+            self.metrics,
+            "{}",
+            serde_json::to_string(&line).map_err(|e| Error::json(format!("metrics.jsonl line of step {step}"), e))?
+        )
+        .map_err(|e| Error::unwritable(self.metrics_path.clone(), e))?;
         let acc = train_acc.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
-        self.bar.set_message(format!("loss {mean_loss:.4}{acc} {}", if plan.in_ep { "in EP" } else { "after EP" }));
+        self.bar.set_message(format!(
+            "loss {mean_loss:.4}{acc} {}",
+            if plan.in_ep { "in EP" } else { "after EP" }
+        ));
         self.window.reset();
         Ok(())
     }
@@ -474,7 +551,10 @@ impl<'a> Run<'a> {
             let saved = checkpoint::save(&self.ckpt_dir, &self.state, &checkpoint_tensors(&self.vs, &self.opt))?;
             if interrupted {
                 self.bar.abandon();
-                return Err(Error::Interrupted { step: self.state.step, checkpoint: saved });
+                return Err(Error::Interrupted {
+                    step: self.state.step,
+                    checkpoint: saved,
+                });
             }
         }
         Ok(())
@@ -487,7 +567,9 @@ impl<'a> Run<'a> {
         let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
         let test = self.task.evaluate(&forward_eval, &self.task.test, self.device)?;
         let wall = self.started.elapsed().as_secs_f64();
-        let Steps { end, per_epoch, batch, .. } = self.steps;
+        let Steps {
+            end, per_epoch, batch, ..
+        } = self.steps;
         let summary = Summary {
             name: self.config.run.name.clone(),
             strategy: self.state.schedule.strategy().to_string(),
@@ -518,10 +600,18 @@ fn open_run_dir(config: &TrainConfig, resume: bool) -> Result<(PathBuf, PathBuf)
     let run_dir: PathBuf = config.run.out_dir.join(&config.run.name);
     let ckpt_dir = run_dir.join("checkpoints");
     if !resume && ckpt_dir.join("latest").exists() {
-        return Err(Error::value("run.name", format!("a new run name (runs/{}/ has checkpoints: pass --resume to continue it)", config.run.name), &config.run.name));
+        return Err(Error::value(
+            "run.name",
+            format!(
+                "a new run name (runs/{}/ has checkpoints: pass --resume to continue it)",
+                config.run.name
+            ),
+            &config.run.name,
+        ));
     }
     fs::create_dir_all(&run_dir).map_err(|e| Error::unwritable(run_dir.clone(), e))?;
-    fs::write(run_dir.join("config.toml"), config.to_toml()?).map_err(|e| Error::unwritable(run_dir.join("config.toml"), e))?;
+    fs::write(run_dir.join("config.toml"), config.to_toml()?)
+        .map_err(|e| Error::unwritable(run_dir.join("config.toml"), e))?;
     Ok((run_dir, ckpt_dir))
 }
 
@@ -532,7 +622,10 @@ fn progress_bar(options: &TrainOptions<'_>, end: u64, position: u64) -> Progress
         (None, true) => ProgressBar::new(end),
         (None, false) => ProgressBar::hidden(),
     };
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     bar.set_position(position);
     bar
 }

@@ -25,7 +25,10 @@ pub(crate) struct ShortRuns {
 impl ShortRuns {
     pub(crate) fn load(config: &TrainConfig) -> Result<ShortRuns> {
         let device = config.run.device.device()?;
-        Ok(ShortRuns { task: TaskData::load(config, device)?, device })
+        Ok(ShortRuns {
+            task: TaskData::load(config, device)?,
+            device,
+        })
     }
 
     /// A fixed labelled batch, inputs as the model takes them (see `TaskData::fixed_batch`).
@@ -43,17 +46,37 @@ impl ShortRuns {
         let model = task.build_model(config, &vs);
         let params = vs.trainable_variables();
         let mut opt = Optimizer::from_config(&config.optim, params.iter().map(Tensor::shallow_clone).collect());
-        let kind = if alpha > 0.0 { StrategyKind::Mixup } else { StrategyKind::Vanilla };
-        let mut schedule = StrategyConfig { alpha: alpha.max(1e-3), ..StrategyConfig::of_kind(kind) }.build()?;
+        let kind = if alpha > 0.0 {
+            StrategyKind::Mixup
+        } else {
+            StrategyKind::Vanilla
+        };
+        let mut schedule = StrategyConfig {
+            alpha: alpha.max(1e-3),
+            ..StrategyConfig::of_kind(kind)
+        }
+        .build()?;
         let mut rng = SeededRng::new(config.run.seed);
         let batch = config.data.batch_size.min(task.train.len());
         let per_epoch = (task.train.len() / batch).max(1) as u64;
-        let mut batches = Batches::new(&task.train, BatchOrder { seed: config.run.seed, batch, per_epoch }, 0, steps, 0);
+        let mut batches = Batches::new(
+            &task.train,
+            BatchOrder {
+                seed: config.run.seed,
+                batch,
+                per_epoch,
+            },
+            0,
+            steps,
+            0,
+        );
         let forward = |x: &Tensor| model.forward(x, true, false).0;
         let total = per_epoch * config.optim.epochs as u64;
         for step in 0..steps {
             at(step, model.as_ref(), &params)?;
-            let (x, y) = batches.next().ok_or_else(|| Error::Internal(format!("no batch for step {step} of {steps}")))?;
+            let (x, y) = batches
+                .next()
+                .ok_or_else(|| Error::Internal(format!("no batch for step {step} of {steps}")))?;
             let plan = schedule.plan(step, (step / per_epoch) as u32, &mut rng);
             let out = task.step(&forward, &x.to_device(device), &y.to_device(device), &plan, &mut rng)?;
             opt.zero_grad();

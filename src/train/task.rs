@@ -10,7 +10,8 @@ use crate::data::{self, CharCorpus};
 use crate::error::{Error, Result};
 use crate::models::{self, Model, TransformerDims};
 use crate::ops::loss::{
-    cross_entropy_autograd, lm_cross_entropy_autograd, mse_autograd, reference as loss_reference, CrossEntropy, SequenceRank, Targets,
+    cross_entropy_autograd, lm_cross_entropy_autograd, mse_autograd, reference as loss_reference, CrossEntropy,
+    SequenceRank, Targets,
 };
 use crate::ops::mixup::{mix_batch, mix_batch_composite, mix_images, mixup_u8, Lambda, Normalize, Pairing};
 use crate::rng::SeededRng;
@@ -31,12 +32,18 @@ impl Part {
 
     fn rows(&self, rows: &[i64]) -> Part {
         let idx = Tensor::from_slice(rows);
-        Part { inputs: self.inputs.index_select(0, &idx), targets: self.targets.index_select(0, &idx) }
+        Part {
+            inputs: self.inputs.index_select(0, &idx),
+            targets: self.targets.index_select(0, &idx),
+        }
     }
 
     /// A view sharing storage, for the prefetch thread.
     pub fn shallow_clone(&self) -> Part {
-        Part { inputs: self.inputs.shallow_clone(), targets: self.targets.shallow_clone() }
+        Part {
+            inputs: self.inputs.shallow_clone(),
+            targets: self.targets.shallow_clone(),
+        }
     }
 }
 
@@ -99,7 +106,11 @@ fn split_in_time(x: &Tensor, val_fraction: f64, test_fraction: f64) -> (Tensor, 
     let n_test = (test_fraction * n as f64).round() as i64;
     let n_val = (val_fraction * n as f64).round() as i64;
     let n_train = n - n_test - n_val;
-    (x.narrow(0, 0, n_train), x.narrow(0, n_train, n_val), x.narrow(0, n_train + n_val, n_test))
+    (
+        x.narrow(0, 0, n_train),
+        x.narrow(0, n_train, n_val),
+        x.narrow(0, n_train + n_val, n_test),
+    )
 }
 
 /// Keeps a seeded `subset` of a training part's rows.
@@ -116,7 +127,9 @@ impl TaskData {
     /// normalisation's tensors on `device`).
     pub fn load(config: &TrainConfig, device: Device) -> Result<TaskData> {
         match config.data.dataset {
-            Dataset::FashionMnist | Dataset::Cifar10 | Dataset::Cifar100 | Dataset::Digits => load_images(config, device),
+            Dataset::FashionMnist | Dataset::Cifar10 | Dataset::Cifar100 | Dataset::Digits => {
+                load_images(config, device)
+            }
             Dataset::Ucr => load_ucr(config),
             Dataset::VicElec => load_vic_elec(config),
             Dataset::Shakespeare => load_shakespeare(config),
@@ -124,8 +137,23 @@ impl TaskData {
     }
 
     /// A task from its splits, with the run's choice of ops and label smoothing.
-    fn new(config: &TrainConfig, task: TaskKind, outputs: i64, [train, val, test]: [Part; 3], image_norm: Option<ImageNorm>) -> TaskData {
-        TaskData { task, train, val, test, outputs, image_norm, ops: config.run.ops, label_smoothing: config.optim.label_smoothing }
+    fn new(
+        config: &TrainConfig,
+        task: TaskKind,
+        outputs: i64,
+        [train, val, test]: [Part; 3],
+        image_norm: Option<ImageNorm>,
+    ) -> TaskData {
+        TaskData {
+            task,
+            train,
+            val,
+            test,
+            outputs,
+            image_norm,
+            ops: config.run.ops,
+            label_smoothing: config.optim.label_smoothing,
+        }
     }
 
     /// The configured model for this task's shapes.
@@ -133,15 +161,43 @@ impl TaskData {
         let m = &config.model;
         let s = self.train.inputs.size();
         let root = vs.root();
-        let dims = |d: TransformerDims| TransformerDims { width: m.width.unwrap_or(d.width), depth: m.depth.unwrap_or(d.depth), heads: m.heads.unwrap_or(d.heads) };
+        let dims = |d: TransformerDims| TransformerDims {
+            width: m.width.unwrap_or(d.width),
+            depth: m.depth.unwrap_or(d.depth),
+            heads: m.heads.unwrap_or(d.heads),
+        };
         match m.name {
-            ModelName::SmallCnn => Box::new(models::small_cnn_with_width(&root, s[1], s[2], s[3], self.outputs, m.width.unwrap_or(32))),
+            ModelName::SmallCnn => Box::new(models::small_cnn_with_width(
+                &root,
+                s[1],
+                s[2],
+                s[3],
+                self.outputs,
+                m.width.unwrap_or(32),
+            )),
             ModelName::Resnet18 => Box::new(models::resnet18(&root, s[1], self.outputs)),
             ModelName::PreactResnet18 => Box::new(models::preact_resnet18(&root, s[1], self.outputs)),
-            ModelName::VitTiny => Box::new(models::vit_tiny(&root, s[1], s[2], self.outputs, dims(TransformerDims::VIT_TINY))),
+            ModelName::VitTiny => Box::new(models::vit_tiny(
+                &root,
+                s[1],
+                s[2],
+                self.outputs,
+                dims(TransformerDims::VIT_TINY),
+            )),
             ModelName::Resnet1d => Box::new(models::resnet1d(&root, s[1], self.outputs, m.width.unwrap_or(64))),
-            ModelName::MlpForecaster => Box::new(models::mlp_forecaster(&root, s[1], s[2], self.outputs, m.width.unwrap_or(256))),
-            ModelName::CharTransformer => Box::new(models::char_transformer(&root, self.outputs, s[1], dims(TransformerDims::CHAR_SMALL))),
+            ModelName::MlpForecaster => Box::new(models::mlp_forecaster(
+                &root,
+                s[1],
+                s[2],
+                self.outputs,
+                m.width.unwrap_or(256),
+            )),
+            ModelName::CharTransformer => Box::new(models::char_transformer(
+                &root,
+                self.outputs,
+                s[1],
+                dims(TransformerDims::CHAR_SMALL),
+            )),
         }
     }
 
@@ -154,9 +210,20 @@ impl TaskData {
     }
 
     /// One batch's loss as the plan says. `forward` runs the model (under autocast if asked).
-    pub fn step(&self, forward: &dyn Fn(&Tensor) -> Tensor, x: &Tensor, y: &Tensor, plan: &BatchPlan, rng: &mut SeededRng) -> Result<StepOut> {
+    pub fn step(
+        &self,
+        forward: &dyn Fn(&Tensor) -> Tensor,
+        x: &Tensor,
+        y: &Tensor,
+        plan: &BatchPlan,
+        rng: &mut SeededRng,
+    ) -> Result<StepOut> {
         let b = x.size()[0];
-        let opts = &CrossEntropy { label_smoothing: self.label_smoothing, ignore_index: None, drop_share: plan.drop_share };
+        let opts = &CrossEntropy {
+            label_smoothing: self.label_smoothing,
+            ignore_index: None,
+            drop_share: plan.drop_share,
+        };
         match (self.task, self.ops) {
             (TaskKind::Image | TaskKind::Series, OpsChoice::Fused) => {
                 let (x, targets) = match &self.image_norm {
@@ -164,7 +231,12 @@ impl TaskData {
                     None => mix_batch(x, y, &plan.mix, rng)?,
                 };
                 let (loss, out) = cross_entropy_autograd(&forward(&x), Targets::Mixed(&targets), opts)?;
-                Ok(StepOut { loss, reported: out.loss, correct: out.correct, predictions: b })
+                Ok(StepOut {
+                    loss,
+                    reported: out.loss,
+                    correct: out.correct,
+                    predictions: b,
+                })
             }
             (TaskKind::Image | TaskKind::Series, OpsChoice::Composite) => {
                 let x = match &self.image_norm {
@@ -175,31 +247,61 @@ impl TaskData {
                 let logits = forward(&x);
                 let loss = loss_reference::composite(&logits, Targets::Mixed(&targets), opts)?;
                 let correct = logits.argmax(1, false).eq_tensor(&targets.y_a).sum(Kind::Int64);
-                Ok(StepOut { reported: loss.detach(), loss, correct, predictions: b })
+                Ok(StepOut {
+                    reported: loss.detach(),
+                    loss,
+                    correct,
+                    predictions: b,
+                })
             }
             (TaskKind::Forecast, OpsChoice::Fused) => {
                 let pred = forward(x);
                 let (loss, out) = mse_autograd(&pred, &y.to_kind(pred.kind()), plan.drop_share)?;
-                Ok(StepOut { loss, reported: out.loss, correct: out.correct, predictions: 0 })
+                Ok(StepOut {
+                    loss,
+                    reported: out.loss,
+                    correct: out.correct,
+                    predictions: 0,
+                })
             }
             (TaskKind::Forecast, OpsChoice::Composite) => {
                 let pred = forward(x);
-                let per_row = (&pred - y.to_kind(pred.kind())).square().mean_dim(1, false, Kind::Float);
+                let per_row = (&pred - y.to_kind(pred.kind()))
+                    .square()
+                    .mean_dim(1, false, Kind::Float);
                 let loss = loss_reference::mean_without_highest(&per_row, plan.drop_share)?;
-                Ok(StepOut { reported: loss.detach(), loss, correct: Tensor::zeros([], (Kind::Int64, x.device())), predictions: 0 })
+                Ok(StepOut {
+                    reported: loss.detach(),
+                    loss,
+                    correct: Tensor::zeros([], (Kind::Int64, x.device())),
+                    predictions: 0,
+                })
             }
             (TaskKind::Text, OpsChoice::Fused) => {
                 let (loss, out) = lm_cross_entropy_autograd(&forward(x), y, opts, SequenceRank::PerSequence)?;
-                Ok(StepOut { loss, reported: out.loss, correct: out.correct, predictions: y.numel() as i64 })
+                Ok(StepOut {
+                    loss,
+                    reported: out.loss,
+                    correct: out.correct,
+                    predictions: y.numel() as i64,
+                })
             }
             (TaskKind::Text, OpsChoice::Composite) => {
                 let logits = forward(x);
                 let s = logits.size();
-                let per_token = logits.reshape([-1, s[2]]).to_kind(Kind::Float).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::None, -100, opts.label_smoothing);
+                let per_token = logits
+                    .reshape([-1, s[2]])
+                    .to_kind(Kind::Float)
+                    .cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::None, -100, opts.label_smoothing);
                 let per_sequence = per_token.view([s[0], s[1]]).mean_dim(1, false, Kind::Float);
                 let loss = loss_reference::mean_without_highest(&per_sequence, plan.drop_share)?;
                 let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64);
-                Ok(StepOut { reported: loss.detach(), loss, correct, predictions: y.numel() as i64 })
+                Ok(StepOut {
+                    reported: loss.detach(),
+                    loss,
+                    correct,
+                    predictions: y.numel() as i64,
+                })
             }
         }
     }
@@ -208,7 +310,10 @@ impl TaskData {
     pub fn evaluate(&self, forward: &dyn Fn(&Tensor) -> Tensor, part: &Part, device: Device) -> Result<Eval> {
         let n = part.len();
         if n == 0 {
-            return Ok(Eval { metric: f64::NAN, loss: f64::NAN });
+            return Ok(Eval {
+                metric: f64::NAN,
+                loss: f64::NAN,
+            });
         }
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
@@ -224,7 +329,10 @@ impl TaskData {
                     predictions += y.numel() as i64;
                 } else {
                     let v = *out.size().last().unwrap_or(&1);
-                    loss_sum += out.reshape([-1, v]).cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, -100, 0.0).to_kind(Kind::Double);
+                    loss_sum += out
+                        .reshape([-1, v])
+                        .cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::Sum, -100, 0.0)
+                        .to_kind(Kind::Double);
                     correct += out.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64);
                     predictions += y.numel() as i64;
                 }
@@ -232,7 +340,11 @@ impl TaskData {
             Ok(())
         })?;
         let loss = loss_sum.double_value(&[]) / predictions as f64;
-        let metric = if self.task == TaskKind::Forecast { loss } else { correct.int64_value(&[]) as f64 / predictions as f64 };
+        let metric = if self.task == TaskKind::Forecast {
+            loss
+        } else {
+            correct.int64_value(&[]) as f64 / predictions as f64
+        };
         Ok(Eval { metric, loss })
     }
 
@@ -240,9 +352,16 @@ impl TaskData {
     /// the first `rows` rows of the validation split, or of the training split when the
     /// validation split has fewer than `min_val` rows; inputs as the model takes them.
     pub fn fixed_batch(&self, rows: i64, min_val: i64, device: Device) -> Result<(Tensor, Tensor)> {
-        let part = if self.val.len() >= min_val.max(1) { &self.val } else { &self.train };
+        let part = if self.val.len() >= min_val.max(1) {
+            &self.val
+        } else {
+            &self.train
+        };
         let n = rows.min(part.len());
-        Ok((self.plain_input(&part.inputs.narrow(0, 0, n).to_device(device))?, part.targets.narrow(0, 0, n).to_device(device)))
+        Ok((
+            self.plain_input(&part.inputs.narrow(0, 0, n).to_device(device))?,
+            part.targets.narrow(0, 0, n).to_device(device),
+        ))
     }
 
     /// Whether the task's metric is better when higher (accuracy) or lower (MSE).
@@ -251,7 +370,11 @@ impl TaskData {
     }
 
     pub fn metric_name(&self) -> &'static str {
-        if self.task == TaskKind::Forecast { "mse" } else { "accuracy" }
+        if self.task == TaskKind::Forecast {
+            "mse"
+        } else {
+            "accuracy"
+        }
     }
 }
 
@@ -267,7 +390,10 @@ fn read_images(config: &TrainConfig) -> Result<(data::ImageSet, data::ImageSet)>
             let all = data::sklearn_digits(&folder(config, "digits").join("digits.csv.gz"))?;
             let order = SeededRng::new(config.run.seed ^ 0xD161_7500).permutation(all.len() as usize);
             let cut = (d.test_fraction * all.len() as f64) as usize;
-            (all.select(&Tensor::from_slice(&order[cut..])), all.select(&Tensor::from_slice(&order[..cut])))
+            (
+                all.select(&Tensor::from_slice(&order[cut..])),
+                all.select(&Tensor::from_slice(&order[..cut])),
+            )
         }
     })
 }
@@ -282,12 +408,27 @@ fn load_images(config: &TrainConfig, device: Device) -> Result<TaskData> {
     let c = mean.len() as i64;
     let image_norm = ImageNorm {
         fused: Normalize::new(&mean, &std, device)?,
-        mean: Tensor::from_slice(&mean).to_kind(Kind::Float).view([1, c, 1, 1]).to_device(device),
-        std: Tensor::from_slice(&std).to_kind(Kind::Float).view([1, c, 1, 1]).to_device(device),
+        mean: Tensor::from_slice(&mean)
+            .to_kind(Kind::Float)
+            .view([1, c, 1, 1])
+            .to_device(device),
+        std: Tensor::from_slice(&std)
+            .to_kind(Kind::Float)
+            .view([1, c, 1, 1])
+            .to_device(device),
     };
-    let part = |s: data::ImageSet| Part { inputs: s.images, targets: s.labels };
+    let part = |s: data::ImageSet| Part {
+        inputs: s.images,
+        targets: s.labels,
+    };
     let classes = splits.train.classes;
-    Ok(TaskData::new(config, TaskKind::Image, classes, [part(splits.train), part(splits.val), part(splits.test)], Some(image_norm)))
+    Ok(TaskData::new(
+        config,
+        TaskKind::Image,
+        classes,
+        [part(splits.train), part(splits.val), part(splits.test)],
+        Some(image_norm),
+    ))
 }
 
 /// UCR/UEA series: `<series>_{TRAIN,TEST}.ts` (the test file padded to the training length), a
@@ -302,20 +443,41 @@ fn load_ucr(config: &TrainConfig) -> Result<TaskData> {
     if test.class_names != train.class_names {
         return Err(Error::Data {
             path: test_path,
-            problem: format!("classes {:?}, the training file has {:?}", test.class_names, train.class_names),
+            problem: format!(
+                "classes {:?}, the training file has {:?}",
+                test.class_names, train.class_names
+            ),
             hint: "the TRAIN and TEST files must come from the same dataset".into(),
         });
     }
     let (val_rows, train_rows) = data::split_rows(train.labels.size()[0], d.val_fraction, d.subset, config.run.seed)?;
-    let all = Part { inputs: train.series, targets: train.labels };
+    let all = Part {
+        inputs: train.series,
+        targets: train.labels,
+    };
     let (tr, va) = (all.rows(&train_rows), all.rows(&val_rows));
     let x = standardise(&tr.inputs, &[0, 2], &[&tr.inputs, &va.inputs, &test.series]);
     let parts = [
-        Part { inputs: x[0].shallow_clone(), targets: tr.targets },
-        Part { inputs: x[1].shallow_clone(), targets: va.targets },
-        Part { inputs: x[2].shallow_clone(), targets: test.labels },
+        Part {
+            inputs: x[0].shallow_clone(),
+            targets: tr.targets,
+        },
+        Part {
+            inputs: x[1].shallow_clone(),
+            targets: va.targets,
+        },
+        Part {
+            inputs: x[2].shallow_clone(),
+            targets: test.labels,
+        },
     ];
-    Ok(TaskData::new(config, TaskKind::Series, train.class_names.len() as i64, parts, None))
+    Ok(TaskData::new(
+        config,
+        TaskKind::Series,
+        train.class_names.len() as i64,
+        parts,
+        None,
+    ))
 }
 
 /// vic_elec: the series split in time and standardised by its training part; training windows
@@ -329,7 +491,11 @@ fn load_vic_elec(config: &TrainConfig) -> Result<TaskData> {
         let (inputs, targets) = data::forecast_windows(x, d.input_len, d.horizon, stride, 0)?;
         Ok(Part { inputs, targets })
     };
-    let parts = [keep_subset(windows(&z[0], d.stride)?, d.subset, config.run.seed)?, windows(&z[1], d.horizon)?, windows(&z[2], d.horizon)?];
+    let parts = [
+        keep_subset(windows(&z[0], d.stride)?, d.subset, config.run.seed)?,
+        windows(&z[1], d.horizon)?,
+        windows(&z[2], d.horizon)?,
+    ];
     Ok(TaskData::new(config, TaskKind::Forecast, d.horizon, parts, None))
 }
 
@@ -339,9 +505,23 @@ fn load_shakespeare(config: &TrainConfig) -> Result<TaskData> {
     let corpus = data::char_corpus(&folder(config, "shakespeare"))?;
     let (tr, va, te) = split_in_time(&corpus.tokens, d.val_fraction, d.test_fraction);
     let sequences = |tokens: Tensor| -> Result<Part> {
-        let (inputs, targets) = CharCorpus { tokens, vocab: Vec::new() }.sequences(d.seq_len, d.seq_len)?;
+        let (inputs, targets) = CharCorpus {
+            tokens,
+            vocab: Vec::new(),
+        }
+        .sequences(d.seq_len, d.seq_len)?;
         Ok(Part { inputs, targets })
     };
-    let parts = [keep_subset(sequences(tr)?, d.subset, config.run.seed)?, sequences(va)?, sequences(te)?];
-    Ok(TaskData::new(config, TaskKind::Text, corpus.vocab.len() as i64, parts, None))
+    let parts = [
+        keep_subset(sequences(tr)?, d.subset, config.run.seed)?,
+        sequences(va)?,
+        sequences(te)?,
+    ];
+    Ok(TaskData::new(
+        config,
+        TaskKind::Text,
+        corpus.vocab.len() as i64,
+        parts,
+        None,
+    ))
 }

@@ -12,17 +12,41 @@ use super::{assert_close, emulated, expect_err, poisoned, randn, rel_err, seed, 
 
 pub const CASES: &[Case] = &[
     ("ce_matches_reference", ce_matches_reference),
-    ("ce_gradient_equals_libtorch_masked_mean_gradient", ce_gradient_equals_libtorch_masked_mean_gradient),
-    ("ce_gradient_matches_finite_differences", ce_gradient_matches_finite_differences),
-    ("selection_removes_exactly_the_k_largest", selection_removes_exactly_the_k_largest),
+    (
+        "ce_gradient_equals_libtorch_masked_mean_gradient",
+        ce_gradient_equals_libtorch_masked_mean_gradient,
+    ),
+    (
+        "ce_gradient_matches_finite_differences",
+        ce_gradient_matches_finite_differences,
+    ),
+    (
+        "selection_removes_exactly_the_k_largest",
+        selection_removes_exactly_the_k_largest,
+    ),
     ("selection_breaks_ties_by_index", selection_breaks_ties_by_index),
-    ("selection_on_large_batches_with_many_ties", selection_on_large_batches_with_many_ties),
-    ("ce_extreme_logits_stay_finite_and_nan_propagates", ce_extreme_logits_stay_finite_and_nan_propagates),
+    (
+        "selection_on_large_batches_with_many_ties",
+        selection_on_large_batches_with_many_ties,
+    ),
+    (
+        "ce_extreme_logits_stay_finite_and_nan_propagates",
+        ce_extreme_logits_stay_finite_and_nan_propagates,
+    ),
     ("ce_masked_logits_match_pytorch", ce_masked_logits_match_pytorch),
-    ("ce_ignored_partner_gives_its_weight_to_y_a", ce_ignored_partner_gives_its_weight_to_y_a),
+    (
+        "ce_ignored_partner_gives_its_weight_to_y_a",
+        ce_ignored_partner_gives_its_weight_to_y_a,
+    ),
     ("mse_matches_reference", mse_matches_reference),
-    ("lm_sequence_and_token_ranking_match_reference", lm_sequence_and_token_ranking_match_reference),
-    ("remove_highest_and_running_quantile", remove_highest_and_running_quantile),
+    (
+        "lm_sequence_and_token_ranking_match_reference",
+        lm_sequence_and_token_ranking_match_reference,
+    ),
+    (
+        "remove_highest_and_running_quantile",
+        remove_highest_and_running_quantile,
+    ),
     ("loss_rejects_bad_arguments", loss_rejects_bad_arguments),
 ];
 
@@ -33,8 +57,16 @@ fn labels(b: i64, c: i64, dev: Device) -> Tensor {
 }
 
 fn mixed(b: i64, c: i64, per_sample: bool, dev: Device) -> MixedTargets {
-    let lam = if per_sample { Lambda::PerSample(Tensor::rand([b], (Kind::Float, dev))) } else { Lambda::Batch(0.3) };
-    MixedTargets { y_a: labels(b, c, dev), y_b: labels(b, c, dev), lam }
+    let lam = if per_sample {
+        Lambda::PerSample(Tensor::rand([b], (Kind::Float, dev)))
+    } else {
+        Lambda::Batch(0.3)
+    };
+    MixedTargets {
+        y_a: labels(b, c, dev),
+        y_b: labels(b, c, dev),
+        lam,
+    }
 }
 
 /// Loss values are computed in f32 whatever the storage type of the logits.
@@ -43,7 +75,10 @@ const LOSS_TOL: f64 = 2e-5;
 /// The reported loss against the reference; when nothing is kept both must be NaN.
 fn assert_loss_close(what: &str, loss: &Tensor, reference: &Tensor) {
     if reference.double_value(&[]).is_nan() {
-        assert!(loss.double_value(&[]).is_nan(), "{what}: nothing kept, so the loss is NaN");
+        assert!(
+            loss.double_value(&[]).is_nan(),
+            "{what}: nothing kept, so the loss is NaN"
+        );
     } else {
         let e = rel_err(loss, reference);
         assert!(e < LOSS_TOL, "{what}: loss rel err {e:e}");
@@ -58,12 +93,19 @@ fn check_against_reference(what: &str, logits: &Tensor, targets: Targets<'_>, op
     let e = rel_err(&out.per_sample, &r.per_sample);
     assert!(e < LOSS_TOL, "{what}: per-sample rel err {e:e}");
     let keep = out.keep.to_device(Device::Cpu);
-    assert!(keep.eq_tensor(&r.keep).all().int64_value(&[]) == 1, "{what}: keep mask differs");
+    assert!(
+        keep.eq_tensor(&r.keep).all().int64_value(&[]) == 1,
+        "{what}: keep mask differs"
+    );
     assert_loss_close(what, &out.loss, &r.loss);
     assert_eq!(out.correct.int64_value(&[]), r.correct, "{what}: correct count");
     assert_close(&format!("{what}: grad"), &grad, &r.grad, kind);
     // Finite and fully written: the poison is gone.
-    assert_eq!(grad.isnan().any().int64_value(&[]), 0, "{what}: unwritten gradient elements");
+    assert_eq!(
+        grad.isnan().any().int64_value(&[]),
+        0,
+        "{what}: unwritten gradient elements"
+    );
 }
 
 fn ce_matches_reference(dev: Device) {
@@ -76,15 +118,27 @@ fn ce_matches_reference(dev: Device) {
             let sample_mix = mixed(b, c, true, dev);
             for smoothing in [0.0, 0.1] {
                 for drop_share in [0.0, 0.25] {
-                    let opts = CrossEntropy { label_smoothing: smoothing, ignore_index: None, drop_share };
+                    let opts = CrossEntropy {
+                        label_smoothing: smoothing,
+                        ignore_index: None,
+                        drop_share,
+                    };
                     let what = format!("[{b}, {c}] {kind:?} eps {smoothing} r {drop_share}");
                     check_against_reference(&format!("{what} index"), &logits, Targets::Index(&y), &opts);
                     check_against_reference(&format!("{what} mixed"), &logits, Targets::Mixed(&batch_mix), &opts);
-                    check_against_reference(&format!("{what} mixed per-sample"), &logits, Targets::Mixed(&sample_mix), &opts);
+                    check_against_reference(
+                        &format!("{what} mixed per-sample"),
+                        &logits,
+                        Targets::Mixed(&sample_mix),
+                        &opts,
+                    );
                     // ignore_index: every third label ignored.
                     let ignored = y.copy();
                     let _ = ignored.slice(0, 0, b, 3).fill_(-100);
-                    let opts = CrossEntropy { ignore_index: Some(-100), ..opts };
+                    let opts = CrossEntropy {
+                        ignore_index: Some(-100),
+                        ..opts
+                    };
                     check_against_reference(&format!("{what} ignore"), &logits, Targets::Index(&ignored), &opts);
                 }
             }
@@ -97,7 +151,11 @@ fn ce_gradient_equals_libtorch_masked_mean_gradient(dev: Device) {
     for (b, c) in [(64i64, 10i64), (33, 100)] {
         let base = randn(&[b, c], Kind::Float, dev);
         let y = labels(b, c, dev);
-        let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.2 };
+        let opts = CrossEntropy {
+            label_smoothing: 0.1,
+            ignore_index: None,
+            drop_share: 0.2,
+        };
         let ours = base.detach().set_requires_grad(true);
         let (loss, out) = cross_entropy_autograd(&ours, Targets::Index(&y), &opts).unwrap();
         loss.backward();
@@ -108,7 +166,11 @@ fn ce_gradient_equals_libtorch_masked_mean_gradient(dev: Device) {
         assert!(e < 1e-5, "[{b}, {c}] gradient rel err vs libtorch {e:e}");
         let e = rel_err(&loss, &composite);
         assert!(e < 1e-5, "[{b}, {c}] loss rel err vs libtorch {e:e}");
-        assert_eq!(loss.double_value(&[]), out.loss.double_value(&[]), "the returned scalar is the kernel's loss");
+        assert_eq!(
+            loss.double_value(&[]),
+            out.loss.double_value(&[]),
+            "the returned scalar is the kernel's loss"
+        );
         // The weighted alternative carries the same gradient through libtorch.
         let alt = base.detach().set_requires_grad(true);
         let (alt_loss, _) = cross_entropy_weighted(&alt, Targets::Index(&y), &opts).unwrap();
@@ -123,7 +185,11 @@ fn ce_gradient_matches_finite_differences(dev: Device) {
     let (b, c) = (4i64, 5i64);
     let logits = randn(&[b, c], Kind::Float, Device::Cpu).to_kind(Kind::Double);
     let t = mixed(b, c, true, Device::Cpu);
-    let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.25 };
+    let opts = CrossEntropy {
+        label_smoothing: 0.1,
+        ignore_index: None,
+        drop_share: 0.25,
+    };
     let r = reference::cross_entropy(&logits, Targets::Mixed(&t), &opts).unwrap();
     let h = 1e-6;
     let fd = Tensor::zeros([b, c], (Kind::Double, Device::Cpu));
@@ -132,7 +198,10 @@ fn ce_gradient_matches_finite_differences(dev: Device) {
             let bump = |d: f64| {
                 let z = logits.copy();
                 let _ = z.get(i).get(j).g_add_scalar_(d);
-                reference::cross_entropy(&z, Targets::Mixed(&t), &opts).unwrap().loss.double_value(&[])
+                reference::cross_entropy(&z, Targets::Mixed(&t), &opts)
+                    .unwrap()
+                    .loss
+                    .double_value(&[])
             };
             let _ = fd.get(i).get(j).fill_((bump(h) - bump(-h)) / (2.0 * h));
         }
@@ -140,11 +209,21 @@ fn ce_gradient_matches_finite_differences(dev: Device) {
     let e = rel_err(&r.grad, &fd);
     assert!(e < 1e-6, "reference gradient vs finite differences {e:e}");
     // The fused op on this device, from the f32 logits.
-    let t_dev = MixedTargets { y_a: t.y_a.to_device(dev), y_b: t.y_b.to_device(dev), lam: Lambda::PerSample(match &t.lam {
-        Lambda::PerSample(l) => l.to_device(dev),
-        Lambda::Batch(_) => unreachable!(),
-    }) };
-    let out = cross_entropy(&logits.to_kind(Kind::Float).to_device(dev), Targets::Mixed(&t_dev), &opts, true).unwrap();
+    let t_dev = MixedTargets {
+        y_a: t.y_a.to_device(dev),
+        y_b: t.y_b.to_device(dev),
+        lam: Lambda::PerSample(match &t.lam {
+            Lambda::PerSample(l) => l.to_device(dev),
+            Lambda::Batch(_) => unreachable!(),
+        }),
+    };
+    let out = cross_entropy(
+        &logits.to_kind(Kind::Float).to_device(dev),
+        Targets::Mixed(&t_dev),
+        &opts,
+        true,
+    )
+    .unwrap();
     let e = rel_err(out.grad.as_ref().unwrap(), &fd);
     assert!(e < 1e-5, "fused gradient vs finite differences {e:e}");
 }
@@ -155,18 +234,32 @@ fn selection_removes_exactly_the_k_largest(dev: Device) {
         let logits = randn(&[b, 10], Kind::Float, dev);
         let y = labels(b, 10, dev);
         for r in [0.0, 0.1, 0.5, (b - 1) as f64 / b as f64] {
-            let opts = CrossEntropy { drop_share: r, ..Default::default() };
+            let opts = CrossEntropy {
+                drop_share: r,
+                ..Default::default()
+            };
             let out = cross_entropy(&logits, Targets::Index(&y), &opts, false).unwrap();
             let k = (r * b as f64).floor() as i64;
             let keep = out.keep.to_device(Device::Cpu);
             let losses = out.per_sample.to_device(Device::Cpu);
             assert_eq!(out.removed, k);
-            assert_eq!(b - keep.sum(Kind::Int64).int64_value(&[]), k, "b {b} r {r}: exactly k removed");
+            assert_eq!(
+                b - keep.sum(Kind::Int64).int64_value(&[]),
+                k,
+                "b {b} r {r}: exactly k removed"
+            );
             if k > 0 {
                 let removed_min = losses.masked_select(&keep.logical_not()).min().double_value(&[]);
                 let kept_max = losses.masked_select(&keep).max().double_value(&[]);
-                assert!(removed_min >= kept_max, "b {b} r {r}: removed {removed_min} < kept {kept_max}");
-                assert_eq!(out.threshold.double_value(&[]), removed_min, "threshold is the smallest removed loss");
+                assert!(
+                    removed_min >= kept_max,
+                    "b {b} r {r}: removed {removed_min} < kept {kept_max}"
+                );
+                assert_eq!(
+                    out.threshold.double_value(&[]),
+                    removed_min,
+                    "threshold is the smallest removed loss"
+                );
             } else {
                 assert!(out.threshold.double_value(&[]).is_infinite());
             }
@@ -178,13 +271,20 @@ fn selection_breaks_ties_by_index(dev: Device) {
     // Eight identical rows: equal losses; the lowest indices are removed first.
     let logits = randn(&[1, 6], Kind::Float, dev).repeat([8, 1]);
     let y = Tensor::full([8], 2, (Kind::Int64, dev));
-    let opts = CrossEntropy { drop_share: 0.3, ..Default::default() }; // k = 2
+    let opts = CrossEntropy {
+        drop_share: 0.3,
+        ..Default::default()
+    }; // k = 2
     for _ in 0..3 {
         let out = cross_entropy(&logits, Targets::Index(&y), &opts, true).unwrap();
         let keep = Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap();
         assert_eq!(keep, [false, false, true, true, true, true, true, true]);
         let g = out.grad.unwrap();
-        assert_eq!(g.narrow(0, 0, 2).abs().sum(Kind::Float).double_value(&[]), 0.0, "removed rows have no gradient");
+        assert_eq!(
+            g.narrow(0, 0, 2).abs().sum(Kind::Float).double_value(&[]),
+            0.0,
+            "removed rows have no gradient"
+        );
         assert!(g.narrow(0, 2, 6).abs().sum(Kind::Float).double_value(&[]) > 0.0);
     }
 }
@@ -195,8 +295,16 @@ fn selection_breaks_ties_by_index(dev: Device) {
 fn selection_on_large_batches_with_many_ties(dev: Device) {
     seed(18);
     // Emulated: the single-block path at its limit and the multi-block path at 2 and 5 blocks.
-    let sizes: &[(i64, i64)] = if emulated() { &[(8192, 3), (8193, 3), (20_000, 4)] } else { &[(8192, 3), (8193, 3), (20_000, 4), (100_000, 3)] };
-    let shares: &[f64] = if emulated() { &[0.0, 0.5, 0.999] } else { &[0.0, 0.1, 0.5, 0.999] };
+    let sizes: &[(i64, i64)] = if emulated() {
+        &[(8192, 3), (8193, 3), (20_000, 4)]
+    } else {
+        &[(8192, 3), (8193, 3), (20_000, 4), (100_000, 3)]
+    };
+    let shares: &[f64] = if emulated() {
+        &[0.0, 0.5, 0.999]
+    } else {
+        &[0.0, 0.1, 0.5, 0.999]
+    };
     for &(b, c) in sizes {
         let patterns = randn(&[50, c], Kind::Float, dev);
         let pattern_labels = labels(50, c, dev);
@@ -207,15 +315,27 @@ fn selection_on_large_batches_with_many_ties(dev: Device) {
         let _ = ignored.slice(0, 0, b, 7).fill_(-1);
         for (targets, ignore) in [(&y, None), (&ignored, Some(-1))] {
             for &r in shares {
-                let opts = CrossEntropy { label_smoothing: 0.0, ignore_index: ignore, drop_share: r };
-                check_against_reference(&format!("large [{b}, {c}] r {r} ignore {ignore:?}"), &logits, Targets::Index(targets), &opts);
+                let opts = CrossEntropy {
+                    label_smoothing: 0.0,
+                    ignore_index: ignore,
+                    drop_share: r,
+                };
+                check_against_reference(
+                    &format!("large [{b}, {c}] r {r} ignore {ignore:?}"),
+                    &logits,
+                    Targets::Index(targets),
+                    &opts,
+                );
             }
         }
     }
     // Token-level ranking of a language-model batch crosses the same threshold.
     let logits = randn(&[4, 3000, 5], Kind::Float, dev);
     let tokens = Tensor::randint(5, [4, 3000], (Kind::Int64, dev));
-    let opts = CrossEntropy { drop_share: 0.1, ..Default::default() };
+    let opts = CrossEntropy {
+        drop_share: 0.1,
+        ..Default::default()
+    };
     lm_matches("lm tokens 12000", &logits, &tokens, &opts, SequenceRank::PerToken);
 }
 
@@ -224,22 +344,47 @@ fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {
         let big = if kind == Kind::Half { 6e4 } else { 1e4 };
         let logits = (randn(&[16, 10], Kind::Float, dev).sign() * big).to_kind(kind);
         let y = labels(16, 10, dev);
-        let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: 0.0 };
+        let opts = CrossEntropy {
+            label_smoothing: 0.1,
+            ignore_index: None,
+            drop_share: 0.0,
+        };
         let out = cross_entropy(&logits, Targets::Index(&y), &opts, true).unwrap();
-        assert_eq!(out.per_sample.isfinite().all().int64_value(&[]), 1, "{kind:?}: finite losses");
-        assert_eq!(out.grad.as_ref().unwrap().isfinite().all().int64_value(&[]), 1, "{kind:?}: finite gradient");
+        assert_eq!(
+            out.per_sample.isfinite().all().int64_value(&[]),
+            1,
+            "{kind:?}: finite losses"
+        );
+        assert_eq!(
+            out.grad.as_ref().unwrap().isfinite().all().int64_value(&[]),
+            1,
+            "{kind:?}: finite gradient"
+        );
         let r = reference::cross_entropy(&logits, Targets::Index(&y), &opts).unwrap();
-        assert!(rel_err(&out.per_sample, &r.per_sample) < LOSS_TOL, "{kind:?}: extreme losses");
+        assert!(
+            rel_err(&out.per_sample, &r.per_sample) < LOSS_TOL,
+            "{kind:?}: extreme losses"
+        );
 
         // A NaN logit: that row's loss is NaN, it is never removed, the mean is NaN.
         let nan_logits = randn(&[8, 5], kind, dev);
         let _ = nan_logits.get(3).get(1).fill_(f64::NAN);
-        let opts = CrossEntropy { drop_share: 0.5, ..Default::default() };
+        let opts = CrossEntropy {
+            drop_share: 0.5,
+            ..Default::default()
+        };
         let out = cross_entropy(&nan_logits, Targets::Index(&labels(8, 5, dev)), &opts, true).unwrap();
         let losses = out.per_sample.to_device(Device::Cpu);
         assert!(losses.double_value(&[3]).is_nan(), "{kind:?}: NaN row");
-        assert_eq!(losses.isnan().sum(Kind::Int64).int64_value(&[]), 1, "{kind:?}: other rows are numbers");
-        assert!(Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap()[3], "{kind:?}: a NaN row is never removed");
+        assert_eq!(
+            losses.isnan().sum(Kind::Int64).int64_value(&[]),
+            1,
+            "{kind:?}: other rows are numbers"
+        );
+        assert!(
+            Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap()[3],
+            "{kind:?}: a NaN row is never removed"
+        );
         assert!(out.loss.double_value(&[]).is_nan(), "{kind:?}: the mean sees the NaN");
     }
 }
@@ -250,10 +395,16 @@ fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {
 /// under label smoothing) both are +inf.
 fn ce_masked_logits_match_pytorch(dev: Device) {
     // The worked example: logits [2, -inf, 0.5], label 0 -> log(1 + e^-1.5) = 0.2014.
-    let z = Tensor::from_slice(&[2.0f32, f32::NEG_INFINITY, 0.5]).view([1, 3]).to_device(dev);
+    let z = Tensor::from_slice(&[2.0f32, f32::NEG_INFINITY, 0.5])
+        .view([1, 3])
+        .to_device(dev);
     let y = Tensor::from_slice(&[0i64]).to_device(dev);
     let out = cross_entropy(&z, Targets::Index(&y), &CrossEntropy::default(), true).unwrap();
-    assert!((out.loss.double_value(&[]) - (1.0f64 + (-1.5f64).exp()).ln()).abs() < 1e-6, "{:?}", out.loss);
+    assert!(
+        (out.loss.double_value(&[]) - (1.0f64 + (-1.5f64).exp()).ln()).abs() < 1e-6,
+        "{:?}",
+        out.loss
+    );
     seed(31);
     for kind in FLOAT_KINDS {
         for (b, c) in [(9i64, 5i64), (40, 300), (3, 2000)] {
@@ -264,12 +415,24 @@ fn ce_masked_logits_match_pytorch(dev: Device) {
             let _ = mask.scatter_(1, &y.unsqueeze(1), &Tensor::zeros([b, 1], (Kind::Bool, dev)));
             let masked = logits.masked_fill(&mask, f64::NEG_INFINITY);
             for smoothing in [0.0, 0.1] {
-                let opts = CrossEntropy { label_smoothing: smoothing, ..Default::default() };
+                let opts = CrossEntropy {
+                    label_smoothing: smoothing,
+                    ..Default::default()
+                };
                 let what = format!("[{b}, {c}] {kind:?} eps {smoothing}");
                 let out = cross_entropy(&masked, Targets::Index(&y), &opts, true).unwrap();
-                let torch = masked.to_kind(Kind::Double).cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::None, -100, smoothing);
+                let torch = masked.to_kind(Kind::Double).cross_entropy_loss::<Tensor>(
+                    &y,
+                    None,
+                    tch::Reduction::None,
+                    -100,
+                    smoothing,
+                );
                 if smoothing == 0.0 {
-                    assert!(rel_err(&out.per_sample, &torch) < LOSS_TOL, "{what}: per-sample vs PyTorch");
+                    assert!(
+                        rel_err(&out.per_sample, &torch) < LOSS_TOL,
+                        "{what}: per-sample vs PyTorch"
+                    );
                     let grad = out.grad.as_ref().unwrap();
                     assert_eq!(grad.isfinite().all().int64_value(&[]), 1, "{what}: finite gradient");
                     check_against_reference(&what, &masked, Targets::Index(&y), &opts);
@@ -297,17 +460,33 @@ fn ce_ignored_partner_gives_its_weight_to_y_a(dev: Device) {
         let y_b = labels(b, c, dev);
         let _ = y_b.slice(0, 0, b, 3).fill_(-1);
         let _ = y_a.slice(0, 1, b, 5).fill_(-1);
-        for lam in [Lambda::Batch(0.3), Lambda::PerSample(Tensor::rand([b], (Kind::Float, dev)))] {
-            let targets = MixedTargets { y_a: y_a.shallow_clone(), y_b: y_b.shallow_clone(), lam };
+        for lam in [
+            Lambda::Batch(0.3),
+            Lambda::PerSample(Tensor::rand([b], (Kind::Float, dev))),
+        ] {
+            let targets = MixedTargets {
+                y_a: y_a.shallow_clone(),
+                y_b: y_b.shallow_clone(),
+                lam,
+            };
             for drop_share in [0.0, 0.25] {
-                let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: Some(-1), drop_share };
+                let opts = CrossEntropy {
+                    label_smoothing: 0.1,
+                    ignore_index: Some(-1),
+                    drop_share,
+                };
                 let what = format!("[{b}, {c}] {:?} r {drop_share}", targets.lam);
                 check_against_reference(&what, &logits, Targets::Mixed(&targets), &opts);
                 let out = cross_entropy(&logits, Targets::Mixed(&targets), &opts, false).unwrap();
                 let alone = cross_entropy(&logits, Targets::Index(&y_a), &opts, false).unwrap();
                 let partner_ignored = y_b.eq(-1).logical_and(&y_a.ne(-1));
-                let diff = (&out.per_sample - &alone.per_sample).abs().masked_select(&partner_ignored);
-                assert!(diff.max().double_value(&[]) < 1e-5, "{what}: rows with an ignored partner");
+                let diff = (&out.per_sample - &alone.per_sample)
+                    .abs()
+                    .masked_select(&partner_ignored);
+                assert!(
+                    diff.max().double_value(&[]) < 1e-5,
+                    "{what}: rows with an ignored partner"
+                );
                 // The tch composite (lam CE(y_a) + (1 - lam) CE(y_b)) agrees on every row that counts.
                 let composite = reference::per_sample_ce_autograd(&logits, Targets::Mixed(&targets), &opts).unwrap();
                 let counts = y_a.ne(-1);
@@ -328,10 +507,26 @@ fn mse_matches_reference(dev: Device) {
                 let out = mse(&pred, &target, r, true).unwrap();
                 let reference = reference::mse(&pred, &target, r).unwrap();
                 let what = format!("mse {shape:?} {kind:?} r {r}");
-                assert!(rel_err(&out.per_sample, &reference.per_sample) < LOSS_TOL, "{what}: per-sample");
+                assert!(
+                    rel_err(&out.per_sample, &reference.per_sample) < LOSS_TOL,
+                    "{what}: per-sample"
+                );
                 assert!(rel_err(&out.loss, &reference.loss) < LOSS_TOL, "{what}: loss");
-                assert!(out.keep.to_device(Device::Cpu).eq_tensor(&reference.keep).all().int64_value(&[]) == 1, "{what}: keep");
-                assert_close(&format!("{what}: grad"), out.grad.as_ref().unwrap(), &reference.grad, kind);
+                assert!(
+                    out.keep
+                        .to_device(Device::Cpu)
+                        .eq_tensor(&reference.keep)
+                        .all()
+                        .int64_value(&[])
+                        == 1,
+                    "{what}: keep"
+                );
+                assert_close(
+                    &format!("{what}: grad"),
+                    out.grad.as_ref().unwrap(),
+                    &reference.grad,
+                    kind,
+                );
             }
         }
     }
@@ -348,9 +543,22 @@ fn lm_matches(what: &str, logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy,
     let r = reference::lm_cross_entropy(logits, tokens, opts, rank).unwrap();
     assert!(rel_err(&out.per_sample, &r.per_sample) < LOSS_TOL, "{what}: per-sample");
     assert_loss_close(what, &out.loss, &r.loss);
-    assert!(out.keep.to_device(Device::Cpu).eq_tensor(&r.keep).all().int64_value(&[]) == 1, "{what}: keep");
+    assert!(
+        out.keep
+            .to_device(Device::Cpu)
+            .eq_tensor(&r.keep)
+            .all()
+            .int64_value(&[])
+            == 1,
+        "{what}: keep"
+    );
     assert_eq!(out.correct.int64_value(&[]), r.correct, "{what}: correct");
-    assert_close(&format!("{what}: grad"), out.grad.as_ref().unwrap(), &r.grad, logits.kind());
+    assert_close(
+        &format!("{what}: grad"),
+        out.grad.as_ref().unwrap(),
+        &r.grad,
+        logits.kind(),
+    );
 }
 
 fn lm_sequence_and_token_ranking_match_reference(dev: Device) {
@@ -368,9 +576,16 @@ fn lm_sequence_and_token_ranking_match_reference(dev: Device) {
             for r in [0.0, 0.25, 0.5] {
                 for rank in [SequenceRank::PerSequence, SequenceRank::PerToken] {
                     let what = format!("lm [{b}, {t}, {v}] {kind:?} r {r} {rank:?}");
-                    let opts = CrossEntropy { label_smoothing: 0.1, ignore_index: None, drop_share: r };
+                    let opts = CrossEntropy {
+                        label_smoothing: 0.1,
+                        ignore_index: None,
+                        drop_share: r,
+                    };
                     lm_matches(&what, &logits, &tokens, &opts, rank);
-                    let opts = CrossEntropy { ignore_index: Some(-100), ..opts };
+                    let opts = CrossEntropy {
+                        ignore_index: Some(-100),
+                        ..opts
+                    };
                     lm_matches(&format!("{what} padded"), &logits, &padded, &opts, rank);
                 }
             }
@@ -378,7 +593,10 @@ fn lm_sequence_and_token_ranking_match_reference(dev: Device) {
     }
     let logits = randn(&[4, 6, 9], Kind::Float, dev).set_requires_grad(true);
     let tokens = Tensor::randint(9, [4, 6], (Kind::Int64, dev));
-    let opts = CrossEntropy { drop_share: 0.25, ..Default::default() };
+    let opts = CrossEntropy {
+        drop_share: 0.25,
+        ..Default::default()
+    };
     let (loss, out) = lm_cross_entropy_autograd(&logits, &tokens, &opts, SequenceRank::PerSequence).unwrap();
     loss.backward();
     assert_close("lm autograd", &logits.grad(), out.grad.as_ref().unwrap(), Kind::Float);
@@ -391,11 +609,23 @@ fn remove_highest_and_running_quantile(dev: Device) {
     let out = remove_highest(&losses, Some(&valid), 0.2).unwrap();
     let keep = out.keep.to_device(Device::Cpu);
     let (l, v) = (losses.to_device(Device::Cpu), valid.to_device(Device::Cpu));
-    assert_eq!(keep.logical_and(&v.logical_not()).any().int64_value(&[]), 0, "invalid rows never kept");
-    assert_eq!(v.sum(Kind::Int64).int64_value(&[]) - keep.sum(Kind::Int64).int64_value(&[]), 10, "floor(0.2 * 50) removed");
+    assert_eq!(
+        keep.logical_and(&v.logical_not()).any().int64_value(&[]),
+        0,
+        "invalid rows never kept"
+    );
+    assert_eq!(
+        v.sum(Kind::Int64).int64_value(&[]) - keep.sum(Kind::Int64).int64_value(&[]),
+        10,
+        "floor(0.2 * 50) removed"
+    );
     let removed = v.logical_and(&keep.logical_not());
     assert!(l.masked_select(&removed).min().double_value(&[]) >= l.masked_select(&keep).max().double_value(&[]));
-    let mean = l.masked_select(&keep).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
+    let mean = l
+        .masked_select(&keep)
+        .to_kind(Kind::Double)
+        .mean(Kind::Double)
+        .double_value(&[]);
     assert!((out.loss.double_value(&[]) - mean).abs() < 1e-6);
 
     // Running quantile over a stream of batches.
@@ -412,20 +642,34 @@ fn remove_highest_and_running_quantile(dev: Device) {
         if batch == 0 {
             assert!(keep.iter().all(|&k| k), "the first batch has no history: keep all");
         } else {
-            let h = Tensor::from_slice(&history).quantile_scalar(0.8, None::<i64>, false, "linear").double_value(&[]);
+            let h = Tensor::from_slice(&history)
+                .quantile_scalar(0.8, None::<i64>, false, "linear")
+                .double_value(&[]);
             for (i, (&k, &l)) in keep.iter().zip(&per).enumerate() {
-                assert_eq!(k, l as f32 <= h as f32, "batch {batch} row {i}: loss {l} vs quantile {h}");
+                assert_eq!(
+                    k,
+                    l as f32 <= h as f32,
+                    "batch {batch} row {i}: loss {l} vs quantile {h}"
+                );
             }
         }
         let kept: Vec<f64> = per.iter().zip(&keep).filter(|(_, &k)| k).map(|(&l, _)| l).collect();
         let mean = kept.iter().sum::<f64>() / kept.len() as f64;
-        assert!((out.loss.double_value(&[]) - mean).abs() < 1e-5, "batch {batch}: mean over kept rows");
+        assert!(
+            (out.loss.double_value(&[]) - mean).abs() < 1e-5,
+            "batch {batch}: mean over kept rows"
+        );
         // Removed rows have no gradient; kept rows are weighted 1 / n_kept.
         let g = out.grad.unwrap().to_device(Device::Cpu);
         let r = reference::cross_entropy(&logits, Targets::Index(&y), &CrossEntropy::default()).unwrap();
         let scale = b as f64 / kept.len() as f64;
         let keep_t = Tensor::from_slice(&keep.iter().map(|&k| k as u8 as f64).collect::<Vec<_>>()).view([b, 1]);
-        assert_close(&format!("running quantile grad, batch {batch}"), &g, &(r.grad * keep_t * scale), Kind::Float);
+        assert_close(
+            &format!("running quantile grad, batch {batch}"),
+            &g,
+            &(r.grad * keep_t * scale),
+            Kind::Float,
+        );
         history.extend(per);
         if history.len() > 64 {
             history.drain(..history.len() - 64);
@@ -433,42 +677,131 @@ fn remove_highest_and_running_quantile(dev: Device) {
     }
 }
 
-
 fn loss_rejects_bad_arguments(dev: Device) {
     let logits = randn(&[4, 3], Kind::Float, dev);
     let y = labels(4, 3, dev);
     let ok = CrossEntropy::default();
     let ce = |l: &Tensor, y: &Tensor, o: &CrossEntropy| cross_entropy(l, Targets::Index(y), o, true);
-    expect_err("r = 1", ce(&logits, &y, &CrossEntropy { drop_share: 1.0, ..ok }), "drop_share");
-    expect_err("r < 0", ce(&logits, &y, &CrossEntropy { drop_share: -0.1, ..ok }), "drop_share");
-    expect_err("r NaN", ce(&logits, &y, &CrossEntropy { drop_share: f64::NAN, ..ok }), "drop_share");
-    expect_err("smoothing", ce(&logits, &y, &CrossEntropy { label_smoothing: 1.5, ..ok }), "label_smoothing");
+    expect_err(
+        "r = 1",
+        ce(&logits, &y, &CrossEntropy { drop_share: 1.0, ..ok }),
+        "drop_share",
+    );
+    expect_err(
+        "r < 0",
+        ce(&logits, &y, &CrossEntropy { drop_share: -0.1, ..ok }),
+        "drop_share",
+    );
+    expect_err(
+        "r NaN",
+        ce(
+            &logits,
+            &y,
+            &CrossEntropy {
+                drop_share: f64::NAN,
+                ..ok
+            },
+        ),
+        "drop_share",
+    );
+    expect_err(
+        "smoothing",
+        ce(
+            &logits,
+            &y,
+            &CrossEntropy {
+                label_smoothing: 1.5,
+                ..ok
+            },
+        ),
+        "label_smoothing",
+    );
     expect_err("label count", ce(&logits, &labels(3, 3, dev), &ok), "y");
     expect_err("label dtype", ce(&logits, &y.to_kind(Kind::Int), &ok), "y");
-    expect_err("empty batch", ce(&Tensor::zeros([0, 3], (Kind::Float, dev)), &labels(0, 3, dev), &ok), "logits");
+    expect_err(
+        "empty batch",
+        ce(&Tensor::zeros([0, 3], (Kind::Float, dev)), &labels(0, 3, dev), &ok),
+        "logits",
+    );
     expect_err("rank 3", ce(&randn(&[2, 2, 3], Kind::Float, dev), &y, &ok), "logits");
     expect_err("integer logits", ce(&logits.to_kind(Kind::Int64), &y, &ok), "logits");
-    let short_lam = MixedTargets { y_a: y.copy(), y_b: y.copy(), lam: Lambda::PerSample(Tensor::rand([3], (Kind::Float, dev))) };
-    expect_err("lambda length", cross_entropy(&logits, Targets::Mixed(&short_lam), &ok, true), "lam");
-    let bad_lam = MixedTargets { y_a: y.copy(), y_b: y.copy(), lam: Lambda::Batch(2.0) };
-    expect_err("lambda value", cross_entropy(&logits, Targets::Mixed(&bad_lam), &ok, true), "lam");
+    let short_lam = MixedTargets {
+        y_a: y.copy(),
+        y_b: y.copy(),
+        lam: Lambda::PerSample(Tensor::rand([3], (Kind::Float, dev))),
+    };
+    expect_err(
+        "lambda length",
+        cross_entropy(&logits, Targets::Mixed(&short_lam), &ok, true),
+        "lam",
+    );
+    let bad_lam = MixedTargets {
+        y_a: y.copy(),
+        y_b: y.copy(),
+        lam: Lambda::Batch(2.0),
+    };
+    expect_err(
+        "lambda value",
+        cross_entropy(&logits, Targets::Mixed(&bad_lam), &ok, true),
+        "lam",
+    );
     let mut wrong = poisoned(&[4, 4], Kind::Float, dev);
-    expect_err("grad buffer shape", cross_entropy_into(&logits, Targets::Index(&y), &ok, &mut wrong), "grad");
-    expect_err("mse shapes", mse(&logits, &randn(&[4, 2], Kind::Float, dev), 0.0, false), "target");
-    expect_err("mse dtype", mse(&logits, &logits.to_kind(Kind::Half), 0.0, false), "target");
+    expect_err(
+        "grad buffer shape",
+        cross_entropy_into(&logits, Targets::Index(&y), &ok, &mut wrong),
+        "grad",
+    );
+    expect_err(
+        "mse shapes",
+        mse(&logits, &randn(&[4, 2], Kind::Float, dev), 0.0, false),
+        "target",
+    );
+    expect_err(
+        "mse dtype",
+        mse(&logits, &logits.to_kind(Kind::Half), 0.0, false),
+        "target",
+    );
     expect_err("mse share", mse(&logits, &logits, 1.0, false), "drop_share");
-    expect_err("losses dtype", remove_highest(&Tensor::rand([4], (Kind::Double, dev)), None, 0.1), "losses");
-    expect_err("valid length", remove_highest(&Tensor::rand([4], (Kind::Float, dev)), Some(&Tensor::ones([3], (Kind::Bool, dev))), 0.1), "valid");
+    expect_err(
+        "losses dtype",
+        remove_highest(&Tensor::rand([4], (Kind::Double, dev)), None, 0.1),
+        "losses",
+    );
+    expect_err(
+        "valid length",
+        remove_highest(
+            &Tensor::rand([4], (Kind::Float, dev)),
+            Some(&Tensor::ones([3], (Kind::Bool, dev))),
+            0.1,
+        ),
+        "valid",
+    );
     expect_err("quantile", RunningQuantile::new(1.0, 10, dev), "q");
     expect_err("window", RunningQuantile::new(0.9, 0, dev), "window");
     let lm = randn(&[2, 3, 5], Kind::Float, dev);
-    expect_err("lm tokens", lm_cross_entropy(&lm, &labels(2, 5, dev), &ok, SequenceRank::PerSequence, true), "tokens");
-    expect_err("lm rank", lm_cross_entropy(&logits, &y, &ok, SequenceRank::PerToken, true), "logits");
+    expect_err(
+        "lm tokens",
+        lm_cross_entropy(&lm, &labels(2, 5, dev), &ok, SequenceRank::PerSequence, true),
+        "tokens",
+    );
+    expect_err(
+        "lm rank",
+        lm_cross_entropy(&logits, &y, &ok, SequenceRank::PerToken, true),
+        "logits",
+    );
     let out_of_range = Tensor::from_slice(&[0i64, 1, 3, 2]).to_device(dev);
     if dev == Device::Cpu {
         expect_err("label out of range", ce(&logits, &out_of_range, &ok), "y");
-        expect_err("negative label", ce(&logits, &Tensor::from_slice(&[0i64, -1, 1, 2]), &ok), "y");
-        expect_err("ignore_index only when set", ce(&logits, &Tensor::from_slice(&[0i64, -100, 1, 2]), &ok), "y");
+        expect_err(
+            "negative label",
+            ce(&logits, &Tensor::from_slice(&[0i64, -1, 1, 2]), &ok),
+            "y",
+        );
+        expect_err(
+            "ignore_index only when set",
+            ce(&logits, &Tensor::from_slice(&[0i64, -100, 1, 2]), &ok),
+            "y",
+        );
     } else {
         expect_err("labels on the host", ce(&logits, &y.to_device(Device::Cpu), &ok), "y");
         // No host sync on CUDA: an out-of-range label makes its row NaN instead of reading out of bounds.

@@ -11,17 +11,41 @@ use super::{assert_bitwise_eq, assert_close, expect_err, poisoned, randn, seed, 
 
 pub const CASES: &[Case] = &[
     ("mixup_matches_reference", mixup_matches_reference),
-    ("mixup_f32_is_bit_identical_to_the_tch_composite", mixup_f32_is_bit_identical_to_the_tch_composite),
-    ("mixup_flip_in_place_equals_out_of_place", mixup_flip_in_place_equals_out_of_place),
-    ("mixup_u8_normalises_and_mixes_in_one_pass", mixup_u8_normalises_and_mixes_in_one_pass),
+    (
+        "mixup_f32_is_bit_identical_to_the_tch_composite",
+        mixup_f32_is_bit_identical_to_the_tch_composite,
+    ),
+    (
+        "mixup_flip_in_place_equals_out_of_place",
+        mixup_flip_in_place_equals_out_of_place,
+    ),
+    (
+        "mixup_u8_normalises_and_mixes_in_one_pass",
+        mixup_u8_normalises_and_mixes_in_one_pass,
+    ),
     ("mixup_handles_non_contiguous_input", mixup_handles_non_contiguous_input),
-    ("mixup_large_batch_and_extreme_values", mixup_large_batch_and_extreme_values),
+    (
+        "mixup_large_batch_and_extreme_values",
+        mixup_large_batch_and_extreme_values,
+    ),
     ("mixup_propagates_nan", mixup_propagates_nan),
-    ("mixup_batches_above_the_grid_y_limit", mixup_batches_above_the_grid_y_limit),
-    ("cutmix_matches_reference_and_pastes_the_reported_area", cutmix_matches_reference_and_pastes_the_reported_area),
+    (
+        "mixup_batches_above_the_grid_y_limit",
+        mixup_batches_above_the_grid_y_limit,
+    ),
+    (
+        "cutmix_matches_reference_and_pastes_the_reported_area",
+        cutmix_matches_reference_and_pastes_the_reported_area,
+    ),
     ("cutmix_clips_boxes_at_the_borders", cutmix_clips_boxes_at_the_borders),
-    ("mix_batch_alpha_zero_is_identity_and_seeds_reproduce", mix_batch_alpha_zero_is_identity_and_seeds_reproduce),
-    ("mix_images_normalises_and_mixes_like_mix_batch", mix_images_normalises_and_mixes_like_mix_batch),
+    (
+        "mix_batch_alpha_zero_is_identity_and_seeds_reproduce",
+        mix_batch_alpha_zero_is_identity_and_seeds_reproduce,
+    ),
+    (
+        "mix_images_normalises_and_mixes_like_mix_batch",
+        mix_images_normalises_and_mixes_like_mix_batch,
+    ),
     ("mixup_rejects_bad_arguments", mixup_rejects_bad_arguments),
 ];
 
@@ -35,11 +59,21 @@ fn pairings(b: i64, dev: Device) -> Vec<Pairing> {
 }
 
 fn lambdas(b: i64, dev: Device) -> Vec<Lambda> {
-    vec![Lambda::Batch(0.3141), Lambda::PerSample(Tensor::rand([b], (Kind::Float, dev)))]
+    vec![
+        Lambda::Batch(0.3141),
+        Lambda::PerSample(Tensor::rand([b], (Kind::Float, dev))),
+    ]
 }
 
 /// B = 1, odd B and odd trailing sizes, a feature batch and a series batch.
-const SHAPES: &[&[i64]] = &[&[1, 3, 5, 7], &[7, 3, 33, 31], &[129, 10], &[6, 3, 16, 16], &[5, 11, 7], &[33, 24]];
+const SHAPES: &[&[i64]] = &[
+    &[1, 3, 5, 7],
+    &[7, 3, 33, 31],
+    &[129, 10],
+    &[6, 3, 16, 16],
+    &[5, 11, 7],
+    &[33, 24],
+];
 
 fn mixup_matches_reference(dev: Device) {
     seed(1);
@@ -66,7 +100,11 @@ fn mixup_f32_is_bit_identical_to_the_tch_composite(dev: Device) {
         for pairing in pairings(shape[0], dev) {
             for lam in lambdas(shape[0], dev) {
                 let out = mixup(&x, &lam, &pairing).unwrap();
-                assert_bitwise_eq(&format!("{shape:?} {pairing:?}"), &out, &reference::composite(&x, &lam, &pairing));
+                assert_bitwise_eq(
+                    &format!("{shape:?} {pairing:?}"),
+                    &out,
+                    &reference::composite(&x, &lam, &pairing),
+                );
             }
         }
     }
@@ -98,7 +136,12 @@ fn mixup_u8_normalises_and_mixes_in_one_pass(dev: Device) {
                 for lam in lambdas(shape[0], dev) {
                     let out = mixup_u8(&x, &norm, &lam, &pairing, kind).unwrap();
                     assert_eq!(out.kind(), kind);
-                    assert_close(&format!("u8 {shape:?} {kind:?} {pairing:?}"), &out, &reference::mixup_u8(&x, &norm, &lam, &pairing), kind);
+                    assert_close(
+                        &format!("u8 {shape:?} {kind:?} {pairing:?}"),
+                        &out,
+                        &reference::mixup_u8(&x, &norm, &lam, &pairing),
+                        kind,
+                    );
                 }
             }
         }
@@ -112,7 +155,12 @@ fn mixup_handles_non_contiguous_input(dev: Device) {
     assert!(!x.is_contiguous());
     for pairing in pairings(9, dev) {
         let lam = Lambda::Batch(0.7);
-        assert_close("non-contiguous", &mixup(&x, &lam, &pairing).unwrap(), &reference::mixup(&x, &lam, &pairing), Kind::Float);
+        assert_close(
+            "non-contiguous",
+            &mixup(&x, &lam, &pairing).unwrap(),
+            &reference::mixup(&x, &lam, &pairing),
+            Kind::Float,
+        );
     }
 }
 
@@ -128,8 +176,17 @@ fn mixup_large_batch_and_extreme_values(dev: Device) {
         for pairing in pairings(1024, dev) {
             for lam in lambdas(1024, dev) {
                 let out = mixup(&x, &lam, &pairing).unwrap();
-                assert_eq!(out.isfinite().all().int64_value(&[]), 1, "{kind:?}: finite inputs stay finite");
-                assert_close(&format!("extreme {kind:?}"), &out, &reference::mixup(&x, &lam, &pairing), kind);
+                assert_eq!(
+                    out.isfinite().all().int64_value(&[]),
+                    1,
+                    "{kind:?}: finite inputs stay finite"
+                );
+                assert_close(
+                    &format!("extreme {kind:?}"),
+                    &out,
+                    &reference::mixup(&x, &lam, &pairing),
+                    kind,
+                );
             }
         }
     }
@@ -145,7 +202,11 @@ fn mixup_batches_above_the_grid_y_limit(dev: Device) {
     for pairing in [perm, Pairing::Roll(1)] {
         let lam = Lambda::Batch(0.3);
         let out = mixup(&x, &lam, &pairing).unwrap();
-        assert_bitwise_eq(&format!("{b} rows {pairing:?}"), &out, &reference::composite(&x, &lam, &pairing));
+        assert_bitwise_eq(
+            &format!("{b} rows {pairing:?}"),
+            &out,
+            &reference::composite(&x, &lam, &pairing),
+        );
     }
 }
 
@@ -179,27 +240,45 @@ fn cutmix_matches_reference_and_pastes_the_reported_area(dev: Device) {
             let b = shape[0];
             let per_sample: Vec<i64> = (0..b).flat_map(|i| [i % 4, 5 + i % 6, 2, 9]).collect();
             let box_sets = [
-                CutBoxes::Batch(CutBox { y0: 3, y1: 11, x0: 1, x1: 8 }),
+                CutBoxes::Batch(CutBox {
+                    y0: 3,
+                    y1: 11,
+                    x0: 1,
+                    x1: 8,
+                }),
                 CutBoxes::PerSample(Tensor::from_slice(&per_sample).view([b, 4]).to_device(dev)),
             ];
             for boxes in &box_sets {
                 for pairing in pairings(b, dev) {
                     let (out, lam) = cutmix(&x, boxes, &pairing).unwrap();
                     let what = format!("{shape:?} {kind:?} {boxes:?} {pairing:?}");
-                    assert_bitwise_eq(&what, &out, &reference::cutmix(&x, boxes, &pairing).unwrap().to_kind(kind));
+                    assert_bitwise_eq(
+                        &what,
+                        &out,
+                        &reference::cutmix(&x, boxes, &pairing).unwrap().to_kind(kind),
+                    );
                     // Pixels that changed came from the partner; their share is 1 - lambda.
                     let changed = out.ne_tensor(&x).to_kind(Kind::Double);
                     let partners = pairing.partners(b).unwrap();
                     let lams: Vec<f64> = match &lam {
                         Lambda::Batch(l) => vec![*l; b as usize],
-                        Lambda::PerSample(t) => Vec::<f64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double)).unwrap(),
+                        Lambda::PerSample(t) => {
+                            Vec::<f64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double)).unwrap()
+                        }
                     };
                     let hw = (shape[2] * shape[3]) as f64;
                     for i in 0..b {
                         let pasted = changed.get(i).sum(Kind::Double).double_value(&[]) / shape[1] as f64;
                         // Per-sample lambdas are f32, so (1 - lambda) * H * W is an integer to f32 precision.
-                        let expected = if partners[i as usize] == i { 0.0 } else { (1.0 - lams[i as usize]) * hw };
-                        assert!((pasted - expected).abs() < 1e-4 && pasted == expected.round(), "{what}: sample {i} pasted {pasted} px, expected {expected}");
+                        let expected = if partners[i as usize] == i {
+                            0.0
+                        } else {
+                            (1.0 - lams[i as usize]) * hw
+                        };
+                        assert!(
+                            (pasted - expected).abs() < 1e-4 && pasted == expected.round(),
+                            "{what}: sample {i} pasted {pasted} px, expected {expected}"
+                        );
                     }
                 }
             }
@@ -209,7 +288,17 @@ fn cutmix_matches_reference_and_pastes_the_reported_area(dev: Device) {
 
 fn cutmix_clips_boxes_at_the_borders(dev: Device) {
     let x = distinct_rows(&[2, 1, 10, 10], Kind::Float, dev);
-    let (out, lam) = cutmix(&x, &CutBoxes::Batch(CutBox { y0: -4, y1: 3, x0: 7, x1: 15 }), &Pairing::Flip).unwrap();
+    let (out, lam) = cutmix(
+        &x,
+        &CutBoxes::Batch(CutBox {
+            y0: -4,
+            y1: 3,
+            x0: 7,
+            x1: 15,
+        }),
+        &Pairing::Flip,
+    )
+    .unwrap();
     // Clipped to rows 0..3 and columns 7..10: 9 of 100 pixels.
     match lam {
         Lambda::Batch(l) => assert!((l - 0.91).abs() < 1e-12, "lambda {l}"),
@@ -226,7 +315,12 @@ fn mix_batch_alpha_zero_is_identity_and_seeds_reproduce(dev: Device) {
     for kind in [MixKind::Mixup, MixKind::CutMix] {
         for lambda in [LambdaMode::Batch, LambdaMode::PerSample] {
             for pairing in [PairingMode::Permutation, PairingMode::Flip, PairingMode::Roll] {
-                let spec = MixSpec { kind, alpha: 1.0, lambda, pairing };
+                let spec = MixSpec {
+                    kind,
+                    alpha: 1.0,
+                    lambda,
+                    pairing,
+                };
                 let paused = MixSpec { alpha: 0.0, ..spec };
                 let (same, t) = mix_batch(&x, &y, &paused, &mut SeededRng::new(1)).unwrap();
                 assert_bitwise_eq("alpha 0", &same, &x);
@@ -236,14 +330,19 @@ fn mix_batch_alpha_zero_is_identity_and_seeds_reproduce(dev: Device) {
                 let (c, _) = mix_batch(&x, &y, &spec, &mut SeededRng::new(10)).unwrap();
                 let what = format!("{spec:?}");
                 assert_bitwise_eq(&what, &a, &b);
-                assert!(a.ne_tensor(&c).any().int64_value(&[]) == 1, "{what}: other seed, other batch");
-                assert!(ta.y_b.ne_tensor(&ta.y_a).any().int64_value(&[]) == 1, "{what}: partners differ");
+                assert!(
+                    a.ne_tensor(&c).any().int64_value(&[]) == 1,
+                    "{what}: other seed, other batch"
+                );
+                assert!(
+                    ta.y_b.ne_tensor(&ta.y_a).any().int64_value(&[]) == 1,
+                    "{what}: partners differ"
+                );
                 assert_bitwise_eq(&what, &ta.y_a, &y);
             }
         }
     }
 }
-
 
 /// Fused u8 -> normalised float mixing draws exactly what mix_batch draws from the same seed and
 /// computes the same bits as normalising first (with lambda 1) and mixing the floats.
@@ -252,13 +351,28 @@ fn mix_images_normalises_and_mixes_like_mix_batch(dev: Device) {
     let images = Tensor::randint(256, [16, 3, 12, 12], (Kind::Uint8, dev));
     let y = Tensor::randint(10, [16], (Kind::Int64, dev));
     let norm = Normalize::new(&[0.5, 0.4, 0.3], &[0.2, 0.25, 0.3], dev).unwrap();
-    let paused = MixSpec { kind: MixKind::Mixup, alpha: 0.0, lambda: LambdaMode::Batch, pairing: PairingMode::Permutation };
+    let paused = MixSpec {
+        kind: MixKind::Mixup,
+        alpha: 0.0,
+        lambda: LambdaMode::Batch,
+        pairing: PairingMode::Permutation,
+    };
     let (plain, t) = mix_images(&images, &y, &norm, &paused, &mut SeededRng::new(0), Kind::Float).unwrap();
     assert!(matches!(t.lam, Lambda::Batch(l) if l == 1.0));
-    assert_close("normalised", &plain, &reference::mixup_u8(&images, &norm, &Lambda::Batch(1.0), &Pairing::Flip), Kind::Float);
+    assert_close(
+        "normalised",
+        &plain,
+        &reference::mixup_u8(&images, &norm, &Lambda::Batch(1.0), &Pairing::Flip),
+        Kind::Float,
+    );
     for kind in [MixKind::Mixup, MixKind::CutMix] {
         for lambda in [LambdaMode::Batch, LambdaMode::PerSample] {
-            let spec = MixSpec { kind, alpha: 0.8, lambda, pairing: PairingMode::Permutation };
+            let spec = MixSpec {
+                kind,
+                alpha: 0.8,
+                lambda,
+                pairing: PairingMode::Permutation,
+            };
             let (fused, ft) = mix_images(&images, &y, &norm, &spec, &mut SeededRng::new(3), Kind::Float).unwrap();
             let (two_step, tt) = mix_batch(&plain, &y, &spec, &mut SeededRng::new(3)).unwrap();
             assert_bitwise_eq(&format!("{spec:?}"), &fused, &two_step);
@@ -273,21 +387,73 @@ fn mixup_rejects_bad_arguments(dev: Device) {
     let perm = |v: &[i64]| Pairing::Permutation(Tensor::from_slice(v).to_device(dev));
     expect_err("lambda > 1", mixup(&x, &Lambda::Batch(1.5), &Pairing::Flip), "lam");
     expect_err("lambda NaN", mixup(&x, &Lambda::Batch(f64::NAN), &Pairing::Flip), "lam");
-    expect_err("lambda length", mixup(&x, &Lambda::PerSample(Tensor::rand([3], (Kind::Float, dev))), &Pairing::Flip), "lam");
-    expect_err("lambda dtype", mixup(&x, &Lambda::PerSample(Tensor::rand([4], (Kind::Double, dev))), &Pairing::Flip), "lam");
+    expect_err(
+        "lambda length",
+        mixup(
+            &x,
+            &Lambda::PerSample(Tensor::rand([3], (Kind::Float, dev))),
+            &Pairing::Flip,
+        ),
+        "lam",
+    );
+    expect_err(
+        "lambda dtype",
+        mixup(
+            &x,
+            &Lambda::PerSample(Tensor::rand([4], (Kind::Double, dev))),
+            &Pairing::Flip,
+        ),
+        "lam",
+    );
     expect_err("perm length", mixup(&x, &lam, &perm(&[0, 1, 2])), "perm");
-    expect_err("perm dtype", mixup(&x, &lam, &Pairing::Permutation(Tensor::from_slice(&[0i32, 1, 2, 3]).to_device(dev))), "perm");
-    expect_err("integer input", mixup(&x.to_kind(Kind::Int64), &lam, &Pairing::Flip), "x");
-    expect_err("empty batch", mixup(&Tensor::zeros([0, 3], (Kind::Float, dev)), &lam, &Pairing::Flip), "x");
-    expect_err("scalar input", mixup(&Tensor::from(1.0f32).to_device(dev), &lam, &Pairing::Flip), "x");
+    expect_err(
+        "perm dtype",
+        mixup(
+            &x,
+            &lam,
+            &Pairing::Permutation(Tensor::from_slice(&[0i32, 1, 2, 3]).to_device(dev)),
+        ),
+        "perm",
+    );
+    expect_err(
+        "integer input",
+        mixup(&x.to_kind(Kind::Int64), &lam, &Pairing::Flip),
+        "x",
+    );
+    expect_err(
+        "empty batch",
+        mixup(&Tensor::zeros([0, 3], (Kind::Float, dev)), &lam, &Pairing::Flip),
+        "x",
+    );
+    expect_err(
+        "scalar input",
+        mixup(&Tensor::from(1.0f32).to_device(dev), &lam, &Pairing::Flip),
+        "x",
+    );
     let mut wrong_shape = poisoned(&[4, 4], Kind::Float, dev);
-    expect_err("out shape", mixup_into(&x, &lam, &Pairing::Flip, &mut wrong_shape), "out");
+    expect_err(
+        "out shape",
+        mixup_into(&x, &lam, &Pairing::Flip, &mut wrong_shape),
+        "out",
+    );
     let mut wrong_kind = poisoned(&[4, 3], Kind::Half, dev);
-    expect_err("out dtype", mixup_into(&x, &lam, &Pairing::Flip, &mut wrong_kind), "out");
+    expect_err(
+        "out dtype",
+        mixup_into(&x, &lam, &Pairing::Flip, &mut wrong_kind),
+        "out",
+    );
     let mut aliased = x.shallow_clone();
-    expect_err("out aliases x", mixup_into(&x, &lam, &Pairing::Flip, &mut aliased), "out");
+    expect_err(
+        "out aliases x",
+        mixup_into(&x, &lam, &Pairing::Flip, &mut aliased),
+        "out",
+    );
     let mut strided = poisoned(&[3, 4], Kind::Float, dev).transpose(0, 1);
-    expect_err("out non-contiguous", mixup_into(&x, &lam, &Pairing::Flip, &mut strided), "out");
+    expect_err(
+        "out non-contiguous",
+        mixup_into(&x, &lam, &Pairing::Flip, &mut strided),
+        "out",
+    );
     let mut strided_x = randn(&[3, 4], Kind::Float, dev).transpose(0, 1);
     expect_err("in-place non-contiguous", mixup_flip_(&mut strided_x, &lam), "x");
     // Every dtype that is not f32/f16/bf16 is refused by name, never run as f32 (or a panic).
@@ -296,32 +462,109 @@ fn mixup_rejects_bad_arguments(dev: Device) {
         expect_err(&format!("in-place {kind:?}"), mixup_flip_(&mut other, &lam), "x");
         expect_err(&format!("mixup {kind:?}"), mixup(&other, &lam, &Pairing::Flip), "x");
         let img = randn(&[2, 3, 4, 4], Kind::Float, dev).to_kind(kind);
-        expect_err(&format!("cutmix {kind:?}"), cutmix(&img, &CutBoxes::Batch(CutBox { y0: 0, y1: 1, x0: 0, x1: 1 }), &Pairing::Flip), "x");
+        expect_err(
+            &format!("cutmix {kind:?}"),
+            cutmix(
+                &img,
+                &CutBoxes::Batch(CutBox {
+                    y0: 0,
+                    y1: 1,
+                    x0: 0,
+                    x1: 1,
+                }),
+                &Pairing::Flip,
+            ),
+            "x",
+        );
     }
     let imgs = Tensor::randint(256, [2, 3, 4, 4], (Kind::Uint8, dev));
     let norm1 = Normalize::new(&[0.5], &[0.5], dev).unwrap();
-    expect_err("u8 channels", mixup_u8(&imgs, &norm1, &lam, &Pairing::Flip, Kind::Float), "x");
-    expect_err("u8 out kind", mixup_u8(&imgs, &Normalize::new(&[0.5; 3], &[0.5; 3], dev).unwrap(), &lam, &Pairing::Flip, Kind::Int64), "kind");
+    expect_err(
+        "u8 channels",
+        mixup_u8(&imgs, &norm1, &lam, &Pairing::Flip, Kind::Float),
+        "x",
+    );
+    expect_err(
+        "u8 out kind",
+        mixup_u8(
+            &imgs,
+            &Normalize::new(&[0.5; 3], &[0.5; 3], dev).unwrap(),
+            &lam,
+            &Pairing::Flip,
+            Kind::Int64,
+        ),
+        "kind",
+    );
     expect_err("std zero", Normalize::new(&[0.5], &[0.0], dev), "std");
     expect_err("std count", Normalize::new(&[0.5, 0.5], &[0.5], dev), "std");
-    expect_err("cutmix rank", cutmix(&x, &CutBoxes::Batch(CutBox { y0: 0, y1: 1, x0: 0, x1: 1 }), &Pairing::Flip), "x");
+    expect_err(
+        "cutmix rank",
+        cutmix(
+            &x,
+            &CutBoxes::Batch(CutBox {
+                y0: 0,
+                y1: 1,
+                x0: 0,
+                x1: 1,
+            }),
+            &Pairing::Flip,
+        ),
+        "x",
+    );
     let img = randn(&[4, 3, 8, 8], Kind::Float, dev);
-    expect_err("boxes shape", cutmix(&img, &CutBoxes::PerSample(Tensor::zeros([4, 3], (Kind::Int64, dev))), &Pairing::Flip), "boxes");
+    expect_err(
+        "boxes shape",
+        cutmix(
+            &img,
+            &CutBoxes::PerSample(Tensor::zeros([4, 3], (Kind::Int64, dev))),
+            &Pairing::Flip,
+        ),
+        "boxes",
+    );
     let y = Tensor::randint(10, [4], (Kind::Int64, dev));
-    let spec = MixSpec { kind: MixKind::Mixup, alpha: -1.0, lambda: LambdaMode::Batch, pairing: PairingMode::Flip };
-    expect_err("negative alpha", mix_batch(&img, &y, &spec, &mut SeededRng::new(0)), "spec.alpha");
+    let spec = MixSpec {
+        kind: MixKind::Mixup,
+        alpha: -1.0,
+        lambda: LambdaMode::Batch,
+        pairing: PairingMode::Flip,
+    };
+    expect_err(
+        "negative alpha",
+        mix_batch(&img, &y, &spec, &mut SeededRng::new(0)),
+        "spec.alpha",
+    );
     let spec = MixSpec { alpha: 1.0, ..spec };
-    expect_err("label count", mix_batch(&img, &y.narrow(0, 0, 3), &spec, &mut SeededRng::new(0)), "y");
-    expect_err("label dtype", mix_batch(&img, &y.to_kind(Kind::Int), &spec, &mut SeededRng::new(0)), "y");
+    expect_err(
+        "label count",
+        mix_batch(&img, &y.narrow(0, 0, 3), &spec, &mut SeededRng::new(0)),
+        "y",
+    );
+    expect_err(
+        "label dtype",
+        mix_batch(&img, &y.to_kind(Kind::Int), &spec, &mut SeededRng::new(0)),
+        "y",
+    );
     if dev == Device::Cpu {
         // Permutations and per-sample lambdas are validated on the CPU only (no host sync on CUDA).
         expect_err("not a permutation", mixup(&x, &lam, &perm(&[0, 1, 1, 3])), "perm");
         expect_err("perm out of range", mixup(&x, &lam, &perm(&[0, 1, 2, 4])), "perm");
-        expect_err("lambda values", mixup(&x, &Lambda::PerSample(Tensor::from_slice(&[0.5f32, 1.5, 0.0, 1.0])), &Pairing::Flip), "lam");
+        expect_err(
+            "lambda values",
+            mixup(
+                &x,
+                &Lambda::PerSample(Tensor::from_slice(&[0.5f32, 1.5, 0.0, 1.0])),
+                &Pairing::Flip,
+            ),
+            "lam",
+        );
     } else {
         let host = Pairing::Permutation(Tensor::from_slice(&[0i64, 1, 2, 3]));
         expect_err("perm on the host", mixup(&x, &lam, &host), "perm");
-        expect_err("labels on the host", mix_batch(&img, &y.to_device(Device::Cpu), &spec, &mut SeededRng::new(0)), "y");
+        expect_err(
+            "labels on the host",
+            mix_batch(&img, &y.to_device(Device::Cpu), &spec, &mut SeededRng::new(0)),
+            "y",
+        );
         // An out-of-range entry must not read out of bounds: the row becomes NaN.
         let out = mixup(&x, &lam, &perm(&[0, 1, 2, 99])).unwrap();
         assert_eq!(out.get(3).isnan().all().int64_value(&[]), 1);

@@ -33,13 +33,21 @@ pub fn rel_err(out: &Tensor, reference: &Tensor) -> f64 {
     let r = reference.to_device(Device::Cpu).to_kind(Kind::Double);
     let num = (&o - &r).norm().double_value(&[]);
     let den = r.norm().double_value(&[]);
-    if den == 0.0 { num } else { num / den }
+    if den == 0.0 {
+        num
+    } else {
+        num / den
+    }
 }
 
 pub fn assert_close(what: &str, out: &Tensor, reference: &Tensor, kind: Kind) {
     assert_eq!(out.size(), reference.size(), "{what}: shape");
     let e = rel_err(out, reference);
-    assert!(e <= tolerance(kind), "{what}: relative error {e:e} > {:e}", tolerance(kind));
+    assert!(
+        e <= tolerance(kind),
+        "{what}: relative error {e:e} > {:e}",
+        tolerance(kind)
+    );
 }
 
 /// Bitwise equality of two tensors of the same dtype (NaN payloads included).
@@ -71,7 +79,10 @@ pub fn poisoned(shape: &[i64], kind: Kind, dev: Device) -> Tensor {
 /// Asserts that `r` failed with an error whose message names `arg` (as `` `arg` ``).
 pub fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T, enlighten::Error>, arg: &str) {
     match r {
-        Err(e) => assert!(e.to_string().contains(&format!("`{arg}`")), "{what}: `{e}` does not name `{arg}`"),
+        Err(e) => assert!(
+            e.to_string().contains(&format!("`{arg}`")),
+            "{what}: `{e}` does not name `{arg}`"
+        ),
         Ok(v) => panic!("{what}: expected an error naming `{arg}`, got Ok({v:?})"),
     }
 }

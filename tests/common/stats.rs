@@ -1,7 +1,9 @@
 //! Zero counts, dead units, dot/norms, interference and BENR against plain references.
 
 use enlighten::ops::mixup::{Lambda, MixedTargets};
-use enlighten::ops::stats::{batch_interference, dot_norms, gradient_interference, reference, zero_counts, Accumulate, Benr, DeadUnits};
+use enlighten::ops::stats::{
+    batch_interference, dot_norms, gradient_interference, reference, zero_counts, Accumulate, Benr, DeadUnits,
+};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::{expect_err, randn, seed, Case};
@@ -9,11 +11,23 @@ use super::{expect_err, randn, seed, Case};
 pub const CASES: &[Case] = &[
     ("zero_counts_match_reference", zero_counts_match_reference),
     ("dead_units_accumulate_over_updates", dead_units_accumulate_over_updates),
-    ("dot_norms_cosine_and_interference_ratio", dot_norms_cosine_and_interference_ratio),
-    ("interference_on_the_linear_sigmoid_toy", interference_on_the_linear_sigmoid_toy),
-    ("batch_interference_diminishes_with_batch_size_on_the_toy", batch_interference_diminishes_with_batch_size_on_the_toy),
+    (
+        "dot_norms_cosine_and_interference_ratio",
+        dot_norms_cosine_and_interference_ratio,
+    ),
+    (
+        "interference_on_the_linear_sigmoid_toy",
+        interference_on_the_linear_sigmoid_toy,
+    ),
+    (
+        "batch_interference_diminishes_with_batch_size_on_the_toy",
+        batch_interference_diminishes_with_batch_size_on_the_toy,
+    ),
     ("benr_on_a_hand_computed_example", benr_on_a_hand_computed_example),
-    ("benr_of_non_contiguous_parameters_equals_contiguous", benr_of_non_contiguous_parameters_equals_contiguous),
+    (
+        "benr_of_non_contiguous_parameters_equals_contiguous",
+        benr_of_non_contiguous_parameters_equals_contiguous,
+    ),
     ("stats_reject_bad_arguments", stats_reject_bad_arguments),
 ];
 
@@ -47,7 +61,15 @@ fn zero_counts_match_reference(dev: Device) {
             let counts = zero_counts(&refs, eps).unwrap();
             assert_eq!(counts.size(), [layers.len() as i64, b]);
             let expected = reference::zero_counts(&refs, eps);
-            assert!(counts.to_device(Device::Cpu).eq_tensor(&expected).all().int64_value(&[]) == 1, "B {b} eps {eps:?}: {counts:?} vs {expected:?}");
+            assert!(
+                counts
+                    .to_device(Device::Cpu)
+                    .eq_tensor(&expected)
+                    .all()
+                    .int64_value(&[])
+                    == 1,
+                "B {b} eps {eps:?}: {counts:?} vs {expected:?}"
+            );
         }
         // -0 is zero, NaN is not: the row holding both differs from a plain > 0 count only there.
         let total: i64 = zero_counts(&refs, None).unwrap().sum(Kind::Int64).int64_value(&[]);
@@ -66,40 +88,83 @@ fn dead_units_accumulate_over_updates(dev: Device) {
         let _ = layers[3].narrow(1, 50, 50).fill_(0.0);
         let refs: Vec<&Tensor> = layers.iter().collect();
         let counts = dead.update(&refs, None).unwrap();
-        assert!(counts.to_device(Device::Cpu).eq_tensor(&reference::zero_counts(&refs, None)).all().int64_value(&[]) == 1);
+        assert!(
+            counts
+                .to_device(Device::Cpu)
+                .eq_tensor(&reference::zero_counts(&refs, None))
+                .all()
+                .int64_value(&[])
+                == 1
+        );
         let alive: Vec<Tensor> = layers.iter().map(|t| reference::alive_units(t, None)).collect();
-        expected = if expected.is_empty() { alive } else { expected.iter().zip(&alive).map(|(a, b)| a.maximum(b)).collect() };
+        expected = if expected.is_empty() {
+            alive
+        } else {
+            expected.iter().zip(&alive).map(|(a, b)| a.maximum(b)).collect()
+        };
     }
     let shares = Vec::<f64>::try_from(dead.dead_share()).unwrap();
     for (l, e) in expected.iter().enumerate() {
         let want = 1.0 - e.to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
-        assert!((shares[l] - want).abs() < 1e-12, "layer {l}: dead share {} vs {want}", shares[l]);
+        assert!(
+            (shares[l] - want).abs() < 1e-12,
+            "layer {l}: dead share {} vs {want}",
+            shares[l]
+        );
     }
-    assert!(shares[3] >= 0.5 - 1e-12, "the 50 silenced features of layer 3 stay dead");
+    assert!(
+        shares[3] >= 0.5 - 1e-12,
+        "the 50 silenced features of layer 3 stay dead"
+    );
     dead.reset();
-    assert!(Vec::<f64>::try_from(dead.dead_share()).unwrap().iter().all(|&s| s == 1.0));
+    assert!(Vec::<f64>::try_from(dead.dead_share())
+        .unwrap()
+        .iter()
+        .all(|&s| s == 1.0));
 }
 
 fn dot_norms_cosine_and_interference_ratio(dev: Device) {
     seed(23);
-    let a: Vec<Tensor> = [vec![64i64, 3, 3, 3], vec![64], vec![10, 640], vec![7]].iter().map(|s| randn(s, Kind::Float, dev)).collect();
+    let a: Vec<Tensor> = [vec![64i64, 3, 3, 3], vec![64], vec![10, 640], vec![7]]
+        .iter()
+        .map(|s| randn(s, Kind::Float, dev))
+        .collect();
     let b: Vec<Tensor> = a.iter().map(|t| randn(&t.size(), Kind::Float, dev)).collect();
     let (ar, br): (Vec<&Tensor>, Vec<&Tensor>) = (a.iter().collect(), b.iter().collect());
     let want = reference::dot_norms(&ar, &br);
     for (acc, tol) in [(Accumulate::F64, 1e-9), (Accumulate::F32, 1e-4)] {
         let got = Vec::<f64>::try_from(dot_norms(&ar, &br, acc).unwrap().sums.to_device(Device::Cpu)).unwrap();
         for j in 0..3 {
-            assert!((got[j] - want[j]).abs() <= tol * want[j].abs().max(1.0), "{acc:?} sum {j}: {} vs {}", got[j], want[j]);
+            assert!(
+                (got[j] - want[j]).abs() <= tol * want[j].abs().max(1.0),
+                "{acc:?} sum {j}: {} vs {}",
+                got[j],
+                want[j]
+            );
         }
     }
     // b = c a: cosine 1 (or -1), ratio 0. b orthogonal to a: cosine 0, ratio 1.
     let scaled: Vec<Tensor> = a.iter().map(|t| t * -2.5).collect();
     let s = dot_norms(&ar, &scaled.iter().collect::<Vec<_>>(), Accumulate::F64).unwrap();
-    assert!((s.cosine() + 1.0).abs() < 1e-6 && s.interference_ratio() < 1e-3, "parallel: {} {}", s.cosine(), s.interference_ratio());
+    assert!(
+        (s.cosine() + 1.0).abs() < 1e-6 && s.interference_ratio() < 1e-3,
+        "parallel: {} {}",
+        s.cosine(),
+        s.interference_ratio()
+    );
     let [d, aa, _] = want;
-    let orth: Vec<Tensor> = a.iter().zip(&b).map(|(x, y)| (y.to_kind(Kind::Double) - x.to_kind(Kind::Double) * (d / aa)).to_kind(Kind::Float)).collect();
+    let orth: Vec<Tensor> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (y.to_kind(Kind::Double) - x.to_kind(Kind::Double) * (d / aa)).to_kind(Kind::Float))
+        .collect();
     let s = dot_norms(&ar, &orth.iter().collect::<Vec<_>>(), Accumulate::F64).unwrap();
-    assert!(s.cosine().abs() < 1e-4 && (s.interference_ratio() - 1.0).abs() < 1e-6, "orthogonal: {} {}", s.cosine(), s.interference_ratio());
+    assert!(
+        s.cosine().abs() < 1e-4 && (s.interference_ratio() - 1.0).abs() < 1e-6,
+        "orthogonal: {} {}",
+        s.cosine(),
+        s.interference_ratio()
+    );
 }
 
 fn interference_on_the_linear_sigmoid_toy(dev: Device) {
@@ -108,13 +173,21 @@ fn interference_on_the_linear_sigmoid_toy(dev: Device) {
     let w = (Tensor::randn([dim], (Kind::Float, dev)) * 1e-3).set_requires_grad(true);
     let x = Tensor::randn([40, dim], (Kind::Float, dev));
     let x = &x / x.norm_scalaropt_dim(2.0, [1], true); // normalised inputs
-    let y = Tensor::cat(&[Tensor::zeros([20], (Kind::Int64, dev)), Tensor::ones([20], (Kind::Int64, dev))], 0);
+    let y = Tensor::cat(
+        &[
+            Tensor::zeros([20], (Kind::Int64, dev)),
+            Tensor::ones([20], (Kind::Int64, dev)),
+        ],
+        0,
+    );
     let pairs: Vec<(i64, i64)> = (0..20).map(|i| (i, 20 + i)).collect(); // one sample of each class
     let params = [w.shallow_clone()];
     let bce = |inputs: &Tensor, t: &MixedTargets| -> enlighten::Result<Tensor> {
         let Lambda::Batch(lam) = t.lam else { unreachable!() };
         let target = t.y_a.to_kind(Kind::Float) * lam + t.y_b.to_kind(Kind::Float) * (1.0 - lam);
-        Ok(inputs.mv(&w).binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean))
+        Ok(inputs
+            .mv(&w)
+            .binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean))
     };
     let stats = gradient_interference(&params, &x, &y, &pairs, 0.5, bce).unwrap();
     assert_eq!(stats.cosines.len(), 20);
@@ -136,12 +209,17 @@ fn batch_interference_diminishes_with_batch_size_on_the_toy(dev: Device) {
     let bce = |inputs: &Tensor, t: &MixedTargets| -> enlighten::Result<Tensor> {
         let Lambda::Batch(lam) = t.lam else { unreachable!() };
         let target = t.y_a.to_kind(Kind::Float) * lam + t.y_b.to_kind(Kind::Float) * (1.0 - lam);
-        Ok(inputs.mv(&w).binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean))
+        Ok(inputs
+            .mv(&w)
+            .binary_cross_entropy_with_logits::<Tensor>(&target, None, None, Reduction::Mean))
     };
     // Two identical pairs: the same gradients twice, so the statistic of one pair.
     let pair = gradient_interference(&params, &x, &y, &[(3, 7)], 0.3, bce).unwrap();
     let (cos, ratio) = batch_interference(&params, &x, &y, &[(3, 7), (3, 7)], 0.3, bce).unwrap();
-    assert!((cos - pair.cosines[0]).abs() < 1e-6 && (ratio - pair.ratios[0]).abs() < 1e-4, "{cos} {ratio} vs {pair:?}");
+    assert!(
+        (cos - pair.cosines[0]).abs() < 1e-6 && (ratio - pair.ratios[0]).abs() < 1e-4,
+        "{cos} {ratio} vs {pair:?}"
+    );
     // The mean cosine grows with the number of pairs (values measured on this toy: about 0.40
     // for one pair, 0.72 for 64).
     let mut rng = enlighten::SeededRng::new(1);
@@ -156,8 +234,15 @@ fn batch_interference_diminishes_with_batch_size_on_the_toy(dev: Device) {
             / 20.0
     };
     let (one, many) = (mean_cos(1), mean_cos(64));
-    assert!(one < 0.55 && many > one + 0.2, "mean cosine: 1 pair {one}, 64 pairs {many}");
-    expect_err("empty pairs", batch_interference(&params, &x, &y, &[], 0.5, bce), "pairs");
+    assert!(
+        one < 0.55 && many > one + 0.2,
+        "mean cosine: 1 pair {one}, 64 pairs {many}"
+    );
+    expect_err(
+        "empty pairs",
+        batch_interference(&params, &x, &y, &[], 0.5, bce),
+        "pairs",
+    );
 }
 
 fn benr_on_a_hand_computed_example(dev: Device) {
@@ -200,7 +285,10 @@ fn benr_of_non_contiguous_parameters_equals_contiguous(dev: Device) {
         benr_strided.step(&[&strided]).unwrap();
         benr_plain.step(&[&plain]).unwrap();
     }
-    let (a, b) = (benr_strided.end_epoch(&[&strided]).unwrap(), benr_plain.end_epoch(&[&plain]).unwrap());
+    let (a, b) = (
+        benr_strided.end_epoch(&[&strided]).unwrap(),
+        benr_plain.end_epoch(&[&plain]).unwrap(),
+    );
     assert!((a - b).abs() <= 1e-6 * b, "BENR strided {a} vs contiguous {b}");
 }
 
@@ -210,20 +298,44 @@ fn stats_reject_bad_arguments(dev: Device) {
     expect_err("empty layers", zero_counts(&[], None), "layers");
     expect_err("batch mismatch", zero_counts(&[&a, &b], None), "layers");
     expect_err("integer layer", zero_counts(&[&a.to_kind(Kind::Int64)], None), "layers");
-    expect_err("rank 1 layer", zero_counts(&[&randn(&[4], Kind::Float, dev)], None), "layers");
+    expect_err(
+        "rank 1 layer",
+        zero_counts(&[&randn(&[4], Kind::Float, dev)], None),
+        "layers",
+    );
     expect_err("negative eps", zero_counts(&[&a], Some(-1.0)), "eps");
     expect_err("empty list", dot_norms(&[], &[], Accumulate::F64), "a");
     expect_err("BENR without parameters", Benr::new(&[]), "params");
     expect_err("list lengths", dot_norms(&[&a, &a], &[&a], Accumulate::F64), "b");
     expect_err("shapes", dot_norms(&[&a], &[&b], Accumulate::F64), "b");
-    expect_err("dtypes", dot_norms(&[&a], &[&a.to_kind(Kind::Half)], Accumulate::F64), "b");
+    expect_err(
+        "dtypes",
+        dot_norms(&[&a], &[&a.to_kind(Kind::Half)], Accumulate::F64),
+        "b",
+    );
     let mut dead = DeadUnits::new();
     let _ = dead.update(&[&a], None).unwrap();
-    expect_err("dead units: another layer count", dead.update(&[&a, &a], None), "layers");
-    expect_err("dead units: another width", dead.update(&[&randn(&[4, 5], Kind::Float, dev)], None), "layers");
+    expect_err(
+        "dead units: another layer count",
+        dead.update(&[&a, &a], None),
+        "layers",
+    );
+    expect_err(
+        "dead units: another width",
+        dead.update(&[&randn(&[4, 5], Kind::Float, dev)], None),
+        "layers",
+    );
     let p = randn(&[3], Kind::Float, dev).set_requires_grad(true);
     let y = Tensor::zeros([4], (Kind::Int64, dev));
     let never = |_: &Tensor, _: &MixedTargets| -> enlighten::Result<Tensor> { unreachable!() };
-    expect_err("pair index", gradient_interference(&[p.shallow_clone()], &a, &y, &[(0, 9)], 0.5, never), "pairs");
-    expect_err("lambda", gradient_interference(&[p], &a, &y, &[(0, 1)], 1.5, never), "lam");
+    expect_err(
+        "pair index",
+        gradient_interference(&[p.shallow_clone()], &a, &y, &[(0, 9)], 0.5, never),
+        "pairs",
+    );
+    expect_err(
+        "lambda",
+        gradient_interference(&[p], &a, &y, &[(0, 1)], 1.5, never),
+        "lam",
+    );
 }

@@ -18,7 +18,11 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// An empty folder for one test, named after the suite, the process and `name`.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("enlighten-{}-{}-{name}", env!("CARGO_CRATE_NAME"), std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "enlighten-{}-{}-{name}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

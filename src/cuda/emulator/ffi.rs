@@ -83,7 +83,9 @@ pub fn launch(spec: &LaunchSpec) -> Result<(), String> {
         return Ok(());
     }
     // SAFETY: emu_launch writes a NUL-terminated message into the buffer on failure.
-    Err(unsafe { CStr::from_ptr(message.as_ptr()) }.to_string_lossy().into_owned())
+    Err(unsafe { CStr::from_ptr(message.as_ptr()) }
+        .to_string_lossy()
+        .into_owned())
 }
 
 #[cfg(not(enlighten_emulator))]

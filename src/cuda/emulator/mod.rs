@@ -46,9 +46,17 @@ pub struct Profile {
 
 impl Profile {
     /// An H100 SXM: 132 SMs, 1024 threads a block.
-    pub const H100: Profile = Profile { name: "H100", sm_count: 132, max_threads_per_block: 1024 };
+    pub const H100: Profile = Profile {
+        name: "H100",
+        sm_count: 132,
+        max_threads_per_block: 1024,
+    };
     /// Two SMs, so that grids are small and every grid-stride loop runs several iterations.
-    pub const TINY: Profile = Profile { name: "tiny", sm_count: 2, max_threads_per_block: 1024 };
+    pub const TINY: Profile = Profile {
+        name: "tiny",
+        sm_count: 2,
+        max_threads_per_block: 1024,
+    };
 }
 
 thread_local! {
@@ -114,7 +122,11 @@ impl Schedule {
             1 => ffi::ORDER_DESCENDING,
             _ => ffi::ORDER_RANDOM,
         };
-        Schedule { index, order, poison: POISON[index as usize % POISON.len()] }
+        Schedule {
+            index,
+            order,
+            poison: POISON[index as usize % POISON.len()],
+        }
     }
 }
 
@@ -164,7 +176,10 @@ impl Arena {
             for b in &self.staged[i + 1..] {
                 let (x, y) = (span(a), span(b));
                 if (a.writable() || b.writable()) && x.start < y.end && y.start < x.end {
-                    return Err(format!("arguments `{}` and `{}` overlap and one of them is written", a.arg.name, b.arg.name));
+                    return Err(format!(
+                        "arguments `{}` and `{}` overlap and one of them is written",
+                        a.arg.name, b.arg.name
+                    ));
                 }
             }
         }
@@ -172,19 +187,29 @@ impl Arena {
     }
 
     fn written(&self) -> Vec<Vec<u8>> {
-        self.staged.iter().filter(|s| s.writable()).map(Staged::contents).collect()
+        self.staged
+            .iter()
+            .filter(|s| s.writable())
+            .map(Staged::contents)
+            .collect()
     }
 }
 
 /// Runs one emulated launch (see the module docs).
 pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: Arena) -> Result<()> {
-    let fail = |message: String| Error::Emulated { kernel: kernel.name(), message };
+    let fail = |message: String| Error::Emulated {
+        kernel: kernel.name(),
+        message,
+    };
     let entry = ffi::find(kernel.name()).ok_or_else(|| fail("the emulator build has no such kernel".into()))?;
     check_params(entry.params(), &args).map_err(fail)?;
     let profile = active().ok_or_else(|| fail("launched outside emulate()".into()))?;
     let threads = cfg.block_dim.0 * cfg.block_dim.1 * cfg.block_dim.2;
     if threads > profile.max_threads_per_block {
-        return Err(fail(format!("{threads} threads a block; the {} profile allows {}", profile.name, profile.max_threads_per_block)));
+        return Err(fail(format!(
+            "{threads} threads a block; the {} profile allows {}",
+            profile.name, profile.max_threads_per_block
+        )));
     }
     let mut slots: Vec<u64> = Vec::with_capacity(args.len());
     for a in args {
@@ -217,7 +242,8 @@ pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: 
         };
         ffi::launch(&spec).map_err(|m| fail(format!("{m} (under {schedule})")))?;
         for s in &arena.staged {
-            s.check_slack(schedule.poison).map_err(|m| fail(format!("{m} (under {schedule})")))?;
+            s.check_slack(schedule.poison)
+                .map_err(|m| fail(format!("{m} (under {schedule})")))?;
         }
         let written = arena.written();
         match &first {
@@ -232,7 +258,11 @@ pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: 
 /// The launch's arguments against the kernel's declared parameters.
 fn check_params(declared: &[ffi::ParamType], args: &[Arg]) -> std::result::Result<(), String> {
     if declared.len() != args.len() {
-        return Err(format!("the kernel takes {} parameters, the launch passes {}", declared.len(), args.len()));
+        return Err(format!(
+            "the kernel takes {} parameters, the launch passes {}",
+            declared.len(),
+            args.len()
+        ));
     }
     let describe = |p: ffi::ParamType| match p.kind {
         ffi::PARAM_POINTER => "a pointer".to_string(),
@@ -242,27 +272,49 @@ fn check_params(declared: &[ffi::ParamType], args: &[Arg]) -> std::result::Resul
     };
     for (i, (&want, arg)) in declared.iter().zip(args).enumerate() {
         let got = match arg {
-            Arg::Tensor(_) | Arg::Null => ffi::ParamType { kind: ffi::PARAM_POINTER, size: 8 },
-            Arg::I64(_) => ffi::ParamType { kind: ffi::PARAM_INTEGER, size: 8 },
-            Arg::I32(_) => ffi::ParamType { kind: ffi::PARAM_INTEGER, size: 4 },
-            Arg::F32(_) => ffi::ParamType { kind: ffi::PARAM_FLOAT, size: 4 },
+            Arg::Tensor(_) | Arg::Null => ffi::ParamType {
+                kind: ffi::PARAM_POINTER,
+                size: 8,
+            },
+            Arg::I64(_) => ffi::ParamType {
+                kind: ffi::PARAM_INTEGER,
+                size: 8,
+            },
+            Arg::I32(_) => ffi::ParamType {
+                kind: ffi::PARAM_INTEGER,
+                size: 4,
+            },
+            Arg::F32(_) => ffi::ParamType {
+                kind: ffi::PARAM_FLOAT,
+                size: 4,
+            },
         };
         if want != got {
             let name = match arg {
                 Arg::Tensor(t) => format!(" (`{}`)", t.name),
                 _ => String::new(),
             };
-            return Err(format!("parameter {i}{name} is declared {}, the launch passes {}", describe(want), describe(got)));
+            return Err(format!(
+                "parameter {i}{name} is declared {}, the launch passes {}",
+                describe(want),
+                describe(got)
+            ));
         }
     }
     Ok(())
 }
 
 /// The written tensors of two runs must agree bit for bit.
-fn compare_runs(arena: &Arena, (s0, w0): (Schedule, &[Vec<u8>]), (s1, w1): (Schedule, &[Vec<u8>])) -> std::result::Result<(), String> {
+fn compare_runs(
+    arena: &Arena,
+    (s0, w0): (Schedule, &[Vec<u8>]),
+    (s1, w1): (Schedule, &[Vec<u8>]),
+) -> std::result::Result<(), String> {
     let writable = arena.staged.iter().filter(|s| s.writable());
     for ((staged, a), b) in writable.zip(w0).zip(w1) {
-        let Some(at) = a.iter().zip(b).position(|(x, y)| x != y) else { continue };
+        let Some(at) = a.iter().zip(b).position(|(x, y)| x != y) else {
+            continue;
+        };
         let t = &staged.arg.tensor;
         let element = at / t.kind().elt_size_in_bytes();
         let what = if a[at] == s0.poison && b[at] == s1.poison {

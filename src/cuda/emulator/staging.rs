@@ -44,7 +44,11 @@ impl Mapping {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(Error::value("emulator staging", format!("{len} bytes of memory"), "mmap failed"));
+            return Err(Error::value(
+                "emulator staging",
+                format!("{len} bytes of memory"),
+                "mmap failed",
+            ));
         }
         Ok(Mapping { base: base.cast(), len })
     }
@@ -97,7 +101,16 @@ impl Staged {
         let name = CString::new(arg.name).unwrap_or_default();
         let read_only = arg.access == Access::Read;
         let slack = [accessible.start..data, data + bytes..accessible.end];
-        let mut staged = Staged { arg, name, map, data, bytes, guard, slack, read_only };
+        let mut staged = Staged {
+            arg,
+            name,
+            map,
+            data,
+            bytes,
+            guard,
+            slack,
+            read_only,
+        };
         if read_only {
             staged.load();
             staged.map.protect(accessible.start, accessible.len(), libc::PROT_READ);
@@ -171,7 +184,11 @@ impl Staged {
         }
         let [before, after] = &self.slack;
         if let Some(at) = self.bytes_at(before.clone()).iter().rposition(|&b| b != poison) {
-            return Err(format!("wrote {} bytes before the start of `{}`", before.len() - at, self.arg.name));
+            return Err(format!(
+                "wrote {} bytes before the start of `{}`",
+                before.len() - at,
+                self.arg.name
+            ));
         }
         if let Some(at) = self.bytes_at(after.clone()).iter().position(|&b| b != poison) {
             let es = self.arg.tensor.kind().elt_size_in_bytes();

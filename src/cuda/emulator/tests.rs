@@ -12,7 +12,11 @@ fn launch_copy_like(name: &'static str, grid: Grid) -> (Result<(), Error>, Tenso
     let x = Tensor::arange(1000, (Kind::Float, Device::Cpu)) * 0.5 + 1.0;
     let out = Tensor::full([1000], -7.0, (Kind::Float, Device::Cpu));
     let result = emulate(Profile::TINY, || {
-        Launch::new(Kernel::emulator_test(name)).input("x", &x)?.output("out", &out)?.i64(1000).run(grid)
+        Launch::new(Kernel::emulator_test(name))
+            .input("x", &x)?
+            .output("out", &out)?
+            .i64(1000)
+            .run(grid)
     });
     (result, x, out)
 }
@@ -24,7 +28,10 @@ fn message(r: Result<(), Error>) -> String {
     }
 }
 
-const ELEMENTWISE: Grid = Grid::Blocks { blocks: 2, threads: 128 };
+const ELEMENTWISE: Grid = Grid::Blocks {
+    blocks: 2,
+    threads: 128,
+};
 
 #[test]
 fn a_correct_kernel_passes_every_check() {
@@ -37,7 +44,10 @@ fn a_correct_kernel_passes_every_check() {
 fn a_write_one_element_past_the_end_faults_naming_the_argument() {
     let (r, ..) = launch_copy_like("defect_write_past_end", ELEMENTWISE);
     let m = message(r);
-    assert!(m.contains("`out`") && (m.contains("past the end") || m.contains("element 1000")), "{m}");
+    assert!(
+        m.contains("`out`") && (m.contains("past the end") || m.contains("element 1000")),
+        "{m}"
+    );
     assert!(m.contains("kernel defect_write_past_end, block"), "{m}");
 }
 
@@ -45,7 +55,10 @@ fn a_write_one_element_past_the_end_faults_naming_the_argument() {
 fn a_block_sum_without_its_barrier_differs_between_schedules() {
     let (r, ..) = launch_copy_like("defect_block_sum_without_barrier", Grid::SingleBlock { threads: 256 });
     let m = message(r);
-    assert!(m.contains("element 0 of `out`") && m.contains("between schedule 0"), "{m}");
+    assert!(
+        m.contains("element 0 of `out`") && m.contains("between schedule 0"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -73,7 +86,10 @@ fn arguments_that_do_not_match_the_declaration_are_refused() {
             .run(ELEMENTWISE)
     });
     let m = message(r);
-    assert!(m.contains("parameter 2 is declared a 8-byte integer, the launch passes a 4-byte integer"), "{m}");
+    assert!(
+        m.contains("parameter 2 is declared a 8-byte integer, the launch passes a 4-byte integer"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -81,7 +97,11 @@ fn a_write_to_an_input_faults() {
     let x = Tensor::ones([64], (Kind::Float, Device::Cpu));
     // The kernel writes its second argument; declared as an input, its pages are read-only.
     let r = emulate(Profile::TINY, || {
-        Launch::new(Kernel::emulator_test("defect_free_copy")).input("x", &x)?.input("y", &x.copy())?.i64(64).run(ELEMENTWISE)
+        Launch::new(Kernel::emulator_test("defect_free_copy"))
+            .input("x", &x)?
+            .input("y", &x.copy())?
+            .i64(64)
+            .run(ELEMENTWISE)
     });
     let m = message(r);
     assert!(m.contains("write to element 0 of `y`, an input"), "{m}");

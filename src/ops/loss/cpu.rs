@@ -9,8 +9,8 @@ use super::{CeArgs, CrossEntropy, LossOutput};
 use crate::error::Result;
 use crate::ops::element::{cpu_bytes_mut, cpu_plain, cpu_slice, cpu_slice_mut, fill_with, Element};
 use crate::ops::fastmath::{exp_shifted_sums, is_first_max, max};
-use crate::ops::parallel;
 use crate::ops::mixup::Lambda;
+use crate::ops::parallel;
 
 /// A cross-entropy element (max, exp, sums, gradient) costs about this many memory-bound element
 /// copies: measured, one thread does 1024x1000 in ~1.0 ms, a Mixup blend of 1M elements ~0.15 ms.
@@ -28,7 +28,12 @@ struct RowTargets<'a> {
     scale: f32,
 }
 
-pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntropy, grad: Option<Tensor>) -> Result<LossOutput> {
+pub(super) fn cross_entropy(
+    logits: &Tensor,
+    args: &CeArgs<'_>,
+    opts: &CrossEntropy,
+    grad: Option<Tensor>,
+) -> Result<LossOutput> {
     let (b, c) = (logits.size()[0] as usize, logits.size()[1] as usize);
     let ya = cpu_plain::<i64>(args.y_a, Kind::Int64);
     // A partner whose label is ignored gives its weight to the row's own label (as the kernel).
@@ -89,34 +94,42 @@ fn ce_rows<T: Element>(logits: &Tensor, grad: Option<&mut Tensor>, rt: &RowTarge
         None => (&mut [], 0),
     };
     let row_pass = RowPass::detect();
-    parallel::row_blocks(b, c * CE_WORK_PER_ELEMENT, results, 1, g, g_stride, |range, results, g| {
-        let is_f32 = T::KIND == Kind::Float;
-        let mut zbuf = vec![0f32; if is_f32 { 0 } else { c }];
-        // f32 gradients are built in place in the output row; other dtypes go through `e`.
-        let mut e = vec![0f32; if is_f32 && g_stride > 0 { 0 } else { c }];
-        for (r, i) in range.enumerate() {
-            let raw = &z_all[i * c..(i + 1) * c];
-            let z: &[f32] = if is_f32 {
-                bytemuck::cast_slice(raw)
-            } else {
-                T::widen(raw, &mut zbuf);
-                &zbuf
-            };
-            let g_row = (g_stride > 0).then(|| &mut g[r * c..(r + 1) * c]);
-            let exps: &mut [f32] = match g_row {
-                Some(row) if is_f32 => bytemuck::cast_slice_mut(row),
-                _ => &mut e,
-            };
-            let (loss, correct, rest) = row_pass.loss(z, i, rt, exps);
-            results[r] = RowResult { loss, correct };
-            if g_stride > 0 {
-                row_pass.grad(rest, i, rt, exps);
-                if !is_f32 {
-                    T::narrow(&e, &mut g[r * c..(r + 1) * c]);
+    parallel::row_blocks(
+        b,
+        c * CE_WORK_PER_ELEMENT,
+        results,
+        1,
+        g,
+        g_stride,
+        |range, results, g| {
+            let is_f32 = T::KIND == Kind::Float;
+            let mut zbuf = vec![0f32; if is_f32 { 0 } else { c }];
+            // f32 gradients are built in place in the output row; other dtypes go through `e`.
+            let mut e = vec![0f32; if is_f32 && g_stride > 0 { 0 } else { c }];
+            for (r, i) in range.enumerate() {
+                let raw = &z_all[i * c..(i + 1) * c];
+                let z: &[f32] = if is_f32 {
+                    bytemuck::cast_slice(raw)
+                } else {
+                    T::widen(raw, &mut zbuf);
+                    &zbuf
+                };
+                let g_row = (g_stride > 0).then(|| &mut g[r * c..(r + 1) * c]);
+                let exps: &mut [f32] = match g_row {
+                    Some(row) if is_f32 => bytemuck::cast_slice_mut(row),
+                    _ => &mut e,
+                };
+                let (loss, correct, rest) = row_pass.loss(z, i, rt, exps);
+                results[r] = RowResult { loss, correct };
+                if g_stride > 0 {
+                    row_pass.grad(rest, i, rt, exps);
+                    if !is_f32 {
+                        T::narrow(&e, &mut g[r * c..(r + 1) * c]);
+                    }
                 }
             }
-        }
-    });
+        },
+    );
 }
 
 /// The row functions, compiled once for the baseline target and once with AVX2 + FMA (picked
@@ -181,9 +194,17 @@ fn ce_row<const FMA: bool>(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f3
     // target weight adds nothing (0 log 0 = 0), so a masked (-inf) logit matters only where the
     // target has weight: then the loss is +inf, as PyTorch's.
     let own = weighted(l, z[ya] - m) + weighted(1.0 - l, z[yb] - m);
-    let spread = if rt.off != 0.0 && z.contains(&f32::NEG_INFINITY) { f32::NEG_INFINITY } else { sum - z.len() as f32 * m };
+    let spread = if rt.off != 0.0 && z.contains(&f32::NEG_INFINITY) {
+        f32::NEG_INFINITY
+    } else {
+        sum - z.len() as f32 * m
+    };
     let shifted = weighted(rt.on, own) + weighted(rt.off, spread);
-    let loss = if m == f32::NEG_INFINITY { f32::NAN } else { rest.ln_1p() - shifted };
+    let loss = if m == f32::NEG_INFINITY {
+        f32::NAN
+    } else {
+        rest.ln_1p() - shifted
+    };
     // A row holding a NaN is never counted correct (its loss is NaN).
     (loss, !sum.is_nan() && is_first_max(z, m, ya), rest)
 }
@@ -191,7 +212,11 @@ fn ce_row<const FMA: bool>(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f3
 /// w * x, and exactly 0 when the weight is 0 (so 0 * -inf adds nothing), as the kernel computes it.
 #[inline(always)]
 fn weighted(w: f32, x: f32) -> f32 {
-    if w != 0.0 { w * x } else { 0.0 }
+    if w != 0.0 {
+        w * x
+    } else {
+        0.0
+    }
 }
 
 /// Turns the exps of row i (in `e`, summing to 1 + `rest`) into its gradient (softmax - t) * w.
@@ -206,7 +231,13 @@ fn ce_grad_row(rest: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
     let (ya, yb, l) = (rt.ya[i] as usize, rt.yb[i] as usize, rt.lam[i]);
     // p - t at a maximum (e == 1, p near 1 in a confident row) as (1 - t) - rest / (1 + rest):
     // no cancellation, as in the kernel.
-    let target_grad = |e_c: f32, t: f32| if e_c == 1.0 { ((1.0 - t) - rest * inv_s) * w } else { (e_c * inv_s - t) * w };
+    let target_grad = |e_c: f32, t: f32| {
+        if e_c == 1.0 {
+            ((1.0 - t) - rest * inv_s) * w
+        } else {
+            (e_c * inv_s - t) * w
+        }
+    };
     let t_a = off + rt.on * l + if ya == yb { rt.on * (1.0 - l) } else { 0.0 };
     let t_b = off + rt.on * (1.0 - l) + if ya == yb { rt.on * l } else { 0.0 };
     let (g_a, g_b) = (target_grad(e[ya], t_a), target_grad(e[yb], t_b));
@@ -248,10 +279,14 @@ fn mse_rows<T: Element>(pred: &Tensor, target: &Tensor, grad: Option<&mut Tensor
     parallel::row_blocks(losses.len(), f, losses, 1, g, g_stride, |range, losses, g| {
         for (r, i) in range.enumerate() {
             let (pr, qr) = (&p[i * f..(i + 1) * f], &q[i * f..(i + 1) * f]);
-            let acc: f64 = pr.iter().zip(qr).map(|(&a, &b)| {
-                let d = a.to_f32() - b.to_f32();
-                (d * d) as f64
-            }).sum();
+            let acc: f64 = pr
+                .iter()
+                .zip(qr)
+                .map(|(&a, &b)| {
+                    let d = a.to_f32() - b.to_f32();
+                    (d * d) as f64
+                })
+                .sum();
             losses[r] = (acc / f as f64) as f32;
             if g_stride > 0 {
                 fill_with(&mut g[r * f..(r + 1) * f], |k| (pr[k].to_f32() - qr[k].to_f32()) * w);
@@ -274,7 +309,11 @@ pub(crate) fn rank_key(loss: f32, candidate: bool) -> u32 {
         return 0;
     }
     let b = loss.to_bits();
-    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
 }
 
 /// Removes the k largest keys (ties: lower index first); mean over kept valid rows in f64.
@@ -297,8 +336,16 @@ pub(crate) fn select(losses: &[f32], valid: &[bool], k: i64) -> Selection {
         }
         threshold = losses[order[k_eff - 1].1];
     }
-    let (sum, n) = losses.iter().zip(&keep).filter(|(_, &k)| k).fold((0f64, 0usize), |(s, n), (&l, _)| (s + l as f64, n + 1));
-    Selection { keep, threshold, mean: (sum / n as f64) as f32 }
+    let (sum, n) = losses
+        .iter()
+        .zip(&keep)
+        .filter(|(_, &k)| k)
+        .fold((0f64, 0usize), |(s, n), (&l, _)| (s + l as f64, n + 1));
+    Selection {
+        keep,
+        threshold,
+        mean: (sum / n as f64) as f32,
+    }
 }
 
 /// Zeroes the gradient rows of removed samples (valid rows that are not kept).

@@ -20,7 +20,6 @@ fn row_threads(row_len: i64) -> u32 {
     ((row_len.max(1) as u64).div_ceil(4).next_power_of_two()).clamp(32, 1024) as u32
 }
 
-
 /// Buffers the selection kernel writes: threshold and mean share one allocation.
 struct SelectOut {
     keep: Tensor,
@@ -62,9 +61,17 @@ struct Ranking<'a> {
 }
 
 fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Result<()> {
-    let Ranking { losses, y, ignore, correct, k } = *r;
+    let Ranking {
+        losses,
+        y,
+        ignore,
+        correct,
+        k,
+    } = *r;
     let b = losses.size()[0];
-    let row_bytes = grad.map(|g| (g.numel() / b as usize * g.kind().elt_size_in_bytes()) as i64).unwrap_or(0);
+    let row_bytes = grad
+        .map(|g| (g.numel() / b as usize * g.kind().elt_size_in_bytes()) as i64)
+        .unwrap_or(0);
     if b > SINGLE_BLOCK_MAX {
         return launch_select_multi(r, out, grad, row_bytes);
     }
@@ -84,14 +91,22 @@ fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Res
         .output("correct_out", &out.correct)?
         .optional_inout("grad", grad)?
         .i64(row_bytes)
-        .run(Grid::SingleBlock { threads: SELECT_THREADS })
+        .run(Grid::SingleBlock {
+            threads: SELECT_THREADS,
+        })
 }
 
 /// The same selection over many blocks (kernels/loss.cu, "Multi-block selection"): a 4-pass
 /// radix select whose histograms are built by all blocks, then a tie count per block, the
 /// marking pass and one final reduction. Eleven launches, still no host sync.
 fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, row_bytes: i64) -> Result<()> {
-    let Ranking { losses, y, ignore, correct, k } = *r;
+    let Ranking {
+        losses,
+        y,
+        ignore,
+        correct,
+        k,
+    } = *r;
     let b = losses.size()[0];
     let dev = losses.device();
     let (ign, has_ign) = (ignore.unwrap_or(0), ignore.is_some() as i32);
@@ -101,7 +116,11 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
     let chunk = (b + blocks - 1) / blocks;
     let block_eq = Tensor::empty([blocks], (Kind::Int64, dev));
     let partials = Tensor::empty([3 * blocks], (Kind::Double, dev));
-    Launch::new(Kernel::SELECT_INIT).output("state", &state)?.output("hist", &hist)?.i64(k).run(Grid::SingleBlock { threads: 256 })?;
+    Launch::new(Kernel::SELECT_INIT)
+        .output("state", &state)?
+        .output("hist", &hist)?
+        .i64(k)
+        .run(Grid::SingleBlock { threads: 256 })?;
     for shift in [24, 16, 8, 0] {
         Launch::new(Kernel::SELECT_HIST)
             .input("losses", losses)?
@@ -112,8 +131,15 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
             .inout("state", &state)?
             .inout("hist", &hist)?
             .i32(shift)
-            .run(Grid::Blocks { blocks: blocks.min(HIST_BLOCKS) as u32, threads: 256 })?;
-        Launch::new(Kernel::SELECT_DIGIT).inout("state", &state)?.inout("hist", &hist)?.i32(shift).run(Grid::SingleBlock { threads: 256 })?;
+            .run(Grid::Blocks {
+                blocks: blocks.min(HIST_BLOCKS) as u32,
+                threads: 256,
+            })?;
+        Launch::new(Kernel::SELECT_DIGIT)
+            .inout("state", &state)?
+            .inout("hist", &hist)?
+            .i32(shift)
+            .run(Grid::SingleBlock { threads: 256 })?;
     }
     Launch::new(Kernel::SELECT_EQ_COUNT)
         .input("losses", losses)?
@@ -124,7 +150,10 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
         .i64(chunk)
         .input("state", &state)?
         .output("block_eq", &block_eq)?
-        .run(Grid::Blocks { blocks: blocks as u32, threads: 256 })?;
+        .run(Grid::Blocks {
+            blocks: blocks as u32,
+            threads: 256,
+        })?;
     Launch::new(Kernel::SELECT_MARK)
         .input("losses", losses)?
         .optional_input("y", y)?
@@ -139,7 +168,10 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
         .output("partials", &partials)?
         .optional_inout("grad", grad)?
         .i64(row_bytes)
-        .run(Grid::Blocks { blocks: blocks as u32, threads: 256 })?;
+        .run(Grid::Blocks {
+            blocks: blocks as u32,
+            threads: 256,
+        })?;
     Launch::new(Kernel::SELECT_FINAL)
         .input("partials", &partials)?
         .i64(blocks)
@@ -147,10 +179,17 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
         .output("threshold", &out.scalars.get(0))?
         .output("mean", &out.scalars.get(1))?
         .output("correct_out", &out.correct)?
-        .run(Grid::SingleBlock { threads: SELECT_THREADS })
+        .run(Grid::SingleBlock {
+            threads: SELECT_THREADS,
+        })
 }
 
-pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntropy, grad: Option<Tensor>) -> Result<LossOutput> {
+pub(super) fn cross_entropy(
+    logits: &Tensor,
+    args: &CeArgs<'_>,
+    opts: &CrossEntropy,
+    grad: Option<Tensor>,
+) -> Result<LossOutput> {
     let (b, c) = (logits.size()[0], logits.size()[1]);
     let dev = logits.device();
     let losses = Tensor::empty([b], (Kind::Float, dev));
@@ -167,7 +206,9 @@ pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntr
                 .i64(b)
                 .i64(k)
                 .output("scale", &s)?
-                .run(Grid::SingleBlock { threads: SELECT_THREADS })?;
+                .run(Grid::SingleBlock {
+                    threads: SELECT_THREADS,
+                })?;
             (Some(s), 0.0)
         }
         None => (None, 1.0 / (b - k) as f32),
@@ -177,26 +218,38 @@ pub(super) fn cross_entropy(logits: &Tensor, args: &CeArgs<'_>, opts: &CrossEntr
         Some(Lambda::Batch(l)) => (None, *l as f32),
         Some(Lambda::PerSample(t)) => (Some(t), 0.0),
     };
-    Launch::new(Kernel::for_dtype(logits.kind(), [Kernel::CE_FORWARD_F32, Kernel::CE_FORWARD_F16, Kernel::CE_FORWARD_BF16]))
-        .input("logits", logits)?
-        .optional_output("grad", grad.as_ref())?
-        .output("losses", &losses)?
-        .output("correct", &correct)?
-        .input("y_a", args.y_a)?
-        .optional_input("y_b", args.y_b)?
-        .optional_input("lam", lam_vec)?
-        .f32(lam)
-        .f32(opts.label_smoothing as f32)
-        .i64(opts.ignore_index.unwrap_or(0))
-        .i32(opts.ignore_index.is_some() as i32)
-        .optional_input("scale", scale_t.as_ref())?
-        .f32(scale)
-        .i64(b)
-        .i64(c)
-        .i32(with_grad as i32)
-        .run(Grid::BlockPerRow { rows: b, threads: row_threads(c) })?;
+    Launch::new(Kernel::for_dtype(
+        logits.kind(),
+        [Kernel::CE_FORWARD_F32, Kernel::CE_FORWARD_F16, Kernel::CE_FORWARD_BF16],
+    ))
+    .input("logits", logits)?
+    .optional_output("grad", grad.as_ref())?
+    .output("losses", &losses)?
+    .output("correct", &correct)?
+    .input("y_a", args.y_a)?
+    .optional_input("y_b", args.y_b)?
+    .optional_input("lam", lam_vec)?
+    .f32(lam)
+    .f32(opts.label_smoothing as f32)
+    .i64(opts.ignore_index.unwrap_or(0))
+    .i32(opts.ignore_index.is_some() as i32)
+    .optional_input("scale", scale_t.as_ref())?
+    .f32(scale)
+    .i64(b)
+    .i64(c)
+    .i32(with_grad as i32)
+    .run(Grid::BlockPerRow {
+        rows: b,
+        threads: row_threads(c),
+    })?;
     let out = SelectOut::new(b, logits);
-    let ranking = Ranking { losses: &losses, y: Some(args.y_a), ignore: opts.ignore_index, correct: Some(&correct), k };
+    let ranking = Ranking {
+        losses: &losses,
+        y: Some(args.y_a),
+        ignore: opts.ignore_index,
+        correct: Some(&correct),
+        k,
+    };
     launch_select(&ranking, &out, grad.as_ref())?;
     Ok(out.into_output(losses, k, grad))
 }
@@ -207,7 +260,13 @@ pub(super) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) ->
     // The kernel reads validity as "label != ignore_index": valid rows get label 1, ignore 0.
     let labels = valid.map(|v| v.to_kind(Kind::Int64));
     let out = SelectOut::new(b, losses);
-    let ranking = Ranking { losses, y: labels.as_ref(), ignore: labels.as_ref().map(|_| 0), correct: None, k };
+    let ranking = Ranking {
+        losses,
+        y: labels.as_ref(),
+        ignore: labels.as_ref().map(|_| 0),
+        correct: None,
+        k,
+    };
     launch_select(&ranking, &out, None)?;
     Ok(out.into_output(losses.shallow_clone(), k, None))
 }
@@ -217,17 +276,37 @@ pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) 
     let f = pred.numel() as i64 / b;
     let losses = Tensor::empty([b], (Kind::Float, pred.device()));
     let with_grad = grad.is_some();
-    Launch::new(Kernel::for_dtype(pred.kind(), [Kernel::MSE_FORWARD_F32, Kernel::MSE_FORWARD_F16, Kernel::MSE_FORWARD_BF16]))
-        .input("pred", pred)?
-        .input("target", target)?
-        .optional_output("grad", grad.as_ref())?
-        .output("losses", &losses)?
-        .f32(1.0 / (b - k) as f32)
-        .i64(b)
-        .i64(f)
-        .i32(with_grad as i32)
-        .run(Grid::BlockPerRow { rows: b, threads: row_threads(f) })?;
+    Launch::new(Kernel::for_dtype(
+        pred.kind(),
+        [
+            Kernel::MSE_FORWARD_F32,
+            Kernel::MSE_FORWARD_F16,
+            Kernel::MSE_FORWARD_BF16,
+        ],
+    ))
+    .input("pred", pred)?
+    .input("target", target)?
+    .optional_output("grad", grad.as_ref())?
+    .output("losses", &losses)?
+    .f32(1.0 / (b - k) as f32)
+    .i64(b)
+    .i64(f)
+    .i32(with_grad as i32)
+    .run(Grid::BlockPerRow {
+        rows: b,
+        threads: row_threads(f),
+    })?;
     let out = SelectOut::new(b, pred);
-    launch_select(&Ranking { losses: &losses, y: None, ignore: None, correct: None, k }, &out, grad.as_ref())?;
+    launch_select(
+        &Ranking {
+            losses: &losses,
+            y: None,
+            ignore: None,
+            correct: None,
+            k,
+        },
+        &out,
+        grad.as_ref(),
+    )?;
     Ok(out.into_output(losses, k, grad))
 }

@@ -56,14 +56,21 @@ pub struct CrossEntropy {
 
 impl Default for CrossEntropy {
     fn default() -> Self {
-        CrossEntropy { label_smoothing: 0.0, ignore_index: None, drop_share: 0.0 }
+        CrossEntropy {
+            label_smoothing: 0.0,
+            ignore_index: None,
+            drop_share: 0.0,
+        }
     }
 }
 
 impl CrossEntropy {
     /// High-Loss Removal of the `drop_share` highest losses of each batch, nothing else.
     pub fn with_removal(drop_share: f64) -> CrossEntropy {
-        CrossEntropy { drop_share, ..CrossEntropy::default() }
+        CrossEntropy {
+            drop_share,
+            ..CrossEntropy::default()
+        }
     }
 }
 
@@ -109,19 +116,34 @@ pub fn removed_rows(drop_share: f64, batch: i64) -> i64 {
 
 /// Per-sample cross-entropy, selection and (with `with_grad`) the gradient, in one or two
 /// launches on CUDA (three with `ignore_index`).
-pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy, with_grad: bool) -> Result<LossOutput> {
+pub fn cross_entropy(
+    logits: &Tensor,
+    targets: Targets<'_>,
+    opts: &CrossEntropy,
+    with_grad: bool,
+) -> Result<LossOutput> {
     let grad = with_grad.then(|| Tensor::empty(logits.size().as_slice(), (logits.kind(), logits.device())));
     cross_entropy_impl(logits, targets, opts, grad)
 }
 
 /// [`cross_entropy`] writing the gradient into a caller-provided contiguous tensor of the
 /// logits' shape, dtype and device (no allocation per step); `LossOutput::grad` shares it.
-pub fn cross_entropy_into(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy, grad: &mut Tensor) -> Result<LossOutput> {
+pub fn cross_entropy_into(
+    logits: &Tensor,
+    targets: Targets<'_>,
+    opts: &CrossEntropy,
+    grad: &mut Tensor,
+) -> Result<LossOutput> {
     check_grad_buffer(grad, logits)?;
     cross_entropy_impl(logits, targets, opts, Some(grad.shallow_clone()))
 }
 
-fn cross_entropy_impl(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy, grad: Option<Tensor>) -> Result<LossOutput> {
+fn cross_entropy_impl(
+    logits: &Tensor,
+    targets: Targets<'_>,
+    opts: &CrossEntropy,
+    grad: Option<Tensor>,
+) -> Result<LossOutput> {
     let logits = logits.contiguous();
     let args = check_ce(&logits, targets, opts)?;
     if crate::cuda::uses_kernels(logits.device()) {
@@ -133,14 +155,22 @@ fn cross_entropy_impl(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy
 
 /// The differentiable form: a scalar whose value is the loss and whose backward writes the
 /// kernel's gradient into `logits.grad()`. See the module docs for how.
-pub fn cross_entropy_autograd(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<(Tensor, LossOutput)> {
+pub fn cross_entropy_autograd(
+    logits: &Tensor,
+    targets: Targets<'_>,
+    opts: &CrossEntropy,
+) -> Result<(Tensor, LossOutput)> {
     let out = cross_entropy(&logits.detach(), targets, opts, true)?;
     Ok((attach_gradient(logits, &out)?, out))
 }
 
 /// The simpler alternative kept for comparison: the kernel ranks and removes (no gradient), and
 /// libtorch's own cross-entropy, weighted by `keep / n_kept`, carries the gradient.
-pub fn cross_entropy_weighted(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<(Tensor, LossOutput)> {
+pub fn cross_entropy_weighted(
+    logits: &Tensor,
+    targets: Targets<'_>,
+    opts: &CrossEntropy,
+) -> Result<(Tensor, LossOutput)> {
     let out = cross_entropy(&logits.detach(), targets, opts, false)?;
     let per_sample = reference::per_sample_ce_autograd(logits, targets, opts)?;
     let keep = out.keep.to_kind(Kind::Float);
@@ -157,7 +187,11 @@ pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64, with_grad: bool) -> 
     check_kind("target", &target, pred.kind())?;
     check_same_device("target", &target, &pred)?;
     if target.size() != pred.size() {
-        return Err(Error::shape("target", format!("{:?} (the shape of `pred`)", pred.size()), &target.size()));
+        return Err(Error::shape(
+            "target",
+            format!("{:?} (the shape of `pred`)", pred.size()),
+            &target.size(),
+        ));
     }
     check_share(drop_share)?;
     let k = removed_rows(drop_share, b);
@@ -179,7 +213,10 @@ pub fn mse_autograd(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<(
 /// and the gradient with respect to `input` is exactly the kernel's gradient. For f32 `s` is a
 /// dot product (one pass, no temporary); f16/bf16 sum in f32 so `s` cannot overflow.
 fn attach_gradient(input: &Tensor, out: &LossOutput) -> Result<Tensor> {
-    let grad = out.grad.as_ref().ok_or_else(|| Error::Internal("the loss kernel returned no gradient".into()))?;
+    let grad = out
+        .grad
+        .as_ref()
+        .ok_or_else(|| Error::Internal("the loss kernel returned no gradient".into()))?;
     let s = if input.kind() == Kind::Float {
         input.f_reshape([-1])?.f_dot(&grad.f_reshape([-1])?)?
     } else {
@@ -201,15 +238,27 @@ pub(crate) struct CeArgs<'a> {
 
 fn check_grad_buffer(grad: &Tensor, like: &Tensor) -> Result<()> {
     if grad.size() != like.size() {
-        return Err(Error::shape("grad", format!("{:?} (the shape of the input)", like.size()), &grad.size()));
+        return Err(Error::shape(
+            "grad",
+            format!("{:?} (the shape of the input)", like.size()),
+            &grad.size(),
+        ));
     }
     check_kind("grad", grad, like.kind())?;
     check_same_device("grad", grad, like)?;
     if !grad.is_contiguous() {
-        return Err(Error::NotContiguous { arg: "grad", size: grad.size(), strides: grad.stride() });
+        return Err(Error::NotContiguous {
+            arg: "grad",
+            size: grad.size(),
+            strides: grad.stride(),
+        });
     }
     if super::element::overlaps(grad, like) {
-        return Err(Error::value("grad", "a tensor whose storage does not overlap the input", "an overlapping tensor"));
+        return Err(Error::value(
+            "grad",
+            "a tensor whose storage does not overlap the input",
+            "an overlapping tensor",
+        ));
     }
     Ok(())
 }
@@ -222,18 +271,36 @@ fn check_share(r: f64) -> Result<()> {
     }
 }
 
-fn check_labels(arg: &'static str, y: &Tensor, batch: i64, classes: i64, ignore: Option<i64>, like: &Tensor) -> Result<()> {
+fn check_labels(
+    arg: &'static str,
+    y: &Tensor,
+    batch: i64,
+    classes: i64,
+    ignore: Option<i64>,
+    like: &Tensor,
+) -> Result<()> {
     check_kind(arg, y, Kind::Int64)?;
     check_same_device(arg, y, like)?;
     if y.size() != [batch] {
-        return Err(Error::shape(arg, format!("[{batch}] (one label per row of the logits)"), &y.size()));
+        return Err(Error::shape(
+            arg,
+            format!("[{batch}] (one label per row of the logits)"),
+            &y.size(),
+        ));
     }
     if !y.is_contiguous() {
-        return Err(Error::NotContiguous { arg, size: y.size(), strides: y.stride() });
+        return Err(Error::NotContiguous {
+            arg,
+            size: y.size(),
+            strides: y.stride(),
+        });
     }
     if y.device() == Device::Cpu {
         let labels = super::element::cpu_plain::<i64>(y, Kind::Int64);
-        if let Some(bad) = labels.iter().find(|&&l| !(0..classes).contains(&l) && Some(l) != ignore) {
+        if let Some(bad) = labels
+            .iter()
+            .find(|&&l| !(0..classes).contains(&l) && Some(l) != ignore)
+        {
             let also = ignore.map(|i| format!(" or the ignore_index {i}")).unwrap_or_default();
             return Err(Error::value(arg, format!("labels in [0, {classes}){also}"), bad));
         }
@@ -245,24 +312,42 @@ fn check_ce<'a>(logits: &Tensor, targets: Targets<'a>, opts: &CrossEntropy) -> R
     check_float("logits", logits)?;
     let b = check_batch("logits", logits)?;
     if logits.dim() != 2 {
-        return Err(Error::shape("logits", "[B, C] (flatten sequence dimensions first)", &logits.size()));
+        return Err(Error::shape(
+            "logits",
+            "[B, C] (flatten sequence dimensions first)",
+            &logits.size(),
+        ));
     }
     let c = logits.size()[1];
     if !(0.0..=1.0).contains(&opts.label_smoothing) {
-        return Err(Error::value("label_smoothing", "a value in [0, 1]", opts.label_smoothing));
+        return Err(Error::value(
+            "label_smoothing",
+            "a value in [0, 1]",
+            opts.label_smoothing,
+        ));
     }
     check_share(opts.drop_share)?;
     let removed = removed_rows(opts.drop_share, b);
     Ok(match targets {
         Targets::Index(y) => {
             check_labels("y", y, b, c, opts.ignore_index, logits)?;
-            CeArgs { y_a: y, y_b: None, lam: None, removed }
+            CeArgs {
+                y_a: y,
+                y_b: None,
+                lam: None,
+                removed,
+            }
         }
         Targets::Mixed(t) => {
             check_labels("y_a", &t.y_a, b, c, opts.ignore_index, logits)?;
             check_labels("y_b", &t.y_b, b, c, opts.ignore_index, logits)?;
             check_lambda(&t.lam, b, logits)?;
-            CeArgs { y_a: &t.y_a, y_b: Some(&t.y_b), lam: Some(&t.lam), removed }
+            CeArgs {
+                y_a: &t.y_a,
+                y_b: Some(&t.y_b),
+                lam: Some(&t.lam),
+                removed,
+            }
         }
     })
 }

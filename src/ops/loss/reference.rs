@@ -48,16 +48,33 @@ fn rank_keep(per_sample: &Tensor, valid: &Tensor, k: i64) -> Tensor {
 }
 
 /// Language-model cross-entropy in f64, ranking sequences (by mean token loss) or tokens.
-pub fn lm_cross_entropy(logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, rank: SequenceRank) -> Result<ReferenceLoss> {
+pub fn lm_cross_entropy(
+    logits: &Tensor,
+    tokens: &Tensor,
+    opts: &CrossEntropy,
+    rank: SequenceRank,
+) -> Result<ReferenceLoss> {
     let size = logits.size();
     let (b, t, v) = (size[0], size[1], size[2]);
     let flat = logits.reshape([b * t, v]);
     let flat_tokens = tokens.reshape([b * t]);
     if rank == SequenceRank::PerToken {
         let r = cross_entropy(&flat, Targets::Index(&flat_tokens), opts)?;
-        return Ok(ReferenceLoss { per_sample: r.per_sample.view([b, t]), keep: r.keep.view([b, t]), grad: r.grad.view([b, t, v]), ..r });
+        return Ok(ReferenceLoss {
+            per_sample: r.per_sample.view([b, t]),
+            keep: r.keep.view([b, t]),
+            grad: r.grad.view([b, t, v]),
+            ..r
+        });
     }
-    let tok = cross_entropy(&flat, Targets::Index(&flat_tokens), &CrossEntropy { drop_share: 0.0, ..*opts })?;
+    let tok = cross_entropy(
+        &flat,
+        Targets::Index(&flat_tokens),
+        &CrossEntropy {
+            drop_share: 0.0,
+            ..*opts
+        },
+    )?;
     let valid_tok = tok.keep.view([b, t]);
     let n_tok = valid_tok.sum_dim_intlist(1, false, Kind::Double);
     let seq = tok.per_sample.view([b, t]).sum_dim_intlist(1, false, Kind::Double) / n_tok.clamp_min(1.0);
@@ -69,7 +86,13 @@ pub fn lm_cross_entropy(logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, r
     // tok.grad is (p - t) / n_valid_tokens on valid tokens: rescale per sequence.
     let factor = &kept * n_tok.sum(Kind::Double) / (n_tok.clamp_min(1.0) * n_kept.clamp_min(1.0));
     let grad = tok.grad.view([b, t, v]) * factor.view([b, 1, 1]);
-    Ok(ReferenceLoss { loss, per_sample: seq, keep, grad, correct: tok.correct })
+    Ok(ReferenceLoss {
+        loss,
+        per_sample: seq,
+        keep,
+        grad,
+        correct: tok.correct,
+    })
 }
 
 /// Cross-entropy with smoothing, mixing, ignore_index and High-Loss Removal, in f64. It states
@@ -94,7 +117,8 @@ pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy)
         None => (Tensor::ones([b], (Kind::Bool, Device::Cpu)), yb),
     };
     let safe = |y: &Tensor| y.where_scalarother(&valid, 0);
-    let onehot = |y: &Tensor| Tensor::zeros([b, c], (Kind::Double, Device::Cpu)).scatter_value(1, &safe(y).unsqueeze(1), 1.0);
+    let onehot =
+        |y: &Tensor| Tensor::zeros([b, c], (Kind::Double, Device::Cpu)).scatter_value(1, &safe(y).unsqueeze(1), 1.0);
     let eps = opts.label_smoothing;
     let lam2 = lam.unsqueeze(1);
     let t = (onehot(&ya) * &lam2 + onehot(&yb) * (1.0 - &lam2)) * (1.0 - eps) + eps / c as f64;
@@ -111,8 +135,20 @@ pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy)
     let loss = (&per_sample * &keep_f).sum(Kind::Double) / keep_f.sum(Kind::Double);
     let grad = (logp.exp() - &t) * keep_f.unsqueeze(1) / n_kept;
     let no_nan = z.isnan().any_dim(1, false).logical_not();
-    let correct = z.argmax(1, false).eq_tensor(&ya).logical_and(&valid).logical_and(&no_nan).sum(Kind::Int64).int64_value(&[]);
-    Ok(ReferenceLoss { loss, per_sample, keep, grad, correct })
+    let correct = z
+        .argmax(1, false)
+        .eq_tensor(&ya)
+        .logical_and(&valid)
+        .logical_and(&no_nan)
+        .sum(Kind::Int64)
+        .int64_value(&[]);
+    Ok(ReferenceLoss {
+        loss,
+        per_sample,
+        keep,
+        grad,
+        correct,
+    })
 }
 
 /// Per-sample mean squared error with High-Loss Removal, in f64.
@@ -130,7 +166,13 @@ pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<ReferenceL
     let mut shape = vec![b];
     shape.resize(p.dim(), 1);
     let grad = (&p - &q) * 2.0 / f * keep_f.view(shape.as_slice()) / (b - k) as f64;
-    Ok(ReferenceLoss { loss, per_sample, keep, grad, correct: 0 })
+    Ok(ReferenceLoss {
+        loss,
+        per_sample,
+        keep,
+        grad,
+        correct: 0,
+    })
 }
 
 /// libtorch's per-sample cross-entropy (differentiable), mixed as `lam ce(y_a) + (1-lam) ce(y_b)`.

@@ -65,7 +65,15 @@ pub fn reweight(out: LossOutput, keep: &Tensor) -> Result<LossOutput> {
         }
         None => None,
     };
-    Ok(LossOutput { loss, per_sample: out.per_sample, keep, threshold: out.threshold, correct: out.correct, removed: 0, grad })
+    Ok(LossOutput {
+        loss,
+        per_sample: out.per_sample,
+        keep,
+        threshold: out.threshold,
+        correct: out.correct,
+        removed: 0,
+        grad,
+    })
 }
 
 /// Running-quantile removal: a sample is dropped when its loss exceeds the q-quantile of the
@@ -89,7 +97,13 @@ impl RunningQuantile {
             return Err(Error::value("window", "a history of at least 1 loss", 0));
         }
         let history = Tensor::full([window as i64], f64::NAN, (Kind::Float, device));
-        Ok(RunningQuantile { q, window: window as i64, history, next: 0, filled: 0 })
+        Ok(RunningQuantile {
+            q,
+            window: window as i64,
+            history,
+            next: 0,
+            filled: 0,
+        })
     }
 
     /// Removes this batch's losses above the running quantile from `out` (an output computed

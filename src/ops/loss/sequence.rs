@@ -19,14 +19,24 @@ pub enum SequenceRank {
 
 /// Cross-entropy of a language-model batch with High-Loss Removal by sequence or by token.
 /// Sequences whose tokens are all `ignore_index` are ignored (never ranked, not counted).
-pub fn lm_cross_entropy(logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, rank: SequenceRank, with_grad: bool) -> Result<LossOutput> {
+pub fn lm_cross_entropy(
+    logits: &Tensor,
+    tokens: &Tensor,
+    opts: &CrossEntropy,
+    rank: SequenceRank,
+    with_grad: bool,
+) -> Result<LossOutput> {
     let size = logits.size();
     if size.len() != 3 {
         return Err(Error::shape("logits", "[B, T, V]", &size));
     }
     let (b, t, v) = (size[0], size[1], size[2]);
     if tokens.size() != [b, t] {
-        return Err(Error::shape("tokens", format!("[{b}, {t}] (the logits' batch and time)"), &tokens.size()));
+        return Err(Error::shape(
+            "tokens",
+            format!("[{b}, {t}] (the logits' batch and time)"),
+            &tokens.size(),
+        ));
     }
     let flat = logits.f_reshape([b * t, v])?;
     let flat_tokens = tokens.f_reshape([b * t])?;
@@ -40,7 +50,15 @@ pub fn lm_cross_entropy(logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, r
         });
     }
     // Token losses and a gradient weighted 1/n_valid_tokens, with nothing removed yet.
-    let tok = cross_entropy(&flat, Targets::Index(&flat_tokens), &CrossEntropy { drop_share: 0.0, ..*opts }, with_grad)?;
+    let tok = cross_entropy(
+        &flat,
+        Targets::Index(&flat_tokens),
+        &CrossEntropy {
+            drop_share: 0.0,
+            ..*opts
+        },
+        with_grad,
+    )?;
     let valid_tokens = tok.keep.view([b, t]);
     let n_tok = valid_tokens.sum_dim_intlist(1, false, Kind::Float);
     let seq_loss = tok.per_sample.view([b, t]).sum_dim_intlist(1, false, Kind::Float) / n_tok.clamp_min(1.0);
@@ -52,11 +70,20 @@ pub fn lm_cross_entropy(logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, r
         let factor = &kept * n_tok.sum(Kind::Float) / (n_tok.clamp_min(1.0) * kept.sum(Kind::Float).clamp_min(1.0));
         g.view([b, t, v]) * factor.view([b, 1, 1]).to_kind(g.kind())
     });
-    Ok(LossOutput { correct: tok.correct, grad, ..sel })
+    Ok(LossOutput {
+        correct: tok.correct,
+        grad,
+        ..sel
+    })
 }
 
 /// The differentiable form of [`lm_cross_entropy`] (see `cross_entropy_autograd`).
-pub fn lm_cross_entropy_autograd(logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, rank: SequenceRank) -> Result<(Tensor, LossOutput)> {
+pub fn lm_cross_entropy_autograd(
+    logits: &Tensor,
+    tokens: &Tensor,
+    opts: &CrossEntropy,
+    rank: SequenceRank,
+) -> Result<(Tensor, LossOutput)> {
     let out = lm_cross_entropy(&logits.detach(), tokens, opts, rank, true)?;
     Ok((attach_gradient(logits, &out)?, out))
 }

@@ -21,12 +21,20 @@ impl MixedTargets {
     /// The targets of a batch mixed with `pairing` at `lam`: sample i is `lam_i` of `y[i]` and
     /// `1 - lam_i` of its partner's label.
     pub fn new(y: &Tensor, pairing: &Pairing, lam: Lambda) -> MixedTargets {
-        MixedTargets { y_a: y.shallow_clone(), y_b: pairing.partner_rows(y), lam }
+        MixedTargets {
+            y_a: y.shallow_clone(),
+            y_b: pairing.partner_rows(y),
+            lam,
+        }
     }
 
     /// Targets of an unmixed batch.
     pub fn unmixed(y: &Tensor) -> MixedTargets {
-        MixedTargets { y_a: y.shallow_clone(), y_b: y.shallow_clone(), lam: Lambda::Batch(1.0) }
+        MixedTargets {
+            y_a: y.shallow_clone(),
+            y_b: y.shallow_clone(),
+            lam: Lambda::Batch(1.0),
+        }
     }
 }
 
@@ -47,7 +55,14 @@ pub fn mix_batch(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut SeededRng) ->
 /// [`mix_batch`] for u8 images `[B, C, H, W]`: normalised to `kind` in the same pass that mixes
 /// them (`mixup_u8`); unmixed batches go through the same kernel with lambda 1, so mixed and
 /// unmixed batches are normalised identically. CutMix normalises first, then pastes.
-pub fn mix_images(images: &Tensor, y: &Tensor, norm: &Normalize, spec: &MixSpec, rng: &mut SeededRng, kind: Kind) -> Result<(Tensor, MixedTargets)> {
+pub fn mix_images(
+    images: &Tensor,
+    y: &Tensor,
+    norm: &Normalize,
+    spec: &MixSpec,
+    rng: &mut SeededRng,
+    kind: Kind,
+) -> Result<(Tensor, MixedTargets)> {
     check_batch_labels(images, y, spec)?;
     let normalised = |x: &Tensor| mixup_u8(x, norm, &Lambda::Batch(1.0), &Pairing::Flip, kind);
     if !spec.mixes() {
@@ -64,7 +79,12 @@ pub fn mix_images(images: &Tensor, y: &Tensor, norm: &Normalize, spec: &MixSpec,
 /// [`mix_batch`] computed with the plain tch composite (`reference::composite` for Mixup,
 /// `reference::cutmix` for CutMix) from the same random draws: what the trainer's composite mode
 /// runs, to measure what the fused ops save in a real training step.
-pub fn mix_batch_composite(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut SeededRng) -> Result<(Tensor, MixedTargets)> {
+pub fn mix_batch_composite(
+    x: &Tensor,
+    y: &Tensor,
+    spec: &MixSpec,
+    rng: &mut SeededRng,
+) -> Result<(Tensor, MixedTargets)> {
     check_batch_labels(x, y, spec)?;
     if spec.alpha == 0.0 {
         return Ok((x.shallow_clone(), MixedTargets::unmixed(y)));
@@ -75,7 +95,10 @@ pub fn mix_batch_composite(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut See
         Some(ref boxes) => {
             // The box lambda comes from the fused op's clipping; the pixels from the reference.
             let lam = cutmix(x, boxes, &draw.pairing)?.1;
-            (super::reference::cutmix(x, boxes, &draw.pairing)?.to_kind(x.kind()), lam)
+            (
+                super::reference::cutmix(x, boxes, &draw.pairing)?.to_kind(x.kind()),
+                lam,
+            )
         }
     };
     Ok((mixed, MixedTargets::new(y, &draw.pairing, lam)))
@@ -135,13 +158,25 @@ fn check_batch_labels(x: &Tensor, y: &Tensor, spec: &MixSpec) -> Result<()> {
     }
     let b = x.size().first().copied().unwrap_or(0);
     if y.size() != [b] || b == 0 {
-        return Err(Error::shape("y", format!("[{b}] (one label per sample of a non-empty batch)"), &y.size()));
+        return Err(Error::shape(
+            "y",
+            format!("[{b}] (one label per sample of a non-empty batch)"),
+            &y.size(),
+        ));
     }
     if y.kind() != Kind::Int64 {
-        return Err(Error::Dtype { arg: "y", expected: "Int64".into(), got: y.kind() });
+        return Err(Error::Dtype {
+            arg: "y",
+            expected: "Int64".into(),
+            got: y.kind(),
+        });
     }
     if y.device() != x.device() {
-        return Err(Error::Device { arg: "y", expected: format!("{:?} (the device of `x`)", x.device()), got: y.device() });
+        return Err(Error::Device {
+            arg: "y",
+            expected: format!("{:?} (the device of `x`)", x.device()),
+            got: y.device(),
+        });
     }
     Ok(())
 }

@@ -62,7 +62,9 @@ fn mixup_typed<T: Element>(x: &Tensor, partners: &[i64], lams: &[(f32, f32)], ou
     for_each_row(cpu_slice_mut::<T>(out), f, |i, row| {
         let p = partners[i] as usize;
         let (l, om) = lams[i];
-        map2(row, &src[i * f..(i + 1) * f], &src[p * f..(p + 1) * f], |a, b| blend(a, l, b, om));
+        map2(row, &src[i * f..(i + 1) * f], &src[p * f..(p + 1) * f], |a, b| {
+            blend(a, l, b, om)
+        });
     });
 }
 
@@ -108,7 +110,14 @@ pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pai
     Ok(())
 }
 
-fn mixup_u8_typed<T: Element>(x: &Tensor, scale: &[f32], bias: &[f32], partners: &[i64], lams: &[(f32, f32)], out: &mut Tensor) {
+fn mixup_u8_typed<T: Element>(
+    x: &Tensor,
+    scale: &[f32],
+    bias: &[f32],
+    partners: &[i64],
+    lams: &[(f32, f32)],
+    out: &mut Tensor,
+) {
     let (_, f) = rows_of(x);
     let inner = f / scale.len();
     let src = cpu_plain::<u8>(x, Kind::Uint8);
@@ -116,7 +125,12 @@ fn mixup_u8_typed<T: Element>(x: &Tensor, scale: &[f32], bias: &[f32], partners:
         let p = partners[i] as usize;
         let (l, om) = lams[i];
         let (a, b) = (&src[i * f..(i + 1) * f], &src[p * f..(p + 1) * f]);
-        for (c, ((o, a), b)) in row.chunks_mut(inner).zip(a.chunks(inner)).zip(b.chunks(inner)).enumerate() {
+        for (c, ((o, a), b)) in row
+            .chunks_mut(inner)
+            .zip(a.chunks(inner))
+            .zip(b.chunks(inner))
+            .enumerate()
+        {
             let (s, o_) = (scale[c], bias[c]);
             fill_with(o, |k| blend(a[k] as f32 * s + o_, l, b[k] as f32 * s + o_, om));
         }
@@ -129,7 +143,10 @@ pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &mut 
     let partners = pairing.partners(b)?;
     let rows: Vec<[i64; 4]> = match boxes {
         CutBoxes::Batch(bx) => vec![[bx.y0, bx.y1, bx.x0, bx.x1]; b as usize],
-        CutBoxes::PerSample(t) => cpu_plain::<i64>(t, Kind::Int64).chunks_exact(4).map(|r| [r[0], r[1], r[2], r[3]]).collect(),
+        CutBoxes::PerSample(t) => cpu_plain::<i64>(t, Kind::Int64)
+            .chunks_exact(4)
+            .map(|r| [r[0], r[1], r[2], r[3]])
+            .collect(),
     };
     let (h, w) = (size[size.len() - 2] as usize, size[size.len() - 1] as usize);
     dispatch_float!(x.kind(), cutmix_typed(x, &rows, &partners, h, w, out));

@@ -7,7 +7,6 @@ use crate::cuda::constants::{PAIR_FLIP, PAIR_PERM, PAIR_ROLL};
 use crate::cuda::{Grid, Kernel, Launch};
 use crate::error::Result;
 
-
 fn rows_of(x: &Tensor) -> (i64, i64) {
     let b = x.size()[0];
     (b, x.numel() as i64 / b)
@@ -43,7 +42,6 @@ fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
     f % n == 0 && tensors.iter().all(|t| aligned16(t))
 }
 
-
 /// The parameters every out-of-place mixing kernel starts with:
 /// x, out, perm, lam_vec, lam, 1 - lam, pair_mode, shift, B, F.
 fn mix_args(kernel: Kernel, x: &Tensor, out: &Tensor, lam: &Lambda, pairing: &Pairing) -> Result<Launch> {
@@ -70,7 +68,10 @@ pub(super) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -
     let kernel = Kernel::for_dtype(x.kind(), [Kernel::MIXUP_F32, Kernel::MIXUP_F16, Kernel::MIXUP_BF16]);
     mix_args(kernel, x, out, lam, pairing)?
         .i32(vectorized as i32)
-        .run(Grid::RowsAndPacks { rows: b, packs_per_row: if vectorized { f / n } else { f } })
+        .run(Grid::RowsAndPacks {
+            rows: b,
+            packs_per_row: if vectorized { f / n } else { f },
+        })
 }
 
 pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
@@ -78,7 +79,14 @@ pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
     let n = pack_len(x.kind());
     let vectorized = packable(f, n, &[x]);
     let (lam_vec, l, om) = lambda_args(lam);
-    let kernel = Kernel::for_dtype(x.kind(), [Kernel::MIXUP_FLIP_INPLACE_F32, Kernel::MIXUP_FLIP_INPLACE_F16, Kernel::MIXUP_FLIP_INPLACE_BF16]);
+    let kernel = Kernel::for_dtype(
+        x.kind(),
+        [
+            Kernel::MIXUP_FLIP_INPLACE_F32,
+            Kernel::MIXUP_FLIP_INPLACE_F16,
+            Kernel::MIXUP_FLIP_INPLACE_BF16,
+        ],
+    );
     Launch::new(kernel)
         .inout("x", x)?
         .optional_input("lam", lam_vec)?
@@ -87,7 +95,10 @@ pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
         .i64(b)
         .i64(f)
         .i32(vectorized as i32)
-        .run(Grid::RowsAndPacks { rows: (b + 1) / 2, packs_per_row: if vectorized { f / n } else { f } })
+        .run(Grid::RowsAndPacks {
+            rows: (b + 1) / 2,
+            packs_per_row: if vectorized { f / n } else { f },
+        })
 }
 
 pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
@@ -97,14 +108,20 @@ pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pai
     // u8 packs of 4 (one 32-bit load) write 4 outputs; the packs must not straddle channels.
     const N: i64 = 4;
     let vectorized = inner % N == 0 && packable(f, N, &[x, out]);
-    let kernel = Kernel::for_dtype(out.kind(), [Kernel::MIXUP_U8_F32, Kernel::MIXUP_U8_F16, Kernel::MIXUP_U8_BF16]);
+    let kernel = Kernel::for_dtype(
+        out.kind(),
+        [Kernel::MIXUP_U8_F32, Kernel::MIXUP_U8_F16, Kernel::MIXUP_U8_BF16],
+    );
     mix_args(kernel, x, out, lam, pairing)?
         .input("norm.scale", &norm.scale)?
         .input("norm.bias", &norm.bias)?
         .i64(c)
         .i64(inner)
         .i32(vectorized as i32)
-        .run(Grid::RowsAndPacks { rows: b, packs_per_row: if vectorized { f / N } else { f } })
+        .run(Grid::RowsAndPacks {
+            rows: b,
+            packs_per_row: if vectorized { f / N } else { f },
+        })
 }
 
 pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tensor) -> Result<()> {
@@ -116,20 +133,26 @@ pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tens
         CutBoxes::Batch(bx) => (None, [bx.y0, bx.y1, bx.x0, bx.x1]),
         CutBoxes::PerSample(t) => (Some(t), [0; 4]),
     };
-    Launch::new(Kernel::for_dtype(x.kind(), [Kernel::CUTMIX_F32, Kernel::CUTMIX_F16, Kernel::CUTMIX_BF16]))
-        .input("x", x)?
-        .output("out", out)?
-        .optional_input("perm", perm)?
-        .i32(mode)
-        .i64(shift)
-        .optional_input("boxes", box_tensor)?
-        .i64(bx[0])
-        .i64(bx[1])
-        .i64(bx[2])
-        .i64(bx[3])
-        .i64(b)
-        .i64(f / (h * w))
-        .i64(h)
-        .i64(w)
-        .run(Grid::RowsAndPacks { rows: b, packs_per_row: f })
+    Launch::new(Kernel::for_dtype(
+        x.kind(),
+        [Kernel::CUTMIX_F32, Kernel::CUTMIX_F16, Kernel::CUTMIX_BF16],
+    ))
+    .input("x", x)?
+    .output("out", out)?
+    .optional_input("perm", perm)?
+    .i32(mode)
+    .i64(shift)
+    .optional_input("boxes", box_tensor)?
+    .i64(bx[0])
+    .i64(bx[1])
+    .i64(bx[2])
+    .i64(bx[3])
+    .i64(b)
+    .i64(f / (h * w))
+    .i64(h)
+    .i64(w)
+    .run(Grid::RowsAndPacks {
+        rows: b,
+        packs_per_row: f,
+    })
 }

@@ -16,8 +16,8 @@ mod cpu;
 mod cuda;
 pub mod reference;
 
-pub use batch::{mix_batch, mix_batch_composite, mix_images, MixedTargets};
 pub use crate::strategy::{LambdaMode, MixKind, MixSpec, PairingMode};
+pub use batch::{mix_batch, mix_batch_composite, mix_images, MixedTargets};
 
 use tch::{Device, Kind, Tensor};
 
@@ -96,7 +96,11 @@ pub struct Normalize {
 impl Normalize {
     pub fn new(mean: &[f64], std: &[f64], device: Device) -> Result<Normalize> {
         if mean.is_empty() || mean.len() != std.len() {
-            return Err(Error::value("std", format!("{} values, one per channel like `mean`", mean.len().max(1)), std.len()));
+            return Err(Error::value(
+                "std",
+                format!("{} values, one per channel like `mean`", mean.len().max(1)),
+                std.len(),
+            ));
         }
         if let Some(s) = std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return Err(Error::value("std", "finite values > 0", s));
@@ -187,7 +191,11 @@ pub fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, k
     let x = contiguous_batch("x", x)?;
     let size = x.size();
     if size.len() < 2 || size[1] as usize != norm.channels() {
-        return Err(Error::shape("x", format!("[B, {}, ...] (channels of `norm`)", norm.channels()), &size));
+        return Err(Error::shape(
+            "x",
+            format!("[B, {}, ...] (channels of `norm`)", norm.channels()),
+            &size,
+        ));
     }
     check_same_device("norm", &norm.scale, &x)?;
     let out = Tensor::empty(size.as_slice(), (kind, x.device()));
@@ -228,7 +236,12 @@ pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<(Tensor
         CutBoxes::Batch(bx) => Lambda::Batch(1.0 - bx.area() as f64 / hw),
         CutBoxes::PerSample(t) => {
             let areas = (t.select(1, 1) - t.select(1, 0)) * (t.select(1, 3) - t.select(1, 2));
-            Lambda::PerSample((areas.to_kind(Kind::Double) / hw).g_mul_scalar(-1.0).g_add_scalar(1.0).to_kind(Kind::Float))
+            Lambda::PerSample(
+                (areas.to_kind(Kind::Double) / hw)
+                    .g_mul_scalar(-1.0)
+                    .g_add_scalar(1.0)
+                    .to_kind(Kind::Float),
+            )
         }
     };
     Ok((out, lam))
@@ -244,13 +257,21 @@ fn contiguous_batch(arg: &'static str, x: &Tensor) -> Result<Tensor> {
 
 fn check_output(out: &Tensor, x: &Tensor, kind: Kind) -> Result<()> {
     if out.size() != x.size() {
-        return Err(Error::shape("out", format!("{:?} (the input's shape)", x.size()), &out.size()));
+        return Err(Error::shape(
+            "out",
+            format!("{:?} (the input's shape)", x.size()),
+            &out.size(),
+        ));
     }
     check_kind("out", out, kind)?;
     check_same_device("out", out, x)?;
     check_contiguous("out", out)?;
     if overlaps(out, x) {
-        return Err(Error::value("out", "a tensor whose storage does not overlap `x`", "an overlapping tensor"));
+        return Err(Error::value(
+            "out",
+            "a tensor whose storage does not overlap `x`",
+            "an overlapping tensor",
+        ));
     }
     Ok(())
 }
@@ -294,7 +315,9 @@ pub(crate) fn check_lambda(lam: &Lambda, batch: i64, x: &Tensor) -> Result<()> {
 }
 
 fn check_pairing(pairing: &Pairing, batch: i64, x: &Tensor) -> Result<()> {
-    let Pairing::Permutation(p) = pairing else { return Ok(()) };
+    let Pairing::Permutation(p) = pairing else {
+        return Ok(());
+    };
     check_kind("perm", p, Kind::Int64)?;
     check_same_device("perm", p, x)?;
     if p.size() != [batch] {
@@ -305,7 +328,11 @@ fn check_pairing(pairing: &Pairing, batch: i64, x: &Tensor) -> Result<()> {
         let mut seen = vec![false; batch as usize];
         for &i in super::element::cpu_plain::<i64>(p, Kind::Int64) {
             if !(0..batch).contains(&i) || std::mem::replace(&mut seen[i as usize], true) {
-                return Err(Error::value("perm", format!("a permutation of 0..{batch}"), format!("an entry {i} out of range or repeated")));
+                return Err(Error::value(
+                    "perm",
+                    format!("a permutation of 0..{batch}"),
+                    format!("an entry {i} out of range or repeated"),
+                ));
             }
         }
     }
@@ -325,18 +352,29 @@ fn clip_boxes(boxes: &CutBoxes, batch: i64, h: i64, w: i64, x: &Tensor) -> Resul
         CutBoxes::PerSample(t) => {
             check_kind("boxes", t, Kind::Int64)?;
             if t.size() != [batch, 4] {
-                return Err(Error::shape("boxes", format!("[{batch}, 4] (y0, y1, x0, x1 per sample)"), &t.size()));
+                return Err(Error::shape(
+                    "boxes",
+                    format!("[{batch}, 4] (y0, y1, x0, x1 per sample)"),
+                    &t.size(),
+                ));
             }
             let host = t.to_device(Device::Cpu).contiguous();
             let raw = super::element::cpu_plain::<i64>(&host, Kind::Int64);
             let clipped: Vec<i64> = raw
                 .chunks_exact(4)
                 .flat_map(|r| {
-                    let c = clip(CutBox { y0: r[0], y1: r[1], x0: r[2], x1: r[3] });
+                    let c = clip(CutBox {
+                        y0: r[0],
+                        y1: r[1],
+                        x0: r[2],
+                        x1: r[3],
+                    });
                     [c.y0, c.y1, c.x0, c.x1]
                 })
                 .collect();
-            Ok(CutBoxes::PerSample(Tensor::from_slice(&clipped).view([batch, 4]).to_device(x.device())))
+            Ok(CutBoxes::PerSample(
+                Tensor::from_slice(&clipped).view([batch, 4]).to_device(x.device()),
+            ))
         }
     }
 }
@@ -357,9 +395,16 @@ mod tests {
             let lam = Tensor::from_slice(&[0.5f32, bad, 0.2, 1.0]);
             let mixed = mixup(&x, &Lambda::PerSample(lam.shallow_clone()), &Pairing::Flip);
             assert!(mixed.unwrap_err().to_string().contains("`lam`"), "mixup accepted {bad}");
-            let targets = MixedTargets { y_a: y.shallow_clone(), y_b: y.flip([0]), lam: Lambda::PerSample(lam) };
+            let targets = MixedTargets {
+                y_a: y.shallow_clone(),
+                y_b: y.flip([0]),
+                lam: Lambda::PerSample(lam),
+            };
             let loss = cross_entropy(&x, Targets::Mixed(&targets), &CrossEntropy::default(), false);
-            assert!(loss.unwrap_err().to_string().contains("`lam`"), "the loss accepted {bad}");
+            assert!(
+                loss.unwrap_err().to_string().contains("`lam`"),
+                "the loss accepted {bad}"
+            );
         }
     }
 }

@@ -29,8 +29,14 @@ pub fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing) -> Tensor {
 pub fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing) -> Tensor {
     let mut shape = vec![1i64, -1];
     shape.resize(x.dim(), 1);
-    let mean = Tensor::from_slice(norm.mean()).to_kind(Kind::Double).to_device(x.device()).view(shape.as_slice());
-    let std = Tensor::from_slice(norm.std()).to_kind(Kind::Double).to_device(x.device()).view(shape.as_slice());
+    let mean = Tensor::from_slice(norm.mean())
+        .to_kind(Kind::Double)
+        .to_device(x.device())
+        .view(shape.as_slice());
+    let std = Tensor::from_slice(norm.std())
+        .to_kind(Kind::Double)
+        .to_device(x.device())
+        .view(shape.as_slice());
     let v = (x.to_kind(Kind::Double) / 255.0 - mean) / std;
     mixup(&v, lam, pairing)
 }
@@ -41,7 +47,9 @@ pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<Tensor>
     let (b, h, w) = (size[0], size[size.len() - 2], size[size.len() - 1]);
     let dev = x.device();
     let rows: Tensor = match boxes {
-        CutBoxes::Batch(bx) => Tensor::from_slice(&[bx.y0, bx.y1, bx.x0, bx.x1]).view([1, 4]).repeat([b, 1]),
+        CutBoxes::Batch(bx) => Tensor::from_slice(&[bx.y0, bx.y1, bx.x0, bx.x1])
+            .view([1, 4])
+            .repeat([b, 1]),
         CutBoxes::PerSample(t) => t.shallow_clone(),
     }
     .to_device(dev);
@@ -51,7 +59,11 @@ pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<Tensor>
     let clip = |v: Tensor, hi: i64| v.clamp(0, hi);
     let (y0, y1) = (clip(rows.select(1, 0), h), clip(rows.select(1, 1), h));
     let (x0, x1) = (clip(rows.select(1, 2), w), clip(rows.select(1, 3), w));
-    let mask = ys.ge_tensor(&y0).logical_and(&ys.lt_tensor(&y1)).logical_and(&xs.ge_tensor(&x0)).logical_and(&xs.lt_tensor(&x1));
+    let mask = ys
+        .ge_tensor(&y0)
+        .logical_and(&ys.lt_tensor(&y1))
+        .logical_and(&xs.ge_tensor(&x0))
+        .logical_and(&xs.lt_tensor(&x1));
     let mut mshape = vec![b];
     mshape.resize(x.dim() - 2, 1);
     mshape.extend([h, w]);

@@ -62,7 +62,11 @@ pub(super) fn dot_norms(a: &[Tensor], b: &[Tensor], acc: Accumulate) -> Result<T
     // (it is memory-bound: one core does not saturate the memory bus); the groups' sums are
     // added in list order, so the result does not depend on the number of workers.
     // Tensors are not Sync; their element bytes are.
-    let pairs: Vec<(Kind, &[u8], &[u8])> = a.iter().zip(b).map(|(x, y)| (x.kind(), cpu_bytes(x), cpu_bytes(y))).collect();
+    let pairs: Vec<(Kind, &[u8], &[u8])> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x.kind(), cpu_bytes(x), cpu_bytes(y)))
+        .collect();
     let mean_len = pairs.iter().map(|p| p.1.len() / 4).sum::<usize>() / pairs.len().max(1);
     let mut group_sums = vec![[0f64; 3]; pairs.len()];
     parallel::rows(pairs.len(), mean_len, &mut group_sums, 1, |range, out| {
@@ -75,7 +79,9 @@ pub(super) fn dot_norms(a: &[Tensor], b: &[Tensor], acc: Accumulate) -> Result<T
             };
         }
     });
-    let sums = group_sums.iter().fold([0f64; 3], |s, g| [s[0] + g[0], s[1] + g[1], s[2] + g[2]]);
+    let sums = group_sums
+        .iter()
+        .fold([0f64; 3], |s, g| [s[0] + g[0], s[1] + g[1], s[2] + g[2]]);
     Ok(Tensor::from_slice(&sums))
 }
 
@@ -132,10 +138,14 @@ pub(super) fn diff_sq(a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor> 
 fn pair_diff<T: Element>(x: &Tensor, y: &mut Tensor, copy: bool) -> f64 {
     let xs = cpu_slice::<T>(x);
     let ys = cpu_slice_mut::<T>(y);
-    let s = xs.iter().zip(ys.iter()).map(|(a, b)| {
-        let d = a.to_f32() as f64 - b.to_f32() as f64;
-        d * d
-    }).sum();
+    let s = xs
+        .iter()
+        .zip(ys.iter())
+        .map(|(a, b)| {
+            let d = a.to_f32() as f64 - b.to_f32() as f64;
+            d * d
+        })
+        .sum();
     if copy {
         ys.copy_from_slice(xs);
     }

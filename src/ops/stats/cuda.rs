@@ -40,7 +40,15 @@ pub(super) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive
             None => 0,
         };
         let ptr = launch.pointer("layers", t, Access::Read)?;
-        rows.extend([ptr, batch, per_sample, dtype_code(t.kind()), per_sample / units, units, flags]);
+        rows.extend([
+            ptr,
+            batch,
+            per_sample,
+            dtype_code(t.kind()),
+            per_sample / units,
+            units,
+            flags,
+        ]);
     }
     let table = table(&rows, ZC_COLS, device);
     let counts = Tensor::empty([layers.len() as i64, batch], (Kind::Int64, device));
@@ -50,7 +58,10 @@ pub(super) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive
         .i64(batch)
         .f32(eps.map(|e| e as f32).unwrap_or(-1.0))
         .output("counts", &counts)?
-        .run(Grid::BlockPerRow { rows: layers.len() as i64 * batch, threads: THREADS })?;
+        .run(Grid::BlockPerRow {
+            rows: layers.len() as i64 * batch,
+            threads: THREADS,
+        })?;
     // The table's pointers must stay valid until the kernel has run: the layers are borrowed by
     // the caller, and the table itself is freed by the caching allocator in stream order.
     Ok(counts)
@@ -70,7 +81,13 @@ fn sum_partials(partials: &Tensor, blocks: i64) -> Result<Tensor> {
 /// first work item of each tensor, pushed as the parameters every such kernel starts with
 /// (table, starts, tensors, items, chunk); then the kernel's own arguments, the per-block
 /// partials, and their sum.
-fn multi_tensor(kernel: Kernel, a: &[Tensor], b: &[Tensor], b_access: Access, extra: impl FnOnce(Launch) -> Launch) -> Result<Tensor> {
+fn multi_tensor(
+    kernel: Kernel,
+    a: &[Tensor],
+    b: &[Tensor],
+    b_access: Access,
+    extra: impl FnOnce(Launch) -> Launch,
+) -> Result<Tensor> {
     let device = a[0].device();
     let mut launch = Launch::new(kernel);
     let mut rows = Vec::with_capacity(a.len() * MT_COLS as usize);
@@ -83,11 +100,22 @@ fn multi_tensor(kernel: Kernel, a: &[Tensor], b: &[Tensor], b_access: Access, ex
         starts.push(items);
         items += (n + CHUNK - 1) / CHUNK;
     }
-    let (table, starts) = (table(&rows, MT_COLS, device), Tensor::from_slice(&starts).to_device(device));
+    let (table, starts) = (
+        table(&rows, MT_COLS, device),
+        Tensor::from_slice(&starts).to_device(device),
+    );
     let blocks = items.clamp(1, MAX_BLOCKS);
     let partials = Tensor::empty([3 * blocks], (Kind::Double, device));
-    let launch = launch.input("table", &table)?.input("starts", &starts)?.i64(a.len() as i64).i64(items).i64(CHUNK);
-    extra(launch).output("partials", &partials)?.run(Grid::Blocks { blocks: blocks as u32, threads: THREADS })?;
+    let launch = launch
+        .input("table", &table)?
+        .input("starts", &starts)?
+        .i64(a.len() as i64)
+        .i64(items)
+        .i64(CHUNK);
+    extra(launch).output("partials", &partials)?.run(Grid::Blocks {
+        blocks: blocks as u32,
+        threads: THREADS,
+    })?;
     sum_partials(&partials, blocks)
 }
 

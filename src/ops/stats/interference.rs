@@ -44,11 +44,22 @@ fn check_pairs(params: &[Tensor], x: &Tensor, pairs: &[(i64, i64)], lam: f64) ->
         return Err(Error::value("lam", "a value in [0, 1]", lam));
     }
     if params.is_empty() {
-        return Err(Error::value("params", "a non-empty list of parameters", "an empty list"));
+        return Err(Error::value(
+            "params",
+            "a non-empty list of parameters",
+            "an empty list",
+        ));
     }
     let n = x.size().first().copied().unwrap_or(0);
-    if let Some(&(i, j)) = pairs.iter().find(|&&(i, j)| !(0..n).contains(&i) || !(0..n).contains(&j)) {
-        return Err(Error::value("pairs", format!("indices in [0, {n})"), format!("({i}, {j})")));
+    if let Some(&(i, j)) = pairs
+        .iter()
+        .find(|&&(i, j)| !(0..n).contains(&i) || !(0..n).contains(&j))
+    {
+        return Err(Error::value(
+            "pairs",
+            format!("indices in [0, {n})"),
+            format!("({i}, {j})"),
+        ));
     }
     Ok(())
 }
@@ -95,10 +106,24 @@ pub fn batch_interference(
     let second = Tensor::from_slice(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()).to_device(device);
     let (xa, xb) = (x.index_select(0, &first), x.index_select(0, &second));
     let (ya, yb) = (y.index_select(0, &first), y.index_select(0, &second));
-    let vanilla = loss(&Tensor::cat(&[&xa, &xb], 0), &MixedTargets::unmixed(&Tensor::cat(&[&ya, &yb], 0)))?;
+    let vanilla = loss(
+        &Tensor::cat(&[&xa, &xb], 0),
+        &MixedTargets::unmixed(&Tensor::cat(&[&ya, &yb], 0)),
+    )?;
     let g_vanilla = Tensor::run_backward(&[vanilla], params, false, false);
-    let mixed = loss(&(xa * lam + xb * (1.0 - lam)), &MixedTargets { y_a: ya, y_b: yb, lam: Lambda::Batch(lam) })?;
+    let mixed = loss(
+        &(xa * lam + xb * (1.0 - lam)),
+        &MixedTargets {
+            y_a: ya,
+            y_b: yb,
+            lam: Lambda::Batch(lam),
+        },
+    )?;
     let g_mixup = Tensor::run_backward(&[mixed], params, false, false);
-    let sums = dot_norms(&g_vanilla.iter().collect::<Vec<_>>(), &g_mixup.iter().collect::<Vec<_>>(), Accumulate::F64)?;
+    let sums = dot_norms(
+        &g_vanilla.iter().collect::<Vec<_>>(),
+        &g_mixup.iter().collect::<Vec<_>>(),
+        Accumulate::F64,
+    )?;
     Ok((sums.cosine(), sums.interference_ratio()))
 }

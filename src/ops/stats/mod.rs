@@ -25,15 +25,25 @@ pub enum Accumulate {
 }
 
 fn check_list(arg: &'static str, tensors: &[&Tensor]) -> Result<Device> {
-    let first = tensors.first().ok_or_else(|| Error::value(arg, "a non-empty list of tensors", "an empty list"))?;
+    let first = tensors
+        .first()
+        .ok_or_else(|| Error::value(arg, "a non-empty list of tensors", "an empty list"))?;
     let device = first.device();
     for t in tensors {
         check_float(arg, t)?;
         if t.device() != device {
-            return Err(Error::Device { arg, expected: format!("{device:?} like the first tensor"), got: t.device() });
+            return Err(Error::Device {
+                arg,
+                expected: format!("{device:?} like the first tensor"),
+                got: t.device(),
+            });
         }
         if !matches!(device, Device::Cpu | Device::Cuda(_)) {
-            return Err(Error::Device { arg, expected: "cpu or cuda".into(), got: device });
+            return Err(Error::Device {
+                arg,
+                expected: "cpu or cuda".into(),
+                got: device,
+            });
         }
     }
     Ok(device)
@@ -58,9 +68,15 @@ pub fn zero_shares(layers: &[&Tensor], eps: Option<f64>) -> Result<Vec<f64>> {
     if layers.is_empty() {
         return Ok(Vec::new());
     }
-    let per_layer = zero_counts(layers, eps)?.sum_dim_intlist(1, false, Kind::Int64).to_device(Device::Cpu);
+    let per_layer = zero_counts(layers, eps)?
+        .sum_dim_intlist(1, false, Kind::Int64)
+        .to_device(Device::Cpu);
     let counts = Vec::<i64>::try_from(per_layer)?;
-    Ok(counts.iter().zip(layers).map(|(&c, t)| c as f64 / t.numel() as f64).collect())
+    Ok(counts
+        .iter()
+        .zip(layers)
+        .map(|(&c, t)| c as f64 / t.numel() as f64)
+        .collect())
 }
 
 fn check_layers(layers: &[&Tensor], eps: Option<f64>) -> Result<(Device, i64)> {
@@ -69,7 +85,11 @@ fn check_layers(layers: &[&Tensor], eps: Option<f64>) -> Result<(Device, i64)> {
     for t in layers {
         let size = t.size();
         if size.len() < 2 || size[0] != batch || t.numel() == 0 {
-            return Err(Error::shape("layers", format!("non-empty [B, ...] activations with B = {batch} for every layer"), &size));
+            return Err(Error::shape(
+                "layers",
+                format!("non-empty [B, ...] activations with B = {batch} for every layer"),
+                &size,
+            ));
         }
     }
     if let Some(e) = eps {
@@ -98,14 +118,29 @@ impl DeadUnits {
     pub fn update(&mut self, layers: &[&Tensor], eps: Option<f64>) -> Result<Tensor> {
         let (device, batch) = check_layers(layers, eps)?;
         if self.alive.is_empty() {
-            self.alive = layers.iter().map(|t| Tensor::zeros([t.size()[1]], (Kind::Uint8, device))).collect();
+            self.alive = layers
+                .iter()
+                .map(|t| Tensor::zeros([t.size()[1]], (Kind::Uint8, device)))
+                .collect();
         }
         if self.alive.len() != layers.len() {
-            return Err(Error::value("layers", format!("{} layers, as in the first update", self.alive.len()), layers.len()));
+            return Err(Error::value(
+                "layers",
+                format!("{} layers, as in the first update", self.alive.len()),
+                layers.len(),
+            ));
         }
         for (t, flags) in layers.iter().zip(&self.alive) {
             if t.size()[1] != flags.size()[0] || t.device() != flags.device() {
-                return Err(Error::shape("layers", format!("{} units on {:?}, as in the first update", flags.size()[0], flags.device()), &t.size()));
+                return Err(Error::shape(
+                    "layers",
+                    format!(
+                        "{} units on {:?}, as in the first update",
+                        flags.size()[0],
+                        flags.device()
+                    ),
+                    &t.size(),
+                ));
             }
         }
         let layers: Vec<Tensor> = layers.iter().map(|t| t.contiguous()).collect();
@@ -118,8 +153,16 @@ impl DeadUnits {
 
     /// The share of units per layer that stayed zero since the last reset, f64 `[L]`.
     pub fn dead_share(&self) -> Tensor {
-        let shares: Vec<Tensor> = self.alive.iter().map(|f| 1.0 - f.to_kind(Kind::Double).mean(Kind::Double)).collect();
-        if shares.is_empty() { Tensor::zeros([0], (Kind::Double, Device::Cpu)) } else { Tensor::stack(&shares, 0) }
+        let shares: Vec<Tensor> = self
+            .alive
+            .iter()
+            .map(|f| 1.0 - f.to_kind(Kind::Double).mean(Kind::Double))
+            .collect();
+        if shares.is_empty() {
+            Tensor::zeros([0], (Kind::Double, Device::Cpu))
+        } else {
+            Tensor::stack(&shares, 0)
+        }
     }
 
     /// Starts a new window.
@@ -140,7 +183,10 @@ impl Default for DeadUnits {
 /// parameters), as an f64 `[3]` tensor on their device, in one launch.
 pub fn dot_norms(a: &[&Tensor], b: &[&Tensor], acc: Accumulate) -> Result<DotNorms> {
     let device = check_pairs(a, b)?;
-    let (a, b): (Vec<Tensor>, Vec<Tensor>) = (a.iter().map(|t| t.contiguous()).collect(), b.iter().map(|t| t.contiguous()).collect());
+    let (a, b): (Vec<Tensor>, Vec<Tensor>) = (
+        a.iter().map(|t| t.contiguous()).collect(),
+        b.iter().map(|t| t.contiguous()).collect(),
+    );
     let sums = if crate::cuda::uses_kernels(device) {
         cuda::dot_norms(&a, &b)
     } else {
@@ -153,7 +199,11 @@ fn check_pairs(a: &[&Tensor], b: &[&Tensor]) -> Result<Device> {
     let device = check_list("a", a)?;
     check_list("b", b)?;
     if a.len() != b.len() {
-        return Err(Error::value("b", format!("{} tensors, as many as `a`", a.len()), b.len()));
+        return Err(Error::value(
+            "b",
+            format!("{} tensors, as many as `a`", a.len()),
+            b.len(),
+        ));
     }
     for (x, y) in a.iter().zip(b) {
         if x.size() != y.size() || x.kind() != y.kind() || x.device() != y.device() {
@@ -210,8 +260,17 @@ impl Benr {
     pub fn new(params: &[&Tensor]) -> Result<Benr> {
         let device = check_list("params", params)?;
         // Contiguous copies: the kernels read each tensor as flat memory.
-        let snapshot = |ps: &[&Tensor]| ps.iter().map(|p| p.detach().contiguous().copy()).collect::<Vec<Tensor>>();
-        Ok(Benr { start: snapshot(params), previous: snapshot(params), path: Tensor::zeros([], (Kind::Double, device)), steps: 0 })
+        let snapshot = |ps: &[&Tensor]| {
+            ps.iter()
+                .map(|p| p.detach().contiguous().copy())
+                .collect::<Vec<Tensor>>()
+        };
+        Ok(Benr {
+            start: snapshot(params),
+            previous: snapshot(params),
+            path: Tensor::zeros([], (Kind::Double, device)),
+            steps: 0,
+        })
     }
 
     /// After an optimiser step: adds |params - previous| and makes params the new previous.

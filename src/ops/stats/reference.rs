@@ -4,7 +4,10 @@ use tch::{Device, Kind, Tensor};
 
 /// Zero counts `[L, B]` with `(x == 0).sum(dims)` per layer (or `|x| <= eps`), on the CPU.
 pub fn zero_counts(layers: &[&Tensor], eps: Option<f64>) -> Tensor {
-    let rows: Vec<Tensor> = layers.iter().map(|t| composite_layer(&t.to_device(Device::Cpu), eps)).collect();
+    let rows: Vec<Tensor> = layers
+        .iter()
+        .map(|t| composite_layer(&t.to_device(Device::Cpu), eps))
+        .collect();
     Tensor::stack(&rows, 0)
 }
 
@@ -27,12 +30,27 @@ pub fn alive_units(t: &Tensor, eps: Option<f64>) -> Tensor {
     }
     .logical_and(&t.isnan().logical_not());
     let c = t.size()[1];
-    nonzero.transpose(0, 1).reshape([c, -1]).any_dim(1, false).to_kind(Kind::Uint8)
+    nonzero
+        .transpose(0, 1)
+        .reshape([c, -1])
+        .any_dim(1, false)
+        .to_kind(Kind::Uint8)
 }
 
 /// (dot, |a|^2, |b|^2) over lists in f64.
 pub fn dot_norms(a: &[&Tensor], b: &[&Tensor]) -> [f64; 3] {
-    let flat = |ts: &[&Tensor]| Tensor::cat(&ts.iter().map(|t| t.to_device(Device::Cpu).to_kind(Kind::Double).reshape([-1])).collect::<Vec<_>>(), 0);
+    let flat = |ts: &[&Tensor]| {
+        Tensor::cat(
+            &ts.iter()
+                .map(|t| t.to_device(Device::Cpu).to_kind(Kind::Double).reshape([-1]))
+                .collect::<Vec<_>>(),
+            0,
+        )
+    };
     let (x, y) = (flat(a), flat(b));
-    [x.dot(&y).double_value(&[]), x.dot(&x).double_value(&[]), y.dot(&y).double_value(&[])]
+    [
+        x.dot(&y).double_value(&[]),
+        x.dot(&x).double_value(&[]),
+        y.dot(&y).double_value(&[]),
+    ]
 }

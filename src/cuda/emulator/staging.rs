@@ -80,6 +80,8 @@ pub struct Staged {
     /// before a run and checked after it, so writes there are caught as out of bounds.
     slack: [std::ops::Range<usize>; 2],
     read_only: bool,
+    /// Whether the tensor's bytes have been copied in (a read-only copy is then protected).
+    loaded: bool,
 }
 
 impl Staged {
@@ -110,6 +112,7 @@ impl Staged {
             guard,
             slack,
             read_only,
+            loaded: false,
         };
         if read_only {
             staged.load();
@@ -141,26 +144,44 @@ impl Staged {
         }
     }
 
-    fn bytes_at(&self, range: std::ops::Range<usize>) -> &mut [u8] {
-        assert!(range.end <= self.map.len && (range.end <= self.guard || range.start >= self.guard + page_size()));
-        // SAFETY: the range lies inside the mapping and outside the guard page (asserted); the
-        // pages are writable whenever this is used to write (read-only copies are only read).
-        unsafe { std::slice::from_raw_parts_mut(self.map.base.add(range.start), range.len()) }
+    /// The start of `range` in the mapping, which must avoid the guard page.
+    fn at(&self, range: &std::ops::Range<usize>) -> *mut u8 {
+        let page = page_size();
+        assert!(range.end <= self.map.len && (range.end <= self.guard || range.start >= self.guard + page));
+        // SAFETY: in bounds of the mapping (asserted).
+        unsafe { self.map.base.add(range.start) }
     }
 
-    fn copy(&self) -> &mut [u8] {
-        self.bytes_at(self.data..self.data + self.bytes)
+    fn bytes(&self, range: std::ops::Range<usize>) -> &[u8] {
+        // SAFETY: the range lies inside the mapping, outside the guard page; every page but the
+        // guard is readable.
+        unsafe { std::slice::from_raw_parts(self.at(&range), range.len()) }
     }
 
-    fn tensor_bytes(&self) -> &mut [u8] {
+    fn bytes_mut(&mut self, range: std::ops::Range<usize>) -> &mut [u8] {
+        assert!(
+            !self.read_only || !self.loaded,
+            "a read-only copy is written only before it is protected"
+        );
+        // SAFETY: as in `bytes`; the pages are writable (not yet protected, or not read-only).
+        unsafe { std::slice::from_raw_parts_mut(self.at(&range), range.len()) }
+    }
+
+    fn copy_range(&self) -> std::ops::Range<usize> {
+        self.data..self.data + self.bytes
+    }
+
+    fn tensor_bytes(&self) -> &[u8] {
         // SAFETY: the tensor is a contiguous CPU tensor (checked by the launch) of `bytes` bytes,
         // kept alive by `arg`.
-        unsafe { std::slice::from_raw_parts_mut(self.arg.tensor.data_ptr() as *mut u8, self.bytes) }
+        unsafe { std::slice::from_raw_parts(self.arg.tensor.data_ptr() as *const u8, self.bytes) }
     }
 
     fn load(&mut self) {
         let src = self.tensor_bytes().to_vec();
-        self.copy().copy_from_slice(&src);
+        let range = self.copy_range();
+        self.bytes_mut(range).copy_from_slice(&src);
+        self.loaded = true;
     }
 
     /// Before each run: outputs poisoned, in-out tensors from their contents, slack poisoned.
@@ -169,11 +190,14 @@ impl Staged {
             return;
         }
         match self.arg.access {
-            Access::Write => self.copy().fill(poison),
+            Access::Write => {
+                let range = self.copy_range();
+                self.bytes_mut(range).fill(poison);
+            }
             _ => self.load(),
         }
-        for r in &self.slack {
-            self.bytes_at(r.clone()).fill(poison);
+        for r in self.slack.clone() {
+            self.bytes_mut(r).fill(poison);
         }
     }
 
@@ -183,14 +207,14 @@ impl Staged {
             return Ok(());
         }
         let [before, after] = &self.slack;
-        if let Some(at) = self.bytes_at(before.clone()).iter().rposition(|&b| b != poison) {
+        if let Some(at) = self.bytes(before.clone()).iter().rposition(|&b| b != poison) {
             return Err(format!(
                 "wrote {} bytes before the start of `{}`",
                 before.len() - at,
                 self.arg.name
             ));
         }
-        if let Some(at) = self.bytes_at(after.clone()).iter().position(|&b| b != poison) {
+        if let Some(at) = self.bytes(after.clone()).iter().position(|&b| b != poison) {
             let es = self.arg.tensor.kind().elt_size_in_bytes();
             return Err(format!(
                 "wrote past the end of `{}`: element {}, and it has {}",
@@ -204,12 +228,15 @@ impl Staged {
 
     /// The copy's current bytes.
     pub fn contents(&self) -> Vec<u8> {
-        self.copy().to_vec()
+        self.bytes(self.copy_range()).to_vec()
     }
 
     /// Writes the copy back into the tensor.
     pub fn store(&self) {
         let src = self.contents();
-        self.tensor_bytes().copy_from_slice(&src);
+        // SAFETY: as in `tensor_bytes`; the launch holds the only use of this tensor's storage
+        // while it runs (writable arguments may not overlap others).
+        let dst = unsafe { std::slice::from_raw_parts_mut(self.arg.tensor.data_ptr() as *mut u8, self.bytes) };
+        dst.copy_from_slice(&src);
     }
 }

@@ -52,9 +52,14 @@ pub enum Error {
     #[error("CUDA is unavailable: {0}")]
     CudaUnavailable(#[from] Unavailable),
 
-    /// The CUDA driver reported an error while loading or launching a kernel.
-    #[error("CUDA driver error in {context}: {message}")]
-    Cuda { context: String, message: String },
+    /// The CUDA driver reported an error while loading or launching a kernel; the driver's own
+    /// error is kept as the source.
+    #[error("CUDA driver error in {context}: {source}")]
+    Cuda {
+        context: String,
+        #[source]
+        source: cudarc::driver::DriverError,
+    },
 
     /// An emulated kernel launch failed: a fault, a broken CUDA rule, or runs that disagree
     /// (see [`crate::cuda::emulator`]). The message names the block, thread and cause.
@@ -134,10 +139,10 @@ impl Error {
         }
     }
 
-    pub(crate) fn cuda(context: impl Into<String>, err: impl std::fmt::Display) -> Self {
+    pub(crate) fn cuda(context: impl Into<String>, source: cudarc::driver::DriverError) -> Self {
         Error::Cuda {
             context: context.into(),
-            message: err.to_string(),
+            source,
         }
     }
 }

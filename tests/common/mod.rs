@@ -17,38 +17,7 @@ pub fn cases() -> Vec<Case> {
 
 pub const FLOAT_KINDS: [Kind; 3] = [Kind::Float, Kind::Half, Kind::BFloat16];
 
-/// Tolerance on ||out - ref|| / ||ref|| for results stored in `kind` and computed in f32.
-pub fn tolerance(kind: Kind) -> f64 {
-    match kind {
-        Kind::Float => 1e-6,
-        Kind::Half => 1e-3,
-        Kind::BFloat16 => 8e-3,
-        other => panic!("no tolerance for {other:?}"),
-    }
-}
-
-/// ||out - ref|| / ||ref||, computed in f64 on the CPU.
-pub fn rel_err(out: &Tensor, reference: &Tensor) -> f64 {
-    let o = out.to_device(Device::Cpu).to_kind(Kind::Double);
-    let r = reference.to_device(Device::Cpu).to_kind(Kind::Double);
-    let num = (&o - &r).norm().double_value(&[]);
-    let den = r.norm().double_value(&[]);
-    if den == 0.0 {
-        num
-    } else {
-        num / den
-    }
-}
-
-pub fn assert_close(what: &str, out: &Tensor, reference: &Tensor, kind: Kind) {
-    assert_eq!(out.size(), reference.size(), "{what}: shape");
-    let e = rel_err(out, reference);
-    assert!(
-        e <= tolerance(kind),
-        "{what}: relative error {e:e} > {:e}",
-        tolerance(kind)
-    );
-}
+pub use enlighten::testing::{assert_close, rel_err};
 
 /// Bitwise equality of two tensors of the same dtype (NaN payloads included).
 pub fn assert_bitwise_eq(what: &str, a: &Tensor, b: &Tensor) {

@@ -13,8 +13,20 @@
 #include "common.cuh"
 #include "reduce.cuh"
 
-__device__ __forceinline__ bool row_valid(const int64_t* y, int64_t i, int has_ignore, int64_t ignore_index) {
-    return y == nullptr || !has_ignore || y[i] != ignore_index;
+// Which rows count, passed by value: a row counts unless its label equals ignore_index (when
+// has_ignore is set); without labels every row counts. The Rust twin is cuda::RowFilter.
+struct RowFilter {
+    const int64_t* labels;
+    int64_t ignore_index;
+    int32_t has_ignore;
+};
+
+__device__ __forceinline__ bool ignored(const RowFilter& f, int64_t label) {
+    return f.has_ignore && label == f.ignore_index;
+}
+
+__device__ __forceinline__ bool row_valid(const RowFilter& f, int64_t i) {
+    return f.labels == nullptr || !ignored(f, f.labels[i]);
 }
 
 // w * x, and exactly 0 when the weight is 0 (so 0 * -inf adds nothing); the CPU twin's `weighted`.
@@ -22,10 +34,9 @@ __device__ __forceinline__ float weighted(float w, float x) { return w != 0.0f ?
 
 template <typename T>
 __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ grad, float* __restrict__ losses,
-                                int32_t* __restrict__ correct, const int64_t* y_a, const int64_t* y_b,
-                                const float* lam_vec, float lam, float smoothing, int64_t ignore_index,
-                                int has_ignore, const float* scale_ptr, float scale, int64_t B, int64_t C,
-                                int write_grad) {
+                                int32_t* __restrict__ correct, RowFilter rows, const int64_t* y_b,
+                                const float* lam_vec, float lam, float smoothing, const float* scale_ptr,
+                                float scale, int64_t B, int64_t C, int write_grad) {
     __shared__ RowStats scratch[32];
     const float w_scale = scale_ptr != nullptr ? *scale_ptr : scale;
     for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
@@ -34,10 +45,10 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
         for (int64_t c = threadIdx.x; c < C; c += blockDim.x) st = row_stats_push(st, to_f32(z[c]), c);
         st = block_row_stats(st, scratch);
 
-        const bool valid = row_valid(y_a, i, has_ignore, ignore_index);
-        const int64_t ya = y_a[i];
+        const bool valid = row_valid(rows, i);
+        const int64_t ya = rows.labels[i];
         // A partner whose label is ignored gives its weight to the row's own label.
-        const int64_t yb = (y_b != nullptr && row_valid(y_b, i, has_ignore, ignore_index)) ? y_b[i] : ya;
+        const int64_t yb = (y_b != nullptr && !ignored(rows, y_b[i])) ? y_b[i] : ya;
         const bool in_range = ya >= 0 && ya < C && yb >= 0 && yb < C;
         const float l = lam_vec != nullptr ? lam_vec[i] : lam;
         const float on = 1.0f - smoothing;
@@ -127,7 +138,7 @@ struct Marked {
 // k-th key `kth` are dropped; of the keys equal to it, those whose rank among the ties (the
 // `ties_before` of earlier blocks, then index order) is below `remaining`. Writes keep[] and
 // returns the block's kept-loss sum, kept count and correct count to every thread.
-__device__ Marked mark_rows(const float* losses, const int64_t* y, int64_t ignore_index, int has_ignore,
+__device__ Marked mark_rows(const float* losses, RowFilter rows,
                             const int32_t* correct, int64_t lo, int64_t hi, uint32_t kth, int64_t k_eff,
                             int64_t remaining, int64_t ties_before, uint8_t* keep, double* dscratch,
                             int64_t* iscratch) {
@@ -136,11 +147,11 @@ __device__ Marked mark_rows(const float* losses, const int64_t* y, int64_t ignor
     const int64_t b = a + sub < hi ? a + sub : hi;
     int64_t eq = 0;
     if (k_eff > 0)
-        for (int64_t i = a; i < b; ++i) eq += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) == kth ? 1 : 0;
+        for (int64_t i = a; i < b; ++i) eq += rank_key(losses[i], row_valid(rows, i)) == kth ? 1 : 0;
     int64_t eq_before = ties_before + block_exclusive_scan(eq, iscratch);
     double kept_sum = 0.0, kept_n = 0.0, n_correct = 0.0;
     for (int64_t i = a; i < b; ++i) {
-        const bool valid = row_valid(y, i, has_ignore, ignore_index);
+        const bool valid = row_valid(rows, i);
         const uint32_t key = rank_key(losses[i], valid);
         bool dropped = false;
         if (k_eff > 0 && key != 0u) {
@@ -164,12 +175,12 @@ __device__ Marked mark_rows(const float* losses, const int64_t* y, int64_t ignor
 
 // Zeroes the gradient rows of the removed rows in [lo, hi), the whole block on one row at a
 // time; the barrier makes this block's keep[] writes visible first.
-__device__ void zero_dropped_rows(const uint8_t* keep, const int64_t* y, int64_t ignore_index, int has_ignore,
+__device__ void zero_dropped_rows(const uint8_t* keep, RowFilter rows,
                                   int64_t lo, int64_t hi, uint8_t* grad_bytes, int64_t row_bytes) {
     __syncthreads();
     const bool wide = (row_bytes % 16 == 0) && (((uintptr_t)grad_bytes) % 16 == 0);
     for (int64_t i = lo; i < hi; ++i) {
-        if (keep[i] || !row_valid(y, i, has_ignore, ignore_index)) continue;
+        if (keep[i] || !row_valid(rows, i)) continue;
         uint8_t* row = grad_bytes + i * row_bytes;
         if (wide) {
             uint4* r4 = reinterpret_cast<uint4*>(row);
@@ -180,7 +191,7 @@ __device__ void zero_dropped_rows(const uint8_t* keep, const int64_t* y, int64_t
     }
 }
 
-extern "C" __global__ void loss_select(const float* losses, const int64_t* y, int64_t ignore_index, int has_ignore,
+extern "C" __global__ void loss_select(const float* losses, RowFilter rows,
                                        const int32_t* correct, int64_t B, int64_t k, uint8_t* keep,
                                        float* threshold_out, float* mean_out, int64_t* correct_out,
                                        uint8_t* grad_bytes, int64_t row_bytes) {
@@ -194,7 +205,7 @@ extern "C" __global__ void loss_select(const float* losses, const int64_t* y, in
     // How many rows can be dropped at all.
     double cand = 0.0;
     for (int64_t i = tid; i < B; i += nt)
-        cand += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) != 0u ? 1.0 : 0.0;
+        cand += rank_key(losses[i], row_valid(rows, i)) != 0u ? 1.0 : 0.0;
     const int64_t n_cand = (int64_t)block_sum(cand, dscratch);
     const int64_t k_eff = k < n_cand ? k : n_cand;
 
@@ -206,7 +217,7 @@ extern "C" __global__ void loss_select(const float* losses, const int64_t* y, in
             for (int j = tid; j < 256; j += nt) hist[j] = 0u;
             __syncthreads();
             for (int64_t i = tid; i < B; i += nt) {
-                const uint32_t key = rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index));
+                const uint32_t key = rank_key(losses[i], row_valid(rows, i));
                 if (key != 0u && (key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
             }
             __syncthreads();
@@ -227,14 +238,14 @@ extern "C" __global__ void loss_select(const float* losses, const int64_t* y, in
             __syncthreads();
         }
     }
-    const Marked m = mark_rows(losses, y, ignore_index, has_ignore, correct, 0, B, prefix, k_eff, remaining, 0, keep,
+    const Marked m = mark_rows(losses, rows, correct, 0, B, prefix, k_eff, remaining, 0, keep,
                                dscratch, iscratch);
     if (tid == 0) {
         *mean_out = (float)(m.kept_sum / m.kept_n);
         *threshold_out = k_eff > 0 ? key_to_float(prefix) : INFINITY;
         *correct_out = (int64_t)m.correct;
     }
-    if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, y, ignore_index, has_ignore, 0, B, grad_bytes, row_bytes);
+    if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, rows, 0, B, grad_bytes, row_bytes);
 }
 
 // ---- Multi-block selection for large B (token-level ranking, up to 2^24 rows) ----------------
@@ -254,7 +265,7 @@ extern "C" __global__ void select_init(int64_t* state, unsigned int* hist, int64
     }
 }
 
-extern "C" __global__ void select_hist(const float* losses, const int64_t* y, int64_t ignore_index, int has_ignore,
+extern "C" __global__ void select_hist(const float* losses, RowFilter rows,
                                        int64_t B, int64_t* state, unsigned int* hist, int shift) {
     __shared__ unsigned int local[256];
     __shared__ double scratch[32];
@@ -263,7 +274,7 @@ extern "C" __global__ void select_hist(const float* losses, const int64_t* y, in
     const uint32_t prefix = (uint32_t)state[0], mask = (uint32_t)state[1];
     double cand = 0.0;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B; i += (int64_t)gridDim.x * blockDim.x) {
-        const uint32_t key = rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index));
+        const uint32_t key = rank_key(losses[i], row_valid(rows, i));
         cand += key != 0u ? 1.0 : 0.0;
         if (key != 0u && (key & mask) == prefix) atomicAdd(&local[(key >> shift) & 0xffu], 1u);
     }
@@ -298,8 +309,7 @@ extern "C" __global__ void select_digit(int64_t* state, unsigned int* hist, int 
 }
 
 // Each block counts, in its rows [blockIdx.x * chunk, ...), the keys equal to the k-th key.
-extern "C" __global__ void select_eq_count(const float* losses, const int64_t* y, int64_t ignore_index,
-                                           int has_ignore, int64_t B, int64_t chunk, const int64_t* state,
+extern "C" __global__ void select_eq_count(const float* losses, RowFilter rows, int64_t B, int64_t chunk, const int64_t* state,
                                            int64_t* block_eq) {
     __shared__ double scratch[32];
     const uint32_t kth = (uint32_t)state[0];
@@ -308,7 +318,7 @@ extern "C" __global__ void select_eq_count(const float* losses, const int64_t* y
     double eq = 0.0;
     if (state[3] > 0)
         for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
-            eq += rank_key(losses[i], row_valid(y, i, has_ignore, ignore_index)) == kth ? 1.0 : 0.0;
+            eq += rank_key(losses[i], row_valid(rows, i)) == kth ? 1.0 : 0.0;
     const double total = block_sum(eq, scratch);
     if (threadIdx.x == 0) block_eq[blockIdx.x] = (int64_t)total;
 }
@@ -316,7 +326,7 @@ extern "C" __global__ void select_eq_count(const float* losses, const int64_t* y
 // Each block owns rows [blockIdx.x * chunk, ...): from the tie counts of the blocks before it
 // (select_eq_count), marks its rows (ties: lower index dropped first), zeroes dropped gradient
 // rows, and writes its partial sums (kept loss, kept count, correct) for select_final.
-extern "C" __global__ void select_mark(const float* losses, const int64_t* y, int64_t ignore_index, int has_ignore,
+extern "C" __global__ void select_mark(const float* losses, RowFilter rows,
                                        const int32_t* correct, int64_t B, int64_t chunk, const int64_t* state,
                                        const int64_t* block_eq, uint8_t* keep, double* partials,
                                        uint8_t* grad_bytes, int64_t row_bytes) {
@@ -331,14 +341,14 @@ extern "C" __global__ void select_mark(const float* losses, const int64_t* y, in
     double before = 0.0;
     for (int64_t blk = tid; blk < blockIdx.x; blk += nt) before += (double)block_eq[blk];
     const int64_t eq_blocks_before = (int64_t)block_sum(before, dscratch);
-    const Marked m = mark_rows(losses, y, ignore_index, has_ignore, correct, lo, hi, kth, k_eff, remaining,
+    const Marked m = mark_rows(losses, rows, correct, lo, hi, kth, k_eff, remaining,
                                eq_blocks_before, keep, dscratch, iscratch);
     if (tid == 0) {
         partials[3 * blockIdx.x + 0] = m.kept_sum;
         partials[3 * blockIdx.x + 1] = m.kept_n;
         partials[3 * blockIdx.x + 2] = m.correct;
     }
-    if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, y, ignore_index, has_ignore, lo, hi, grad_bytes, row_bytes);
+    if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, rows, lo, hi, grad_bytes, row_bytes);
 }
 
 // Sums the blocks' partials in a fixed order: mean over kept rows, threshold, correct count.
@@ -373,11 +383,11 @@ extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_ind
 
 #define LOSS_ENTRIES(SUFFIX, T)                                                                           \
     extern "C" __global__ void ce_forward_##SUFFIX(                                                        \
-        const T* logits, T* grad, float* losses, int32_t* correct, const int64_t* y_a, const int64_t* y_b, \
-        const float* lam_vec, float lam, float smoothing, int64_t ignore_index, int has_ignore,            \
-        const float* scale_ptr, float scale, int64_t B, int64_t C, int write_grad) {                       \
-        ce_forward_rows<T>(logits, grad, losses, correct, y_a, y_b, lam_vec, lam, smoothing, ignore_index, \
-                           has_ignore, scale_ptr, scale, B, C, write_grad);                                \
+        const T* logits, T* grad, float* losses, int32_t* correct, RowFilter rows, const int64_t* y_b,     \
+        const float* lam_vec, float lam, float smoothing, const float* scale_ptr, float scale, int64_t B,   \
+        int64_t C, int write_grad) {                                                                       \
+        ce_forward_rows<T>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing, scale_ptr,   \
+                           scale, B, C, write_grad);                                                       \
     }                                                                                                      \
     extern "C" __global__ void mse_forward_##SUFFIX(const T* pred, const T* target, T* grad, float* losses, \
                                                     float scale, int64_t B, int64_t F, int write_grad) {   \

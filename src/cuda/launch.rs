@@ -74,7 +74,24 @@ pub(crate) enum Arg {
     I64(i64),
     I32(i32),
     F32(f32),
+    Rows(RowFilter),
 }
+
+/// Which rows count, passed to the selection and loss kernels by value (kernels/loss.cu's
+/// `RowFilter`): a row counts unless its label equals `ignore_index` (when `has_ignore`); with
+/// no labels (a null pointer) every row counts.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowFilter {
+    labels: u64,
+    ignore_index: i64,
+    has_ignore: i32,
+    _pad: i32,
+}
+
+// SAFETY: a plain #[repr(C)] struct of integers with the layout of the kernel's RowFilter
+// (8 + 8 + 4 bytes, padded to 24 with alignment 8).
+unsafe impl cudarc::driver::DeviceRepr for RowFilter {}
 
 /// Where a launch runs, fixed by its first tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +229,21 @@ impl Launch {
         }
     }
 
+    /// A [`RowFilter`] over `labels` (read by the kernel) and an optional ignored label.
+    pub fn rows(mut self, name: &'static str, labels: Option<&Tensor>, ignore_index: Option<i64>) -> Result<Self> {
+        let labels = match labels {
+            Some(t) => self.pointer(name, t, Access::Read)? as u64,
+            None => 0,
+        };
+        let filter = RowFilter {
+            labels,
+            ignore_index: ignore_index.unwrap_or(0),
+            has_ignore: i32::from(ignore_index.is_some()),
+            _pad: 0,
+        };
+        Ok(self.push(Arg::Rows(filter)))
+    }
+
     pub fn i64(self, v: i64) -> Self {
         self.push(Arg::I64(v))
     }
@@ -265,6 +297,7 @@ impl Launch {
                 Arg::I64(v) => builder.arg(v),
                 Arg::I32(v) => builder.arg(v),
                 Arg::F32(v) => builder.arg(v),
+                Arg::Rows(v) => builder.arg(v),
             };
         }
         // SAFETY: the caller (an op module) pushes arguments in the kernel's parameter order with

@@ -9,6 +9,7 @@ pub const ORDER_RANDOM: u32 = 2;
 pub const PARAM_POINTER: u32 = 0;
 pub const PARAM_INTEGER: u32 = 1;
 pub const PARAM_FLOAT: u32 = 2;
+pub const PARAM_OTHER: u32 = 3;
 const MAX_PARAMS: usize = 32;
 
 #[repr(C)]

@@ -211,19 +211,19 @@ pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: 
             profile.name, profile.max_threads_per_block
         )));
     }
-    let mut slots: Vec<u64> = Vec::with_capacity(args.len());
+    let mut slots: Vec<Slot> = Vec::with_capacity(args.len());
     for a in args {
         slots.push(match a {
-            Arg::Tensor(t) => arena.stage(t)? as u64,
-            Arg::Null => 0,
-            Arg::I64(v) => v as u64,
-            Arg::I32(v) => u64::from(v as u32),
-            Arg::F32(v) => u64::from(v.to_bits()),
+            Arg::Tensor(t) => Slot::word(arena.stage(t)? as u64),
+            Arg::Null => Slot::word(0),
+            Arg::I64(v) => Slot::word(v as u64),
+            Arg::I32(v) => Slot::word(u64::from(v as u32)),
+            Arg::F32(v) => Slot::word(u64::from(v.to_bits())),
+            Arg::Rows(r) => Slot::of(r),
         });
     }
     arena.check_overlaps().map_err(fail)?;
-    // Each parameter is read from the start of its 8-byte slot (little-endian, as cuLaunchKernel's).
-    let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| (s as *mut u64).cast()).collect();
+    let mut params: Vec<*mut c_void> = slots.iter_mut().map(|s| s.0.as_mut_ptr().cast()).collect();
     let mut first: Option<(Schedule, Vec<Vec<u8>>)> = None;
     for index in 0..schedules()? {
         let schedule = Schedule::nth(index);
@@ -253,6 +253,36 @@ pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: 
     }
     arena.staged.iter().filter(|s| s.writable()).for_each(Staged::store);
     Ok(())
+}
+
+/// One parameter's bytes, read from the start as cuLaunchKernel reads `kernelParams[i]`
+/// (little-endian words; a struct passed by value as its own bytes).
+#[repr(C, align(8))]
+struct Slot([u8; 32]);
+
+impl Slot {
+    fn word(v: u64) -> Slot {
+        let mut s = Slot([0; 32]);
+        s.0[..8].copy_from_slice(&v.to_le_bytes());
+        s
+    }
+
+    fn of<T: Copy>(v: T) -> Slot {
+        assert!(
+            std::mem::size_of::<T>() <= 32,
+            "a by-value parameter larger than a slot"
+        );
+        let mut s = Slot([0; 32]);
+        // SAFETY: T is a plain Copy value of at most 32 bytes, copied byte for byte.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&v as *const T).cast::<u8>(),
+                s.0.as_mut_ptr(),
+                std::mem::size_of::<T>(),
+            )
+        };
+        s
+    }
 }
 
 /// The launch's arguments against the kernel's declared parameters.
@@ -287,6 +317,10 @@ fn check_params(declared: &[ffi::ParamType], args: &[Arg]) -> std::result::Resul
             Arg::F32(_) => ffi::ParamType {
                 kind: ffi::PARAM_FLOAT,
                 size: 4,
+            },
+            Arg::Rows(_) => ffi::ParamType {
+                kind: ffi::PARAM_OTHER,
+                size: std::mem::size_of::<crate::cuda::launch::RowFilter>() as u32,
             },
         };
         if want != got {

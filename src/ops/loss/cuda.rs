@@ -79,9 +79,7 @@ fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Res
     let mean = out.scalars.get(1);
     Launch::new(Kernel::LOSS_SELECT)
         .input("losses", losses)?
-        .optional_input("y", y)?
-        .i64(ignore.unwrap_or(0))
-        .i32(ignore.is_some() as i32)
+        .rows("y", y, ignore)?
         .optional_input("correct", correct)?
         .i64(b)
         .i64(k)
@@ -109,7 +107,6 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
     } = *r;
     let b = losses.size()[0];
     let dev = losses.device();
-    let (ign, has_ign) = (ignore.unwrap_or(0), ignore.is_some() as i32);
     let state = Tensor::empty([5], (Kind::Int64, dev));
     let hist = Tensor::empty([256], (Kind::Int, dev));
     let blocks = (b + MARK_CHUNK - 1) / MARK_CHUNK;
@@ -124,9 +121,7 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
     for shift in [24, 16, 8, 0] {
         Launch::new(Kernel::SELECT_HIST)
             .input("losses", losses)?
-            .optional_input("y", y)?
-            .i64(ign)
-            .i32(has_ign)
+            .rows("y", y, ignore)?
             .i64(b)
             .inout("state", &state)?
             .inout("hist", &hist)?
@@ -143,9 +138,7 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
     }
     Launch::new(Kernel::SELECT_EQ_COUNT)
         .input("losses", losses)?
-        .optional_input("y", y)?
-        .i64(ign)
-        .i32(has_ign)
+        .rows("y", y, ignore)?
         .i64(b)
         .i64(chunk)
         .input("state", &state)?
@@ -156,9 +149,7 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
         })?;
     Launch::new(Kernel::SELECT_MARK)
         .input("losses", losses)?
-        .optional_input("y", y)?
-        .i64(ign)
-        .i32(has_ign)
+        .rows("y", y, ignore)?
         .optional_input("correct", correct)?
         .i64(b)
         .i64(chunk)
@@ -226,13 +217,11 @@ pub(super) fn cross_entropy(
     .optional_output("grad", grad.as_ref())?
     .output("losses", &losses)?
     .output("correct", &correct)?
-    .input("y_a", args.y_a)?
+    .rows("y_a", Some(args.y_a), opts.ignore_index)?
     .optional_input("y_b", args.y_b)?
     .optional_input("lam", lam_vec)?
     .f32(lam)
     .f32(opts.label_smoothing as f32)
-    .i64(opts.ignore_index.unwrap_or(0))
-    .i32(opts.ignore_index.is_some() as i32)
     .optional_input("scale", scale_t.as_ref())?
     .f32(scale)
     .i64(b)

@@ -19,12 +19,15 @@ mod fatbin;
 mod launch;
 mod libtorch;
 mod probe;
+mod transfer;
 
 pub use fatbin::{fatbin, fatbin_has_entry, Kernel};
 pub use libtorch::load_libtorch_cuda;
 pub use probe::{probe, CudaInfo, Unavailable};
 
 pub(crate) use launch::{Access, Grid, Launch};
+pub use transfer::host_reads;
+pub(crate) use transfer::{read_back, upload};
 
 /// Whether ops on tensors of `device` take their kernel path: CUDA devices, and the CPU inside
 /// [`emulator::emulate`].

@@ -121,7 +121,7 @@ impl RunningQuantile {
         let values = out.per_sample.where_scalarother(&out.keep, f64::NAN);
         let take = b.min(self.window);
         let idx: Vec<i64> = (0..take).map(|i| (self.next + i) % self.window).collect();
-        let idx = Tensor::from_slice(&idx).to_device(self.history.device());
+        let idx = crate::cuda::upload(&idx, self.history.device());
         let _ = self.history.index_copy_(0, &idx, &values.narrow(0, b - take, take));
         self.next = (self.next + take) % self.window;
         self.filled = (self.filled + take).min(self.window);

@@ -129,7 +129,7 @@ fn draw(spec: &MixSpec, x: &Tensor, rng: &mut SeededRng) -> Result<Draw> {
         LambdaMode::Batch => Lambda::Batch(lams[0]),
         LambdaMode::PerSample => {
             let v: Vec<f32> = lams.iter().map(|&l| l as f32).collect();
-            Lambda::PerSample(Tensor::from_slice(&v).to_device(dev))
+            Lambda::PerSample(crate::cuda::upload(&v, dev))
         }
     };
     let cut = match spec.kind {
@@ -144,7 +144,7 @@ fn draw(spec: &MixSpec, x: &Tensor, rng: &mut SeededRng) -> Result<Draw> {
                 LambdaMode::Batch => CutBoxes::Batch(boxes.remove(0)),
                 LambdaMode::PerSample => {
                     let flat: Vec<i64> = boxes.iter().flat_map(|c| [c.y0, c.y1, c.x0, c.x1]).collect();
-                    CutBoxes::PerSample(Tensor::from_slice(&flat).view([b, 4]).to_device(dev))
+                    CutBoxes::PerSample(crate::cuda::upload(&flat, dev).view([b, 4]))
                 }
             })
         }

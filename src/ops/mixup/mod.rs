@@ -58,7 +58,7 @@ pub enum Pairing {
 impl Pairing {
     /// A random permutation of a batch of `batch` from `rng`, on `device`.
     pub fn permutation(batch: i64, rng: &mut crate::SeededRng, device: Device) -> Pairing {
-        Pairing::Permutation(Tensor::from_slice(&rng.permutation(batch as usize)).to_device(device))
+        Pairing::Permutation(crate::cuda::upload(&rng.permutation(batch as usize), device))
     }
 
     /// Row i of the result is row i's partner: `t[perm]`, `t.flip(0)` or `t.roll(k, 0)`.
@@ -74,7 +74,7 @@ impl Pairing {
     pub fn partners(&self, batch: i64) -> Result<Vec<i64>> {
         Ok(match self {
             Pairing::Permutation(p) => {
-                let p = p.to_device(Device::Cpu).to_kind(Kind::Int64).contiguous();
+                let p = crate::cuda::read_back(p).to_kind(Kind::Int64).contiguous();
                 super::element::cpu_plain::<i64>(&p, Kind::Int64).to_vec()
             }
             Pairing::Flip => (0..batch).map(|i| batch - 1 - i).collect(),
@@ -113,8 +113,8 @@ impl Normalize {
         Ok(Normalize {
             mean: mean.to_vec(),
             std: std.to_vec(),
-            scale: Tensor::from_slice(&scale).to_device(device),
-            bias: Tensor::from_slice(&bias).to_device(device),
+            scale: crate::cuda::upload(&scale, device),
+            bias: crate::cuda::upload(&bias, device),
         })
     }
 
@@ -339,7 +339,8 @@ fn check_pairing(pairing: &Pairing, batch: i64, x: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// Boxes clipped to the image, validated, and (per sample) on the input's device.
+/// Boxes clipped to the image, validated, and (per sample) on the input's device, without a
+/// host sync.
 fn clip_boxes(boxes: &CutBoxes, batch: i64, h: i64, w: i64, x: &Tensor) -> Result<CutBoxes> {
     let clip = |b: CutBox| CutBox {
         y0: b.y0.clamp(0, h),
@@ -358,23 +359,13 @@ fn clip_boxes(boxes: &CutBoxes, batch: i64, h: i64, w: i64, x: &Tensor) -> Resul
                     &t.size(),
                 ));
             }
-            let host = t.to_device(Device::Cpu).contiguous();
-            let raw = super::element::cpu_plain::<i64>(&host, Kind::Int64);
-            let clipped: Vec<i64> = raw
-                .chunks_exact(4)
-                .flat_map(|r| {
-                    let c = clip(CutBox {
-                        y0: r[0],
-                        y1: r[1],
-                        x0: r[2],
-                        x1: r[3],
-                    });
-                    [c.y0, c.y1, c.x0, c.x1]
-                })
-                .collect();
-            Ok(CutBoxes::PerSample(
-                Tensor::from_slice(&clipped).view([batch, 4]).to_device(x.device()),
-            ))
+            // Clipped with device ops: reading the boxes back would stall the GPU's queue.
+            let t = t.to_device(x.device());
+            let y0 = t.select(1, 0).clamp(0, h);
+            let y1 = t.select(1, 1).clamp(0, h).maximum(&y0);
+            let x0 = t.select(1, 2).clamp(0, w);
+            let x1 = t.select(1, 3).clamp(0, w).maximum(&x0);
+            Ok(CutBoxes::PerSample(Tensor::stack(&[y0, y1, x0, x1], 1)))
         }
     }
 }

@@ -24,7 +24,7 @@ fn dtype_code(kind: Kind) -> i64 {
 }
 
 fn table(rows: &[i64], cols: i32, device: Device) -> Tensor {
-    Tensor::from_slice(rows).view([-1, i64::from(cols)]).to_device(device)
+    crate::cuda::upload(rows, device).view([-1, i64::from(cols)])
 }
 
 pub(super) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>) -> Result<Tensor> {
@@ -100,10 +100,7 @@ fn multi_tensor(
         starts.push(items);
         items += (n + CHUNK - 1) / CHUNK;
     }
-    let (table, starts) = (
-        table(&rows, MT_COLS, device),
-        Tensor::from_slice(&starts).to_device(device),
-    );
+    let (table, starts) = (table(&rows, MT_COLS, device), crate::cuda::upload(&starts, device));
     let blocks = items.clamp(1, MAX_BLOCKS);
     let partials = Tensor::empty([3 * blocks], (Kind::Double, device));
     let launch = launch

@@ -102,8 +102,8 @@ pub fn batch_interference(
     }
     check_pairs(params, x, pairs, lam)?;
     let device = x.device();
-    let first = Tensor::from_slice(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()).to_device(device);
-    let second = Tensor::from_slice(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()).to_device(device);
+    let first = crate::cuda::upload(&pairs.iter().map(|p| p.0).collect::<Vec<_>>(), device);
+    let second = crate::cuda::upload(&pairs.iter().map(|p| p.1).collect::<Vec<_>>(), device);
     let (xa, xb) = (x.index_select(0, &first), x.index_select(0, &second));
     let (ya, yb) = (y.index_select(0, &first), y.index_select(0, &second));
     let vanilla = loss(

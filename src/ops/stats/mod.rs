@@ -68,9 +68,7 @@ pub fn zero_shares(layers: &[&Tensor], eps: Option<f64>) -> Result<Vec<f64>> {
     if layers.is_empty() {
         return Ok(Vec::new());
     }
-    let per_layer = zero_counts(layers, eps)?
-        .sum_dim_intlist(1, false, Kind::Int64)
-        .to_device(Device::Cpu);
+    let per_layer = crate::cuda::read_back(&zero_counts(layers, eps)?.sum_dim_intlist(1, false, Kind::Int64));
     let counts = Vec::<i64>::try_from(per_layer)?;
     Ok(counts
         .iter()
@@ -226,7 +224,7 @@ pub struct DotNorms {
 
 impl DotNorms {
     fn host(&self) -> [f64; 3] {
-        let v = Vec::<f64>::try_from(self.sums.to_device(Device::Cpu)).unwrap_or_else(|_| vec![f64::NAN; 3]);
+        let v = Vec::<f64>::try_from(crate::cuda::read_back(&self.sums)).unwrap_or_else(|_| vec![f64::NAN; 3]);
         [v[0], v[1], v[2]]
     }
 
@@ -289,7 +287,7 @@ impl Benr {
     pub fn end_epoch(&mut self, params: &[&Tensor]) -> Result<f64> {
         let current: Vec<Tensor> = params.iter().map(|p| p.detach().contiguous()).collect();
         let net = diff_sq(&current, &self.start, true)?.sqrt();
-        let ratio = (&self.path / net).double_value(&[]);
+        let ratio = crate::cuda::read_back(&(&self.path / net)).double_value(&[]);
         let _ = self.path.zero_();
         self.steps = 0;
         Ok(ratio)

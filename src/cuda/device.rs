@@ -68,3 +68,28 @@ impl DeviceKernels {
         Ok(f)
     }
 }
+
+/// The calling thread's current CUDA context, made current again when this is dropped. cudarc
+/// binds a device's context to the thread when it loads or launches; a caller working on another
+/// device (libtorch on cuda:0 while enlighten launches on cuda:1) must find its own context
+/// current afterwards.
+pub(crate) struct KeepCurrentContext(sys::CUcontext);
+
+impl KeepCurrentContext {
+    pub fn save() -> Result<KeepCurrentContext> {
+        let mut ctx: sys::CUcontext = std::ptr::null_mut();
+        // SAFETY: writes one context handle (possibly null) through a valid pointer.
+        unsafe { sys::cuCtxGetCurrent(&mut ctx) }
+            .result()
+            .map_err(|e| Error::cuda("reading the current context", e))?;
+        Ok(KeepCurrentContext(ctx))
+    }
+}
+
+impl Drop for KeepCurrentContext {
+    fn drop(&mut self) {
+        // SAFETY: the handle was current on this thread when saved (or null, which unbinds);
+        // primary contexts stay alive for the process, so it is still valid.
+        let _ = unsafe { sys::cuCtxSetCurrent(self.0) };
+    }
+}

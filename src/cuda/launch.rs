@@ -7,7 +7,7 @@
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use tch::{Device, Tensor};
 
-use super::device::DeviceKernels;
+use super::device::{DeviceKernels, KeepCurrentContext};
 use super::Kernel;
 use crate::error::{Error, Result};
 
@@ -279,6 +279,8 @@ impl Launch {
     }
 
     fn run_cuda(self, ordinal: usize, grid: Grid) -> Result<()> {
+        super::probe()?; // the driver is loaded before its API is called
+        let _restore = KeepCurrentContext::save()?;
         let kernels = DeviceKernels::get(ordinal)?;
         let func = kernels.function(self.kernel)?;
         let cfg = grid.config(kernels.sm_count);

@@ -77,7 +77,7 @@ template <typename T, int N>
 __device__ void mixup_u8_rows(const uint8_t* __restrict__ x, T* __restrict__ out, const int64_t* perm,
                               const float* lam_vec, float lam, float one_minus, int pair_mode,
                               int64_t shift, int64_t B, int64_t F, const float* scale,
-                              const float* bias, int64_t C, int64_t inner) {
+                              const float* bias, int64_t inner) {
     const int64_t packs = F / N;
     for (int64_t i = blockIdx.y; i < B; i += gridDim.y) {
         const int64_t p = partner_of(i, B, pair_mode, perm, shift);
@@ -85,16 +85,23 @@ __device__ void mixup_u8_rows(const uint8_t* __restrict__ x, T* __restrict__ out
         const Pack<uint8_t, N>* xi = reinterpret_cast<const Pack<uint8_t, N>*>(x + i * F);
         const Pack<uint8_t, N>* xp = reinterpret_cast<const Pack<uint8_t, N>*>(x + (p < 0 ? i : p) * F);
         Pack<T, N>* oi = reinterpret_cast<Pack<T, N>*>(out + i * F);
+        // The channel of pack c, found by a division only when c enters a new channel: N divides
+        // inner (checked on the host), so a pack never straddles two channels.
+        int64_t channel_end = 0;  // first pack past the current channel
+        float s = 0.0f, o = 0.0f;
         for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < packs;
              c += (int64_t)gridDim.x * blockDim.x) {
+            if (c >= channel_end) {
+                const int64_t ch = (c * N) / inner;
+                channel_end = (ch + 1) * inner / N;
+                s = scale[ch];
+                o = bias[ch];
+            }
             const Pack<uint8_t, N> a = xi[c];
             const Pack<uint8_t, N> b = xp[c];
             Pack<T, N> r;
 #pragma unroll
             for (int k = 0; k < N; ++k) {
-                // N divides inner (checked on the host), so a pack never straddles two channels.
-                const int64_t ch = ((c * N) / inner) % C;
-                const float s = scale[ch], o = bias[ch];
                 const float va = __fadd_rn(__fmul_rn(to_f32(a.v[k]), s), o);
                 const float vb = __fadd_rn(__fmul_rn(to_f32(b.v[k]), s), o);
                 r.v[k] = from_f32<T>(p < 0 ? NAN : blend(va, l.lam, vb, l.one_minus));
@@ -106,13 +113,16 @@ __device__ void mixup_u8_rows(const uint8_t* __restrict__ x, T* __restrict__ out
 
 // CutMix on [B, C, H, W]: inside sample i's box the pixels come from its partner, outside from
 // itself. boxes is [B, 4] (y0, y1, x0, x1; half-open) or null for the one batch box.
+// Grid: blockIdx.y strides over the B * C * H image rows (two divisions a row, none an element),
+// x-threads over a row's W pixels, so each warp reads and writes consecutive pixels.
 template <typename T>
 __device__ void cutmix_rows(const T* __restrict__ x, T* __restrict__ out, const int64_t* perm,
                             int pair_mode, int64_t shift, const int64_t* boxes, int64_t by0,
                             int64_t by1, int64_t bx0, int64_t bx1, int64_t B, int64_t C, int64_t H,
                             int64_t W) {
-    const int64_t F = C * H * W;
-    for (int64_t i = blockIdx.y; i < B; i += gridDim.y) {
+    const int64_t rows = B * C * H;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const int64_t i = r / (C * H), h = r % H;
         const int64_t p = partner_of(i, B, pair_mode, perm, shift);
         int64_t y0 = by0, y1 = by1, x0 = bx0, x1 = bx1;
         if (boxes != nullptr) {
@@ -121,16 +131,14 @@ __device__ void cutmix_rows(const T* __restrict__ x, T* __restrict__ out, const 
             x0 = boxes[4 * i + 2];
             x1 = boxes[4 * i + 3];
         }
-        for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < F;
-             e += (int64_t)gridDim.x * blockDim.x) {
-            const int64_t w = e % W;
-            const int64_t h = (e / W) % H;
-            const bool inside = h >= y0 && h < y1 && w >= x0 && w < x1;
-            T v;
-            if (!inside) v = x[i * F + e];
-            else if (p >= 0) v = x[p * F + e];
-            else v = from_f32<T>(NAN);
-            out[i * F + e] = v;
+        const bool row_in_box = h >= y0 && h < y1;
+        const T* own = x + r * W;
+        // The partner's pixel at the same (channel, h, w): row r shifted by whole samples.
+        const T* other = p >= 0 ? x + (r + (p - i) * C * H) * W : nullptr;
+        T* dst = out + r * W;
+        for (int64_t w = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; w < W; w += (int64_t)gridDim.x * blockDim.x) {
+            const bool inside = row_in_box && w >= x0 && w < x1;
+            dst[w] = !inside ? own[w] : (other != nullptr ? other[w] : from_f32<T>(NAN));
         }
     }
 }
@@ -156,13 +164,13 @@ __device__ void cutmix_rows(const T* __restrict__ x, T* __restrict__ out, const 
     extern "C" __global__ void mixup_u8_##SUFFIX(                                                    \
         const uint8_t* x, T* out, const int64_t* perm, const float* lam_vec, float lam,              \
         float one_minus, int pair_mode, int64_t shift, int64_t B, int64_t F, const float* scale,     \
-        const float* bias, int64_t C, int64_t inner, int vectorized) {                               \
+        const float* bias, int64_t inner, int vectorized) {                                         \
         if (vectorized)                                                                               \
             mixup_u8_rows<T, 4>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F, scale, \
-                                bias, C, inner);                                                      \
+                                bias, inner);                                                      \
         else                                                                                          \
             mixup_u8_rows<T, 1>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F, scale, \
-                                bias, C, inner);                                                      \
+                                bias, inner);                                                      \
     }                                                                                                 \
     extern "C" __global__ void cutmix_##SUFFIX(const T* x, T* out, const int64_t* perm, int pair_mode, \
                                                int64_t shift, const int64_t* boxes, int64_t by0,      \

@@ -29,10 +29,17 @@ __device__ __forceinline__ void store_from_f32(void* base, int64_t i, int dtype,
     }
 }
 
-// One block per (layer, sample) row, grid-stride over rows; rows are layer-major.
+// Units a block tracks in shared memory; layers with more units set the global flags directly.
+#define ZC_SHARED_UNITS 4096
+
+// One block per (layer, sample) row, grid-stride over rows; rows are layer-major. Dead-unit
+// flags: a block marks the units that held a non-zero value in shared memory and ORs them into
+// the global flags once per row, so a non-zero element costs a shared store, not a global one.
+// The unit of element j (j / inner) is tracked incrementally: no 64-bit division per element.
 extern "C" __global__ void zero_counts(const int64_t* table, int64_t layers, int64_t batch, float eps,
                                        int64_t* counts) {
     __shared__ double scratch[32];
+    __shared__ uint8_t seen[ZC_SHARED_UNITS];
     const int64_t rows = layers * batch;
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const int64_t l = r / batch, i = r % batch;
@@ -42,16 +49,36 @@ extern "C" __global__ void zero_counts(const int64_t* table, int64_t layers, int
         const int dtype = (int)row[3];
         const int64_t inner = row[4], units = row[5];
         uint8_t* flags = reinterpret_cast<uint8_t*>(row[6]);
+        const bool local = flags != nullptr && units <= ZC_SHARED_UNITS;
+        if (local)
+            for (int64_t u = threadIdx.x; u < units; u += blockDim.x) seen[u] = 0;
+        __syncthreads();
+        // j advances by blockDim.x: the unit by step_units and the offset in it by step_rest.
+        const int64_t step_units = blockDim.x / inner, step_rest = blockDim.x % inner;
+        int64_t unit = threadIdx.x / inner, rest = threadIdx.x % inner;
         double zeros = 0.0;
         for (int64_t j = threadIdx.x; j < per_sample; j += blockDim.x) {
             const float v = load_as_f32(base, i * per_sample + j, dtype);
             const bool is_zero = eps >= 0.0f ? fabsf(v) <= eps : v == 0.0f;
             zeros += is_zero ? 1.0 : 0.0;
             // Benign race: every writer stores the same 1.
-            if (flags != nullptr && !is_zero && !isnan(v)) flags[(j / inner) % units] = 1;
+            if (flags != nullptr && !is_zero && !isnan(v)) {
+                if (local) seen[unit] = 1;
+                else flags[unit] = 1;
+            }
+            unit += step_units;
+            rest += step_rest;
+            if (rest >= inner) {
+                rest -= inner;
+                ++unit;
+            }
         }
-        const double total = block_sum(zeros, scratch);
+        const double total = block_sum(zeros, scratch);  // ends with a barrier: `seen` is complete
         if (threadIdx.x == 0) counts[r] = (int64_t)total;
+        if (local)
+            for (int64_t u = threadIdx.x; u < units; u += blockDim.x)
+                if (seen[u]) flags[u] = 1;
+        __syncthreads();  // `seen` is cleared for the next row only after every thread has read it
     }
 }
 

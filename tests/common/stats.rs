@@ -49,6 +49,9 @@ fn resnet_like(b: i64, dev: Device) -> Vec<Tensor> {
         activations(&[b, 64, 2, 2], Kind::BFloat16, dev),
         activations(&[b, 100], Kind::Float, dev),
         activations(&[b, 3, 7, 5], Kind::Float, dev),
+        // More units than a block tracks in shared memory, and units longer than a block.
+        activations(&[b, 4100], Kind::Float, dev),
+        activations(&[b, 2, 300], Kind::Half, dev),
     ]
 }
 

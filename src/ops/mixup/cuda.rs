@@ -103,8 +103,7 @@ pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
 
 pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
     let (b, f) = rows_of(x);
-    let c = norm.channels() as i64;
-    let inner = f / c;
+    let inner = f / norm.channels() as i64;
     // u8 packs of 4 (one 32-bit load) write 4 outputs; the packs must not straddle channels.
     const N: i64 = 4;
     let vectorized = inner % N == 0 && packable(f, N, &[x, out]);
@@ -115,7 +114,6 @@ pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pai
     mix_args(kernel, x, out, lam, pairing)?
         .input("norm.scale", &norm.scale)?
         .input("norm.bias", &norm.bias)?
-        .i64(c)
         .i64(inner)
         .i32(vectorized as i32)
         .run(Grid::RowsAndPacks {
@@ -152,7 +150,7 @@ pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tens
     .i64(h)
     .i64(w)
     .run(Grid::RowsAndPacks {
-        rows: b,
-        packs_per_row: f,
+        rows: b * (f / w),
+        packs_per_row: w,
     })
 }

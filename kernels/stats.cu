@@ -94,27 +94,89 @@ __device__ __forceinline__ int64_t find_tensor(const int64_t* starts, int64_t te
     return lo;
 }
 
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// dot, |a|^2, |b|^2 of one element pair, summed in f64.
+struct DotSums {
+    double dot = 0.0, aa = 0.0, bb = 0.0;
+    __device__ __forceinline__ void add(double x, double y) {
+        dot += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+};
+
+// This thread's share of elements [lo, hi) of one tensor pair. f32 pairs whose pointers are
+// 16-byte aligned move 4 elements a load (lo is a multiple of 4, as chunks are); the rest, and
+// the tail past the last whole pack, one at a time.
+__device__ __forceinline__ void dot_range(const void* a, const void* b, int dtype, int64_t lo, int64_t hi,
+                                          DotSums& s) {
+    int64_t scalar_from = lo;
+    if (dtype == DT_F32 && aligned16(a) && aligned16(b)) {
+        const float4* a4 = reinterpret_cast<const float4*>(a);
+        const float4* b4 = reinterpret_cast<const float4*>(b);
+        for (int64_t q = lo / 4 + threadIdx.x; q < hi / 4; q += blockDim.x) {
+            const float4 x = a4[q], y = b4[q];
+            s.add(x.x, y.x);
+            s.add(x.y, y.y);
+            s.add(x.z, y.z);
+            s.add(x.w, y.w);
+        }
+        scalar_from = hi / 4 * 4;
+    }
+    for (int64_t k = scalar_from + threadIdx.x; k < hi; k += blockDim.x) s.add(load_as_f32(a, k, dtype), load_as_f32(b, k, dtype));
+}
+
+// |a - b|^2 over this thread's share of [lo, hi), with b = a written in the same pass when
+// `copy`; vectorised as dot_range.
+__device__ __forceinline__ double diff_range(const void* a, void* b, int dtype, int64_t lo, int64_t hi, int copy) {
+    double acc = 0.0;
+    int64_t scalar_from = lo;
+    if (dtype == DT_F32 && aligned16(a) && aligned16(b)) {
+        const float4* a4 = reinterpret_cast<const float4*>(a);
+        float4* b4 = reinterpret_cast<float4*>(b);
+        for (int64_t q = lo / 4 + threadIdx.x; q < hi / 4; q += blockDim.x) {
+            const float4 x = a4[q], y = b4[q];
+            const double d0 = (double)x.x - y.x, d1 = (double)x.y - y.y, d2 = (double)x.z - y.z, d3 = (double)x.w - y.w;
+            acc += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
+            if (copy) b4[q] = x;
+        }
+        scalar_from = hi / 4 * 4;
+    }
+    for (int64_t k = scalar_from + threadIdx.x; k < hi; k += blockDim.x) {
+        const float x = load_as_f32(a, k, dtype);
+        const double d = (double)x - (double)load_as_f32(b, k, dtype);
+        acc += d * d;
+        if (copy) store_from_f32(b, k, dtype, x);
+    }
+    return acc;
+}
+
+// The element range [lo, hi) of work item w, and its tensor's table row.
+struct WorkItem {
+    const int64_t* row;
+    int64_t lo, hi;
+};
+
+__device__ __forceinline__ WorkItem work_item(const int64_t* table, const int64_t* starts, int64_t tensors, int64_t w,
+                                              int64_t chunk) {
+    const int64_t t = find_tensor(starts, tensors, w);
+    const int64_t* row = table + t * MT_COLS;
+    const int64_t n = row[2];
+    const int64_t lo = (w - starts[t]) * chunk;
+    return {row, lo, lo + chunk < n ? lo + chunk : n};
+}
+
 extern "C" __global__ void multi_dot(const int64_t* table, const int64_t* starts, int64_t tensors, int64_t items,
                                      int64_t chunk, double* partials) {
     __shared__ double scratch[32];
-    double dot = 0.0, aa = 0.0, bb = 0.0;
+    DotSums s;
     for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-        const int64_t t = find_tensor(starts, tensors, w);
-        const int64_t* row = table + t * MT_COLS;
-        const void* a = reinterpret_cast<const void*>(row[0]);
-        const void* b = reinterpret_cast<const void*>(row[1]);
-        const int64_t n = row[2];
-        const int dtype = (int)row[3];
-        const int64_t lo = (w - starts[t]) * chunk;
-        const int64_t hi = lo + chunk < n ? lo + chunk : n;
-        for (int64_t k = lo + threadIdx.x; k < hi; k += blockDim.x) {
-            const double x = load_as_f32(a, k, dtype), y = load_as_f32(b, k, dtype);
-            dot += x * y;
-            aa += x * x;
-            bb += y * y;
-        }
+        const WorkItem it = work_item(table, starts, tensors, w, chunk);
+        dot_range(reinterpret_cast<const void*>(it.row[0]), reinterpret_cast<const void*>(it.row[1]), (int)it.row[3],
+                  it.lo, it.hi, s);
     }
-    const double s0 = block_sum(dot, scratch), s1 = block_sum(aa, scratch), s2 = block_sum(bb, scratch);
+    const double s0 = block_sum(s.dot, scratch), s1 = block_sum(s.aa, scratch), s2 = block_sum(s.bb, scratch);
     if (threadIdx.x == 0) {
         partials[3 * blockIdx.x + 0] = s0;
         partials[3 * blockIdx.x + 1] = s1;
@@ -127,20 +189,9 @@ extern "C" __global__ void multi_diff_sq(const int64_t* table, const int64_t* st
     __shared__ double scratch[32];
     double acc = 0.0;
     for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-        const int64_t t = find_tensor(starts, tensors, w);
-        const int64_t* row = table + t * MT_COLS;
-        const void* a = reinterpret_cast<const void*>(row[0]);
-        void* b = reinterpret_cast<void*>(row[1]);
-        const int64_t n = row[2];
-        const int dtype = (int)row[3];
-        const int64_t lo = (w - starts[t]) * chunk;
-        const int64_t hi = lo + chunk < n ? lo + chunk : n;
-        for (int64_t k = lo + threadIdx.x; k < hi; k += blockDim.x) {
-            const float x = load_as_f32(a, k, dtype);
-            const double d = (double)x - (double)load_as_f32(b, k, dtype);
-            acc += d * d;
-            if (copy) store_from_f32(b, k, dtype, x);
-        }
+        const WorkItem it = work_item(table, starts, tensors, w, chunk);
+        acc += diff_range(reinterpret_cast<const void*>(it.row[0]), reinterpret_cast<void*>(it.row[1]), (int)it.row[3],
+                          it.lo, it.hi, copy);
     }
     const double s = block_sum(acc, scratch);
     if (threadIdx.x == 0) {

@@ -128,11 +128,16 @@ fn dead_units_accumulate_over_updates(dev: Device) {
 
 fn dot_norms_cosine_and_interference_ratio(dev: Device) {
     seed(23);
-    let a: Vec<Tensor> = [vec![64i64, 3, 3, 3], vec![64], vec![10, 640], vec![7]]
+    // Sizes over several work items and with a tail past the last 4-element pack, and a view
+    // that starts 4 bytes into its storage (not 16-byte aligned: the scalar path).
+    let mut a: Vec<Tensor> = [vec![64i64, 3, 3, 3], vec![64], vec![10, 640], vec![7], vec![40_003]]
         .iter()
         .map(|s| randn(s, Kind::Float, dev))
         .collect();
-    let b: Vec<Tensor> = a.iter().map(|t| randn(&t.size(), Kind::Float, dev)).collect();
+    a.push(randn(&[20_001], Kind::Float, dev).narrow(0, 1, 20_000));
+    let mut b: Vec<Tensor> = a.iter().map(|t| randn(&t.size(), Kind::Float, dev)).collect();
+    b.push(randn(&[20_001], Kind::Float, dev).narrow(0, 1, 20_000));
+    let _aligned_twin = b.swap_remove(a.len() - 1);
     let (ar, br): (Vec<&Tensor>, Vec<&Tensor>) = (a.iter().collect(), b.iter().collect());
     let want = reference::dot_norms(&ar, &br);
     for (acc, tol) in [(Accumulate::F64, 1e-9), (Accumulate::F32, 1e-4)] {

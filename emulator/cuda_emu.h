@@ -48,7 +48,7 @@ static constexpr int warpSize = 32;
 namespace emu {
 
 // What a warp-level call asks of the scheduler.
-enum class Exchange : int { SyncWarp, ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All };
+enum class Exchange : int { SyncWarp, ShflIdx, ShflUp, ShflDown, ShflXor, Ballot, Any, All, MatchAny };
 
 // Waits until every live thread of the block is at a block barrier (the site names the line).
 void sync_block(const char* file, int line);
@@ -96,6 +96,9 @@ struct Site {
         return (unsigned)exchange(op, mask, pred != 0 ? 1 : 0, 0, 32, file, line);
     }
     void syncwarp(unsigned mask = 0xffffffffu) const { exchange(Exchange::SyncWarp, mask, 0, 0, 32, file, line); }
+    template <typename T> unsigned match_any(unsigned mask, T v) const {
+        return (unsigned)exchange(Exchange::MatchAny, mask, bits_of(v), 0, 32, file, line);
+    }
 };
 
 }  // namespace emu
@@ -110,6 +113,7 @@ struct Site {
 #define __ballot_sync(mask, pred) EMU_SITE.vote(::emu::Exchange::Ballot, mask, pred)
 #define __any_sync(mask, pred) ((int)EMU_SITE.vote(::emu::Exchange::Any, mask, pred))
 #define __all_sync(mask, pred) ((int)EMU_SITE.vote(::emu::Exchange::All, mask, pred))
+#define __match_any_sync(...) EMU_SITE.match_any(__VA_ARGS__)
 #define __activemask() ::emu::active_mask()
 
 // Memory ordering: one thread of execution at a time, so fences only stop compiler reordering.

@@ -247,6 +247,7 @@ const char* exchange_name(Exchange op) {
         case Exchange::Ballot: return "__ballot_sync";
         case Exchange::Any: return "__any_sync";
         case Exchange::All: return "__all_sync";
+        case Exchange::MatchAny: return "__match_any_sync";
     }
     return "?";
 }
@@ -280,6 +281,13 @@ void complete_warp_call(Launch& L, int warp, WarpCall& wc) {
             case Exchange::Ballot: th.result = votes; break;
             case Exchange::Any: th.result = votes != 0; break;
             case Exchange::All: th.result = votes == wc.lanes; break;
+            case Exchange::MatchAny: {
+                unsigned same = 0;
+                for (int other = 0; other < 32; ++other)
+                    if ((wc.lanes >> other & 1u) && L.threads[base + other].value == th.value) same |= 1u << other;
+                th.result = same;
+                break;
+            }
             default: {
                 const int src = source_lane(th, lane);
                 if (src >= 0 && !(wc.lanes >> src & 1u)) {

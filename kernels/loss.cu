@@ -191,6 +191,45 @@ __device__ void zero_dropped_rows(const uint8_t* keep, RowFilter rows,
     }
 }
 
+// Adds this block's share of the keys (block-widths first_block, first_block + blocks, ...) that
+// match `prefix` under `mask` to hist[(key >> shift) & 255], and returns how many of the
+// thread's rows can be dropped at all (key != 0). Lanes of a warp with the same bin
+// add once (__match_any_sync), so ties and the few bins typical losses fill cost one shared
+// atomic per warp, not one per row. Every thread runs the same number of iterations, so each
+// warp call has its full warp.
+__device__ double histogram_add(const float* losses, RowFilter rows, int64_t B, int64_t first_block, int64_t blocks,
+                                uint32_t prefix, uint32_t mask, int shift, unsigned int* hist) {
+    const int lane = threadIdx.x & 31;
+    const int64_t step = blocks * blockDim.x;
+    double candidates = 0.0;
+    for (int64_t base = first_block * blockDim.x; base < B; base += step) {
+        const int64_t i = base + threadIdx.x;
+        const uint32_t key = i < B ? rank_key(losses[i], row_valid(rows, i)) : 0u;
+        candidates += key != 0u ? 1.0 : 0.0;
+        const bool counted = key != 0u && (key & mask) == prefix;
+        const uint32_t bin = counted ? (key >> shift) & 0xffu : 0xffffffffu;
+        const unsigned peers = __match_any_sync(FULL_MASK, bin);
+        if (counted && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
+    }
+    return candidates;
+}
+
+// The digit d whose bin holds the remaining-th largest key, and how many keys of that bin are
+// still to drop: the 256 bins are scanned from the top by the block together (an exclusive
+// scan, thread t owning bin 255 - t), not walked by one thread. Digit 0 takes whatever is left,
+// as a serial walk that stops at 0 would. Needs blockDim.x >= 256; ends with a barrier.
+__device__ void pick_digit(const unsigned int* hist, int64_t remaining, uint32_t* digit, int64_t* left,
+                           int64_t* iscratch) {
+    const int t = threadIdx.x, d = 255 - t;
+    const int64_t count = t < 256 ? (int64_t)hist[d] : 0;
+    const int64_t above = block_exclusive_scan(count, iscratch);  // keys in the bins above d
+    if (t < 256 && above < remaining && (above + count >= remaining || d == 0)) {
+        *digit = (uint32_t)d;
+        *left = remaining - above;
+    }
+    __syncthreads();
+}
+
 extern "C" __global__ void loss_select(const float* losses, RowFilter rows,
                                        const int32_t* correct, int64_t B, int64_t k, uint8_t* keep,
                                        float* threshold_out, float* mean_out, int64_t* correct_out,
@@ -216,22 +255,9 @@ extern "C" __global__ void loss_select(const float* losses, RowFilter rows,
         for (int shift = 24; shift >= 0; shift -= 8) {
             for (int j = tid; j < 256; j += nt) hist[j] = 0u;
             __syncthreads();
-            for (int64_t i = tid; i < B; i += nt) {
-                const uint32_t key = rank_key(losses[i], row_valid(rows, i));
-                if (key != 0u && (key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
-            }
+            histogram_add(losses, rows, B, 0, 1, prefix, mask, shift, hist);
             __syncthreads();
-            if (tid == 0) {
-                int64_t rem = remaining;
-                int d = 255;
-                for (; d > 0; --d) {
-                    if ((int64_t)hist[d] >= rem) break;
-                    rem -= hist[d];
-                }
-                s_digit = (uint32_t)d;
-                s_remaining = rem;
-            }
-            __syncthreads();
+            pick_digit(hist, remaining, &s_digit, &s_remaining, iscratch);
             prefix |= s_digit << shift;
             mask |= 0xffu << shift;
             remaining = s_remaining;
@@ -272,12 +298,7 @@ extern "C" __global__ void select_hist(const float* losses, RowFilter rows,
     for (int j = threadIdx.x; j < 256; j += blockDim.x) local[j] = 0u;
     __syncthreads();
     const uint32_t prefix = (uint32_t)state[0], mask = (uint32_t)state[1];
-    double cand = 0.0;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B; i += (int64_t)gridDim.x * blockDim.x) {
-        const uint32_t key = rank_key(losses[i], row_valid(rows, i));
-        cand += key != 0u ? 1.0 : 0.0;
-        if (key != 0u && (key & mask) == prefix) atomicAdd(&local[(key >> shift) & 0xffu], 1u);
-    }
+    const double cand = histogram_add(losses, rows, B, blockIdx.x, gridDim.x, prefix, mask, shift, local);
     const double block_cand = block_sum(cand, scratch);  // ends with a barrier: local is complete
     for (int j = threadIdx.x; j < 256; j += blockDim.x)
         if (local[j] != 0u) atomicAdd(&hist[j], local[j]);
@@ -286,22 +307,21 @@ extern "C" __global__ void select_hist(const float* losses, RowFilter rows,
 }
 
 extern "C" __global__ void select_digit(int64_t* state, unsigned int* hist, int shift) {
-    if (threadIdx.x == 0) {
-        if (shift == 24) {
-            const int64_t k_eff = state[3] < state[4] ? state[3] : state[4];
-            state[3] = k_eff;
-            state[2] = k_eff;
-        }
-        int64_t rem = state[2];
-        int d = 255;
-        if (state[3] > 0) {
-            for (; d > 0; --d) {
-                if ((int64_t)hist[d] >= rem) break;
-                rem -= hist[d];
-            }
-            state[0] |= (int64_t)((uint32_t)d << shift);
+    __shared__ int64_t iscratch[32];
+    __shared__ uint32_t s_digit;
+    __shared__ int64_t s_left;
+    if (shift == 24 && threadIdx.x == 0) {
+        const int64_t k_eff = state[3] < state[4] ? state[3] : state[4];
+        state[3] = k_eff;
+        state[2] = k_eff;
+    }
+    __syncthreads();
+    if (state[3] > 0) {  // the same for every thread of the block
+        pick_digit(hist, state[2], &s_digit, &s_left, iscratch);
+        if (threadIdx.x == 0) {
+            state[0] |= (int64_t)(s_digit << shift);
             state[1] |= (int64_t)(0xffu << shift);
-            state[2] = rem;
+            state[2] = s_left;
         }
     }
     __syncthreads();

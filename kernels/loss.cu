@@ -32,7 +32,53 @@ __device__ __forceinline__ bool row_valid(const RowFilter& f, int64_t i) {
 // w * x, and exactly 0 when the weight is 0 (so 0 * -inf adds nothing); the CPU twin's `weighted`.
 __device__ __forceinline__ float weighted(float w, float x) { return w != 0.0f ? w * x : 0.0f; }
 
-template <typename T>
+// The softmax statistics of one row, read N values (16 bytes when N > 1) at a time.
+template <typename T, int N>
+__device__ __forceinline__ RowStats row_stats_of(const T* z, int64_t C) {
+    RowStats st = row_stats_identity();
+    const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
+#pragma unroll 2
+    for (int64_t q = threadIdx.x; q < C / N; q += blockDim.x) {
+        const Pack<T, N> pk = zp[q];
+        float v[N];
+#pragma unroll
+        for (int k = 0; k < N; ++k) v[k] = to_f32(pk.v[k]);
+        st = row_stats_push_pack<N>(st, v, q * N);
+    }
+    return st;
+}
+
+// The loss gradient of one row, (softmax - t) * w, written N values at a time.
+template <typename T, int N>
+__device__ __forceinline__ void ce_grad_row(const T* z, T* g, int64_t C, const RowStats& st, int64_t ya, int64_t yb,
+                                            float l, float on, float off, float w, bool valid, bool defined) {
+    const float inv_s = 1.0f / (1.0f + st.rest);
+    const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
+    Pack<T, N>* gp = reinterpret_cast<Pack<T, N>*>(g);
+    for (int64_t q = threadIdx.x; q < C / N; q += blockDim.x) {
+        const Pack<T, N> pk = zp[q];
+        Pack<T, N> out;
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            const int64_t c = q * N + k;
+            float v;
+            if (!valid) v = 0.0f;
+            else if (!defined) v = NAN;
+            else {
+                const float e = exp_shift(to_f32(pk.v[k]), st.m);
+                const float t = off + (c == ya ? on * l : 0.0f) + (c == yb ? on * (1.0f - l) : 0.0f);
+                // At a maximum (e == 1) p - t = (1 - t) - rest / (1 + rest): a confident
+                // row's p near 1 loses nothing to cancellation.
+                v = (e == 1.0f ? (1.0f - t) - st.rest * inv_s : e * inv_s - t) * w;
+            }
+            out.v[k] = from_f32<T>(v);
+        }
+        gp[q] = out;
+    }
+}
+
+// N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad.
+template <typename T, int N>
 __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ grad, float* __restrict__ losses,
                                 int32_t* __restrict__ correct, RowFilter rows, const int64_t* y_b,
                                 const float* lam_vec, float lam, float smoothing, const float* scale_ptr,
@@ -41,9 +87,7 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
     const float w_scale = scale_ptr != nullptr ? *scale_ptr : scale;
     for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
         const T* z = logits + i * C;
-        RowStats st = row_stats_identity();
-        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) st = row_stats_push(st, to_f32(z[c]), c);
-        st = block_row_stats(st, scratch);
+        const RowStats st = block_row_stats(row_stats_of<T, N>(z, C), scratch);
 
         const bool valid = row_valid(rows, i);
         const int64_t ya = rows.labels[i];
@@ -74,24 +118,9 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
             losses[i] = loss;
             correct[i] = (valid && !(st.flags & ROW_NAN) && st.arg == ya) ? 1 : 0;
         }
-        if (write_grad) {
-            const float w = valid ? w_scale : 0.0f;
-            const float inv_s = 1.0f / (1.0f + st.rest);
-            T* g = grad + i * C;
-            for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-                float v;
-                if (!valid) v = 0.0f;
-                else if (!in_range || nan_row) v = NAN;
-                else {
-                    const float e = exp_shift(to_f32(z[c]), st.m);
-                    const float t = off + (c == ya ? on * l : 0.0f) + (c == yb ? on * (1.0f - l) : 0.0f);
-                    // At a maximum (e == 1) p - t = (1 - t) - rest / (1 + rest): a confident
-                    // row's p near 1 loses nothing to cancellation.
-                    v = (e == 1.0f ? (1.0f - t) - st.rest * inv_s : e * inv_s - t) * w;
-                }
-                g[c] = from_f32<T>(v);
-            }
-        }
+        if (write_grad)
+            ce_grad_row<T, N>(z, grad + i * C, C, st, ya, yb, l, on, off, valid ? w_scale : 0.0f, valid,
+                              in_range && !nan_row);
     }
 }
 
@@ -405,9 +434,13 @@ extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_ind
     extern "C" __global__ void ce_forward_##SUFFIX(                                                        \
         const T* logits, T* grad, float* losses, int32_t* correct, RowFilter rows, const int64_t* y_b,     \
         const float* lam_vec, float lam, float smoothing, const float* scale_ptr, float scale, int64_t B,   \
-        int64_t C, int write_grad) {                                                                       \
-        ce_forward_rows<T>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing, scale_ptr,   \
-                           scale, B, C, write_grad);                                                       \
+        int64_t C, int write_grad, int vectorized) {                                                       \
+        if (vectorized)                                                                                    \
+            ce_forward_rows<T, 16 / sizeof(T)>(logits, grad, losses, correct, rows, y_b, lam_vec, lam,     \
+                                               smoothing, scale_ptr, scale, B, C, write_grad);              \
+        else                                                                                               \
+            ce_forward_rows<T, 1>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing,       \
+                                  scale_ptr, scale, B, C, write_grad);                                     \
     }                                                                                                      \
     extern "C" __global__ void mse_forward_##SUFFIX(const T* pred, const T* target, T* grad, float* losses, \
                                                     float scale, int64_t B, int64_t F, int write_grad) {   \

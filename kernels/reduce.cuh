@@ -30,24 +30,42 @@ __device__ __forceinline__ float exp_shift(float a, float m) {
 
 __device__ __forceinline__ bool row_stats_empty(const RowStats& r) { return r.rest == -1.0f && r.m == -INFINITY; }
 
-__device__ __forceinline__ RowStats row_stats_push(RowStats r, float v, int64_t c) {
-    if (isnan(v)) {
-        r.flags |= ROW_NAN;
-        return r;
+// N values of one row at once (a 16-byte pack, columns c0 .. c0 + N - 1): the pack's maximum
+// first, so the running statistics are rescaled at most once per pack, not once per new maximum.
+template <int N>
+__device__ __forceinline__ RowStats row_stats_push_pack(RowStats r, const float (&v)[N], int64_t c0) {
+    float pm = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+        const float x = v[k];
+        if (isnan(x)) {
+            r.flags |= ROW_NAN;
+            continue;
+        }
+        if (x == -INFINITY) r.flags |= ROW_NEG_INF;
+        else r.sum += x;
+        pm = x > pm ? x : pm;
+        if (x > r.best || (x == r.best && c0 + k < r.arg)) {
+            r.best = x;
+            r.arg = c0 + k;
+        }
     }
-    if (v > r.m) {
-        // The old max's 1 and its rest both scale by e; adding them separately avoids 1 + small.
-        const float e = (r.m == -INFINITY) ? 0.0f : __expf(r.m - v);
-        r.rest = (r.rest == -1.0f && r.m == -INFINITY) ? 0.0f : r.rest * e + e;
-        r.m = v;
-    } else if (v != -INFINITY) {
-        r.rest += exp_shift(v, r.m);
+    bool skip_max = false;  // whether the pack's first maximum is the new max's own (excluded) 1
+    if (pm > r.m) {
+        const float e = (r.m == -INFINITY) ? 0.0f : __expf(r.m - pm);
+        r.rest = row_stats_empty(r) ? 0.0f : r.rest * e + e;
+        r.m = pm;
+        skip_max = true;
     }
-    if (v == -INFINITY) r.flags |= ROW_NEG_INF;
-    else r.sum += v;
-    if (v > r.best || (v == r.best && c < r.arg)) {
-        r.best = v;
-        r.arg = c;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+        const float x = v[k];
+        if (isnan(x) || x == -INFINITY) continue;
+        if (skip_max && x == r.m) {
+            skip_max = false;
+            continue;
+        }
+        r.rest += exp_shift(x, r.m);
     }
     return r;
 }

@@ -186,6 +186,10 @@ pub(super) fn cross_entropy(
     let losses = Tensor::empty([b], (Kind::Float, dev));
     let correct = Tensor::empty([b], (Kind::Int, dev));
     let with_grad = grad.is_some();
+    // Rows move in 16-byte packs when every row starts on a 16-byte boundary.
+    let pack = 16 / logits.kind().elt_size_in_bytes() as i64;
+    let aligned = |t: &Tensor| (t.data_ptr() as usize).is_multiple_of(16);
+    let vectorized = c % pack == 0 && aligned(logits) && grad.as_ref().is_none_or(aligned);
     let k = args.removed;
     // The gradient weight 1 / n_kept: known on the host unless rows are ignored.
     let (scale_t, scale) = match opts.ignore_index {
@@ -227,6 +231,7 @@ pub(super) fn cross_entropy(
     .i64(b)
     .i64(c)
     .i32(with_grad as i32)
+    .i32(vectorized as i32)
     .run(Grid::BlockPerRow {
         rows: b,
         threads: row_threads(c),

@@ -188,7 +188,7 @@ pub(super) fn cross_entropy(
     let with_grad = grad.is_some();
     // Rows move in 16-byte packs when every row starts on a 16-byte boundary.
     let pack = 16 / logits.kind().elt_size_in_bytes() as i64;
-    let aligned = |t: &Tensor| (t.data_ptr() as usize).is_multiple_of(16);
+    let aligned = |t: &Tensor| (t.data_ptr() as usize) & 15 == 0;
     let vectorized = c % pack == 0 && aligned(logits) && grad.as_ref().is_none_or(aligned);
     let k = args.removed;
     // The gradient weight 1 / n_kept: known on the host unless rows are ignored.

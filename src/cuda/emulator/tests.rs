@@ -113,3 +113,29 @@ fn every_library_kernel_is_in_the_emulator() {
         assert!(has_entry(k.name()), "{} is missing from the emulator build", k.name());
     }
 }
+
+#[test]
+fn results_do_not_depend_on_the_device_profile() {
+    use crate::ops::loss::{cross_entropy, CrossEntropy, Targets};
+    use crate::ops::mixup::{mixup, Lambda, Pairing};
+    tch::manual_seed(5);
+    let x = Tensor::randn([300, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let logits = Tensor::randn([300, 10], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(10, [300], (Kind::Int64, Device::Cpu));
+    let run = |profile| {
+        emulate(profile, || {
+            let mixed = mixup(&x, &Lambda::Batch(0.3), &Pairing::Roll(2)).unwrap();
+            let out = cross_entropy(&logits, Targets::Index(&y), &CrossEntropy::with_removal(0.1), true).unwrap();
+            (mixed, out.per_sample, out.grad.unwrap())
+        })
+    };
+    let (tiny, h100) = (run(Profile::TINY), run(Profile::H100));
+    assert!(
+        tiny.0.equal(&h100.0),
+        "Mixup differs between the tiny and the H100 grid"
+    );
+    assert!(
+        tiny.1.equal(&h100.1) && tiny.2.equal(&h100.2),
+        "cross-entropy differs between the grids"
+    );
+}

@@ -62,6 +62,8 @@ pub(crate) enum Access {
 }
 
 /// A tensor argument: the tensor (sharing its storage), its name for messages, its access.
+/// Name and access are read by the emulator only.
+#[cfg_attr(not(feature = "emulator"), allow(dead_code))]
 pub(crate) struct TensorArg {
     pub name: &'static str,
     pub tensor: Tensor,

@@ -285,7 +285,10 @@ fn compare_skips_finished_runs_resumes_interrupted_ones_and_reports() {
         "the smaller p doubled"
     );
     assert!(pause.paired_holm.is_none(), "no paired test, no adjusted one");
-    assert!(hlr.paired.is_none() && hlr.paired_holm.is_none(), "constant differences again");
+    assert!(
+        hlr.paired.is_none() && hlr.paired_holm.is_none(),
+        "constant differences again"
+    );
     let ci = pause.diff_ci.unwrap();
     assert!(
         ci.low <= 0.01 + 1e-12 && 0.01 - 1e-12 <= ci.high && ci.level == 0.95,

@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use enlighten::data::{
-    char_corpus, cifar10, cifar100, fashion_mnist, forecast_windows, read_idx_images, read_ts, read_vic_elec,
-    sklearn_digits, split,
+    char_corpus, char_splits, cifar10, cifar100, fashion_mnist, forecast_windows, read_idx_images, read_text, read_ts,
+    read_vic_elec, sklearn_digits, split,
 };
 use enlighten::Error;
 use flate2::write::GzEncoder;
@@ -317,4 +317,44 @@ fn vic_elec_windows_and_a_char_corpus() {
         Err(Error::Shape { arg: "series", .. })
     ));
     data_error(char_corpus(&dir.join("nowhere")), "nowhere", "No such file");
+}
+
+#[test]
+fn a_text_file_or_folder_is_a_char_corpus_with_the_training_vocabulary() {
+    let dir = scratch("text");
+    let file = dir.join("one.txt");
+    std::fs::write(&file, "abcabcabcaXY").unwrap();
+    assert_eq!(read_text(&file).unwrap(), "abcabcabcaXY");
+    // 12 characters: test the last 2 (XY), validation 1 (a), training 9 (abcabcabc).
+    let s = char_splits(&read_text(&file).unwrap(), 1.0 / 12.0, 2.0 / 12.0).unwrap();
+    assert_eq!(s.vocab, vec!['a', 'b', 'c'], "the training part's characters only");
+    assert_eq!(Vec::<i64>::try_from(&s.train).unwrap(), vec![0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    assert_eq!(Vec::<i64>::try_from(&s.val).unwrap(), vec![0]);
+    assert_eq!(
+        (Vec::<i64>::try_from(&s.test).unwrap(), s.unknown, s.classes()),
+        (vec![3, 3], Some(3), 4),
+        "characters unseen in training share one extra id"
+    );
+    let known = char_splits("abab", 0.25, 0.25).unwrap();
+    assert_eq!(
+        (known.unknown, known.classes()),
+        (None, 2),
+        "no unknown id when none is needed"
+    );
+    assert!(char_splits("ab", 0.5, 0.5).is_err(), "nothing left to train on");
+
+    // A folder: its .txt files in name order, other files and subfolders left out; UTF-8 kept.
+    let folder = dir.join("corpus");
+    std::fs::create_dir_all(folder.join("sub.txt")).unwrap();
+    std::fs::write(folder.join("b.txt"), "ß\n").unwrap();
+    std::fs::write(folder.join("a.txt"), "héllo ").unwrap();
+    std::fs::write(folder.join("c.md"), "not text").unwrap();
+    assert_eq!(read_text(&folder).unwrap(), "héllo ß\n");
+    // Invalid UTF-8 is replaced, not an error.
+    std::fs::write(folder.join("d.txt"), [b'o', 0xff, b'k']).unwrap();
+    assert!(read_text(&folder).unwrap().ends_with("o\u{fffd}k"));
+    data_error(read_text(&dir.join("missing.txt")), "missing.txt", "No such file");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    data_error(read_text(&empty), "empty", "no *.txt files");
 }

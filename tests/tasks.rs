@@ -199,6 +199,39 @@ fn the_char_lm_learns_in_30_steps_with_high_loss_removal() {
 }
 
 #[test]
+fn a_plain_text_file_trains_the_char_lm_with_dataset_text() {
+    let _one = serial();
+    let dir = setup("plain-text");
+    let file = dir.join("data").join("notes.txt");
+    let line = "the quick brown fox jumps over the lazy dog; the dog sleeps, the fox runs. ";
+    // The test part holds characters the training part never has: one unknown id.
+    std::fs::write(&file, format!("{}{}", line.repeat(100), "ZZZ QQQ ".repeat(40))).unwrap();
+    let data = format!(
+        "dataset = \"text\"\npath = \"{}\"\nseq_len = 32\ntest_fraction = 0.05",
+        file.display()
+    );
+    let c = config(
+        &dir,
+        "plain",
+        &data,
+        "name = \"char-transformer\"\nwidth = 32\ndepth = 1\nheads = 2",
+        "kind = \"vanilla\"",
+        "max_steps = 30",
+    );
+    let s = run(&c);
+    assert_eq!((s.task.as_str(), s.metric.as_str()), ("text", "accuracy"));
+    let (first, last) = first_and_last(&metrics(&dir, "plain"));
+    assert!(last < 0.7 * first, "loss {first} -> {last}");
+    // Without a path, dataset = "text" is refused with the field named.
+    let err = TrainConfig::from_toml(
+        "[run]\nname = \"t\"\n[data]\ndataset = \"text\"\n[model]\nname = \"char-transformer\"\n[optim]\n[strategy]\nkind = \"vanilla\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("data.path"), "{err}");
+}
+
+#[test]
 fn diagnostics_log_zero_shares_every_line_and_benr_every_epoch() {
     let _one = serial();
     let dir = setup("diagnostics");

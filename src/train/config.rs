@@ -14,12 +14,18 @@
 //!
 //! [data]
 //! dataset = "fashion-mnist" # fashion-mnist | digits | cifar10 | cifar100 (images)
+//!                           # image-folder (dir/train/<class>/*, dir/val/<class>/*, dir/test/...
+//!                           #   when present), tiny-imagenet, imagenet: JPEG/PNG files decoded by
+//!                           #   worker threads; image_size = 224 (tiny-imagenet 64), workers = 0
+//!                           #   (the cores), on_bad_file = "error" | "skip"
 //!                           # ucr (series classification: series = "GunPoint", length = pad/cut)
 //!                           # vic-elec (forecasting: input_len = 96, horizon = 48, stride = 1)
-//!                           # shakespeare (char LM: seq_len = 128)
+//!                           # text (char LM over path = FILE or FOLDER of .txt files, read in
+//!                           #   name order; the vocabulary from the training part; seq_len = 128)
+//!                           # shakespeare (text over the Gutenberg plays in dir)
 //! subset = 1.0              # share of the training set kept (data-scale ablations)
 //! val_fraction = 0.1
-//! test_fraction = 0.2       # digits, vic-elec, shakespeare (no official test split; the
+//! test_fraction = 0.2       # digits, vic-elec, text (no official test split; the
 //!                           # series and the text are split in time: val, then test, at the end)
 //! batch_size = 128
 //! augment = false           # random crops (zero padding `pad`) and horizontal flips
@@ -71,8 +77,17 @@ pub enum Dataset {
     Digits,
     Cifar10,
     Cifar100,
+    /// torchvision's ImageFolder layout in `dir`.
+    ImageFolder,
+    /// tiny-imagenet-200 as distributed, in `dir`.
+    TinyImagenet,
+    /// ILSVRC-2012 class folders in `dir`.
+    Imagenet,
     Ucr,
     VicElec,
+    /// Any character corpus: `path` is a text file or a folder of `.txt` files.
+    Text,
+    /// The Shakespeare texts (`*_gut.txt` in `dir`): a named case of `Text`.
     Shakespeare,
 }
 
@@ -92,10 +107,16 @@ pub enum TaskKind {
 impl Dataset {
     pub fn task(self) -> TaskKind {
         match self {
-            Dataset::FashionMnist | Dataset::Digits | Dataset::Cifar10 | Dataset::Cifar100 => TaskKind::Image,
+            Dataset::FashionMnist
+            | Dataset::Digits
+            | Dataset::Cifar10
+            | Dataset::Cifar100
+            | Dataset::ImageFolder
+            | Dataset::TinyImagenet
+            | Dataset::Imagenet => TaskKind::Image,
             Dataset::Ucr => TaskKind::Series,
             Dataset::VicElec => TaskKind::Forecast,
-            Dataset::Shakespeare => TaskKind::Text,
+            Dataset::Text | Dataset::Shakespeare => TaskKind::Text,
         }
     }
 }
@@ -219,8 +240,26 @@ pub struct DataSection {
     pub input_len: i64,
     pub horizon: i64,
     pub stride: i64,
-    /// shakespeare: characters per training sequence.
+    /// text, shakespeare: characters per training sequence.
     pub seq_len: i64,
+    /// text: a UTF-8 file, or a folder whose `.txt` files are read in name order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// image folders: the training crop's and the evaluation's size (default 224; 64 for
+    /// tiny-imagenet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<i64>,
+    /// image folders: decode threads (0: one per core).
+    pub workers: usize,
+    /// image folders: a corrupt or truncated file is an error, or skipped and counted.
+    pub on_bad_file: crate::data::OnBadFile,
+}
+
+impl Dataset {
+    /// Whether the dataset is image files decoded by the pipeline.
+    pub fn is_folder(self) -> bool {
+        matches!(self, Dataset::ImageFolder | Dataset::TinyImagenet | Dataset::Imagenet)
+    }
 }
 
 impl Default for DataSection {
@@ -241,6 +280,10 @@ impl Default for DataSection {
             horizon: 48,
             stride: 1,
             seq_len: 128,
+            path: None,
+            image_size: None,
+            workers: 0,
+            on_bad_file: crate::data::OnBadFile::Error,
         }
     }
 }
@@ -290,6 +333,23 @@ impl DataSection {
                 "data.series",
                 "the UCR/UEA dataset's name (e.g. \"GunPoint\") with dataset = \"ucr\"",
                 format!("{:?}", self.series),
+            ));
+        }
+        if self.dataset == Dataset::ImageFolder && self.dir.is_none() {
+            return Err(Error::value(
+                "data.dir",
+                "the image folder (holding train/ and val/) with dataset = \"image-folder\"",
+                "nothing",
+            ));
+        }
+        if let Some(size) = self.image_size.filter(|&s| !(8..=1024).contains(&s)) {
+            return Err(Error::value("data.image_size", "a size in 8..=1024", size));
+        }
+        if self.dataset == Dataset::Text && self.path.is_none() {
+            return Err(Error::value(
+                "data.path",
+                "a text file or a folder of .txt files with dataset = \"text\"",
+                "nothing",
             ));
         }
         if self.augment && self.dataset.task() != TaskKind::Image {

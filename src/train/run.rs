@@ -362,6 +362,7 @@ impl<'a> Run<'a> {
         };
         let batches = Batches::new(
             &task.train,
+            task.train_stream.clone(),
             order,
             state.step,
             steps.end,
@@ -405,7 +406,7 @@ impl<'a> Run<'a> {
         let (x, y) = self
             .batches
             .next()
-            .ok_or_else(|| Error::Internal("the batch prefetch thread stopped".into()))?;
+            .ok_or_else(|| Error::Internal("the batch prefetch thread stopped".into()))??;
         let mut x = x.to_device(self.device);
         if self.config.data.augment {
             x = crate::data::random_crop_flip(&x, self.config.data.pad, true, &mut self.rng)?;

@@ -379,3 +379,47 @@ fn the_char_lm_resumes_bit_identically() {
         );
     }
 }
+
+#[test]
+fn an_image_folder_of_jpeg_and_png_trains_the_small_cnn_past_chance_in_2_epochs() {
+    let _one = serial();
+    let dir = scratch("image-folder");
+    let images = dir.join("images");
+    support::images::write_image_folder(&images, &[("train", 60), ("val", 20)], 21);
+    let c = TrainConfig::from_toml(&format!(
+        r#"
+        [run]
+        name = "folder"
+        seed = 3
+        device = "cpu"
+        out_dir = "{out}"
+        eval_every = 10
+        log_every = 5
+        [data]
+        dataset = "image-folder"
+        dir = "{images}"
+        image_size = 32
+        workers = 2
+        val_fraction = 0.1
+        batch_size = 16
+        [model]
+        name = "small-cnn"
+        width = 16
+        [optim]
+        kind = "adamw"
+        lr = 0.003
+        weight_decay = 0.0
+        epochs = 2
+        [strategy]
+        kind = "mixup-pause"
+        alpha = 0.2
+        "#,
+        out = dir.join("runs").display(),
+        images = images.display(),
+    ))
+    .unwrap();
+    let s = run(&c);
+    // 3 classes: chance is 1/3; the val split (from val/, 60 images) is the test set.
+    assert_eq!((s.task.as_str(), s.steps), ("image", 2 * (162 / 16)));
+    assert!(s.test > 0.75, "test accuracy {}", s.test);
+}

@@ -86,9 +86,16 @@ pub struct Rgb {
 
 /// Decodes a JPEG or PNG file (the format from its bytes) to RGB: grayscale, grey + alpha, RGBA
 /// (alpha dropped), 16-bit and CMYK images become 8-bit RGB. A corrupt or truncated file is an
-/// [`Error::Data`] naming it.
+/// [`Error::Data`] naming it (a JPEG without its end-of-image marker after the scan is
+/// truncated: the decoder would fill the missing part with grey).
 pub fn decode_rgb(path: &Path) -> Result<Rgb> {
     let bytes = super::read_file(path, "a readable JPEG or PNG image")?;
+    if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_complete(&bytes) {
+        return Err(bad(
+            path,
+            "a truncated JPEG (no end-of-image marker after its scan)".into(),
+        ));
+    }
     let image = image::load_from_memory(&bytes).map_err(|e| bad(path, e.to_string()))?;
     let rgb = image.to_rgb8();
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
@@ -100,6 +107,13 @@ pub fn decode_rgb(path: &Path) -> Result<Rgb> {
         height,
         pixels: rgb.into_raw(),
     })
+}
+
+/// Whether a JPEG's last end-of-image marker (FF D9) follows its last start-of-scan (FF DA): the
+/// decoder fills a cut-off scan with grey instead of failing, so truncation is checked here.
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    matches!((last(0xDA), last(0xD9)), (Some(sos), Some(eoi)) if eoi > sos)
 }
 
 fn bad(path: &Path, problem: String) -> Error {
@@ -119,7 +133,7 @@ pub struct CropBox {
     pub h: f64,
 }
 
-/// torchvision's `RandomResizedCrop.get_params`: ten tries of an area share in `scale` and a
+/// torchvision's `RandomResizedCrop.get_params` (Python's round, half to even): ten tries of an area share in `scale` and a
 /// log-uniform aspect ratio in `ratio`, rounded to pixels, at a uniform position; else the
 /// centre crop clamped to the ratio range.
 pub fn random_resized_crop(
@@ -135,8 +149,8 @@ pub fn random_resized_crop(
     for _ in 0..10 {
         let target = area * (scale.0 + (scale.1 - scale.0) * rng.uniform());
         let aspect = (log_lo + (log_hi - log_lo) * rng.uniform()).exp();
-        let w = (target * aspect).sqrt().round() as usize;
-        let h = (target / aspect).sqrt().round() as usize;
+        let w = (target * aspect).sqrt().round_ties_even() as usize;
+        let h = (target / aspect).sqrt().round_ties_even() as usize;
         if 0 < w && w <= width && 0 < h && h <= height {
             let y = rng.below((height - h + 1) as u64) as f64;
             let x = rng.below((width - w + 1) as u64) as f64;
@@ -150,9 +164,9 @@ pub fn random_resized_crop(
     }
     let in_ratio = wf / hf;
     let (w, h) = if in_ratio < ratio.0 {
-        (width, ((wf / ratio.0).round() as usize).min(height))
+        (width, ((wf / ratio.0).round_ties_even() as usize).min(height))
     } else if in_ratio > ratio.1 {
-        (((hf * ratio.1).round() as usize).min(width), height)
+        (((hf * ratio.1).round_ties_even() as usize).min(width), height)
     } else {
         (width, height)
     };
@@ -177,8 +191,8 @@ pub fn center_crop_box(width: usize, height: usize, size: usize, resize: usize) 
         (resized_long, resize as f64)
     };
     let (sx, sy) = (width as f64 / rw, height as f64 / rh);
-    let left = ((rw - size as f64) / 2.0).round();
-    let top = ((rh - size as f64) / 2.0).round();
+    let left = ((rw - size as f64) / 2.0).round_ties_even();
+    let top = ((rh - size as f64) / 2.0).round_ties_even();
     CropBox {
         x: left * sx,
         y: top * sy,

@@ -32,7 +32,8 @@
 //! pad = 4
 //!
 //! [model]
-//! name = "small-cnn"        # images: small-cnn | resnet18 | preact-resnet18 | vit-tiny
+//! name = "small-cnn"        # images: small-cnn | resnet18 | preact-resnet18 | vit-tiny |
+//!                           #   vit-s16 | vit-t16 | vit-s8 | resnet50 | preact-resnet50
 //!                           # ucr: resnet1d; vic-elec: mlp-forecaster; shakespeare: char-transformer
 //! # width, depth, heads     # optional: resnet1d width 64, mlp-forecaster width 256,
 //!                           # vit-tiny 192/12/3, char-transformer 128/4/4
@@ -137,6 +138,16 @@ pub enum ModelName {
     Resnet18,
     PreactResnet18,
     VitTiny,
+    /// ViT-S/16 (224 pixels; any size divisible by 16).
+    VitS16,
+    /// ViT-T/16.
+    VitT16,
+    /// ViT-S with 8 x 8 patches (Tiny-ImageNet at 64 pixels).
+    VitS8,
+    /// ResNet50 with ImageNet's stem.
+    Resnet50,
+    /// PreActResNet50 with the CIFAR stem.
+    PreactResnet50,
     Resnet1d,
     MlpForecaster,
     CharTransformer,
@@ -146,9 +157,15 @@ impl ModelName {
     /// The task this model is built for.
     pub fn task(self) -> TaskKind {
         match self {
-            ModelName::SmallCnn | ModelName::Resnet18 | ModelName::PreactResnet18 | ModelName::VitTiny => {
-                TaskKind::Image
-            }
+            ModelName::SmallCnn
+            | ModelName::Resnet18
+            | ModelName::PreactResnet18
+            | ModelName::VitTiny
+            | ModelName::VitS16
+            | ModelName::VitT16
+            | ModelName::VitS8
+            | ModelName::Resnet50
+            | ModelName::PreactResnet50 => TaskKind::Image,
             ModelName::Resnet1d => TaskKind::Series,
             ModelName::MlpForecaster => TaskKind::Forecast,
             ModelName::CharTransformer => TaskKind::Text,

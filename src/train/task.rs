@@ -189,6 +189,11 @@ impl TaskData {
                 self.outputs,
                 dims(TransformerDims::VIT_TINY),
             )),
+            ModelName::VitS16 => Box::new(models::vit_s16(&root, s[2], self.outputs)),
+            ModelName::VitT16 => Box::new(models::vit_t16(&root, s[2], self.outputs)),
+            ModelName::VitS8 => Box::new(models::vit_s8(&root, s[2], self.outputs)),
+            ModelName::Resnet50 => Box::new(models::resnet50(&root, s[1], self.outputs)),
+            ModelName::PreactResnet50 => Box::new(models::preact_resnet50(&root, s[1], self.outputs)),
             ModelName::Resnet1d => Box::new(models::resnet1d(&root, s[1], self.outputs, m.width.unwrap_or(64))),
             ModelName::MlpForecaster => Box::new(models::mlp_forecaster(
                 &root,

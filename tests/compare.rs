@@ -178,6 +178,7 @@ fn write_run(run: &PlannedRun) -> Summary {
         wall_seconds: 12.0,
         samples_per_second: 1000.0,
         timing: Timing::default(),
+        skipped_files: Vec::new(),
     };
     std::fs::write(dir.join("summary.json"), serde_json::to_string(&s).unwrap()).unwrap();
     s

@@ -386,6 +386,9 @@ fn an_image_folder_of_jpeg_and_png_trains_the_small_cnn_past_chance_in_2_epochs(
     let dir = scratch("image-folder");
     let images = dir.join("images");
     support::images::write_image_folder(&images, &[("train", 60), ("val", 20)], 21);
+    // One corrupt file in each split: skipped and counted in the summary.
+    std::fs::write(images.join("train/rows/rows_bad.jpg"), b"\xff\xd8\xff\xe0 not a JPEG").unwrap();
+    std::fs::write(images.join("val/disc/disc_bad.png"), b"\x89PNG\r\n\x1a\n cut").unwrap();
     let c = TrainConfig::from_toml(&format!(
         r#"
         [run]
@@ -400,6 +403,7 @@ fn an_image_folder_of_jpeg_and_png_trains_the_small_cnn_past_chance_in_2_epochs(
         dir = "{images}"
         image_size = 32
         workers = 2
+        on_bad_file = "skip"
         val_fraction = 0.1
         batch_size = 16
         [model]
@@ -420,6 +424,13 @@ fn an_image_folder_of_jpeg_and_png_trains_the_small_cnn_past_chance_in_2_epochs(
     .unwrap();
     let s = run(&c);
     // 3 classes: chance is 1/3; the val split (from val/, 60 images) is the test set.
-    assert_eq!((s.task.as_str(), s.steps), ("image", 2 * (162 / 16)));
+    assert_eq!((s.task.as_str(), s.steps), ("image", 2 * (163 / 16)));
     assert!(s.test > 0.75, "test accuracy {}", s.test);
+    let mut skipped: Vec<String> = s
+        .skipped_files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    skipped.sort();
+    assert_eq!(skipped, ["disc_bad.png", "rows_bad.jpg"]);
 }

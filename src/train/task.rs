@@ -68,6 +68,8 @@ pub(crate) struct TaskData {
     /// Image folders: the training split's files, decoded batch by batch (then `train.inputs` is
     /// a zero-stride placeholder of the right shape and `train.targets` the labels).
     pub train_stream: Option<std::sync::Arc<data::ImageSource>>,
+    /// Image folders: the bad files left out of the validation and test sets (skip).
+    eval_skipped: Vec<std::path::PathBuf>,
     /// enlighten's fused ops or the tch composites, and the cross-entropy's label smoothing.
     ops: OpsChoice,
     label_smoothing: f64,
@@ -156,6 +158,7 @@ impl TaskData {
             outputs,
             image_norm,
             train_stream: None,
+            eval_skipped: Vec::new(),
             ops: config.run.ops,
             label_smoothing: config.optim.label_smoothing,
         }
@@ -379,6 +382,15 @@ impl TaskData {
         self.task != TaskKind::Forecast
     }
 
+    /// The bad image files skipped so far (evaluation sets at load, training batches since).
+    pub fn skipped_files(&self) -> Vec<std::path::PathBuf> {
+        let mut all = self.eval_skipped.clone();
+        all.extend(self.train_stream.iter().flat_map(|s| s.skipped()));
+        all.sort();
+        all.dedup();
+        all
+    }
+
     pub fn metric_name(&self) -> &'static str {
         if self.task == TaskKind::Forecast {
             "mse"
@@ -464,8 +476,11 @@ fn load_folder(config: &TrainConfig, device: Device) -> Result<TaskData> {
         }
     };
     let size = d.image_size.unwrap_or(default_size) as usize;
-    let eval = |list: data::FileList| -> Result<Part> {
-        let set = data::ImageSource::new(list, data::Transform::eval(size), d.workers, d.on_bad_file).decode_all()?;
+    let mut eval_skipped = Vec::new();
+    let mut eval = |list: data::FileList| -> Result<Part> {
+        let source = data::ImageSource::new(list, data::Transform::eval(size), d.workers, d.on_bad_file);
+        let set = source.decode_all()?;
+        eval_skipped.extend(source.skipped());
         Ok(Part {
             inputs: set.images,
             targets: set.labels,
@@ -487,6 +502,7 @@ fn load_folder(config: &TrainConfig, device: Device) -> Result<TaskData> {
         Some(image_norm(&IMAGENET_MEAN, &IMAGENET_STD, device)?),
     );
     task.train_stream = Some(std::sync::Arc::new(source));
+    task.eval_skipped = eval_skipped;
     Ok(task)
 }
 

@@ -433,4 +433,16 @@ fn an_image_folder_of_jpeg_and_png_trains_the_small_cnn_past_chance_in_2_epochs(
         .collect();
     skipped.sort();
     assert_eq!(skipped, ["disc_bad.png", "rows_bad.jpg"]);
+    // Without a folder, or with an unusable size, the configuration is refused by field.
+    for (data, field) in [
+        ("dataset = \"image-folder\"", "data.dir"),
+        ("dataset = \"tiny-imagenet\"\nimage_size = 4", "data.image_size"),
+    ] {
+        let err = TrainConfig::from_toml(&format!(
+            "[run]\nname = \"t\"\n[data]\n{data}\n[model]\nname = \"small-cnn\"\n[optim]\n[strategy]\nkind = \"mixup\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(field), "{err}");
+    }
 }

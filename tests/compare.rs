@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use enlighten::compare::stats::{ln_gamma, paired, regularized_beta, std_dev, two_sided_p, welch};
+use enlighten::compare::stats::{
+    bootstrap_diff, holm, ln_gamma, paired, quantile_sorted, regularized_beta, std_dev, two_sided_p, welch,
+};
 use enlighten::compare::{compare, plan, CompareSection, Comparison, Outcome, PlannedRun, Report, Runner};
 use enlighten::strategy::{EpEndInfo, StrategyKind};
 use enlighten::train::{MetricsLine, Summary, Timing, TrainConfig};
@@ -63,6 +65,57 @@ fn degenerate_samples_give_no_test() {
     );
     assert!(paired(&[1.0, 2.0], &[1.0]).is_none(), "unequal lengths");
     assert_eq!(std_dev(&[4.0]), 0.0);
+}
+
+#[test]
+fn holm_matches_a_hand_computed_example() {
+    // Sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> max(0.06, 0.04).
+    // R: p.adjust(c(0.01, 0.04, 0.03, 0.005), "holm") -> 0.03 0.06 0.06 0.02.
+    let adjusted = holm(&[0.01, 0.04, 0.03, 0.005]);
+    for (a, b) in adjusted.iter().zip([0.03, 0.06, 0.06, 0.02]) {
+        assert!((a - b).abs() < 1e-15, "{adjusted:?}");
+    }
+    assert_eq!(holm(&[0.5, 0.6]), [1.0, 1.0], "capped at 1, monotone");
+    assert_eq!(holm(&[0.2]), [0.2], "one comparison: unchanged");
+    // A comparison without a test still counts in m.
+    let with_nan = holm(&[0.01, f64::NAN]);
+    assert!(
+        (with_nan[0] - 0.02).abs() < 1e-15 && with_nan[1].is_nan(),
+        "{with_nan:?}"
+    );
+    assert!(holm(&[]).is_empty());
+}
+
+#[test]
+fn the_bootstrap_interval_is_seeded_and_covers_the_difference() {
+    assert!(
+        (quantile_sorted(&[1.0, 2.0, 3.0, 4.0], 0.25) - 1.75).abs() < 1e-15,
+        "numpy's linear rule"
+    );
+    let (a, b) = ([0.912, 0.915, 0.909, 0.913, 0.910], [0.905, 0.907, 0.906, 0.903, 0.908]);
+    let ci = bootstrap_diff(&a, &b, 0.95, 10_000, 7).unwrap();
+    assert_eq!(
+        ci,
+        bootstrap_diff(&a, &b, 0.95, 10_000, 7).unwrap(),
+        "same seed, same interval"
+    );
+    assert_ne!(ci, bootstrap_diff(&a, &b, 0.95, 10_000, 8).unwrap());
+    let diff = enlighten::compare::stats::mean(&a) - enlighten::compare::stats::mean(&b);
+    assert!(ci.low < diff && diff < ci.high && ci.low > 0.0, "{ci:?} around {diff}");
+    // The normal approximation's half-width 1.96 se (se from the plug-in variances) is close.
+    let plug = |x: &[f64]| std_dev(x).powi(2) * (x.len() - 1) as f64 / x.len() as f64 / x.len() as f64;
+    let half = 1.96 * (plug(&a) + plug(&b)).sqrt();
+    assert!(
+        ((ci.high - ci.low) / 2.0 - half).abs() < 0.15 * half,
+        "{ci:?} vs ±{half}"
+    );
+    let narrow = bootstrap_diff(&a, &b, 0.5, 10_000, 7).unwrap();
+    assert!(narrow.low > ci.low && narrow.high < ci.high);
+    // Constant samples: no spread.
+    let fixed = bootstrap_diff(&[1.0, 1.0], &[0.0, 0.0], 0.95, 100, 0).unwrap();
+    assert_eq!((fixed.low, fixed.high), (1.0, 1.0));
+    assert!(bootstrap_diff(&[1.0], &[0.0, 1.0], 0.95, 100, 0).is_none());
+    assert!(bootstrap_diff(&a, &b, 1.0, 100, 0).is_none());
 }
 
 fn base_config(dir: &Path) -> TrainConfig {
@@ -125,6 +178,7 @@ fn write_run(run: &PlannedRun) -> Summary {
         wall_seconds: 12.0,
         samples_per_second: 1000.0,
         timing: Timing::default(),
+        skipped_files: Vec::new(),
     };
     std::fs::write(dir.join("summary.json"), serde_json::to_string(&s).unwrap()).unwrap();
     s
@@ -222,12 +276,35 @@ fn compare_skips_finished_runs_resumes_interrupted_ones_and_reports() {
         "+0.002 within the seed noise: {:?}",
         hlr.welch
     );
+    // Two comparisons against the baseline: Holm over both, the interval around the difference.
+    assert_eq!(report.comparisons, 2);
+    let (pw, hw) = (pause.welch.unwrap().p, hlr.welch.unwrap().p);
+    let expect = holm(&[pw, hw]);
+    assert_eq!((pause.welch_holm, hlr.welch_holm), (Some(expect[0]), Some(expect[1])));
+    assert!(
+        (pause.welch_holm.unwrap() - 2.0 * pw).abs() < 1e-15,
+        "the smaller p doubled"
+    );
+    assert!(pause.paired_holm.is_none(), "no paired test, no adjusted one");
+    assert!(
+        hlr.paired.is_none() && hlr.paired_holm.is_none(),
+        "constant differences again"
+    );
+    let ci = pause.diff_ci.unwrap();
+    assert!(
+        ci.low <= 0.01 + 1e-12 && 0.01 - 1e-12 <= ci.high && ci.level == 0.95,
+        "{ci:?}"
+    );
+    assert!(report.strategies[0].diff_ci.is_none() && report.strategies[0].welch_holm.is_none());
     let md = std::fs::read_to_string(dir.join("cmp/report.md")).unwrap();
     for needle in [
         "| mixup-pause | 0.9002 ± 0.0019",
         "+0.0100",
         "Welch p",
-        "paired p",
+        "Welch p, Holm",
+        "paired p, Holm",
+        "95% CI of Δ (bootstrap)",
+        "2 comparison(s) against vanilla",
         "40, 0, 0.5200",
         "![curves.png](curves.png)",
     ] {
@@ -243,6 +320,8 @@ fn compare_skips_finished_runs_resumes_interrupted_ones_and_reports() {
         (3, "vanilla", 3)
     );
     assert!((json.strategies[1].test_mean - pause.test_mean).abs() < 1e-12);
+    assert_eq!((json.comparisons, json.strategies[1].diff_ci), (2, pause.diff_ci));
+    assert_eq!(json.strategies[2].welch_holm, hlr.welch_holm);
     assert_eq!(
         plots
             .iter()

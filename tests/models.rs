@@ -1,8 +1,8 @@
 //! The trainer's classifiers: shapes, parameter counts, probes, and that they can learn.
 
 use enlighten::models::{
-    char_transformer, mlp_forecaster, parameter_count, preact_resnet18, resnet18, resnet1d, small_cnn, vit_tiny, Model,
-    TransformerDims,
+    char_transformer, mlp_forecaster, parameter_count, preact_resnet18, preact_resnet50, resnet18, resnet1d, resnet50,
+    small_cnn, vit_s16, vit_s8, vit_t16, vit_tiny, Model, TransformerDims,
 };
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -179,4 +179,46 @@ fn series_forecast_and_language_models_have_their_shapes_and_probes() {
     let (again, _) = lm.forward(&changed, false, false);
     let (before, _) = lm.forward(&tokens, false, false);
     assert!(again.narrow(1, 0, 15).equal(&before.narrow(1, 0, 15)));
+}
+
+#[test]
+fn the_papers_models_have_the_published_parameter_counts() {
+    let count = |build: &dyn Fn(&nn::Path) -> Box<dyn Model>| {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = build(&vs.root());
+        (parameter_count(&vs), model)
+    };
+    // timm's vit_small_patch16_224 / vit_tiny_patch16_224 and torchvision's resnet50 (1,000 classes).
+    let (n, vit_s) = count(&|p| Box::new(vit_s16(p, 224, 1000)));
+    assert_eq!(n, 22_050_664, "ViT-S/16: 22.05M");
+    let (n, _) = count(&|p| Box::new(vit_t16(p, 224, 1000)));
+    assert_eq!(n, 5_717_416, "ViT-T/16: 5.72M");
+    let (n, resnet) = count(&|p| Box::new(resnet50(p, 3, 1000)));
+    assert_eq!(n, 25_557_032, "ResNet50: 25.56M");
+    // Patch-8 ViT-S at 64 pixels for Tiny-ImageNet: 65 positions, 200 classes.
+    let (n, vit8) = count(&|p| Box::new(vit_s8(p, 64, 200)));
+    assert_eq!(n, 21_470_792);
+    // PreActResNet50 (CIFAR stem, no BN on the projection shortcuts) for CIFAR-100.
+    let (n, preact) = count(&|p| Box::new(preact_resnet50(p, 3, 100)));
+    assert_eq!(n, 23_697_572);
+    tch::no_grad(|| {
+        let x = |size: i64| Tensor::randn([1, 3, size, size], (Kind::Float, Device::Cpu));
+        let (out, probes) = vit_s.forward(&x(224), false, true);
+        assert_eq!(
+            (out.size(), probes.len(), probes[0].size()),
+            (vec![1, 1000], 12, vec![1, 197, 1536])
+        );
+        assert_eq!(vit8.forward(&x(64), false, false).0.size(), [1, 200]);
+        let (out, probes) = resnet.forward(&x(224), false, true);
+        assert_eq!(out.size(), [1, 1000]);
+        assert_eq!(
+            probes.len(),
+            1 + 2 * 16 + 16,
+            "stem, two inner ReLUs and the output ReLU a block"
+        );
+        assert_eq!(probes.last().unwrap().size(), [1, 2048, 7, 7]);
+        let (out, probes) = preact.forward(&x(32), false, true);
+        assert_eq!(out.size(), [1, 100]);
+        assert_eq!(probes.last().unwrap().size(), [1, 2048, 4, 4], "the final BN-ReLU");
+    });
 }

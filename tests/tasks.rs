@@ -199,6 +199,39 @@ fn the_char_lm_learns_in_30_steps_with_high_loss_removal() {
 }
 
 #[test]
+fn a_plain_text_file_trains_the_char_lm_with_dataset_text() {
+    let _one = serial();
+    let dir = setup("plain-text");
+    let file = dir.join("data").join("notes.txt");
+    let line = "the quick brown fox jumps over the lazy dog; the dog sleeps, the fox runs. ";
+    // The test part holds characters the training part never has: one unknown id.
+    std::fs::write(&file, format!("{}{}", line.repeat(100), "ZZZ QQQ ".repeat(40))).unwrap();
+    let data = format!(
+        "dataset = \"text\"\npath = \"{}\"\nseq_len = 32\ntest_fraction = 0.05",
+        file.display()
+    );
+    let c = config(
+        &dir,
+        "plain",
+        &data,
+        "name = \"char-transformer\"\nwidth = 32\ndepth = 1\nheads = 2",
+        "kind = \"vanilla\"",
+        "max_steps = 30",
+    );
+    let s = run(&c);
+    assert_eq!((s.task.as_str(), s.metric.as_str()), ("text", "accuracy"));
+    let (first, last) = first_and_last(&metrics(&dir, "plain"));
+    assert!(last < 0.7 * first, "loss {first} -> {last}");
+    // Without a path, dataset = "text" is refused with the field named.
+    let err = TrainConfig::from_toml(
+        "[run]\nname = \"t\"\n[data]\ndataset = \"text\"\n[model]\nname = \"char-transformer\"\n[optim]\n[strategy]\nkind = \"vanilla\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("data.path"), "{err}");
+}
+
+#[test]
 fn diagnostics_log_zero_shares_every_line_and_benr_every_epoch() {
     let _one = serial();
     let dir = setup("diagnostics");
@@ -344,5 +377,72 @@ fn the_char_lm_resumes_bit_identically() {
             (x.step, x.loss.to_bits(), x.drop_share.to_bits()),
             (y.step, y.loss.to_bits(), y.drop_share.to_bits())
         );
+    }
+}
+
+#[test]
+fn an_image_folder_of_jpeg_and_png_trains_the_small_cnn_past_chance_in_2_epochs() {
+    let _one = serial();
+    let dir = scratch("image-folder");
+    let images = dir.join("images");
+    support::images::write_image_folder(&images, &[("train", 60), ("val", 20)], 21);
+    // One corrupt file in each split: skipped and counted in the summary.
+    std::fs::write(images.join("train/rows/rows_bad.jpg"), b"\xff\xd8\xff\xe0 not a JPEG").unwrap();
+    std::fs::write(images.join("val/disc/disc_bad.png"), b"\x89PNG\r\n\x1a\n cut").unwrap();
+    let c = TrainConfig::from_toml(&format!(
+        r#"
+        [run]
+        name = "folder"
+        seed = 3
+        device = "cpu"
+        out_dir = "{out}"
+        eval_every = 10
+        log_every = 5
+        [data]
+        dataset = "image-folder"
+        dir = "{images}"
+        image_size = 32
+        workers = 2
+        on_bad_file = "skip"
+        val_fraction = 0.1
+        batch_size = 16
+        [model]
+        name = "small-cnn"
+        width = 16
+        [optim]
+        kind = "adamw"
+        lr = 0.003
+        weight_decay = 0.0
+        epochs = 2
+        [strategy]
+        kind = "mixup-pause"
+        alpha = 0.2
+        "#,
+        out = dir.join("runs").display(),
+        images = images.display(),
+    ))
+    .unwrap();
+    let s = run(&c);
+    // 3 classes: chance is 1/3; the val split (from val/, 60 images) is the test set.
+    assert_eq!((s.task.as_str(), s.steps), ("image", 2 * (163 / 16)));
+    assert!(s.test > 0.75, "test accuracy {}", s.test);
+    let mut skipped: Vec<String> = s
+        .skipped_files
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    skipped.sort();
+    assert_eq!(skipped, ["disc_bad.png", "rows_bad.jpg"]);
+    // Without a folder, or with an unusable size, the configuration is refused by field.
+    for (data, field) in [
+        ("dataset = \"image-folder\"", "data.dir"),
+        ("dataset = \"tiny-imagenet\"\nimage_size = 4", "data.image_size"),
+    ] {
+        let err = TrainConfig::from_toml(&format!(
+            "[run]\nname = \"t\"\n[data]\n{data}\n[model]\nname = \"small-cnn\"\n[optim]\n[strategy]\nkind = \"mixup\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(field), "{err}");
     }
 }

@@ -436,3 +436,26 @@ fn bf16_autocast_on_the_cpu_is_refused_by_name() {
     let e = train(&c, false, false).unwrap_err().to_string();
     assert!(e.contains("run.autocast") && e.contains("CUDA"), "{e}");
 }
+
+#[test]
+fn every_configuration_in_configs_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            TrainConfig::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    for paper in [
+        "tiny-imagenet-vit-s-pause10.toml",
+        "tiny-imagenet-vit-s-pause25.toml",
+        "tiny-imagenet-vit-s-pause-acc.toml",
+        "imagenet-vit-t-alpha-boost.toml",
+        "cifar100-preact-resnet50.toml",
+    ] {
+        assert!(names.iter().any(|n| n == paper), "{paper} missing from configs/");
+    }
+}

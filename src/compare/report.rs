@@ -1,13 +1,14 @@
 //! The comparison's tables: per strategy the mean and standard deviation over seeds of the test
-//! and best validation metric, the difference to the baseline with Welch's and the paired
-//! t-test, the EP end and wall time of every run; as `report.json` and `report.md`.
+//! and best validation metric, the difference to the baseline with a bootstrap confidence
+//! interval, Welch's and the paired t-test with their Holm-adjusted p-values (over the report's
+//! comparisons), the EP end and wall time of every run; as `report.json` and `report.md`.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::stats::{mean, paired, std_dev, welch, TTest};
+use super::stats::{bootstrap_diff, holm, mean, paired, std_dev, welch, Interval, TTest};
 use super::{read_summary, CompareSection, PlannedRun};
 use crate::error::{Error, Result};
 use crate::strategy::EpEndInfo;
@@ -41,8 +42,24 @@ pub struct StrategyResult {
     pub welch: Option<TTest>,
     /// The paired t-test over seeds (run i of each strategy shares its seed).
     pub paired: Option<TTest>,
+    /// Welch's p after Holm's adjustment over the report's comparisons.
+    #[serde(default)]
+    pub welch_holm: Option<f64>,
+    /// The paired p after Holm's adjustment over the report's comparisons.
+    #[serde(default)]
+    pub paired_holm: Option<f64>,
+    /// The bootstrap confidence interval of `diff_to_baseline`.
+    #[serde(default)]
+    pub diff_ci: Option<Interval>,
     pub wall_seconds_mean: f64,
 }
+
+/// The confidence level of the reports' intervals.
+pub const CI_LEVEL: f64 = 0.95;
+/// Bootstrap resamples per interval.
+pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
+/// The bootstrap's seed: fixed, so a report is reproducible from its runs.
+pub const BOOTSTRAP_SEED: u64 = 20_261_127;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -52,6 +69,15 @@ pub struct Report {
     pub higher_is_better: bool,
     pub seeds: u32,
     pub baseline: String,
+    /// How many comparisons (strategies against the baseline) the report holds: the family
+    /// Holm's adjustment is over, for each of the two tests.
+    #[serde(default)]
+    pub comparisons: usize,
+    /// The bootstrap behind `diff_ci`: resamples and seed.
+    #[serde(default)]
+    pub bootstrap_resamples: usize,
+    #[serde(default)]
+    pub bootstrap_seed: u64,
     pub strategies: Vec<StrategyResult>,
 }
 
@@ -95,6 +121,9 @@ impl Report {
                 diff_to_baseline: None,
                 welch: None,
                 paired: None,
+                welch_holm: None,
+                paired_holm: None,
+                diff_ci: None,
             });
         }
         let baseline = section.baseline().name().to_string();
@@ -108,7 +137,10 @@ impl Report {
             s.diff_to_baseline = Some(s.test_mean - mean(&base_test));
             s.welch = welch(&test, &base_test);
             s.paired = paired(&test, &base_test);
+            s.diff_ci = bootstrap_diff(&test, &base_test, CI_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED);
         }
+        let comparisons = strategies.iter().filter(|s| s.strategy != baseline).count();
+        adjust(&mut strategies, &baseline);
         Ok(Report {
             name: name.into(),
             task,
@@ -116,6 +148,9 @@ impl Report {
             higher_is_better: higher,
             seeds: section.seeds,
             baseline,
+            comparisons,
+            bootstrap_resamples: BOOTSTRAP_RESAMPLES,
+            bootstrap_seed: BOOTSTRAP_SEED,
             strategies,
         })
     }
@@ -139,7 +174,8 @@ impl Report {
             "lower is better"
         };
         let mut t = format!(
-            "| strategy | test {m} (mean ± std) | best val {m} | Δ test vs {b} | Welch p | paired p | EP end step (mean) | wall s/run |\n|---|---|---|---|---|---|---|---|\n",
+            "| strategy | test {m} (mean ± std) | best val {m} | Δ test vs {b} | {l:.0}% CI of Δ (bootstrap) | Welch p | Welch p, Holm | paired p | paired p, Holm | EP end step (mean) | wall s/run |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            l = CI_LEVEL * 100.0,
             m = self.metric,
             b = self.baseline
         );
@@ -151,9 +187,13 @@ impl Report {
                 format!("{:.0} ({}/{} runs)", mean(&ends), ends.len(), s.runs.len())
             };
             let p = |t: Option<TTest>| t.map_or("—".to_string(), |t| format!("{:.3}", t.p));
+            let adj = |p: Option<f64>| p.map_or("—".to_string(), |p| format!("{p:.3}"));
+            let ci = s
+                .diff_ci
+                .map_or("—".to_string(), |c| format!("[{:+.4}, {:+.4}]", c.low, c.high));
             let _ = writeln!(
                 t,
-                "| {} | {:.4} ± {:.4} | {:.4} ± {:.4} | {} | {} | {} | {} | {:.1} |",
+                "| {} | {:.4} ± {:.4} | {:.4} ± {:.4} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
                 s.strategy,
                 s.test_mean,
                 s.test_std,
@@ -161,13 +201,20 @@ impl Report {
                 s.best_val_std,
                 s.diff_to_baseline
                     .map_or("baseline".to_string(), |d| format!("{d:+.4}")),
+                ci,
                 p(s.welch),
+                adj(s.welch_holm),
                 p(s.paired),
+                adj(s.paired_holm),
                 ep,
                 s.wall_seconds_mean
             );
         }
-        let _ = write!(t, "\n{} over {} seed(s); {better}.", self.metric, self.seeds);
+        let _ = write!(
+            t,
+            "\n{} over {} seed(s); {better}. {} comparison(s) against {}: Holm's adjustment is over them.",
+            self.metric, self.seeds, self.comparisons, self.baseline
+        );
         t
     }
 
@@ -180,8 +227,12 @@ impl Report {
         );
         md.push_str(
             "p-values: two-sided, Welch's unequal-variance t-test and the paired t-test over seeds (run i of every \
-             strategy uses seed i), against the baseline. With few seeds only large, consistent differences reach \
-             p < 0.05; a difference without that is not evidence of a gain.\n\n## Runs\n\n\
+             strategy uses seed i), against the baseline; the Holm columns adjust each test's p-values for the \
+             report's number of comparisons (step-down, family-wise error rate). The interval is the percentile \
+             bootstrap of the difference of means (each strategy's seeds resampled on their own; resamples and \
+             seed in report.json). With few seeds only large, consistent differences reach p < 0.05; a \
+             difference without that is not evidence of a gain, and one seen once is a claim to replicate on \
+             fresh seeds before it is believed.\n\n## Runs\n\n\
              | strategy | seed | test | test loss | best val | final val | EP end (step, epoch, accuracy) | steps | wall s |\n\
              |---|---|---|---|---|---|---|---|---|\n",
         );
@@ -210,5 +261,23 @@ impl Report {
             }
         }
         md
+    }
+}
+
+/// Fills the Holm-adjusted p-values of every strategy but the baseline, each test on its own.
+fn adjust(strategies: &mut [StrategyResult], baseline: &str) {
+    let rows: Vec<usize> = (0..strategies.len())
+        .filter(|&i| strategies[i].strategy != baseline)
+        .collect();
+    let raw = |f: fn(&StrategyResult) -> Option<TTest>| -> Vec<f64> {
+        rows.iter()
+            .map(|&i| f(&strategies[i]).map_or(f64::NAN, |t| t.p))
+            .collect()
+    };
+    let (welch_adj, paired_adj) = (holm(&raw(|s| s.welch)), holm(&raw(|s| s.paired)));
+    let finite = |p: f64| (!p.is_nan()).then_some(p);
+    for (k, &i) in rows.iter().enumerate() {
+        strategies[i].welch_holm = finite(welch_adj[k]);
+        strategies[i].paired_holm = finite(paired_adj[k]);
     }
 }

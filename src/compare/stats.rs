@@ -1,8 +1,12 @@
 //! Two-sample tests for comparing strategies over seeds: Welch's unequal-variance t-test and the
 //! paired t-test, with two-sided p-values from Student's t distribution (the regularised
-//! incomplete beta function by Lentz's continued fraction, log-gamma by Lanczos).
+//! incomplete beta function by Lentz's continued fraction, log-gamma by Lanczos); Holm's
+//! step-down adjustment for several comparisons; a seeded percentile bootstrap interval of a
+//! difference of means.
 
 use serde::{Deserialize, Serialize};
+
+use crate::rng::SeededRng;
 
 /// A t-test's statistic, degrees of freedom and two-sided p-value.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -62,6 +66,69 @@ pub fn paired(a: &[f64], b: &[f64]) -> Option<TTest> {
         df,
         p: two_sided_p(t, df),
     })
+}
+
+/// Holm's step-down adjustment of `p` (one family of m = `p.len()` comparisons), in the input's
+/// order: with the p-values sorted ascending, the i-th (from 0) becomes max over j <= i of
+/// min(1, (m - j) p_(j)). It controls the family-wise error rate without assuming independence.
+/// A NaN (a comparison without a test) stays NaN but still counts in m, as a hypothesis that
+/// cannot be rejected: the others are adjusted no less than with it tested.
+pub fn holm(p: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..p.len()).filter(|&i| !p[i].is_nan()).collect();
+    order.sort_by(|&i, &j| p[i].total_cmp(&p[j]).then(i.cmp(&j)));
+    let m = p.len();
+    let mut adjusted = vec![f64::NAN; p.len()];
+    let mut running = 0.0f64;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * p[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// A confidence interval of mean(a) - mean(b).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    pub low: f64,
+    pub high: f64,
+    /// The coverage asked for, e.g. 0.95.
+    pub level: f64,
+}
+
+/// The percentile bootstrap interval of mean(a) - mean(b) at `level`: `resamples` times, each
+/// sample is resampled with replacement on its own (as Welch's test treats them), from a
+/// [`SeededRng`] seeded with `seed`, so the same inputs give the same interval. The bounds are
+/// the (1 - level)/2 and (1 + level)/2 quantiles (linear interpolation between order
+/// statistics). None with fewer than 2 values a side, `resamples` < 2 or a level outside (0, 1).
+pub fn bootstrap_diff(a: &[f64], b: &[f64], level: f64, resamples: usize, seed: u64) -> Option<Interval> {
+    if a.len() < 2 || b.len() < 2 || resamples < 2 || !(level > 0.0 && level < 1.0) {
+        return None;
+    }
+    let mut rng = SeededRng::new(seed);
+    let resample_mean = |x: &[f64], rng: &mut SeededRng| {
+        (0..x.len()).map(|_| x[rng.below(x.len() as u64) as usize]).sum::<f64>() / x.len() as f64
+    };
+    let mut diffs: Vec<f64> = (0..resamples)
+        .map(|_| resample_mean(a, &mut rng) - resample_mean(b, &mut rng))
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    Some(Interval {
+        low: quantile_sorted(&diffs, (1.0 - level) / 2.0),
+        high: quantile_sorted(&diffs, (1.0 + level) / 2.0),
+        level,
+    })
+}
+
+/// The q-quantile of sorted values, interpolating linearly between order statistics (numpy's
+/// default, "linear").
+pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, frac) = (pos.floor() as usize, pos - pos.floor());
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + frac * (sorted[hi] - sorted[lo])
 }
 
 /// P(|T| >= |t|) for Student's t with `df` degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2).

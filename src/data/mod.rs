@@ -7,15 +7,24 @@
 mod augment;
 mod cifar;
 mod digits;
+mod folder;
 mod idx;
+mod pipeline;
 mod sequence;
 mod ts;
 
 pub use augment::random_crop_flip;
 pub use cifar::{cifar10, cifar100};
 pub use digits::sklearn_digits;
+pub use folder::{image_folder, imagenet, is_image, tiny_imagenet, FileList, FolderSplits};
 pub use idx::{fashion_mnist, read_idx_images, read_idx_labels};
-pub use sequence::{char_corpus, forecast_windows, read_vic_elec, CharCorpus};
+pub use pipeline::{
+    center_crop_box, decode_rgb, load_sample, random_resized_crop, resize_crop_into, sample_seed, CropBox, ImageSource,
+    Loader, OnBadFile, Rgb, Transform,
+};
+pub use sequence::{
+    char_corpus, char_splits, forecast_windows, read_shakespeare, read_text, read_vic_elec, CharCorpus, TextSplits,
+};
 pub use ts::{read_ts, SeriesSet};
 
 use std::path::{Path, PathBuf};

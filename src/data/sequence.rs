@@ -1,5 +1,7 @@
 //! Forecasting and language-modelling data: the vic_elec electricity demand CSV cut into
-//! (input window, horizon) pairs, and a character-level corpus from plain text files.
+//! (input window, horizon) pairs, and character-level corpora from plain text: any file or
+//! folder of `.txt` files ([`read_text`], [`char_splits`]: the vocabulary from the training part),
+//! Shakespeare's Gutenberg texts ([`char_corpus`]).
 
 use std::path::{Path, PathBuf};
 
@@ -107,33 +109,9 @@ impl CharCorpus {
 }
 
 /// The concatenation, in name order, of the `*_gut.txt` files in `dir` (not the `*_gut_f.txt`
-/// Folio copies), as characters.
+/// Folio copies), as characters: Shakespeare, the vocabulary over the whole text.
 pub fn char_corpus(dir: &Path) -> Result<CharCorpus> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::Data {
-            path: dir.to_path_buf(),
-            problem: e.to_string(),
-            hint: FETCH_TEXT.into(),
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with("_gut.txt"))
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::Data {
-            path: dir.to_path_buf(),
-            problem: "no *_gut.txt files".into(),
-            hint: FETCH_TEXT.into(),
-        });
-    }
-    let mut text = String::new();
-    for f in &files {
-        text.push_str(&String::from_utf8_lossy(&read_file(f, FETCH_TEXT)?));
-    }
+    let text = read_shakespeare(dir)?;
     let mut vocab: Vec<char> = text.chars().collect();
     vocab.sort_unstable();
     vocab.dedup();
@@ -144,5 +122,117 @@ pub fn char_corpus(dir: &Path) -> Result<CharCorpus> {
     Ok(CharCorpus {
         tokens: Tensor::from_slice(&ids),
         vocab,
+    })
+}
+
+/// Shakespeare's text: the `*_gut.txt` files of `dir` in name order (not the `*_gut_f.txt`
+/// Folio copies). `dataset = "shakespeare"` is `dataset = "text"` over this text.
+pub fn read_shakespeare(dir: &Path) -> Result<String> {
+    read_texts(dir, |n| n.ends_with("_gut.txt"), "*_gut.txt", FETCH_TEXT)
+}
+
+const TEXT_HINT: &str = "give data.path as a UTF-8 text file or a folder of .txt files";
+
+/// The text of `path`: a file as it is, or a folder's `*.txt` files (not its subfolders)
+/// concatenated in name order. Invalid UTF-8 is replaced by U+FFFD.
+pub fn read_text(path: &Path) -> Result<String> {
+    if path.is_dir() {
+        read_texts(path, |n| n.ends_with(".txt"), "*.txt", TEXT_HINT)
+    } else {
+        Ok(String::from_utf8_lossy(&read_file(path, TEXT_HINT)?).into_owned())
+    }
+}
+
+/// The files of `dir` whose names pass `keep`, concatenated in name order.
+fn read_texts(dir: &Path, keep: impl Fn(&str) -> bool, pattern: &str, hint: &str) -> Result<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::Data {
+            path: dir.to_path_buf(),
+            problem: e.to_string(),
+            hint: hint.into(),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(&keep))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Data {
+            path: dir.to_path_buf(),
+            problem: format!("no {pattern} files"),
+            hint: hint.into(),
+        });
+    }
+    let mut text = String::new();
+    for f in &files {
+        text.push_str(&String::from_utf8_lossy(&read_file(f, hint)?));
+    }
+    Ok(text)
+}
+
+/// A character corpus split in time (training part first, then validation, then test), its
+/// vocabulary taken from the training part alone: what the model may know. A character seen
+/// only in the validation or test part becomes one extra "unknown" id (`vocab.len()`), present
+/// only when such a character exists.
+#[derive(Debug)]
+pub struct TextSplits {
+    pub train: Tensor,
+    pub val: Tensor,
+    pub test: Tensor,
+    /// The training part's distinct characters, sorted; id i is `vocab[i]`.
+    pub vocab: Vec<char>,
+    /// The id of characters outside `vocab`, when the validation or test part has any.
+    pub unknown: Option<i64>,
+}
+
+impl TextSplits {
+    /// Token ids the model predicts over: the vocabulary, plus the unknown id if present.
+    pub fn classes(&self) -> i64 {
+        self.vocab.len() as i64 + i64::from(self.unknown.is_some())
+    }
+}
+
+/// Splits `text` by characters: the last `test_fraction` is the test part, the `val_fraction`
+/// before it the validation part (rounded to whole characters), the rest trains.
+pub fn char_splits(text: &str, val_fraction: f64, test_fraction: f64) -> Result<TextSplits> {
+    let chars: Vec<char> = text.chars().collect();
+    let n = chars.len();
+    let n_test = (test_fraction * n as f64).round() as usize;
+    let n_val = (val_fraction * n as f64).round() as usize;
+    if n_test + n_val >= n {
+        return Err(Error::value(
+            "data.test_fraction",
+            format!("fractions leaving training characters of {n}"),
+            format!("val {val_fraction}, test {test_fraction}"),
+        ));
+    }
+    let n_train = n - n_test - n_val;
+    let mut vocab: Vec<char> = chars[..n_train].to_vec();
+    vocab.sort_unstable();
+    vocab.dedup();
+    let unknown_id = vocab.len() as i64;
+    let mut unknown = None;
+    let mut ids = |part: &[char]| {
+        let ids: Vec<i64> = part
+            .iter()
+            .map(|c| {
+                vocab.binary_search(c).map(|i| i as i64).unwrap_or_else(|_| {
+                    unknown = Some(unknown_id);
+                    unknown_id
+                })
+            })
+            .collect();
+        Tensor::from_slice(&ids)
+    };
+    let (train, val, test) = (
+        ids(&chars[..n_train]),
+        ids(&chars[n_train..n_train + n_val]),
+        ids(&chars[n_train + n_val..]),
+    );
+    Ok(TextSplits {
+        train,
+        val,
+        test,
+        vocab,
+        unknown,
     })
 }

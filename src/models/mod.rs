@@ -1,4 +1,5 @@
-//! The trainer's models: image classifiers (small CNN, ResNet18, PreActResNet18, ViT-tiny), a
+//! The trainer's models: image classifiers (small CNN, ResNet18/50, PreActResNet18/50, ViT-tiny,
+//! ViT-S/16, ViT-T/16, patch-8 ViT-S), a
 //! 1-D ResNet for series, an MLP forecaster and a decoder-only transformer for character LMs.
 //! Every model can return its hidden activations after the nonlinearity (the probes that
 //! `ops::stats::zero_counts` counts), in forward order, alongside its output; for the
@@ -11,10 +12,12 @@ mod small_cnn;
 mod transformer;
 
 pub use forecaster::{mlp_forecaster, MlpForecaster};
-pub use resnet::{preact_resnet18, resnet18};
+pub use resnet::{preact_resnet18, preact_resnet50, resnet18, resnet50};
 pub use resnet1d::{resnet1d, ResNet1d};
 pub use small_cnn::{small_cnn, small_cnn_with_width};
-pub use transformer::{char_transformer, vit_tiny, CharTransformer, TransformerDims, VitTiny};
+pub use transformer::{
+    char_transformer, vit, vit_s16, vit_s8, vit_t16, vit_tiny, CharTransformer, TransformerDims, Vit, VitTiny,
+};
 
 use tch::nn;
 use tch::Tensor;

@@ -1,5 +1,7 @@
 //! ResNet18 with the CIFAR stem (3x3 convolution, no max-pool) and PreActResNet18, as in the
-//! CIFAR training code the paper's experiments follow.
+//! CIFAR training code the paper's experiments follow; ResNet50 with ImageNet's stem (7x7
+//! stride 2, max-pool; torchvision's layout, stride in the 3x3 convolution) and PreActResNet50
+//! with the CIFAR stem (bottleneck blocks, expansion 4).
 
 use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
@@ -65,10 +67,51 @@ struct PreActBlock {
     shortcut: Option<Shortcut>,
 }
 
+/// 1x1 reduce, 3x3 (the stride), 1x1 expand, each with BN (ReLU after the first two), plus the
+/// shortcut, then ReLU.
+#[derive(Debug)]
+struct Bottleneck {
+    convs: [nn::Conv2D; 3],
+    bns: [nn::BatchNorm; 3],
+    shortcut: Option<Shortcut>,
+}
+
+/// BN-ReLU before each of the three convolutions; the projection shortcut after the first BN-ReLU.
+#[derive(Debug)]
+struct PreActBottleneck {
+    bns: [nn::BatchNorm; 3],
+    convs: [nn::Conv2D; 3],
+    shortcut: Option<Shortcut>,
+}
+
 #[derive(Debug)]
 enum Block {
     Basic(BasicBlock),
     PreAct(PreActBlock),
+    Bottleneck(Bottleneck),
+    PreActBottleneck(PreActBottleneck),
+}
+
+fn conv1x1(vs: nn::Path, c_in: i64, c_out: i64) -> nn::Conv2D {
+    nn::conv2d(
+        vs,
+        c_in,
+        c_out,
+        1,
+        nn::ConvConfig {
+            bias: false,
+            ..Default::default()
+        },
+    )
+}
+
+/// The three convolutions of a bottleneck from `c_in` through `width` to `4 width`.
+fn bottleneck_convs(vs: &nn::Path, c_in: i64, width: i64, stride: i64) -> [nn::Conv2D; 3] {
+    [
+        conv1x1(vs / "conv1", c_in, width),
+        conv3x3(vs / "conv2", width, width, stride),
+        conv1x1(vs / "conv3", width, 4 * width),
+    ]
 }
 
 impl Block {
@@ -92,8 +135,48 @@ impl Block {
         }
     }
 
+    /// A bottleneck block from `c_in` to `4 width` channels.
+    fn bottleneck(vs: nn::Path, c_in: i64, width: i64, stride: i64, preact: bool) -> Block {
+        let bn = |name: &str, c: i64| nn::batch_norm2d(&vs / name, c, Default::default());
+        if preact {
+            Block::PreActBottleneck(PreActBottleneck {
+                bns: [bn("bn1", c_in), bn("bn2", width), bn("bn3", width)],
+                convs: bottleneck_convs(&vs, c_in, width, stride),
+                shortcut: Shortcut::new(&vs / "shortcut", c_in, 4 * width, stride, false),
+            })
+        } else {
+            Block::Bottleneck(Bottleneck {
+                convs: bottleneck_convs(&vs, c_in, width, stride),
+                bns: [bn("bn1", width), bn("bn2", width), bn("bn3", 4 * width)],
+                shortcut: Shortcut::new(&vs / "shortcut", c_in, 4 * width, stride, true),
+            })
+        }
+    }
+
     fn forward(&self, x: &Tensor, train: bool, p: &mut Probes) -> Tensor {
         match self {
+            Block::Bottleneck(b) => {
+                let mut y = x.shallow_clone();
+                for (i, (conv, bn)) in b.convs.iter().zip(&b.bns).enumerate() {
+                    y = bn.forward_t(&conv.forward(&y), train);
+                    if i < 2 {
+                        y = p.relu(y);
+                    }
+                }
+                p.relu(y + Shortcut::forward(&b.shortcut, x, train))
+            }
+            Block::PreActBottleneck(b) => {
+                let a = p.relu(b.bns[0].forward_t(x, train));
+                let short = if b.shortcut.is_some() {
+                    Shortcut::forward(&b.shortcut, &a, train)
+                } else {
+                    x.shallow_clone()
+                };
+                let y = b.convs[0].forward(&a);
+                let y = b.convs[1].forward(&p.relu(b.bns[1].forward_t(&y, train)));
+                let y = b.convs[2].forward(&p.relu(b.bns[2].forward_t(&y, train)));
+                y + short
+            }
             Block::Basic(b) => {
                 let y = p.relu(b.bn1.forward_t(&b.conv1.forward(x), train));
                 let y = b.bn2.forward_t(&b.conv2.forward(&y), train);
@@ -114,11 +197,13 @@ impl Block {
     }
 }
 
-/// ResNet18 or PreActResNet18 for small images.
+/// ResNet18/50 or PreActResNet18/50.
 #[derive(Debug)]
 pub struct ResNet {
     stem: nn::Conv2D,
     stem_bn: Option<nn::BatchNorm>,
+    /// ImageNet's stem: the 3x3 stride-2 max-pool after the first BN-ReLU.
+    max_pool: bool,
     blocks: Vec<Block>,
     /// PreAct: the BN-ReLU before pooling.
     final_bn: Option<nn::BatchNorm>,
@@ -138,6 +223,7 @@ fn build(vs: &nn::Path, c_in: i64, classes: i64, preact: bool) -> ResNet {
     ResNet {
         stem: conv3x3(vs / "conv1", c_in, 64, 1),
         stem_bn: (!preact).then(|| nn::batch_norm2d(vs / "bn1", 64, Default::default())),
+        max_pool: false,
         blocks,
         final_bn: preact.then(|| nn::batch_norm2d(vs / "bn_final", 512, Default::default())),
         fc: nn::linear(vs / "fc", 512, classes, Default::default()),
@@ -154,12 +240,74 @@ pub fn preact_resnet18(vs: &nn::Path, c_in: i64, classes: i64) -> ResNet {
     build(vs, c_in, classes, true)
 }
 
+/// Bottleneck ResNets of 3, 4, 6, 3 blocks (50 layers), widths 64-512 expanded 4x: ResNet50 with
+/// ImageNet's stem (25,557,032 parameters for 1,000 classes, the published 25.56M) or
+/// PreActResNet50 with the CIFAR stem.
+fn build50(vs: &nn::Path, c_in: i64, classes: i64, preact: bool) -> ResNet {
+    let mut blocks = Vec::new();
+    let mut c = 64;
+    for (stage, (width, n, stride)) in [(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 0..n {
+            let s = if i == 0 { stride } else { 1 };
+            blocks.push(Block::bottleneck(
+                vs / format!("layer{}", stage + 1) / i,
+                c,
+                width,
+                s,
+                preact,
+            ));
+            c = 4 * width;
+        }
+    }
+    let stem = if preact {
+        conv3x3(vs / "conv1", c_in, 64, 1)
+    } else {
+        nn::conv2d(
+            vs / "conv1",
+            c_in,
+            64,
+            7,
+            nn::ConvConfig {
+                stride: 2,
+                padding: 3,
+                bias: false,
+                ..Default::default()
+            },
+        )
+    };
+    ResNet {
+        stem,
+        stem_bn: (!preact).then(|| nn::batch_norm2d(vs / "bn1", 64, Default::default())),
+        max_pool: !preact,
+        blocks,
+        final_bn: preact.then(|| nn::batch_norm2d(vs / "bn_final", c, Default::default())),
+        fc: nn::linear(vs / "fc", c, classes, Default::default()),
+    }
+}
+
+/// ResNet50 (torchvision's layout, ImageNet stem) for `c_in` channels and `classes` outputs.
+pub fn resnet50(vs: &nn::Path, c_in: i64, classes: i64) -> ResNet {
+    build50(vs, c_in, classes, false)
+}
+
+/// PreActResNet50 with the CIFAR stem (He et al.'s pre-activation bottlenecks), as the paper's
+/// CIFAR-100 experiments use.
+pub fn preact_resnet50(vs: &nn::Path, c_in: i64, classes: i64) -> ResNet {
+    build50(vs, c_in, classes, true)
+}
+
 impl Model for ResNet {
     fn forward(&self, x: &Tensor, train: bool, probe: bool) -> (Tensor, Vec<Tensor>) {
         let mut p = Probes::new(probe);
         let mut y = self.stem.forward(x);
         if let Some(bn) = &self.stem_bn {
             y = p.relu(bn.forward_t(&y, train));
+        }
+        if self.max_pool {
+            y = y.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
         for b in &self.blocks {
             y = b.forward(&y, train, &mut p);

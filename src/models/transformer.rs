@@ -1,5 +1,6 @@
 //! Pre-norm transformers: a decoder-only character LM (causal attention, ReLU MLP so its probes
-//! have exact zeros) and ViT-tiny for 28/32-pixel images (patch 4, class token, GELU MLP).
+//! have exact zeros) and Vision Transformers (class token, GELU MLP): ViT-tiny for 28/32-pixel
+//! images (patch 4), and the paper's ViT-S/16 and ViT-T/16 at 224 pixels and patch-8 ViT-S at 64.
 
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -20,6 +21,12 @@ impl TransformerDims {
         width: 192,
         depth: 12,
         heads: 3,
+    };
+    /// ViT-S (Dosovitskiy et al.; Touvron et al.'s DeiT-S): 384 wide, 12 blocks, 6 heads.
+    pub const VIT_SMALL: TransformerDims = TransformerDims {
+        width: 384,
+        depth: 12,
+        heads: 6,
     };
     /// A char LM that trains on 2 CPU cores: 128 wide, 4 blocks, 4 heads.
     pub const CHAR_SMALL: TransformerDims = TransformerDims {
@@ -117,10 +124,11 @@ impl Model for CharTransformer {
     }
 }
 
-/// ViT for small images: 4x4 patches embedded by a strided convolution, a class token, learned
-/// positions, non-causal blocks with GELU MLPs, the class token's features to the head.
+/// A Vision Transformer: `patch` x `patch` patches embedded by a strided convolution, a class
+/// token, learned positions, non-causal blocks with GELU MLPs, the class token's features after
+/// the final norm to the head (timm's `vit_*_patch*` layout, so its parameter counts).
 #[derive(Debug)]
-pub struct VitTiny {
+pub struct Vit {
     patch: nn::Conv2D,
     cls: Tensor,
     positions: Tensor,
@@ -129,18 +137,41 @@ pub struct VitTiny {
     head: nn::Linear,
 }
 
-/// For `c_in` x `size` x `size` images (size divisible by 4) and `classes` outputs.
-pub fn vit_tiny(vs: &nn::Path, c_in: i64, size: i64, classes: i64, dims: TransformerDims) -> VitTiny {
+/// The ViT of small images (patch 4).
+pub type VitTiny = Vit;
+
+/// For `c_in` x `size` x `size` images (size divisible by 4) and `classes` outputs: patch 4.
+pub fn vit_tiny(vs: &nn::Path, c_in: i64, size: i64, classes: i64, dims: TransformerDims) -> Vit {
+    vit(vs, c_in, size, 4, classes, dims)
+}
+
+/// ViT-S/16 at 224 pixels: 22,050,664 parameters for 1,000 classes (the published 22.05M).
+pub fn vit_s16(vs: &nn::Path, size: i64, classes: i64) -> Vit {
+    vit(vs, 3, size, 16, classes, TransformerDims::VIT_SMALL)
+}
+
+/// ViT-T/16 at 224 pixels: 5,717,416 parameters for 1,000 classes (the published 5.72M).
+pub fn vit_t16(vs: &nn::Path, size: i64, classes: i64) -> Vit {
+    vit(vs, 3, size, 16, classes, TransformerDims::VIT_TINY)
+}
+
+/// ViT-S with 8 x 8 patches, the paper's Tiny-ImageNet model at 64 pixels (64 patches).
+pub fn vit_s8(vs: &nn::Path, size: i64, classes: i64) -> Vit {
+    vit(vs, 3, size, 8, classes, TransformerDims::VIT_SMALL)
+}
+
+/// A ViT for `c_in` x `size` x `size` images (size divisible by `patch`).
+pub fn vit(vs: &nn::Path, c_in: i64, size: i64, patch: i64, classes: i64, dims: TransformerDims) -> Vit {
     let d = dims.width;
-    let patches = (size / 4) * (size / 4);
-    VitTiny {
+    let patches = (size / patch) * (size / patch);
+    Vit {
         patch: nn::conv2d(
             vs / "patch",
             c_in,
             d,
-            4,
+            patch,
             nn::ConvConfig {
-                stride: 4,
+                stride: patch,
                 ..Default::default()
             },
         ),
@@ -156,7 +187,7 @@ pub fn vit_tiny(vs: &nn::Path, c_in: i64, size: i64, classes: i64, dims: Transfo
     }
 }
 
-impl Model for VitTiny {
+impl Model for Vit {
     /// The probes are post-GELU (no exact zeros: count them with an `eps`); the last probe is
     /// not the penultimate feature, the class token after the final norm is.
     fn forward(&self, x: &Tensor, _train: bool, probe: bool) -> (Tensor, Vec<Tensor>) {

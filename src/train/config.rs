@@ -14,19 +14,26 @@
 //!
 //! [data]
 //! dataset = "fashion-mnist" # fashion-mnist | digits | cifar10 | cifar100 (images)
+//!                           # image-folder (dir/train/<class>/*, dir/val/<class>/*, dir/test/...
+//!                           #   when present), tiny-imagenet, imagenet: JPEG/PNG files decoded by
+//!                           #   worker threads; image_size = 224 (tiny-imagenet 64), workers = 0
+//!                           #   (the cores), on_bad_file = "error" | "skip"
 //!                           # ucr (series classification: series = "GunPoint", length = pad/cut)
 //!                           # vic-elec (forecasting: input_len = 96, horizon = 48, stride = 1)
-//!                           # shakespeare (char LM: seq_len = 128)
+//!                           # text (char LM over path = FILE or FOLDER of .txt files, read in
+//!                           #   name order; the vocabulary from the training part; seq_len = 128)
+//!                           # shakespeare (text over the Gutenberg plays in dir)
 //! subset = 1.0              # share of the training set kept (data-scale ablations)
 //! val_fraction = 0.1
-//! test_fraction = 0.2       # digits, vic-elec, shakespeare (no official test split; the
+//! test_fraction = 0.2       # digits, vic-elec, text (no official test split; the
 //!                           # series and the text are split in time: val, then test, at the end)
 //! batch_size = 128
 //! augment = false           # random crops (zero padding `pad`) and horizontal flips
 //! pad = 4
 //!
 //! [model]
-//! name = "small-cnn"        # images: small-cnn | resnet18 | preact-resnet18 | vit-tiny
+//! name = "small-cnn"        # images: small-cnn | resnet18 | preact-resnet18 | vit-tiny |
+//!                           #   vit-s16 | vit-t16 | vit-s8 | resnet50 | preact-resnet50
 //!                           # ucr: resnet1d; vic-elec: mlp-forecaster; shakespeare: char-transformer
 //! # width, depth, heads     # optional: resnet1d width 64, mlp-forecaster width 256,
 //!                           # vit-tiny 192/12/3, char-transformer 128/4/4
@@ -71,8 +78,17 @@ pub enum Dataset {
     Digits,
     Cifar10,
     Cifar100,
+    /// torchvision's ImageFolder layout in `dir`.
+    ImageFolder,
+    /// tiny-imagenet-200 as distributed, in `dir`.
+    TinyImagenet,
+    /// ILSVRC-2012 class folders in `dir`.
+    Imagenet,
     Ucr,
     VicElec,
+    /// Any character corpus: `path` is a text file or a folder of `.txt` files.
+    Text,
+    /// The Shakespeare texts (`*_gut.txt` in `dir`): a named case of `Text`.
     Shakespeare,
 }
 
@@ -92,10 +108,16 @@ pub enum TaskKind {
 impl Dataset {
     pub fn task(self) -> TaskKind {
         match self {
-            Dataset::FashionMnist | Dataset::Digits | Dataset::Cifar10 | Dataset::Cifar100 => TaskKind::Image,
+            Dataset::FashionMnist
+            | Dataset::Digits
+            | Dataset::Cifar10
+            | Dataset::Cifar100
+            | Dataset::ImageFolder
+            | Dataset::TinyImagenet
+            | Dataset::Imagenet => TaskKind::Image,
             Dataset::Ucr => TaskKind::Series,
             Dataset::VicElec => TaskKind::Forecast,
-            Dataset::Shakespeare => TaskKind::Text,
+            Dataset::Text | Dataset::Shakespeare => TaskKind::Text,
         }
     }
 }
@@ -116,6 +138,16 @@ pub enum ModelName {
     Resnet18,
     PreactResnet18,
     VitTiny,
+    /// ViT-S/16 (224 pixels; any size divisible by 16).
+    VitS16,
+    /// ViT-T/16.
+    VitT16,
+    /// ViT-S with 8 x 8 patches (Tiny-ImageNet at 64 pixels).
+    VitS8,
+    /// ResNet50 with ImageNet's stem.
+    Resnet50,
+    /// PreActResNet50 with the CIFAR stem.
+    PreactResnet50,
     Resnet1d,
     MlpForecaster,
     CharTransformer,
@@ -125,9 +157,15 @@ impl ModelName {
     /// The task this model is built for.
     pub fn task(self) -> TaskKind {
         match self {
-            ModelName::SmallCnn | ModelName::Resnet18 | ModelName::PreactResnet18 | ModelName::VitTiny => {
-                TaskKind::Image
-            }
+            ModelName::SmallCnn
+            | ModelName::Resnet18
+            | ModelName::PreactResnet18
+            | ModelName::VitTiny
+            | ModelName::VitS16
+            | ModelName::VitT16
+            | ModelName::VitS8
+            | ModelName::Resnet50
+            | ModelName::PreactResnet50 => TaskKind::Image,
             ModelName::Resnet1d => TaskKind::Series,
             ModelName::MlpForecaster => TaskKind::Forecast,
             ModelName::CharTransformer => TaskKind::Text,
@@ -219,8 +257,26 @@ pub struct DataSection {
     pub input_len: i64,
     pub horizon: i64,
     pub stride: i64,
-    /// shakespeare: characters per training sequence.
+    /// text, shakespeare: characters per training sequence.
     pub seq_len: i64,
+    /// text: a UTF-8 file, or a folder whose `.txt` files are read in name order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// image folders: the training crop's and the evaluation's size (default 224; 64 for
+    /// tiny-imagenet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<i64>,
+    /// image folders: decode threads (0: one per core).
+    pub workers: usize,
+    /// image folders: a corrupt or truncated file is an error, or skipped and counted.
+    pub on_bad_file: crate::data::OnBadFile,
+}
+
+impl Dataset {
+    /// Whether the dataset is image files decoded by the pipeline.
+    pub fn is_folder(self) -> bool {
+        matches!(self, Dataset::ImageFolder | Dataset::TinyImagenet | Dataset::Imagenet)
+    }
 }
 
 impl Default for DataSection {
@@ -241,6 +297,10 @@ impl Default for DataSection {
             horizon: 48,
             stride: 1,
             seq_len: 128,
+            path: None,
+            image_size: None,
+            workers: 0,
+            on_bad_file: crate::data::OnBadFile::Error,
         }
     }
 }
@@ -290,6 +350,23 @@ impl DataSection {
                 "data.series",
                 "the UCR/UEA dataset's name (e.g. \"GunPoint\") with dataset = \"ucr\"",
                 format!("{:?}", self.series),
+            ));
+        }
+        if self.dataset == Dataset::ImageFolder && self.dir.is_none() {
+            return Err(Error::value(
+                "data.dir",
+                "the image folder (holding train/ and val/) with dataset = \"image-folder\"",
+                "nothing",
+            ));
+        }
+        if let Some(size) = self.image_size.filter(|&s| !(8..=1024).contains(&s)) {
+            return Err(Error::value("data.image_size", "a size in 8..=1024", size));
+        }
+        if self.dataset == Dataset::Text && self.path.is_none() {
+            return Err(Error::value(
+                "data.path",
+                "a text file or a folder of .txt files with dataset = \"text\"",
+                "nothing",
             ));
         }
         if self.augment && self.dataset.task() != TaskKind::Image {

@@ -1,13 +1,18 @@
 //! A background thread that gathers the next training batches (the epoch's seeded order, rows
 //! selected on the CPU) while the current step runs. The order depends only on the seed, the
-//! epoch and the step, so a prefetched run is the same run as one gathered in place.
+//! epoch and the step, so a prefetched run is the same run as one gathered in place. Image
+//! folders' batches are decoded here by the pipeline's workers (each sample's crop seeded by the
+//! run's seed and its position in the run), so the thread is the bounded prefetch queue.
 
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
 use std::thread;
 
 use tch::Tensor;
 
 use super::task::Part;
+use crate::data::{sample_seed, ImageSource};
+use crate::error::Result;
 use crate::rng::SeededRng;
 
 /// Where the batches of a run come from.
@@ -29,11 +34,12 @@ impl BatchOrder {
 pub(crate) enum Batches {
     Inline {
         part: Part,
+        stream: Option<Arc<ImageSource>>,
         order: BatchOrder,
         cached: EpochRows,
         step: u64,
     },
-    Prefetched(Receiver<(Tensor, Tensor)>),
+    Prefetched(Receiver<Result<(Tensor, Tensor)>>),
 }
 
 /// The data order of the epoch last gathered from.
@@ -52,7 +58,13 @@ impl EpochRows {
     }
 }
 
-fn gather(part: &Part, order: &BatchOrder, cached: &mut EpochRows, step: u64) -> (Tensor, Tensor) {
+fn gather(
+    part: &Part,
+    stream: Option<&Arc<ImageSource>>,
+    order: &BatchOrder,
+    cached: &mut EpochRows,
+    step: u64,
+) -> Result<(Tensor, Tensor)> {
     let epoch = step / order.per_epoch;
     if cached.epoch != epoch {
         *cached = EpochRows {
@@ -62,16 +74,33 @@ fn gather(part: &Part, order: &BatchOrder, cached: &mut EpochRows, step: u64) ->
     }
     let rows = &cached.rows;
     let pos = (step % order.per_epoch) as usize * order.batch as usize;
-    let idx = Tensor::from_slice(&rows[pos..pos + order.batch as usize]);
-    (part.inputs.index_select(0, &idx), part.targets.index_select(0, &idx))
+    let rows = &rows[pos..pos + order.batch as usize];
+    if let Some(source) = stream {
+        let first = step * order.batch as u64;
+        let seeds: Vec<u64> = (0..rows.len() as u64)
+            .map(|k| sample_seed(order.seed, first + k))
+            .collect();
+        return source.batch(rows, &seeds);
+    }
+    let idx = Tensor::from_slice(rows);
+    Ok((part.inputs.index_select(0, &idx), part.targets.index_select(0, &idx)))
 }
 
 impl Batches {
-    /// `depth` batches ahead on a thread, or in place when `depth` is 0.
-    pub fn new(part: &Part, order: BatchOrder, start: u64, end: u64, depth: usize) -> Batches {
+    /// `depth` batches ahead on a thread, or in place when `depth` is 0; decoded by `stream`
+    /// (image folders) or gathered from `part`.
+    pub fn new(
+        part: &Part,
+        stream: Option<Arc<ImageSource>>,
+        order: BatchOrder,
+        start: u64,
+        end: u64,
+        depth: usize,
+    ) -> Batches {
         if depth == 0 {
             return Batches::Inline {
                 part: part.shallow_clone(),
+                stream,
                 order,
                 cached: EpochRows::none(),
                 step: start,
@@ -83,7 +112,10 @@ impl Batches {
             let mut cached = EpochRows::none();
             for step in start..end {
                 // The receiver is gone when the run stopped early: nothing more to do.
-                if tx.send(gather(&part, &order, &mut cached, step)).is_err() {
+                if tx
+                    .send(gather(&part, stream.as_ref(), &order, &mut cached, step))
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -91,16 +123,18 @@ impl Batches {
         Batches::Prefetched(rx)
     }
 
-    /// The next step's batch; None when the prefetch thread has ended.
-    pub fn next(&mut self) -> Option<(Tensor, Tensor)> {
+    /// The next step's batch (an error for an unreadable image); None when the prefetch thread
+    /// has ended.
+    pub fn next(&mut self) -> Option<Result<(Tensor, Tensor)>> {
         match self {
             Batches::Inline {
                 part,
+                stream,
                 order,
                 cached,
                 step,
             } => {
-                let b = gather(part, order, cached, *step);
+                let b = gather(part, stream.as_ref(), order, cached, *step);
                 *step += 1;
                 Some(b)
             }

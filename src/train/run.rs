@@ -51,6 +51,10 @@ pub struct Summary {
     pub wall_seconds: f64,
     pub samples_per_second: f64,
     pub timing: Timing,
+    /// Image folders with `on_bad_file = "skip"`: the corrupt or truncated files left out of the
+    /// evaluation sets or replaced in training batches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_files: Vec<std::path::PathBuf>,
 }
 
 /// Where this process's training steps spent their time (host seconds: exact on the CPU, where
@@ -362,6 +366,7 @@ impl<'a> Run<'a> {
         };
         let batches = Batches::new(
             &task.train,
+            task.train_stream.clone(),
             order,
             state.step,
             steps.end,
@@ -405,7 +410,7 @@ impl<'a> Run<'a> {
         let (x, y) = self
             .batches
             .next()
-            .ok_or_else(|| Error::Internal("the batch prefetch thread stopped".into()))?;
+            .ok_or_else(|| Error::Internal("the batch prefetch thread stopped".into()))??;
         let mut x = x.to_device(self.device);
         if self.config.data.augment {
             x = crate::data::random_crop_flip(&x, self.config.data.pad, true, &mut self.rng)?;
@@ -586,6 +591,7 @@ impl<'a> Run<'a> {
             wall_seconds: wall,
             samples_per_second: (end.saturating_sub(self.first_step) * batch as u64) as f64 / wall,
             timing: self.timing,
+            skipped_files: self.task.skipped_files(),
         };
         let path = self.run_dir.join("summary.json");
         let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::json(path.display().to_string(), e))?;

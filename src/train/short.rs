@@ -61,6 +61,7 @@ impl ShortRuns {
         let per_epoch = (task.train.len() / batch).max(1) as u64;
         let mut batches = Batches::new(
             &task.train,
+            task.train_stream.clone(),
             BatchOrder {
                 seed: config.run.seed,
                 batch,
@@ -76,7 +77,7 @@ impl ShortRuns {
             at(step, model.as_ref(), &params)?;
             let (x, y) = batches
                 .next()
-                .ok_or_else(|| Error::Internal(format!("no batch for step {step} of {steps}")))?;
+                .ok_or_else(|| Error::Internal(format!("no batch for step {step} of {steps}")))??;
             let plan = schedule.plan(step, (step / per_epoch) as u32, &mut rng);
             let out = task.step(&forward, &x.to_device(device), &y.to_device(device), &plan, &mut rng)?;
             opt.zero_grad();

@@ -65,6 +65,11 @@ pub(crate) struct TaskData {
     /// Classes (image, series), vocabulary size (text), horizon (forecasting).
     pub outputs: i64,
     image_norm: Option<ImageNorm>,
+    /// Image folders: the training split's files, decoded batch by batch (then `train.inputs` is
+    /// a zero-stride placeholder of the right shape and `train.targets` the labels).
+    pub train_stream: Option<std::sync::Arc<data::ImageSource>>,
+    /// Image folders: the bad files left out of the validation and test sets (skip).
+    eval_skipped: Vec<std::path::PathBuf>,
     /// enlighten's fused ops or the tch composites, and the cross-entropy's label smoothing.
     ops: OpsChoice,
     label_smoothing: f64,
@@ -130,9 +135,10 @@ impl TaskData {
             Dataset::FashionMnist | Dataset::Cifar10 | Dataset::Cifar100 | Dataset::Digits => {
                 load_images(config, device)
             }
+            Dataset::ImageFolder | Dataset::TinyImagenet | Dataset::Imagenet => load_folder(config, device),
             Dataset::Ucr => load_ucr(config),
             Dataset::VicElec => load_vic_elec(config),
-            Dataset::Shakespeare => load_shakespeare(config),
+            Dataset::Text | Dataset::Shakespeare => load_text(config),
         }
     }
 
@@ -151,6 +157,8 @@ impl TaskData {
             test,
             outputs,
             image_norm,
+            train_stream: None,
+            eval_skipped: Vec::new(),
             ops: config.run.ops,
             label_smoothing: config.optim.label_smoothing,
         }
@@ -184,6 +192,11 @@ impl TaskData {
                 self.outputs,
                 dims(TransformerDims::VIT_TINY),
             )),
+            ModelName::VitS16 => Box::new(models::vit_s16(&root, s[2], self.outputs)),
+            ModelName::VitT16 => Box::new(models::vit_t16(&root, s[2], self.outputs)),
+            ModelName::VitS8 => Box::new(models::vit_s8(&root, s[2], self.outputs)),
+            ModelName::Resnet50 => Box::new(models::resnet50(&root, s[1], self.outputs)),
+            ModelName::PreactResnet50 => Box::new(models::preact_resnet50(&root, s[1], self.outputs)),
             ModelName::Resnet1d => Box::new(models::resnet1d(&root, s[1], self.outputs, m.width.unwrap_or(64))),
             ModelName::MlpForecaster => Box::new(models::mlp_forecaster(
                 &root,
@@ -369,6 +382,15 @@ impl TaskData {
         self.task != TaskKind::Forecast
     }
 
+    /// The bad image files skipped so far (evaluation sets at load, training batches since).
+    pub fn skipped_files(&self) -> Vec<std::path::PathBuf> {
+        let mut all = self.eval_skipped.clone();
+        all.extend(self.train_stream.iter().flat_map(|s| s.skipped()));
+        all.sort();
+        all.dedup();
+        all
+    }
+
     pub fn metric_name(&self) -> &'static str {
         if self.task == TaskKind::Forecast {
             "mse"
@@ -405,18 +427,7 @@ fn load_images(config: &TrainConfig, device: Device) -> Result<TaskData> {
     let (train, test) = read_images(config)?;
     let splits = data::split(train, test, d.val_fraction, d.subset, config.run.seed)?;
     let (mean, std) = splits.train.channel_stats();
-    let c = mean.len() as i64;
-    let image_norm = ImageNorm {
-        fused: Normalize::new(&mean, &std, device)?,
-        mean: Tensor::from_slice(&mean)
-            .to_kind(Kind::Float)
-            .view([1, c, 1, 1])
-            .to_device(device),
-        std: Tensor::from_slice(&std)
-            .to_kind(Kind::Float)
-            .view([1, c, 1, 1])
-            .to_device(device),
-    };
+    let image_norm = image_norm(&mean, &std, device)?;
     let part = |s: data::ImageSet| Part {
         inputs: s.images,
         targets: s.labels,
@@ -429,6 +440,86 @@ fn load_images(config: &TrainConfig, device: Device) -> Result<TaskData> {
         [part(splits.train), part(splits.val), part(splits.test)],
         Some(image_norm),
     ))
+}
+
+/// ImageNet's channel statistics (torchvision's Normalize), for the image-folder datasets.
+const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+/// Image folders (image-folder, tiny-imagenet, imagenet): the layout's file lists; where the
+/// layout has no labelled test split its validation split is the test set and validation is
+/// carved from the training files (`val_fraction`, seeded); `subset` keeps a seeded share of the
+/// training files. Training batches are decoded by the pipeline with torchvision's training
+/// transforms; validation and test images are decoded once with its evaluation transforms.
+fn load_folder(config: &TrainConfig, device: Device) -> Result<TaskData> {
+    let d = &config.data;
+    let (name, default_size) = match d.dataset {
+        Dataset::TinyImagenet => ("tiny-imagenet-200", 64),
+        Dataset::Imagenet => ("imagenet", 224),
+        _ => ("image-folder", 224),
+    };
+    let dir = folder(config, name);
+    let layout = match d.dataset {
+        Dataset::TinyImagenet => data::tiny_imagenet(&dir)?,
+        Dataset::Imagenet => data::imagenet(&dir)?,
+        _ => data::image_folder(&dir)?,
+    };
+    let seed = config.run.seed;
+    let (train, val, test) = match layout.test {
+        Some(test) => {
+            let (_, rows) = data::split_rows(layout.train.len() as i64, 0.0, d.subset, seed)?;
+            (layout.train.select(&rows), layout.val, test)
+        }
+        None => {
+            let (val_rows, rows) = data::split_rows(layout.train.len() as i64, d.val_fraction, d.subset, seed)?;
+            (layout.train.select(&rows), layout.train.select(&val_rows), layout.val)
+        }
+    };
+    let size = d.image_size.unwrap_or(default_size) as usize;
+    let mut eval_skipped = Vec::new();
+    let mut eval = |list: data::FileList| -> Result<Part> {
+        let source = data::ImageSource::new(list, data::Transform::eval(size), d.workers, d.on_bad_file);
+        let set = source.decode_all()?;
+        eval_skipped.extend(source.skipped());
+        Ok(Part {
+            inputs: set.images,
+            targets: set.labels,
+        })
+    };
+    let classes = train.classes.len() as i64;
+    let (val, test) = (eval(val)?, eval(test)?);
+    let s = size as i64;
+    let train_part = Part {
+        inputs: Tensor::zeros([1, 3, s, s], (Kind::Uint8, Device::Cpu)).expand([train.len() as i64, 3, s, s], false),
+        targets: Tensor::from_slice(&train.labels),
+    };
+    let source = data::ImageSource::new(train, data::Transform::train(size), d.workers, d.on_bad_file);
+    let mut task = TaskData::new(
+        config,
+        TaskKind::Image,
+        classes,
+        [train_part, val, test],
+        Some(image_norm(&IMAGENET_MEAN, &IMAGENET_STD, device)?),
+    );
+    task.train_stream = Some(std::sync::Arc::new(source));
+    task.eval_skipped = eval_skipped;
+    Ok(task)
+}
+
+/// The fused op's and the composite's form of a per-channel normalisation.
+fn image_norm(mean: &[f64], std: &[f64], device: Device) -> Result<ImageNorm> {
+    let c = mean.len() as i64;
+    Ok(ImageNorm {
+        fused: Normalize::new(mean, std, device)?,
+        mean: Tensor::from_slice(mean)
+            .to_kind(Kind::Float)
+            .view([1, c, 1, 1])
+            .to_device(device),
+        std: Tensor::from_slice(std)
+            .to_kind(Kind::Float)
+            .view([1, c, 1, 1])
+            .to_device(device),
+    })
 }
 
 /// UCR/UEA series: `<series>_{TRAIN,TEST}.ts` (the test file padded to the training length), a
@@ -499,29 +590,27 @@ fn load_vic_elec(config: &TrainConfig) -> Result<TaskData> {
     Ok(TaskData::new(config, TaskKind::Forecast, d.horizon, parts, None))
 }
 
-/// Shakespeare: the character corpus split in time, cut into `seq_len` sequences.
-fn load_shakespeare(config: &TrainConfig) -> Result<TaskData> {
+/// A character corpus (a text file or folder; Shakespeare's plays by name) split in time, its
+/// vocabulary from the training part, cut into `seq_len` sequences.
+fn load_text(config: &TrainConfig) -> Result<TaskData> {
     let d = &config.data;
-    let corpus = data::char_corpus(&folder(config, "shakespeare"))?;
-    let (tr, va, te) = split_in_time(&corpus.tokens, d.val_fraction, d.test_fraction);
-    let sequences = |tokens: Tensor| -> Result<Part> {
+    let text = match (&d.dataset, &d.path) {
+        (Dataset::Text, Some(path)) => data::read_text(path)?,
+        _ => data::read_shakespeare(&folder(config, "shakespeare"))?,
+    };
+    let splits = data::char_splits(&text, d.val_fraction, d.test_fraction)?;
+    let sequences = |tokens: &Tensor| -> Result<Part> {
         let (inputs, targets) = CharCorpus {
-            tokens,
+            tokens: tokens.shallow_clone(),
             vocab: Vec::new(),
         }
         .sequences(d.seq_len, d.seq_len)?;
         Ok(Part { inputs, targets })
     };
     let parts = [
-        keep_subset(sequences(tr)?, d.subset, config.run.seed)?,
-        sequences(va)?,
-        sequences(te)?,
+        keep_subset(sequences(&splits.train)?, d.subset, config.run.seed)?,
+        sequences(&splits.val)?,
+        sequences(&splits.test)?,
     ];
-    Ok(TaskData::new(
-        config,
-        TaskKind::Text,
-        corpus.vocab.len() as i64,
-        parts,
-        None,
-    ))
+    Ok(TaskData::new(config, TaskKind::Text, splits.classes(), parts, None))
 }

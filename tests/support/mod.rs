@@ -7,6 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use enlighten::train::MetricsLine;
 
+pub mod images;
+
 /// libtorch's CPU reductions split their work by the threads they get; trainings running at the
 /// same time in one process (the test harness runs tests in parallel) take threads from each
 /// other and round differently. Bit-identical comparisons need one training at a time.

@@ -55,6 +55,9 @@ pub(crate) struct EpMarks {
     pub ends: Vec<(f64, RGBColor)>,
 }
 
+/// A chart on a PNG with both axes in f64.
+pub(crate) type Chart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
 /// One panel: lines with bands, the EP shaded and marked, a legend.
 pub(crate) fn panel(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
@@ -64,24 +67,9 @@ pub(crate) fn panel(
     curves: &[Curve],
     ep: &EpMarks,
 ) -> std::result::Result<(), String> {
-    let pts = curves.iter().flat_map(|c| c.points.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, _, lo, hi) in pts {
-        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(lo), y1.max(hi));
-    }
-    if !x0.is_finite() {
+    let Some((x0, x1, y0, y1)) = extent(curves) else {
         return Ok(());
-    }
-    // Step axes start at 0; an axis far from 0 (log parameter counts) keeps its range.
-    if x0 >= 0.0 && x0 < 0.2 * x1 {
-        x0 = 0.0;
-    }
-    // Headroom above the data for the legend, so it never covers a curve.
-    let span = (y1 - y0).max(1e-6);
-    let (y0, y1) = (
-        y0 - 0.05 * span,
-        y1 + 0.08 * span + 0.1 * span * (curves.len() + 1) as f64,
-    );
+    };
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22).into_font().style(FontStyle::Bold))
         .margin(12)
@@ -101,6 +89,45 @@ pub(crate) fn panel(
         .light_line_style(WHITE.mix(0.0))
         .draw()
         .map_err(|e| e.to_string())?;
+    draw_ep_marks(&mut chart, ep, (x0, x1), (y0, y1))?;
+    for c in curves {
+        draw_curve(&mut chart, c)?;
+    }
+    legend(&mut chart)
+}
+
+/// A panel's axes (x0, x1, y0, y1) over the curves' points and bands; None when there are no
+/// points.
+fn extent(curves: &[Curve]) -> Option<(f64, f64, f64, f64)> {
+    let pts = curves.iter().flat_map(|c| c.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, _, lo, hi) in pts {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(lo), y1.max(hi));
+    }
+    if !x0.is_finite() {
+        return None;
+    }
+    // Step axes start at 0; an axis far from 0 (log parameter counts) keeps its range.
+    if x0 >= 0.0 && x0 < 0.2 * x1 {
+        x0 = 0.0;
+    }
+    // Headroom above the data for the legend, so it never covers a curve.
+    let span = (y1 - y0).max(1e-6);
+    let (y0, y1) = (
+        y0 - 0.05 * span,
+        y1 + 0.08 * span + 0.1 * span * (curves.len() + 1) as f64,
+    );
+    Some((x0, x1, y0, y1))
+}
+
+/// The EP shaded up to its median end (within the x axis `x0..x1`) and each run's end dashed
+/// over the y axis `y0..y1`.
+fn draw_ep_marks(
+    chart: &mut Chart<'_>,
+    ep: &EpMarks,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> std::result::Result<(), String> {
     if let Some(to) = ep.shade_to {
         chart
             .draw_series(std::iter::once(Rectangle::new(
@@ -121,37 +148,38 @@ pub(crate) fn panel(
             ))
             .map_err(|e| e.to_string())?;
     }
-    for c in curves {
-        if c.points.len() > 1 {
-            let mut band: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0, p.3)).collect();
-            band.extend(c.points.iter().rev().map(|p| (p.0, p.2)));
-            chart
-                .draw_series(std::iter::once(Polygon::new(band, c.color.mix(0.18))))
-                .map_err(|e| e.to_string())?;
-        }
-        let color = c.color;
+    Ok(())
+}
+
+/// One curve: its min-max band, its mean line (in the legend) and, when sparse, its points.
+fn draw_curve(chart: &mut Chart<'_>, c: &Curve) -> std::result::Result<(), String> {
+    if c.points.len() > 1 {
+        let mut band: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0, p.3)).collect();
+        band.extend(c.points.iter().rev().map(|p| (p.0, p.2)));
         chart
-            .draw_series(LineSeries::new(
-                c.points.iter().map(|p| (p.0, p.1)),
-                color.stroke_width(2),
-            ))
-            .map_err(|e| e.to_string())?
-            .label(c.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
-        // Sparse curves (per-epoch values) show their points.
-        if c.points.len() < 20 {
-            chart
-                .draw_series(c.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))
-                .map_err(|e| e.to_string())?;
-        }
+            .draw_series(std::iter::once(Polygon::new(band, c.color.mix(0.18))))
+            .map_err(|e| e.to_string())?;
     }
-    legend(&mut chart)
+    let color = c.color;
+    chart
+        .draw_series(LineSeries::new(
+            c.points.iter().map(|p| (p.0, p.1)),
+            color.stroke_width(2),
+        ))
+        .map_err(|e| e.to_string())?
+        .label(c.name.clone())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+    // Sparse curves (per-epoch values) show their points.
+    if c.points.len() < 20 {
+        chart
+            .draw_series(c.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// The legend every chart uses: upper right, over a light box.
-pub(crate) fn legend<'a>(
-    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-) -> std::result::Result<(), String> {
+pub(crate) fn legend(chart: &mut Chart<'_>) -> std::result::Result<(), String> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)

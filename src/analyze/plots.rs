@@ -35,14 +35,32 @@ fn histogram(values: &[f64], bins: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-pub(super) fn plot_analysis(a: &Analysis, dir: &Path) -> Result<Vec<PathBuf>> {
-    register_fonts();
-    let none = EpMarks {
+/// No EP shading or marks: the analysis figures draw none.
+fn no_ep() -> EpMarks {
+    EpMarks {
         shade_to: None,
         ends: Vec::new(),
-    };
-    let color = |i: usize| COLORS[i % COLORS.len()];
-    let mut written = vec![png(dir.join("interference.png"), (1650, 520), |root| {
+    }
+}
+
+/// The `i`th curve's colour, the palette repeating.
+fn color(i: usize) -> RGBColor {
+    COLORS[i % COLORS.len()]
+}
+
+pub(super) fn plot_analysis(a: &Analysis, dir: &Path) -> Result<Vec<PathBuf>> {
+    register_fonts();
+    let mut written = vec![plot_interference(a, dir)?];
+    written.extend(plot_zero_activations(a, dir)?);
+    written.extend(plot_embeddings(a, dir)?);
+    Ok(written)
+}
+
+/// interference.png: the cosine histograms per snapshot, the batch-level cosine against pairs
+/// per batch and, when widths were measured, the interference against width.
+fn plot_interference(a: &Analysis, dir: &Path) -> Result<PathBuf> {
+    let none = no_ep();
+    png(dir.join("interference.png"), (1650, 520), |root| {
         let areas = root.split_evenly((1, 3));
         let hist: Vec<Curve> = a
             .snapshots
@@ -79,82 +97,91 @@ pub(super) fn plot_analysis(a: &Analysis, dir: &Path) -> Result<Vec<PathBuf>> {
             &none,
         )?;
         if !a.widths.is_empty() {
-            let widths = vec![
-                line(
-                    "mean cosine".into(),
-                    color(0),
-                    a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_cosine)),
-                ),
-                line(
-                    "interference ratio".into(),
-                    color(1),
-                    a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_ratio)),
-                ),
-            ];
-            let title = format!("pairwise interference vs width (after {} steps)", a.steps);
-            panel(
-                &areas[2],
-                &title,
-                "log10(parameters)",
-                "mean over pairs",
-                &widths,
-                &none,
-            )?;
+            width_panel(&areas[2], a)?;
         }
         Ok(())
-    })?];
+    })
+}
 
+/// The mean cosine and interference ratio over pairs against the width (log10 parameters).
+fn width_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, a: &Analysis) -> std::result::Result<(), String> {
+    let widths = vec![
+        line(
+            "mean cosine".into(),
+            color(0),
+            a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_cosine)),
+        ),
+        line(
+            "interference ratio".into(),
+            color(1),
+            a.widths.iter().map(|w| ((w.parameters as f64).log10(), w.mean_ratio)),
+        ),
+    ];
+    let title = format!("pairwise interference vs width (after {} steps)", a.steps);
+    panel(area, &title, "log10(parameters)", "mean over pairs", &widths, &no_ep())
+}
+
+/// zero_vs_alpha.png: the share of zero activations against the step, one panel per shown
+/// layer; None when no layers were traced.
+fn plot_zero_activations(a: &Analysis, dir: &Path) -> Result<Option<PathBuf>> {
     let layers = a
         .zero_traces
         .iter()
         .flat_map(|z| z.points.iter().map(|p| p.1.len()))
         .max()
         .unwrap_or(0);
-    if layers > 0 {
-        let shown = layers.min(6);
-        written.push(png(dir.join("zero_vs_alpha.png"), (520 * shown as u32, 500), |root| {
-            // The first layers and the last (where the paper sees revival) when there are many.
-            let picks: Vec<usize> = if layers <= 6 {
-                (0..layers).collect()
-            } else {
-                vec![0, 1, layers / 3, layers / 2, 2 * layers / 3, layers - 1]
-            };
-            for (area, &k) in root.split_evenly((1, shown)).iter().zip(&picks) {
-                let curves: Vec<Curve> = a
-                    .zero_traces
-                    .iter()
-                    .enumerate()
-                    .map(|(i, z)| {
-                        line(
-                            z.label.clone(),
-                            color(i),
-                            z.points.iter().filter_map(|(s, v)| v.get(k).map(|&x| (*s as f64, x))),
-                        )
-                    })
-                    .collect();
-                panel(
-                    area,
-                    &format!("layer {}: zero activations", k + 1),
-                    "step",
-                    "share = 0",
-                    &curves,
-                    &none,
-                )?;
-            }
-            Ok(())
-        })?);
+    if layers == 0 {
+        return Ok(None);
     }
+    let shown = layers.min(6);
+    let none = no_ep();
+    let path = png(dir.join("zero_vs_alpha.png"), (520 * shown as u32, 500), |root| {
+        // The first layers and the last (where the paper sees revival) when there are many.
+        let picks: Vec<usize> = if layers <= 6 {
+            (0..layers).collect()
+        } else {
+            vec![0, 1, layers / 3, layers / 2, 2 * layers / 3, layers - 1]
+        };
+        for (area, &k) in root.split_evenly((1, shown)).iter().zip(&picks) {
+            let curves: Vec<Curve> = a
+                .zero_traces
+                .iter()
+                .enumerate()
+                .map(|(i, z)| {
+                    line(
+                        z.label.clone(),
+                        color(i),
+                        z.points.iter().filter_map(|(s, v)| v.get(k).map(|&x| (*s as f64, x))),
+                    )
+                })
+                .collect();
+            panel(
+                area,
+                &format!("layer {}: zero activations", k + 1),
+                "step",
+                "share = 0",
+                &curves,
+                &none,
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(Some(path))
+}
 
-    if a.snapshots.iter().any(|s| !s.embedding.is_empty()) {
-        let n = a.snapshots.len().max(1);
-        written.push(png(dir.join("embeddings.png"), (480 * n as u32, 480), |root| {
-            for (area, s) in root.split_evenly((1, n)).iter().zip(&a.snapshots) {
-                embedding_panel(area, s)?;
-            }
-            Ok(())
-        })?);
+/// embeddings.png: one PCA scatter per snapshot; None when no snapshot has an embedding.
+fn plot_embeddings(a: &Analysis, dir: &Path) -> Result<Option<PathBuf>> {
+    if !a.snapshots.iter().any(|s| !s.embedding.is_empty()) {
+        return Ok(None);
     }
-    Ok(written)
+    let n = a.snapshots.len().max(1);
+    let path = png(dir.join("embeddings.png"), (480 * n as u32, 480), |root| {
+        for (area, s) in root.split_evenly((1, n)).iter().zip(&a.snapshots) {
+            embedding_panel(area, s)?;
+        }
+        Ok(())
+    })?;
+    Ok(Some(path))
 }
 
 /// One snapshot's PCA scatter of three classes.

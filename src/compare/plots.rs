@@ -52,22 +52,44 @@ fn load_metrics(dir: &Path) -> Vec<MetricsLine> {
         .unwrap_or_default()
 }
 
+/// One strategy's runs' metrics logs and the colour its curves are drawn in.
+struct StrategyMetrics {
+    name: String,
+    color: RGBColor,
+    runs: Vec<Vec<MetricsLine>>,
+}
+
 /// Writes the comparison's PNGs into `dir` and returns their paths.
 pub fn plot_comparison(report: &Report, runs: &[PlannedRun], dir: &Path) -> Result<Vec<PathBuf>> {
     register_fonts();
-    let per_strategy: Vec<(String, RGBColor, Vec<Vec<MetricsLine>>)> = report
+    let per_strategy = load_strategies(report, runs);
+    let ep = ep_marks(report);
+    let mut written = vec![plot_curves(report, &per_strategy, &ep, dir)?];
+    written.extend(plot_zero_share(&per_strategy, &ep, dir)?);
+    written.extend(plot_benr(&per_strategy, &ep, dir)?);
+    Ok(written)
+}
+
+/// Each strategy of the report with the metrics of its runs, in the report's order.
+fn load_strategies(report: &Report, runs: &[PlannedRun]) -> Vec<StrategyMetrics> {
+    report
         .strategies
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            let lines = runs
+        .map(|(i, s)| StrategyMetrics {
+            name: s.strategy.clone(),
+            color: COLORS[i % COLORS.len()],
+            runs: runs
                 .iter()
                 .filter(|r| r.strategy.name() == s.strategy)
                 .map(|r| load_metrics(&r.dir()))
-                .collect();
-            (s.strategy.clone(), COLORS[i % COLORS.len()], lines)
+                .collect(),
         })
-        .collect();
+        .collect()
+}
+
+/// Every run's EP end in its strategy's colour, the EP shaded to the median end.
+fn ep_marks(report: &Report) -> EpMarks {
     let mut ends: Vec<(f64, RGBColor)> = Vec::new();
     for (i, s) in report.strategies.iter().enumerate() {
         ends.extend(
@@ -78,77 +100,100 @@ pub fn plot_comparison(report: &Report, runs: &[PlannedRun], dir: &Path) -> Resu
     }
     let mut sorted: Vec<f64> = ends.iter().map(|e| e.0).collect();
     sorted.sort_by(f64::total_cmp);
-    let ep = EpMarks {
+    EpMarks {
         shade_to: sorted.get(sorted.len() / 2).copied(),
         ends,
-    };
-    let curves = |value: &dyn Fn(&MetricsLine) -> Option<f64>| -> Vec<Curve> {
-        per_strategy
-            .iter()
-            .map(|(name, color, runs)| Curve {
-                name: name.clone(),
-                color: *color,
-                points: aggregate(runs, value),
-            })
-            .collect()
-    };
+    }
+}
+
+/// One curve per strategy of `value` aggregated over its runs.
+fn curves(per_strategy: &[StrategyMetrics], value: &dyn Fn(&MetricsLine) -> Option<f64>) -> Vec<Curve> {
+    per_strategy
+        .iter()
+        .map(|s| Curve {
+            name: s.name.clone(),
+            color: s.color,
+            points: aggregate(&s.runs, value),
+        })
+        .collect()
+}
+
+/// curves.png: the validation metric and the training loss per strategy.
+fn plot_curves(report: &Report, per_strategy: &[StrategyMetrics], ep: &EpMarks, dir: &Path) -> Result<PathBuf> {
     let metric = format!("validation {}", report.metric);
     let title = format!("{}: {metric} (mean, min-max over {} seeds)", report.name, report.seeds);
-    let mut written = vec![png(dir.join("curves.png"), (1500, 560), |root| {
+    png(dir.join("curves.png"), (1500, 560), |root| {
         let halves = root.split_evenly((1, 2));
-        panel(&halves[0], &title, "step", &metric, &curves(&|l| l.val), &ep)?;
+        panel(
+            &halves[0],
+            &title,
+            "step",
+            &metric,
+            &curves(per_strategy, &|l| l.val),
+            ep,
+        )?;
         panel(
             &halves[1],
             "training loss (mean over the log window)",
             "step",
             "loss",
-            &curves(&|l| Some(l.loss)),
-            &ep,
+            &curves(per_strategy, &|l| Some(l.loss)),
+            ep,
         )
-    })?];
+    })
+}
 
+/// zero_share.png: per strategy, the share of zero activations of each layer; None when no run
+/// logged it.
+fn plot_zero_share(per_strategy: &[StrategyMetrics], ep: &EpMarks, dir: &Path) -> Result<Option<PathBuf>> {
     let layers = per_strategy
         .iter()
-        .flat_map(|s| s.2.iter().flatten())
+        .flat_map(|s| s.runs.iter().flatten())
         .filter_map(|l| l.zero_share.as_ref().map(Vec::len))
         .max()
         .unwrap_or(0);
-    if layers > 0 {
-        let n = per_strategy.len();
-        written.push(png(dir.join("zero_share.png"), (560 * n as u32, 520), |root| {
-            for ((name, _, runs), area) in per_strategy.iter().zip(root.split_evenly((1, n)).iter()) {
-                let per_layer: Vec<Curve> = (0..layers)
-                    .map(|k| Curve {
-                        name: format!("layer {}", k + 1),
-                        color: layer_color(k, layers),
-                        points: aggregate(runs, |l| l.zero_share.as_ref().and_then(|z| z.get(k).copied())),
-                    })
-                    .collect();
-                panel(
-                    area,
-                    &format!("{name}: zero activations"),
-                    "step",
-                    "share of activations = 0",
-                    &per_layer,
-                    &ep,
-                )?;
-            }
-            Ok(())
-        })?);
+    if layers == 0 {
+        return Ok(None);
     }
-
-    let benr = curves(&|l| l.benr);
-    if benr.iter().any(|c| !c.points.is_empty()) {
-        written.push(png(dir.join("benr.png"), (900, 520), |root| {
+    let n = per_strategy.len();
+    let path = png(dir.join("zero_share.png"), (560 * n as u32, 520), |root| {
+        for (s, area) in per_strategy.iter().zip(root.split_evenly((1, n)).iter()) {
+            let per_layer: Vec<Curve> = (0..layers)
+                .map(|k| Curve {
+                    name: format!("layer {}", k + 1),
+                    color: layer_color(k, layers),
+                    points: aggregate(&s.runs, |l| l.zero_share.as_ref().and_then(|z| z.get(k).copied())),
+                })
+                .collect();
             panel(
-                root,
-                "batch-epoch norm ratio per epoch",
-                "step (epoch end)",
-                "BENR",
-                &benr,
-                &ep,
-            )
-        })?);
+                area,
+                &format!("{}: zero activations", s.name),
+                "step",
+                "share of activations = 0",
+                &per_layer,
+                ep,
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(Some(path))
+}
+
+/// benr.png: the batch-epoch norm ratio per strategy; None when no run logged it.
+fn plot_benr(per_strategy: &[StrategyMetrics], ep: &EpMarks, dir: &Path) -> Result<Option<PathBuf>> {
+    let benr = curves(per_strategy, &|l| l.benr);
+    if !benr.iter().any(|c| !c.points.is_empty()) {
+        return Ok(None);
     }
-    Ok(written)
+    let path = png(dir.join("benr.png"), (900, 520), |root| {
+        panel(
+            root,
+            "batch-epoch norm ratio per epoch",
+            "step (epoch end)",
+            "BENR",
+            &benr,
+            ep,
+        )
+    })?;
+    Ok(Some(path))
 }

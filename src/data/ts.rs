@@ -22,14 +22,36 @@ pub struct SeriesSet {
     pub lengths: Vec<usize>,
 }
 
+/// One case as read: its channels' values (of the lengths in the file) and its class label.
+struct Case {
+    channels: Vec<Vec<f32>>,
+    label: String,
+}
+
 /// Reads a `.ts` file. Labels are numbered in the order `@classLabel` lists them (or, without
 /// that header, in sorted order of the names met); `length` fixes T.
 pub fn read_ts(path: &Path, length: Option<usize>) -> Result<SeriesSet> {
     let bytes = read_file(path, FETCH)?;
     let text = String::from_utf8(bytes).map_err(|e| corrupt(path, format!("not UTF-8: {e}"), FETCH))?;
+    let (declared, cases) = parse_ts(path, &text)?;
+    if cases.is_empty() {
+        return Err(corrupt(path, "no cases after @data", FETCH));
+    }
+    let class_names = declared.unwrap_or_else(|| {
+        let mut names: Vec<String> = cases.iter().map(|case| case.label.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    });
+    to_series_set(path, &cases, class_names, length)
+}
+
+/// The class names `@classLabel` declares (if it does) and the cases after `@data`, each with
+/// as many channels as the first.
+fn parse_ts(path: &Path, text: &str) -> Result<(Option<Vec<String>>, Vec<Case>)> {
     let mut declared: Option<Vec<String>> = None;
     let mut in_data = false;
-    let mut cases: Vec<(Vec<Vec<f32>>, String)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for (no, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -49,64 +71,68 @@ pub fn read_ts(path: &Path, length: Option<usize>) -> Result<SeriesSet> {
         if !in_data {
             return Err(corrupt(path, format!("line {}: data before @data", no + 1), FETCH));
         }
-        let parts: Vec<&str> = line.split(':').collect();
-        if parts.len() < 2 {
-            return Err(corrupt(
-                path,
-                format!("line {}: expected channels and a label separated by ':'", no + 1),
-                FETCH,
-            ));
-        }
-        let label = parts[parts.len() - 1].trim().to_string();
-        let channels = parts[..parts.len() - 1]
-            .iter()
-            .map(|ch| {
-                ch.split(',')
-                    .map(|v| match v.trim() {
-                        "?" | "NaN" => Ok(0.0),
-                        v => v
-                            .parse::<f32>()
-                            .map_err(|e| corrupt(path, format!("line {}: `{v}`: {e}", no + 1), FETCH)),
-                    })
-                    .collect::<Result<Vec<f32>>>()
-            })
-            .collect::<Result<Vec<Vec<f32>>>>()?;
-        if let Some((first, _)) = cases.first() {
-            if first.len() != channels.len() {
+        let case = parse_case(path, no, line)?;
+        if let Some(first) = cases.first() {
+            if first.channels.len() != case.channels.len() {
                 return Err(corrupt(
                     path,
                     format!(
                         "line {}: {} channels, the first case has {}",
                         no + 1,
-                        channels.len(),
-                        first.len()
+                        case.channels.len(),
+                        first.channels.len()
                     ),
                     FETCH,
                 ));
             }
         }
-        cases.push((channels, label));
+        cases.push(case);
     }
-    if cases.is_empty() {
-        return Err(corrupt(path, "no cases after @data", FETCH));
+    Ok((declared, cases))
+}
+
+/// One data line (line number `no` from 0): channels split by `:`, values by `,`, the label
+/// last; `?` and `NaN` read as 0.
+fn parse_case(path: &Path, no: usize, line: &str) -> Result<Case> {
+    let parts: Vec<&str> = line.split(':').collect();
+    if parts.len() < 2 {
+        return Err(corrupt(
+            path,
+            format!("line {}: expected channels and a label separated by ':'", no + 1),
+            FETCH,
+        ));
     }
-    let class_names = declared.unwrap_or_else(|| {
-        let mut names: Vec<String> = cases.iter().map(|(_, l)| l.clone()).collect();
-        names.sort();
-        names.dedup();
-        names
-    });
+    let label = parts[parts.len() - 1].trim().to_string();
+    let channels = parts[..parts.len() - 1]
+        .iter()
+        .map(|ch| {
+            ch.split(',')
+                .map(|v| match v.trim() {
+                    "?" | "NaN" => Ok(0.0),
+                    v => v
+                        .parse::<f32>()
+                        .map_err(|e| corrupt(path, format!("line {}: `{v}`: {e}", no + 1), FETCH)),
+                })
+                .collect::<Result<Vec<f32>>>()
+        })
+        .collect::<Result<Vec<Vec<f32>>>>()?;
+    Ok(Case { channels, label })
+}
+
+/// The cases as tensors: each padded with zeros (or truncated) to `length`, else to the
+/// longest; labels numbered by their place in `class_names`.
+fn to_series_set(path: &Path, cases: &[Case], class_names: Vec<String>, length: Option<usize>) -> Result<SeriesSet> {
     let lengths: Vec<usize> = cases
         .iter()
-        .map(|(c, _)| c.iter().map(Vec::len).max().unwrap_or(0))
+        .map(|case| case.channels.iter().map(Vec::len).max().unwrap_or(0))
         .collect();
     let t = length
         .unwrap_or_else(|| lengths.iter().copied().max().unwrap_or(0))
         .max(1);
-    let c = cases[0].0.len();
+    let c = cases[0].channels.len();
     let mut flat = vec![0f32; cases.len() * c * t];
     let mut labels = Vec::with_capacity(cases.len());
-    for (i, (channels, label)) in cases.iter().enumerate() {
+    for (i, Case { channels, label }) in cases.iter().enumerate() {
         let k = class_names.iter().position(|n| n == label).ok_or_else(|| {
             corrupt(
                 path,

@@ -306,17 +306,7 @@ impl<'a> Run<'a> {
         crate::tune_cpu_allocator();
         let started = Instant::now();
         let device = config.run.device.device()?;
-        let autocast = config.run.autocast == Autocast::Bf16;
-        if autocast {
-            if device == Device::Cpu {
-                return Err(Error::value(
-                    "run.autocast",
-                    "\"off\" on the CPU (bf16 autocast is for CUDA)",
-                    "bf16",
-                ));
-            }
-            set_cuda_autocast_kind(Kind::BFloat16)?;
-        }
+        let autocast = enable_autocast(config, device)?;
         let (run_dir, ckpt_dir) = open_run_dir(config, options.resume)?;
         let task = TaskData::load(config, device)?;
         let seed = config.run.seed;
@@ -325,22 +315,19 @@ impl<'a> Run<'a> {
         let model = task.build_model(config, &vs);
         let params = vs.trainable_variables();
         let mut opt = Optimizer::from_config(&config.optim, params.iter().map(Tensor::shallow_clone).collect());
-        let mut state = RunState {
+        let fresh = RunState {
             step: 0,
             rng: SeededRng::new(seed).state(),
             schedule: config.strategy.build()?,
             best_val: None,
         };
         let metrics_path = run_dir.join("metrics.jsonl");
-        if options.resume {
-            if let Some((saved, tensors)) = checkpoint::load(&ckpt_dir)? {
-                restore(&ckpt_dir, &vs, &mut opt, tensors)?;
-                state = saved;
-            }
-            truncate_metrics(&metrics_path, state.step)?;
+        let state = if options.resume {
+            resume_state(&ckpt_dir, &metrics_path, &vs, &mut opt, fresh)?
         } else {
             let _ = fs::remove_file(&metrics_path);
-        }
+            fresh
+        };
         let metrics = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -348,30 +335,8 @@ impl<'a> Run<'a> {
             .map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
         let steps = Steps::new(config, task.train.len());
         let bar = progress_bar(options, steps.end, state.step);
-        let diagnostics = config.run.diagnostics;
-        let probe_batch = if diagnostics {
-            Some(task.fixed_batch(256, 1, device)?.0)
-        } else {
-            None
-        };
-        let benr = if diagnostics {
-            Some(Benr::new(&params.iter().collect::<Vec<_>>())?)
-        } else {
-            None
-        };
-        let order = BatchOrder {
-            seed,
-            batch: steps.batch,
-            per_epoch: steps.per_epoch,
-        };
-        let batches = Batches::new(
-            &task.train,
-            task.train_stream.clone(),
-            order,
-            state.step,
-            steps.end,
-            if config.run.prefetch { 2 } else { 0 },
-        );
+        let (probe_batch, benr) = diagnostics(config, &task, &params, device)?;
+        let batches = batches_from(config, &task, &steps, state.step);
         Ok(Run {
             config,
             interrupt: options.interrupt,
@@ -598,6 +563,77 @@ impl<'a> Run<'a> {
         fs::write(&path, json).map_err(|e| Error::unwritable(path.clone(), e))?;
         Ok(summary)
     }
+}
+
+/// Whether the run autocasts to bf16 (`run.autocast`), set up for CUDA; the CPU has none.
+fn enable_autocast(config: &TrainConfig, device: Device) -> Result<bool> {
+    let autocast = config.run.autocast == Autocast::Bf16;
+    if autocast {
+        if device == Device::Cpu {
+            return Err(Error::value(
+                "run.autocast",
+                "\"off\" on the CPU (bf16 autocast is for CUDA)",
+                "bf16",
+            ));
+        }
+        set_cuda_autocast_kind(Kind::BFloat16)?;
+    }
+    Ok(autocast)
+}
+
+/// The latest checkpoint's state, its parameters and optimiser state restored into `vs` and
+/// `opt` (`fresh` when there is none); the metrics lines after its step are dropped, as the
+/// run replays those steps.
+fn resume_state(
+    ckpt_dir: &Path,
+    metrics_path: &Path,
+    vs: &nn::VarStore,
+    opt: &mut Optimizer,
+    fresh: RunState,
+) -> Result<RunState> {
+    let state = match checkpoint::load(ckpt_dir)? {
+        Some((saved, tensors)) => {
+            restore(ckpt_dir, vs, opt, tensors)?;
+            saved
+        }
+        None => fresh,
+    };
+    truncate_metrics(metrics_path, state.step)?;
+    Ok(state)
+}
+
+/// With `run.diagnostics`: the fixed batch the zero shares are measured on, and BENR over the
+/// parameters; else neither.
+fn diagnostics(
+    config: &TrainConfig,
+    task: &TaskData,
+    params: &[Tensor],
+    device: Device,
+) -> Result<(Option<Tensor>, Option<Benr>)> {
+    if !config.run.diagnostics {
+        return Ok((None, None));
+    }
+    let probe_batch = task.fixed_batch(256, 1, device)?.0;
+    let benr = Benr::new(&params.iter().collect::<Vec<_>>())?;
+    Ok((Some(probe_batch), Some(benr)))
+}
+
+/// The training batches from step `first` to the run's end, prefetched two ahead with
+/// `run.prefetch`.
+fn batches_from(config: &TrainConfig, task: &TaskData, steps: &Steps, first: u64) -> Batches {
+    let order = BatchOrder {
+        seed: config.run.seed,
+        batch: steps.batch,
+        per_epoch: steps.per_epoch,
+    };
+    Batches::new(
+        &task.train,
+        task.train_stream.clone(),
+        order,
+        first,
+        steps.end,
+        if config.run.prefetch { 2 } else { 0 },
+    )
 }
 
 /// `<out_dir>/<name>` with the resolved config.toml written into it, and its checkpoint folder;

@@ -231,14 +231,35 @@ impl TaskData {
         plan: &BatchPlan,
         rng: &mut SeededRng,
     ) -> Result<StepOut> {
-        let b = x.size()[0];
-        let opts = &CrossEntropy {
+        match self.task {
+            TaskKind::Image | TaskKind::Series => self.classification_step(forward, x, y, plan, rng),
+            TaskKind::Forecast => self.forecast_step(forward, x, y, plan),
+            TaskKind::Text => self.text_step(forward, x, y, plan),
+        }
+    }
+
+    /// The cross-entropy options of a batch planned as `plan`.
+    fn cross_entropy(&self, plan: &BatchPlan) -> CrossEntropy {
+        CrossEntropy {
             label_smoothing: self.label_smoothing,
             ignore_index: None,
             drop_share: plan.drop_share,
-        };
-        match (self.task, self.ops) {
-            (TaskKind::Image | TaskKind::Series, OpsChoice::Fused) => {
+        }
+    }
+
+    /// An image or series batch: mixed as planned, then cross-entropy against the mixed labels.
+    fn classification_step(
+        &self,
+        forward: &dyn Fn(&Tensor) -> Tensor,
+        x: &Tensor,
+        y: &Tensor,
+        plan: &BatchPlan,
+        rng: &mut SeededRng,
+    ) -> Result<StepOut> {
+        let b = x.size()[0];
+        let opts = &self.cross_entropy(plan);
+        match self.ops {
+            OpsChoice::Fused => {
                 let (x, targets) = match &self.image_norm {
                     Some(n) => mix_images(x, y, &n.fused, &plan.mix, rng, Kind::Float)?,
                     None => mix_batch(x, y, &plan.mix, rng)?,
@@ -251,7 +272,7 @@ impl TaskData {
                     predictions: b,
                 })
             }
-            (TaskKind::Image | TaskKind::Series, OpsChoice::Composite) => {
+            OpsChoice::Composite => {
                 let x = match &self.image_norm {
                     Some(n) => (x.to_kind(Kind::Float) / 255.0 - &n.mean) / &n.std,
                     None => x.shallow_clone(),
@@ -267,7 +288,19 @@ impl TaskData {
                     predictions: b,
                 })
             }
-            (TaskKind::Forecast, OpsChoice::Fused) => {
+        }
+    }
+
+    /// A forecasting batch: the MSE over horizons per row, the highest rows dropped as planned.
+    fn forecast_step(
+        &self,
+        forward: &dyn Fn(&Tensor) -> Tensor,
+        x: &Tensor,
+        y: &Tensor,
+        plan: &BatchPlan,
+    ) -> Result<StepOut> {
+        match self.ops {
+            OpsChoice::Fused => {
                 let pred = forward(x);
                 let (loss, out) = mse_autograd(&pred, &y.to_kind(pred.kind()), plan.drop_share)?;
                 Ok(StepOut {
@@ -277,7 +310,7 @@ impl TaskData {
                     predictions: 0,
                 })
             }
-            (TaskKind::Forecast, OpsChoice::Composite) => {
+            OpsChoice::Composite => {
                 let pred = forward(x);
                 let per_row = (&pred - y.to_kind(pred.kind()))
                     .square()
@@ -290,7 +323,21 @@ impl TaskData {
                     predictions: 0,
                 })
             }
-            (TaskKind::Text, OpsChoice::Fused) => {
+        }
+    }
+
+    /// A text batch: next-token cross-entropy averaged per sequence, the highest sequences
+    /// dropped as planned.
+    fn text_step(
+        &self,
+        forward: &dyn Fn(&Tensor) -> Tensor,
+        x: &Tensor,
+        y: &Tensor,
+        plan: &BatchPlan,
+    ) -> Result<StepOut> {
+        let opts = &self.cross_entropy(plan);
+        match self.ops {
+            OpsChoice::Fused => {
                 let (loss, out) = lm_cross_entropy_autograd(&forward(x), y, opts, SequenceRank::PerSequence)?;
                 Ok(StepOut {
                     loss,
@@ -299,7 +346,7 @@ impl TaskData {
                     predictions: y.numel() as i64,
                 })
             }
-            (TaskKind::Text, OpsChoice::Composite) => {
+            OpsChoice::Composite => {
                 let logits = forward(x);
                 let s = logits.size();
                 let per_token = logits

@@ -19,6 +19,15 @@ pub struct ParamType {
     pub size: u32,
 }
 
+impl ParamType {
+    pub const fn new(kind: u32, size: usize) -> ParamType {
+        ParamType {
+            kind,
+            size: size as u32,
+        }
+    }
+}
+
 #[repr(C)]
 pub struct Entry {
     name: *const c_char,

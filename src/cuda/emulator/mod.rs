@@ -302,26 +302,13 @@ fn check_params(declared: &[ffi::ParamType], args: &[Arg]) -> std::result::Resul
     };
     for (i, (&want, arg)) in declared.iter().zip(args).enumerate() {
         let got = match arg {
-            Arg::Tensor(_) | Arg::Null => ffi::ParamType {
-                kind: ffi::PARAM_POINTER,
-                size: 8,
-            },
-            Arg::I64(_) => ffi::ParamType {
-                kind: ffi::PARAM_INTEGER,
-                size: 8,
-            },
-            Arg::I32(_) => ffi::ParamType {
-                kind: ffi::PARAM_INTEGER,
-                size: 4,
-            },
-            Arg::F32(_) => ffi::ParamType {
-                kind: ffi::PARAM_FLOAT,
-                size: 4,
-            },
-            Arg::Rows(_) => ffi::ParamType {
-                kind: ffi::PARAM_OTHER,
-                size: std::mem::size_of::<crate::cuda::launch::RowFilter>() as u32,
-            },
+            Arg::Tensor(_) | Arg::Null => ffi::ParamType::new(ffi::PARAM_POINTER, 8),
+            Arg::I64(_) => ffi::ParamType::new(ffi::PARAM_INTEGER, 8),
+            Arg::I32(_) => ffi::ParamType::new(ffi::PARAM_INTEGER, 4),
+            Arg::F32(_) => ffi::ParamType::new(ffi::PARAM_FLOAT, 4),
+            Arg::Rows(_) => {
+                ffi::ParamType::new(ffi::PARAM_OTHER, std::mem::size_of::<crate::cuda::launch::RowFilter>())
+            }
         };
         if want != got {
             let name = match arg {

@@ -16,6 +16,17 @@ const BLOCK: u32 = 256;
 const BLOCKS_PER_SM: u32 = 32;
 const MAX_GRID_Y: i64 = 65_535;
 
+/// Elements per 16-byte pack (one vector load) for a storage kind.
+pub(crate) fn pack_len(kind: tch::Kind) -> i64 {
+    16 / kind.elt_size_in_bytes() as i64
+}
+
+/// Rows of `f` elements can move in packs of `n` when `n` divides `f` and every tensor starts
+/// on a 16-byte boundary (then every row does too).
+pub(crate) fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
+    f % n == 0 && tensors.iter().all(|t| (t.data_ptr() as usize) & 15 == 0)
+}
+
 /// How a kernel's grid is shaped.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Grid {

@@ -3,7 +3,7 @@
 use tch::{Kind, Tensor};
 
 use super::{CeArgs, CrossEntropy, LossOutput};
-use crate::cuda::{Grid, Kernel, Launch};
+use crate::cuda::{pack_len, packable, Grid, Kernel, Launch};
 use crate::error::Result;
 use crate::ops::mixup::Lambda;
 
@@ -186,10 +186,8 @@ pub(super) fn cross_entropy(
     let losses = Tensor::empty([b], (Kind::Float, dev));
     let correct = Tensor::empty([b], (Kind::Int, dev));
     let with_grad = grad.is_some();
-    // Rows move in 16-byte packs when every row starts on a 16-byte boundary.
-    let pack = 16 / logits.kind().elt_size_in_bytes() as i64;
-    let aligned = |t: &Tensor| (t.data_ptr() as usize) & 15 == 0;
-    let vectorized = c % pack == 0 && aligned(logits) && grad.as_ref().is_none_or(aligned);
+    let tensors: Vec<&Tensor> = std::iter::once(logits).chain(grad.as_ref()).collect();
+    let vectorized = packable(c, pack_len(logits.kind()), &tensors);
     let k = args.removed;
     // The gradient weight 1 / n_kept: known on the host unless rows are ignored.
     let (scale_t, scale) = match opts.ignore_index {

@@ -1,10 +1,10 @@
 //! Launches of kernels/mixup.cu. Argument order follows each kernel's parameter list.
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::{CutBoxes, Lambda, Normalize, Pairing};
 use crate::cuda::constants::{PAIR_FLIP, PAIR_PERM, PAIR_ROLL};
-use crate::cuda::{Grid, Kernel, Launch};
+use crate::cuda::{pack_len, packable, Grid, Kernel, Launch};
 use crate::error::Result;
 
 fn rows_of(x: &Tensor) -> (i64, i64) {
@@ -26,20 +26,6 @@ fn pairing_args(pairing: &Pairing) -> (i32, Option<&Tensor>, i64) {
         Pairing::Flip => (PAIR_FLIP, None, 0),
         Pairing::Roll(k) => (PAIR_ROLL, None, *k),
     }
-}
-
-fn aligned16(t: &Tensor) -> bool {
-    (t.data_ptr() as usize) % 16 == 0
-}
-
-/// Elements per 16-byte pack for a storage kind.
-fn pack_len(kind: Kind) -> i64 {
-    16 / kind.elt_size_in_bytes() as i64
-}
-
-/// Rows can be moved in packs of `n` when every row starts on a 16-byte boundary.
-fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
-    f % n == 0 && tensors.iter().all(|t| aligned16(t))
 }
 
 /// The parameters every out-of-place mixing kernel starts with:

@@ -31,6 +31,7 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     add_libtorch_rpath();
+    compile_bridge();
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let fatbin = out_dir.join("enlighten.fatbin");
@@ -68,6 +69,38 @@ fn add_libtorch_rpath() {
     } else {
         println!("cargo:rustc-env=ENLIGHTEN_LIBTORCH_LIB=");
     }
+}
+
+/// The C++ bridge to libtorch (bridge/): the autograd node always; c10d (bridge/c10d.cpp, which
+/// needs gloo's headers from `GLOO_INCLUDE`) with the `distributed` feature. Flags as torch-sys
+/// compiles tch's own C++: C++17, libtorch's ABI, its two include folders.
+fn compile_bridge() {
+    println!("cargo:rerun-if-changed=bridge");
+    println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
+    let lib = PathBuf::from(env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys reports where libtorch is"));
+    let include = lib.parent().expect("libtorch's lib/ has a parent").join("include");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .define("GLOG_USE_GLOG_EXPORT", None)
+        .flag("-Wno-unused-parameter")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .file("bridge/message.cpp")
+        .file("bridge/autograd.cpp");
+    if env::var_os("CARGO_FEATURE_DISTRIBUTED").is_some() {
+        let gloo = env::var("GLOO_INCLUDE")
+            .expect("the `distributed` feature needs GLOO_INCLUDE (gloo's headers): run scripts/setup");
+        build
+            .define("USE_DISTRIBUTED", None)
+            .define("USE_C10D_GLOO", None)
+            .include(gloo)
+            .file("bridge/c10d.cpp");
+    }
+    build.compile("enlighten_bridge");
 }
 
 /// Every `.cu` directly under `kernels/`, sorted so the build is reproducible.

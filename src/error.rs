@@ -98,6 +98,10 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
 
+    /// libtorch's C++, reached through the crate's bridge (autograd, c10d), reported an error.
+    #[error("libtorch ({operation}): {message}")]
+    Libtorch { operation: &'static str, message: String },
+
     /// An error raised by libtorch through tch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

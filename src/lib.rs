@@ -44,6 +44,7 @@
 mod alloc;
 #[cfg(feature = "trainer")]
 pub mod analyze;
+mod bridge;
 #[cfg(feature = "trainer")]
 pub mod compare;
 pub mod cuda;

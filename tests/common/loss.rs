@@ -8,13 +8,17 @@ use enlighten::ops::loss::{
 use enlighten::ops::mixup::{Lambda, MixedTargets};
 use tch::{Device, Kind, Tensor};
 
-use super::{assert_close, emulated, expect_err, poisoned, randn, rel_err, seed, Case, FLOAT_KINDS};
+use super::{assert_bitwise_eq, assert_close, emulated, expect_err, poisoned, randn, rel_err, seed, Case, FLOAT_KINDS};
 
 pub const CASES: &[Case] = &[
     ("ce_matches_reference", ce_matches_reference),
     (
         "ce_gradient_equals_libtorch_masked_mean_gradient",
         ce_gradient_equals_libtorch_masked_mean_gradient,
+    ),
+    (
+        "autograd_node_scales_retains_refuses_double_backward",
+        autograd_node_scales_retains_refuses_double_backward,
     ),
     (
         "ce_gradient_matches_finite_differences",
@@ -534,8 +538,58 @@ fn mse_matches_reference(dev: Device) {
     let pred = randn(&[6, 4], Kind::Float, dev).set_requires_grad(true);
     let target = randn(&[6, 4], Kind::Float, dev);
     let (loss, out) = mse_autograd(&pred, &target, 0.34).unwrap();
+    assert!(out.grad.is_none(), "the autograd node owns the gradient");
     loss.backward();
-    assert_close("mse autograd", &pred.grad(), out.grad.as_ref().unwrap(), Kind::Float);
+    let kernel = mse(&pred.detach(), &target, 0.34, true).unwrap().grad.unwrap();
+    assert_bitwise_eq("mse autograd", &pred.grad(), &kernel);
+}
+
+/// The bridge's autograd node: backward hands on the kernel's own gradient (bit for bit under a
+/// plain backward), scaled by the incoming gradient; a retained graph runs backward twice; double
+/// backward is an error, not a wrong answer; under no-grad the loss is just the loss.
+fn autograd_node_scales_retains_refuses_double_backward(dev: Device) {
+    seed(31);
+    let (b, c) = (37i64, 11i64);
+    let y = labels(b, c, dev);
+    let opts = CrossEntropy {
+        label_smoothing: 0.1,
+        ignore_index: None,
+        drop_share: 0.2,
+    };
+    for kind in FLOAT_KINDS {
+        let base = randn(&[b, c], kind, dev);
+        let kernel = cross_entropy(&base, Targets::Index(&y), &opts, true).unwrap();
+        let grad = kernel.grad.as_ref().unwrap();
+        let leaf = || base.detach().set_requires_grad(true);
+        let what = format!("{kind:?}");
+
+        let x = leaf();
+        let (loss, out) = cross_entropy_autograd(&x, Targets::Index(&y), &opts).unwrap();
+        assert!(out.grad.is_none(), "{what}: the node owns the gradient");
+        assert_bitwise_eq(&format!("{what}: loss"), &loss.detach(), &kernel.loss);
+        loss.backward();
+        assert_bitwise_eq(&format!("{what}: plain backward"), &x.grad(), grad);
+
+        let x = leaf();
+        let (loss, _) = cross_entropy_autograd(&x, Targets::Index(&y), &opts).unwrap();
+        (&loss * -2.5).backward();
+        assert_close(&format!("{what}: scaled backward"), &x.grad(), &(grad * -2.5), kind);
+
+        let x = leaf();
+        let (loss, _) = cross_entropy_autograd(&x, Targets::Index(&y), &opts).unwrap();
+        for pass in 0..2 {
+            let g = Tensor::run_backward(&[&loss], &[&x], true, false);
+            assert_bitwise_eq(&format!("{what}: retained graph, pass {pass}"), &g[0], grad);
+        }
+        let refused = Tensor::f_run_backward(&[&loss], &[&x], true, true);
+        let message = format!("{:?}", refused.expect_err("double backward must be refused"));
+        assert!(message.contains("double backward"), "{what}: {message}");
+
+        let x = leaf();
+        let (loss, _) = tch::no_grad(|| cross_entropy_autograd(&x, Targets::Index(&y), &opts)).unwrap();
+        assert!(!loss.requires_grad(), "{what}: under no-grad the loss has no graph");
+        assert_bitwise_eq(&format!("{what}: loss under no-grad"), &loss, &kernel.loss);
+    }
 }
 
 fn lm_matches(what: &str, logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, rank: SequenceRank) {

@@ -27,7 +27,7 @@ pub fn assert_bitwise_eq(what: &str, a: &Tensor, b: &Tensor) {
         let t = t.to_device(Device::Cpu).contiguous();
         let n = t.numel() * t.kind().elt_size_in_bytes();
         let mut v = vec![0u8; n];
-        t.view_dtype(Kind::Uint8).reshape([-1]).copy_data_u8(&mut v, n);
+        t.reshape([-1]).view_dtype(Kind::Uint8).copy_data_u8(&mut v, n);
         v
     };
     let (x, y) = (bits(a), bits(b));

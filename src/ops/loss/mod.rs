@@ -15,9 +15,12 @@
 //! CUDA (no host sync) an out-of-range label makes that row's loss and gradient NaN instead of
 //! reading out of bounds, and a lambda outside [0, 1] extrapolates the target (Mixup's meaning).
 //!
-//! tch has no custom autograd Function, so [`cross_entropy_autograd`] returns a scalar whose
-//! value is the kernel's loss and whose gradient with respect to the logits is the kernel's
-//! gradient: `s - s.detach() + loss` with the surrogate `s = (logits * dlogits.detach()).sum()`.
+//! The `_autograd` forms return the kernel's loss as the output of a real autograd node (C++,
+//! bridge/autograd.cpp: tch has no custom Function): the node keeps the kernel's gradient, and
+//! its backward hands it on scaled by the incoming gradient, with no forward work repeated and
+//! no host sync. On the CPU an incoming gradient of exactly 1 (a plain `loss.backward()`) hands
+//! the gradient on as it is, and a leaf takes it without a copy. Double backward is refused with
+//! an error; under no-grad the loss comes back detached.
 
 mod cpu;
 mod cuda;
@@ -154,14 +157,15 @@ fn cross_entropy_impl(
 }
 
 /// The differentiable form: a scalar whose value is the loss and whose backward writes the
-/// kernel's gradient into `logits.grad()`. See the module docs for how.
+/// kernel's gradient into `logits.grad()`. The gradient lives in the autograd node, so the
+/// returned [`LossOutput::grad`] is `None`. See the module docs.
 pub fn cross_entropy_autograd(
     logits: &Tensor,
     targets: Targets<'_>,
     opts: &CrossEntropy,
 ) -> Result<(Tensor, LossOutput)> {
-    let out = cross_entropy(&logits.detach(), targets, opts, true)?;
-    Ok((attach_gradient(logits, &out)?, out))
+    let mut out = cross_entropy(&logits.detach(), targets, opts, true)?;
+    Ok((attach_gradient(logits, &mut out)?, out))
 }
 
 /// The simpler alternative kept for comparison: the kernel ranks and removes (no gradient), and
@@ -203,26 +207,19 @@ pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64, with_grad: bool) -> 
     }
 }
 
-/// The differentiable form of [`mse`].
+/// The differentiable form of [`mse`] (see [`cross_entropy_autograd`]).
 pub fn mse_autograd(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<(Tensor, LossOutput)> {
-    let out = mse(&pred.detach(), target, drop_share, true)?;
-    Ok((attach_gradient(pred, &out)?, out))
+    let mut out = mse(&pred.detach(), target, drop_share, true)?;
+    Ok((attach_gradient(pred, &mut out)?, out))
 }
 
-/// `s - s.detach() + loss` with `s = sum(input * grad)`: the value is exactly the kernel's loss
-/// and the gradient with respect to `input` is exactly the kernel's gradient. For f32 `s` is a
-/// dot product (one pass, no temporary); f16/bf16 sum in f32 so `s` cannot overflow.
-fn attach_gradient(input: &Tensor, out: &LossOutput) -> Result<Tensor> {
+/// The kernel's loss as the output of the bridge's autograd node, which takes over the gradient.
+pub(crate) fn attach_gradient(input: &Tensor, out: &mut LossOutput) -> Result<Tensor> {
     let grad = out
         .grad
-        .as_ref()
+        .take()
         .ok_or_else(|| Error::Internal("the loss kernel returned no gradient".into()))?;
-    let s = if input.kind() == Kind::Float {
-        input.f_reshape([-1])?.f_dot(&grad.f_reshape([-1])?)?
-    } else {
-        (input * grad).f_sum(Kind::Float)?
-    };
-    Ok(&s - s.detach() + &out.loss)
+    crate::bridge::attach_gradient(input, &out.loss, grad)
 }
 
 // ---- argument checks ---------------------------------------------------------------------------

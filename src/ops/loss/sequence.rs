@@ -84,6 +84,6 @@ pub fn lm_cross_entropy_autograd(
     opts: &CrossEntropy,
     rank: SequenceRank,
 ) -> Result<(Tensor, LossOutput)> {
-    let out = lm_cross_entropy(&logits.detach(), tokens, opts, rank, true)?;
-    Ok((attach_gradient(logits, &out)?, out))
+    let mut out = lm_cross_entropy(&logits.detach(), tokens, opts, rank, true)?;
+    Ok((attach_gradient(logits, &mut out)?, out))
 }

@@ -102,6 +102,11 @@ pub enum Error {
     #[error("libtorch ({operation}): {message}")]
     Libtorch { operation: &'static str, message: String },
 
+    /// A rank of a data-parallel job failed (`--nproc`): it could not start, or exited with a
+    /// failure, which stopped the other ranks. The problem says how and quotes its log.
+    #[error("rank {rank} stopped the job: {problem}")]
+    Launch { rank: usize, problem: String },
+
     /// An error raised by libtorch through tch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -53,6 +53,8 @@ pub mod data;
 mod device;
 mod error;
 #[cfg(feature = "trainer")]
+pub mod launch;
+#[cfg(feature = "trainer")]
 pub mod models;
 pub mod ops;
 #[cfg(feature = "trainer")]

@@ -37,6 +37,63 @@ struct Changes {
     subset: Option<f64>,
 }
 
+/// Data parallelism on this machine.
+#[derive(clap::Args)]
+struct Launch {
+    /// Train as N processes (one per GPU on CUDA), each given torchrun's variables; rank 0's
+    /// output is shown, the others' go to <run folder>/logs/rank-<r>.log. Under torchrun or
+    /// another launcher that sets WORLD_SIZE, leave it out.
+    #[arg(long, value_name = "N")]
+    nproc: Option<usize>,
+}
+
+/// This command line as `nproc` ranks of a local job when `--nproc` asks for more than one
+/// (None: run here, as one process or as the rank a launcher started).
+fn launch_ranks(launch: &Launch, log_dir: std::path::PathBuf) -> Option<enlighten::Result<()>> {
+    let nproc = launch.nproc?;
+    if std::env::var_os("WORLD_SIZE").is_some() {
+        return Some(Err(enlighten::Error::Launch {
+            rank: 0,
+            problem: "--nproc under a launcher that already set WORLD_SIZE (leave --nproc out under torchrun)"
+                .into(),
+        }));
+    }
+    if nproc == 1 {
+        return None;
+    }
+    let job = |program| enlighten::launch::Job {
+        program,
+        args: args_without_nproc(std::env::args_os().skip(1)),
+        nproc,
+        log_dir,
+    };
+    Some(
+        std::env::current_exe()
+            .map_err(|e| enlighten::Error::Launch {
+                rank: 0,
+                problem: format!("cannot find this program's path: {e}"),
+            })
+            .and_then(|program| enlighten::launch::run(&job(program), interrupt_flag())),
+    )
+}
+
+/// The command line without `--nproc N` / `--nproc=N`: what each rank runs.
+fn args_without_nproc(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        match arg.to_str() {
+            Some("--nproc") => skip_value = true,
+            Some(a) if a.starts_with("--nproc=") => {}
+            _ => kept.push(arg),
+        }
+    }
+    kept
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run every op on the CPU (and CUDA when present), check each against its f64 reference and
@@ -56,6 +113,8 @@ enum Command {
         #[arg(long)]
         resume: bool,
         #[command(flatten)]
+        launch: Launch,
+        #[command(flatten)]
         changes: Changes,
     },
     /// Train every strategy x seed of a configuration (finished runs are skipped, interrupted
@@ -69,6 +128,8 @@ enum Command {
         /// Seeds per strategy (default: [compare] seeds, else 3).
         #[arg(long)]
         seeds: Option<u32>,
+        #[command(flatten)]
+        launch: Launch,
         #[command(flatten)]
         changes: Changes,
     },
@@ -129,10 +190,15 @@ fn compare(
     path: &std::path::Path,
     strategies: Option<Vec<String>>,
     seeds: Option<u32>,
+    launch: &Launch,
     changes: &Changes,
 ) -> enlighten::Result<()> {
-    use enlighten::compare::{compare, TrainRunner};
+    use enlighten::compare::{compare, compare_dir, run_all, TrainRunner};
     let config = load_config(path, changes)?;
+    if let Some(job) = launch_ranks(launch, compare_dir(&config).join("logs")) {
+        return job;
+    }
+    let parallel = enlighten::train::DataParallel::from_env(&config.run)?;
     let mut section = config.compare.clone().unwrap_or_default();
     if let Some(names) = strategies {
         section.strategies = names.iter().map(|n| n.parse()).collect::<enlighten::Result<_>>()?;
@@ -141,13 +207,18 @@ fn compare(
     if let Some(s) = seeds {
         section.seeds = s;
     }
-    let mut runner = TrainRunner::new(interrupt_flag());
+    let mut runner = TrainRunner::new(interrupt_flag(), parallel.as_ref());
+    if parallel.as_ref().is_some_and(|p| p.rank() != 0) {
+        // Every rank trains each run; rank 0 alone writes the report.
+        run_all(&config, &section, &mut runner)?;
+        return Ok(());
+    }
     let done = compare(&config, &section, &mut runner)?;
     runner.overall.finish_and_clear();
     println!("{}\n", done.report.table());
     println!(
         "report: {}",
-        enlighten::compare::compare_dir(&config).join("report.md").display()
+        compare_dir(&config).join("report.md").display()
     );
     for png in &done.plots {
         println!("plot:   {}", png.display());
@@ -155,12 +226,20 @@ fn compare(
     Ok(())
 }
 
-fn train(path: &std::path::Path, resume: bool, changes: &Changes) -> enlighten::Result<()> {
+/// Trains here (one process, or the rank a launcher started), or launches `--nproc` ranks. Every
+/// rank prints the results; the parameter digest is the same on all of them.
+fn train(path: &std::path::Path, resume: bool, launch: &Launch, changes: &Changes) -> enlighten::Result<()> {
     let config = load_config(path, changes)?;
+    let run_dir = config.run.out_dir.join(&config.run.name);
+    if let Some(job) = launch_ranks(launch, run_dir.join("logs")) {
+        return job;
+    }
+    let parallel = enlighten::train::DataParallel::from_env(&config.run)?;
     let options = enlighten::train::TrainOptions {
         resume,
         progress: true,
         interrupt: interrupt_flag(),
+        parallel: parallel.as_ref(),
         ..Default::default()
     };
     let s = enlighten::train::train(&config, &options)?;
@@ -168,12 +247,18 @@ fn train(path: &std::path::Path, resume: bool, changes: &Changes) -> enlighten::
         "{}: test {} {:.4}, best val {:.4}, {} steps in {:.1} s ({:.0} samples/s)",
         s.name, s.metric, s.test, s.best_val, s.steps, s.wall_seconds, s.samples_per_second
     );
+    if let Some(p) = &parallel {
+        let world = s.parallelism.world_size;
+        let global = s.parallelism.global_batch;
+        println!("rank {} of {world} ({}), global batch {global}", p.rank(), p.backend());
+    }
     println!("{}", s.timing);
     match s.ep_end {
         Some(end) => println!("{end}"),
         None => println!("the Enlightenment Period did not end"),
     }
-    println!("{}", config.run.out_dir.join(&config.run.name).display());
+    println!("parameters {}", s.parameter_digest);
+    println!("{}", run_dir.display());
     Ok(())
 }
 
@@ -197,14 +282,16 @@ fn main() {
         Command::Train {
             config,
             resume,
+            launch,
             changes,
-        } => train(&config, resume, &changes),
+        } => train(&config, resume, &launch, &changes),
         Command::Compare {
             config,
             strategies,
             seeds,
+            launch,
             changes,
-        } => compare(&config, strategies, seeds, &changes),
+        } => compare(&config, strategies, seeds, &launch, &changes),
         Command::Analyze {
             config,
             run,

@@ -8,7 +8,7 @@ use enlighten::compare::stats::{
 };
 use enlighten::compare::{compare, plan, CompareSection, Comparison, Outcome, PlannedRun, Report, Runner};
 use enlighten::strategy::{EpEndInfo, StrategyKind};
-use enlighten::train::{MetricsLine, Summary, Timing, TrainConfig};
+use enlighten::train::{MetricsLine, Parallelism, Summary, Timing, TrainConfig};
 
 mod support;
 use support::scratch;
@@ -153,6 +153,7 @@ fn write_run(run: &PlannedRun) -> Summary {
             val_loss: Some(1.0 - val),
             zero_share: Some(vec![0.3 + offset, 0.5 - noise]),
             benr: (step % 100 == 99).then_some(2.0 + offset * 10.0),
+            parallelism: Parallelism::default(),
         };
         lines.push_str(&serde_json::to_string(&l).unwrap());
         lines.push('\n');
@@ -179,6 +180,8 @@ fn write_run(run: &PlannedRun) -> Summary {
         samples_per_second: 1000.0,
         timing: Timing::default(),
         skipped_files: Vec::new(),
+        parallelism: Parallelism::default(),
+        parameter_digest: String::new(),
     };
     std::fs::write(dir.join("summary.json"), serde_json::to_string(&s).unwrap()).unwrap();
     s

@@ -2,7 +2,7 @@
 
 use enlighten::strategy::{
     recommend, AutoThresholds, EpEnd, LambdaMode, MixKind, MixPolicy, Monitor, PairingMode, PhaseController,
-    ProblemScale, Schedule, Strategy, StrategyConfig, StrategyKind, Threshold,
+    ProblemScale, RemovalScope, Schedule, Strategy, StrategyConfig, StrategyKind, Threshold,
 };
 use enlighten::SeededRng;
 
@@ -236,6 +236,11 @@ fn random_config(rng: &mut SeededRng) -> StrategyConfig {
             None
         } else {
             Some(rng.uniform() * 0.5)
+        },
+        scope: if rng.below(2) == 0 {
+            RemovalScope::Local
+        } else {
+            RemovalScope::Global
         },
         cutmix_prob: rng.uniform(),
         cutmix_alpha: 0.1 + rng.uniform(),

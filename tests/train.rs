@@ -2,16 +2,14 @@
 //! the EP, resumes bit-identically, survives an interrupted checkpoint write, and stops cleanly
 //! on a non-finite loss.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use enlighten::train::{load_checkpoint, train as run_training, OptimKind, TrainConfig, TrainOptions};
 use enlighten::Error;
-use flate2::write::GzEncoder;
 use std::sync::atomic::AtomicBool;
 
 mod support;
-use support::{metrics, scratch, serial};
+use support::{metrics, scratch, serial, write_dataset};
 
 fn train(config: &TrainConfig, resume: bool, progress: bool) -> enlighten::Result<enlighten::train::Summary> {
     run_training(
@@ -23,46 +21,6 @@ fn train(config: &TrainConfig, resume: bool, progress: bool) -> enlighten::Resul
             ..Default::default()
         },
     )
-}
-
-fn gz_idx(path: &Path, magic: u32, dims: &[u32], payload: &[u8]) {
-    let mut bytes = magic.to_be_bytes().to_vec();
-    for d in dims {
-        bytes.extend(d.to_be_bytes());
-    }
-    bytes.extend_from_slice(payload);
-    let mut e = GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(&bytes).unwrap();
-    std::fs::write(path, e.finish().unwrap()).unwrap();
-}
-
-/// 4 classes: class k lights up a band of rows 4k..4k+4 (plus noise) in 16x16 images.
-fn write_dataset(dir: &Path) {
-    for (prefix, n, seed) in [("train", 320usize, 1u64), ("t10k", 80, 2)] {
-        let mut rng = enlighten::SeededRng::new(seed);
-        let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
-        let mut pixels = Vec::with_capacity(n * 256);
-        for &k in &labels {
-            for y in 0..16 {
-                for _ in 0..16 {
-                    let base = if (y / 4) as u8 == k { 170.0 } else { 40.0 };
-                    pixels.push((base + 60.0 * rng.uniform()) as u8);
-                }
-            }
-        }
-        gz_idx(
-            &dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
-            0x803,
-            &[n as u32, 16, 16],
-            &pixels,
-        );
-        gz_idx(
-            &dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
-            0x801,
-            &[n as u32],
-            &labels,
-        );
-    }
 }
 
 fn config(dir: &Path, name: &str, extra_run: &str, lr: f64) -> TrainConfig {

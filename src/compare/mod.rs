@@ -16,7 +16,7 @@ pub use crate::train::CompareSection;
 
 use crate::error::Result;
 use crate::strategy::StrategyKind;
-use crate::train::{Summary, TrainConfig};
+use crate::train::{DataParallel, Summary, TrainConfig};
 
 /// One run of a comparison.
 #[derive(Debug, Clone)]
@@ -114,6 +114,26 @@ pub struct Comparison {
 
 /// Runs what is not finished, in plan order, then writes the report and the plots.
 pub fn compare(config: &TrainConfig, section: &CompareSection, runner: &mut dyn Runner) -> Result<Comparison> {
+    let (runs, outcomes) = run_all(config, section, runner)?;
+    let report = Report::collect(&config.run.name, section, &runs)?;
+    let dir = compare_dir(config);
+    let plots = plot_comparison(&report, &runs, &dir)?;
+    report.write(&dir, &plots)?;
+    Ok(Comparison {
+        report,
+        outcomes,
+        plots,
+    })
+}
+
+/// The training part of [`compare`]: every planned run not finished, in plan order. The ranks
+/// of a data-parallel comparison other than 0 call this alone (rank 0 writes the report); they
+/// read each run's state from the same run folders, which a job across machines must share.
+pub fn run_all(
+    config: &TrainConfig,
+    section: &CompareSection,
+    runner: &mut dyn Runner,
+) -> Result<(Vec<PlannedRun>, Vec<Outcome>)> {
     let runs = plan(config, section)?;
     let mut outcomes = Vec::with_capacity(runs.len());
     for (i, run) in runs.iter().enumerate() {
@@ -130,28 +150,25 @@ pub fn compare(config: &TrainConfig, section: &CompareSection, runner: &mut dyn 
         };
         outcomes.push(outcome);
     }
-    let report = Report::collect(&config.run.name, section, &runs)?;
-    let dir = compare_dir(config);
-    let plots = plot_comparison(&report, &runs, &dir)?;
-    report.write(&dir, &plots)?;
-    Ok(Comparison {
-        report,
-        outcomes,
-        plots,
-    })
+    Ok((runs, outcomes))
 }
 
 /// The runner `enlighten compare` uses: trains each run with its progress bar under one bar over
-/// all runs; an interrupt checkpoints the current run and stops the comparison.
+/// all runs; an interrupt checkpoints the current run and stops the comparison. Under data
+/// parallelism every run is trained by all ranks of the job.
 pub struct TrainRunner<'a> {
     pub group: indicatif::MultiProgress,
     pub overall: indicatif::ProgressBar,
     pub interrupt: Option<&'a std::sync::atomic::AtomicBool>,
+    pub parallel: Option<&'a DataParallel>,
 }
 
 impl<'a> TrainRunner<'a> {
     /// The bar over all runs learns their number from the first run it is given.
-    pub fn new(interrupt: Option<&'a std::sync::atomic::AtomicBool>) -> TrainRunner<'a> {
+    pub fn new(
+        interrupt: Option<&'a std::sync::atomic::AtomicBool>,
+        parallel: Option<&'a DataParallel>,
+    ) -> TrainRunner<'a> {
         let group = indicatif::MultiProgress::new();
         let overall = group.add(indicatif::ProgressBar::new(0));
         let style = indicatif::ProgressStyle::with_template(
@@ -163,6 +180,7 @@ impl<'a> TrainRunner<'a> {
             group,
             overall,
             interrupt,
+            parallel,
         }
     }
 }
@@ -181,6 +199,7 @@ impl Runner for TrainRunner<'_> {
             progress: true,
             progress_group: Some(&self.group),
             interrupt: self.interrupt,
+            parallel: self.parallel,
         };
         let summary = crate::train::train(&run.config, &options).inspect_err(|e| {
             self.overall

@@ -6,6 +6,8 @@
 //! alpha = 0.2
 //! boost = 2.0              # alpha-boost: EP alpha = boost * alpha
 //! drop_share = 0.1         # high-loss-removal's share; with another kind it composes
+//! scope = "local"          # data parallelism: rank each process's batch (local) or the global
+//!                          # batch of all processes (global: one process's removal, exactly)
 //! cutmix_prob = 0.0        # chance that a mixed batch uses CutMix instead
 //! cutmix_alpha = 1.0
 //! lambda = "batch"         # batch | per-sample
@@ -70,6 +72,23 @@ impl std::str::FromStr for StrategyKind {
     }
 }
 
+/// Which losses High-Loss Removal ranks when several processes train together: each process's
+/// own batch, or the global batch of all of them (the rows one process would remove from the
+/// concatenated batch). One process has one batch, and both mean the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemovalScope {
+    #[default]
+    Local,
+    Global,
+}
+
+impl RemovalScope {
+    fn is_local(&self) -> bool {
+        *self == RemovalScope::Local
+    }
+}
+
 fn default_alpha() -> f64 {
     0.2
 }
@@ -101,6 +120,8 @@ pub struct StrategyConfig {
     /// None: 0.1 for high-loss-removal, off for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_share: Option<f64>,
+    #[serde(default, skip_serializing_if = "RemovalScope::is_local")]
+    pub scope: RemovalScope,
     #[serde(default)]
     pub cutmix_prob: f64,
     #[serde(default = "default_cutmix_alpha")]
@@ -121,6 +142,7 @@ impl StrategyConfig {
             alpha: default_alpha(),
             boost: default_boost(),
             drop_share: None,
+            scope: RemovalScope::Local,
             cutmix_prob: 0.0,
             cutmix_alpha: default_cutmix_alpha(),
             lambda: default_lambda(),

@@ -12,7 +12,7 @@ mod plan;
 mod schedule;
 
 pub use auto::{recommend, AutoThresholds, ProblemScale, Recommendation};
-pub use config::{StrategyConfig, StrategyKind};
+pub use config::{RemovalScope, StrategyConfig, StrategyKind};
 pub use phase::{EpEnd, EpEndInfo, Monitor, PhaseController, Threshold};
 pub use plan::{BatchPlan, LambdaMode, MixKind, MixSpec, PairingMode};
 pub use schedule::{MixPolicy, Schedule, Strategy};

@@ -20,6 +20,33 @@ pub struct RunState {
     pub rng: [u64; 4],
     pub schedule: Schedule,
     pub best_val: Option<f64>,
+    /// The steps' shape when the checkpoint was written; none in checkpoints that predate it
+    /// (they resume as if the shape were the resuming run's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<Layout>,
+}
+
+/// How a run's steps cover its data: the rows of one step over all ranks, and the steps of an
+/// epoch. A run resumed with another world size or batch size has another layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    pub global_batch: i64,
+    pub per_epoch: u64,
+}
+
+impl Layout {
+    /// The step of this layout where a run saved at `step` under `saved` continues: the same
+    /// epoch (each epoch's order is defined globally), from the global batch that holds the
+    /// first row the saved run had not trained on; the rows before it in that batch are trained
+    /// again. An epoch the saved run had finished ends here too.
+    pub fn continue_from(&self, saved: Layout, step: u64) -> u64 {
+        if saved == *self || saved.per_epoch == 0 || self.global_batch < 1 {
+            return step;
+        }
+        let epoch = step / saved.per_epoch;
+        let rows = (step % saved.per_epoch) * saved.global_batch.max(0) as u64;
+        epoch * self.per_epoch + (rows / self.global_batch as u64).min(self.per_epoch)
+    }
 }
 
 /// A checkpoint file or folder that could not be written or read.

@@ -11,6 +11,8 @@
 //! diagnostics = false       # zero-activation shares per layer at each log line, BENR per epoch
 //! autocast = "off"          # off | bf16 (CUDA only: forward passes under bf16 autocast)
 //! prefetch = true           # gather the next batches on a background thread
+//! backend = "auto"          # data parallelism (torchrun or --nproc): auto | gloo | nccl
+//! collective_timeout_s = 600  # a rank waiting longer on the others stops with an error
 //!
 //! [data]
 //! dataset = "fashion-mnist" # fashion-mnist | digits | cifar10 | cifar100 (images)
@@ -27,7 +29,7 @@
 //! val_fraction = 0.1
 //! test_fraction = 0.2       # digits, vic-elec, text (no official test split; the
 //!                           # series and the text are split in time: val, then test, at the end)
-//! batch_size = 128
+//! batch_size = 128          # per process: the global batch is batch_size x processes
 //! augment = false           # random crops (zero padding `pad`) and horizontal flips
 //! pad = 4
 //!
@@ -51,6 +53,7 @@
 //!
 //! [strategy]                # see strategy::StrategyConfig
 //! kind = "mixup-pause"
+//! scope = "local"           # High-Loss Removal over each process's batch, or "global"
 //! ```
 
 use std::path::PathBuf;
@@ -58,6 +61,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::device::DeviceChoice;
+pub use crate::distributed::Backend;
 use crate::error::{Error, Result};
 use crate::strategy::{StrategyConfig, StrategyKind};
 
@@ -191,6 +195,11 @@ pub struct RunSection {
     pub diagnostics: bool,
     pub autocast: Autocast,
     pub prefetch: bool,
+    /// Data parallelism's process group: Gloo for CPU tensors, NCCL for CUDA (auto picks).
+    pub backend: Backend,
+    /// How long a rank waits on the others (rendezvous, collectives) before it stops with an
+    /// error, so a job whose rank died never hangs.
+    pub collective_timeout_s: u64,
 }
 
 impl Default for RunSection {
@@ -208,6 +217,8 @@ impl Default for RunSection {
             diagnostics: false,
             autocast: Autocast::Off,
             prefetch: true,
+            backend: Backend::Auto,
+            collective_timeout_s: 600,
         }
     }
 }
@@ -225,6 +236,9 @@ impl RunSection {
             if v == 0 {
                 return Err(Error::value(field, "an interval >= 1 step", v));
             }
+        }
+        if self.collective_timeout_s == 0 {
+            return Err(Error::value("run.collective_timeout_s", "at least 1 second", 0));
         }
         Ok(())
     }

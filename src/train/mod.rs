@@ -6,16 +6,19 @@ mod autocast;
 mod checkpoint;
 mod config;
 mod optim;
+mod parallel;
 mod prefetch;
 mod run;
 mod short;
 mod task;
 
 pub use autocast::{cuda_autocast_kind, set_cuda_autocast_kind};
-pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, NamedTensors, RunState};
+pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, Layout, NamedTensors, RunState};
 pub use config::{
-    Autocast, CompareSection, Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TaskKind, TrainConfig,
+    Autocast, Backend, CompareSection, Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TaskKind,
+    TrainConfig,
 };
 pub use optim::{cosine_lr, Optimizer, Rule};
-pub use run::{train, MetricsLine, Summary, Timing, TrainOptions};
+pub use parallel::{global_keep, remove_highest_global, DataParallel};
+pub use run::{train, MetricsLine, Parallelism, Summary, Timing, TrainOptions};
 pub(crate) use short::ShortRuns;

@@ -5,6 +5,10 @@
 //! Resuming reproduces a straight run bit for bit on the CPU (same parameters, optimiser state,
 //! RNG, schedule and metrics) as long as the process runs one training at a time: libtorch's
 //! CPU reductions split work by the threads they get, and concurrent trainings share them.
+//!
+//! Under data parallelism ([`DataParallel`]) every rank runs this loop on its shard of each
+//! global batch; rank 0 alone draws the bar and writes metrics.jsonl, checkpoints and
+//! summary.json, and every rank starts from rank 0's state (see `parallel`).
 
 use std::cell::Cell;
 use std::fs;
@@ -18,16 +22,47 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use super::autocast::set_cuda_autocast_kind;
-use super::checkpoint::{self, NamedTensors, RunState};
+use super::checkpoint::{self, Layout, NamedTensors, RunState};
 use super::config::{Autocast, TrainConfig};
 use super::optim::{cosine_lr, Optimizer};
-use super::prefetch::{BatchOrder, Batches};
-use super::task::{Eval, TaskData};
+use super::parallel::DataParallel;
+use super::prefetch::{shard_len, BatchOrder, Batches};
+use super::task::{Eval, EvalSums, Part, TaskData};
+use crate::distributed::{Backend, GradientBuckets, ProcessGroup};
 use crate::error::{Error, Result};
 use crate::models::Model;
 use crate::ops::stats::Benr;
 use crate::rng::SeededRng;
-use crate::strategy::{BatchPlan, EpEndInfo, Monitor};
+use crate::strategy::{BatchPlan, EpEndInfo, Monitor, RemovalScope};
+
+/// How many processes trained a run, over which backend, and the rows of one optimiser step
+/// over all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parallelism {
+    #[serde(default = "one_process")]
+    pub world_size: usize,
+    /// The process group's backend; none for a single process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
+    /// Rows per step on each process times the processes (0 in files that predate it).
+    #[serde(default)]
+    pub global_batch: i64,
+}
+
+fn one_process() -> usize {
+    1
+}
+
+impl Default for Parallelism {
+    /// One process, no group, the global batch not recorded.
+    fn default() -> Parallelism {
+        Parallelism {
+            world_size: 1,
+            backend: None,
+            global_batch: 0,
+        }
+    }
+}
 
 /// What `summary.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +90,12 @@ pub struct Summary {
     /// evaluation sets or replaced in training batches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_files: Vec<std::path::PathBuf>,
+    #[serde(flatten)]
+    pub parallelism: Parallelism,
+    /// FNV-1a over the bytes of every model variable in name order: equal on every rank of a
+    /// data-parallel job, and for a resumed run and the same run straight through.
+    #[serde(default)]
+    pub parameter_digest: String,
 }
 
 /// Where this process's training steps spent their time (host seconds: exact on the CPU, where
@@ -68,7 +109,8 @@ pub struct Timing {
     /// High-Loss Removal; everything of a step but the model.
     pub strategy_seconds: f64,
     pub forward_seconds: f64,
-    /// Backward pass and optimiser step.
+    /// Backward pass, the gradients' average over the ranks (data parallelism) and the
+    /// optimiser step.
     pub backward_seconds: f64,
     pub eval_seconds: f64,
 }
@@ -115,6 +157,9 @@ pub struct MetricsLine {
     /// Diagnostics: the batch-epoch norm ratio of the epoch this step ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub benr: Option<f64>,
+    /// The processes behind the line: its loss, accuracies and counts are over all of them.
+    #[serde(flatten)]
+    pub parallelism: Parallelism,
 }
 
 /// Named tensors of a checkpoint: the model's variables and the optimiser's buffers.
@@ -189,7 +234,11 @@ pub struct TrainOptions<'a> {
     pub progress_group: Option<&'a indicatif::MultiProgress>,
     /// Checked after every step: when set, the run writes a checkpoint and returns
     /// `Error::Interrupted` (the CLI sets it from Ctrl-C). The library installs no handler.
+    /// Under data parallelism a flag set on any rank stops every rank after the same step.
     pub interrupt: Option<&'a AtomicBool>,
+    /// This process's place in a data-parallel job ([`DataParallel::from_env`]); None trains as
+    /// one process.
+    pub parallel: Option<&'a DataParallel>,
 }
 
 /// Trains as `config` says.
@@ -216,9 +265,11 @@ struct Steps {
 }
 
 impl Steps {
-    fn new(config: &TrainConfig, train_rows: i64) -> Steps {
-        let batch = config.data.batch_size.min(train_rows);
-        let per_epoch = (train_rows / batch).max(1) as u64;
+    /// The steps of `world` ranks, each training on its shard of the epoch's `train_rows`.
+    fn new(config: &TrainConfig, train_rows: i64, world: usize) -> Steps {
+        let rows = shard_len(train_rows, world);
+        let batch = config.data.batch_size.min(rows);
+        let per_epoch = (rows / batch).max(1) as u64;
         let total = per_epoch * config.optim.epochs as u64;
         let end = config.run.max_steps.map_or(total, |m| m.min(total));
         let warmup = (config.optim.warmup_epochs * per_epoch as f64) as u64;
@@ -228,6 +279,14 @@ impl Steps {
             total,
             end,
             warmup,
+        }
+    }
+
+    /// The layout of these steps over `world` ranks.
+    fn layout(&self, world: usize) -> Layout {
+        Layout {
+            global_batch: self.batch * world as i64,
+            per_epoch: self.per_epoch,
         }
     }
 }
@@ -265,27 +324,42 @@ impl Window {
     }
 }
 
+/// What the run writes (rank 0, or the only process): its folder, checkpoints and metrics.
+struct Outputs {
+    run_dir: PathBuf,
+    ckpt_dir: PathBuf,
+    metrics: fs::File,
+    metrics_path: PathBuf,
+}
+
 /// A training in progress: prepare, then step / evaluate_and_log / checkpoint per step, finish.
 struct Run<'a> {
     config: &'a TrainConfig,
     interrupt: Option<&'a AtomicBool>,
+    parallel: Option<&'a DataParallel>,
     started: Instant,
     device: Device,
     autocast: bool,
-    run_dir: PathBuf,
-    ckpt_dir: PathBuf,
+    /// None on ranks other than 0, which write nothing.
+    outputs: Option<Outputs>,
     task: TaskData,
+    /// This rank's rows of the validation and test splits (all of them for one process).
+    val: Part,
+    test: Part,
     vs: nn::VarStore,
     model: Box<dyn Model>,
     params: Vec<Tensor>,
+    /// Variables that are not trained (batch-norm statistics): rank 0's are every rank's
+    /// before an evaluation.
+    buffers: Vec<Tensor>,
     opt: Optimizer,
+    /// Data parallelism: the gradients' bucketed average over the ranks.
+    buckets: Option<GradientBuckets>,
     state: RunState,
     rng: SeededRng,
     steps: Steps,
     first_step: u64,
     batches: Batches,
-    metrics: fs::File,
-    metrics_path: PathBuf,
     bar: ProgressBar,
     /// Diagnostics: the fixed batch of the zero shares, and BENR (a resumed epoch's covers the
     /// steps since the resume).
@@ -300,14 +374,20 @@ struct Run<'a> {
 
 impl<'a> Run<'a> {
     /// Checks the configuration, sets up the run folder, loads the data, builds the model and
-    /// optimiser, and restores the latest checkpoint when resuming.
+    /// optimiser, restores the latest checkpoint when resuming, and (data parallelism) starts
+    /// every rank from rank 0's state.
     fn prepare(config: &'a TrainConfig, options: &TrainOptions<'a>) -> Result<Run<'a>> {
         config.validate()?;
         crate::tune_cpu_allocator();
         let started = Instant::now();
-        let device = config.run.device.device()?;
+        let parallel = options.parallel;
+        let device = match parallel {
+            Some(p) => p.device(),
+            None => config.run.device.device()?,
+        };
         let autocast = enable_autocast(config, device)?;
-        let (run_dir, ckpt_dir) = open_run_dir(config, options.resume)?;
+        let lead = parallel.is_none_or(|p| p.rank() == 0);
+        let dirs = lead.then(|| open_run_dir(config, options.resume)).transpose()?;
         let task = TaskData::load(config, device)?;
         let seed = config.run.seed;
         tch::manual_seed(seed as i64);
@@ -315,47 +395,55 @@ impl<'a> Run<'a> {
         let model = task.build_model(config, &vs);
         let params = vs.trainable_variables();
         let mut opt = Optimizer::from_config(&config.optim, params.iter().map(Tensor::shallow_clone).collect());
-        let fresh = RunState {
-            step: 0,
-            rng: SeededRng::new(seed).state(),
-            schedule: config.strategy.build()?,
-            best_val: None,
+        let (outputs, state) = open_outputs(dirs, options.resume, &vs, &mut opt, config.strategy.build()?, seed)?;
+        let (rank, world) = parallel.map_or((0, 1), |p| (p.rank(), p.world_size()));
+        let steps = Steps::new(config, task.train.len(), world);
+        let mut state = match parallel {
+            Some(p) => start_together(p, &vs, &opt, state)?,
+            None => state,
         };
-        let metrics_path = run_dir.join("metrics.jsonl");
-        let state = if options.resume {
-            resume_state(&ckpt_dir, &metrics_path, &vs, &mut opt, fresh)?
+        let layout = steps.layout(world);
+        state.step = layout.continue_from(state.layout.unwrap_or(layout), state.step);
+        state.layout = Some(layout);
+        let bar = progress_bar(options, lead, steps.end, state.step);
+        if let Some(p) = parallel {
+            bar.println(format!(
+                "data parallel: {world} processes ({}), batch {} per process, global batch {}",
+                p.backend(),
+                steps.batch,
+                layout.global_batch
+            ));
+        }
+        let (probe_batch, benr) = if lead {
+            diagnostics(config, &task, &params, device)?
         } else {
-            let _ = fs::remove_file(&metrics_path);
-            fresh
+            (None, None)
         };
-        let metrics = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&metrics_path)
-            .map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
-        let steps = Steps::new(config, task.train.len());
-        let bar = progress_bar(options, steps.end, state.step);
-        let (probe_batch, benr) = diagnostics(config, &task, &params, device)?;
-        let batches = batches_from(config, &task, &steps, state.step);
+        let batches = batches_from(config, &task, &steps, state.step, (rank, world));
+        let buckets = parallel
+            .map(|_| GradientBuckets::new(params.iter().map(Tensor::shallow_clone).collect()))
+            .transpose()?;
         Ok(Run {
             config,
             interrupt: options.interrupt,
+            parallel,
             started,
             device,
             autocast,
-            run_dir,
-            ckpt_dir,
+            outputs,
+            val: task.val.shard(rank, world),
+            test: task.test.shard(rank, world),
+            buffers: untrained(&vs),
             vs,
             model,
             params,
             opt,
+            buckets,
             rng: SeededRng::from_state(state.rng),
             first_step: state.step,
             state,
             steps,
             batches,
-            metrics,
-            metrics_path,
             bar,
             probe_batch,
             benr,
@@ -367,8 +455,15 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// The process group when High-Loss Removal ranks the global batch.
+    fn global_removal(&self) -> Option<&'a ProcessGroup> {
+        let parallel = self.parallel?;
+        (self.config.strategy.scope == RemovalScope::Global).then(|| parallel.group())
+    }
+
     /// One training step: the batch, the plan, the strategy's ops and the forward pass, the
-    /// backward pass and the optimiser step; its loss joins the log window.
+    /// backward pass, the gradients' average over the ranks and the optimiser step; its loss
+    /// joins the log window.
     fn step(&mut self, step: u64) -> Result<StepDone> {
         let epoch = (step / self.steps.per_epoch) as u32;
         let t_data = Instant::now();
@@ -392,11 +487,15 @@ impl<'a> Run<'a> {
             forward_time.set(forward_time.get() + t.elapsed().as_secs_f64());
             out
         };
-        let out = self.task.step(&forward_train, &x, &y, &plan, &mut self.rng)?;
+        let global = self.global_removal();
+        let out = self.task.step(&forward_train, (&x, &y), &plan, &mut self.rng, global)?;
         let t_backward = Instant::now();
         let lr = cosine_lr(self.config.optim.lr, step, self.steps.warmup, self.steps.total);
         self.opt.zero_grad();
         out.loss.backward();
+        if let (Some(buckets), Some(p)) = (self.buckets.as_mut(), self.parallel) {
+            buckets.average(p.group())?;
+        }
         self.opt.step(lr, step + 1);
         if let Some(b) = self.benr.as_mut() {
             b.step(&self.params.iter().collect::<Vec<_>>())?;
@@ -419,6 +518,29 @@ impl<'a> Run<'a> {
         (step + 1) % self.steps.per_epoch == 0
     }
 
+    /// The task's metric on `part` (this rank's shard), summed over the ranks, with rank 0's
+    /// untrained variables.
+    fn evaluate(&self, part: &Part) -> Result<Eval> {
+        if let Some(p) = self.parallel {
+            p.broadcast(&self.buffers)?;
+        }
+        let (autocast, model) = (self.autocast, &self.model);
+        let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
+        let sums = self.task.evaluate_sums(&forward_eval, part, self.device)?;
+        let sums = match self.parallel {
+            Some(p) => {
+                let total = p.sum(&[sums.loss, sums.correct, sums.predictions])?;
+                EvalSums {
+                    loss: total[0],
+                    correct: total[1],
+                    predictions: total[2],
+                }
+            }
+            None => sums,
+        };
+        Ok(self.task.eval_from(sums))
+    }
+
     /// Validation when the schedule or `run.eval_every` asks (it feeds the phase controller),
     /// and a metrics line when `run.log_every`, a validation or an epoch's diagnostics ask.
     fn evaluate_and_log(&mut self, done: &StepDone) -> Result<()> {
@@ -428,10 +550,7 @@ impl<'a> Run<'a> {
             || (step + 1) % self.config.run.eval_every == 0
             || step + 1 == self.steps.end;
         let val = if evaluate_now {
-            let autocast = self.autocast;
-            let model = &self.model;
-            let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
-            Some(self.task.evaluate(&forward_eval, &self.task.val, self.device)?)
+            Some(self.evaluate(&self.val)?)
         } else {
             None
         };
@@ -444,13 +563,27 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// The window's mean loss and clean training accuracy, over every rank's steps.
+    fn window_means(&self) -> Result<(f64, Option<f64>)> {
+        let w = &self.window;
+        let local = [
+            w.loss_sum.double_value(&[]),
+            w.correct_sum.int64_value(&[]) as f64,
+            w.predictions as f64,
+        ];
+        let (sums, world) = match self.parallel {
+            Some(p) => (p.sum(&local)?, p.world_size()),
+            None => (local.to_vec(), 1),
+        };
+        let mean_loss = sums[0] / (w.steps as usize * world) as f64;
+        Ok((mean_loss, (sums[2] > 0.0).then(|| sums[1] / sums[2])))
+    }
+
     /// Writes one metrics line over the window since the last, and lets the schedule observe
     /// the validation metric and the clean training accuracy.
     fn log(&mut self, done: &StepDone, val: Option<Eval>) -> Result<()> {
         let (step, epoch) = (done.step, done.epoch);
-        let w = &self.window;
-        let mean_loss = w.loss_sum.double_value(&[]) / w.steps as f64;
-        let train_acc = (w.predictions > 0).then(|| w.correct_sum.int64_value(&[]) as f64 / w.predictions as f64);
+        let (mean_loss, train_acc) = self.window_means()?;
         if !mean_loss.is_finite() {
             self.bar.abandon();
             return Err(Error::Diverged { step, loss: mean_loss });
@@ -494,13 +627,13 @@ impl<'a> Run<'a> {
             val_loss: val.map(|v| v.loss),
             zero_share,
             benr,
+            parallelism: self.parallelism(),
         };
-        writeln!(
-            self.metrics,
-            "{}",
-            serde_json::to_string(&line).map_err(|e| Error::json(format!("metrics.jsonl line of step {step}"), e))?
-        )
-        .map_err(|e| Error::unwritable(self.metrics_path.clone(), e))?;
+        if let Some(out) = self.outputs.as_mut() {
+            let json = serde_json::to_string(&line)
+                .map_err(|e| Error::json(format!("metrics.jsonl line of step {step}"), e))?;
+            writeln!(out.metrics, "{json}").map_err(|e| Error::unwritable(out.metrics_path.clone(), e))?;
+        }
         let acc = train_acc.map(|a| format!(" acc {a:.3}")).unwrap_or_default();
         self.bar.set_message(format!(
             "loss {mean_loss:.4}{acc} {}",
@@ -510,15 +643,42 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    fn parallelism(&self) -> Parallelism {
+        let world = self.parallel.map_or(1, DataParallel::world_size);
+        Parallelism {
+            world_size: world,
+            backend: self.parallel.map(DataParallel::backend),
+            global_batch: self.steps.batch * world as i64,
+        }
+    }
+
+    /// Whether an interrupt was asked for, on any rank.
+    fn interrupted(&self) -> Result<bool> {
+        let Some(flag) = self.interrupt else {
+            return Ok(false);
+        };
+        let here = flag.swap(false, Ordering::SeqCst);
+        match self.parallel {
+            Some(p) => p.any(here),
+            None => Ok(here),
+        }
+    }
+
     /// A checkpoint at the end of each epoch, of the run, and on an interrupt (which then stops
-    /// the run with `Error::Interrupted`).
+    /// the run with `Error::Interrupted`). Rank 0 writes it; every rank waits until it has.
     fn checkpoint(&mut self, done: &StepDone) -> Result<()> {
         let step = done.step;
-        let interrupted = self.interrupt.is_some_and(|flag| flag.swap(false, Ordering::SeqCst));
+        let interrupted = self.interrupted()?;
         if interrupted || self.epoch_ends(step) || step + 1 == self.steps.end {
             self.state.step = step + 1;
             self.state.rng = self.rng.state();
-            let saved = checkpoint::save(&self.ckpt_dir, &self.state, &checkpoint_tensors(&self.vs, &self.opt))?;
+            let saved = match &self.outputs {
+                Some(out) => checkpoint::save(&out.ckpt_dir, &self.state, &checkpoint_tensors(&self.vs, &self.opt))?,
+                None => self.config.run.out_dir.join(&self.config.run.name).join("checkpoints"),
+            };
+            if let Some(p) = self.parallel {
+                p.group().barrier()?;
+            }
             if interrupted {
                 self.bar.abandon();
                 return Err(Error::Interrupted {
@@ -533,13 +693,10 @@ impl<'a> Run<'a> {
     /// The test split's evaluation and `summary.json`.
     fn finish(self) -> Result<Summary> {
         self.bar.finish_and_clear();
-        let (autocast, model) = (self.autocast, &self.model);
-        let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
-        let test = self.task.evaluate(&forward_eval, &self.task.test, self.device)?;
+        let test = self.evaluate(&self.test)?;
         let wall = self.started.elapsed().as_secs_f64();
-        let Steps {
-            end, per_epoch, batch, ..
-        } = self.steps;
+        let Steps { end, per_epoch, .. } = self.steps;
+        let parallelism = self.parallelism();
         let summary = Summary {
             name: self.config.run.name.clone(),
             strategy: self.state.schedule.strategy().to_string(),
@@ -554,13 +711,18 @@ impl<'a> Run<'a> {
             test_loss: test.loss,
             ep_end: self.state.schedule.phase().ended(),
             wall_seconds: wall,
-            samples_per_second: (end.saturating_sub(self.first_step) * batch as u64) as f64 / wall,
+            samples_per_second: (end.saturating_sub(self.first_step) * parallelism.global_batch as u64) as f64 / wall,
             timing: self.timing,
             skipped_files: self.task.skipped_files(),
+            parallelism,
+            parameter_digest: digest(&self.vs)?,
         };
-        let path = self.run_dir.join("summary.json");
-        let json = serde_json::to_string_pretty(&summary).map_err(|e| Error::json(path.display().to_string(), e))?;
-        fs::write(&path, json).map_err(|e| Error::unwritable(path.clone(), e))?;
+        if let Some(out) = &self.outputs {
+            let path = out.run_dir.join("summary.json");
+            let json =
+                serde_json::to_string_pretty(&summary).map_err(|e| Error::json(path.display().to_string(), e))?;
+            fs::write(&path, json).map_err(|e| Error::unwritable(path.clone(), e))?;
+        }
         Ok(summary)
     }
 }
@@ -602,6 +764,90 @@ fn resume_state(
     Ok(state)
 }
 
+/// The outputs of rank 0 (or the only process) in the run folder `dirs` names, and the state
+/// the run starts from: the latest checkpoint's when resuming (its tensors restored into `vs`
+/// and `opt`), else a fresh one. Other ranks (no `dirs`) write nothing and start fresh until
+/// rank 0's state reaches them.
+fn open_outputs(
+    dirs: Option<(PathBuf, PathBuf)>,
+    resume: bool,
+    vs: &nn::VarStore,
+    opt: &mut Optimizer,
+    schedule: crate::strategy::Schedule,
+    seed: u64,
+) -> Result<(Option<Outputs>, RunState)> {
+    let fresh = RunState {
+        step: 0,
+        rng: SeededRng::new(seed).state(),
+        schedule,
+        best_val: None,
+        layout: None,
+    };
+    let Some((run_dir, ckpt_dir)) = dirs else {
+        return Ok((None, fresh));
+    };
+    let metrics_path = run_dir.join("metrics.jsonl");
+    let state = if resume {
+        resume_state(&ckpt_dir, &metrics_path, vs, opt, fresh)?
+    } else {
+        let _ = fs::remove_file(&metrics_path);
+        fresh
+    };
+    let metrics = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::unwritable(metrics_path.clone(), e))?;
+    let outputs = Outputs {
+        run_dir,
+        ckpt_dir,
+        metrics,
+        metrics_path,
+    };
+    Ok((Some(outputs), state))
+}
+
+/// Every rank from rank 0's start: its run state (fresh or resumed), its model variables and
+/// its optimiser buffers, so that the ranks begin as one model wherever each read its data.
+fn start_together(parallel: &DataParallel, vs: &nn::VarStore, opt: &Optimizer, state: RunState) -> Result<RunState> {
+    let state = parallel.broadcast_value(state)?;
+    let tensors: Vec<Tensor> = checkpoint_tensors(vs, opt).into_iter().map(|(_, t)| t).collect();
+    parallel.broadcast(&tensors)?;
+    Ok(state)
+}
+
+/// The model's variables that are not trained, in name order.
+fn untrained(vs: &nn::VarStore) -> Vec<Tensor> {
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| !t.requires_grad())
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, t)| t).collect()
+}
+
+/// FNV-1a (64 bits) over the names and bytes of the model's variables, in name order.
+fn digest(vs: &nn::VarStore) -> Result<String> {
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut add = |bytes: &[u8]| {
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (name, t) in named {
+        let t = t.detach().to_device(Device::Cpu).contiguous();
+        let numel = t.numel();
+        let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, numel)?;
+        add(name.as_bytes());
+        add(&bytes);
+    }
+    Ok(format!("{hash:016x}"))
+}
+
 /// With `run.diagnostics`: the fixed batch the zero shares are measured on, and BENR over the
 /// parameters; else neither.
 fn diagnostics(
@@ -618,13 +864,15 @@ fn diagnostics(
     Ok((Some(probe_batch), Some(benr)))
 }
 
-/// The training batches from step `first` to the run's end, prefetched two ahead with
+/// This rank's training batches from step `first` to the run's end, prefetched two ahead with
 /// `run.prefetch`.
-fn batches_from(config: &TrainConfig, task: &TaskData, steps: &Steps, first: u64) -> Batches {
+fn batches_from(config: &TrainConfig, task: &TaskData, steps: &Steps, first: u64, (rank, world): (usize, usize)) -> Batches {
     let order = BatchOrder {
         seed: config.run.seed,
         batch: steps.batch,
         per_epoch: steps.per_epoch,
+        rank,
+        world,
     };
     Batches::new(
         &task.train,
@@ -657,9 +905,11 @@ fn open_run_dir(config: &TrainConfig, resume: bool) -> Result<(PathBuf, PathBuf)
     Ok((run_dir, ckpt_dir))
 }
 
-/// The run's bar: inside `progress_group` when given, on stderr with `progress`, else hidden.
-fn progress_bar(options: &TrainOptions<'_>, end: u64, position: u64) -> ProgressBar {
+/// The run's bar: inside `progress_group` when given, on stderr with `progress`, else (and on
+/// ranks other than 0, not `lead`) hidden.
+fn progress_bar(options: &TrainOptions<'_>, lead: bool, end: u64, position: u64) -> ProgressBar {
     let bar = match (options.progress_group, options.progress) {
+        _ if !lead => ProgressBar::hidden(),
         (Some(group), _) => group.add(ProgressBar::new(end)),
         (None, true) => ProgressBar::new(end),
         (None, false) => ProgressBar::hidden(),

@@ -66,6 +66,8 @@ impl ShortRuns {
                 seed: config.run.seed,
                 batch,
                 per_epoch,
+                rank: 0,
+                world: 1,
             },
             0,
             steps,
@@ -79,7 +81,8 @@ impl ShortRuns {
                 .next()
                 .ok_or_else(|| Error::Internal(format!("no batch for step {step} of {steps}")))??;
             let plan = schedule.plan(step, (step / per_epoch) as u32, &mut rng);
-            let out = task.step(&forward, &x.to_device(device), &y.to_device(device), &plan, &mut rng)?;
+            let batch = (&x.to_device(device), &y.to_device(device));
+            let out = task.step(&forward, batch, &plan, &mut rng, None)?;
             opt.zero_grad();
             out.loss.backward();
             opt.step(cosine_lr(config.optim.lr, step, 0, total.max(steps)), step + 1);

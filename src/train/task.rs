@@ -9,9 +9,11 @@ use super::config::{Dataset, ModelName, OpsChoice, TaskKind, TrainConfig};
 use crate::data::{self, CharCorpus};
 use crate::error::{Error, Result};
 use crate::models::{self, Model, TransformerDims};
+use super::parallel::{global_keep, remove_highest_global};
+use crate::distributed::ProcessGroup;
 use crate::ops::loss::{
-    cross_entropy_autograd, lm_cross_entropy_autograd, mse_autograd, reference as loss_reference, CrossEntropy,
-    SequenceRank, Targets,
+    attach_gradient, cross_entropy, cross_entropy_autograd, lm_cross_entropy, lm_cross_entropy_autograd, mse,
+    mse_autograd, reference as loss_reference, CrossEntropy, LossOutput, SequenceRank, Targets,
 };
 use crate::ops::mixup::{mix_batch, mix_batch_composite, mix_images, mixup_u8, Lambda, Normalize, Pairing};
 use crate::rng::SeededRng;
@@ -36,6 +38,16 @@ impl Part {
             inputs: self.inputs.index_select(0, &idx),
             targets: self.targets.index_select(0, &idx),
         }
+    }
+
+    /// Rank `rank`'s share of `world` for evaluation: every world-th row from row `rank`, no
+    /// padding (the ranks' sums add up to the whole part's); the part itself for one rank.
+    pub fn shard(&self, rank: usize, world: usize) -> Part {
+        if world <= 1 {
+            return self.shallow_clone();
+        }
+        let rows: Vec<i64> = (rank as i64..self.len()).step_by(world).collect();
+        self.rows(&rows)
     }
 
     /// A view sharing storage, for the prefetch thread.
@@ -89,6 +101,39 @@ pub(crate) struct StepOut {
 pub(crate) struct Eval {
     pub metric: f64,
     pub loss: f64,
+}
+
+/// What an evaluation adds up (over a split, or over the ranks' shards of it): the summed loss,
+/// the correct predictions and the predictions (rows, tokens or forecast values).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct EvalSums {
+    pub loss: f64,
+    pub correct: f64,
+    pub predictions: f64,
+}
+
+/// Where a batch's High-Loss Removal ranks its losses.
+#[derive(Clone, Copy)]
+enum Removal<'a> {
+    /// Within this batch, as the loss ops do.
+    Local,
+    /// Over the global batch of the group's ranks, removing this share of it.
+    Global(&'a ProcessGroup, f64),
+}
+
+/// The differentiable loss of `out` (computed on the detached `input` with nothing removed and
+/// with its gradient) once the global batch's highest losses are removed.
+fn global_autograd(input: &Tensor, out: LossOutput, share: f64, group: &ProcessGroup) -> Result<(Tensor, LossOutput)> {
+    let mut out = remove_highest_global(out, share, group)?;
+    Ok((attach_gradient(input, &mut out)?, out))
+}
+
+/// The composite's form of global removal: the kept rows' sum of the differentiable `per_row`
+/// losses over the global kept count per rank.
+fn global_mean(per_row: &Tensor, share: f64, group: &ProcessGroup) -> Result<Tensor> {
+    let valid = Tensor::ones(per_row.size().as_slice(), (Kind::Bool, per_row.device()));
+    let (keep, count) = global_keep(per_row, &valid, share, group)?;
+    Ok((per_row * keep.to_kind(Kind::Float)).sum(Kind::Float) / count)
 }
 
 /// Where a dataset's files live: `data.dir`, else `data_dir()/<folder>`.
@@ -223,18 +268,25 @@ impl TaskData {
     }
 
     /// One batch's loss as the plan says. `forward` runs the model (under autocast if asked).
+    /// With `global`, High-Loss Removal ranks the losses of the whole global batch of the
+    /// group's ranks instead of this batch's ([`remove_highest_global`]).
     pub fn step(
         &self,
         forward: &dyn Fn(&Tensor) -> Tensor,
-        x: &Tensor,
-        y: &Tensor,
+        batch: (&Tensor, &Tensor),
         plan: &BatchPlan,
         rng: &mut SeededRng,
+        global: Option<&ProcessGroup>,
     ) -> Result<StepOut> {
+        let (x, y) = batch;
+        let removal = match global {
+            Some(group) if plan.drop_share > 0.0 => Removal::Global(group, plan.drop_share),
+            _ => Removal::Local,
+        };
         match self.task {
-            TaskKind::Image | TaskKind::Series => self.classification_step(forward, x, y, plan, rng),
-            TaskKind::Forecast => self.forecast_step(forward, x, y, plan),
-            TaskKind::Text => self.text_step(forward, x, y, plan),
+            TaskKind::Image | TaskKind::Series => self.classification_step(forward, x, y, plan, rng, removal),
+            TaskKind::Forecast => self.forecast_step(forward, x, y, plan, removal),
+            TaskKind::Text => self.text_step(forward, x, y, plan, removal),
         }
     }
 
@@ -255,6 +307,7 @@ impl TaskData {
         y: &Tensor,
         plan: &BatchPlan,
         rng: &mut SeededRng,
+        removal: Removal<'_>,
     ) -> Result<StepOut> {
         let b = x.size()[0];
         let opts = &self.cross_entropy(plan);
@@ -264,7 +317,18 @@ impl TaskData {
                     Some(n) => mix_images(x, y, &n.fused, &plan.mix, rng, Kind::Float)?,
                     None => mix_batch(x, y, &plan.mix, rng)?,
                 };
-                let (loss, out) = cross_entropy_autograd(&forward(&x), Targets::Mixed(&targets), opts)?;
+                let logits = forward(&x);
+                let (loss, out) = match removal {
+                    Removal::Local => cross_entropy_autograd(&logits, Targets::Mixed(&targets), opts)?,
+                    Removal::Global(group, share) => {
+                        let all = CrossEntropy {
+                            drop_share: 0.0,
+                            ..*opts
+                        };
+                        let out = cross_entropy(&logits.detach(), Targets::Mixed(&targets), &all, true)?;
+                        global_autograd(&logits, out, share, group)?
+                    }
+                };
                 Ok(StepOut {
                     loss,
                     reported: out.loss,
@@ -279,7 +343,14 @@ impl TaskData {
                 };
                 let (x, targets) = mix_batch_composite(&x, y, &plan.mix, rng)?;
                 let logits = forward(&x);
-                let loss = loss_reference::composite(&logits, Targets::Mixed(&targets), opts)?;
+                let loss = match removal {
+                    Removal::Local => loss_reference::composite(&logits, Targets::Mixed(&targets), opts)?,
+                    Removal::Global(group, share) => global_mean(
+                        &loss_reference::per_sample_ce_autograd(&logits, Targets::Mixed(&targets), opts)?,
+                        share,
+                        group,
+                    )?,
+                };
                 let correct = logits.argmax(1, false).eq_tensor(&targets.y_a).sum(Kind::Int64);
                 Ok(StepOut {
                     reported: loss.detach(),
@@ -298,11 +369,18 @@ impl TaskData {
         x: &Tensor,
         y: &Tensor,
         plan: &BatchPlan,
+        removal: Removal<'_>,
     ) -> Result<StepOut> {
         match self.ops {
             OpsChoice::Fused => {
                 let pred = forward(x);
-                let (loss, out) = mse_autograd(&pred, &y.to_kind(pred.kind()), plan.drop_share)?;
+                let target = y.to_kind(pred.kind());
+                let (loss, out) = match removal {
+                    Removal::Local => mse_autograd(&pred, &target, plan.drop_share)?,
+                    Removal::Global(group, share) => {
+                        global_autograd(&pred, mse(&pred.detach(), &target, 0.0, true)?, share, group)?
+                    }
+                };
                 Ok(StepOut {
                     loss,
                     reported: out.loss,
@@ -315,7 +393,10 @@ impl TaskData {
                 let per_row = (&pred - y.to_kind(pred.kind()))
                     .square()
                     .mean_dim(1, false, Kind::Float);
-                let loss = loss_reference::mean_without_highest(&per_row, plan.drop_share)?;
+                let loss = match removal {
+                    Removal::Local => loss_reference::mean_without_highest(&per_row, plan.drop_share)?,
+                    Removal::Global(group, share) => global_mean(&per_row, share, group)?,
+                };
                 Ok(StepOut {
                     reported: loss.detach(),
                     loss,
@@ -334,11 +415,23 @@ impl TaskData {
         x: &Tensor,
         y: &Tensor,
         plan: &BatchPlan,
+        removal: Removal<'_>,
     ) -> Result<StepOut> {
         let opts = &self.cross_entropy(plan);
         match self.ops {
             OpsChoice::Fused => {
-                let (loss, out) = lm_cross_entropy_autograd(&forward(x), y, opts, SequenceRank::PerSequence)?;
+                let logits = forward(x);
+                let (loss, out) = match removal {
+                    Removal::Local => lm_cross_entropy_autograd(&logits, y, opts, SequenceRank::PerSequence)?,
+                    Removal::Global(group, share) => {
+                        let all = CrossEntropy {
+                            drop_share: 0.0,
+                            ..*opts
+                        };
+                        let out = lm_cross_entropy(&logits.detach(), y, &all, SequenceRank::PerSequence, true)?;
+                        global_autograd(&logits, out, share, group)?
+                    }
+                };
                 Ok(StepOut {
                     loss,
                     reported: out.loss,
@@ -354,7 +447,10 @@ impl TaskData {
                     .to_kind(Kind::Float)
                     .cross_entropy_loss::<Tensor>(&y.reshape([-1]), None, Reduction::None, -100, opts.label_smoothing);
                 let per_sequence = per_token.view([s[0], s[1]]).mean_dim(1, false, Kind::Float);
-                let loss = loss_reference::mean_without_highest(&per_sequence, plan.drop_share)?;
+                let loss = match removal {
+                    Removal::Local => loss_reference::mean_without_highest(&per_sequence, plan.drop_share)?,
+                    Removal::Global(group, share) => global_mean(&per_sequence, share, group)?,
+                };
                 let correct = logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64);
                 Ok(StepOut {
                     reported: loss.detach(),
@@ -368,13 +464,29 @@ impl TaskData {
 
     /// The task's metric and mean loss on `part`, in eval mode, 512 rows at a time.
     pub fn evaluate(&self, forward: &dyn Fn(&Tensor) -> Tensor, part: &Part, device: Device) -> Result<Eval> {
-        let n = part.len();
-        if n == 0 {
-            return Ok(Eval {
+        Ok(self.eval_from(self.evaluate_sums(forward, part, device)?))
+    }
+
+    /// The metric and mean loss of summed evaluations (NaN over no predictions).
+    pub fn eval_from(&self, sums: EvalSums) -> Eval {
+        if sums.predictions == 0.0 {
+            return Eval {
                 metric: f64::NAN,
                 loss: f64::NAN,
-            });
+            };
         }
+        let loss = sums.loss / sums.predictions;
+        let metric = if self.task == TaskKind::Forecast {
+            loss
+        } else {
+            sums.correct / sums.predictions
+        };
+        Eval { metric, loss }
+    }
+
+    /// The loss, correct predictions and predictions summed over `part`, in eval mode.
+    pub fn evaluate_sums(&self, forward: &dyn Fn(&Tensor) -> Tensor, part: &Part, device: Device) -> Result<EvalSums> {
+        let n = part.len();
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut correct = Tensor::zeros([], (Kind::Int64, device));
         let mut predictions = 0i64;
@@ -399,13 +511,11 @@ impl TaskData {
             }
             Ok(())
         })?;
-        let loss = loss_sum.double_value(&[]) / predictions as f64;
-        let metric = if self.task == TaskKind::Forecast {
-            loss
-        } else {
-            correct.int64_value(&[]) as f64 / predictions as f64
-        };
-        Ok(Eval { metric, loss })
+        Ok(EvalSums {
+            loss: loss_sum.double_value(&[]),
+            correct: correct.int64_value(&[]) as f64,
+            predictions: predictions as f64,
+        })
     }
 
     /// A fixed labelled batch for measurements (the zero-activation diagnostics, `analyze`):

@@ -28,7 +28,7 @@ pub mod reference;
 mod select;
 mod sequence;
 
-pub use select::{remove_highest, reweight, RunningQuantile};
+pub use select::{remove_highest, reweight, reweight_over, RunningQuantile};
 pub use sequence::{lm_cross_entropy, lm_cross_entropy_autograd, SequenceRank};
 
 use tch::{Device, Kind, Tensor};

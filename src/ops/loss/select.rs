@@ -45,20 +45,36 @@ pub fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, drop_share: f64) 
 /// becomes the mean over kept rows and the gradient rows are re-weighted from 1/n_valid to
 /// keep/n_kept, with device ops only.
 pub fn reweight(out: LossOutput, keep: &Tensor) -> Result<LossOutput> {
+    reweight_over(out, keep, None)
+}
+
+/// [`reweight`] with the kept rows' sum divided by `count` (an f32 scalar on the output's
+/// device) instead of their number: data parallelism divides by the kept rows of the global
+/// batch over the world size, so that the ranks' averaged gradient is the global batch's mean.
+pub fn reweight_over(out: LossOutput, keep: &Tensor, count: Option<&Tensor>) -> Result<LossOutput> {
     let b = out.per_sample.size()[0];
     check_kind("keep", keep, Kind::Bool)?;
     check_same_device("keep", keep, &out.per_sample)?;
     if keep.size() != [b] {
         return Err(Error::shape("keep", format!("[{b}] (one per row)"), &keep.size()));
     }
+    if let Some(c) = count {
+        check_kind("count", c, Kind::Float)?;
+        check_same_device("count", c, &out.per_sample)?;
+    }
     let keep = keep.logical_and(&out.keep);
     let n_valid = out.keep.sum(Kind::Float);
     let kept = keep.to_kind(Kind::Float);
-    let n_kept = kept.sum(Kind::Float);
+    let n_kept = match count {
+        Some(c) => c.shallow_clone(),
+        None => kept.sum(Kind::Float),
+    };
     let loss = (&out.per_sample * &kept).sum(Kind::Float) / &n_kept;
     let grad = match out.grad {
         Some(g) => {
-            let factor = &kept * n_valid / n_kept.clamp_min(1.0);
+            // A count of 0 comes with no kept row here: the clamp only avoids 0 / 0.
+            let floor = if count.is_some() { f64::from(f32::MIN_POSITIVE) } else { 1.0 };
+            let factor = &kept * n_valid / n_kept.clamp_min(floor);
             let mut shape = vec![b];
             shape.resize(g.dim(), 1);
             Some(&g * factor.view(shape.as_slice()).to_kind(g.kind()))

@@ -114,3 +114,35 @@ pub fn load(dir: &Path) -> Result<Option<(RunState, NamedTensors)>> {
     let tensors = Tensor::load_multi(&tensor_file).map_err(|e| io(&tensor_file, e))?;
     Ok(Some((state, tensors)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+
+    #[test]
+    fn a_step_continues_in_its_epoch_at_the_first_row_not_trained() {
+        let two = Layout {
+            global_batch: 32,
+            per_epoch: 8,
+        };
+        let one = Layout {
+            global_batch: 16,
+            per_epoch: 16,
+        };
+        assert_eq!(one.continue_from(one, 13), 13, "the same layout keeps its step");
+        // Epoch 1, 4 steps of 32 rows in: 128 rows, 8 steps of 16.
+        assert_eq!(one.continue_from(two, 12), 24);
+        // Epoch boundaries map to epoch boundaries.
+        assert_eq!(one.continue_from(two, 16), 32);
+        assert_eq!(two.continue_from(one, 32), 16);
+        // 3 steps of 16 rows in (48 rows): the 32-row batch holding row 48 starts at row 32.
+        assert_eq!(two.continue_from(one, 3), 1);
+        // A layout with fewer steps per epoch (padding, the last batch dropped) ends the epoch.
+        let short = Layout {
+            global_batch: 40,
+            per_epoch: 3,
+        };
+        assert_eq!(short.continue_from(two, 7), 3);
+        assert_eq!(short.continue_from(two, 8 + 7), 6);
+    }
+}

@@ -3,14 +3,15 @@
 //! MASTER_PORT) with a free loopback port for the rendezvous. Rank 0 keeps the terminal (its
 //! progress bar and results are the job's); every other rank writes `rank-<r>.log`. A rank that
 //! exits with a failure stops the others at once, so a job never waits on a dead peer, and the
-//! error names the rank, its exit status and the end of its log. Ctrl-C is forwarded.
+//! error names the rank, its exit status and the end of its log. Ctrl-C is forwarded. The port
+//! is released before rank 0 binds it, so another program could take it first: rank 0 then fails
+//! to bind, and the job stops with that error.
 //!
 //! The module knows nothing of training: it runs whatever `program` is, which is what lets the
 //! tests drive it with a shell script.
 
 use std::ffi::OsString;
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
@@ -19,6 +20,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::distributed::free_port;
 use crate::error::{Error, Result};
 
 /// How long stopped ranks get to exit after SIGTERM before SIGKILL.
@@ -43,20 +45,6 @@ impl Job {
     }
 }
 
-/// A free TCP port on the loopback interface, for the rendezvous of a local job. The port is
-/// released before rank 0 binds it, so another program could take it first; rank 0 then fails
-/// to bind and the job stops with that error.
-pub fn free_loopback_port() -> Result<u16> {
-    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| Error::Launch {
-        rank: 0,
-        problem: format!("no free loopback port for the rendezvous: {e}"),
-    })?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| Error::Launch {
-        rank: 0,
-        problem: format!("no free loopback port for the rendezvous: {e}"),
-    })
-}
-
 /// Runs the job to its end: Ok when every rank exits with success; else the first failure's
 /// error, once the other ranks are stopped. After an interrupt (Ctrl-C, forwarded to every rank)
 /// no rank is stopped early: each finishes its checkpoint, and rank 0's outcome is the job's.
@@ -65,7 +53,7 @@ pub fn run(job: &Job, interrupt: Option<&AtomicBool>) -> Result<()> {
         return Err(Error::value("--nproc", "at least 1 process", 0));
     }
     fs::create_dir_all(&job.log_dir).map_err(|e| Error::unwritable(job.log_dir.clone(), e))?;
-    let port = free_loopback_port()?;
+    let port = free_port()?;
     let (tx, rx) = mpsc::channel();
     let mut pids = Vec::with_capacity(job.nproc);
     for rank in 0..job.nproc {

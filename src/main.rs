@@ -54,8 +54,7 @@ fn launch_ranks(launch: &Launch, log_dir: std::path::PathBuf) -> Option<enlighte
     if std::env::var_os("WORLD_SIZE").is_some() {
         return Some(Err(enlighten::Error::Launch {
             rank: 0,
-            problem: "--nproc under a launcher that already set WORLD_SIZE (leave --nproc out under torchrun)"
-                .into(),
+            problem: "--nproc under a launcher that already set WORLD_SIZE (leave --nproc out under torchrun)".into(),
         }));
     }
     if nproc == 1 {
@@ -216,10 +215,7 @@ fn compare(
     let done = compare(&config, &section, &mut runner)?;
     runner.overall.finish_and_clear();
     println!("{}\n", done.report.table());
-    println!(
-        "report: {}",
-        compare_dir(&config).join("report.md").display()
-    );
+    println!("report: {}", compare_dir(&config).join("report.md").display());
     for png in &done.plots {
         println!("plot:   {}", png.display());
     }

@@ -15,8 +15,7 @@ mod task;
 pub use autocast::{cuda_autocast_kind, set_cuda_autocast_kind};
 pub use checkpoint::{load as load_checkpoint, save as save_checkpoint, Layout, NamedTensors, RunState};
 pub use config::{
-    Autocast, Backend, CompareSection, Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TaskKind,
-    TrainConfig,
+    Autocast, Backend, CompareSection, Dataset, DeviceChoice, ModelName, OpsChoice, OptimKind, TaskKind, TrainConfig,
 };
 pub use optim::{cosine_lr, Optimizer, Rule};
 pub use parallel::{global_keep, remove_highest_global, DataParallel};

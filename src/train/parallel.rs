@@ -155,7 +155,9 @@ pub fn global_keep(losses: &Tensor, valid: &Tensor, drop_share: f64, group: &Pro
     let b = losses.size()[0];
     let all = group.all_gather(&losses.detach().to_kind(Kind::Float).contiguous())?;
     // Gloo gathers numbers; the mask travels as bytes.
-    let all_valid = group.all_gather(&valid.to_kind(Kind::Uint8).contiguous())?.to_kind(Kind::Bool);
+    let all_valid = group
+        .all_gather(&valid.to_kind(Kind::Uint8).contiguous())?
+        .to_kind(Kind::Bool);
     let selected = remove_highest(&all, Some(&all_valid), drop_share)?;
     let keep = selected.keep.narrow(0, group.rank() as i64 * b, b);
     let count = selected.keep.sum(Kind::Float) / group.world_size() as f64;

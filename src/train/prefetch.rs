@@ -44,7 +44,14 @@ pub(crate) fn shard_len(n: i64, world: usize) -> i64 {
 pub(crate) fn shard(order: &[i64], rank: usize, world: usize) -> Vec<i64> {
     let world = world.max(1);
     let total = shard_len(order.len() as i64, world) as usize * world;
-    order.iter().cycle().take(total).skip(rank).step_by(world).copied().collect()
+    order
+        .iter()
+        .cycle()
+        .take(total)
+        .skip(rank)
+        .step_by(world)
+        .copied()
+        .collect()
 }
 
 impl BatchOrder {

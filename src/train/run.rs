@@ -818,11 +818,7 @@ fn start_together(parallel: &DataParallel, vs: &nn::VarStore, opt: &Optimizer, s
 
 /// The model's variables that are not trained, in name order.
 fn untrained(vs: &nn::VarStore) -> Vec<Tensor> {
-    let mut named: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| !t.requires_grad())
-        .collect();
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| !t.requires_grad()).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     named.into_iter().map(|(_, t)| t).collect()
 }
@@ -866,7 +862,13 @@ fn diagnostics(
 
 /// This rank's training batches from step `first` to the run's end, prefetched two ahead with
 /// `run.prefetch`.
-fn batches_from(config: &TrainConfig, task: &TaskData, steps: &Steps, first: u64, (rank, world): (usize, usize)) -> Batches {
+fn batches_from(
+    config: &TrainConfig,
+    task: &TaskData,
+    steps: &Steps,
+    first: u64,
+    (rank, world): (usize, usize),
+) -> Batches {
     let order = BatchOrder {
         seed: config.run.seed,
         batch: steps.batch,

@@ -6,11 +6,11 @@ use tch::nn;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::config::{Dataset, ModelName, OpsChoice, TaskKind, TrainConfig};
+use super::parallel::{global_keep, remove_highest_global};
 use crate::data::{self, CharCorpus};
+use crate::distributed::ProcessGroup;
 use crate::error::{Error, Result};
 use crate::models::{self, Model, TransformerDims};
-use super::parallel::{global_keep, remove_highest_global};
-use crate::distributed::ProcessGroup;
 use crate::ops::loss::{
     attach_gradient, cross_entropy, cross_entropy_autograd, lm_cross_entropy, lm_cross_entropy_autograd, mse,
     mse_autograd, reference as loss_reference, CrossEntropy, LossOutput, SequenceRank, Targets,
@@ -462,11 +462,6 @@ impl TaskData {
         }
     }
 
-    /// The task's metric and mean loss on `part`, in eval mode, 512 rows at a time.
-    pub fn evaluate(&self, forward: &dyn Fn(&Tensor) -> Tensor, part: &Part, device: Device) -> Result<Eval> {
-        Ok(self.eval_from(self.evaluate_sums(forward, part, device)?))
-    }
-
     /// The metric and mean loss of summed evaluations (NaN over no predictions).
     pub fn eval_from(&self, sums: EvalSums) -> Eval {
         if sums.predictions == 0.0 {
@@ -484,7 +479,8 @@ impl TaskData {
         Eval { metric, loss }
     }
 
-    /// The loss, correct predictions and predictions summed over `part`, in eval mode.
+    /// The loss, correct predictions and predictions summed over `part`, in eval mode, 512 rows
+    /// at a time ([`TaskData::eval_from`] makes the metric of them).
     pub fn evaluate_sums(&self, forward: &dyn Fn(&Tensor) -> Tensor, part: &Part, device: Device) -> Result<EvalSums> {
         let n = part.len();
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));

@@ -73,7 +73,11 @@ pub fn reweight_over(out: LossOutput, keep: &Tensor, count: Option<&Tensor>) -> 
     let grad = match out.grad {
         Some(g) => {
             // A count of 0 comes with no kept row here: the clamp only avoids 0 / 0.
-            let floor = if count.is_some() { f64::from(f32::MIN_POSITIVE) } else { 1.0 };
+            let floor = if count.is_some() {
+                f64::from(f32::MIN_POSITIVE)
+            } else {
+                1.0
+            };
             let factor = &kept * n_valid / n_kept.clamp_min(floor);
             let mut shape = vec![b];
             shape.resize(g.dim(), 1);

@@ -1,8 +1,9 @@
 //! Data parallelism on the CPU over Gloo and the loopback interface: `enlighten train --nproc 2`
 //! learns with both ranks ending bit-identical and ending the EP at the same step, global
 //! High-Loss Removal on two ranks removes exactly what one process removes from the
-//! concatenated batch, a two-rank checkpoint resumes on one process, and a rank that fails
-//! alone stops the job with its error within seconds.
+//! concatenated batch, a two-rank checkpoint resumes on one process, `compare --nproc 2` trains
+//! each run on both ranks, and a rank that fails alone stops the job with its error within
+//! seconds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -140,6 +141,46 @@ fn two_processes_learn_end_the_ep_together_and_stay_bit_identical() {
     assert!(!dir.join("runs/two/logs/rank-0.log").exists());
 }
 
+#[test]
+fn global_removal_in_the_trainer_keeps_the_ranks_together_and_differs_from_local() {
+    let _one = serial();
+    let dir = setup("scope");
+    let mut digests = Vec::new();
+    for scope in ["local", "global"] {
+        let config = write_config(&dir, scope, "");
+        let path = config.to_str().unwrap();
+        let scope_set = format!("strategy.scope={scope}");
+        let args = [
+            "train",
+            "--config",
+            path,
+            "--nproc",
+            "2",
+            "--set",
+            "strategy.kind=high-loss-removal",
+            "--set",
+            "strategy.drop_share=0.25",
+            "--set",
+            &scope_set,
+        ];
+        let out = enlighten(&args);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+        let rank1 = std::fs::read_to_string(dir.join("runs").join(scope).join("logs/rank-1.log")).unwrap();
+        assert_eq!(line(&stdout, "parameters "), line(&rank1, "parameters "), "{scope}");
+        let lines = support::metrics(&dir, scope);
+        assert!(
+            lines.iter().any(|l| l.in_ep && l.drop_share == 0.25),
+            "{scope}: removal in the EP"
+        );
+        digests.push(line(&stdout, "parameters ").to_string());
+    }
+    assert_ne!(
+        digests[0], digests[1],
+        "the global scope removes other rows than the local one"
+    );
+}
+
 /// What rank `rank` of 2 computes for its half of a batch with global removal: its keep mask,
 /// loss and logit gradient.
 fn global_removal_rank(env: Env, logits: Tensor, labels: Tensor, share: f64) -> (Tensor, Tensor, Tensor) {
@@ -248,6 +289,39 @@ fn a_two_rank_checkpoint_resumes_on_one_process() {
         steps[resumed]
     );
     assert!(s.test > 0.6, "test accuracy {}", s.test);
+}
+
+#[test]
+fn compare_trains_every_run_on_two_processes_and_rank_0_reports() {
+    let _one = serial();
+    let dir = setup("compare");
+    let config = write_config(&dir, "cmp", "");
+    let path = config.to_str().unwrap();
+    let args = [
+        "compare",
+        "--config",
+        path,
+        "--nproc",
+        "2",
+        "--strategies",
+        "mixup,mixup-pause",
+        "--seeds",
+        "1",
+    ];
+    let out = enlighten(&args);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("| mixup-pause |"), "{stdout}");
+    for run in ["cmp/mixup-s5", "cmp/mixup-pause-s5"] {
+        let s = summary(&dir, run);
+        assert_eq!((s.parallelism.world_size, s.parallelism.global_batch), (2, 32), "{run}");
+    }
+    assert!(dir.join("runs/cmp/report.md").exists());
+    let rank1 = std::fs::read_to_string(dir.join("runs/cmp/logs/rank-1.log")).unwrap();
+    assert!(
+        !rank1.contains("report:"),
+        "rank 1 trains but does not report:\n{rank1}"
+    );
 }
 
 #[test]

@@ -389,13 +389,12 @@ impl<'a> Run<'a> {
         let lead = parallel.is_none_or(|p| p.rank() == 0);
         let dirs = lead.then(|| open_run_dir(config, options.resume)).transpose()?;
         let task = TaskData::load(config, device)?;
-        let seed = config.run.seed;
-        tch::manual_seed(seed as i64);
+        tch::manual_seed(config.run.seed as i64);
         let vs = nn::VarStore::new(device);
         let model = task.build_model(config, &vs);
         let params = vs.trainable_variables();
         let mut opt = Optimizer::from_config(&config.optim, params.iter().map(Tensor::shallow_clone).collect());
-        let (outputs, state) = open_outputs(dirs, options.resume, &vs, &mut opt, config.strategy.build()?, seed)?;
+        let (outputs, state) = open_outputs(dirs, options.resume, &vs, &mut opt, config)?;
         let (rank, world) = parallel.map_or((0, 1), |p| (p.rank(), p.world_size()));
         let steps = Steps::new(config, task.train.len(), world);
         let mut state = match parallel {
@@ -407,18 +406,14 @@ impl<'a> Run<'a> {
         state.layout = Some(layout);
         let bar = progress_bar(options, lead, steps.end, state.step);
         if let Some(p) = parallel {
+            let (batch, global) = (steps.batch, layout.global_batch);
             bar.println(format!(
-                "data parallel: {world} processes ({}), batch {} per process, global batch {}",
-                p.backend(),
-                steps.batch,
-                layout.global_batch
+                "data parallel: {world} processes ({}), batch {batch} per process, global batch {global}",
+                p.backend()
             ));
         }
-        let (probe_batch, benr) = if lead {
-            diagnostics(config, &task, &params, device)?
-        } else {
-            (None, None)
-        };
+        // Diagnostics only feed metrics.jsonl, which rank 0 alone writes.
+        let (probe_batch, benr) = diagnostics(config, &task, &params, device, lead)?;
         let batches = batches_from(config, &task, &steps, state.step, (rank, world));
         let buckets = parallel
             .map(|_| GradientBuckets::new(params.iter().map(Tensor::shallow_clone).collect()))
@@ -773,13 +768,12 @@ fn open_outputs(
     resume: bool,
     vs: &nn::VarStore,
     opt: &mut Optimizer,
-    schedule: crate::strategy::Schedule,
-    seed: u64,
+    config: &TrainConfig,
 ) -> Result<(Option<Outputs>, RunState)> {
     let fresh = RunState {
         step: 0,
-        rng: SeededRng::new(seed).state(),
-        schedule,
+        rng: SeededRng::new(config.run.seed).state(),
+        schedule: config.strategy.build()?,
         best_val: None,
         layout: None,
     };
@@ -844,15 +838,16 @@ fn digest(vs: &nn::VarStore) -> Result<String> {
     Ok(format!("{hash:016x}"))
 }
 
-/// With `run.diagnostics`: the fixed batch the zero shares are measured on, and BENR over the
-/// parameters; else neither.
+/// With `run.diagnostics`, on the process that writes the run (`lead`): the fixed batch the
+/// zero shares are measured on, and BENR over the parameters; else neither.
 fn diagnostics(
     config: &TrainConfig,
     task: &TaskData,
     params: &[Tensor],
     device: Device,
+    lead: bool,
 ) -> Result<(Option<Tensor>, Option<Benr>)> {
-    if !config.run.diagnostics {
+    if !(config.run.diagnostics && lead) {
         return Ok((None, None));
     }
     let probe_batch = task.fixed_batch(256, 1, device)?.0;

@@ -131,11 +131,12 @@ fn supervise(
             continue;
         };
         exited[rank] = true;
-        let failed = match status {
+        let status = match status {
             Ok(s) if s.success() => continue,
-            Ok(s) => failure(job, rank, &s.to_string()),
-            Err(e) => failure(job, rank, &format!("an unknown status ({e})")),
+            Ok(s) => s.to_string(),
+            Err(e) => format!("an unknown status ({e})"),
         };
+        let failed = failure(job, rank, &status, interrupted);
         if interrupted {
             // Every rank stops at the same step after an interrupt; rank 0's error is the one
             // that says where the checkpoint is.
@@ -183,9 +184,9 @@ fn stop(pids: &[u32], exited: &[bool], rx: &mpsc::Receiver<(usize, std::io::Resu
     }
 }
 
-/// The error of a rank that exited with `status`: its log's last lines (rank 0's output is on
-/// the terminal already).
-fn failure(job: &Job, rank: usize, status: &str) -> Error {
+/// The error of a rank that exited with `status` (after an interrupt, or not): its log's last
+/// lines (rank 0's output is on the terminal already).
+fn failure(job: &Job, rank: usize, status: &str, interrupted: bool) -> Error {
     let detail = if rank == 0 {
         "its output is above".to_string()
     } else {
@@ -195,8 +196,9 @@ fn failure(job: &Job, rank: usize, status: &str) -> Error {
         let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n  ");
         format!("the last lines of {}:\n  {tail}", path.display())
     };
+    let cause = if interrupted { "was interrupted and " } else { "" };
     Error::Launch {
         rank,
-        problem: format!("exited with {status}; {detail}"),
+        problem: format!("{cause}exited with {status}; {detail}"),
     }
 }

@@ -92,7 +92,10 @@ fn collectives() -> Outcome {
     pg.broadcast(&t, 1).map_err(text)?;
     ensure(values(&t) == [1.0; 5], || format!("broadcast from 1: {:?}", values(&t)))?;
     refusals(&pg)?;
-    pg.barrier().map_err(text)
+    // The group is Send: the last collective runs on another thread.
+    std::thread::spawn(move || pg.barrier().map_err(text))
+        .join()
+        .map_err(|_| "the barrier's thread panicked".to_string())?
 }
 
 /// Mistakes every rank makes or sees alike, so the group stays in step: each is an error on

@@ -121,6 +121,7 @@ extern "C" int enl_pg_allreduce_sum(enl_pg* pg, const at::Tensor* const* tensors
     });
 }
 
+// timeout_ms 0 is c10d's kNoTimeout: NCCL then makes the current stream wait instead of the host.
 extern "C" int enl_work_wait(enl_work* work, int64_t timeout_ms, char** message) {
     return enlighten::enl_guard(message, [&] { wait_all(work->works, milliseconds(timeout_ms)); });
 }

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use enlighten::distributed::{free_port, Backend, Env};
+use enlighten::distributed::{free_port, Backend, Env, ProcessGroup};
 use enlighten::Error;
 use libtest_mimic::{Arguments, Failed, Trial};
 use tch::Device;
@@ -33,6 +33,7 @@ fn main() {
         Trial::test("env_errors_name_the_variable", env_errors),
         Trial::test("env_reads_a_job", env_reads_a_job),
         Trial::test("backend_names_and_resolution", backend_names),
+        Trial::test("nccl_runs_or_says_why_not", nccl_single_rank),
     ];
     libtest_mimic::run(&args, trials).exit();
 }
@@ -248,6 +249,11 @@ fn env_reads_a_job() -> Result<(), Failed> {
 }
 
 fn backend_names() -> Result<(), Failed> {
+    // The trainer may hold the group and a pending all-reduce on another thread.
+    fn sendable<T: Send>() {}
+    sendable::<ProcessGroup>();
+    sendable::<enlighten::distributed::Work>();
+    sendable::<enlighten::distributed::GradientBuckets>();
     for backend in [Backend::Auto, Backend::Gloo, Backend::Nccl] {
         let parsed: Backend = backend.to_string().parse()?;
         #[derive(serde::Deserialize)]
@@ -272,4 +278,46 @@ fn backend_names() -> Result<(), Failed> {
         return Err(format!("resolution: {resolved:?}").into());
     }
     Ok(())
+}
+
+/// A one-rank NCCL group: where CUDA runs, an all-reduce on the GPU; elsewhere (as in CI) a
+/// prompt error saying why, not a crash or a hang.
+fn nccl_single_rank() -> Result<(), Failed> {
+    let env = Env {
+        rank: 0,
+        world_size: 1,
+        local_rank: 0,
+        master_addr: "127.0.0.1".into(),
+        master_port: free_port()?,
+    };
+    let start = Instant::now();
+    let result = ProcessGroup::new(&env, Backend::Nccl, Duration::from_secs(20));
+    match (enlighten::cuda::probe(), result) {
+        (Ok(_), Ok(group)) => {
+            let t = tch::Tensor::ones([3], (tch::Kind::Float, Device::Cuda(0)));
+            group.all_reduce_sum(&[&t])?.wait()?;
+            let sum = t.sum(tch::Kind::Double).double_value(&[]);
+            if sum != 3.0 {
+                return Err(format!("one-rank NCCL all-reduce changed the values: sum {sum}").into());
+            }
+            println!("NCCL: a one-rank all-reduce on cuda:0 in {:?}", start.elapsed());
+            Ok(())
+        }
+        (Ok(_), Err(e)) => Err(format!("CUDA runs here, but NCCL failed: {e}").into()),
+        (Err(_), Ok(_)) => Err("an NCCL group without CUDA".into()),
+        (Err(reason), Err(e)) => {
+            println!("NCCL not run ({reason}): {e}");
+            let named = matches!(
+                &e,
+                Error::Libtorch {
+                    operation: "loading the NCCL backend",
+                    ..
+                }
+            ) || matches!(&e, Error::Value { arg: "backend", .. });
+            if !named || start.elapsed() > Duration::from_secs(5) {
+                return Err(format!("expected a prompt error about the NCCL backend, got {e:?}").into());
+            }
+            Ok(())
+        }
+    }
 }

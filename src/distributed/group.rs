@@ -127,10 +127,13 @@ impl ProcessGroup {
         };
         check("all_reduce_sum", code, message)?;
         let handle = NonNull::new(work).ok_or_else(|| Error::Internal("all_reduce_sum returned no work".into()))?;
-        Ok(Work {
-            handle,
-            timeout: self.timeout,
-        })
+        // NCCL's wait, with no timeout, orders the current CUDA stream after the collective and
+        // returns at once, as DDP's does; its watchdog enforces the group's timeout instead.
+        let timeout = match self.backend {
+            Backend::Nccl => None,
+            _ => Some(self.timeout),
+        };
+        Ok(Work { handle, timeout })
     }
 
     /// Every rank's `tensor`, concatenated along dimension 0 in rank order (stacked into
@@ -210,6 +213,17 @@ impl ProcessGroup {
     }
 }
 
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessGroup")
+            .field("rank", &self.rank)
+            .field("world_size", &self.world_size)
+            .field("backend", &self.backend)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         // SAFETY: the handle came from enl_pg_new and is freed once, here. Work still in flight
@@ -222,7 +236,8 @@ impl Drop for ProcessGroup {
 /// the collective to finish on its own.
 pub struct Work {
     handle: NonNull<ffi::Work>,
-    timeout: Duration,
+    /// How long `wait` blocks the host at most; `None` (NCCL): not at all.
+    timeout: Option<Duration>,
 }
 
 // SAFETY: the handle owns c10d Work objects, which PyTorch waits on from any thread (futures
@@ -231,12 +246,25 @@ unsafe impl Send for Work {}
 
 impl Work {
     /// Waits until the sums are in place: an error when a peer failed, or when the collective
-    /// did not finish within the group's timeout.
+    /// did not finish within the group's timeout. On NCCL, as in DDP, the host does not block:
+    /// work queued afterwards on the current CUDA stream runs after the sums, and a collective
+    /// that overruns the timeout is ended by NCCL's watchdog, which stops the process with its
+    /// error (PyTorch's default TORCH_NCCL_ASYNC_ERROR_HANDLING).
     pub fn wait(self) -> Result<()> {
+        // 0 is c10d's kNoTimeout.
+        let timeout_ms = self.timeout.map_or(Ok(0), millis)?;
         let mut message: *mut c_char = ptr::null_mut();
         // SAFETY: the handle is live until `self` drops after this call; the bridge never throws.
-        let code = unsafe { ffi::enl_work_wait(self.handle.as_ptr(), millis(self.timeout)?, &mut message) };
+        let code = unsafe { ffi::enl_work_wait(self.handle.as_ptr(), timeout_ms, &mut message) };
         check("Work::wait", code, message)
+    }
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Work")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 

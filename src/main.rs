@@ -305,3 +305,25 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::args_without_nproc;
+
+    #[test]
+    fn each_rank_runs_the_command_line_without_nproc() {
+        let args = [
+            "train",
+            "--config",
+            "c.toml",
+            "--nproc",
+            "2",
+            "--set",
+            "a=1",
+            "--nproc=3",
+            "--resume",
+        ];
+        let kept = args_without_nproc(args.iter().map(Into::into));
+        assert_eq!(kept, ["train", "--config", "c.toml", "--set", "a=1", "--resume"]);
+    }
+}

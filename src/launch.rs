@@ -99,7 +99,8 @@ fn spawn(job: &Job, rank: usize, port: u16) -> Result<std::process::Child> {
         cmd.stdout(file).stderr(err);
     }
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent. It makes a rank
-    // receive SIGTERM when the launcher dies, so no rank outlives a killed job.
+    // receive SIGTERM when the thread that started it ends (the launcher's, which outlives its
+    // ranks unless the launcher is killed), so no rank outlives a killed job.
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);

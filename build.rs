@@ -90,7 +90,8 @@ fn compile_bridge() {
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .file("bridge/message.cpp")
-        .file("bridge/autograd.cpp");
+        .file("bridge/autograd.cpp")
+        .file("bridge/parallel.cpp");
     if env::var_os("CARGO_FEATURE_DISTRIBUTED").is_some() {
         let gloo = env::var("GLOO_INCLUDE")
             .expect("the `distributed` feature needs GLOO_INCLUDE (gloo's headers): run scripts/setup");

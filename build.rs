@@ -105,8 +105,59 @@ fn compile_bridge() {
             .define("USE_C10D_GLOO", None)
             .include(gloo)
             .file("bridge/c10d.cpp");
+        compile_nccl_bridge(&lib, &include);
     }
     build.compile("enlighten_bridge");
+}
+
+/// bridge/nccl.cpp as a shared library of its own (`ENLIGHTEN_NCCL_LIBRARY`, embedded by
+/// src/distributed/nccl.rs, cfg `enlighten_nccl`): it links libtorch_cuda.so, which only a GPU
+/// machine can load, so the crate loads it at run time when NCCL is asked for. Needs nccl.h
+/// (`NCCL_INCLUDE`, from scripts/setup) and the CUDA runtime headers beside nvcc; without them
+/// the crate builds without NCCL and says so when asked for it. `--no-undefined` makes the link
+/// prove that every symbol the factory uses is exported by libtorch.
+fn compile_nccl_bridge(lib: &Path, include: &Path) {
+    println!("cargo::rustc-check-cfg=cfg(enlighten_nccl)");
+    println!("cargo:rerun-if-env-changed=NCCL_INCLUDE");
+    let Ok(nccl) = env::var("NCCL_INCLUDE") else {
+        println!(
+            "cargo:warning=enlighten: NCCL_INCLUDE not set (run scripts/setup); building without the NCCL backend"
+        );
+        return;
+    };
+    let Some(cuda_include) = find_nvcc().and_then(|n| Some(n.parent()?.parent()?.join("include"))) else {
+        println!("cargo:warning=enlighten: no nvcc, so no CUDA runtime headers; building without the NCCL backend");
+        return;
+    };
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("libenlighten_nccl.so");
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    let mut cmd = compiler.to_command();
+    cmd.args(["-std=c++17", "-O2", "-fPIC", "-shared", "-Wno-interference-size"])
+        .args([
+            "-D_GLIBCXX_USE_CXX11_ABI=1",
+            "-DGLOG_USE_GLOG_EXPORT",
+            "-DUSE_DISTRIBUTED",
+        ])
+        .args(["-DUSE_C10D_NCCL", "-DUSE_CUDA"])
+        .arg(format!("-I{}", include.display()))
+        .arg(format!("-I{}", include.join("torch/csrc/api/include").display()))
+        .arg(format!("-I{nccl}"))
+        .arg(format!("-I{}", cuda_include.display()))
+        .arg("-Ibridge/cuda-shim")
+        .arg("bridge/nccl.cpp")
+        .arg("-o")
+        .arg(&out)
+        .arg(format!("-L{}", lib.display()))
+        .args(["-Wl,--no-undefined", "-Wl,--no-as-needed"])
+        .args(["-ltorch_cuda", "-lc10_cuda", "-ltorch_cpu", "-lc10"]);
+    let output = cmd.output().expect("run the C++ compiler for bridge/nccl.cpp");
+    assert!(
+        output.status.success(),
+        "compiling bridge/nccl.cpp failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("cargo:rustc-cfg=enlighten_nccl");
+    println!("cargo:rustc-env=ENLIGHTEN_NCCL_LIBRARY={}", out.display());
 }
 
 /// Every `.cu` directly under `kernels/`, sorted so the build is reproducible.

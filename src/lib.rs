@@ -39,7 +39,9 @@
 //! `trainer` (default) adds the bundled trainer and what only it needs: `data`, `models`,
 //! `train`, `compare`, `analyze` and the `enlighten` CLI. Without it
 //! (`enlighten = { version = "0.1", default-features = false }`) the crate is the fused ops, the
-//! CUDA glue and the strategy engine on tch, serde and toml alone.
+//! CUDA glue and the strategy engine on tch, serde and toml alone. `distributed` (enabled by
+//! `trainer`) adds [`distributed`]: a process group on torch.distributed's c10d (Gloo) and
+//! DDP-style gradient averaging.
 
 mod alloc;
 #[cfg(feature = "trainer")]
@@ -51,6 +53,8 @@ pub mod cuda;
 #[cfg(feature = "trainer")]
 pub mod data;
 mod device;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 mod error;
 #[cfg(feature = "trainer")]
 pub mod models;

@@ -1,0 +1,3 @@
+#pragma once
+// See README.
+typedef struct cublasLtContext* cublasLtHandle_t;

@@ -41,16 +41,20 @@ pub(crate) fn exp_nonpos<const FMA: bool>(x: f32) -> f32 {
     }
 }
 
-/// max over a row (NaN ignored, as `v > m` is false for NaN); -inf for an empty row.
+/// The row's max (NaN ignored, as `v > m` is false for NaN; -inf for an empty row) and whether
+/// any value is -inf (a masked logit), in one pass.
 #[inline(always)]
-pub(crate) fn max(z: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
+pub(crate) fn max_and_masked(z: &[f32]) -> (f32, bool) {
+    let (mut acc, mut low) = ([f32::NEG_INFINITY; LANES], [f32::INFINITY; LANES]);
     let chunks = z.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
         for l in 0..LANES {
             if c[l] > acc[l] {
                 acc[l] = c[l];
+            }
+            if c[l] < low[l] {
+                low[l] = c[l];
             }
         }
     }
@@ -60,7 +64,8 @@ pub(crate) fn max(z: &[f32]) -> f32 {
             m = v;
         }
     }
-    m
+    let masked = low.contains(&f32::NEG_INFINITY) || tail.contains(&f32::NEG_INFINITY);
+    (m, masked)
 }
 
 /// Writes e[c] = exp(z[c] - m) and returns (rest, sum of z above -inf), where 1 + rest is the sum of e:
@@ -161,7 +166,13 @@ mod tests {
     fn max_and_sums_match_plain_loops() {
         let z: Vec<f32> = (0..1001).map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 13.0).collect();
         let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        assert_eq!(max(&z), m);
+        assert_eq!(max_and_masked(&z), (m, false));
+        let mut masked = z.clone();
+        masked[1000] = f32::NEG_INFINITY; // in the tail
+        assert_eq!(max_and_masked(&masked), (m, true));
+        masked[1000] = 0.0;
+        masked[17] = f32::NEG_INFINITY; // in a lane
+        assert!(max_and_masked(&masked).1);
         let mut e = vec![0f32; z.len()];
         let (rest, t) = exp_shifted_sums::<false>(&z, m, &mut e);
         let s_ref: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
@@ -177,6 +188,6 @@ mod tests {
         let first = z.iter().position(|&v| v == m).unwrap();
         assert!(is_first_max(&z, m, first));
         assert!(!is_first_max(&z, m, (first + 1) % z.len()));
-        assert!(max(&[f32::NAN, 1.0]) == 1.0);
+        assert!(max_and_masked(&[f32::NAN, 1.0]).0 == 1.0);
     }
 }

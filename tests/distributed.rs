@@ -249,6 +249,11 @@ fn env_reads_a_job() -> Result<(), Failed> {
 }
 
 fn backend_names() -> Result<(), Failed> {
+    // The trainer may hold the group and a pending all-reduce on another thread.
+    fn sendable<T: Send>() {}
+    sendable::<ProcessGroup>();
+    sendable::<enlighten::distributed::Work>();
+    sendable::<enlighten::distributed::GradientBuckets>();
     for backend in [Backend::Auto, Backend::Gloo, Backend::Nccl] {
         let parsed: Backend = backend.to_string().parse()?;
         #[derive(serde::Deserialize)]

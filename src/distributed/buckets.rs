@@ -115,6 +115,15 @@ impl GradientBuckets {
     }
 }
 
+impl std::fmt::Debug for GradientBuckets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GradientBuckets")
+            .field("params", &self.params.len())
+            .field("buckets", &self.buckets())
+            .finish()
+    }
+}
+
 /// Parameter indices per bucket: reverse order, consecutive runs of one dtype and device, each
 /// closed once it reaches `bucket_bytes`.
 fn plan(params: &[Tensor], bucket_bytes: usize) -> Vec<Vec<usize>> {
@@ -224,8 +233,9 @@ fn set_grad(param: &Tensor, grad: &Tensor) -> Result<()> {
     check("set_grad", code, message)
 }
 
-/// Overwrites every tensor of `params` with rank 0's, so all ranks start from the same model.
-/// The ranks first check that their lists agree (count, dtypes, shapes).
+/// Overwrites every tensor of `params` with rank 0's, so all ranks start from the same model
+/// (parameters, and buffers such as batch-norm statistics when given). The ranks first check
+/// that their lists agree (count, dtypes, shapes); the values then travel in ~25 MB buckets.
 pub fn broadcast_parameters(group: &ProcessGroup, params: &[Tensor]) -> Result<()> {
     for param in params {
         if !param.defined() || !param.is_contiguous() {
@@ -239,8 +249,19 @@ pub fn broadcast_parameters(group: &ProcessGroup, params: &[Tensor]) -> Result<(
     let device = params.first().map_or(Device::Cpu, Tensor::device);
     group.agree("params", &layout::fingerprint(params), device, layout::show_fingerprint)?;
     let _no_grad = tch::no_grad_guard();
-    for param in params {
-        group.broadcast_unchecked(param, 0)?;
+    // The gradient buckets' layout, values in place of gradients: a few large broadcasts
+    // instead of one per tensor.
+    for members in plan(params, DEFAULT_BUCKET_BYTES) {
+        let bucket = Bucket::new(params, &members)?;
+        for slot in &bucket.slots {
+            bucket.slice(slot, &params[slot.param])?.f_copy_(&params[slot.param])?;
+        }
+        group.broadcast_unchecked(&bucket.flat, 0)?;
+        for slot in &bucket.slots {
+            params[slot.param]
+                .shallow_clone()
+                .f_copy_(&bucket.slice(slot, &params[slot.param])?)?;
+        }
     }
     Ok(())
 }

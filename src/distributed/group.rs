@@ -213,6 +213,17 @@ impl ProcessGroup {
     }
 }
 
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessGroup")
+            .field("rank", &self.rank)
+            .field("world_size", &self.world_size)
+            .field("backend", &self.backend)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         // SAFETY: the handle came from enl_pg_new and is freed once, here. Work still in flight
@@ -246,6 +257,14 @@ impl Work {
         // SAFETY: the handle is live until `self` drops after this call; the bridge never throws.
         let code = unsafe { ffi::enl_work_wait(self.handle.as_ptr(), timeout_ms, &mut message) };
         check("Work::wait", code, message)
+    }
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Work")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 

@@ -147,12 +147,19 @@ fn buckets() -> Outcome {
         .into_iter()
         .map(|p| p.set_requires_grad(true))
         .collect();
-    broadcast_parameters(&pg, &params).map_err(text)?;
+    // With an integer buffer (as batch norm's step counter): a bucket of its own.
+    let counter = Tensor::from_slice(&[7 * rank as i64 + 3]);
+    let mut state: Vec<Tensor> = params.iter().map(Tensor::shallow_clone).collect();
+    state.push(counter.shallow_clone());
+    broadcast_parameters(&pg, &state).map_err(text)?;
     for (param, expected) in params.iter().zip(tensors(0)) {
         ensure(param.equal(&expected), || {
             "broadcast_parameters: not rank 0's values".into()
         })?;
     }
+    ensure(counter.int64_value(&[0]) == 3, || {
+        format!("broadcast counter {counter:?}")
+    })?;
     // 32 bytes: four buckets over these ~40 numbers: [6] (f64), [5, 4], [3, 2], [1, 0].
     let mut buckets =
         GradientBuckets::with_bucket_bytes(params.iter().map(Tensor::shallow_clone).collect(), 32).map_err(text)?;

@@ -90,7 +90,13 @@ fn compile_bridge() {
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .file("bridge/message.cpp")
-        .file("bridge/autograd.cpp");
+        .file("bridge/autograd.cpp")
+        .file("bridge/parallel.cpp")
+        // at::parallel_for is a header template whose `#pragma omp parallel` runs serially unless
+        // compiled with OpenMP; its GOMP calls must reach libtorch's own libgomp (one pool).
+        .flag("-fopenmp");
+    println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rustc-link-arg=-l:libgomp.so.1");
     if env::var_os("CARGO_FEATURE_DISTRIBUTED").is_some() {
         let gloo = env::var("GLOO_INCLUDE")
             .expect("the `distributed` feature needs GLOO_INCLUDE (gloo's headers): run scripts/setup");

@@ -136,6 +136,11 @@ fn mixup_benches(c: &mut Criterion) {
 
 /// Loss + High-Loss Removal + gradient, against `cross_entropy(reduction='none')` -> `topk` ->
 /// mask -> mean -> backward. Bytes: the logits read once and the gradient written once.
+///
+/// Every backward goes into a fresh leaf (`leaf()`), on both sides: in training the logits'
+/// gradient flows on into the model and is never accumulated, and a parameter's is fresh after
+/// libtorch's `zero_grad` (set_to_none). A leaf reused across iterations would add a read-add-
+/// write pass over the gradient to both sides that no training step has.
 fn loss_benches(c: &mut Criterion) {
     let shapes: &[(i64, i64)] = &[(128, 10), (128, 100), (1024, 1000), (4096, 1000)];
     for device in devices() {
@@ -149,7 +154,7 @@ fn loss_benches(c: &mut Criterion) {
                 ignore_index: None,
                 drop_share: 0.1,
             };
-            let leaf = logits.detach().set_requires_grad(true);
+            let leaf = || logits.detach().set_requires_grad(true);
 
             let mut g = group(
                 c,
@@ -161,11 +166,11 @@ fn loss_benches(c: &mut Criterion) {
                 bytes,
             );
             bench(&mut g, "fused", device, || {
-                let (l, _) = cross_entropy_autograd(&leaf, Targets::Index(&y), &hlr).expect("fused ce");
+                let (l, _) = cross_entropy_autograd(&leaf(), Targets::Index(&y), &hlr).expect("fused ce");
                 l.backward();
             });
             bench(&mut g, "composite", device, || {
-                loss::reference::composite(&leaf, Targets::Index(&y), &hlr)
+                loss::reference::composite(&leaf(), Targets::Index(&y), &hlr)
                     .expect("composite")
                     .backward();
             });
@@ -184,7 +189,7 @@ fn loss_benches(c: &mut Criterion) {
                 drop(cross_entropy(&logits, Targets::Index(&y), &hlr, true).expect("fused ce"))
             });
             bench(&mut g, "composite", device, || {
-                loss::reference::composite(&leaf, Targets::Index(&y), &hlr)
+                loss::reference::composite(&leaf(), Targets::Index(&y), &hlr)
                     .expect("composite")
                     .backward();
             });
@@ -209,11 +214,11 @@ fn loss_benches(c: &mut Criterion) {
                 bytes,
             );
             bench(&mut g, "fused", device, || {
-                let (l, _) = cross_entropy_autograd(&leaf, Targets::Mixed(&mix), &smooth).expect("fused ce");
+                let (l, _) = cross_entropy_autograd(&leaf(), Targets::Mixed(&mix), &smooth).expect("fused ce");
                 l.backward();
             });
             bench(&mut g, "composite", device, || {
-                loss::reference::composite(&leaf, Targets::Mixed(&mix), &smooth)
+                loss::reference::composite(&leaf(), Targets::Mixed(&mix), &smooth)
                     .expect("composite")
                     .backward();
             });
@@ -336,7 +341,8 @@ fn lm_loss_benches(c: &mut Criterion) {
         tch::manual_seed(0);
         let logits = Tensor::randn([tokens, vocab], (Kind::Float, device));
         let y = Tensor::randint(vocab, [tokens], (Kind::Int64, device));
-        let leaf = logits.detach().set_requires_grad(true);
+        // A fresh leaf per backward, as in loss_benches.
+        let leaf = || logits.detach().set_requires_grad(true);
         let plain = CrossEntropy::default();
         let mut g = group(
             c,
@@ -351,7 +357,7 @@ fn lm_loss_benches(c: &mut Criterion) {
             drop(cross_entropy(&logits, Targets::Index(&y), &plain, true).expect("fused ce"))
         });
         bench(&mut g, "composite", device, || {
-            loss::reference::composite(&leaf, Targets::Index(&y), &plain)
+            loss::reference::composite(&leaf(), Targets::Index(&y), &plain)
                 .expect("composite")
                 .backward();
         });

@@ -41,10 +41,22 @@ pub(crate) fn exp_nonpos<const FMA: bool>(x: f32) -> f32 {
     }
 }
 
-/// max over a row (NaN ignored, as `v > m` is false for NaN); -inf for an empty row.
+/// What one read of a row gives before any exp: its max (NaN ignored, as `v > m` is false for
+/// NaN; -inf for an empty row), whether any value is -inf (a masked logit), and the sum of the
+/// values above -inf (masked logits add nothing, as in the kernel's RowStats). The first read
+/// of a row waits on memory, so the min and the sum ride along for free.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RowScan {
+    pub max: f32,
+    pub masked: bool,
+    pub sum: f32,
+}
+
+/// [`RowScan`] of a row, with lane accumulators: a fixed order, so vectorised and deterministic
+/// (the sum is [`sum_above_neg_inf`]'s, to the bit).
 #[inline(always)]
-pub(crate) fn max(z: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
+pub(crate) fn scan_row(z: &[f32]) -> RowScan {
+    let (mut acc, mut low, mut sums) = ([f32::NEG_INFINITY; LANES], [f32::INFINITY; LANES], [0f32; LANES]);
     let chunks = z.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
@@ -52,6 +64,10 @@ pub(crate) fn max(z: &[f32]) -> f32 {
             if c[l] > acc[l] {
                 acc[l] = c[l];
             }
+            if c[l] < low[l] {
+                low[l] = c[l];
+            }
+            sums[l] += finite_or_up(c[l]);
         }
     }
     let mut m = f32::NEG_INFINITY;
@@ -60,23 +76,37 @@ pub(crate) fn max(z: &[f32]) -> f32 {
             m = v;
         }
     }
-    m
+    RowScan {
+        max: m,
+        masked: low.contains(&f32::NEG_INFINITY) || tail.contains(&f32::NEG_INFINITY),
+        sum: sums.iter().sum::<f32>() + tail.iter().map(|&x| finite_or_up(x)).sum::<f32>(),
+    }
 }
 
-/// Writes e[c] = exp(z[c] - m) and returns (rest, sum of z above -inf), where 1 + rest is the sum of e:
-/// `rest` leaves out the max's own exact 1 so that log1p(rest) keeps small losses precise (as
-/// the kernel's RowStats does). One exp per element. A row whose max is not finite takes the
-/// exact scalar path, where exp(a - m) is 1 for a == m as in the kernel; every other row runs
-/// branch-free and vectorised.
+/// x, or 0 for -inf.
 #[inline(always)]
-pub(crate) fn exp_shifted_sums<const FMA: bool>(z: &[f32], m: f32, e: &mut [f32]) -> (f32, f32) {
+fn finite_or_up(x: f32) -> f32 {
+    if x == f32::NEG_INFINITY {
+        0.0
+    } else {
+        x
+    }
+}
+
+/// Writes e[c] = exp(z[c] - m) and returns rest, where 1 + rest is the sum of e: `rest` leaves
+/// out the max's own exact 1 so that log1p(rest) keeps small losses precise (as the kernel's
+/// RowStats does). One exp per element. A row whose max is not finite takes the exact scalar
+/// path, where exp(a - m) is 1 for a == m as in the kernel; every other row runs branch-free and
+/// vectorised.
+#[inline(always)]
+pub(crate) fn exp_shifted_sums<const FMA: bool>(z: &[f32], m: f32, e: &mut [f32]) -> f32 {
     if !m.is_finite() {
         let mut s = 0f32;
         for (&zv, ev) in z.iter().zip(e.iter_mut()) {
             *ev = exp_shift(zv, m);
             s += *ev;
         }
-        return (s - 1.0, sum_above_neg_inf(z));
+        return s - 1.0;
     }
     // A plain map loop is what LLVM's loop vectoriser handles best; the sums follow from L1.
     for (ev, &zv) in e.iter_mut().zip(z) {
@@ -84,37 +114,24 @@ pub(crate) fn exp_shifted_sums<const FMA: bool>(z: &[f32], m: f32, e: &mut [f32]
     }
     // Sum of e without the maxima's exact 1s (e - [z == m]), so the 1 never rounds the rest;
     // then the maxima beyond the first (ties) add 1 each.
-    let mut others = [0f32; LANES];
+    // The maxima are counted in the same pass, in 32-bit lanes.
+    let (mut others, mut maxima) = ([0f32; LANES], [0u32; LANES]);
     let (ec, zc) = (e.chunks_exact(LANES), z.chunks_exact(LANES));
     let (et, zt) = (ec.remainder(), zc.remainder());
     for (es, zs) in ec.zip(zc) {
         for l in 0..LANES {
-            others[l] += es[l] - f32::from(u8::from(zs[l] == m));
+            let at_max = zs[l] == m;
+            others[l] += es[l] - f32::from(u8::from(at_max));
+            maxima[l] += u32::from(at_max);
         }
     }
     let mut other = others.iter().sum::<f32>();
     for (&ev, &zv) in et.iter().zip(zt) {
         other += ev - f32::from(u8::from(zv == m));
     }
-    let n_max = z.iter().filter(|&&v| v == m).count() as f32;
+    let n_max = (maxima.iter().map(|&n| n as usize).sum::<usize>() + zt.iter().filter(|&&v| v == m).count()) as f32;
     // The extra maxima (ties) count 1 each; adding them last keeps `other` unrounded by 1.
-    (other + (n_max - 1.0), sum_above_neg_inf(z))
-}
-
-/// The sum of the values above -inf (masked logits add nothing, as in the kernel's RowStats),
-/// with lane accumulators: a fixed order, so vectorisable and deterministic.
-#[inline(always)]
-pub(crate) fn sum_above_neg_inf(v: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    let finite_or_up = |x: f32| if x == f32::NEG_INFINITY { 0.0 } else { x };
-    for c in chunks {
-        for l in 0..LANES {
-            acc[l] += finite_or_up(c[l]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail.iter().map(|&x| finite_or_up(x)).sum::<f32>()
+    other + (n_max - 1.0)
 }
 
 /// exp(a - m), with a == m (including -inf == -inf) giving exactly 1, as the kernel does.
@@ -161,22 +178,35 @@ mod tests {
     fn max_and_sums_match_plain_loops() {
         let z: Vec<f32> = (0..1001).map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 13.0).collect();
         let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        assert_eq!(max(&z), m);
-        let mut e = vec![0f32; z.len()];
-        let (rest, t) = exp_shifted_sums::<false>(&z, m, &mut e);
-        let s_ref: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
         let t_ref: f64 = z.iter().map(|&v| v as f64).sum();
+        let scan = scan_row(&z);
+        assert_eq!((scan.max, scan.masked), (m, false));
+        assert!(((scan.sum as f64 - t_ref) / t_ref.abs()).abs() < 1e-5);
+        let mut masked = z.clone();
+        masked[1000] = f32::NEG_INFINITY; // in the tail
+        let scan = scan_row(&masked);
+        assert_eq!((scan.max, scan.masked), (m, true));
+        let without: f64 = z[..1000].iter().map(|&v| v as f64).sum();
+        assert!(
+            ((scan.sum as f64 - without) / without.abs()).abs() < 1e-5,
+            "-inf adds nothing"
+        );
+        masked[1000] = 0.0;
+        masked[17] = f32::NEG_INFINITY; // in a lane
+        assert!(scan_row(&masked).masked);
+        let mut e = vec![0f32; z.len()];
+        let rest = exp_shifted_sums::<false>(&z, m, &mut e);
+        let s_ref: f64 = z.iter().map(|&v| ((v - m) as f64).exp()).sum();
         assert!(((1.0 + rest as f64 - s_ref) / s_ref).abs() < 1e-5);
         // A confident row: rest is tiny and exact to f32 precision, not rounded against 1.
         let confident = [0.0f32, -12.0, -13.0, -11.5, -14.0, -12.5, -13.5, -12.25, -11.0];
         let mut e2 = [0f32; 9];
-        let (rest, _) = exp_shifted_sums::<false>(&confident, 0.0, &mut e2);
+        let rest = exp_shifted_sums::<false>(&confident, 0.0, &mut e2);
         let exact: f64 = confident[1..].iter().map(|&v| (v as f64).exp()).sum();
         assert!(((rest as f64 - exact) / exact).abs() < 1e-6, "rest {rest} vs {exact}");
-        assert!(((t as f64 - t_ref) / t_ref.abs()).abs() < 1e-5);
         let first = z.iter().position(|&v| v == m).unwrap();
         assert!(is_first_max(&z, m, first));
         assert!(!is_first_max(&z, m, (first + 1) % z.len()));
-        assert!(max(&[f32::NAN, 1.0]) == 1.0);
+        assert!(scan_row(&[f32::NAN, 1.0]).max == 1.0);
     }
 }

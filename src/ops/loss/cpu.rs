@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 use super::{CeArgs, CrossEntropy, LossOutput};
 use crate::error::Result;
 use crate::ops::element::{cpu_bytes_mut, cpu_plain, cpu_slice, cpu_slice_mut, fill_with, Element};
-use crate::ops::fastmath::{exp_shifted_sums, is_first_max, max};
+use crate::ops::fastmath::{exp_shifted_sums, is_first_max, scan_row, RowScan};
 use crate::ops::mixup::Lambda;
 use crate::ops::parallel;
 
@@ -183,8 +183,8 @@ unsafe fn ce_grad_row_avx2(rest: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f3
 /// Loss, correctness and `rest` (softmax denominator - 1) of row i; leaves exp(z - max) in `e`.
 #[inline(always)]
 fn ce_row<const FMA: bool>(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f32]) -> (f32, bool, f32) {
-    let m = max(z);
-    let (rest, sum) = exp_shifted_sums::<FMA>(z, m, e);
+    let RowScan { max: m, masked, sum } = scan_row(z);
+    let rest = exp_shifted_sums::<FMA>(z, m, e);
     if !rt.valid[i] {
         return (0.0, false, rest);
     }
@@ -194,7 +194,7 @@ fn ce_row<const FMA: bool>(z: &[f32], i: usize, rt: &RowTargets<'_>, e: &mut [f3
     // target weight adds nothing (0 log 0 = 0), so a masked (-inf) logit matters only where the
     // target has weight: then the loss is +inf, as PyTorch's.
     let own = weighted(l, z[ya] - m) + weighted(1.0 - l, z[yb] - m);
-    let spread = if rt.off != 0.0 && z.contains(&f32::NEG_INFINITY) {
+    let spread = if rt.off != 0.0 && masked {
         f32::NEG_INFINITY
     } else {
         sum - z.len() as f32 * m

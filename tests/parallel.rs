@@ -390,8 +390,9 @@ fn a_rank_that_fails_alone_stops_its_peer_within_the_timeout() {
         })
         .collect();
     let outputs: Vec<Output> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
+    // Gloo sees rank 1's connection close: rank 0 stops well within the 20 s timeout.
     assert!(
-        started.elapsed() < Duration::from_secs(40),
+        started.elapsed() < Duration::from_secs(15),
         "took {:?}",
         started.elapsed()
     );

@@ -273,9 +273,17 @@ fn invalid_train_configs_name_their_field() {
         ("val_fraction = 0.2", "val_fraction = 1.0", "data.val_fraction"),
         ("lr = 0.05", "lr = 0.05\nclip_norm = -1.0", "optim.clip_norm"),
         ("betas = [0.9, 0.999]", "betas = [0.9, 1.5]", "optim.betas"),
-        ("collective_timeout_s = 600", "collective_timeout_s = 0", "run.collective_timeout_s"),
+        (
+            "collective_timeout_s = 600",
+            "collective_timeout_s = 0",
+            "run.collective_timeout_s",
+        ),
         ("backend = \"auto\"", "backend = \"mpi\"", "backend"),
-        ("kind = \"mixup-pause\"", "kind = \"mixup-pause\"\nscope = \"world\"", "scope"),
+        (
+            "kind = \"mixup-pause\"",
+            "kind = \"mixup-pause\"\nscope = \"world\"",
+            "scope",
+        ),
     ] {
         let text = good.replace(from, to);
         assert_ne!(text, good, "{from} not found in\n{good}");

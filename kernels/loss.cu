@@ -3,9 +3,12 @@
 // ce_forward: one block per row (grid-stride over rows). One online pass over the row gives the
 //   softmax statistics (max, sum of exp, sum, argmax); the loss of the blended smoothed target
 //   t = (1-eps) (lam e_ya + (1-lam) e_yb) + eps/C is  log1p(rest) - sum_c t_c (z_c - m), where
-//   1 + rest = sum_c exp(z_c - m). A second pass over the
-//   same row (still in L1/L2) writes dlogits = (softmax - t) * w with w = 1 / n_kept, known
-//   before the launch (k = floor(r B) is computed on the host).
+//   1 + rest = sum_c exp(z_c - m). A second pass over the same row writes
+//   dlogits = (softmax - t) * w with w = 1 / n_kept, known before the launch (k = floor(r B) is
+//   computed on the host). The first pass keeps as much of the row as the block's shared memory
+//   holds (all of a 50257-class f32 row on an H100) for the second, so a long row is read from
+//   HBM once; what does not fit is read again. Rows move in 16-byte packs when C is a multiple
+//   of the pack (else one value at a time, 4 in flight).
 // mse_forward: the same layout for per-sample mean squared error.
 // loss_select: one block. Drops the k largest losses (ties: lower index first) with a 4-pass
 //   8-bit radix select, writes the keep mask, the threshold, the mean over kept rows and the
@@ -32,62 +35,114 @@ __device__ __forceinline__ bool row_valid(const RowFilter& f, int64_t i) {
 // w * x, and exactly 0 when the weight is 0 (so 0 * -inf adds nothing); the CPU twin's `weighted`.
 __device__ __forceinline__ float weighted(float w, float x) { return w != 0.0f ? w * x : 0.0f; }
 
-// The softmax statistics of one row, read N values (16 bytes when N > 1) at a time.
+// Packs of a row each thread loads before it uses the first: enough bytes in flight to cover
+// HBM latency when a block that stages a long row has its SM to itself (1024 threads: 64 KB at
+// 4 f32 packs, 32 KB at 2 f16/bf16 packs, whose 16 values a pack already take the 64 registers
+// a thread of a 1024-thread block may have; 4 single values on the path for unaligned rows).
 template <typename T, int N>
-__device__ __forceinline__ RowStats row_stats_of(const T* z, int64_t C) {
+__host__ __device__ constexpr int ce_in_flight() {
+    return N == 1 ? 4 : (sizeof(T) >= 4 ? 4 : 2);
+}
+
+static_assert(sizeof(RowStats) * 32 <= CE_SCRATCH_BYTES && CE_SCRATCH_BYTES % 16 == 0,
+              "the block-reduction scratch fits in front of the staged row");
+
+// One row's place in the block's dynamic shared memory: packs [0, staged) of the row are kept
+// there by the statistics pass and read back by the gradient pass, so that they come from HBM
+// once. Pack q is always thread (q mod blockDim.x)'s, in both passes and on every row, so a
+// thread only reads back what it wrote itself: no barrier is needed between the passes.
+template <typename T, int N>
+struct Staging {
+    Pack<T, N>* packs;
+    int64_t staged;
+};
+
+// The softmax statistics of one row of C / N packs, ce_in_flight packs at a time. Which thread
+// takes which column depends on C alone, so equal rows give equal bits wherever they lie.
+template <typename T, int N>
+__device__ __forceinline__ RowStats row_stats_of(const T* z, int64_t C, Staging<T, N> stage) {
+    constexpr int F = ce_in_flight<T, N>();
     RowStats st = row_stats_identity();
     const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
-#pragma unroll 2
-    for (int64_t q = threadIdx.x; q < C / N; q += blockDim.x) {
-        const Pack<T, N> pk = zp[q];
-        float v[N];
+    const int64_t packs = C / N, stride = blockDim.x;
+    for (int64_t q0 = threadIdx.x; q0 < packs; q0 += F * stride) {
+        Pack<T, N> pk[F];
 #pragma unroll
-        for (int k = 0; k < N; ++k) v[k] = to_f32(pk.v[k]);
-        st = row_stats_push_pack<N>(st, v, q * N);
+        for (int u = 0; u < F; ++u)
+            if (q0 + u * stride < packs) pk[u] = zp[q0 + u * stride];
+#pragma unroll
+        for (int u = 0; u < F; ++u) {
+            const int64_t q = q0 + u * stride;
+            if (q >= packs) break;
+            if (q < stage.staged) stage.packs[q] = pk[u];
+            float v[N];
+#pragma unroll
+            for (int k = 0; k < N; ++k) v[k] = to_f32(pk[u].v[k]);
+            st = row_stats_push_pack<N>(st, v, (int)(q * N));
+        }
     }
     return st;
 }
 
-// The loss gradient of one row, (softmax - t) * w, written N values at a time.
+// What the gradient of one row needs besides its logits. Columns are 32-bit (C < 2^31, checked
+// on the host); ya and yb are in range when `defined`.
+struct GradRow {
+    float m, rest, inv_s, l, on, off, w;
+    int ya, yb;
+    bool valid, defined;
+};
+
+// (softmax - t) * w at column c: 0 for a row that does not count, NaN for one without a softmax.
+__device__ __forceinline__ float ce_grad_value(const GradRow& g, float x, int c) {
+    const float e = exp_shift(x, g.m);
+    const float t = g.off + (c == g.ya ? g.on * g.l : 0.0f) + (c == g.yb ? g.on * (1.0f - g.l) : 0.0f);
+    // At a maximum (e == 1) p - t = (1 - t) - rest / (1 + rest): a confident row's p near 1
+    // loses nothing to cancellation.
+    const float v = (e == 1.0f ? (1.0f - t) - g.rest * g.inv_s : e * g.inv_s - t) * g.w;
+    return !g.valid ? 0.0f : (g.defined ? v : NAN);
+}
+
+// The loss gradient of one row, written N values at a time; staged packs come from shared memory.
 template <typename T, int N>
-__device__ __forceinline__ void ce_grad_row(const T* z, T* g, int64_t C, const RowStats& st, int64_t ya, int64_t yb,
-                                            float l, float on, float off, float w, bool valid, bool defined) {
-    const float inv_s = 1.0f / (1.0f + st.rest);
+__device__ __forceinline__ void ce_grad_row(const T* z, T* g, int64_t C, Staging<T, N> stage, const GradRow& gr) {
+    constexpr int F = ce_in_flight<T, N>();
     const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
     Pack<T, N>* gp = reinterpret_cast<Pack<T, N>*>(g);
-    for (int64_t q = threadIdx.x; q < C / N; q += blockDim.x) {
-        const Pack<T, N> pk = zp[q];
-        Pack<T, N> out;
+    const int64_t packs = C / N, stride = blockDim.x;
+    for (int64_t q0 = threadIdx.x; q0 < packs; q0 += F * stride) {
+        Pack<T, N> pk[F];
 #pragma unroll
-        for (int k = 0; k < N; ++k) {
-            const int64_t c = q * N + k;
-            float v;
-            if (!valid) v = 0.0f;
-            else if (!defined) v = NAN;
-            else {
-                const float e = exp_shift(to_f32(pk.v[k]), st.m);
-                const float t = off + (c == ya ? on * l : 0.0f) + (c == yb ? on * (1.0f - l) : 0.0f);
-                // At a maximum (e == 1) p - t = (1 - t) - rest / (1 + rest): a confident
-                // row's p near 1 loses nothing to cancellation.
-                v = (e == 1.0f ? (1.0f - t) - st.rest * inv_s : e * inv_s - t) * w;
-            }
-            out.v[k] = from_f32<T>(v);
+        for (int u = 0; u < F; ++u) {
+            const int64_t q = q0 + u * stride;
+            if (q < packs) pk[u] = q < stage.staged ? stage.packs[q] : zp[q];
         }
-        gp[q] = out;
+#pragma unroll
+        for (int u = 0; u < F; ++u) {
+            const int64_t q = q0 + u * stride;
+            if (q >= packs) break;
+            Pack<T, N> out;
+#pragma unroll
+            for (int k = 0; k < N; ++k) out.v[k] = from_f32<T>(ce_grad_value(gr, to_f32(pk[u].v[k]), (int)(q * N) + k));
+            gp[q] = out;
+        }
     }
 }
 
-// N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad.
+// N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad;
+// `staged` packs of each row are kept in shared memory between the passes (0 without a
+// gradient, or when the device has no room).
 template <typename T, int N>
 __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ grad, float* __restrict__ losses,
                                 int32_t* __restrict__ correct, RowFilter rows, const int64_t* y_b,
                                 const float* lam_vec, float lam, float smoothing, const float* scale_ptr,
-                                float scale, int64_t B, int64_t C, int write_grad) {
-    __shared__ RowStats scratch[32];
+                                float scale, int64_t B, int64_t C, int write_grad, int64_t staged) {
+    RowStats* scratch = dynamic_shared<RowStats>();
+    const Staging<T, N> stage = {reinterpret_cast<Pack<T, N>*>(dynamic_shared<unsigned char>() + CE_SCRATCH_BYTES),
+                                 staged};
     const float w_scale = scale_ptr != nullptr ? *scale_ptr : scale;
     for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
         const T* z = logits + i * C;
-        const RowStats st = block_row_stats(row_stats_of<T, N>(z, C), scratch);
+        const RowStats st = block_row_stats(row_stats_of<T, N>(z, C, stage), scratch);
 
         const bool valid = row_valid(rows, i);
         const int64_t ya = rows.labels[i];
@@ -118,9 +173,11 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
             losses[i] = loss;
             correct[i] = (valid && !(st.flags & ROW_NAN) && st.arg == ya) ? 1 : 0;
         }
-        if (write_grad)
-            ce_grad_row<T, N>(z, grad + i * C, C, st, ya, yb, l, on, off, valid ? w_scale : 0.0f, valid,
-                              in_range && !nan_row);
+        if (write_grad) {
+            const GradRow gr = {st.m, st.rest, 1.0f / (1.0f + st.rest), l, on, off, valid ? w_scale : 0.0f,
+                                (int)ya, (int)yb, valid, in_range && !nan_row};
+            ce_grad_row<T, N>(z, grad + i * C, C, stage, gr);
+        }
     }
 }
 
@@ -431,16 +488,16 @@ extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_ind
 }
 
 #define LOSS_ENTRIES(SUFFIX, T)                                                                           \
-    extern "C" __global__ void ce_forward_##SUFFIX(                                                        \
+    extern "C" __global__ void __launch_bounds__(1024) ce_forward_##SUFFIX(                                \
         const T* logits, T* grad, float* losses, int32_t* correct, RowFilter rows, const int64_t* y_b,     \
         const float* lam_vec, float lam, float smoothing, const float* scale_ptr, float scale, int64_t B,   \
-        int64_t C, int write_grad, int vectorized) {                                                       \
+        int64_t C, int write_grad, int vectorized, int64_t staged) {                                       \
         if (vectorized)                                                                                    \
             ce_forward_rows<T, 16 / sizeof(T)>(logits, grad, losses, correct, rows, y_b, lam_vec, lam,     \
-                                               smoothing, scale_ptr, scale, B, C, write_grad);              \
+                                               smoothing, scale_ptr, scale, B, C, write_grad, staged);      \
         else                                                                                               \
             ce_forward_rows<T, 1>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing,       \
-                                  scale_ptr, scale, B, C, write_grad);                                     \
+                                  scale_ptr, scale, B, C, write_grad, staged);                             \
     }                                                                                                      \
     extern "C" __global__ void mse_forward_##SUFFIX(const T* pred, const T* target, T* grad, float* losses, \
                                                     float scale, int64_t B, int64_t F, int write_grad) {   \

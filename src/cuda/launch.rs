@@ -4,6 +4,7 @@
 //! - CPU tensors inside [`super::emulator::emulate`]: the CUDA execution-model emulator, which
 //!   runs the same kernel source on the CPU with guarded, poisoned copies of the tensors.
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use tch::{Device, Tensor};
 
@@ -25,6 +26,19 @@ pub(crate) fn pack_len(kind: tch::Kind) -> i64 {
 /// on a 16-byte boundary (then every row does too).
 pub(crate) fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
     f % n == 0 && tensors.iter().all(|t| (t.data_ptr() as usize) & 15 == 0)
+}
+
+/// Dynamic shared memory a launch may ask for without opting in (CUDA's default limit).
+const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
+
+/// The shared memory a block of a kernel launched on `t`'s device may have when the kernel opts
+/// in: the device's attribute on CUDA, the profile's in the emulator.
+pub(crate) fn max_shared_per_block(t: &Tensor) -> Result<u32> {
+    match Target::of("tensor", t)? {
+        Target::Cuda(ordinal) => Ok(DeviceKernels::get(ordinal)?.max_shared_per_block),
+        #[cfg(feature = "emulator")]
+        Target::Emulated => Ok(super::emulator::active().map_or(0, |p| p.max_shared_per_block)),
+    }
 }
 
 /// How a kernel's grid is shaped.
@@ -134,6 +148,8 @@ pub(crate) struct Launch {
     kernel: Kernel,
     target: Option<Target>,
     args: Vec<Arg>,
+    /// Bytes of dynamic shared memory each block gets.
+    dynamic_shared: u32,
     /// Tensors whose pointers travel inside other arguments (the statistics' tables), staged
     /// when their pointer is taken.
     #[cfg(feature = "emulator")]
@@ -146,6 +162,7 @@ impl Launch {
             kernel,
             target: None,
             args: Vec::new(),
+            dynamic_shared: 0,
             #[cfg(feature = "emulator")]
             arena: super::emulator::Arena::default(),
         }
@@ -269,6 +286,13 @@ impl Launch {
         self.push(Arg::F32(v))
     }
 
+    /// Gives each block `bytes` of dynamic shared memory (at most [`max_shared_per_block`] less
+    /// the kernel's static shared memory).
+    pub fn dynamic_shared(mut self, bytes: u32) -> Self {
+        self.dynamic_shared = bytes;
+        self
+    }
+
     fn push(mut self, a: Arg) -> Self {
         self.args.push(a);
         self
@@ -284,7 +308,10 @@ impl Launch {
             #[cfg(feature = "emulator")]
             Some(Target::Emulated) => {
                 let profile = super::emulator::active().expect("a Launch targets the emulator only inside emulate()");
-                let cfg = grid.config(profile.sm_count);
+                let cfg = LaunchConfig {
+                    shared_mem_bytes: self.dynamic_shared,
+                    ..grid.config(profile.sm_count)
+                };
                 super::emulator::run(self.kernel, cfg, self.args, self.arena)
             }
             None => Err(Error::value("tensors", "at least one tensor argument", "none")),
@@ -296,7 +323,18 @@ impl Launch {
         let _restore = KeepCurrentContext::save()?;
         let kernels = DeviceKernels::get(ordinal)?;
         let func = kernels.function(self.kernel)?;
-        let cfg = grid.config(kernels.sm_count);
+        let cfg = LaunchConfig {
+            shared_mem_bytes: self.dynamic_shared,
+            ..grid.config(kernels.sm_count)
+        };
+        if self.dynamic_shared > DEFAULT_DYNAMIC_SHARED {
+            // Past 48 KiB a kernel must opt in; a host-side setting of the function, no sync.
+            func.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                self.dynamic_shared as i32,
+            )
+            .map_err(|e| Error::cuda(format!("opting {} in to more shared memory", self.kernel.name()), e))?;
+        }
         let pointers: Vec<u64> = self
             .args
             .iter()

@@ -42,6 +42,7 @@ pub const CASES: &[Case] = &[
         "ce_ignored_partner_gives_its_weight_to_y_a",
         ce_ignored_partner_gives_its_weight_to_y_a,
     ),
+    ("ce_long_rows_stage_what_fits", ce_long_rows_stage_what_fits),
     ("mse_matches_reference", mse_matches_reference),
     (
         "lm_sequence_and_token_ranking_match_reference",
@@ -496,6 +497,52 @@ fn ce_ignored_partner_gives_its_weight_to_y_a(dev: Device) {
                 let counts = y_a.ne(-1);
                 let (fused, plain) = (out.per_sample.masked_select(&counts), composite.masked_select(&counts));
                 assert!(rel_err(&fused, &plain) < LOSS_TOL, "{what}: the tch composite agrees");
+            }
+        }
+    }
+}
+
+/// Long rows (a language model's vocabulary): ce_forward keeps as much of each row in shared
+/// memory as a block may have between its statistics and gradient passes, in 16-byte packs
+/// (4096 columns) or one value at a time (5003 columns, or an unaligned view). Emulated, the
+/// same launch under profiles whose shared memory holds the whole row, part of it, or none of
+/// it gives the same bits.
+fn ce_long_rows_stage_what_fits(dev: Device) {
+    seed(33);
+    let opts = CrossEntropy {
+        label_smoothing: 0.1,
+        ignore_index: None,
+        drop_share: 0.34,
+    };
+    for kind in FLOAT_KINDS {
+        for (b, c) in [(3i64, 5003i64), (2, 4096)] {
+            let flat = randn(&[b * c + 1], kind, dev);
+            let y = labels(b, c, dev);
+            for (view, logits) in [
+                ("aligned", flat.narrow(0, 0, b * c).view([b, c])),
+                ("unaligned view", flat.narrow(0, 1, b * c).view([b, c])),
+            ] {
+                let what = format!("[{b}, {c}] {kind:?} {view}");
+                check_against_reference(&what, &logits, Targets::Index(&y), &opts);
+                #[cfg(feature = "emulator")]
+                if emulated() {
+                    let run = |shared: u32| {
+                        let profile = enlighten::cuda::emulator::Profile {
+                            max_shared_per_block: shared,
+                            ..enlighten::cuda::emulator::Profile::TINY
+                        };
+                        enlighten::cuda::emulator::emulate(profile, || {
+                            let mut grad = poisoned(&[b, c], kind, dev);
+                            let out = cross_entropy_into(&logits, Targets::Index(&y), &opts, &mut grad).unwrap();
+                            (out.per_sample, grad)
+                        })
+                    };
+                    let (whole, part, none) = (run(227 * 1024), run(8 * 1024), run(1024));
+                    for (how, (losses, grad)) in [("part", &part), ("none", &none)] {
+                        assert_bitwise_eq(&format!("{what}: losses, {how} staged"), losses, &whole.0);
+                        assert_bitwise_eq(&format!("{what}: grad, {how} staged"), grad, &whole.1);
+                    }
+                }
             }
         }
     }

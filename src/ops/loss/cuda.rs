@@ -3,8 +3,9 @@
 use tch::{Kind, Tensor};
 
 use super::{CeArgs, CrossEntropy, LossOutput};
-use crate::cuda::{pack_len, packable, Grid, Kernel, Launch};
-use crate::error::Result;
+use crate::cuda::constants::CE_SCRATCH_BYTES;
+use crate::cuda::{max_shared_per_block, pack_len, packable, Grid, Kernel, Launch};
+use crate::error::{Error, Result};
 use crate::ops::mixup::Lambda;
 
 const SELECT_THREADS: u32 = 1024;
@@ -18,6 +19,36 @@ const HIST_BLOCKS: i64 = 1024;
 /// Threads per row: about four elements each, a whole number of warps, at most 1024.
 fn row_threads(row_len: i64) -> u32 {
     ((row_len.max(1) as u64).div_ceil(4).next_power_of_two()).clamp(32, 1024) as u32
+}
+
+/// ce_forward's shared memory: its reduction scratch, then the packs of each row it keeps between
+/// the statistics pass and the gradient pass (kernels/loss.cu, `Staging`).
+struct Stage {
+    /// Packs of a row kept in shared memory (the row's first ones; 0 without a gradient).
+    packs: i64,
+    shared_bytes: u32,
+}
+
+impl Stage {
+    /// As many of the `c / n` packs of a `c`-column row as the device's shared memory holds
+    /// beside the scratch (`n` divides `c` when `vectorized`).
+    fn of(logits: &Tensor, c: i64, vectorized: bool, with_grad: bool) -> Result<Stage> {
+        let scratch = CE_SCRATCH_BYTES as u32;
+        if !with_grad {
+            return Ok(Stage {
+                packs: 0,
+                shared_bytes: scratch,
+            });
+        }
+        let n = if vectorized { pack_len(logits.kind()) } else { 1 };
+        let pack_bytes = n * logits.kind().elt_size_in_bytes() as i64;
+        let room = i64::from(max_shared_per_block(logits)?.saturating_sub(scratch)) / pack_bytes;
+        let packs = (c / n).min(room);
+        Ok(Stage {
+            packs,
+            shared_bytes: scratch + (packs * pack_bytes) as u32,
+        })
+    }
 }
 
 /// Buffers the selection kernel writes: threshold and mean share one allocation.
@@ -182,12 +213,17 @@ pub(super) fn cross_entropy(
     grad: Option<Tensor>,
 ) -> Result<LossOutput> {
     let (b, c) = (logits.size()[0], logits.size()[1]);
+    if c > i64::from(i32::MAX) {
+        // ce_forward's argmax and target columns are 32-bit.
+        return Err(Error::value("logits", "at most 2^31 - 1 classes on CUDA", c));
+    }
     let dev = logits.device();
     let losses = Tensor::empty([b], (Kind::Float, dev));
     let correct = Tensor::empty([b], (Kind::Int, dev));
     let with_grad = grad.is_some();
     let tensors: Vec<&Tensor> = std::iter::once(logits).chain(grad.as_ref()).collect();
     let vectorized = packable(c, pack_len(logits.kind()), &tensors);
+    let stage = Stage::of(logits, c, vectorized, with_grad)?;
     let k = args.removed;
     // The gradient weight 1 / n_kept: known on the host unless rows are ignored.
     let (scale_t, scale) = match opts.ignore_index {
@@ -230,6 +266,8 @@ pub(super) fn cross_entropy(
     .i64(c)
     .i32(with_grad as i32)
     .i32(vectorized as i32)
+    .i64(stage.packs)
+    .dynamic_shared(stage.shared_bytes)
     .run(Grid::BlockPerRow {
         rows: b,
         threads: row_threads(c),

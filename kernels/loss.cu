@@ -9,7 +9,8 @@
 //   holds (all of a 50257-class f32 row on an H100) for the second, so a long row is read from
 //   HBM once; what does not fit is read again. Rows move in 16-byte packs when C is a multiple
 //   of the pack (else one value at a time, 4 in flight).
-// mse_forward: the same layout for per-sample mean squared error.
+// mse_forward: per-sample mean squared error and its gradient in one pass; a long row is split
+//   over several blocks whose partial sums mse_finish adds in a fixed order.
 // loss_select: one block. Drops the k largest losses (ties: lower index first) with a 4-pass
 //   8-bit radix select, writes the keep mask, the threshold, the mean over kept rows and the
 //   correct-prediction count, and zeroes the gradient rows it dropped. No host sync anywhere.
@@ -181,25 +182,73 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
     }
 }
 
-// One pass over each row: the squared differences are summed (in f64, a fixed tree order) while
-// the gradient 2 (p - q) / (F n_kept) is written from the same loads.
-template <typename T>
+// Squared differences of one span of `len` elements (a multiple of N), N at a time with two
+// packs of each input in flight, summed in f64 (each pack's squares in f32 first), with the
+// gradient d * w written from the same loads when g is given.
+template <typename T, int N>
+__device__ __forceinline__ double mse_span(const T* p, const T* q, T* g, int64_t len, float w) {
+    constexpr int U = 2;  // 64 bytes a thread in flight at 16-byte packs
+    const Pack<T, N>* pp = reinterpret_cast<const Pack<T, N>*>(p);
+    const Pack<T, N>* qp = reinterpret_cast<const Pack<T, N>*>(q);
+    Pack<T, N>* gp = reinterpret_cast<Pack<T, N>*>(g);
+    const int64_t packs = len / N, stride = blockDim.x;
+    double acc = 0.0;
+    for (int64_t k0 = threadIdx.x; k0 < packs; k0 += U * stride) {
+        Pack<T, N> a[U], b[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            if (k0 + u * stride < packs) {
+                a[u] = pp[k0 + u * stride];
+                b[u] = qp[k0 + u * stride];
+            }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            if (k0 + u * stride >= packs) break;
+            Pack<T, N> out;
+            float sq = 0.0f;
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                const float d = to_f32(a[u].v[k]) - to_f32(b[u].v[k]);
+                sq += d * d;
+                out.v[k] = from_f32<T>(d * w);
+            }
+            acc += (double)sq;
+            if (g != nullptr) gp[k0 + u * stride] = out;
+        }
+    }
+    return acc;
+}
+
+// Per-sample mean squared error and its gradient 2 (p - q) / (F n_kept), one pass. Work items
+// are (row, chunk) pairs, `chunks` to a row of `chunk` elements each (a multiple of 8), so that
+// a long row is spread over many blocks. N > 1 only when F % N == 0 and every tensor is aligned. With one chunk a row the block writes the loss; with more it writes
+// its f64 partial sum to partials[item], and mse_finish adds a row's partials in chunk order:
+// the loss has the same bits on any grid and device.
+template <typename T, int N>
 __device__ void mse_forward_rows(const T* __restrict__ pred, const T* __restrict__ target, T* __restrict__ grad,
-                                 float* __restrict__ losses, float scale, int64_t B, int64_t F, int write_grad) {
+                                 float* __restrict__ losses, double* __restrict__ partials, float scale, int64_t B,
+                                 int64_t F, int64_t chunk, int64_t chunks, int write_grad) {
     __shared__ double scratch[32];
     const float w = 2.0f * scale / (float)F;
-    for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
-        const T* p = pred + i * F;
-        const T* q = target + i * F;
-        T* g = write_grad ? grad + i * F : nullptr;
-        double acc = 0.0;
-        for (int64_t c = threadIdx.x; c < F; c += blockDim.x) {
-            const float d = to_f32(p[c]) - to_f32(q[c]);
-            acc += (double)(d * d);
-            if (g != nullptr) g[c] = from_f32<T>(d * w);
-        }
+    for (int64_t item = blockIdx.x; item < B * chunks; item += gridDim.x) {
+        const int64_t i = item / chunks, lo = item % chunks * chunk;
+        const int64_t len = F - lo < chunk ? F - lo : chunk;
+        const int64_t at = i * F + lo;
+        const double acc = mse_span<T, N>(pred + at, target + at, write_grad ? grad + at : nullptr, len, w);
         const double total = block_sum(acc, scratch);
-        if (threadIdx.x == 0) losses[i] = (float)(total / (double)F);
+        if (threadIdx.x == 0) {
+            if (partials != nullptr) partials[item] = total;
+            else losses[i] = (float)(total / (double)F);
+        }
+    }
+}
+
+// losses[i] = (the sum of row i's `chunks` partials, in chunk order) / F; one thread a row.
+extern "C" __global__ void mse_finish(const double* partials, int64_t chunks, int64_t B, int64_t F, float* losses) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B; i += (int64_t)gridDim.x * blockDim.x) {
+        double total = 0.0;
+        for (int64_t j = 0; j < chunks; ++j) total += partials[i * chunks + j];
+        losses[i] = (float)(total / (double)F);
     }
 }
 
@@ -499,9 +548,15 @@ extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_ind
             ce_forward_rows<T, 1>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing,       \
                                   scale_ptr, scale, B, C, write_grad, staged);                             \
     }                                                                                                      \
-    extern "C" __global__ void mse_forward_##SUFFIX(const T* pred, const T* target, T* grad, float* losses, \
-                                                    float scale, int64_t B, int64_t F, int write_grad) {   \
-        mse_forward_rows<T>(pred, target, grad, losses, scale, B, F, write_grad);                          \
+    extern "C" __global__ void __launch_bounds__(MSE_MAX_THREADS) mse_forward_##SUFFIX(                    \
+        const T* pred, const T* target, T* grad, float* losses, double* partials, float scale, int64_t B,   \
+        int64_t F, int64_t chunk, int64_t chunks, int write_grad, int vectorized) {                        \
+        if (vectorized)                                                                                    \
+            mse_forward_rows<T, 16 / sizeof(T)>(pred, target, grad, losses, partials, scale, B, F, chunk,  \
+                                                chunks, write_grad);                                       \
+        else                                                                                               \
+            mse_forward_rows<T, 1>(pred, target, grad, losses, partials, scale, B, F, chunk, chunks,       \
+                                   write_grad);                                                            \
     }
 
 LOSS_ENTRIES(f32, float)

@@ -548,16 +548,29 @@ fn ce_long_rows_stage_what_fits(dev: Device) {
     }
 }
 
+/// Rows past 16384 elements are split over several blocks (the last chunk of [1, 16385] holds
+/// one element); rows whose length is not a multiple of the 16-byte pack, and the unaligned
+/// view, move one element at a time.
 fn mse_matches_reference(dev: Device) {
     seed(15);
-    for shape in [vec![1i64, 5], vec![9, 24], vec![64, 96, 3], vec![257, 7]] {
+    let shapes = [
+        vec![1i64, 5],
+        vec![9, 24],
+        vec![64, 96, 3],
+        vec![257, 7],
+        vec![2, 40001],
+        vec![1, 16385],
+    ];
+    for shape in shapes {
         for kind in FLOAT_KINDS {
+            let n: i64 = shape.iter().product();
             let pred = randn(&shape, kind, dev);
-            let target = randn(&shape, kind, dev);
-            for r in [0.0, 0.2] {
+            let flat = randn(&[n + 1], kind, dev);
+            for (r, offset) in [(0.0, 0), (0.2, 1)] {
+                let target = flat.narrow(0, offset, n).view(shape.as_slice());
                 let out = mse(&pred, &target, r, true).unwrap();
                 let reference = reference::mse(&pred, &target, r).unwrap();
-                let what = format!("mse {shape:?} {kind:?} r {r}");
+                let what = format!("mse {shape:?} {kind:?} r {r} target offset {offset}");
                 assert!(
                     rel_err(&out.per_sample, &reference.per_sample) < LOSS_TOL,
                     "{what}: per-sample"

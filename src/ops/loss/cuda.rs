@@ -3,7 +3,7 @@
 use tch::{Kind, Tensor};
 
 use super::{CeArgs, CrossEntropy, LossOutput};
-use crate::cuda::constants::CE_SCRATCH_BYTES;
+use crate::cuda::constants::{CE_SCRATCH_BYTES, MSE_MAX_THREADS};
 use crate::cuda::{max_shared_per_block, pack_len, packable, Grid, Kernel, Launch};
 use crate::error::{Error, Result};
 use crate::ops::mixup::Lambda;
@@ -11,6 +11,8 @@ use crate::ops::mixup::Lambda;
 const SELECT_THREADS: u32 = 1024;
 /// Up to this many rows one block selects (loss_select); above, the multi-block path runs.
 const SINGLE_BLOCK_MAX: i64 = 8192;
+/// Elements of a row one block of mse_forward sums: longer rows are split over several blocks.
+const MSE_CHUNK: i64 = 16384;
 /// Rows per block in the multi-block marking pass.
 const MARK_CHUNK: i64 = 4096;
 /// Blocks of the histogram passes (grid-stride, so any count is valid).
@@ -304,8 +306,13 @@ pub(super) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) ->
 pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) -> Result<LossOutput> {
     let b = pred.size()[0];
     let f = pred.numel() as i64 / b;
-    let losses = Tensor::empty([b], (Kind::Float, pred.device()));
+    let dev = pred.device();
+    let losses = Tensor::empty([b], (Kind::Float, dev));
     let with_grad = grad.is_some();
+    let tensors: Vec<&Tensor> = [pred, target].into_iter().chain(grad.as_ref()).collect();
+    // A row longer than a chunk is spread over several blocks (kernels/loss.cu, mse_forward).
+    let chunks = (f.max(1) + MSE_CHUNK - 1) / MSE_CHUNK;
+    let partials = (chunks > 1).then(|| Tensor::empty([b * chunks], (Kind::Double, dev)));
     Launch::new(Kernel::for_dtype(
         pred.kind(),
         [
@@ -317,15 +324,31 @@ pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) 
     .input("pred", pred)?
     .input("target", target)?
     .optional_output("grad", grad.as_ref())?
-    .output("losses", &losses)?
+    .optional_output("losses", partials.is_none().then_some(&losses))?
+    .optional_output("partials", partials.as_ref())?
     .f32(1.0 / (b - k) as f32)
     .i64(b)
     .i64(f)
+    .i64(MSE_CHUNK)
+    .i64(chunks)
     .i32(with_grad as i32)
+    .i32(packable(f, pack_len(pred.kind()), &tensors) as i32)
     .run(Grid::BlockPerRow {
-        rows: b,
-        threads: row_threads(f),
+        rows: b * chunks,
+        threads: row_threads(f.min(MSE_CHUNK)).min(MSE_MAX_THREADS as u32),
     })?;
+    if let Some(partials) = &partials {
+        Launch::new(Kernel::MSE_FINISH)
+            .input("partials", partials)?
+            .i64(chunks)
+            .i64(b)
+            .i64(f)
+            .output("losses", &losses)?
+            .run(Grid::Blocks {
+                blocks: ((b + 255) / 256).min(1024) as u32,
+                threads: 256,
+            })?;
+    }
     let out = SelectOut::new(b, pred);
     launch_select(
         &Ranking {

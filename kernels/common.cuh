@@ -24,6 +24,22 @@ template <typename T, int N> struct alignas(sizeof(T) * N) Pack {
     T v[N];
 };
 
+// A span of `len` elements starting at `start`, cut for 16-byte packs of N: [0, head) and
+// [tail, len) are taken one element at a time, the `packs` packs between them are aligned. A
+// row of a [B, C] tensor whose C is not a multiple of N starts inside a pack, so its head
+// depends on the row; with N == 1 everything is packs.
+struct PackSplit {
+    int64_t head, packs, tail;
+};
+
+template <typename T, int N>
+__device__ __forceinline__ PackSplit split_packs(const T* start, int64_t len) {
+    const int64_t into_pack = (int64_t)((reinterpret_cast<uintptr_t>(start) / sizeof(T)) % N);
+    const int64_t head = (N - into_pack) % N < len ? (N - into_pack) % N : len;
+    const int64_t packs = (len - head) / N;
+    return {head, packs, head + packs * N};
+}
+
 // The block's dynamic shared memory (the launch's shared_mem_bytes), 16-byte aligned. The
 // emulator (emulator/cuda_emu.h) hands out its own guarded buffer instead of an extern array.
 template <typename T>

@@ -12,7 +12,8 @@ use super::device::{DeviceKernels, KeepCurrentContext};
 use super::Kernel;
 use crate::error::{Error, Result};
 
-const BLOCK: u32 = 256;
+/// Threads a block of the element-wise and row-group grids.
+pub(crate) const BLOCK: u32 = 256;
 /// Grid-stride kernels need no more than this many resident blocks per SM to saturate memory.
 const BLOCKS_PER_SM: u32 = 32;
 const MAX_GRID_Y: i64 = 65_535;
@@ -22,10 +23,15 @@ pub(crate) fn pack_len(kind: tch::Kind) -> i64 {
     16 / kind.elt_size_in_bytes() as i64
 }
 
+/// Whether every tensor starts on a 16-byte boundary.
+pub(crate) fn aligned(tensors: &[&Tensor]) -> bool {
+    tensors.iter().all(|t| (t.data_ptr() as usize) & 15 == 0)
+}
+
 /// Rows of `f` elements can move in packs of `n` when `n` divides `f` and every tensor starts
 /// on a 16-byte boundary (then every row does too).
 pub(crate) fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
-    f % n == 0 && tensors.iter().all(|t| (t.data_ptr() as usize) & 15 == 0)
+    f % n == 0 && aligned(tensors)
 }
 
 /// Dynamic shared memory a launch may ask for without opting in (CUDA's default limit).
@@ -46,6 +52,10 @@ pub(crate) fn max_shared_per_block(t: &Tensor) -> Result<u32> {
 pub(crate) enum Grid {
     /// Element-wise row kernels: y strides over rows, x over the 16-byte packs of a row.
     RowsAndPacks { rows: i64, packs_per_row: i64 },
+    /// Row kernels whose rows are short: each block's threads in groups of `lanes` (a power of
+    /// two up to the block), one row a group; y strides over groups of rows, x over the lanes of
+    /// rows with more than `lanes` packs.
+    RowGroups { rows: i64, lanes: u32, packs_per_row: i64 },
     /// One block of `threads` per row, grid-stride over rows in x.
     BlockPerRow { rows: i64, threads: u32 },
     /// One block for the whole problem (selections and other block-wide reductions).
@@ -61,6 +71,17 @@ impl Grid {
             Grid::RowsAndPacks { rows, packs_per_row } => {
                 let y = rows.clamp(1, MAX_GRID_Y) as u32;
                 let x_needed = (packs_per_row.max(1) as u64).div_ceil(BLOCK as u64);
+                let x_budget = (budget / u64::from(y)).max(1);
+                ((x_needed.min(x_budget) as u32, y, 1), BLOCK)
+            }
+            Grid::RowGroups {
+                rows,
+                lanes,
+                packs_per_row,
+            } => {
+                let groups = i64::from(BLOCK / lanes.clamp(1, BLOCK));
+                let y = ((rows.max(1) + groups - 1) / groups).clamp(1, MAX_GRID_Y) as u32;
+                let x_needed = (packs_per_row.max(1) as u64).div_ceil(u64::from(lanes.max(1)));
                 let x_budget = (budget / u64::from(y)).max(1);
                 ((x_needed.min(x_budget) as u32, y, 1), BLOCK)
             }

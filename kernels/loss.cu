@@ -11,8 +11,8 @@
 //   of the pack (else one value at a time, 4 in flight).
 // mse_forward: per-sample mean squared error and its gradient in one pass; a long row is split
 //   over several blocks whose partial sums mse_finish adds in a fixed order.
-// loss_select: one block. Drops the k largest losses (ties: lower index first) with a 4-pass
-//   8-bit radix select, writes the keep mask, the threshold, the mean over kept rows and the
+// loss_select: one block. Drops the k largest losses (ties: lower index first) with a radix
+//   select over the range of the candidates' keys (at most three 11-bit passes), writes the keep mask, the threshold, the mean over kept rows and the
 //   correct-prediction count, and zeroes the gradient rows it dropped. No host sync anywhere.
 #include "common.cuh"
 #include "reduce.cuh"
@@ -326,41 +326,92 @@ __device__ void zero_dropped_rows(const uint8_t* keep, RowFilter rows,
     }
 }
 
-// Adds this block's share of the keys (block-widths first_block, first_block + blocks, ...) that
-// match `prefix` under `mask` to hist[(key >> shift) & 255], and returns how many of the
-// thread's rows can be dropped at all (key != 0). Lanes of a warp with the same bin
-// add once (__match_any_sync), so ties and the few bins typical losses fill cost one shared
-// atomic per warp, not one per row. Every thread runs the same number of iterations, so each
-// warp call has its full warp.
-__device__ double histogram_add(const float* losses, RowFilter rows, int64_t B, int64_t first_block, int64_t blocks,
-                                uint32_t prefix, uint32_t mask, int shift, unsigned int* hist) {
+// The radix select works on offsets o = key - lo from the smallest candidate key lo, over the
+// bit length of hi - lo (hi the largest), RADIX_BITS at a time from the top. Losses fill a few
+// of the 256 top-byte bins of the raw keys (all of [0.01, 20] is 11 exponents), while bins over
+// [lo, hi] split the batch's own range; a range of 2^22 keys or fewer takes two passes, any
+// range at most three.
+#define RADIX_BINS (1 << RADIX_BITS)  // RADIX_BITS: kernels/constants.txt
+
+// The candidates (key != 0) among the rows a thread visits, and their smallest and largest key.
+struct KeyRange {
+    uint32_t lo, hi;
+    double n;
+};
+
+__device__ __forceinline__ KeyRange reduce_merge(KeyRange a, KeyRange b) {
+    return {a.lo < b.lo ? a.lo : b.lo, a.hi > b.hi ? a.hi : b.hi, a.n + b.n};
+}
+
+__device__ __forceinline__ KeyRange shfl_down(KeyRange v, int offset) {
+    return {__shfl_down_sync(FULL_MASK, v.lo, offset), __shfl_down_sync(FULL_MASK, v.hi, offset),
+            __shfl_down_sync(FULL_MASK, v.n, offset)};
+}
+
+// This block's share of the rows (block-widths first_block, first_block + blocks, ...).
+__device__ KeyRange key_range(const float* losses, RowFilter rows, int64_t B, int64_t first_block, int64_t blocks,
+                              KeyRange* scratch) {
+    KeyRange r = {0xffffffffu, 0u, 0.0};
+    for (int64_t i = first_block * blockDim.x + threadIdx.x; i < B; i += blocks * blockDim.x) {
+        const uint32_t key = rank_key(losses[i], row_valid(rows, i));
+        if (key != 0u) r = reduce_merge(r, KeyRange{key, key, 1.0});
+    }
+    return block_reduce(r, KeyRange{0xffffffffu, 0u, 0.0}, scratch);
+}
+
+// Offset bits a range [lo, hi] needs: the bit length of hi - lo (0 when every key is lo).
+__device__ __forceinline__ int range_bits(uint32_t lo, uint32_t hi) { return hi > lo ? 32 - __clz(hi - lo) : 0; }
+
+// One radix pass: the digit is offset bits [shift, shift + width), and the bits above them must
+// equal `prefix` (mask: the bits above shift + width).
+struct RadixPass {
+    uint32_t lo, prefix, mask;
+    int shift, width;
+};
+
+__device__ __forceinline__ RadixPass radix_pass(uint32_t lo, uint32_t prefix, int bits_left) {
+    const int width = bits_left < RADIX_BITS ? bits_left : RADIX_BITS;
+    return {lo, prefix, (uint32_t)~((1ull << bits_left) - 1ull), bits_left - width, width};
+}
+
+// Adds this block's share of the candidates whose offset matches the pass's prefix to
+// hist[digit]. Lanes of a warp with the same bin add once (__match_any_sync), so ties and
+// crowded bins cost one shared atomic per warp, not one per row. Every thread runs the same
+// number of iterations, so each warp call has its full warp.
+__device__ void histogram_add(const float* losses, RowFilter rows, int64_t B, int64_t first_block, int64_t blocks,
+                              const RadixPass& p, unsigned int* hist) {
     const int lane = threadIdx.x & 31;
     const int64_t step = blocks * blockDim.x;
-    double candidates = 0.0;
     for (int64_t base = first_block * blockDim.x; base < B; base += step) {
         const int64_t i = base + threadIdx.x;
         const uint32_t key = i < B ? rank_key(losses[i], row_valid(rows, i)) : 0u;
-        candidates += key != 0u ? 1.0 : 0.0;
-        const bool counted = key != 0u && (key & mask) == prefix;
-        const uint32_t bin = counted ? (key >> shift) & 0xffu : 0xffffffffu;
+        const uint32_t o = key - p.lo;
+        const bool counted = key != 0u && (o & p.mask) == p.prefix;
+        const uint32_t bin = counted ? (o >> p.shift) & ((1u << p.width) - 1u) : 0xffffffffu;
         const unsigned peers = __match_any_sync(FULL_MASK, bin);
         if (counted && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
     }
-    return candidates;
 }
 
 // The digit d whose bin holds the remaining-th largest key, and how many keys of that bin are
-// still to drop: the 256 bins are scanned from the top by the block together (an exclusive
-// scan, thread t owning bin 255 - t), not walked by one thread. Digit 0 takes whatever is left,
-// as a serial walk that stops at 0 would. Needs blockDim.x >= 256; ends with a barrier.
+// still to drop: the block scans the RADIX_BINS bins from the top together (thread t owns the
+// RADIX_BINS / blockDim.x bins below RADIX_BINS - 1 - t * that many), no thread walks them all.
+// Digit 0 takes whatever is left, as a serial walk that stops at 0 would. blockDim.x divides
+// RADIX_BINS; ends with a barrier.
 __device__ void pick_digit(const unsigned int* hist, int64_t remaining, uint32_t* digit, int64_t* left,
                            int64_t* iscratch) {
-    const int t = threadIdx.x, d = 255 - t;
-    const int64_t count = t < 256 ? (int64_t)hist[d] : 0;
-    const int64_t above = block_exclusive_scan(count, iscratch);  // keys in the bins above d
-    if (t < 256 && above < remaining && (above + count >= remaining || d == 0)) {
-        *digit = (uint32_t)d;
-        *left = remaining - above;
+    const int per = RADIX_BINS / blockDim.x, top = RADIX_BINS - 1 - (int)threadIdx.x * per;
+    int64_t mine = 0;
+    for (int j = 0; j < per; ++j) mine += hist[top - j];
+    int64_t above = block_exclusive_scan(mine, iscratch);  // keys in the bins above this thread's
+    for (int j = 0; j < per; ++j) {
+        const int d = top - j;
+        const int64_t count = hist[d];
+        if (above < remaining && (above + count >= remaining || d == 0)) {
+            *digit = (uint32_t)d;
+            *left = remaining - above;
+        }
+        above += count;
     }
     __syncthreads();
 }
@@ -369,41 +420,42 @@ extern "C" __global__ void loss_select(const float* losses, RowFilter rows,
                                        const int32_t* correct, int64_t B, int64_t k, uint8_t* keep,
                                        float* threshold_out, float* mean_out, int64_t* correct_out,
                                        uint8_t* grad_bytes, int64_t row_bytes) {
-    __shared__ unsigned int hist[256];
+    __shared__ unsigned int hist[RADIX_BINS];
+    __shared__ KeyRange rscratch[32];
     __shared__ double dscratch[32];
     __shared__ int64_t iscratch[32];
     __shared__ uint32_t s_digit;
     __shared__ int64_t s_remaining;
     const int tid = threadIdx.x, nt = blockDim.x;
 
-    // How many rows can be dropped at all.
-    double cand = 0.0;
-    for (int64_t i = tid; i < B; i += nt)
-        cand += rank_key(losses[i], row_valid(rows, i)) != 0u ? 1.0 : 0.0;
-    const int64_t n_cand = (int64_t)block_sum(cand, dscratch);
+    // How many rows can be dropped at all, and the range of their keys.
+    const KeyRange range = key_range(losses, rows, B, 0, 1, rscratch);
+    const int64_t n_cand = (int64_t)range.n;
     const int64_t k_eff = k < n_cand ? k : n_cand;
 
-    // Radix select of the k_eff-th largest key, 8 bits at a time from the top.
-    uint32_t prefix = 0u, mask = 0u;
+    // Radix select of the k_eff-th largest key: its offset from range.lo, digit by digit.
+    uint32_t prefix = 0u;
     int64_t remaining = k_eff;
     if (k_eff > 0) {
-        for (int shift = 24; shift >= 0; shift -= 8) {
-            for (int j = tid; j < 256; j += nt) hist[j] = 0u;
+        for (int bits_left = range_bits(range.lo, range.hi); bits_left > 0;) {
+            const RadixPass p = radix_pass(range.lo, prefix, bits_left);
+            for (int j = tid; j < RADIX_BINS; j += nt) hist[j] = 0u;
             __syncthreads();
-            histogram_add(losses, rows, B, 0, 1, prefix, mask, shift, hist);
+            histogram_add(losses, rows, B, 0, 1, p, hist);
             __syncthreads();
             pick_digit(hist, remaining, &s_digit, &s_remaining, iscratch);
-            prefix |= s_digit << shift;
-            mask |= 0xffu << shift;
+            prefix |= s_digit << p.shift;
             remaining = s_remaining;
+            bits_left = p.shift;
             __syncthreads();
         }
     }
-    const Marked m = mark_rows(losses, rows, correct, 0, B, prefix, k_eff, remaining, 0, keep,
+    const uint32_t kth = range.lo + prefix;
+    const Marked m = mark_rows(losses, rows, correct, 0, B, kth, k_eff, remaining, 0, keep,
                                dscratch, iscratch);
     if (tid == 0) {
         *mean_out = (float)(m.kept_sum / m.kept_n);
-        *threshold_out = k_eff > 0 ? key_to_float(prefix) : INFINITY;
+        *threshold_out = k_eff > 0 ? key_to_float(kth) : INFINITY;
         *correct_out = (int64_t)m.correct;
     }
     if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, rows, 0, B, grad_bytes, row_bytes);
@@ -411,67 +463,108 @@ extern "C" __global__ void loss_select(const float* losses, RowFilter rows,
 
 // ---- Multi-block selection for large B (token-level ranking, up to 2^24 rows) ----------------
 // The same answer as loss_select, in launches over many blocks:
-//   select_init -> 4 x (select_hist over all blocks -> select_digit) -> select_eq_count
-//   -> select_mark -> select_final.
-// state (int64[5]): prefix, mask, remaining, k_eff, candidates. hist: uint32[256].
+//   select_init -> select_range -> 3 x (select_hist over all blocks -> select_digit)
+//   -> select_eq_count -> select_mark -> select_final.
+// Passes the range does not need return at once. state: int64[SELECT_STATE_LEN], indexed by
+// SelectState; hist: uint32[RADIX_BINS].
+enum SelectState {
+    ST_PREFIX,      // the offset bits of the k-th key found so far
+    ST_REMAINING,   // keys still to drop among those that match the prefix
+    ST_K_EFF,       // k until the candidates are counted, then min(k, candidates)
+    ST_CANDIDATES,  // rows that can be dropped at all
+    ST_LO,          // the smallest and largest candidate key
+    ST_HI,
+    ST_BITS_LEFT,   // offset bits still to find after the last pass
+    ST_COUNT
+};
+static_assert(ST_COUNT == SELECT_STATE_LEN, "kernels/constants.txt sizes the state tensor");
+
+// The k-th key once the passes are done.
+__device__ __forceinline__ uint32_t kth_key(const int64_t* state) {
+    return (uint32_t)state[ST_LO] + (uint32_t)state[ST_PREFIX];
+}
+
+// Offset bits still to find before pass `pass` (every block reads the same state).
+__device__ __forceinline__ int bits_left_at(const int64_t* state, int pass) {
+    return pass == 0 ? range_bits((uint32_t)state[ST_LO], (uint32_t)state[ST_HI]) : (int)state[ST_BITS_LEFT];
+}
 
 extern "C" __global__ void select_init(int64_t* state, unsigned int* hist, int64_t k) {
-    for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0u;
+    for (int j = threadIdx.x; j < RADIX_BINS; j += blockDim.x) hist[j] = 0u;
     if (threadIdx.x == 0) {
-        state[0] = 0;   // prefix
-        state[1] = 0;   // mask
-        state[2] = k;   // remaining (k until the candidates are counted)
-        state[3] = k;   // k_eff
-        state[4] = 0;   // candidates
+        state[ST_PREFIX] = 0;
+        state[ST_REMAINING] = k;
+        state[ST_K_EFF] = k;
+        state[ST_CANDIDATES] = 0;
+        state[ST_LO] = 0xffffffffll;
+        state[ST_HI] = 0;
+        state[ST_BITS_LEFT] = 0;
+    }
+}
+
+// Every block adds its candidate count and widens [lo, hi] with integer atomics, whose result
+// does not depend on the order the blocks run in.
+extern "C" __global__ void select_range(const float* losses, RowFilter rows, int64_t B, int64_t* state) {
+    __shared__ KeyRange scratch[32];
+    const KeyRange r = key_range(losses, rows, B, blockIdx.x, gridDim.x, scratch);
+    if (threadIdx.x == 0 && r.n > 0.0) {
+        atomicAdd(reinterpret_cast<unsigned long long*>(&state[ST_CANDIDATES]), (unsigned long long)r.n);
+        atomicMin(reinterpret_cast<unsigned long long*>(&state[ST_LO]), (unsigned long long)r.lo);
+        atomicMax(reinterpret_cast<unsigned long long*>(&state[ST_HI]), (unsigned long long)r.hi);
     }
 }
 
 extern "C" __global__ void select_hist(const float* losses, RowFilter rows,
-                                       int64_t B, int64_t* state, unsigned int* hist, int shift) {
-    __shared__ unsigned int local[256];
-    __shared__ double scratch[32];
-    for (int j = threadIdx.x; j < 256; j += blockDim.x) local[j] = 0u;
+                                       int64_t B, int64_t* state, unsigned int* hist, int pass) {
+    __shared__ unsigned int local[RADIX_BINS];
+    const int64_t k_eff = state[ST_K_EFF] < state[ST_CANDIDATES] ? state[ST_K_EFF] : state[ST_CANDIDATES];
+    const int bits_left = bits_left_at(state, pass);
+    if (k_eff == 0 || bits_left == 0) return;  // the same for every thread of every block
+    for (int j = threadIdx.x; j < RADIX_BINS; j += blockDim.x) local[j] = 0u;
     __syncthreads();
-    const uint32_t prefix = (uint32_t)state[0], mask = (uint32_t)state[1];
-    const double cand = histogram_add(losses, rows, B, blockIdx.x, gridDim.x, prefix, mask, shift, local);
-    const double block_cand = block_sum(cand, scratch);  // ends with a barrier: local is complete
-    for (int j = threadIdx.x; j < 256; j += blockDim.x)
+    const RadixPass p = radix_pass((uint32_t)state[ST_LO], (uint32_t)state[ST_PREFIX], bits_left);
+    histogram_add(losses, rows, B, blockIdx.x, gridDim.x, p, local);
+    __syncthreads();
+    for (int j = threadIdx.x; j < RADIX_BINS; j += blockDim.x)
         if (local[j] != 0u) atomicAdd(&hist[j], local[j]);
-    if (shift == 24 && threadIdx.x == 0)
-        atomicAdd(reinterpret_cast<unsigned long long*>(&state[4]), (unsigned long long)block_cand);
 }
 
-extern "C" __global__ void select_digit(int64_t* state, unsigned int* hist, int shift) {
+extern "C" __global__ void select_digit(int64_t* state, unsigned int* hist, int pass) {
     __shared__ int64_t iscratch[32];
     __shared__ uint32_t s_digit;
     __shared__ int64_t s_left;
-    if (shift == 24 && threadIdx.x == 0) {
-        const int64_t k_eff = state[3] < state[4] ? state[3] : state[4];
-        state[3] = k_eff;
-        state[2] = k_eff;
+    const int bits_left = bits_left_at(state, pass);  // read before thread 0 writes the state
+    __syncthreads();
+    if (pass == 0 && threadIdx.x == 0) {
+        const int64_t k_eff = state[ST_K_EFF] < state[ST_CANDIDATES] ? state[ST_K_EFF] : state[ST_CANDIDATES];
+        state[ST_K_EFF] = k_eff;
+        state[ST_REMAINING] = k_eff;
     }
     __syncthreads();
-    if (state[3] > 0) {  // the same for every thread of the block
-        pick_digit(hist, state[2], &s_digit, &s_left, iscratch);
+    if (state[ST_K_EFF] > 0 && bits_left > 0) {  // the same for every thread of the block
+        const RadixPass p = radix_pass((uint32_t)state[ST_LO], (uint32_t)state[ST_PREFIX], bits_left);
+        pick_digit(hist, state[ST_REMAINING], &s_digit, &s_left, iscratch);
         if (threadIdx.x == 0) {
-            state[0] |= (int64_t)(s_digit << shift);
-            state[1] |= (int64_t)(0xffu << shift);
-            state[2] = s_left;
+            state[ST_PREFIX] |= (int64_t)(s_digit << p.shift);
+            state[ST_REMAINING] = s_left;
+            state[ST_BITS_LEFT] = p.shift;
         }
+        __syncthreads();
+        for (int j = threadIdx.x; j < RADIX_BINS; j += blockDim.x) hist[j] = 0u;  // ready for the next pass
+    } else if (threadIdx.x == 0) {
+        state[ST_BITS_LEFT] = 0;  // nothing (more) to find: later passes return at once
     }
-    __syncthreads();
-    for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0u;  // ready for the next pass
 }
 
 // Each block counts, in its rows [blockIdx.x * chunk, ...), the keys equal to the k-th key.
 extern "C" __global__ void select_eq_count(const float* losses, RowFilter rows, int64_t B, int64_t chunk, const int64_t* state,
                                            int64_t* block_eq) {
     __shared__ double scratch[32];
-    const uint32_t kth = (uint32_t)state[0];
+    const uint32_t kth = kth_key(state);
     const int64_t lo = blockIdx.x * chunk < B ? blockIdx.x * chunk : B;
     const int64_t hi = lo + chunk < B ? lo + chunk : B;
     double eq = 0.0;
-    if (state[3] > 0)
+    if (state[ST_K_EFF] > 0)
         for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
             eq += rank_key(losses[i], row_valid(rows, i)) == kth ? 1.0 : 0.0;
     const double total = block_sum(eq, scratch);
@@ -488,8 +581,8 @@ extern "C" __global__ void select_mark(const float* losses, RowFilter rows,
     __shared__ double dscratch[32];
     __shared__ int64_t iscratch[32];
     const int tid = threadIdx.x, nt = blockDim.x;
-    const uint32_t kth = (uint32_t)state[0];
-    const int64_t k_eff = state[3], remaining = state[2];
+    const uint32_t kth = kth_key(state);
+    const int64_t k_eff = state[ST_K_EFF], remaining = state[ST_REMAINING];
     const int64_t lo = blockIdx.x * chunk < B ? blockIdx.x * chunk : B;
     const int64_t hi = lo + chunk < B ? lo + chunk : B;
     // Ties in the blocks before this one.
@@ -518,7 +611,7 @@ extern "C" __global__ void select_final(const double* partials, int64_t blocks, 
     const double right = block_sum(s[2], scratch);
     if (threadIdx.x == 0) {
         *mean_out = (float)(total / count);
-        *threshold_out = state[3] > 0 ? key_to_float((uint32_t)state[0]) : INFINITY;
+        *threshold_out = state[ST_K_EFF] > 0 ? key_to_float(kth_key(state)) : INFINITY;
         *correct_out = (int64_t)right;
     }
 }

@@ -37,6 +37,7 @@ pub const CASES: &[Case] = &[
         "ce_extreme_logits_stay_finite_and_nan_propagates",
         ce_extreme_logits_stay_finite_and_nan_propagates,
     ),
+    ("selection_over_any_key_range", selection_over_any_key_range),
     ("ce_masked_logits_match_pytorch", ce_masked_logits_match_pytorch),
     (
         "ce_ignored_partner_gives_its_weight_to_y_a",
@@ -342,6 +343,62 @@ fn selection_on_large_batches_with_many_ties(dev: Device) {
         ..Default::default()
     };
     lm_matches("lm tokens 12000", &logits, &tokens, &opts, SequenceRank::PerToken);
+}
+
+/// The keep mask a selection of the `k` largest losses must give: losses ordered as the kernels
+/// order them (the float's bits made monotone, so -0 < +0), ties removed lower index first, NaN
+/// never removed.
+fn expected_keep(losses: &[f32], k: usize) -> Vec<bool> {
+    let key = |x: f32| {
+        let b = x.to_bits();
+        if b & 0x8000_0000 != 0 {
+            !b
+        } else {
+            b | 0x8000_0000
+        }
+    };
+    let mut order: Vec<usize> = (0..losses.len()).filter(|&i| !losses[i].is_nan()).collect();
+    order.sort_by(|&a, &b| key(losses[b]).cmp(&key(losses[a])).then(a.cmp(&b)));
+    let mut keep = vec![true; losses.len()];
+    order.iter().take(k).for_each(|&i| keep[i] = false);
+    keep
+}
+
+/// The radix select over key ranges of every width, on one block (5000 rows) and on many (9000):
+/// all losses equal (no radix pass), a band narrower than 2^22 keys (two passes), and arbitrary
+/// float bits with both zeros and NaNs (the whole 32-bit range, three passes).
+fn selection_over_any_key_range(dev: Device) {
+    for b in [5000usize, 9000] {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ b as u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let equal = vec![2.5f32; b];
+        let narrow: Vec<f32> = (0..b).map(|_| 2.0 + (next() % 9000) as f32 * 1e-4).collect();
+        let any: Vec<f32> = (0..b)
+            .map(|i| match i % 97 {
+                0 => f32::NAN,
+                1 => 0.0,
+                2 => -0.0,
+                _ => Some(f32::from_bits(next() as u32))
+                    .filter(|x| x.is_finite())
+                    .unwrap_or(1.0),
+            })
+            .collect();
+        for (what, losses) in [("equal", equal), ("narrow", narrow), ("any bits", any)] {
+            let t = Tensor::from_slice(&losses).to_device(dev);
+            let out = remove_highest(&t, None, 0.3).unwrap();
+            let keep = Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap();
+            let first_wrong = keep
+                .iter()
+                .zip(expected_keep(&losses, out.removed as usize))
+                .position(|(a, b)| *a != b);
+            assert_eq!(first_wrong, None, "{what}, {b} rows: keep mask");
+        }
+    }
 }
 
 fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {

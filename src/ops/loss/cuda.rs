@@ -3,7 +3,7 @@
 use tch::{Kind, Tensor};
 
 use super::{CeArgs, CrossEntropy, LossOutput};
-use crate::cuda::constants::{CE_SCRATCH_BYTES, MSE_MAX_THREADS};
+use crate::cuda::constants::{CE_SCRATCH_BYTES, MSE_MAX_THREADS, RADIX_BITS, SELECT_STATE_LEN};
 use crate::cuda::{max_shared_per_block, pack_len, packable, Grid, Kernel, Launch};
 use crate::error::{Error, Result};
 use crate::ops::mixup::Lambda;
@@ -127,9 +127,10 @@ fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Res
         })
 }
 
-/// The same selection over many blocks (kernels/loss.cu, "Multi-block selection"): a 4-pass
-/// radix select whose histograms are built by all blocks, then a tie count per block, the
-/// marking pass and one final reduction. Eleven launches, still no host sync.
+/// The same selection over many blocks (kernels/loss.cu, "Multi-block selection"): the range of
+/// the candidates' keys, a radix select of up to three passes whose histograms are built by all
+/// blocks, then a tie count per block, the marking pass and one final reduction. Eleven
+/// launches, still no host sync.
 fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, row_bytes: i64) -> Result<()> {
     let Ranking {
         losses,
@@ -140,33 +141,41 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
     } = *r;
     let b = losses.size()[0];
     let dev = losses.device();
-    let state = Tensor::empty([5], (Kind::Int64, dev));
-    let hist = Tensor::empty([256], (Kind::Int, dev));
+    let state = Tensor::empty([i64::from(SELECT_STATE_LEN)], (Kind::Int64, dev));
+    let hist = Tensor::empty([1i64 << RADIX_BITS], (Kind::Int, dev));
     let blocks = (b + MARK_CHUNK - 1) / MARK_CHUNK;
     let chunk = (b + blocks - 1) / blocks;
     let block_eq = Tensor::empty([blocks], (Kind::Int64, dev));
     let partials = Tensor::empty([3 * blocks], (Kind::Double, dev));
+    let hist_grid = Grid::Blocks {
+        blocks: blocks.min(HIST_BLOCKS) as u32,
+        threads: 256,
+    };
     Launch::new(Kernel::SELECT_INIT)
         .output("state", &state)?
         .output("hist", &hist)?
         .i64(k)
         .run(Grid::SingleBlock { threads: 256 })?;
-    for shift in [24, 16, 8, 0] {
+    Launch::new(Kernel::SELECT_RANGE)
+        .input("losses", losses)?
+        .rows("y", y, ignore)?
+        .i64(b)
+        .inout("state", &state)?
+        .run(hist_grid)?;
+    // Enough passes for any range of 32-bit keys; those the range does not need return at once.
+    for pass in 0..(32 + RADIX_BITS - 1) / RADIX_BITS {
         Launch::new(Kernel::SELECT_HIST)
             .input("losses", losses)?
             .rows("y", y, ignore)?
             .i64(b)
             .inout("state", &state)?
             .inout("hist", &hist)?
-            .i32(shift)
-            .run(Grid::Blocks {
-                blocks: blocks.min(HIST_BLOCKS) as u32,
-                threads: 256,
-            })?;
+            .i32(pass)
+            .run(hist_grid)?;
         Launch::new(Kernel::SELECT_DIGIT)
             .inout("state", &state)?
             .inout("hist", &hist)?
-            .i32(shift)
+            .i32(pass)
             .run(Grid::SingleBlock { threads: 256 })?;
     }
     Launch::new(Kernel::SELECT_EQ_COUNT)

@@ -58,29 +58,53 @@ struct Staging {
     int64_t staged;
 };
 
-// The softmax statistics of one row of C / N packs, ce_in_flight packs at a time. Which thread
-// takes which column depends on C alone, so equal rows give equal bits wherever they lie.
+// Keeps pack q of a row for the gradient pass when it is among the staged ones.
+template <typename T, int N>
+__device__ __forceinline__ void stage_pack(Staging<T, N> stage, int64_t q, const Pack<T, N>& pk) {
+    if (q < stage.staged) stage.packs[q] = pk;
+}
+
+// One pack (N values from column c0) into the statistics.
+template <typename T, int N>
+__device__ __forceinline__ RowStats push_one_pack(RowStats st, const Pack<T, N>& pk, int c0) {
+    float v[N];
+#pragma unroll
+    for (int k = 0; k < N; ++k) v[k] = to_f32(pk.v[k]);
+    return row_stats_push_pack<N>(st, v, c0);
+}
+
+// The softmax statistics of one row of C / N packs: whole trips of ce_in_flight packs a thread,
+// all loaded before the first is used, then the rest a pack at a time. Single values (N == 1)
+// of a trip are pushed together as one pack whose columns lie a block apart, so they too pay
+// one rescale per trip. Which thread takes which column depends on C alone, so equal rows give
+// equal bits wherever they lie.
 template <typename T, int N>
 __device__ __forceinline__ RowStats row_stats_of(const T* z, int64_t C, Staging<T, N> stage) {
     constexpr int F = ce_in_flight<T, N>();
     RowStats st = row_stats_identity();
     const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
     const int64_t packs = C / N, stride = blockDim.x;
-    for (int64_t q0 = threadIdx.x; q0 < packs; q0 += F * stride) {
+    int64_t q0 = threadIdx.x;
+    for (; q0 + (F - 1) * stride < packs; q0 += F * stride) {
         Pack<T, N> pk[F];
 #pragma unroll
-        for (int u = 0; u < F; ++u)
-            if (q0 + u * stride < packs) pk[u] = zp[q0 + u * stride];
+        for (int u = 0; u < F; ++u) pk[u] = zp[q0 + u * stride];
 #pragma unroll
-        for (int u = 0; u < F; ++u) {
-            const int64_t q = q0 + u * stride;
-            if (q >= packs) break;
-            if (q < stage.staged) stage.packs[q] = pk[u];
-            float v[N];
+        for (int u = 0; u < F; ++u) stage_pack(stage, q0 + u * stride, pk[u]);
+        if constexpr (N == 1) {
+            float v[F];
 #pragma unroll
-            for (int k = 0; k < N; ++k) v[k] = to_f32(pk[u].v[k]);
-            st = row_stats_push_pack<N>(st, v, (int)(q * N));
+            for (int u = 0; u < F; ++u) v[u] = to_f32(pk[u].v[0]);
+            st = row_stats_push_pack<F>(st, v, (int)q0, (int)stride);
+        } else {
+#pragma unroll
+            for (int u = 0; u < F; ++u) st = push_one_pack<T, N>(st, pk[u], (int)((q0 + u * stride) * N));
         }
+    }
+    for (; q0 < packs; q0 += stride) {
+        const Pack<T, N> pk = zp[q0];
+        stage_pack(stage, q0, pk);
+        st = push_one_pack<T, N>(st, pk, (int)(q0 * N));
     }
     return st;
 }
@@ -103,30 +127,35 @@ __device__ __forceinline__ float ce_grad_value(const GradRow& g, float x, int c)
     return !g.valid ? 0.0f : (g.defined ? v : NAN);
 }
 
-// The loss gradient of one row, written N values at a time; staged packs come from shared memory.
+// Pack q of a row's gradient, from the pack of logits pk.
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> grad_pack(const GradRow& gr, const Pack<T, N>& pk, int c0) {
+    Pack<T, N> out;
+#pragma unroll
+    for (int k = 0; k < N; ++k) out.v[k] = from_f32<T>(ce_grad_value(gr, to_f32(pk.v[k]), c0 + k));
+    return out;
+}
+
+// The loss gradient of one row, written N values at a time, in the statistics pass's trips;
+// staged packs come from shared memory.
 template <typename T, int N>
 __device__ __forceinline__ void ce_grad_row(const T* z, T* g, int64_t C, Staging<T, N> stage, const GradRow& gr) {
     constexpr int F = ce_in_flight<T, N>();
     const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
     Pack<T, N>* gp = reinterpret_cast<Pack<T, N>*>(g);
     const int64_t packs = C / N, stride = blockDim.x;
-    for (int64_t q0 = threadIdx.x; q0 < packs; q0 += F * stride) {
+    int64_t q0 = threadIdx.x;
+    for (; q0 + (F - 1) * stride < packs; q0 += F * stride) {
         Pack<T, N> pk[F];
 #pragma unroll
         for (int u = 0; u < F; ++u) {
             const int64_t q = q0 + u * stride;
-            if (q < packs) pk[u] = q < stage.staged ? stage.packs[q] : zp[q];
+            pk[u] = q < stage.staged ? stage.packs[q] : zp[q];
         }
 #pragma unroll
-        for (int u = 0; u < F; ++u) {
-            const int64_t q = q0 + u * stride;
-            if (q >= packs) break;
-            Pack<T, N> out;
-#pragma unroll
-            for (int k = 0; k < N; ++k) out.v[k] = from_f32<T>(ce_grad_value(gr, to_f32(pk[u].v[k]), (int)(q * N) + k));
-            gp[q] = out;
-        }
+        for (int u = 0; u < F; ++u) gp[q0 + u * stride] = grad_pack<T, N>(gr, pk[u], (int)((q0 + u * stride) * N));
     }
+    for (; q0 < packs; q0 += stride) gp[q0] = grad_pack<T, N>(gr, q0 < stage.staged ? stage.packs[q0] : zp[q0], (int)(q0 * N));
 }
 
 // N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad;

@@ -36,12 +36,13 @@ __device__ __forceinline__ float exp_shift(float a, float m) {
 
 __device__ __forceinline__ bool row_stats_empty(const RowStats& r) { return r.rest == -1.0f && r.m == -INFINITY; }
 
-// N values of one row at once (a 16-byte pack, columns c0 .. c0 + N - 1), without a branch per
-// value: the pack's maximum, its first column and the flags first, so the running statistics
-// are rescaled at most once per pack, then the pack's terms of rest. Columns arrive in
-// increasing order within a thread, so a later pack only takes the argmax with a larger value.
+// N values of one row at once (columns c0, c0 + step, ..., c0 + (N - 1) step: a 16-byte pack,
+// or single values a thread loaded together), without a branch per value: the pack's maximum,
+// its first column and the flags first, so the running statistics are rescaled at most once
+// per pack, then the pack's terms of rest. Columns arrive in increasing order within a thread,
+// so a later pack only takes the argmax with a larger value.
 template <int N>
-__device__ __forceinline__ RowStats row_stats_push_pack(RowStats r, const float (&v)[N], int c0) {
+__device__ __forceinline__ RowStats row_stats_push_pack(RowStats r, const float (&v)[N], int c0, int step = 1) {
     float pm = v[0], lo = v[0], s = v[0];
     bool nan = isnan(v[0]);
 #pragma unroll
@@ -61,10 +62,10 @@ __device__ __forceinline__ RowStats row_stats_push_pack(RowStats r, const float 
         const float e = (r.m == -INFINITY) ? 0.0f : exp2_ftz((r.m - pm) * LOG2E);
         r.rest = row_stats_empty(r) ? 0.0f : r.rest * e + e;
         r.m = pm;
-        r.arg = c0 + first;
+        r.arg = c0 + first * step;
         own = first;
     } else if (r.arg == NO_COLUMN && pm == -INFINITY) {
-        r.arg = c0 + first;  // only -inf so far: the first of them
+        r.arg = c0 + first * step;  // only -inf so far: the first of them
     }
     // Every term first, then the sum without the new maximum's own: a select, not a branch.
     float e[N];

@@ -12,8 +12,9 @@
 // mse_forward: per-sample mean squared error and its gradient in one pass; a long row is split
 //   over several blocks whose partial sums mse_finish adds in a fixed order.
 // loss_select: one block. Drops the k largest losses (ties: lower index first) with a radix
-//   select over the range of the candidates' keys (at most three 11-bit passes), writes the keep mask, the threshold, the mean over kept rows and the
-//   correct-prediction count, and zeroes the gradient rows it dropped. No host sync anywhere.
+//   select over the range of the candidates' keys (at most three 11-bit passes), writes the
+//   keep mask, the threshold, the mean over kept rows and the correct-prediction count, and
+//   zeroes the gradient rows it dropped. No host sync anywhere.
 #include "common.cuh"
 #include "reduce.cuh"
 
@@ -155,7 +156,8 @@ __device__ __forceinline__ void ce_grad_row(const T* z, T* g, int64_t C, Staging
 #pragma unroll
         for (int u = 0; u < F; ++u) gp[q0 + u * stride] = grad_pack<T, N>(gr, pk[u], (int)((q0 + u * stride) * N));
     }
-    for (; q0 < packs; q0 += stride) gp[q0] = grad_pack<T, N>(gr, q0 < stage.staged ? stage.packs[q0] : zp[q0], (int)(q0 * N));
+    for (; q0 < packs; q0 += stride)
+        gp[q0] = grad_pack<T, N>(gr, q0 < stage.staged ? stage.packs[q0] : zp[q0], (int)(q0 * N));
 }
 
 // N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad;
@@ -250,9 +252,10 @@ __device__ __forceinline__ double mse_span(const T* p, const T* q, T* g, int64_t
 
 // Per-sample mean squared error and its gradient 2 (p - q) / (F n_kept), one pass. Work items
 // are (row, chunk) pairs, `chunks` to a row of `chunk` elements each (a multiple of 8), so that
-// a long row is spread over many blocks. N > 1 only when F % N == 0 and every tensor is aligned. With one chunk a row the block writes the loss; with more it writes
-// its f64 partial sum to partials[item], and mse_finish adds a row's partials in chunk order:
-// the loss has the same bits on any grid and device.
+// a long row is spread over many blocks. With one chunk a row the block writes the loss; with
+// more it writes its f64 partial sum to partials[item], and mse_finish adds a row's partials in
+// chunk order: the loss has the same bits on any grid and device. N > 1 only when F % N == 0
+// and every tensor is 16-byte aligned.
 template <typename T, int N>
 __device__ void mse_forward_rows(const T* __restrict__ pred, const T* __restrict__ target, T* __restrict__ grad,
                                  float* __restrict__ losses, double* __restrict__ partials, float scale, int64_t B,

@@ -349,7 +349,13 @@ impl Launch {
             ..grid.config(kernels.sm_count)
         };
         if self.dynamic_shared > DEFAULT_DYNAMIC_SHARED {
-            // Past 48 KiB a kernel must opt in; a host-side setting of the function, no sync.
+            // Past 48 KiB a kernel must opt in: a host-side setting of the function (no sync),
+            // made with its context current (cudarc's setter does not bind it).
+            kernels
+                .stream
+                .context()
+                .bind_to_thread()
+                .map_err(|e| Error::cuda("binding the device's context", e))?;
             func.set_attribute(
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 self.dynamic_shared as i32,

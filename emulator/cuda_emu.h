@@ -5,6 +5,9 @@
 // - Qualifiers: __global__, __device__, __host__ and __forceinline__ become plain C++;
 //   __shared__ variables become statics in the section `emu_shared`, which the runtime poisons
 //   before each block (a block reads nothing another block or launch left behind).
+// - Dynamic shared memory: kernels take it through dynamic_shared<T>() (kernels/common.cuh), which
+//   here returns the launch's own buffer: as many bytes as the launch asked for, ending at an
+//   inaccessible guard page and poisoned before each block.
 // - Built-in variables: globals the scheduler sets before it resumes each thread's fiber.
 // - Barriers and warp primitives: calls into the scheduler; the calling fiber waits there until
 //   every thread the primitive names has arrived, and exchanges values on release.
@@ -56,6 +59,8 @@ void sync_block(const char* file, int line);
 uint64_t exchange(Exchange op, unsigned mask, uint64_t value, int arg, int width, const char* file, int line);
 // The mask of this warp's lanes that have not exited.
 unsigned active_mask();
+// The block's dynamic shared memory (null when the launch asked for none).
+void* dynamic_shared();
 
 template <typename T>
 uint64_t bits_of(T v) {
@@ -102,6 +107,10 @@ struct Site {
 };
 
 }  // namespace emu
+
+// Kernel code that must differ on the host (kernels/common.cuh: dynamic_shared<T>() asks the
+// emulator instead of declaring an extern array; exp2_ftz is exp2f, not inline PTX) tests this.
+#define ENLIGHTEN_EMULATED 1
 
 #define EMU_SITE (::emu::Site{__FILE__, __LINE__})
 #define __syncthreads() ::emu::sync_block(__FILE__, __LINE__)

@@ -47,3 +47,22 @@ extern "C" __global__ void defect_free_copy(const float* x, float* out, int64_t 
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
         out[i] = x[i];
 }
+
+// Copies x to out through dynamic shared memory of blockDim.x floats, but every thread writes
+// one slot up, so the last one writes past the buffer the launch asked for.
+extern "C" __global__ void defect_dynamic_shared_past_end(const float* x, float* out, int64_t n) {
+    float* buf = dynamic_shared<float>();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        buf[threadIdx.x + 1] = x[i];
+        out[i] = x[i];
+    }
+}
+
+// The same copy through dynamic shared memory without the defect: each thread its own slot.
+extern "C" __global__ void defect_free_dynamic_copy(const float* x, float* out, int64_t n) {
+    float* buf = dynamic_shared<float>();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        buf[threadIdx.x] = x[i];
+        out[i] = buf[threadIdx.x];
+    }
+}

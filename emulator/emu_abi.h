@@ -39,6 +39,7 @@ typedef struct {
     uint32_t order;  // EMU_ORDER_*
     uint64_t seed;   // for EMU_ORDER_RANDOM
     uint8_t poison;  // the byte __shared__ memory is filled with before each block
+    uint32_t dynamic_shared;  // bytes of dynamic shared memory a block gets (the launch's shared_mem_bytes)
 } EmuLaunch;
 
 #ifdef __cplusplus

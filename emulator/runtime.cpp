@@ -14,7 +14,8 @@
 // - lanes at different __syncthreads lines released together;
 // - a deadlock (threads wait at a barrier that can never be released);
 // - a memory fault (SIGSEGV/SIGBUS) or an integer division by zero (SIGFPE) inside a kernel: the
-//   fault address is named against the launch's staged arguments and their guard pages.
+//   fault address is named against the launch's staged arguments and their guard pages, and
+//   against the guard page after the dynamic shared memory.
 #include "emu_abi.h"
 
 #include <setjmp.h>
@@ -161,7 +162,18 @@ struct Launch {
     bool failed = false;
 };
 
+// Dynamic shared memory: one mapping reused by every launch, its last page inaccessible; a
+// launch's buffer is its `bytes` (rounded up to 16) just below that guard page.
+struct DynamicShared {
+    char* map = nullptr;
+    size_t map_len = 0;
+    char* data = nullptr;
+    size_t bytes = 0;  // what the launch asked for
+    size_t span = 0;   // bytes rounded up to 16: [data, data + span) ends at the guard page
+};
+
 Launch* g_launch = nullptr;  // the launch in progress (one at a time, under g_mutex)
+DynamicShared g_dynamic;
 std::mutex g_mutex;
 sigjmp_buf g_fault_jump;
 volatile sig_atomic_t g_in_kernel = 0;
@@ -389,13 +401,38 @@ std::vector<uint64_t> block_order(const EmuLaunch& spec, uint64_t& rng) {
     return order;
 }
 
-// Runs the blocks in `order`, each with freshly poisoned __shared__ memory.
+// Places the launch's dynamic shared memory below the guard page, growing the mapping when a
+// launch asks for more than any before; false (with a message) when memory cannot be had.
+bool prepare_dynamic_shared(size_t bytes, char* message, size_t n) {
+    const size_t page = (size_t)getpagesize();
+    const size_t span = (bytes + 15) & ~size_t(15);
+    const size_t need = (span + page - 1) / page * page + page;
+    if (need > g_dynamic.map_len) {
+        if (g_dynamic.map) munmap(g_dynamic.map, g_dynamic.map_len);
+        void* mem = mmap(nullptr, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) {
+            g_dynamic = DynamicShared();
+            snprintf(message, n, "emulator: could not map %zu bytes of dynamic shared memory", need);
+            return false;
+        }
+        g_dynamic.map = static_cast<char*>(mem);
+        g_dynamic.map_len = need;
+        mprotect(g_dynamic.map + need - page, page, PROT_NONE);
+    }
+    g_dynamic.bytes = bytes;
+    g_dynamic.span = span;
+    g_dynamic.data = g_dynamic.map + g_dynamic.map_len - page - span;
+    return true;
+}
+
+// Runs the blocks in `order`, each with freshly poisoned __shared__ memory, static and dynamic.
 void run_grid(Launch& L, const std::vector<uint64_t>& order, uint8_t poison) {
     const size_t shared_bytes = (size_t)(__stop_emu_shared - __start_emu_shared);
     for (uint64_t b : order) {
         blockIdx = {(unsigned)(b % gridDim.x), (unsigned)(b / gridDim.x % gridDim.y),
                     (unsigned)(b / ((uint64_t)gridDim.x * gridDim.y))};
         if (shared_bytes) memset(__start_emu_shared, poison, shared_bytes);
+        if (g_dynamic.span) memset(g_dynamic.data, poison, g_dynamic.span);
         if (!run_block(L)) break;
     }
 }
@@ -419,6 +456,14 @@ void describe_fault(const Launch& L, uintptr_t addr, bool write, char* out, size
         if (addr >= g.data_lo && addr < g.data_hi && write && !g.writable) {
             snprintf(out, n, "write to element %llu of `%s`, an input the kernel must only read",
                      (unsigned long long)((addr - g.data_lo) / es), g.name);
+            return;
+        }
+    }
+    if (g_dynamic.map && addr >= (uintptr_t)g_dynamic.map && addr < (uintptr_t)g_dynamic.map + g_dynamic.map_len) {
+        const uintptr_t lo = (uintptr_t)g_dynamic.data;
+        if (addr >= lo + g_dynamic.span) {
+            snprintf(out, n, "%s past the end of the dynamic shared memory: byte %llu, and the launch asked for %zu",
+                     access, (unsigned long long)(addr - lo), g_dynamic.bytes);
             return;
         }
     }
@@ -545,6 +590,8 @@ uint64_t exchange(Exchange op, unsigned mask, uint64_t value, int arg, int width
     return L.threads[t].result;
 }
 
+void* dynamic_shared() { return g_dynamic.span ? g_dynamic.data : nullptr; }
+
 unsigned active_mask() {
     const Launch& L = *g_launch;
     const int warp = L.current / 32;
@@ -569,6 +616,7 @@ extern "C" int emu_launch(const EmuLaunch* spec, char* message, size_t message_l
                  spec->block[2]);
         return 1;
     }
+    if (!prepare_dynamic_shared(spec->dynamic_shared, message, message_len)) return 1;
     static Launch L;  // reused: its vectors keep their capacity
     L.entry = spec->entry;
     L.params = spec->params;

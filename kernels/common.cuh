@@ -24,6 +24,48 @@ template <typename T, int N> struct alignas(sizeof(T) * N) Pack {
     T v[N];
 };
 
+// A span of `len` elements starting at `start`, cut for 16-byte packs of N: [0, head) and
+// [tail, len) are taken one element at a time, the `packs` packs between them are aligned. A
+// row of a [B, C] tensor whose C is not a multiple of N starts inside a pack, so its head
+// depends on the row; with N == 1 everything is packs.
+struct PackSplit {
+    int64_t head, packs, tail;
+};
+
+template <typename T, int N>
+__device__ __forceinline__ PackSplit split_packs(const T* start, int64_t len) {
+    const int64_t into_pack = (int64_t)((reinterpret_cast<uintptr_t>(start) / sizeof(T)) % N);
+    const int64_t head = (N - into_pack) % N < len ? (N - into_pack) % N : len;
+    const int64_t packs = (len - head) / N;
+    return {head, packs, head + packs * N};
+}
+
+// The block's dynamic shared memory (the launch's shared_mem_bytes), 16-byte aligned. The
+// emulator (emulator/cuda_emu.h) hands out its own guarded buffer instead of an extern array.
+template <typename T>
+__device__ __forceinline__ T* dynamic_shared() {
+#ifdef ENLIGHTEN_EMULATED
+    return static_cast<T*>(emu::dynamic_shared());
+#else
+    extern __shared__ __align__(16) unsigned char dynamic_smem[];
+    return reinterpret_cast<T*>(dynamic_smem);
+#endif
+}
+
+// 2^x with results below 2^-126 flushed to zero: one MUFU.EX2, where __expf without -ftz wraps
+// it in a five-instruction scaling for denormal results. A term that small changes no softmax
+// sum. The emulator computes exp2f (its denormals survive: a last-bits difference, like any
+// intrinsic's there).
+__device__ __forceinline__ float exp2_ftz(float x) {
+#ifdef ENLIGHTEN_EMULATED
+    return exp2f(x);
+#else
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#endif
+}
+
 // a * x + b * y with each product and the sum rounded separately, exactly as the tch composite
 // `x * lam + xp * (1 - lam)` computes it; the _rn intrinsics stop nvcc contracting it into an FMA.
 __device__ __forceinline__ float blend(float x, float lam, float xp, float one_minus_lam) {

@@ -3,13 +3,18 @@
 // ce_forward: one block per row (grid-stride over rows). One online pass over the row gives the
 //   softmax statistics (max, sum of exp, sum, argmax); the loss of the blended smoothed target
 //   t = (1-eps) (lam e_ya + (1-lam) e_yb) + eps/C is  log1p(rest) - sum_c t_c (z_c - m), where
-//   1 + rest = sum_c exp(z_c - m). A second pass over the
-//   same row (still in L1/L2) writes dlogits = (softmax - t) * w with w = 1 / n_kept, known
-//   before the launch (k = floor(r B) is computed on the host).
-// mse_forward: the same layout for per-sample mean squared error.
-// loss_select: one block. Drops the k largest losses (ties: lower index first) with a 4-pass
-//   8-bit radix select, writes the keep mask, the threshold, the mean over kept rows and the
-//   correct-prediction count, and zeroes the gradient rows it dropped. No host sync anywhere.
+//   1 + rest = sum_c exp(z_c - m). A second pass over the same row writes
+//   dlogits = (softmax - t) * w with w = 1 / n_kept, known before the launch (k = floor(r B) is
+//   computed on the host). The first pass keeps as much of the row as the block's shared memory
+//   holds (all of a 50257-class f32 row on an H100) for the second, so a long row is read from
+//   HBM once; what does not fit is read again. Rows move in 16-byte packs when C is a multiple
+//   of the pack (else one value at a time, 4 in flight).
+// mse_forward: per-sample mean squared error and its gradient in one pass; a long row is split
+//   over several blocks whose partial sums mse_finish adds in a fixed order.
+// loss_select: one block. Drops the k largest losses (ties: lower index first) with a radix
+//   select over the range of the candidates' keys (at most three 11-bit passes), writes the
+//   keep mask, the threshold, the mean over kept rows and the correct-prediction count, and
+//   zeroes the gradient rows it dropped. No host sync anywhere.
 #include "common.cuh"
 #include "reduce.cuh"
 
@@ -32,62 +37,144 @@ __device__ __forceinline__ bool row_valid(const RowFilter& f, int64_t i) {
 // w * x, and exactly 0 when the weight is 0 (so 0 * -inf adds nothing); the CPU twin's `weighted`.
 __device__ __forceinline__ float weighted(float w, float x) { return w != 0.0f ? w * x : 0.0f; }
 
-// The softmax statistics of one row, read N values (16 bytes when N > 1) at a time.
+// Packs of a row each thread loads before it uses the first: enough bytes in flight to cover
+// HBM latency when a block that stages a long row has its SM to itself (1024 threads: 64 KB at
+// 4 f32 packs, 32 KB at 2 f16/bf16 packs, whose 16 values a pack already take the 64 registers
+// a thread of a 1024-thread block may have; 4 single values on the path for unaligned rows).
 template <typename T, int N>
-__device__ __forceinline__ RowStats row_stats_of(const T* z, int64_t C) {
+__host__ __device__ constexpr int ce_in_flight() {
+    return N == 1 ? 4 : (sizeof(T) >= 4 ? 4 : 2);
+}
+
+static_assert(sizeof(RowStats) * 32 <= CE_SCRATCH_BYTES && CE_SCRATCH_BYTES % 16 == 0,
+              "the block-reduction scratch fits in front of the staged row");
+
+// One row's place in the block's dynamic shared memory: packs [0, staged) of the row are kept
+// there by the statistics pass and read back by the gradient pass, so that they come from HBM
+// once. Pack q is always thread (q mod blockDim.x)'s, in both passes and on every row, so a
+// thread only reads back what it wrote itself: no barrier is needed between the passes.
+template <typename T, int N>
+struct Staging {
+    Pack<T, N>* packs;
+    int64_t staged;
+};
+
+// Keeps pack q of a row for the gradient pass when it is among the staged ones.
+template <typename T, int N>
+__device__ __forceinline__ void stage_pack(Staging<T, N> stage, int64_t q, const Pack<T, N>& pk) {
+    if (q < stage.staged) stage.packs[q] = pk;
+}
+
+// One pack (N values from column c0) into the statistics.
+template <typename T, int N>
+__device__ __forceinline__ RowStats push_one_pack(RowStats st, const Pack<T, N>& pk, int c0) {
+    float v[N];
+#pragma unroll
+    for (int k = 0; k < N; ++k) v[k] = to_f32(pk.v[k]);
+    return row_stats_push_pack<N>(st, v, c0);
+}
+
+// The softmax statistics of one row of C / N packs: whole trips of ce_in_flight packs a thread,
+// all loaded before the first is used, then the rest a pack at a time. Single values (N == 1)
+// of a trip are pushed together as one pack whose columns lie a block apart, so they too pay
+// one rescale per trip. Which thread takes which column depends on C alone, so equal rows give
+// equal bits wherever they lie.
+template <typename T, int N>
+__device__ __forceinline__ RowStats row_stats_of(const T* z, int64_t C, Staging<T, N> stage) {
+    constexpr int F = ce_in_flight<T, N>();
     RowStats st = row_stats_identity();
     const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
-#pragma unroll 2
-    for (int64_t q = threadIdx.x; q < C / N; q += blockDim.x) {
-        const Pack<T, N> pk = zp[q];
-        float v[N];
+    const int64_t packs = C / N, stride = blockDim.x;
+    int64_t q0 = threadIdx.x;
+    for (; q0 + (F - 1) * stride < packs; q0 += F * stride) {
+        Pack<T, N> pk[F];
 #pragma unroll
-        for (int k = 0; k < N; ++k) v[k] = to_f32(pk.v[k]);
-        st = row_stats_push_pack<N>(st, v, q * N);
+        for (int u = 0; u < F; ++u) pk[u] = zp[q0 + u * stride];
+#pragma unroll
+        for (int u = 0; u < F; ++u) stage_pack(stage, q0 + u * stride, pk[u]);
+        if constexpr (N == 1) {
+            float v[F];
+#pragma unroll
+            for (int u = 0; u < F; ++u) v[u] = to_f32(pk[u].v[0]);
+            st = row_stats_push_pack<F>(st, v, (int)q0, (int)stride);
+        } else {
+#pragma unroll
+            for (int u = 0; u < F; ++u) st = push_one_pack<T, N>(st, pk[u], (int)((q0 + u * stride) * N));
+        }
+    }
+    for (; q0 < packs; q0 += stride) {
+        const Pack<T, N> pk = zp[q0];
+        stage_pack(stage, q0, pk);
+        st = push_one_pack<T, N>(st, pk, (int)(q0 * N));
     }
     return st;
 }
 
-// The loss gradient of one row, (softmax - t) * w, written N values at a time.
-template <typename T, int N>
-__device__ __forceinline__ void ce_grad_row(const T* z, T* g, int64_t C, const RowStats& st, int64_t ya, int64_t yb,
-                                            float l, float on, float off, float w, bool valid, bool defined) {
-    const float inv_s = 1.0f / (1.0f + st.rest);
-    const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
-    Pack<T, N>* gp = reinterpret_cast<Pack<T, N>*>(g);
-    for (int64_t q = threadIdx.x; q < C / N; q += blockDim.x) {
-        const Pack<T, N> pk = zp[q];
-        Pack<T, N> out;
-#pragma unroll
-        for (int k = 0; k < N; ++k) {
-            const int64_t c = q * N + k;
-            float v;
-            if (!valid) v = 0.0f;
-            else if (!defined) v = NAN;
-            else {
-                const float e = exp_shift(to_f32(pk.v[k]), st.m);
-                const float t = off + (c == ya ? on * l : 0.0f) + (c == yb ? on * (1.0f - l) : 0.0f);
-                // At a maximum (e == 1) p - t = (1 - t) - rest / (1 + rest): a confident
-                // row's p near 1 loses nothing to cancellation.
-                v = (e == 1.0f ? (1.0f - t) - st.rest * inv_s : e * inv_s - t) * w;
-            }
-            out.v[k] = from_f32<T>(v);
-        }
-        gp[q] = out;
-    }
+// What the gradient of one row needs besides its logits. Columns are 32-bit (C < 2^31, checked
+// on the host); ya and yb are in range when `defined`.
+struct GradRow {
+    float m, rest, inv_s, l, on, off, w;
+    int ya, yb;
+    bool valid, defined;
+};
+
+// (softmax - t) * w at column c: 0 for a row that does not count, NaN for one without a softmax.
+__device__ __forceinline__ float ce_grad_value(const GradRow& g, float x, int c) {
+    const float e = exp_shift(x, g.m);
+    const float t = g.off + (c == g.ya ? g.on * g.l : 0.0f) + (c == g.yb ? g.on * (1.0f - g.l) : 0.0f);
+    // At a maximum (e == 1) p - t = (1 - t) - rest / (1 + rest): a confident row's p near 1
+    // loses nothing to cancellation.
+    const float v = (e == 1.0f ? (1.0f - t) - g.rest * g.inv_s : e * g.inv_s - t) * g.w;
+    return !g.valid ? 0.0f : (g.defined ? v : NAN);
 }
 
-// N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad.
+// Pack q of a row's gradient, from the pack of logits pk.
+template <typename T, int N>
+__device__ __forceinline__ Pack<T, N> grad_pack(const GradRow& gr, const Pack<T, N>& pk, int c0) {
+    Pack<T, N> out;
+#pragma unroll
+    for (int k = 0; k < N; ++k) out.v[k] = from_f32<T>(ce_grad_value(gr, to_f32(pk.v[k]), c0 + k));
+    return out;
+}
+
+// The loss gradient of one row, written N values at a time, in the statistics pass's trips;
+// staged packs come from shared memory.
+template <typename T, int N>
+__device__ __forceinline__ void ce_grad_row(const T* z, T* g, int64_t C, Staging<T, N> stage, const GradRow& gr) {
+    constexpr int F = ce_in_flight<T, N>();
+    const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
+    Pack<T, N>* gp = reinterpret_cast<Pack<T, N>*>(g);
+    const int64_t packs = C / N, stride = blockDim.x;
+    int64_t q0 = threadIdx.x;
+    for (; q0 + (F - 1) * stride < packs; q0 += F * stride) {
+        Pack<T, N> pk[F];
+#pragma unroll
+        for (int u = 0; u < F; ++u) {
+            const int64_t q = q0 + u * stride;
+            pk[u] = q < stage.staged ? stage.packs[q] : zp[q];
+        }
+#pragma unroll
+        for (int u = 0; u < F; ++u) gp[q0 + u * stride] = grad_pack<T, N>(gr, pk[u], (int)((q0 + u * stride) * N));
+    }
+    for (; q0 < packs; q0 += stride)
+        gp[q0] = grad_pack<T, N>(gr, q0 < stage.staged ? stage.packs[q0] : zp[q0], (int)(q0 * N));
+}
+
+// N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad;
+// `staged` packs of each row are kept in shared memory between the passes (0 without a
+// gradient, or when the device has no room).
 template <typename T, int N>
 __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ grad, float* __restrict__ losses,
                                 int32_t* __restrict__ correct, RowFilter rows, const int64_t* y_b,
                                 const float* lam_vec, float lam, float smoothing, const float* scale_ptr,
-                                float scale, int64_t B, int64_t C, int write_grad) {
-    __shared__ RowStats scratch[32];
+                                float scale, int64_t B, int64_t C, int write_grad, int64_t staged) {
+    RowStats* scratch = dynamic_shared<RowStats>();
+    const Staging<T, N> stage = {reinterpret_cast<Pack<T, N>*>(dynamic_shared<unsigned char>() + CE_SCRATCH_BYTES),
+                                 staged};
     const float w_scale = scale_ptr != nullptr ? *scale_ptr : scale;
     for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
         const T* z = logits + i * C;
-        const RowStats st = block_row_stats(row_stats_of<T, N>(z, C), scratch);
+        const RowStats st = block_row_stats(row_stats_of<T, N>(z, C, stage), scratch);
 
         const bool valid = row_valid(rows, i);
         const int64_t ya = rows.labels[i];
@@ -118,31 +205,82 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
             losses[i] = loss;
             correct[i] = (valid && !(st.flags & ROW_NAN) && st.arg == ya) ? 1 : 0;
         }
-        if (write_grad)
-            ce_grad_row<T, N>(z, grad + i * C, C, st, ya, yb, l, on, off, valid ? w_scale : 0.0f, valid,
-                              in_range && !nan_row);
+        if (write_grad) {
+            const GradRow gr = {st.m, st.rest, 1.0f / (1.0f + st.rest), l, on, off, valid ? w_scale : 0.0f,
+                                (int)ya, (int)yb, valid, in_range && !nan_row};
+            ce_grad_row<T, N>(z, grad + i * C, C, stage, gr);
+        }
     }
 }
 
-// One pass over each row: the squared differences are summed (in f64, a fixed tree order) while
-// the gradient 2 (p - q) / (F n_kept) is written from the same loads.
-template <typename T>
+// Squared differences of one span of `len` elements (a multiple of N), N at a time with two
+// packs of each input in flight, summed in f64 (each pack's squares in f32 first), with the
+// gradient d * w written from the same loads when g is given.
+template <typename T, int N>
+__device__ __forceinline__ double mse_span(const T* p, const T* q, T* g, int64_t len, float w) {
+    constexpr int U = 2;  // 64 bytes a thread in flight at 16-byte packs
+    const Pack<T, N>* pp = reinterpret_cast<const Pack<T, N>*>(p);
+    const Pack<T, N>* qp = reinterpret_cast<const Pack<T, N>*>(q);
+    Pack<T, N>* gp = reinterpret_cast<Pack<T, N>*>(g);
+    const int64_t packs = len / N, stride = blockDim.x;
+    double acc = 0.0;
+    for (int64_t k0 = threadIdx.x; k0 < packs; k0 += U * stride) {
+        Pack<T, N> a[U], b[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+            if (k0 + u * stride < packs) {
+                a[u] = pp[k0 + u * stride];
+                b[u] = qp[k0 + u * stride];
+            }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            if (k0 + u * stride >= packs) break;
+            Pack<T, N> out;
+            float sq = 0.0f;
+#pragma unroll
+            for (int k = 0; k < N; ++k) {
+                const float d = to_f32(a[u].v[k]) - to_f32(b[u].v[k]);
+                sq += d * d;
+                out.v[k] = from_f32<T>(d * w);
+            }
+            acc += (double)sq;
+            if (g != nullptr) gp[k0 + u * stride] = out;
+        }
+    }
+    return acc;
+}
+
+// Per-sample mean squared error and its gradient 2 (p - q) / (F n_kept), one pass. Work items
+// are (row, chunk) pairs, `chunks` to a row of `chunk` elements each (a multiple of 8), so that
+// a long row is spread over many blocks. With one chunk a row the block writes the loss; with
+// more it writes its f64 partial sum to partials[item], and mse_finish adds a row's partials in
+// chunk order: the loss has the same bits on any grid and device. N > 1 only when F % N == 0
+// and every tensor is 16-byte aligned.
+template <typename T, int N>
 __device__ void mse_forward_rows(const T* __restrict__ pred, const T* __restrict__ target, T* __restrict__ grad,
-                                 float* __restrict__ losses, float scale, int64_t B, int64_t F, int write_grad) {
+                                 float* __restrict__ losses, double* __restrict__ partials, float scale, int64_t B,
+                                 int64_t F, int64_t chunk, int64_t chunks, int write_grad) {
     __shared__ double scratch[32];
     const float w = 2.0f * scale / (float)F;
-    for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
-        const T* p = pred + i * F;
-        const T* q = target + i * F;
-        T* g = write_grad ? grad + i * F : nullptr;
-        double acc = 0.0;
-        for (int64_t c = threadIdx.x; c < F; c += blockDim.x) {
-            const float d = to_f32(p[c]) - to_f32(q[c]);
-            acc += (double)(d * d);
-            if (g != nullptr) g[c] = from_f32<T>(d * w);
-        }
+    for (int64_t item = blockIdx.x; item < B * chunks; item += gridDim.x) {
+        const int64_t i = item / chunks, lo = item % chunks * chunk;
+        const int64_t len = F - lo < chunk ? F - lo : chunk;
+        const int64_t at = i * F + lo;
+        const double acc = mse_span<T, N>(pred + at, target + at, write_grad ? grad + at : nullptr, len, w);
         const double total = block_sum(acc, scratch);
-        if (threadIdx.x == 0) losses[i] = (float)(total / (double)F);
+        if (threadIdx.x == 0) {
+            if (partials != nullptr) partials[item] = total;
+            else losses[i] = (float)(total / (double)F);
+        }
+    }
+}
+
+// losses[i] = (the sum of row i's `chunks` partials, in chunk order) / F; one thread a row.
+extern "C" __global__ void mse_finish(const double* partials, int64_t chunks, int64_t B, int64_t F, float* losses) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < B; i += (int64_t)gridDim.x * blockDim.x) {
+        double total = 0.0;
+        for (int64_t j = 0; j < chunks; ++j) total += partials[i * chunks + j];
+        losses[i] = (float)(total / (double)F);
     }
 }
 
@@ -220,41 +358,92 @@ __device__ void zero_dropped_rows(const uint8_t* keep, RowFilter rows,
     }
 }
 
-// Adds this block's share of the keys (block-widths first_block, first_block + blocks, ...) that
-// match `prefix` under `mask` to hist[(key >> shift) & 255], and returns how many of the
-// thread's rows can be dropped at all (key != 0). Lanes of a warp with the same bin
-// add once (__match_any_sync), so ties and the few bins typical losses fill cost one shared
-// atomic per warp, not one per row. Every thread runs the same number of iterations, so each
-// warp call has its full warp.
-__device__ double histogram_add(const float* losses, RowFilter rows, int64_t B, int64_t first_block, int64_t blocks,
-                                uint32_t prefix, uint32_t mask, int shift, unsigned int* hist) {
+// The radix select works on offsets o = key - lo from the smallest candidate key lo, over the
+// bit length of hi - lo (hi the largest), RADIX_BITS at a time from the top. Losses fill a few
+// of the 256 top-byte bins of the raw keys (all of [0.01, 20] is 11 exponents), while bins over
+// [lo, hi] split the batch's own range; a range of 2^22 keys or fewer takes two passes, any
+// range at most three.
+#define RADIX_BINS (1 << RADIX_BITS)  // RADIX_BITS: kernels/constants.txt
+
+// The candidates (key != 0) among the rows a thread visits, and their smallest and largest key.
+struct KeyRange {
+    uint32_t lo, hi;
+    double n;
+};
+
+__device__ __forceinline__ KeyRange reduce_merge(KeyRange a, KeyRange b) {
+    return {a.lo < b.lo ? a.lo : b.lo, a.hi > b.hi ? a.hi : b.hi, a.n + b.n};
+}
+
+__device__ __forceinline__ KeyRange shfl_down(KeyRange v, int offset) {
+    return {__shfl_down_sync(FULL_MASK, v.lo, offset), __shfl_down_sync(FULL_MASK, v.hi, offset),
+            __shfl_down_sync(FULL_MASK, v.n, offset)};
+}
+
+// This block's share of the rows (block-widths first_block, first_block + blocks, ...).
+__device__ KeyRange key_range(const float* losses, RowFilter rows, int64_t B, int64_t first_block, int64_t blocks,
+                              KeyRange* scratch) {
+    KeyRange r = {0xffffffffu, 0u, 0.0};
+    for (int64_t i = first_block * blockDim.x + threadIdx.x; i < B; i += blocks * blockDim.x) {
+        const uint32_t key = rank_key(losses[i], row_valid(rows, i));
+        if (key != 0u) r = reduce_merge(r, KeyRange{key, key, 1.0});
+    }
+    return block_reduce(r, KeyRange{0xffffffffu, 0u, 0.0}, scratch);
+}
+
+// Offset bits a range [lo, hi] needs: the bit length of hi - lo (0 when every key is lo).
+__device__ __forceinline__ int range_bits(uint32_t lo, uint32_t hi) { return hi > lo ? 32 - __clz(hi - lo) : 0; }
+
+// One radix pass: the digit is offset bits [shift, shift + width), and the bits above them must
+// equal `prefix` (mask: the bits above shift + width).
+struct RadixPass {
+    uint32_t lo, prefix, mask;
+    int shift, width;
+};
+
+__device__ __forceinline__ RadixPass radix_pass(uint32_t lo, uint32_t prefix, int bits_left) {
+    const int width = bits_left < RADIX_BITS ? bits_left : RADIX_BITS;
+    return {lo, prefix, (uint32_t)~((1ull << bits_left) - 1ull), bits_left - width, width};
+}
+
+// Adds this block's share of the candidates whose offset matches the pass's prefix to
+// hist[digit]. Lanes of a warp with the same bin add once (__match_any_sync), so ties and
+// crowded bins cost one shared atomic per warp, not one per row. Every thread runs the same
+// number of iterations, so each warp call has its full warp.
+__device__ void histogram_add(const float* losses, RowFilter rows, int64_t B, int64_t first_block, int64_t blocks,
+                              const RadixPass& p, unsigned int* hist) {
     const int lane = threadIdx.x & 31;
     const int64_t step = blocks * blockDim.x;
-    double candidates = 0.0;
     for (int64_t base = first_block * blockDim.x; base < B; base += step) {
         const int64_t i = base + threadIdx.x;
         const uint32_t key = i < B ? rank_key(losses[i], row_valid(rows, i)) : 0u;
-        candidates += key != 0u ? 1.0 : 0.0;
-        const bool counted = key != 0u && (key & mask) == prefix;
-        const uint32_t bin = counted ? (key >> shift) & 0xffu : 0xffffffffu;
+        const uint32_t o = key - p.lo;
+        const bool counted = key != 0u && (o & p.mask) == p.prefix;
+        const uint32_t bin = counted ? (o >> p.shift) & ((1u << p.width) - 1u) : 0xffffffffu;
         const unsigned peers = __match_any_sync(FULL_MASK, bin);
         if (counted && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
     }
-    return candidates;
 }
 
 // The digit d whose bin holds the remaining-th largest key, and how many keys of that bin are
-// still to drop: the 256 bins are scanned from the top by the block together (an exclusive
-// scan, thread t owning bin 255 - t), not walked by one thread. Digit 0 takes whatever is left,
-// as a serial walk that stops at 0 would. Needs blockDim.x >= 256; ends with a barrier.
+// still to drop: the block scans the RADIX_BINS bins from the top together (thread t owns the
+// RADIX_BINS / blockDim.x bins below RADIX_BINS - 1 - t * that many), no thread walks them all.
+// Digit 0 takes whatever is left, as a serial walk that stops at 0 would. blockDim.x divides
+// RADIX_BINS; ends with a barrier.
 __device__ void pick_digit(const unsigned int* hist, int64_t remaining, uint32_t* digit, int64_t* left,
                            int64_t* iscratch) {
-    const int t = threadIdx.x, d = 255 - t;
-    const int64_t count = t < 256 ? (int64_t)hist[d] : 0;
-    const int64_t above = block_exclusive_scan(count, iscratch);  // keys in the bins above d
-    if (t < 256 && above < remaining && (above + count >= remaining || d == 0)) {
-        *digit = (uint32_t)d;
-        *left = remaining - above;
+    const int per = RADIX_BINS / blockDim.x, top = RADIX_BINS - 1 - (int)threadIdx.x * per;
+    int64_t mine = 0;
+    for (int j = 0; j < per; ++j) mine += hist[top - j];
+    int64_t above = block_exclusive_scan(mine, iscratch);  // keys in the bins above this thread's
+    for (int j = 0; j < per; ++j) {
+        const int d = top - j;
+        const int64_t count = hist[d];
+        if (above < remaining && (above + count >= remaining || d == 0)) {
+            *digit = (uint32_t)d;
+            *left = remaining - above;
+        }
+        above += count;
     }
     __syncthreads();
 }
@@ -263,41 +452,42 @@ extern "C" __global__ void loss_select(const float* losses, RowFilter rows,
                                        const int32_t* correct, int64_t B, int64_t k, uint8_t* keep,
                                        float* threshold_out, float* mean_out, int64_t* correct_out,
                                        uint8_t* grad_bytes, int64_t row_bytes) {
-    __shared__ unsigned int hist[256];
+    __shared__ unsigned int hist[RADIX_BINS];
+    __shared__ KeyRange rscratch[32];
     __shared__ double dscratch[32];
     __shared__ int64_t iscratch[32];
     __shared__ uint32_t s_digit;
     __shared__ int64_t s_remaining;
     const int tid = threadIdx.x, nt = blockDim.x;
 
-    // How many rows can be dropped at all.
-    double cand = 0.0;
-    for (int64_t i = tid; i < B; i += nt)
-        cand += rank_key(losses[i], row_valid(rows, i)) != 0u ? 1.0 : 0.0;
-    const int64_t n_cand = (int64_t)block_sum(cand, dscratch);
+    // How many rows can be dropped at all, and the range of their keys.
+    const KeyRange range = key_range(losses, rows, B, 0, 1, rscratch);
+    const int64_t n_cand = (int64_t)range.n;
     const int64_t k_eff = k < n_cand ? k : n_cand;
 
-    // Radix select of the k_eff-th largest key, 8 bits at a time from the top.
-    uint32_t prefix = 0u, mask = 0u;
+    // Radix select of the k_eff-th largest key: its offset from range.lo, digit by digit.
+    uint32_t prefix = 0u;
     int64_t remaining = k_eff;
     if (k_eff > 0) {
-        for (int shift = 24; shift >= 0; shift -= 8) {
-            for (int j = tid; j < 256; j += nt) hist[j] = 0u;
+        for (int bits_left = range_bits(range.lo, range.hi); bits_left > 0;) {
+            const RadixPass p = radix_pass(range.lo, prefix, bits_left);
+            for (int j = tid; j < RADIX_BINS; j += nt) hist[j] = 0u;
             __syncthreads();
-            histogram_add(losses, rows, B, 0, 1, prefix, mask, shift, hist);
+            histogram_add(losses, rows, B, 0, 1, p, hist);
             __syncthreads();
             pick_digit(hist, remaining, &s_digit, &s_remaining, iscratch);
-            prefix |= s_digit << shift;
-            mask |= 0xffu << shift;
+            prefix |= s_digit << p.shift;
             remaining = s_remaining;
+            bits_left = p.shift;
             __syncthreads();
         }
     }
-    const Marked m = mark_rows(losses, rows, correct, 0, B, prefix, k_eff, remaining, 0, keep,
+    const uint32_t kth = range.lo + prefix;
+    const Marked m = mark_rows(losses, rows, correct, 0, B, kth, k_eff, remaining, 0, keep,
                                dscratch, iscratch);
     if (tid == 0) {
         *mean_out = (float)(m.kept_sum / m.kept_n);
-        *threshold_out = k_eff > 0 ? key_to_float(prefix) : INFINITY;
+        *threshold_out = k_eff > 0 ? key_to_float(kth) : INFINITY;
         *correct_out = (int64_t)m.correct;
     }
     if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, rows, 0, B, grad_bytes, row_bytes);
@@ -305,67 +495,108 @@ extern "C" __global__ void loss_select(const float* losses, RowFilter rows,
 
 // ---- Multi-block selection for large B (token-level ranking, up to 2^24 rows) ----------------
 // The same answer as loss_select, in launches over many blocks:
-//   select_init -> 4 x (select_hist over all blocks -> select_digit) -> select_eq_count
-//   -> select_mark -> select_final.
-// state (int64[5]): prefix, mask, remaining, k_eff, candidates. hist: uint32[256].
+//   select_init -> select_range -> 3 x (select_hist over all blocks -> select_digit)
+//   -> select_eq_count -> select_mark -> select_final.
+// Passes the range does not need return at once. state: int64[SELECT_STATE_LEN], indexed by
+// SelectState; hist: uint32[RADIX_BINS].
+enum SelectState {
+    ST_PREFIX,      // the offset bits of the k-th key found so far
+    ST_REMAINING,   // keys still to drop among those that match the prefix
+    ST_K_EFF,       // k until the candidates are counted, then min(k, candidates)
+    ST_CANDIDATES,  // rows that can be dropped at all
+    ST_LO,          // the smallest and largest candidate key
+    ST_HI,
+    ST_BITS_LEFT,   // offset bits still to find after the last pass
+    ST_COUNT
+};
+static_assert(ST_COUNT == SELECT_STATE_LEN, "kernels/constants.txt sizes the state tensor");
+
+// The k-th key once the passes are done.
+__device__ __forceinline__ uint32_t kth_key(const int64_t* state) {
+    return (uint32_t)state[ST_LO] + (uint32_t)state[ST_PREFIX];
+}
+
+// Offset bits still to find before pass `pass` (every block reads the same state).
+__device__ __forceinline__ int bits_left_at(const int64_t* state, int pass) {
+    return pass == 0 ? range_bits((uint32_t)state[ST_LO], (uint32_t)state[ST_HI]) : (int)state[ST_BITS_LEFT];
+}
 
 extern "C" __global__ void select_init(int64_t* state, unsigned int* hist, int64_t k) {
-    for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0u;
+    for (int j = threadIdx.x; j < RADIX_BINS; j += blockDim.x) hist[j] = 0u;
     if (threadIdx.x == 0) {
-        state[0] = 0;   // prefix
-        state[1] = 0;   // mask
-        state[2] = k;   // remaining (k until the candidates are counted)
-        state[3] = k;   // k_eff
-        state[4] = 0;   // candidates
+        state[ST_PREFIX] = 0;
+        state[ST_REMAINING] = k;
+        state[ST_K_EFF] = k;
+        state[ST_CANDIDATES] = 0;
+        state[ST_LO] = 0xffffffffll;
+        state[ST_HI] = 0;
+        state[ST_BITS_LEFT] = 0;
+    }
+}
+
+// Every block adds its candidate count and widens [lo, hi] with integer atomics, whose result
+// does not depend on the order the blocks run in.
+extern "C" __global__ void select_range(const float* losses, RowFilter rows, int64_t B, int64_t* state) {
+    __shared__ KeyRange scratch[32];
+    const KeyRange r = key_range(losses, rows, B, blockIdx.x, gridDim.x, scratch);
+    if (threadIdx.x == 0 && r.n > 0.0) {
+        atomicAdd(reinterpret_cast<unsigned long long*>(&state[ST_CANDIDATES]), (unsigned long long)r.n);
+        atomicMin(reinterpret_cast<unsigned long long*>(&state[ST_LO]), (unsigned long long)r.lo);
+        atomicMax(reinterpret_cast<unsigned long long*>(&state[ST_HI]), (unsigned long long)r.hi);
     }
 }
 
 extern "C" __global__ void select_hist(const float* losses, RowFilter rows,
-                                       int64_t B, int64_t* state, unsigned int* hist, int shift) {
-    __shared__ unsigned int local[256];
-    __shared__ double scratch[32];
-    for (int j = threadIdx.x; j < 256; j += blockDim.x) local[j] = 0u;
+                                       int64_t B, int64_t* state, unsigned int* hist, int pass) {
+    __shared__ unsigned int local[RADIX_BINS];
+    const int64_t k_eff = state[ST_K_EFF] < state[ST_CANDIDATES] ? state[ST_K_EFF] : state[ST_CANDIDATES];
+    const int bits_left = bits_left_at(state, pass);
+    if (k_eff == 0 || bits_left == 0) return;  // the same for every thread of every block
+    for (int j = threadIdx.x; j < RADIX_BINS; j += blockDim.x) local[j] = 0u;
     __syncthreads();
-    const uint32_t prefix = (uint32_t)state[0], mask = (uint32_t)state[1];
-    const double cand = histogram_add(losses, rows, B, blockIdx.x, gridDim.x, prefix, mask, shift, local);
-    const double block_cand = block_sum(cand, scratch);  // ends with a barrier: local is complete
-    for (int j = threadIdx.x; j < 256; j += blockDim.x)
+    const RadixPass p = radix_pass((uint32_t)state[ST_LO], (uint32_t)state[ST_PREFIX], bits_left);
+    histogram_add(losses, rows, B, blockIdx.x, gridDim.x, p, local);
+    __syncthreads();
+    for (int j = threadIdx.x; j < RADIX_BINS; j += blockDim.x)
         if (local[j] != 0u) atomicAdd(&hist[j], local[j]);
-    if (shift == 24 && threadIdx.x == 0)
-        atomicAdd(reinterpret_cast<unsigned long long*>(&state[4]), (unsigned long long)block_cand);
 }
 
-extern "C" __global__ void select_digit(int64_t* state, unsigned int* hist, int shift) {
+extern "C" __global__ void select_digit(int64_t* state, unsigned int* hist, int pass) {
     __shared__ int64_t iscratch[32];
     __shared__ uint32_t s_digit;
     __shared__ int64_t s_left;
-    if (shift == 24 && threadIdx.x == 0) {
-        const int64_t k_eff = state[3] < state[4] ? state[3] : state[4];
-        state[3] = k_eff;
-        state[2] = k_eff;
+    const int bits_left = bits_left_at(state, pass);  // read before thread 0 writes the state
+    __syncthreads();
+    if (pass == 0 && threadIdx.x == 0) {
+        const int64_t k_eff = state[ST_K_EFF] < state[ST_CANDIDATES] ? state[ST_K_EFF] : state[ST_CANDIDATES];
+        state[ST_K_EFF] = k_eff;
+        state[ST_REMAINING] = k_eff;
     }
     __syncthreads();
-    if (state[3] > 0) {  // the same for every thread of the block
-        pick_digit(hist, state[2], &s_digit, &s_left, iscratch);
+    if (state[ST_K_EFF] > 0 && bits_left > 0) {  // the same for every thread of the block
+        const RadixPass p = radix_pass((uint32_t)state[ST_LO], (uint32_t)state[ST_PREFIX], bits_left);
+        pick_digit(hist, state[ST_REMAINING], &s_digit, &s_left, iscratch);
         if (threadIdx.x == 0) {
-            state[0] |= (int64_t)(s_digit << shift);
-            state[1] |= (int64_t)(0xffu << shift);
-            state[2] = s_left;
+            state[ST_PREFIX] |= (int64_t)(s_digit << p.shift);
+            state[ST_REMAINING] = s_left;
+            state[ST_BITS_LEFT] = p.shift;
         }
+        __syncthreads();
+        for (int j = threadIdx.x; j < RADIX_BINS; j += blockDim.x) hist[j] = 0u;  // ready for the next pass
+    } else if (threadIdx.x == 0) {
+        state[ST_BITS_LEFT] = 0;  // nothing (more) to find: later passes return at once
     }
-    __syncthreads();
-    for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0u;  // ready for the next pass
 }
 
 // Each block counts, in its rows [blockIdx.x * chunk, ...), the keys equal to the k-th key.
 extern "C" __global__ void select_eq_count(const float* losses, RowFilter rows, int64_t B, int64_t chunk, const int64_t* state,
                                            int64_t* block_eq) {
     __shared__ double scratch[32];
-    const uint32_t kth = (uint32_t)state[0];
+    const uint32_t kth = kth_key(state);
     const int64_t lo = blockIdx.x * chunk < B ? blockIdx.x * chunk : B;
     const int64_t hi = lo + chunk < B ? lo + chunk : B;
     double eq = 0.0;
-    if (state[3] > 0)
+    if (state[ST_K_EFF] > 0)
         for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x)
             eq += rank_key(losses[i], row_valid(rows, i)) == kth ? 1.0 : 0.0;
     const double total = block_sum(eq, scratch);
@@ -382,8 +613,8 @@ extern "C" __global__ void select_mark(const float* losses, RowFilter rows,
     __shared__ double dscratch[32];
     __shared__ int64_t iscratch[32];
     const int tid = threadIdx.x, nt = blockDim.x;
-    const uint32_t kth = (uint32_t)state[0];
-    const int64_t k_eff = state[3], remaining = state[2];
+    const uint32_t kth = kth_key(state);
+    const int64_t k_eff = state[ST_K_EFF], remaining = state[ST_REMAINING];
     const int64_t lo = blockIdx.x * chunk < B ? blockIdx.x * chunk : B;
     const int64_t hi = lo + chunk < B ? lo + chunk : B;
     // Ties in the blocks before this one.
@@ -412,7 +643,7 @@ extern "C" __global__ void select_final(const double* partials, int64_t blocks, 
     const double right = block_sum(s[2], scratch);
     if (threadIdx.x == 0) {
         *mean_out = (float)(total / count);
-        *threshold_out = state[3] > 0 ? key_to_float((uint32_t)state[0]) : INFINITY;
+        *threshold_out = state[ST_K_EFF] > 0 ? key_to_float(kth_key(state)) : INFINITY;
         *correct_out = (int64_t)right;
     }
 }
@@ -431,20 +662,26 @@ extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_ind
 }
 
 #define LOSS_ENTRIES(SUFFIX, T)                                                                           \
-    extern "C" __global__ void ce_forward_##SUFFIX(                                                        \
+    extern "C" __global__ void __launch_bounds__(1024) ce_forward_##SUFFIX(                                \
         const T* logits, T* grad, float* losses, int32_t* correct, RowFilter rows, const int64_t* y_b,     \
         const float* lam_vec, float lam, float smoothing, const float* scale_ptr, float scale, int64_t B,   \
-        int64_t C, int write_grad, int vectorized) {                                                       \
+        int64_t C, int write_grad, int vectorized, int64_t staged) {                                       \
         if (vectorized)                                                                                    \
             ce_forward_rows<T, 16 / sizeof(T)>(logits, grad, losses, correct, rows, y_b, lam_vec, lam,     \
-                                               smoothing, scale_ptr, scale, B, C, write_grad);              \
+                                               smoothing, scale_ptr, scale, B, C, write_grad, staged);      \
         else                                                                                               \
             ce_forward_rows<T, 1>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing,       \
-                                  scale_ptr, scale, B, C, write_grad);                                     \
+                                  scale_ptr, scale, B, C, write_grad, staged);                             \
     }                                                                                                      \
-    extern "C" __global__ void mse_forward_##SUFFIX(const T* pred, const T* target, T* grad, float* losses, \
-                                                    float scale, int64_t B, int64_t F, int write_grad) {   \
-        mse_forward_rows<T>(pred, target, grad, losses, scale, B, F, write_grad);                          \
+    extern "C" __global__ void __launch_bounds__(MSE_MAX_THREADS) mse_forward_##SUFFIX(                    \
+        const T* pred, const T* target, T* grad, float* losses, double* partials, float scale, int64_t B,   \
+        int64_t F, int64_t chunk, int64_t chunks, int write_grad, int vectorized) {                        \
+        if (vectorized)                                                                                    \
+            mse_forward_rows<T, 16 / sizeof(T)>(pred, target, grad, losses, partials, scale, B, F, chunk,  \
+                                                chunks, write_grad);                                       \
+        else                                                                                               \
+            mse_forward_rows<T, 1>(pred, target, grad, losses, partials, scale, B, F, chunk, chunks,       \
+                                   write_grad);                                                            \
     }
 
 LOSS_ENTRIES(f32, float)

@@ -111,17 +111,39 @@ __device__ void mixup_u8_rows(const uint8_t* __restrict__ x, T* __restrict__ out
     }
 }
 
+// dst[0, len) = src[0, len), or NaN where src is null (an invalid partner), by the threads
+// lane, lane + lanes, ... N > 1: the aligned interior moves in 16-byte packs when src and dst
+// sit at the same place in a pack, and the few elements before and after it one by one.
+template <typename T, int N>
+__device__ __forceinline__ void copy_span(const T* src, T* dst, int64_t len, int64_t lane, int64_t lanes) {
+    const bool packed =
+        N > 1 && (src == nullptr || (reinterpret_cast<uintptr_t>(src) - reinterpret_cast<uintptr_t>(dst)) % 16 == 0);
+    const PackSplit sp = packed ? split_packs<T, N>(dst, len) : PackSplit{len, 0, len};
+    for (int64_t c = lane; c < sp.head; c += lanes) dst[c] = src != nullptr ? src[c] : from_f32<T>(NAN);
+    for (int64_t c = sp.tail + lane; c < len; c += lanes) dst[c] = src != nullptr ? src[c] : from_f32<T>(NAN);
+    const Pack<T, N>* sp_packs = src != nullptr ? reinterpret_cast<const Pack<T, N>*>(src + sp.head) : nullptr;
+    Pack<T, N>* dp = reinterpret_cast<Pack<T, N>*>(dst + sp.head);
+    Pack<T, N> nan_pack;
+#pragma unroll
+    for (int k = 0; k < N; ++k) nan_pack.v[k] = from_f32<T>(NAN);
+    for (int64_t q = lane; q < sp.packs; q += lanes) dp[q] = src != nullptr ? sp_packs[q] : nan_pack;
+}
+
 // CutMix on [B, C, H, W]: inside sample i's box the pixels come from its partner, outside from
 // itself. boxes is [B, 4] (y0, y1, x0, x1; half-open) or null for the one batch box.
-// Grid: blockIdx.y strides over the B * C * H image rows (two divisions a row, none an element),
-// x-threads over a row's W pixels, so each warp reads and writes consecutive pixels.
-template <typename T>
+// Grid: a block's threads work in groups of `lanes` (a power of two), one image row a group;
+// blockIdx.y strides over groups of the B * C * H rows (two divisions a row, none an element),
+// blockIdx.x over the lanes of rows wider than one group. A row is at most three runs (own,
+// partner, own), each copied in 16-byte packs where its alignment allows.
+template <typename T, int N>
 __device__ void cutmix_rows(const T* __restrict__ x, T* __restrict__ out, const int64_t* perm,
                             int pair_mode, int64_t shift, const int64_t* boxes, int64_t by0,
                             int64_t by1, int64_t bx0, int64_t bx1, int64_t B, int64_t C, int64_t H,
-                            int64_t W) {
+                            int64_t W, int lanes) {
     const int64_t rows = B * C * H;
-    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const int64_t groups = blockDim.x / lanes, group = threadIdx.x / lanes;
+    const int64_t lane = blockIdx.x * (int64_t)lanes + threadIdx.x % lanes, all_lanes = (int64_t)gridDim.x * lanes;
+    for (int64_t r = blockIdx.y * groups + group; r < rows; r += gridDim.y * groups) {
         const int64_t i = r / (C * H), h = r % H;
         const int64_t p = partner_of(i, B, pair_mode, perm, shift);
         int64_t y0 = by0, y1 = by1, x0 = bx0, x1 = bx1;
@@ -131,15 +153,17 @@ __device__ void cutmix_rows(const T* __restrict__ x, T* __restrict__ out, const 
             x0 = boxes[4 * i + 2];
             x1 = boxes[4 * i + 3];
         }
-        const bool row_in_box = h >= y0 && h < y1;
         const T* own = x + r * W;
-        // The partner's pixel at the same (channel, h, w): row r shifted by whole samples.
-        const T* other = p >= 0 ? x + (r + (p - i) * C * H) * W : nullptr;
         T* dst = out + r * W;
-        for (int64_t w = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; w < W; w += (int64_t)gridDim.x * blockDim.x) {
-            const bool inside = row_in_box && w >= x0 && w < x1;
-            dst[w] = !inside ? own[w] : (other != nullptr ? other[w] : from_f32<T>(NAN));
-        }
+        // The box's run of this row, [a, b) (empty outside the box's rows).
+        const bool row_in_box = h >= y0 && h < y1;
+        const int64_t a = row_in_box ? (x0 < 0 ? 0 : (x0 < W ? x0 : W)) : W;
+        const int64_t b = row_in_box ? (x1 < a ? a : (x1 < W ? x1 : W)) : W;
+        // The partner's pixel at the same (channel, h, w): row r shifted by whole samples.
+        const T* other = p >= 0 ? x + (r + (p - i) * C * H) * W + a : nullptr;
+        copy_span<T, N>(own, dst, a, lane, all_lanes);
+        copy_span<T, N>(other, dst + a, b - a, lane, all_lanes);
+        copy_span<T, N>(own + b, dst + b, W - b, lane, all_lanes);
     }
 }
 
@@ -175,8 +199,14 @@ __device__ void cutmix_rows(const T* __restrict__ x, T* __restrict__ out, const 
     extern "C" __global__ void cutmix_##SUFFIX(const T* x, T* out, const int64_t* perm, int pair_mode, \
                                                int64_t shift, const int64_t* boxes, int64_t by0,      \
                                                int64_t by1, int64_t bx0, int64_t bx1, int64_t B,      \
-                                               int64_t C, int64_t H, int64_t W) {                     \
-        cutmix_rows<T>(x, out, perm, pair_mode, shift, boxes, by0, by1, bx0, bx1, B, C, H, W);       \
+                                               int64_t C, int64_t H, int64_t W, int vectorized,       \
+                                               int lanes) {                                           \
+        if (vectorized)                                                                               \
+            cutmix_rows<T, 16 / sizeof(T)>(x, out, perm, pair_mode, shift, boxes, by0, by1, bx0, bx1, B, \
+                                           C, H, W, lanes);                                          \
+        else                                                                                          \
+            cutmix_rows<T, 1>(x, out, perm, pair_mode, shift, boxes, by0, by1, bx0, bx1, B, C, H, W,  \
+                              lanes);                                                                 \
     }
 
 MIXUP_ENTRIES(f32, float)

@@ -3,70 +3,78 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "common.cuh"  // exp2_ftz
+
 #define FULL_MASK 0xffffffffu
 
 // Softmax statistics of a set of logits: max m, `rest` = sum of exp(v - m) minus the max's own
-// term 1 (so log1p(rest) keeps small losses precise; a set without a finite-or-+inf value has
-// rest = -1), the sum of the values above -inf, whether a NaN and whether a -inf was seen, and
-// the first index of the largest value (comparisons with `>`, so NaN never wins). -inf values
-// (masked logits) add nothing to m, rest and sum, so the statistics do not depend on how a row
-// is split between threads.
+// term 1 (so log1p(rest) keeps small losses precise; a set without a value has rest = -1), the
+// sum of the values, whether a NaN and whether a -inf was seen, and the first column holding
+// the largest value (a 32-bit column of the row; NaN never wins, and a set of -inf values
+// points at its first). The values are only ever used where they mean what they say: a row
+// with a NaN, or whose max is -inf, has no softmax and ignores rest; `sum` enters the loss only
+// when no -inf was seen (kernels/loss.cu). So they may add -inf and NaN without a test per
+// value, and the result does not depend on how a row is split between threads beyond the
+// rounding of the sums.
 enum RowFlags : int { ROW_NAN = 1, ROW_NEG_INF = 2 };
+#define NO_COLUMN 0x7fffffff
 struct RowStats {
     float m, rest, sum;
     int flags;  // RowFlags seen
-    float best;
-    int64_t arg;
+    int arg;
 };
 
-__device__ __forceinline__ RowStats row_stats_identity() {
-    return {-INFINITY, -1.0f, 0.0f, 0, -INFINITY, INT64_MAX};
-}
+__device__ __forceinline__ RowStats row_stats_identity() { return {-INFINITY, -1.0f, 0.0f, 0, NO_COLUMN}; }
 
-// exp(a - m) that treats a == m (also +-inf) as exp(0) = 1 rather than NaN.
+#define LOG2E 1.44269504088896341f
+
+// exp(a - m) that treats a == m (also +-inf) as exp(0) = 1 rather than NaN; results below
+// 2^-126 are 0 (exp2_ftz).
 __device__ __forceinline__ float exp_shift(float a, float m) {
-    return (a == m) ? 1.0f : __expf(a - m);
+    return (a == m) ? 1.0f : exp2_ftz((a - m) * LOG2E);
 }
 
 __device__ __forceinline__ bool row_stats_empty(const RowStats& r) { return r.rest == -1.0f && r.m == -INFINITY; }
 
-// N values of one row at once (a 16-byte pack, columns c0 .. c0 + N - 1): the pack's maximum
-// first, so the running statistics are rescaled at most once per pack, not once per new maximum.
+// N values of one row at once (columns c0, c0 + step, ..., c0 + (N - 1) step: a 16-byte pack,
+// or single values a thread loaded together), without a branch per value: the pack's maximum,
+// its first column and the flags first, so the running statistics are rescaled at most once
+// per pack, then the pack's terms of rest. Columns arrive in increasing order within a thread,
+// so a later pack only takes the argmax with a larger value.
 template <int N>
-__device__ __forceinline__ RowStats row_stats_push_pack(RowStats r, const float (&v)[N], int64_t c0) {
-    float pm = -INFINITY;
+__device__ __forceinline__ RowStats row_stats_push_pack(RowStats r, const float (&v)[N], int c0, int step = 1) {
+    float pm = v[0], lo = v[0], s = v[0];
+    bool nan = isnan(v[0]);
 #pragma unroll
-    for (int k = 0; k < N; ++k) {
-        const float x = v[k];
-        if (isnan(x)) {
-            r.flags |= ROW_NAN;
-            continue;
-        }
-        if (x == -INFINITY) r.flags |= ROW_NEG_INF;
-        else r.sum += x;
-        pm = x > pm ? x : pm;
-        if (x > r.best || (x == r.best && c0 + k < r.arg)) {
-            r.best = x;
-            r.arg = c0 + k;
-        }
+    for (int k = 1; k < N; ++k) {
+        pm = fmaxf(pm, v[k]);  // fmaxf and fminf pass NaN over
+        lo = fminf(lo, v[k]);
+        s += v[k];
+        nan = nan || isnan(v[k]);
     }
-    bool skip_max = false;  // whether the pack's first maximum is the new max's own (excluded) 1
+    int first = -1;  // the pack's first column holding pm (none when every value is NaN)
+#pragma unroll
+    for (int k = N - 1; k >= 0; --k) first = v[k] == pm ? k : first;
+    r.sum += s;
+    r.flags |= (nan ? ROW_NAN : 0) | (lo == -INFINITY ? ROW_NEG_INF : 0);
+    int own = -1;  // the pack column whose 1 is the new maximum's own, kept out of rest
     if (pm > r.m) {
-        const float e = (r.m == -INFINITY) ? 0.0f : __expf(r.m - pm);
+        const float e = (r.m == -INFINITY) ? 0.0f : exp2_ftz((r.m - pm) * LOG2E);
         r.rest = row_stats_empty(r) ? 0.0f : r.rest * e + e;
         r.m = pm;
-        skip_max = true;
+        r.arg = c0 + first * step;
+        own = first;
+    } else if (r.arg == NO_COLUMN && pm == -INFINITY) {
+        r.arg = c0 + first * step;  // only -inf so far: the first of them
     }
+    // Every term first, then the sum without the new maximum's own: a select, not a branch.
+    float e[N];
 #pragma unroll
-    for (int k = 0; k < N; ++k) {
-        const float x = v[k];
-        if (isnan(x) || x == -INFINITY) continue;
-        if (skip_max && x == r.m) {
-            skip_max = false;
-            continue;
-        }
-        r.rest += exp_shift(x, r.m);
-    }
+    for (int k = 0; k < N; ++k) e[k] = exp_shift(v[k], r.m);
+    float add = 0.0f;
+#pragma unroll
+    for (int k = 0; k < N; ++k) add += k == own ? 0.0f : e[k];
+    r.rest += add;
     return r;
 }
 
@@ -87,9 +95,7 @@ __device__ __forceinline__ RowStats row_stats_merge(RowStats a, RowStats b) {
     }
     r.sum = a.sum + b.sum;
     r.flags = a.flags | b.flags;
-    const bool take_b = b.best > a.best || (b.best == a.best && b.arg < a.arg);
-    r.best = take_b ? b.best : a.best;
-    r.arg = take_b ? b.arg : a.arg;
+    r.arg = (b.m > a.m || (b.m == a.m && b.arg < a.arg)) ? b.arg : a.arg;
     return r;
 }
 
@@ -99,7 +105,6 @@ __device__ __forceinline__ RowStats row_stats_shfl(RowStats r, int offset) {
     o.rest = __shfl_down_sync(FULL_MASK, r.rest, offset);
     o.sum = __shfl_down_sync(FULL_MASK, r.sum, offset);
     o.flags = __shfl_down_sync(FULL_MASK, r.flags, offset);
-    o.best = __shfl_down_sync(FULL_MASK, r.best, offset);
     o.arg = __shfl_down_sync(FULL_MASK, r.arg, offset);
     return o;
 }

@@ -15,6 +15,8 @@ pub(crate) struct DeviceKernels {
     module: Arc<CudaModule>,
     functions: Mutex<HashMap<Kernel, CudaFunction>>,
     pub sm_count: u32,
+    /// Shared memory a block may have when its kernel opts in (static and dynamic together).
+    pub max_shared_per_block: u32,
 }
 
 impl DeviceKernels {
@@ -47,11 +49,15 @@ impl DeviceKernels {
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(|e| Error::cuda("reading the SM count", e))?;
+        let max_shared = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(|e| Error::cuda("reading the opt-in shared memory per block", e))?;
         Ok(DeviceKernels {
             stream: ctx.default_stream(),
             module,
             functions: Mutex::new(HashMap::new()),
             sm_count: sm_count.max(1) as u32,
+            max_shared_per_block: max_shared.max(0) as u32,
         })
     }
 

@@ -4,6 +4,7 @@
 //! - CPU tensors inside [`super::emulator::emulate`]: the CUDA execution-model emulator, which
 //!   runs the same kernel source on the CPU with guarded, poisoned copies of the tensors.
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use tch::{Device, Tensor};
 
@@ -11,7 +12,8 @@ use super::device::{DeviceKernels, KeepCurrentContext};
 use super::Kernel;
 use crate::error::{Error, Result};
 
-const BLOCK: u32 = 256;
+/// Threads a block of the element-wise and row-group grids.
+pub(crate) const BLOCK: u32 = 256;
 /// Grid-stride kernels need no more than this many resident blocks per SM to saturate memory.
 const BLOCKS_PER_SM: u32 = 32;
 const MAX_GRID_Y: i64 = 65_535;
@@ -21,10 +23,28 @@ pub(crate) fn pack_len(kind: tch::Kind) -> i64 {
     16 / kind.elt_size_in_bytes() as i64
 }
 
+/// Whether every tensor starts on a 16-byte boundary.
+pub(crate) fn aligned(tensors: &[&Tensor]) -> bool {
+    tensors.iter().all(|t| (t.data_ptr() as usize) & 15 == 0)
+}
+
 /// Rows of `f` elements can move in packs of `n` when `n` divides `f` and every tensor starts
 /// on a 16-byte boundary (then every row does too).
 pub(crate) fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
-    f % n == 0 && tensors.iter().all(|t| (t.data_ptr() as usize) & 15 == 0)
+    f % n == 0 && aligned(tensors)
+}
+
+/// Dynamic shared memory a launch may ask for without opting in (CUDA's default limit).
+const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
+
+/// The shared memory a block of a kernel launched on `t`'s device may have when the kernel opts
+/// in: the device's attribute on CUDA, the profile's in the emulator.
+pub(crate) fn max_shared_per_block(t: &Tensor) -> Result<u32> {
+    match Target::of("tensor", t)? {
+        Target::Cuda(ordinal) => Ok(DeviceKernels::get(ordinal)?.max_shared_per_block),
+        #[cfg(feature = "emulator")]
+        Target::Emulated => Ok(super::emulator::active().map_or(0, |p| p.max_shared_per_block)),
+    }
 }
 
 /// How a kernel's grid is shaped.
@@ -32,6 +52,10 @@ pub(crate) fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
 pub(crate) enum Grid {
     /// Element-wise row kernels: y strides over rows, x over the 16-byte packs of a row.
     RowsAndPacks { rows: i64, packs_per_row: i64 },
+    /// Row kernels whose rows are short: each block's threads in groups of `lanes` (a power of
+    /// two up to the block), one row a group; y strides over groups of rows, x over the lanes of
+    /// rows with more than `lanes` packs.
+    RowGroups { rows: i64, lanes: u32, packs_per_row: i64 },
     /// One block of `threads` per row, grid-stride over rows in x.
     BlockPerRow { rows: i64, threads: u32 },
     /// One block for the whole problem (selections and other block-wide reductions).
@@ -47,6 +71,17 @@ impl Grid {
             Grid::RowsAndPacks { rows, packs_per_row } => {
                 let y = rows.clamp(1, MAX_GRID_Y) as u32;
                 let x_needed = (packs_per_row.max(1) as u64).div_ceil(BLOCK as u64);
+                let x_budget = (budget / u64::from(y)).max(1);
+                ((x_needed.min(x_budget) as u32, y, 1), BLOCK)
+            }
+            Grid::RowGroups {
+                rows,
+                lanes,
+                packs_per_row,
+            } => {
+                let groups = i64::from(BLOCK / lanes.clamp(1, BLOCK));
+                let y = ((rows.max(1) + groups - 1) / groups).clamp(1, MAX_GRID_Y) as u32;
+                let x_needed = (packs_per_row.max(1) as u64).div_ceil(u64::from(lanes.max(1)));
                 let x_budget = (budget / u64::from(y)).max(1);
                 ((x_needed.min(x_budget) as u32, y, 1), BLOCK)
             }
@@ -134,6 +169,8 @@ pub(crate) struct Launch {
     kernel: Kernel,
     target: Option<Target>,
     args: Vec<Arg>,
+    /// Bytes of dynamic shared memory each block gets.
+    dynamic_shared: u32,
     /// Tensors whose pointers travel inside other arguments (the statistics' tables), staged
     /// when their pointer is taken.
     #[cfg(feature = "emulator")]
@@ -146,6 +183,7 @@ impl Launch {
             kernel,
             target: None,
             args: Vec::new(),
+            dynamic_shared: 0,
             #[cfg(feature = "emulator")]
             arena: super::emulator::Arena::default(),
         }
@@ -269,6 +307,13 @@ impl Launch {
         self.push(Arg::F32(v))
     }
 
+    /// Gives each block `bytes` of dynamic shared memory (at most [`max_shared_per_block`] less
+    /// the kernel's static shared memory).
+    pub fn dynamic_shared(mut self, bytes: u32) -> Self {
+        self.dynamic_shared = bytes;
+        self
+    }
+
     fn push(mut self, a: Arg) -> Self {
         self.args.push(a);
         self
@@ -284,7 +329,10 @@ impl Launch {
             #[cfg(feature = "emulator")]
             Some(Target::Emulated) => {
                 let profile = super::emulator::active().expect("a Launch targets the emulator only inside emulate()");
-                let cfg = grid.config(profile.sm_count);
+                let cfg = LaunchConfig {
+                    shared_mem_bytes: self.dynamic_shared,
+                    ..grid.config(profile.sm_count)
+                };
                 super::emulator::run(self.kernel, cfg, self.args, self.arena)
             }
             None => Err(Error::value("tensors", "at least one tensor argument", "none")),
@@ -296,7 +344,24 @@ impl Launch {
         let _restore = KeepCurrentContext::save()?;
         let kernels = DeviceKernels::get(ordinal)?;
         let func = kernels.function(self.kernel)?;
-        let cfg = grid.config(kernels.sm_count);
+        let cfg = LaunchConfig {
+            shared_mem_bytes: self.dynamic_shared,
+            ..grid.config(kernels.sm_count)
+        };
+        if self.dynamic_shared > DEFAULT_DYNAMIC_SHARED {
+            // Past 48 KiB a kernel must opt in: a host-side setting of the function (no sync),
+            // made with its context current (cudarc's setter does not bind it).
+            kernels
+                .stream
+                .context()
+                .bind_to_thread()
+                .map_err(|e| Error::cuda("binding the device's context", e))?;
+            func.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                self.dynamic_shared as i32,
+            )
+            .map_err(|e| Error::cuda(format!("opting {} in to more shared memory", self.kernel.name()), e))?;
+        }
         let pointers: Vec<u64> = self
             .args
             .iter()

@@ -25,7 +25,7 @@ pub use fatbin::{fatbin, fatbin_has_entry, Kernel};
 pub use libtorch::load_libtorch_cuda;
 pub use probe::{probe, CudaInfo, Unavailable};
 
-pub(crate) use launch::{pack_len, packable, Access, Grid, Launch};
+pub(crate) use launch::{aligned, max_shared_per_block, pack_len, packable, Access, Grid, Launch, BLOCK};
 pub use transfer::host_reads;
 pub(crate) use transfer::{read_back, upload};
 

@@ -37,11 +37,13 @@ pub const CASES: &[Case] = &[
         "ce_extreme_logits_stay_finite_and_nan_propagates",
         ce_extreme_logits_stay_finite_and_nan_propagates,
     ),
+    ("selection_over_any_key_range", selection_over_any_key_range),
     ("ce_masked_logits_match_pytorch", ce_masked_logits_match_pytorch),
     (
         "ce_ignored_partner_gives_its_weight_to_y_a",
         ce_ignored_partner_gives_its_weight_to_y_a,
     ),
+    ("ce_long_rows_stage_what_fits", ce_long_rows_stage_what_fits),
     ("mse_matches_reference", mse_matches_reference),
     (
         "lm_sequence_and_token_ranking_match_reference",
@@ -343,6 +345,62 @@ fn selection_on_large_batches_with_many_ties(dev: Device) {
     lm_matches("lm tokens 12000", &logits, &tokens, &opts, SequenceRank::PerToken);
 }
 
+/// The keep mask a selection of the `k` largest losses must give: losses ordered as the kernels
+/// order them (the float's bits made monotone, so -0 < +0), ties removed lower index first, NaN
+/// never removed.
+fn expected_keep(losses: &[f32], k: usize) -> Vec<bool> {
+    let key = |x: f32| {
+        let b = x.to_bits();
+        if b & 0x8000_0000 != 0 {
+            !b
+        } else {
+            b | 0x8000_0000
+        }
+    };
+    let mut order: Vec<usize> = (0..losses.len()).filter(|&i| !losses[i].is_nan()).collect();
+    order.sort_by(|&a, &b| key(losses[b]).cmp(&key(losses[a])).then(a.cmp(&b)));
+    let mut keep = vec![true; losses.len()];
+    order.iter().take(k).for_each(|&i| keep[i] = false);
+    keep
+}
+
+/// The radix select over key ranges of every width, on one block (5000 rows) and on many (9000):
+/// all losses equal (no radix pass), a band narrower than 2^22 keys (two passes), and arbitrary
+/// float bits with both zeros and NaNs (the whole 32-bit range, three passes).
+fn selection_over_any_key_range(dev: Device) {
+    for b in [5000usize, 9000] {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ b as u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let equal = vec![2.5f32; b];
+        let narrow: Vec<f32> = (0..b).map(|_| 2.0 + (next() % 9000) as f32 * 1e-4).collect();
+        let any: Vec<f32> = (0..b)
+            .map(|i| match i % 97 {
+                0 => f32::NAN,
+                1 => 0.0,
+                2 => -0.0,
+                _ => Some(f32::from_bits(next() as u32))
+                    .filter(|x| x.is_finite())
+                    .unwrap_or(1.0),
+            })
+            .collect();
+        for (what, losses) in [("equal", equal), ("narrow", narrow), ("any bits", any)] {
+            let t = Tensor::from_slice(&losses).to_device(dev);
+            let out = remove_highest(&t, None, 0.3).unwrap();
+            let keep = Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap();
+            let first_wrong = keep
+                .iter()
+                .zip(expected_keep(&losses, out.removed as usize))
+                .position(|(a, b)| *a != b);
+            assert_eq!(first_wrong, None, "{what}, {b} rows: keep mask");
+        }
+    }
+}
+
 fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {
     for kind in FLOAT_KINDS {
         let big = if kind == Kind::Half { 6e4 } else { 1e4 };
@@ -501,16 +559,75 @@ fn ce_ignored_partner_gives_its_weight_to_y_a(dev: Device) {
     }
 }
 
+/// Long rows (a language model's vocabulary): ce_forward keeps as much of each row in shared
+/// memory as a block may have between its statistics and gradient passes, in 16-byte packs
+/// (4096 columns) or one value at a time (5003 columns, or an unaligned view). Emulated, the
+/// same launch under profiles whose shared memory holds the whole row, part of it, or none of
+/// it gives the same bits.
+fn ce_long_rows_stage_what_fits(dev: Device) {
+    seed(33);
+    let opts = CrossEntropy {
+        label_smoothing: 0.1,
+        ignore_index: None,
+        drop_share: 0.34,
+    };
+    for kind in FLOAT_KINDS {
+        for (b, c) in [(3i64, 5003i64), (2, 4096)] {
+            let flat = randn(&[b * c + 1], kind, dev);
+            let y = labels(b, c, dev);
+            for (view, logits) in [
+                ("aligned", flat.narrow(0, 0, b * c).view([b, c])),
+                ("unaligned view", flat.narrow(0, 1, b * c).view([b, c])),
+            ] {
+                let what = format!("[{b}, {c}] {kind:?} {view}");
+                check_against_reference(&what, &logits, Targets::Index(&y), &opts);
+                #[cfg(feature = "emulator")]
+                if emulated() {
+                    let run = |shared: u32| {
+                        let profile = enlighten::cuda::emulator::Profile {
+                            max_shared_per_block: shared,
+                            ..enlighten::cuda::emulator::Profile::TINY
+                        };
+                        enlighten::cuda::emulator::emulate(profile, || {
+                            let mut grad = poisoned(&[b, c], kind, dev);
+                            let out = cross_entropy_into(&logits, Targets::Index(&y), &opts, &mut grad).unwrap();
+                            (out.per_sample, grad)
+                        })
+                    };
+                    let (whole, part, none) = (run(227 * 1024), run(8 * 1024), run(1024));
+                    for (how, (losses, grad)) in [("part", &part), ("none", &none)] {
+                        assert_bitwise_eq(&format!("{what}: losses, {how} staged"), losses, &whole.0);
+                        assert_bitwise_eq(&format!("{what}: grad, {how} staged"), grad, &whole.1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows past 16384 elements are split over several blocks (the last chunk of [1, 16385] holds
+/// one element); rows whose length is not a multiple of the 16-byte pack, and the unaligned
+/// view, move one element at a time.
 fn mse_matches_reference(dev: Device) {
     seed(15);
-    for shape in [vec![1i64, 5], vec![9, 24], vec![64, 96, 3], vec![257, 7]] {
+    let shapes = [
+        vec![1i64, 5],
+        vec![9, 24],
+        vec![64, 96, 3],
+        vec![257, 7],
+        vec![2, 40001],
+        vec![1, 16385],
+    ];
+    for shape in shapes {
         for kind in FLOAT_KINDS {
+            let n: i64 = shape.iter().product();
             let pred = randn(&shape, kind, dev);
-            let target = randn(&shape, kind, dev);
-            for r in [0.0, 0.2] {
+            let flat = randn(&[n + 1], kind, dev);
+            for (r, offset) in [(0.0, 0), (0.2, 1)] {
+                let target = flat.narrow(0, offset, n).view(shape.as_slice());
                 let out = mse(&pred, &target, r, true).unwrap();
                 let reference = reference::mse(&pred, &target, r).unwrap();
-                let what = format!("mse {shape:?} {kind:?} r {r}");
+                let what = format!("mse {shape:?} {kind:?} r {r} target offset {offset}");
                 assert!(
                     rel_err(&out.per_sample, &reference.per_sample) < LOSS_TOL,
                     "{what}: per-sample"

@@ -38,6 +38,7 @@ pub const CASES: &[Case] = &[
         cutmix_matches_reference_and_pastes_the_reported_area,
     ),
     ("cutmix_clips_boxes_at_the_borders", cutmix_clips_boxes_at_the_borders),
+    ("cutmix_copies_wide_rows_in_packs", cutmix_copies_wide_rows_in_packs),
     (
         "mix_batch_alpha_zero_is_identity_and_seeds_reproduce",
         mix_batch_alpha_zero_is_identity_and_seeds_reproduce,
@@ -281,6 +282,35 @@ fn cutmix_matches_reference_and_pastes_the_reported_area(dev: Device) {
                         );
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Rows of 1100 columns: more packs than one block's 256 lanes (two x-blocks), a box run that
+/// starts and ends inside 16-byte packs, rows that start inside one (1100 f16 values are not a
+/// whole number of packs), and an unaligned view, which copies one element at a time.
+fn cutmix_copies_wide_rows_in_packs(dev: Device) {
+    seed(8);
+    let shape = [3i64, 2, 4, 1100];
+    let n: i64 = shape.iter().product();
+    let boxes = CutBoxes::Batch(CutBox {
+        y0: 1,
+        y1: 3,
+        x0: 5,
+        x1: 1050,
+    });
+    for kind in FLOAT_KINDS {
+        let flat = distinct_rows(&[n + 1], kind, dev);
+        for offset in [0, 1] {
+            let x = flat.narrow(0, offset, n).view(shape);
+            for pairing in pairings(shape[0], dev) {
+                let (out, _) = cutmix(&x, &boxes, &pairing).unwrap();
+                assert_bitwise_eq(
+                    &format!("{kind:?} offset {offset} {pairing:?}"),
+                    &out,
+                    &reference::cutmix(&x, &boxes, &pairing).unwrap().to_kind(kind),
+                );
             }
         }
     }

@@ -65,6 +65,7 @@ pub struct LaunchSpec {
     pub order: u32,
     pub seed: u64,
     pub poison: u8,
+    pub dynamic_shared: u32,
 }
 
 #[cfg(enlighten_emulator)]

@@ -42,20 +42,27 @@ pub struct Profile {
     pub name: &'static str,
     pub sm_count: u32,
     pub max_threads_per_block: u32,
+    /// The shared memory a block may have when the kernel opts in (static and dynamic together;
+    /// CUDA's `MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`): what launch code sizes shared buffers by.
+    pub max_shared_per_block: u32,
 }
 
 impl Profile {
-    /// An H100 SXM: 132 SMs, 1024 threads a block.
+    /// An H100 SXM: 132 SMs, 1024 threads a block, 227 KiB of shared memory a block.
     pub const H100: Profile = Profile {
         name: "H100",
         sm_count: 132,
         max_threads_per_block: 1024,
+        max_shared_per_block: 227 * 1024,
     };
-    /// Two SMs, so that grids are small and every grid-stride loop runs several iterations.
+    /// Two SMs, so that grids are small and every grid-stride loop runs several iterations, and
+    /// 16 KiB of shared memory a block, so that rows of a few thousand elements already outgrow
+    /// what a kernel can stage there.
     pub const TINY: Profile = Profile {
         name: "tiny",
         sm_count: 2,
         max_threads_per_block: 1024,
+        max_shared_per_block: 16 * 1024,
     };
 }
 
@@ -211,6 +218,12 @@ pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: 
             profile.name, profile.max_threads_per_block
         )));
     }
+    if cfg.shared_mem_bytes > profile.max_shared_per_block {
+        return Err(fail(format!(
+            "{} bytes of dynamic shared memory a block; the {} profile allows {}",
+            cfg.shared_mem_bytes, profile.name, profile.max_shared_per_block
+        )));
+    }
     let mut slots: Vec<Slot> = Vec::with_capacity(args.len());
     for a in args {
         slots.push(match a {
@@ -239,6 +252,7 @@ pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: 
             order: schedule.order,
             seed: 0x5eed_0000 + u64::from(index),
             poison: schedule.poison,
+            dynamic_shared: cfg.shared_mem_bytes,
         };
         ffi::launch(&spec).map_err(|m| fail(format!("{m} (under {schedule})")))?;
         for s in &arena.staged {

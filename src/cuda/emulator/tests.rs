@@ -107,6 +107,38 @@ fn a_write_to_an_input_faults() {
     assert!(m.contains("write to element 0 of `y`, an input"), "{m}");
 }
 
+/// A copy through `bytes` of dynamic shared memory on a 128-thread grid.
+fn launch_dynamic(name: &'static str, bytes: u32) -> Result<(), Error> {
+    let x = Tensor::arange(1000, (Kind::Float, Device::Cpu));
+    let out = x.empty_like();
+    emulate(Profile::TINY, || {
+        Launch::new(Kernel::emulator_test(name))
+            .input("x", &x)?
+            .output("out", &out)?
+            .i64(1000)
+            .dynamic_shared(bytes)
+            .run(ELEMENTWISE)
+    })?;
+    assert!(out.equal(&x));
+    Ok(())
+}
+
+#[test]
+fn dynamic_shared_memory_is_guarded_and_limited_by_the_profile() {
+    launch_dynamic("defect_free_dynamic_copy", 128 * 4).unwrap();
+    let m = message(launch_dynamic("defect_dynamic_shared_past_end", 128 * 4));
+    assert!(
+        m.contains("write past the end of the dynamic shared memory: byte 512, and the launch asked for 512"),
+        "{m}"
+    );
+    let too_much = Profile::TINY.max_shared_per_block + 1;
+    let m = message(launch_dynamic("defect_free_dynamic_copy", too_much));
+    assert!(
+        m.contains("bytes of dynamic shared memory a block; the tiny profile allows"),
+        "{m}"
+    );
+}
+
 #[test]
 fn every_library_kernel_is_in_the_emulator() {
     for k in Kernel::ALL {

@@ -3,13 +3,16 @@
 use tch::{Kind, Tensor};
 
 use super::{CeArgs, CrossEntropy, LossOutput};
-use crate::cuda::{pack_len, packable, Grid, Kernel, Launch};
-use crate::error::Result;
+use crate::cuda::constants::{CE_SCRATCH_BYTES, MSE_MAX_THREADS, RADIX_BITS, SELECT_STATE_LEN};
+use crate::cuda::{max_shared_per_block, pack_len, packable, Grid, Kernel, Launch};
+use crate::error::{Error, Result};
 use crate::ops::mixup::Lambda;
 
 const SELECT_THREADS: u32 = 1024;
 /// Up to this many rows one block selects (loss_select); above, the multi-block path runs.
 const SINGLE_BLOCK_MAX: i64 = 8192;
+/// Elements of a row one block of mse_forward sums: longer rows are split over several blocks.
+const MSE_CHUNK: i64 = 16384;
 /// Rows per block in the multi-block marking pass.
 const MARK_CHUNK: i64 = 4096;
 /// Blocks of the histogram passes (grid-stride, so any count is valid).
@@ -18,6 +21,36 @@ const HIST_BLOCKS: i64 = 1024;
 /// Threads per row: about four elements each, a whole number of warps, at most 1024.
 fn row_threads(row_len: i64) -> u32 {
     ((row_len.max(1) as u64).div_ceil(4).next_power_of_two()).clamp(32, 1024) as u32
+}
+
+/// ce_forward's shared memory: its reduction scratch, then the packs of each row it keeps between
+/// the statistics pass and the gradient pass (kernels/loss.cu, `Staging`).
+struct Stage {
+    /// Packs of a row kept in shared memory (the row's first ones; 0 without a gradient).
+    packs: i64,
+    shared_bytes: u32,
+}
+
+impl Stage {
+    /// As many of the `c / n` packs of a `c`-column row as the device's shared memory holds
+    /// beside the scratch (`n` divides `c` when `vectorized`).
+    fn of(logits: &Tensor, c: i64, vectorized: bool, with_grad: bool) -> Result<Stage> {
+        let scratch = CE_SCRATCH_BYTES as u32;
+        if !with_grad {
+            return Ok(Stage {
+                packs: 0,
+                shared_bytes: scratch,
+            });
+        }
+        let n = if vectorized { pack_len(logits.kind()) } else { 1 };
+        let pack_bytes = n * logits.kind().elt_size_in_bytes() as i64;
+        let room = i64::from(max_shared_per_block(logits)?.saturating_sub(scratch)) / pack_bytes;
+        let packs = (c / n).min(room);
+        Ok(Stage {
+            packs,
+            shared_bytes: scratch + (packs * pack_bytes) as u32,
+        })
+    }
 }
 
 /// Buffers the selection kernel writes: threshold and mean share one allocation.
@@ -94,9 +127,10 @@ fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Res
         })
 }
 
-/// The same selection over many blocks (kernels/loss.cu, "Multi-block selection"): a 4-pass
-/// radix select whose histograms are built by all blocks, then a tie count per block, the
-/// marking pass and one final reduction. Eleven launches, still no host sync.
+/// The same selection over many blocks (kernels/loss.cu, "Multi-block selection"): the range of
+/// the candidates' keys, a radix select of up to three passes whose histograms are built by all
+/// blocks, then a tie count per block, the marking pass and one final reduction. Eleven
+/// launches, still no host sync.
 fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, row_bytes: i64) -> Result<()> {
     let Ranking {
         losses,
@@ -107,33 +141,41 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
     } = *r;
     let b = losses.size()[0];
     let dev = losses.device();
-    let state = Tensor::empty([5], (Kind::Int64, dev));
-    let hist = Tensor::empty([256], (Kind::Int, dev));
+    let state = Tensor::empty([i64::from(SELECT_STATE_LEN)], (Kind::Int64, dev));
+    let hist = Tensor::empty([1i64 << RADIX_BITS], (Kind::Int, dev));
     let blocks = (b + MARK_CHUNK - 1) / MARK_CHUNK;
     let chunk = (b + blocks - 1) / blocks;
     let block_eq = Tensor::empty([blocks], (Kind::Int64, dev));
     let partials = Tensor::empty([3 * blocks], (Kind::Double, dev));
+    let hist_grid = Grid::Blocks {
+        blocks: blocks.min(HIST_BLOCKS) as u32,
+        threads: 256,
+    };
     Launch::new(Kernel::SELECT_INIT)
         .output("state", &state)?
         .output("hist", &hist)?
         .i64(k)
         .run(Grid::SingleBlock { threads: 256 })?;
-    for shift in [24, 16, 8, 0] {
+    Launch::new(Kernel::SELECT_RANGE)
+        .input("losses", losses)?
+        .rows("y", y, ignore)?
+        .i64(b)
+        .inout("state", &state)?
+        .run(hist_grid)?;
+    // Enough passes for any range of 32-bit keys; those the range does not need return at once.
+    for pass in 0..(32 + RADIX_BITS - 1) / RADIX_BITS {
         Launch::new(Kernel::SELECT_HIST)
             .input("losses", losses)?
             .rows("y", y, ignore)?
             .i64(b)
             .inout("state", &state)?
             .inout("hist", &hist)?
-            .i32(shift)
-            .run(Grid::Blocks {
-                blocks: blocks.min(HIST_BLOCKS) as u32,
-                threads: 256,
-            })?;
+            .i32(pass)
+            .run(hist_grid)?;
         Launch::new(Kernel::SELECT_DIGIT)
             .inout("state", &state)?
             .inout("hist", &hist)?
-            .i32(shift)
+            .i32(pass)
             .run(Grid::SingleBlock { threads: 256 })?;
     }
     Launch::new(Kernel::SELECT_EQ_COUNT)
@@ -182,12 +224,17 @@ pub(super) fn cross_entropy(
     grad: Option<Tensor>,
 ) -> Result<LossOutput> {
     let (b, c) = (logits.size()[0], logits.size()[1]);
+    if c > i64::from(i32::MAX) {
+        // ce_forward's argmax and target columns are 32-bit.
+        return Err(Error::value("logits", "at most 2^31 - 1 classes on CUDA", c));
+    }
     let dev = logits.device();
     let losses = Tensor::empty([b], (Kind::Float, dev));
     let correct = Tensor::empty([b], (Kind::Int, dev));
     let with_grad = grad.is_some();
     let tensors: Vec<&Tensor> = std::iter::once(logits).chain(grad.as_ref()).collect();
     let vectorized = packable(c, pack_len(logits.kind()), &tensors);
+    let stage = Stage::of(logits, c, vectorized, with_grad)?;
     let k = args.removed;
     // The gradient weight 1 / n_kept: known on the host unless rows are ignored.
     let (scale_t, scale) = match opts.ignore_index {
@@ -230,6 +277,8 @@ pub(super) fn cross_entropy(
     .i64(c)
     .i32(with_grad as i32)
     .i32(vectorized as i32)
+    .i64(stage.packs)
+    .dynamic_shared(stage.shared_bytes)
     .run(Grid::BlockPerRow {
         rows: b,
         threads: row_threads(c),
@@ -266,8 +315,13 @@ pub(super) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) ->
 pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) -> Result<LossOutput> {
     let b = pred.size()[0];
     let f = pred.numel() as i64 / b;
-    let losses = Tensor::empty([b], (Kind::Float, pred.device()));
+    let dev = pred.device();
+    let losses = Tensor::empty([b], (Kind::Float, dev));
     let with_grad = grad.is_some();
+    let tensors: Vec<&Tensor> = [pred, target].into_iter().chain(grad.as_ref()).collect();
+    // A row longer than a chunk is spread over several blocks (kernels/loss.cu, mse_forward).
+    let chunks = (f.max(1) + MSE_CHUNK - 1) / MSE_CHUNK;
+    let partials = (chunks > 1).then(|| Tensor::empty([b * chunks], (Kind::Double, dev)));
     Launch::new(Kernel::for_dtype(
         pred.kind(),
         [
@@ -279,15 +333,31 @@ pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) 
     .input("pred", pred)?
     .input("target", target)?
     .optional_output("grad", grad.as_ref())?
-    .output("losses", &losses)?
+    .optional_output("losses", partials.is_none().then_some(&losses))?
+    .optional_output("partials", partials.as_ref())?
     .f32(1.0 / (b - k) as f32)
     .i64(b)
     .i64(f)
+    .i64(MSE_CHUNK)
+    .i64(chunks)
     .i32(with_grad as i32)
+    .i32(packable(f, pack_len(pred.kind()), &tensors) as i32)
     .run(Grid::BlockPerRow {
-        rows: b,
-        threads: row_threads(f),
+        rows: b * chunks,
+        threads: row_threads(f.min(MSE_CHUNK)).min(MSE_MAX_THREADS as u32),
     })?;
+    if let Some(partials) = &partials {
+        Launch::new(Kernel::MSE_FINISH)
+            .input("partials", partials)?
+            .i64(chunks)
+            .i64(b)
+            .i64(f)
+            .output("losses", &losses)?
+            .run(Grid::Blocks {
+                blocks: ((b + 255) / 256).min(1024) as u32,
+                threads: 256,
+            })?;
+    }
     let out = SelectOut::new(b, pred);
     launch_select(
         &Ranking {

@@ -4,7 +4,7 @@ use tch::Tensor;
 
 use super::{CutBoxes, Lambda, Normalize, Pairing};
 use crate::cuda::constants::{PAIR_FLIP, PAIR_PERM, PAIR_ROLL};
-use crate::cuda::{pack_len, packable, Grid, Kernel, Launch};
+use crate::cuda::{aligned, pack_len, packable, Grid, Kernel, Launch, BLOCK};
 use crate::error::Result;
 
 fn rows_of(x: &Tensor) -> (i64, i64) {
@@ -113,6 +113,14 @@ pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tens
     let (b, f) = rows_of(x);
     let (h, w) = (size[size.len() - 2], size[size.len() - 1]);
     let (mode, perm, shift) = pairing_args(pairing);
+    // A row's packs, plus one for a box run's ragged ends: the lanes of one row's group.
+    let vectorized = aligned(&[x, out]);
+    let packs_per_row = if vectorized {
+        (w + pack_len(x.kind()) - 1) / pack_len(x.kind()) + 1
+    } else {
+        w
+    };
+    let lanes = (packs_per_row.max(1) as u32).next_power_of_two().min(BLOCK);
     let (box_tensor, bx) = match boxes {
         CutBoxes::Batch(bx) => (None, [bx.y0, bx.y1, bx.x0, bx.x1]),
         CutBoxes::PerSample(t) => (Some(t), [0; 4]),
@@ -135,8 +143,11 @@ pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tens
     .i64(f / (h * w))
     .i64(h)
     .i64(w)
-    .run(Grid::RowsAndPacks {
+    .i32(vectorized as i32)
+    .i32(lanes as i32)
+    .run(Grid::RowGroups {
         rows: b * (f / w),
-        packs_per_row: w,
+        lanes,
+        packs_per_row,
     })
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::corrupt;
-use crate::error::{Error, Result};
+use super::{corrupt, sorted_entries};
+use crate::error::Result;
 
 /// Image files with their classes: `labels[i]` indexes `classes` for `files[i]`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -57,19 +57,6 @@ pub fn is_image(path: &Path) -> bool {
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
-fn entries(dir: &Path, hint: &str) -> Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::Data {
-            path: dir.to_path_buf(),
-            problem: e.to_string(),
-            hint: hint.into(),
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
 fn name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -78,7 +65,7 @@ fn name(p: &Path) -> String {
 
 /// The images of `dir` (not recursive), sorted by name.
 fn images_in(dir: &Path, hint: &str) -> Result<Vec<PathBuf>> {
-    Ok(entries(dir, hint)?
+    Ok(sorted_entries(dir, hint)?
         .into_iter()
         .filter(|p| p.is_file() && is_image(p))
         .collect())
@@ -87,7 +74,7 @@ fn images_in(dir: &Path, hint: &str) -> Result<Vec<PathBuf>> {
 /// `root/<class>/<sub>/<image>` for every class folder (sorted by name); `sub` is "" for the plain
 /// layout, "images" for Tiny-ImageNet's training split. `classes` fixes the class order when given.
 fn class_folders(root: &Path, sub: &str, classes: Option<&[String]>, hint: &str) -> Result<FileList> {
-    let found: Vec<String> = entries(root, hint)?
+    let found: Vec<String> = sorted_entries(root, hint)?
         .iter()
         .filter(|p| p.is_dir())
         .map(|p| name(p))
@@ -179,7 +166,7 @@ pub fn tiny_imagenet(dir: &Path) -> Result<FolderSplits> {
 pub fn imagenet(dir: &Path) -> Result<FolderSplits> {
     let train = class_folders(&dir.join("train"), "", None, HINT_IMAGENET)?;
     let val_dir = dir.join("val");
-    let has_class_folders = entries(&val_dir, HINT_IMAGENET)?.iter().any(|p| p.is_dir());
+    let has_class_folders = sorted_entries(&val_dir, HINT_IMAGENET)?.iter().any(|p| p.is_dir());
     let val = if has_class_folders {
         class_folders(&val_dir, "", Some(&train.classes), HINT_IMAGENET)?
     } else {

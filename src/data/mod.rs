@@ -137,6 +137,20 @@ fn read_file(path: &Path, hint: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// The entries of a folder in name order, or says which folder cannot be read and how to fetch it.
+fn sorted_entries(dir: &Path, hint: &str) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::Data {
+            path: dir.to_path_buf(),
+            problem: e.to_string(),
+            hint: hint.into(),
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
 fn corrupt(path: &Path, problem: impl Into<String>, hint: &str) -> Error {
     Error::Data {
         path: path.to_path_buf(),

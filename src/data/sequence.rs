@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
-use super::{corrupt, read_file};
+use super::{corrupt, read_file, sorted_entries};
 use crate::error::{Error, Result};
 
 const FETCH_VIC: &str =
@@ -145,16 +145,10 @@ pub fn read_text(path: &Path) -> Result<String> {
 
 /// The files of `dir` whose names pass `keep`, concatenated in name order.
 fn read_texts(dir: &Path, keep: impl Fn(&str) -> bool, pattern: &str, hint: &str) -> Result<String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::Data {
-            path: dir.to_path_buf(),
-            problem: e.to_string(),
-            hint: hint.into(),
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
+    let files: Vec<PathBuf> = sorted_entries(dir, hint)?
+        .into_iter()
         .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(&keep))
         .collect();
-    files.sort();
     if files.is_empty() {
         return Err(Error::Data {
             path: dir.to_path_buf(),

@@ -16,12 +16,12 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 struct SavedGradientLoss : public torch::autograd::Function<SavedGradientLoss> {
-    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& loss,
+    // `input` only connects the node to the graph: the gradient is already computed.
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& /*input*/, const at::Tensor& loss,
                               const at::Tensor& grad) {
         // A SavedVariable, not saved_data: the engine releases it right after backward unless
         // the graph is retained, so the leaf's AccumulateGrad can take the tensor without a copy.
         ctx->save_for_backward({grad});
-        (void)input;
         return loss;
     }
 

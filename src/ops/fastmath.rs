@@ -52,8 +52,7 @@ pub(crate) struct RowScan {
     pub sum: f32,
 }
 
-/// [`RowScan`] of a row, with lane accumulators: a fixed order, so vectorised and deterministic
-/// (the sum is [`sum_above_neg_inf`]'s, to the bit).
+/// [`RowScan`] of a row, with lane accumulators: a fixed order, so vectorised and deterministic.
 #[inline(always)]
 pub(crate) fn scan_row(z: &[f32]) -> RowScan {
     let (mut acc, mut low, mut sums) = ([f32::NEG_INFINITY; LANES], [f32::INFINITY; LANES], [0f32; LANES]);
@@ -112,9 +111,9 @@ pub(crate) fn exp_shifted_sums<const FMA: bool>(z: &[f32], m: f32, e: &mut [f32]
     for (ev, &zv) in e.iter_mut().zip(z) {
         *ev = exp_nonpos::<FMA>(zv - m);
     }
-    // Sum of e without the maxima's exact 1s (e - [z == m]), so the 1 never rounds the rest;
-    // then the maxima beyond the first (ties) add 1 each.
-    // The maxima are counted in the same pass, in 32-bit lanes.
+    // Sum of e without the maxima's exact 1s (e - [z == m]), so the 1 never rounds the rest,
+    // with the maxima counted in the same pass (32-bit lanes); the maxima beyond the first
+    // (ties) add 1 each at the end.
     let (mut others, mut maxima) = ([0f32; LANES], [0u32; LANES]);
     let (ec, zc) = (e.chunks_exact(LANES), z.chunks_exact(LANES));
     let (et, zt) = (ec.remainder(), zc.remainder());

@@ -124,8 +124,7 @@ enum Removal<'a> {
 /// The differentiable loss of `out` (computed on the detached `input` with nothing removed and
 /// with its gradient) once the global batch's highest losses are removed.
 fn global_autograd(input: &Tensor, out: LossOutput, share: f64, group: &ProcessGroup) -> Result<(Tensor, LossOutput)> {
-    let mut out = remove_highest_global(out, share, group)?;
-    Ok((attach_gradient(input, &mut out)?, out))
+    attach_gradient(input, remove_highest_global(out, share, group)?)
 }
 
 /// The composite's form of global removal: the kept rows' sum of the differentiable `per_row`

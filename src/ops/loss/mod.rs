@@ -164,8 +164,7 @@ pub fn cross_entropy_autograd(
     targets: Targets<'_>,
     opts: &CrossEntropy,
 ) -> Result<(Tensor, LossOutput)> {
-    let mut out = cross_entropy(&logits.detach(), targets, opts, true)?;
-    Ok((attach_gradient(logits, &mut out)?, out))
+    attach_gradient(logits, cross_entropy(&logits.detach(), targets, opts, true)?)
 }
 
 /// The simpler alternative kept for comparison: the kernel ranks and removes (no gradient), and
@@ -209,17 +208,17 @@ pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64, with_grad: bool) -> 
 
 /// The differentiable form of [`mse`] (see [`cross_entropy_autograd`]).
 pub fn mse_autograd(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<(Tensor, LossOutput)> {
-    let mut out = mse(&pred.detach(), target, drop_share, true)?;
-    Ok((attach_gradient(pred, &mut out)?, out))
+    attach_gradient(pred, mse(&pred.detach(), target, drop_share, true)?)
 }
 
-/// The kernel's loss as the output of the bridge's autograd node, which takes over the gradient.
-pub(crate) fn attach_gradient(input: &Tensor, out: &mut LossOutput) -> Result<Tensor> {
+/// The kernel's loss as the output of the bridge's autograd node, which takes over the gradient:
+/// the differentiable loss, and `out` without its gradient.
+pub(crate) fn attach_gradient(input: &Tensor, mut out: LossOutput) -> Result<(Tensor, LossOutput)> {
     let grad = out
         .grad
         .take()
         .ok_or_else(|| Error::Internal("the loss kernel returned no gradient".into()))?;
-    crate::bridge::attach_gradient(input, &out.loss, grad)
+    Ok((crate::bridge::attach_gradient(input, &out.loss, grad)?, out))
 }
 
 // ---- argument checks ---------------------------------------------------------------------------

@@ -84,6 +84,5 @@ pub fn lm_cross_entropy_autograd(
     opts: &CrossEntropy,
     rank: SequenceRank,
 ) -> Result<(Tensor, LossOutput)> {
-    let mut out = lm_cross_entropy(&logits.detach(), tokens, opts, rank, true)?;
-    Ok((attach_gradient(logits, &mut out)?, out))
+    attach_gradient(logits, lm_cross_entropy(&logits.detach(), tokens, opts, rank, true)?)
 }

@@ -1,8 +1,19 @@
 //! Support shared by the tests, the benchmarks and `enlighten demo`: the tolerances a fused op
-//! is held to against its f64 reference, the relative error they bound, and a device sync for
-//! timings. Not part of the API.
+//! is held to against its f64 reference, the relative error they bound, a device sync for
+//! timings, and one test at a time over libtorch's process-wide state. Not part of the API.
+
+use std::sync::{Mutex, MutexGuard};
 
 use tch::{Device, Kind, Tensor};
+
+/// Held by a test for as long as it needs libtorch's process-wide state to itself. The test
+/// harness runs tests side by side in one process, where they would draw from each other's
+/// global generator (`tch::manual_seed`) and take threads from each other's CPU reductions
+/// (which split their work, and so round, by the threads they get).
+pub fn serial() -> MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Tolerance on ||out - ref|| / ||ref|| for results stored in `kind` and computed in f32.
 /// Panics for a dtype that is not f32, f16 or bf16.

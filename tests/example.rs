@@ -9,22 +9,14 @@ mod high_loss_removal;
 #[path = "../examples/mixup_into.rs"]
 mod mixup_into;
 
-use std::sync::{Mutex, MutexGuard};
-
+use enlighten::testing::serial;
 use tch::vision::dataset::Dataset;
 use tch::{Device, Kind, Tensor};
 
-/// The examples seed libtorch's one global generator (`tch::manual_seed`) and draw from it; run
-/// side by side, the tests would take each other's numbers. One at a time keeps each example's
-/// run the one its seed defines.
-fn global_generator() -> MutexGuard<'static, ()> {
-    static GENERATOR: Mutex<()> = Mutex::new(());
-    GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[test]
 fn the_mixup_pause_example_trains_and_switches_mixup_on_at_the_ep_end() {
-    let _one_at_a_time = global_generator();
+    // The examples seed libtorch's global generator: one at a time, each run is its seed's.
+    let _one_at_a_time = serial();
     let (log, schedule) = example::run(200).unwrap();
     let end = schedule.phase().ended().expect("the EP ends on this easy problem").step;
     assert!(end > 0 && end < 200, "EP end at step {end}");
@@ -72,7 +64,8 @@ fn synthetic_mnist(train: i64, test: i64) -> Dataset {
 
 #[test]
 fn the_mnist_loop_with_high_loss_removal_learns() {
-    let _one_at_a_time = global_generator();
+    // The examples seed libtorch's global generator: one at a time, each run is its seed's.
+    let _one_at_a_time = serial();
     let m = synthetic_mnist(2048, 512);
     let accuracies = high_loss_removal::run(&m, 2, Device::Cpu).unwrap();
     let last = *accuracies.last().unwrap();
@@ -81,7 +74,8 @@ fn the_mnist_loop_with_high_loss_removal_learns() {
 
 #[test]
 fn mixup_into_writes_every_step_into_one_buffer_and_the_loss_comes_down() {
-    let _one_at_a_time = global_generator();
+    // The examples seed libtorch's global generator: one at a time, each run is its seed's.
+    let _one_at_a_time = serial();
     let log = mixup_into::run(150, Device::Cpu).unwrap();
     assert!(log.iter().all(|s| s.buffer == log[0].buffer), "the mixed batch moved");
     let mean = |s: &[mixup_into::Step]| s.iter().map(|s| s.loss).sum::<f64>() / s.len() as f64;

@@ -17,7 +17,8 @@ use enlighten::Error;
 use tch::{Device, Kind, Tensor};
 
 mod support;
-use support::{scratch, serial, write_dataset};
+use enlighten::testing::serial;
+use support::{scratch, write_dataset};
 
 /// A small configuration of the dataset `write_dataset` writes: 256 training rows, 2 ranks of
 /// 16 rows a step (8 steps an epoch), Mixup Pause ending on validation accuracy. The learning

@@ -10,7 +10,8 @@ use enlighten::train::{train, MetricsLine, Summary, TrainConfig, TrainOptions};
 use enlighten::SeededRng;
 
 mod support;
-use support::{metrics, scratch, serial};
+use enlighten::testing::serial;
+use support::{metrics, scratch};
 
 /// Two classes of noisy series, 2 channels of length 40: a slow sine, or a fast one.
 fn write_ucr(dir: &Path) {

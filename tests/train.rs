@@ -9,7 +9,8 @@ use enlighten::Error;
 use std::sync::atomic::AtomicBool;
 
 mod support;
-use support::{metrics, scratch, serial, write_dataset};
+use enlighten::testing::serial;
+use support::{metrics, scratch, write_dataset};
 
 fn train(config: &TrainConfig, resume: bool, progress: bool) -> enlighten::Result<enlighten::train::Summary> {
     run_training(

@@ -1,25 +1,15 @@
-//! Helpers of the trainer-level test suites (train, tasks, compare): one training at a time,
-//! scratch folders, a run's metrics. Each suite uses some of them.
+//! Helpers of the trainer-level test suites (train, tasks, compare, parallel): scratch folders,
+//! a run's metrics, the small dataset. Each suite uses some of them.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 
 use flate2::write::GzEncoder;
 
 use enlighten::train::MetricsLine;
 
 pub mod images;
-
-/// libtorch's CPU reductions split their work by the threads they get; trainings running at the
-/// same time in one process (the test harness runs tests in parallel) take threads from each
-/// other and round differently. Bit-identical comparisons need one training at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-pub fn serial() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// An empty folder for one test, named after the suite, the process and `name`.
 pub fn scratch(name: &str) -> PathBuf {

@@ -9,16 +9,17 @@ data:
 
 # The README's main command: Mixup vs Mixup Pause on Fashion-MNIST, 3 seeds, on the CPU.
 compare: data
-	cargo run --release -- compare --config configs/quick-compare.toml
+	cargo run --release -p enlighten-trainer -- compare --config configs/quick-compare.toml
 
 demo: setup
-	cargo run --release -- demo
+	cargo run --release -p enlighten-trainer -- demo
 
+# The library with its reference oracles and the emulator, and the trainer.
 test: setup
-	cargo test --release
+	cargo test --release --workspace --features enlighten/testing,enlighten/emulator
 
 bench: setup
-	cargo bench --bench ops
+	cargo bench -p enlighten --features testing --bench ops
 
 bench-report:
 	@scripts/bench-report

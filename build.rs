@@ -1,5 +1,6 @@
-//! Compiles every `kernels/*.cu` into one fatbin that the library embeds, keeps the ptxas
-//! report, and adds an rpath to libtorch so binaries run without LD_LIBRARY_PATH. With the
+//! Compiles every `kernels/*.cu` into one fatbin that the library embeds when nvcc is at hand
+//! (without it the library compiles them at first use with NVRTC), keeps the ptxas report, builds
+//! the C++ bridge to libtorch, and adds an rpath to libtorch for this crate's own tests. With the
 //! `emulator` feature it compiles the same kernel sources a second time, with the host C++
 //! compiler against emulator/cuda_emu.h, into the CUDA execution-model emulator. The kernel
 //! entry points come from one list, kernels/entry_points.txt, for both builds and for Rust.
@@ -9,7 +10,7 @@
 //!   or under `CUDA_HOME`/`CUDA_PATH`.
 //! - `ENLIGHTEN_CUDA_TARGETS`: comma-separated `sm_XY` (SASS) and `compute_XY` (PTX) targets;
 //!   default `sm_80,sm_86,sm_89,sm_90,compute_80`.
-//! - `REQUIRE_NVCC=1`: fail the build instead of building a library without kernels.
+//! - `REQUIRE_NVCC=1`: fail the build instead of building a library without a fatbin.
 
 use std::env;
 use std::fmt::Write as _;
@@ -30,57 +31,66 @@ fn main() {
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    add_libtorch_rpath();
-    compile_bridge();
-
+    println!("cargo::rustc-check-cfg=cfg(enlighten_emulator)");
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let fatbin = out_dir.join("enlighten.fatbin");
-    let kernels = discover_kernels(Path::new("kernels"));
     let entries = entry_points(Path::new("kernels/entry_points.txt"));
     write_kernel_constants(&entries, &out_dir);
     write_shared_constants(Path::new("kernels/constants.txt"), &out_dir);
-    let require = env::var("REQUIRE_NVCC").is_ok_and(|v| v == "1");
-    println!("cargo::rustc-check-cfg=cfg(enlighten_emulator)");
+    // For dependents' build scripts (DEP_ENLIGHTEN_*): one copy of the bridge's headers and of
+    // the kernels, whoever compiles them.
+    println!("cargo:bridge_include={}", manifest.join("bridge").display());
+    println!("cargo:kernels={}", manifest.join("kernels").display());
+    println!("cargo:generated={}", out_dir.display());
 
+    // docs.rs has no libtorch (tch's `doc-only`): documentation needs no native code.
+    if env::var_os("CARGO_FEATURE_DOC_ONLY").is_some() {
+        println!("cargo:rustc-env=ENLIGHTEN_LIBTORCH_LIB=");
+        fs::write(out_dir.join("enlighten.fatbin"), []).expect("write empty fatbin");
+        return;
+    }
+    let lib = PathBuf::from(env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys reports where libtorch is"));
+    add_libtorch_rpath(&lib);
+    compile_bridge(&lib);
+    compile_kernels(&entries, &out_dir);
+}
+
+/// The kernels' fatbin with nvcc when there is one (and the emulator with the `emulator`
+/// feature); without nvcc an empty fatbin, and the kernels are compiled at first use by NVRTC.
+fn compile_kernels(entries: &[String], out_dir: &Path) {
+    let fatbin = out_dir.join("enlighten.fatbin");
+    let kernels = discover_kernels(Path::new("kernels"));
+    let require = env::var("REQUIRE_NVCC").is_ok_and(|v| v == "1");
     match find_nvcc() {
         Some(nvcc) => {
-            compile(&nvcc, &kernels, &out_dir, &fatbin);
+            println!("cargo:nvcc={}", nvcc.display());
+            compile(&nvcc, &kernels, out_dir, &fatbin);
             if env::var_os("CARGO_FEATURE_EMULATOR").is_some() {
-                compile_emulator(&nvcc, &kernels, &entries, &out_dir);
+                compile_emulator(&nvcc, &kernels, entries, out_dir);
             }
         }
         None if require => panic!("REQUIRE_NVCC=1 but no nvcc was found: run scripts/setup, or set NVCC=/path/to/nvcc"),
         None => {
-            println!(
-                "cargo:warning=enlighten: nvcc not found (run scripts/setup or set NVCC); \
-                 building without CUDA kernels, CUDA ops will report `built without kernels`"
-            );
             fs::write(&fatbin, []).expect("write empty fatbin");
             fs::write(out_dir.join("ptxas-report.txt"), "built without nvcc\n").expect("write report");
         }
     }
 }
 
-/// tch embeds no rpath; point the binaries, tests and benches at the libtorch they linked.
-fn add_libtorch_rpath() {
-    if let Ok(lib) = env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-        println!("cargo:rustc-env=ENLIGHTEN_LIBTORCH_LIB={lib}");
-    } else {
-        println!("cargo:rustc-env=ENLIGHTEN_LIBTORCH_LIB=");
-    }
+/// tch embeds no rpath; point this crate's own tests, examples and benches at the libtorch they
+/// linked (a link argument reaches only this package's targets, never a dependent's binary).
+fn add_libtorch_rpath(lib: &Path) {
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:rustc-env=ENLIGHTEN_LIBTORCH_LIB={}", lib.display());
 }
 
-/// The C++ bridge to libtorch (bridge/): the autograd node always; c10d (bridge/c10d.cpp, which
-/// needs gloo's headers from `GLOO_INCLUDE`) with the `distributed` feature. Flags as torch-sys
-/// compiles tch's own C++: C++17, libtorch's ABI, its two include folders.
-fn compile_bridge() {
+/// The C++ bridge to libtorch (bridge/): the autograd node, libtorch's thread pool and the
+/// message convention. Flags as torch-sys compiles tch's own C++: C++17, libtorch's ABI, its two
+/// include folders.
+fn compile_bridge(lib: &Path) {
     println!("cargo:rerun-if-changed=bridge");
-    println!("cargo:rerun-if-env-changed=GLOO_INCLUDE");
-    let lib = PathBuf::from(env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys reports where libtorch is"));
     let include = lib.parent().expect("libtorch's lib/ has a parent").join("include");
-    let mut build = cc::Build::new();
-    build
+    cc::Build::new()
         .cpp(true)
         .std("c++17")
         .opt_level(2)
@@ -94,70 +104,10 @@ fn compile_bridge() {
         .file("bridge/parallel.cpp")
         // at::parallel_for is a header template whose `#pragma omp parallel` runs serially unless
         // compiled with OpenMP; its GOMP calls must reach libtorch's own libgomp (one pool).
-        .flag("-fopenmp");
+        .flag("-fopenmp")
+        .compile("enlighten_bridge");
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rustc-link-arg=-l:libgomp.so.1");
-    if env::var_os("CARGO_FEATURE_DISTRIBUTED").is_some() {
-        let gloo = env::var("GLOO_INCLUDE")
-            .expect("the `distributed` feature needs GLOO_INCLUDE (gloo's headers): run scripts/setup");
-        build
-            .define("USE_DISTRIBUTED", None)
-            .define("USE_C10D_GLOO", None)
-            .include(gloo)
-            .file("bridge/c10d.cpp");
-        compile_nccl_bridge(&lib, &include);
-    }
-    build.compile("enlighten_bridge");
-}
-
-/// bridge/nccl.cpp as a shared library of its own (`ENLIGHTEN_NCCL_LIBRARY`, embedded by
-/// src/distributed/nccl.rs, cfg `enlighten_nccl`): it links libtorch_cuda.so, which only a GPU
-/// machine can load, so the crate loads it at run time when NCCL is asked for. Needs nccl.h
-/// (`NCCL_INCLUDE`, from scripts/setup) and the CUDA runtime headers beside nvcc; without them
-/// the crate builds without NCCL and says so when asked for it. `--no-undefined` makes the link
-/// prove that every symbol the factory uses is exported by libtorch.
-fn compile_nccl_bridge(lib: &Path, include: &Path) {
-    println!("cargo::rustc-check-cfg=cfg(enlighten_nccl)");
-    println!("cargo:rerun-if-env-changed=NCCL_INCLUDE");
-    let Ok(nccl) = env::var("NCCL_INCLUDE") else {
-        println!(
-            "cargo:warning=enlighten: NCCL_INCLUDE not set (run scripts/setup); building without the NCCL backend"
-        );
-        return;
-    };
-    let Some(cuda_include) = find_nvcc().and_then(|n| Some(n.parent()?.parent()?.join("include"))) else {
-        println!("cargo:warning=enlighten: no nvcc, so no CUDA runtime headers; building without the NCCL backend");
-        return;
-    };
-    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("libenlighten_nccl.so");
-    let compiler = cc::Build::new().cpp(true).get_compiler();
-    let mut cmd = compiler.to_command();
-    cmd.args(["-std=c++17", "-O2", "-fPIC", "-shared", "-Wno-interference-size"])
-        .args([
-            "-D_GLIBCXX_USE_CXX11_ABI=1",
-            "-DGLOG_USE_GLOG_EXPORT",
-            "-DUSE_DISTRIBUTED",
-        ])
-        .args(["-DUSE_C10D_NCCL", "-DUSE_CUDA"])
-        .arg(format!("-I{}", include.display()))
-        .arg(format!("-I{}", include.join("torch/csrc/api/include").display()))
-        .arg(format!("-I{nccl}"))
-        .arg(format!("-I{}", cuda_include.display()))
-        .arg("-Ibridge/cuda-shim")
-        .arg("bridge/nccl.cpp")
-        .arg("-o")
-        .arg(&out)
-        .arg(format!("-L{}", lib.display()))
-        .args(["-Wl,--no-undefined", "-Wl,--no-as-needed"])
-        .args(["-ltorch_cuda", "-lc10_cuda", "-ltorch_cpu", "-lc10"]);
-    let output = cmd.output().expect("run the C++ compiler for bridge/nccl.cpp");
-    assert!(
-        output.status.success(),
-        "compiling bridge/nccl.cpp failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("cargo:rustc-cfg=enlighten_nccl");
-    println!("cargo:rustc-env=ENLIGHTEN_NCCL_LIBRARY={}", out.display());
 }
 
 /// Every `.cu` directly under `kernels/`, sorted so the build is reproducible.

@@ -21,7 +21,7 @@ extern "C" {
 }
 
 /// Turns a bridge call's code and message into a `Result`, freeing the message.
-pub(crate) fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
+pub fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
     if code == 0 {
         return Ok(());
     }

@@ -6,6 +6,7 @@ use crate::cuda::Unavailable;
 /// Result alias used throughout enlighten.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What went wrong in an op, the strategy engine or the CUDA glue.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A tensor has the wrong shape or rank, or two tensors disagree.
@@ -66,33 +67,9 @@ pub enum Error {
     #[error("emulated kernel {kernel}: {message}")]
     Emulated { kernel: &'static str, message: String },
 
-    /// A data file is missing or not in the expected format; the hint says how to fetch it.
-    #[error("{}: {problem} ({hint})", path.display())]
-    Data {
-        path: std::path::PathBuf,
-        problem: String,
-        hint: String,
-    },
-
-    /// A training run was interrupted; its state is in the checkpoint and `--resume` continues it.
-    #[error("interrupted after step {step}; checkpoint written to {}; continue with --resume", checkpoint.display())]
-    Interrupted { step: u64, checkpoint: std::path::PathBuf },
-
     /// A configuration file could not be parsed (the message names the line and field).
     #[error("invalid configuration: {0}")]
     Config(String),
-
-    /// A checkpoint could not be written or read back, or does not belong to this run.
-    #[error("checkpoint {}: {problem}", path.display())]
-    Checkpoint { path: std::path::PathBuf, problem: String },
-
-    /// A value could not be written as JSON (`what` names the file or record).
-    #[error("{what}: cannot write as JSON: {message}")]
-    Json { what: String, message: String },
-
-    /// The training loss stopped being finite; the run stops and keeps its last checkpoint.
-    #[error("`loss`: expected a finite training loss, got {loss} at step {step} (the last checkpoint is kept)")]
-    Diverged { step: u64, loss: f64 },
 
     /// Something the crate itself guarantees did not hold: a bug, or a helper thread that died.
     #[error("internal error: {0}")]
@@ -101,11 +78,6 @@ pub enum Error {
     /// libtorch's C++, reached through the crate's bridge (autograd, c10d), reported an error.
     #[error("libtorch ({operation}): {message}")]
     Libtorch { operation: &'static str, message: String },
-
-    /// A rank of a data-parallel job failed (`--nproc`): it could not start, or exited with a
-    /// failure, which stopped the other ranks. The problem says how and quotes its log.
-    #[error("rank {rank} stopped the job: {problem}")]
-    Launch { rank: usize, problem: String },
 
     /// An error raised by libtorch through tch.
     #[error(transparent)]
@@ -126,25 +98,6 @@ impl Error {
             arg,
             expected: expected.into(),
             got: format!("{got:?}"),
-        }
-    }
-
-    /// A file or folder of the output could not be written.
-    #[cfg(feature = "trainer")]
-    pub(crate) fn unwritable(path: impl Into<std::path::PathBuf>, problem: impl std::fmt::Display) -> Self {
-        Error::Data {
-            path: path.into(),
-            problem: problem.to_string(),
-            hint: "the output folder must be writable".into(),
-        }
-    }
-
-    /// A value could not be written as JSON; `what` names the file or record.
-    #[cfg(feature = "trainer")]
-    pub(crate) fn json(what: impl Into<String>, err: impl std::fmt::Display) -> Self {
-        Error::Json {
-            what: what.into(),
-            message: err.to_string(),
         }
     }
 

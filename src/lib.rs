@@ -36,41 +36,25 @@
 //!
 //! ## Features
 //!
-//! `trainer` (default) adds the bundled trainer and what only it needs: `data`, `models`,
-//! `train`, `compare`, `analyze` and the `enlighten` CLI. Without it
-//! (`enlighten = { version = "0.1", default-features = false }`) the crate is the fused ops, the
-//! CUDA glue and the strategy engine on tch, serde and toml alone. `distributed` (enabled by
-//! `trainer`) adds [`distributed`]: a process group on torch.distributed's c10d (Gloo) and
-//! DDP-style gradient averaging.
+//! None by default: the crate is the fused ops, the CUDA glue and the strategy engine on tch,
+//! serde and toml alone, and builds without a CUDA toolkit. `testing` adds the plain-tch f64
+//! reference of every op and the helpers the tests and benchmarks share; `emulator` the CUDA
+//! execution-model emulator (tests only; it needs nvcc's headers at build time). The bundled
+//! trainer and its CLI are the workspace's `enlighten-trainer` crate.
 
 mod alloc;
-#[cfg(feature = "trainer")]
-pub mod analyze;
 mod bridge;
-#[cfg(feature = "trainer")]
-pub mod compare;
+/// The bridge's error convention, for the trainer's own C++ (c10d): not part of the API.
+#[doc(hidden)]
+pub use bridge::check as bridge_check;
 pub mod cuda;
-#[cfg(feature = "trainer")]
-pub mod data;
-mod device;
-#[cfg(feature = "distributed")]
-pub mod distributed;
 mod error;
-#[cfg(feature = "trainer")]
-pub mod launch;
-#[cfg(feature = "trainer")]
-pub mod models;
 pub mod ops;
-#[cfg(feature = "trainer")]
-mod plot;
 mod rng;
 pub mod strategy;
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub mod testing;
-#[cfg(feature = "trainer")]
-pub mod train;
 
 pub use alloc::tune_cpu_allocator;
-pub use device::DeviceChoice;
 pub use error::{Error, Result};
 pub use rng::SeededRng;

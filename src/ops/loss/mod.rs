@@ -24,6 +24,7 @@
 
 mod cpu;
 mod cuda;
+#[cfg(feature = "testing")]
 pub mod reference;
 mod select;
 mod sequence;
@@ -167,20 +168,6 @@ pub fn cross_entropy_autograd(
     attach_gradient(logits, cross_entropy(&logits.detach(), targets, opts, true)?)
 }
 
-/// The simpler alternative kept for comparison: the kernel ranks and removes (no gradient), and
-/// libtorch's own cross-entropy, weighted by `keep / n_kept`, carries the gradient.
-pub fn cross_entropy_weighted(
-    logits: &Tensor,
-    targets: Targets<'_>,
-    opts: &CrossEntropy,
-) -> Result<(Tensor, LossOutput)> {
-    let out = cross_entropy(&logits.detach(), targets, opts, false)?;
-    let per_sample = reference::per_sample_ce_autograd(logits, targets, opts)?;
-    let keep = out.keep.to_kind(Kind::Float);
-    let loss = (per_sample * &keep).f_sum(Kind::Float)? / keep.f_sum(Kind::Float)?;
-    Ok((loss, out))
-}
-
 /// Per-sample mean squared error over `[B, ...]` with the same selection: the reported loss is
 /// the mean over kept rows of each row's mean squared error.
 pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64, with_grad: bool) -> Result<LossOutput> {
@@ -211,9 +198,12 @@ pub fn mse_autograd(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<(
     attach_gradient(pred, mse(&pred.detach(), target, drop_share, true)?)
 }
 
-/// The kernel's loss as the output of the bridge's autograd node, which takes over the gradient:
-/// the differentiable loss, and `out` without its gradient.
-pub(crate) fn attach_gradient(input: &Tensor, mut out: LossOutput) -> Result<(Tensor, LossOutput)> {
+/// The loss of an output computed with its gradient (`with_grad`), made differentiable: the
+/// returned scalar is `out.loss` as the output of an autograd node that holds `out.grad`, so
+/// `backward` writes that gradient (times the incoming one) into `input`'s. `out` comes back
+/// without its gradient. For losses post-processed before the backward pass, such as a removal
+/// decided across data-parallel ranks ([`reweight_over`]).
+pub fn attach_gradient(input: &Tensor, mut out: LossOutput) -> Result<(Tensor, LossOutput)> {
     let grad = out
         .grad
         .take()

@@ -14,6 +14,7 @@
 mod batch;
 mod cpu;
 mod cuda;
+#[cfg(feature = "testing")]
 pub mod reference;
 
 pub use crate::strategy::{LambdaMode, MixKind, MixSpec, PairingMode};

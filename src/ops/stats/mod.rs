@@ -6,6 +6,7 @@
 mod cpu;
 mod cuda;
 mod interference;
+#[cfg(feature = "testing")]
 pub mod reference;
 
 pub use interference::{batch_interference, gradient_interference, InterferenceStats};

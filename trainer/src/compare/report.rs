@@ -1,0 +1,283 @@
+//! The comparison's tables: per strategy the mean and standard deviation over seeds of the test
+//! and best validation metric, the difference to the baseline with a bootstrap confidence
+//! interval, Welch's and the paired t-test with their Holm-adjusted p-values (over the report's
+//! comparisons), the EP end and wall time of every run; as `report.json` and `report.md`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::stats::{bootstrap_diff, holm, mean, paired, std_dev, welch, Interval, TTest};
+use super::{read_summary, CompareSection, PlannedRun};
+use crate::error::{Error, Result};
+use enlighten::strategy::EpEndInfo;
+
+/// One finished run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub test: f64,
+    pub test_loss: f64,
+    pub best_val: f64,
+    pub final_val: f64,
+    pub ep_end: Option<EpEndInfo>,
+    pub steps: u64,
+    pub wall_seconds: f64,
+}
+
+/// One strategy over its seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategyResult {
+    pub strategy: String,
+    pub runs: Vec<RunResult>,
+    pub test_mean: f64,
+    pub test_std: f64,
+    pub best_val_mean: f64,
+    pub best_val_std: f64,
+    /// mean(test) - mean(baseline's test); None for the baseline itself.
+    pub diff_to_baseline: Option<f64>,
+    /// Welch's t-test of the test metric against the baseline's.
+    pub welch: Option<TTest>,
+    /// The paired t-test over seeds (run i of each strategy shares its seed).
+    pub paired: Option<TTest>,
+    /// Welch's p after Holm's adjustment over the report's comparisons.
+    #[serde(default)]
+    pub welch_holm: Option<f64>,
+    /// The paired p after Holm's adjustment over the report's comparisons.
+    #[serde(default)]
+    pub paired_holm: Option<f64>,
+    /// The bootstrap confidence interval of `diff_to_baseline`.
+    #[serde(default)]
+    pub diff_ci: Option<Interval>,
+    pub wall_seconds_mean: f64,
+}
+
+/// The confidence level of the reports' intervals.
+pub const CI_LEVEL: f64 = 0.95;
+/// Bootstrap resamples per interval.
+pub const BOOTSTRAP_RESAMPLES: usize = 10_000;
+/// The bootstrap's seed: fixed, so a report is reproducible from its runs.
+pub const BOOTSTRAP_SEED: u64 = 20_261_127;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub name: String,
+    pub task: String,
+    pub metric: String,
+    pub higher_is_better: bool,
+    pub seeds: u32,
+    pub baseline: String,
+    /// How many comparisons (strategies against the baseline) the report holds: the family
+    /// Holm's adjustment is over, for each of the two tests.
+    #[serde(default)]
+    pub comparisons: usize,
+    /// The bootstrap behind `diff_ci`: resamples and seed.
+    #[serde(default)]
+    pub bootstrap_resamples: usize,
+    #[serde(default)]
+    pub bootstrap_seed: u64,
+    pub strategies: Vec<StrategyResult>,
+}
+
+impl Report {
+    /// Reads every planned run's `summary.json` (all must have finished).
+    pub fn collect(name: &str, section: &CompareSection, runs: &[PlannedRun]) -> Result<Report> {
+        let mut strategies = Vec::new();
+        let (mut task, mut metric, mut higher) = (String::new(), String::new(), true);
+        for &kind in &section.strategies {
+            let mut results = Vec::new();
+            for run in runs.iter().filter(|r| r.strategy == kind) {
+                let dir = run.dir();
+                let s = read_summary(&dir).ok_or_else(|| Error::Data {
+                    path: dir.join("summary.json"),
+                    problem: "missing or unreadable".into(),
+                    hint: "run `enlighten compare` again: it finishes the runs that did not".into(),
+                })?;
+                (task, metric, higher) = (s.task.clone(), s.metric.clone(), s.higher_is_better);
+                results.push(RunResult {
+                    seed: run.seed,
+                    dir,
+                    test: s.test,
+                    test_loss: s.test_loss,
+                    best_val: s.best_val,
+                    final_val: s.final_val,
+                    ep_end: s.ep_end,
+                    steps: s.steps,
+                    wall_seconds: s.wall_seconds,
+                });
+            }
+            let test: Vec<f64> = results.iter().map(|r| r.test).collect();
+            let best: Vec<f64> = results.iter().map(|r| r.best_val).collect();
+            strategies.push(StrategyResult {
+                strategy: kind.name().into(),
+                test_mean: mean(&test),
+                test_std: std_dev(&test),
+                best_val_mean: mean(&best),
+                best_val_std: std_dev(&best),
+                wall_seconds_mean: mean(&results.iter().map(|r| r.wall_seconds).collect::<Vec<_>>()),
+                runs: results,
+                diff_to_baseline: None,
+                welch: None,
+                paired: None,
+                welch_holm: None,
+                paired_holm: None,
+                diff_ci: None,
+            });
+        }
+        let baseline = section.baseline().name().to_string();
+        let base_test: Vec<f64> = strategies
+            .iter()
+            .find(|s| s.strategy == baseline)
+            .map(|s| s.runs.iter().map(|r| r.test).collect())
+            .unwrap_or_default();
+        for s in strategies.iter_mut().filter(|s| s.strategy != baseline) {
+            let test: Vec<f64> = s.runs.iter().map(|r| r.test).collect();
+            s.diff_to_baseline = Some(s.test_mean - mean(&base_test));
+            s.welch = welch(&test, &base_test);
+            s.paired = paired(&test, &base_test);
+            s.diff_ci = bootstrap_diff(&test, &base_test, CI_LEVEL, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED);
+        }
+        let comparisons = strategies.iter().filter(|s| s.strategy != baseline).count();
+        adjust(&mut strategies, &baseline);
+        Ok(Report {
+            name: name.into(),
+            task,
+            metric,
+            higher_is_better: higher,
+            seeds: section.seeds,
+            baseline,
+            comparisons,
+            bootstrap_resamples: BOOTSTRAP_RESAMPLES,
+            bootstrap_seed: BOOTSTRAP_SEED,
+            strategies,
+        })
+    }
+
+    /// Writes `report.json` and `report.md` (which shows `plots`, paths relative to `dir`).
+    pub fn write(&self, dir: &Path, plots: &[PathBuf]) -> Result<()> {
+        let json = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::json(dir.join("report.json").display().to_string(), e))?;
+        let write = |name: &str, text: &str| {
+            std::fs::write(dir.join(name), text).map_err(|e| Error::unwritable(dir.join(name), e))
+        };
+        write("report.json", &json)?;
+        write("report.md", &self.markdown(dir, plots))
+    }
+
+    /// The summary table: one row per strategy.
+    pub fn table(&self) -> String {
+        let better = if self.higher_is_better {
+            "higher is better"
+        } else {
+            "lower is better"
+        };
+        let mut t = format!(
+            "| strategy | test {m} (mean ± std) | best val {m} | Δ test vs {b} | {l:.0}% CI of Δ (bootstrap) | Welch p | Welch p, Holm | paired p | paired p, Holm | EP end step (mean) | wall s/run |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            l = CI_LEVEL * 100.0,
+            m = self.metric,
+            b = self.baseline
+        );
+        for s in &self.strategies {
+            let ends: Vec<f64> = s.runs.iter().filter_map(|r| r.ep_end.map(|e| e.step as f64)).collect();
+            let ep = if ends.is_empty() {
+                "—".to_string()
+            } else {
+                format!("{:.0} ({}/{} runs)", mean(&ends), ends.len(), s.runs.len())
+            };
+            let p = |t: Option<TTest>| t.map_or("—".to_string(), |t| format!("{:.3}", t.p));
+            let adj = |p: Option<f64>| p.map_or("—".to_string(), |p| format!("{p:.3}"));
+            let ci = s
+                .diff_ci
+                .map_or("—".to_string(), |c| format!("[{:+.4}, {:+.4}]", c.low, c.high));
+            let _ = writeln!(
+                t,
+                "| {} | {:.4} ± {:.4} | {:.4} ± {:.4} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                s.strategy,
+                s.test_mean,
+                s.test_std,
+                s.best_val_mean,
+                s.best_val_std,
+                s.diff_to_baseline
+                    .map_or("baseline".to_string(), |d| format!("{d:+.4}")),
+                ci,
+                p(s.welch),
+                adj(s.welch_holm),
+                p(s.paired),
+                adj(s.paired_holm),
+                ep,
+                s.wall_seconds_mean
+            );
+        }
+        let _ = write!(
+            t,
+            "\n{} over {} seed(s); {better}. {} comparison(s) against {}: Holm's adjustment is over them.",
+            self.metric, self.seeds, self.comparisons, self.baseline
+        );
+        t
+    }
+
+    fn markdown(&self, dir: &Path, plots: &[PathBuf]) -> String {
+        let mut md = format!(
+            "# Comparison `{}` ({} task)\n\n{}\n\n",
+            self.name,
+            self.task,
+            self.table()
+        );
+        md.push_str(
+            "p-values: two-sided, Welch's unequal-variance t-test and the paired t-test over seeds (run i of every \
+             strategy uses seed i), against the baseline; the Holm columns adjust each test's p-values for the \
+             report's number of comparisons (step-down, family-wise error rate). The interval is the percentile \
+             bootstrap of the difference of means (each strategy's seeds resampled on their own; resamples and \
+             seed in report.json). With few seeds only large, consistent differences reach p < 0.05; a \
+             difference without that is not evidence of a gain, and one seen once is a claim to replicate on \
+             fresh seeds before it is believed.\n\n## Runs\n\n\
+             | strategy | seed | test | test loss | best val | final val | EP end (step, epoch, accuracy) | steps | wall s |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+        );
+        for s in &self.strategies {
+            for r in &s.runs {
+                let ep = r.ep_end.map_or("did not end".to_string(), |e| {
+                    format!(
+                        "{}, {}, {}",
+                        e.step,
+                        e.epoch,
+                        e.accuracy.map_or("—".to_string(), |a| format!("{a:.4}"))
+                    )
+                });
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} | {:.1} |",
+                    s.strategy, r.seed, r.test, r.test_loss, r.best_val, r.final_val, ep, r.steps, r.wall_seconds
+                );
+            }
+        }
+        if !plots.is_empty() {
+            md.push_str("\n## Plots\n\n");
+            for p in plots {
+                let rel = p.strip_prefix(dir).unwrap_or(p);
+                let _ = writeln!(md, "![{}]({})\n", rel.display(), rel.display());
+            }
+        }
+        md
+    }
+}
+
+/// Fills the Holm-adjusted p-values of every strategy but the baseline, each test on its own.
+fn adjust(strategies: &mut [StrategyResult], baseline: &str) {
+    let rows: Vec<usize> = (0..strategies.len())
+        .filter(|&i| strategies[i].strategy != baseline)
+        .collect();
+    let raw = |f: fn(&StrategyResult) -> Option<TTest>| -> Vec<f64> {
+        rows.iter()
+            .map(|&i| f(&strategies[i]).map_or(f64::NAN, |t| t.p))
+            .collect()
+    };
+    let (welch_adj, paired_adj) = (holm(&raw(|s| s.welch)), holm(&raw(|s| s.paired)));
+    let finite = |p: f64| (!p.is_nan()).then_some(p);
+    for (k, &i) in rows.iter().enumerate() {
+        strategies[i].welch_holm = finite(welch_adj[k]);
+        strategies[i].paired_holm = finite(paired_adj[k]);
+    }
+}

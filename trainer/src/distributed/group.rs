@@ -1,0 +1,316 @@
+//! A process group on c10d: rendezvous through a TCPStore, collectives by ProcessGroupGloo or
+//! ProcessGroupNCCL, reached through bridge/c10d.cpp. Every failure, a peer gone or a timeout
+//! included, comes back as [`Error::Libtorch`] naming the collective.
+
+use std::ffi::{c_char, c_int, CString};
+use std::net::IpAddr;
+use std::ptr::{self, NonNull};
+use std::time::Duration;
+
+use tch::{Device, Tensor};
+use torch_sys::C_tensor;
+
+use super::layout::{self, Show};
+use super::{ffi, nccl, Backend, Env};
+use crate::error::check_bridge as check;
+use crate::error::{Error, Result};
+use crate::DeviceChoice;
+
+/// The processes of one job. Collectives are called by every rank in the same order; each
+/// returns an error instead of hanging when a peer fails or does not answer within the timeout
+/// given to [`ProcessGroup::new`].
+pub struct ProcessGroup {
+    handle: NonNull<ffi::Pg>,
+    rank: usize,
+    world_size: usize,
+    backend: Backend,
+    timeout: Duration,
+}
+
+// SAFETY: the handle owns reference-counted c10d objects (a TCPStore and a Backend) with no
+// thread affinity: c10d backends take calls from any thread (PyTorch calls them from whichever
+// Python thread runs) and hand the work to their own threads under locks. Moving the group to
+// another thread is therefore sound. It is deliberately not `Sync`: collectives issued from two
+// threads at once could start in different orders on different ranks.
+unsafe impl Send for ProcessGroup {}
+
+impl ProcessGroup {
+    /// Joins the job `env` describes: rank 0 serves the rendezvous store at
+    /// `master_addr:master_port` and waits for the others, every rank then connects to every
+    /// other. `timeout` bounds the rendezvous and every collective. `Backend::Auto` resolves
+    /// against [`DeviceChoice::Auto`]. Gloo binds the interfaces in GLOO_SOCKET_IFNAME when set
+    /// (as PyTorch does), the loopback address when the master is local, else the address this
+    /// machine's hostname resolves to.
+    pub fn new(env: &Env, backend: Backend, timeout: Duration) -> Result<ProcessGroup> {
+        env.validate()?;
+        let backend = match backend {
+            Backend::Auto => backend.resolve(DeviceChoice::Auto.device()?),
+            chosen => chosen,
+        };
+        let timeout_ms = millis(timeout)?;
+        let rank = small("RANK", env.rank)?;
+        let size = small("WORLD_SIZE", env.world_size)?;
+        let addr = c_text("MASTER_ADDR", &env.master_addr)?;
+        let interfaces = match std::env::var("GLOO_SOCKET_IFNAME") {
+            Ok(names) => Some(c_text("GLOO_SOCKET_IFNAME", &names)?),
+            Err(_) => None,
+        };
+        let hostname = is_loopback(&env.master_addr).then(|| addr.clone());
+        let (factory, device) = match backend {
+            Backend::Nccl => (Some(nccl::factory()?), small("LOCAL_RANK", env.local_rank)?),
+            _ => (None, -1),
+        };
+        let mut handle: *mut ffi::Pg = ptr::null_mut();
+        let mut message: *mut c_char = ptr::null_mut();
+        // SAFETY: the strings are NUL-terminated and outlive the call; the factory, when given,
+        // is the NCCL library's export with the declared signature; the bridge writes `handle`
+        // only on success and never throws.
+        let code = unsafe {
+            ffi::enl_pg_new(
+                rank,
+                size,
+                addr.as_ptr(),
+                env.master_port,
+                timeout_ms,
+                interfaces.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+                hostname.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+                factory,
+                device,
+                &mut handle,
+                &mut message,
+            )
+        };
+        check("ProcessGroup::new", code, message)?;
+        let handle = NonNull::new(handle).ok_or_else(|| Error::Internal("enl_pg_new returned no group".into()))?;
+        Ok(ProcessGroup {
+            handle,
+            rank: env.rank,
+            world_size: env.world_size,
+            backend,
+            timeout,
+        })
+    }
+
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.world_size
+    }
+
+    /// The backend in use (`Auto` already resolved).
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The bound on the rendezvous and on every collective.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Starts summing each tensor over the ranks, in place; [`Work::wait`] waits for the sums.
+    /// Until then the tensors belong to the collective: do not read or write them (as with
+    /// PyTorch's `async_op=True`). Each tensor must be contiguous and have the same shape and
+    /// dtype on every rank, in the same order.
+    pub fn all_reduce_sum(&self, tensors: &[&Tensor]) -> Result<Work> {
+        for tensor in tensors {
+            collective_tensor("tensors", tensor)?;
+        }
+        let pointers: Vec<*const C_tensor> = tensors.iter().map(|t| t.as_ptr()).collect();
+        let mut work: *mut ffi::Work = ptr::null_mut();
+        let mut message: *mut c_char = ptr::null_mut();
+        // SAFETY: the group is live; `pointers` holds `tensors.len()` live tch tensors, which the
+        // bridge copies (reference counts) before returning; it writes `work` only on success.
+        let code = unsafe {
+            ffi::enl_pg_allreduce_sum(self.raw(), pointers.as_ptr(), pointers.len(), &mut work, &mut message)
+        };
+        check("all_reduce_sum", code, message)?;
+        let handle = NonNull::new(work).ok_or_else(|| Error::Internal("all_reduce_sum returned no work".into()))?;
+        // NCCL's wait, with no timeout, orders the current CUDA stream after the collective and
+        // returns at once, as DDP's does; its watchdog enforces the group's timeout instead.
+        let timeout = match self.backend {
+            Backend::Nccl => None,
+            _ => Some(self.timeout),
+        };
+        Ok(Work { handle, timeout })
+    }
+
+    /// Every rank's `tensor`, concatenated along dimension 0 in rank order (stacked into
+    /// `[world_size]` for a scalar). The ranks first check that their tensors agree in shape and
+    /// dtype, so a mismatch is an error on every rank rather than a corrupted exchange.
+    pub fn all_gather(&self, tensor: &Tensor) -> Result<Tensor> {
+        collective_tensor("tensor", tensor)?;
+        self.agree("tensor", &layout::of(tensor), tensor.device(), layout::show_tensor)?;
+        self.gather_unchecked(tensor)
+    }
+
+    /// Overwrites `tensor` on every rank with rank `root`'s, in place (shapes and dtypes checked
+    /// across the ranks first, as in [`ProcessGroup::all_gather`]).
+    pub fn broadcast(&self, tensor: &Tensor, root: usize) -> Result<()> {
+        collective_tensor("tensor", tensor)?;
+        self.check_root(root)?;
+        self.agree("tensor", &layout::of(tensor), tensor.device(), layout::show_tensor)?;
+        self.broadcast_unchecked(tensor, root)
+    }
+
+    /// Returns once every rank has called it (or with an error when one does not in time).
+    pub fn barrier(&self) -> Result<()> {
+        let mut message: *mut c_char = ptr::null_mut();
+        // SAFETY: the group is live; the bridge never throws.
+        let code = unsafe { ffi::enl_pg_barrier(self.raw(), &mut message) };
+        check("barrier", code, message)
+    }
+
+    /// Broadcast without the cross-rank layout check: for callers that checked it once for many
+    /// tensors.
+    pub(super) fn broadcast_unchecked(&self, tensor: &Tensor, root: usize) -> Result<()> {
+        self.check_root(root)?;
+        let mut message: *mut c_char = ptr::null_mut();
+        // SAFETY: the group and the tensor are live; `root` fits a c_int because it is below the
+        // world size, which did; the bridge waits for the broadcast before returning.
+        let code = unsafe { ffi::enl_pg_broadcast(self.raw(), tensor.as_ptr(), root as c_int, &mut message) };
+        check("broadcast", code, message)
+    }
+
+    /// Checks that `values` (a tensor layout, or a fingerprint of many) are the same on every
+    /// rank; an error on every rank names the first rank that differs from rank 0.
+    pub(super) fn agree(&self, what: &'static str, values: &[i64], device: Device, show: Show) -> Result<()> {
+        let local = Tensor::from_slice(values).to_device(device);
+        let all = Vec::<i64>::try_from(self.gather_unchecked(&local)?.to_device(Device::Cpu))?;
+        let reference = &all[..values.len()];
+        match all.chunks(values.len()).position(|row| row != reference) {
+            None => Ok(()),
+            Some(rank) => Err(Error::value(
+                what,
+                format!("the same on every rank, as rank 0's {}", show(reference)),
+                format!("{} on rank {rank}", show(&all[rank * values.len()..][..values.len()])),
+            )),
+        }
+    }
+
+    fn gather_unchecked(&self, tensor: &Tensor) -> Result<Tensor> {
+        let mut out: *mut C_tensor = ptr::null_mut();
+        let mut message: *mut c_char = ptr::null_mut();
+        // SAFETY: the group and the tensor are live; the bridge waits for the exchange and writes
+        // `out` (a new tensor we own) only on success.
+        let code = unsafe { ffi::enl_pg_allgather(self.raw(), tensor.as_ptr(), &mut out, &mut message) };
+        check("all_gather", code, message)?;
+        // SAFETY: on success `out` is a heap-allocated at::Tensor handed over to us.
+        Ok(unsafe { Tensor::from_ptr(out) })
+    }
+
+    fn check_root(&self, root: usize) -> Result<()> {
+        if root >= self.world_size {
+            let expected = format!("a rank below the world size {}", self.world_size);
+            return Err(Error::value("root", expected, root));
+        }
+        Ok(())
+    }
+
+    fn raw(&self) -> *mut ffi::Pg {
+        self.handle.as_ptr()
+    }
+}
+
+impl std::fmt::Debug for ProcessGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessGroup")
+            .field("rank", &self.rank)
+            .field("world_size", &self.world_size)
+            .field("backend", &self.backend)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from enl_pg_new and is freed once, here. Work still in flight
+        // keeps its own references to what it uses.
+        unsafe { ffi::enl_pg_free(self.handle.as_ptr()) }
+    }
+}
+
+/// The pending result of [`ProcessGroup::all_reduce_sum`]. Dropping it without waiting leaves
+/// the collective to finish on its own.
+pub struct Work {
+    handle: NonNull<ffi::Work>,
+    /// How long `wait` blocks the host at most; `None` (NCCL): not at all.
+    timeout: Option<Duration>,
+}
+
+// SAFETY: the handle owns c10d Work objects, which PyTorch waits on from any thread (futures
+// complete on the backends' own threads); nothing in it is tied to the thread that started it.
+unsafe impl Send for Work {}
+
+impl Work {
+    /// Waits until the sums are in place: an error when a peer failed, or when the collective
+    /// did not finish within the group's timeout. On NCCL, as in DDP, the host does not block:
+    /// work queued afterwards on the current CUDA stream runs after the sums, and a collective
+    /// that overruns the timeout is ended by NCCL's watchdog, which stops the process with its
+    /// error (PyTorch's default TORCH_NCCL_ASYNC_ERROR_HANDLING).
+    pub fn wait(self) -> Result<()> {
+        // 0 is c10d's kNoTimeout.
+        let timeout_ms = self.timeout.map_or(Ok(0), millis)?;
+        let mut message: *mut c_char = ptr::null_mut();
+        // SAFETY: the handle is live until `self` drops after this call; the bridge never throws.
+        let code = unsafe { ffi::enl_work_wait(self.handle.as_ptr(), timeout_ms, &mut message) };
+        check("Work::wait", code, message)
+    }
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Work")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from enl_pg_allreduce_sum and is freed once, here.
+        unsafe { ffi::enl_work_free(self.handle.as_ptr()) }
+    }
+}
+
+/// What every collective needs of a tensor: defined, dense and contiguous (c10d reads its
+/// memory directly).
+fn collective_tensor(arg: &'static str, tensor: &Tensor) -> Result<()> {
+    if !tensor.defined() {
+        return Err(Error::value(arg, "a defined tensor", "an undefined tensor"));
+    }
+    if !tensor.is_contiguous() {
+        return Err(Error::NotContiguous {
+            arg,
+            size: tensor.size(),
+            strides: tensor.stride(),
+        });
+    }
+    Ok(())
+}
+
+fn millis(timeout: Duration) -> Result<i64> {
+    match i64::try_from(timeout.as_millis()) {
+        Ok(ms) if ms > 0 => Ok(ms),
+        _ => Err(Error::value(
+            "timeout",
+            "between 1 ms and i64::MAX ms",
+            format!("{timeout:?}"),
+        )),
+    }
+}
+
+fn small(name: &'static str, value: usize) -> Result<c_int> {
+    c_int::try_from(value).map_err(|_| Error::value(name, "at most i32::MAX", value))
+}
+
+fn c_text(name: &'static str, value: &str) -> Result<CString> {
+    CString::new(value).map_err(|_| Error::value(name, "text without NUL bytes", format!("{value:?}")))
+}
+
+/// Whether every rank meets on this machine: the master is a loopback address or `localhost`.
+fn is_loopback(addr: &str) -> bool {
+    addr.eq_ignore_ascii_case("localhost") || addr.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}

@@ -1,0 +1,435 @@
+//! The trainer on a small dataset written here in Fashion-MNIST's format: it learns, logs, ends
+//! the EP, resumes bit-identically, survives an interrupted checkpoint write, and stops cleanly
+//! on a non-finite loss.
+
+use std::path::{Path, PathBuf};
+
+use enlighten_trainer::train::{load_checkpoint, train as run_training, OptimKind, TrainConfig, TrainOptions};
+use enlighten_trainer::Error;
+use std::sync::atomic::AtomicBool;
+
+mod support;
+use enlighten::testing::serial;
+use support::{metrics, scratch, write_dataset};
+
+fn train(
+    config: &TrainConfig,
+    resume: bool,
+    progress: bool,
+) -> enlighten_trainer::Result<enlighten_trainer::train::Summary> {
+    run_training(
+        config,
+        &TrainOptions {
+            resume,
+            progress,
+            interrupt: None,
+            ..Default::default()
+        },
+    )
+}
+
+fn config(dir: &Path, name: &str, extra_run: &str, lr: f64) -> TrainConfig {
+    TrainConfig::from_toml(&format!(
+        r#"
+        [run]
+        name = "{name}"
+        seed = 3
+        device = "cpu"
+        out_dir = "{out}"
+        eval_every = 4
+        log_every = 2
+        {extra_run}
+        [data]
+        dataset = "fashion-mnist"
+        dir = "{data}"
+        val_fraction = 0.2
+        batch_size = 32
+        augment = true
+        pad = 2
+        [model]
+        name = "small-cnn"
+        [optim]
+        lr = {lr:?}
+        epochs = 3
+        warmup_epochs = 0.5
+        [strategy]
+        kind = "mixup-pause"
+        alpha = 0.4
+        [strategy.ep]
+        end = "accuracy"
+        monitor = "val"
+        eval_every = 4
+        threshold = {{ kind = "raw", value = 0.5 }}
+        "#,
+        out = dir.join("runs").display(),
+        data = dir.join("data").display(),
+    ))
+    .unwrap()
+}
+
+fn setup(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    write_dataset(&dir.join("data"));
+    dir
+}
+
+/// The number of tensors in two runs' latest checkpoints (their names must match, in order) and
+/// the names of those that differ.
+fn compare_checkpoints(dir: &Path, a: &str, b: &str) -> (usize, Vec<String>) {
+    let load = |run: &str| {
+        load_checkpoint(&dir.join("runs").join(run).join("checkpoints"))
+            .unwrap()
+            .unwrap()
+            .1
+    };
+    let (a, b) = (load(a), load(b));
+    let names = |v: &[(String, tch::Tensor)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b), "the same tensors in both checkpoints");
+    let differing = a
+        .iter()
+        .zip(&b)
+        .filter(|((_, x), (_, y))| !x.equal(y))
+        .map(|((n, _), _)| n.clone())
+        .collect();
+    (a.len(), differing)
+}
+
+#[test]
+fn trains_logs_and_switches_mixup_on_at_the_ep_end() {
+    let _one = serial();
+    let dir = setup("learn");
+    let s = train(&config(&dir, "pause", "", 0.05), false, false).unwrap();
+    assert_eq!(s.steps, 24, "3 epochs of 256 / 32 batches");
+    let lines = metrics(&dir, "pause");
+    assert!(
+        lines.last().unwrap().loss < lines.first().unwrap().loss,
+        "the loss comes down"
+    );
+    assert!(s.test > 0.9, "test accuracy {}", s.test);
+    let end = s.ep_end.expect("validation accuracy reaches 50% on this task").step;
+    for l in &lines {
+        assert_eq!(l.in_ep, l.step < end, "step {} vs EP end {end}", l.step);
+        assert_eq!(
+            l.alpha,
+            if l.step < end { 0.0 } else { 0.4 },
+            "Mixup paused in the EP, on after (step {})",
+            l.step
+        );
+    }
+    for file in ["config.toml", "summary.json", "checkpoints/latest"] {
+        assert!(dir.join("runs/pause").join(file).exists(), "{file}");
+    }
+    let written =
+        TrainConfig::from_toml(&std::fs::read_to_string(dir.join("runs/pause/config.toml")).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        config(&dir, "pause", "", 0.05),
+        "the resolved config round-trips"
+    );
+    // A finished run is not silently overwritten.
+    assert!(matches!(
+        train(&config(&dir, "pause", "", 0.05), false, false),
+        Err(Error::Value { arg: "run.name", .. })
+    ));
+}
+
+#[test]
+fn resuming_equals_running_straight_through() {
+    let _one = serial();
+    let dir = setup("resume");
+    train(&config(&dir, "straight", "", 0.05), false, false).unwrap();
+    train(&config(&dir, "split", "max_steps = 8", 0.05), false, false).unwrap();
+    train(&config(&dir, "split", "", 0.05), true, false).unwrap();
+    let state = |run: &str| {
+        load_checkpoint(&dir.join("runs").join(run).join("checkpoints"))
+            .unwrap()
+            .unwrap()
+            .0
+    };
+    assert_eq!(state("straight"), state("split"), "step, RNG and schedule state");
+    let (_, differing) = compare_checkpoints(&dir, "straight", "split");
+    assert!(differing.is_empty(), "resumed run differs in {differing:?}");
+    let (ma, mb) = (metrics(&dir, "straight"), metrics(&dir, "split"));
+    assert_eq!(ma.len(), mb.len());
+    for (x, y) in ma.iter().zip(&mb) {
+        assert_eq!((x.step, x.loss, x.val), (y.step, y.loss, y.val));
+    }
+}
+
+#[test]
+fn adamw_with_clipping_learns_and_resumes_bit_identically() {
+    let _one = serial();
+    let dir = setup("adamw");
+    let adamw = |name: &str, extra: &str| {
+        let mut c = config(&dir, name, extra, 0.003);
+        c.optim.kind = OptimKind::Adamw;
+        c.optim.weight_decay = 0.01;
+        c.optim.clip_norm = Some(1.0);
+        c
+    };
+    let s = train(&adamw("straight", ""), false, false).unwrap();
+    assert!(s.test > 0.9, "AdamW test accuracy {}", s.test);
+    train(&adamw("split", "max_steps = 11"), false, false).unwrap();
+    train(&adamw("split", ""), true, false).unwrap();
+    let (count, differing) = compare_checkpoints(&dir, "straight", "split");
+    assert!(count > 20, "model variables and both moments");
+    assert!(differing.is_empty(), "resumed AdamW differs in {differing:?}");
+}
+
+#[test]
+fn an_interrupted_checkpoint_write_leaves_the_previous_one_usable() {
+    let _one = serial();
+    let dir = setup("interrupt");
+    train(&config(&dir, "run", "max_steps = 8", 0.05), false, false).unwrap();
+    let ckpts = dir.join("runs/run/checkpoints");
+    // A crash after writing the temporary folder and pointer, before either rename.
+    std::fs::create_dir_all(ckpts.join("ckpt.tmp")).unwrap();
+    std::fs::write(ckpts.join("ckpt.tmp/tensors.ot"), b"partial").unwrap();
+    std::fs::write(ckpts.join("latest.tmp"), b"ckpt-999").unwrap();
+    let (state, _) = load_checkpoint(&ckpts).unwrap().unwrap();
+    assert_eq!(state.step, 8);
+    let s = train(&config(&dir, "run", "", 0.05), true, false).unwrap();
+    assert_eq!(s.steps, 24);
+}
+
+#[test]
+fn an_interrupt_checkpoints_the_step_and_resume_finishes_the_run() {
+    let _one = serial();
+    let dir = setup("ctrl-c");
+    let flag = AtomicBool::new(true); // as if Ctrl-C came during the first step
+    match run_training(
+        &config(&dir, "stop", "", 0.05),
+        &TrainOptions {
+            interrupt: Some(&flag),
+            ..Default::default()
+        },
+    ) {
+        Err(Error::Interrupted { step, checkpoint }) => {
+            assert_eq!(step, 1);
+            assert!(checkpoint.ends_with("ckpt-1"), "{checkpoint:?}");
+        }
+        other => panic!("expected an interruption, got {other:?}"),
+    }
+    let s = train(&config(&dir, "stop", "", 0.05), true, false).unwrap();
+    assert_eq!(s.steps, 24);
+    train(&config(&dir, "straight", "", 0.05), false, false).unwrap();
+    let (_, differing) = compare_checkpoints(&dir, "stop", "straight");
+    assert!(
+        differing.is_empty(),
+        "interrupted + resumed differs from straight in {differing:?}"
+    );
+}
+
+#[test]
+fn the_composite_mode_trains_the_same_way() {
+    let _one = serial();
+    let dir = setup("composite");
+    train(&config(&dir, "fused", "max_steps = 12", 0.05), false, false).unwrap();
+    train(
+        &config(&dir, "tch", "max_steps = 12\nops = \"composite\"", 0.05),
+        false,
+        false,
+    )
+    .unwrap();
+    let (f, c) = (metrics(&dir, "fused"), metrics(&dir, "tch"));
+    assert_eq!(f.len(), c.len());
+    // Same draws and the same math; only rounding differs, and it compounds over the steps.
+    let first = (f[0].loss - c[0].loss).abs() / f[0].loss;
+    assert!(
+        first < 1e-5,
+        "first logged loss: fused {} vs composite {}",
+        f[0].loss,
+        c[0].loss
+    );
+    for (a, b) in f.iter().zip(&c) {
+        assert_eq!((a.step, a.in_ep, a.alpha), (b.step, b.in_ep, b.alpha));
+        assert!(
+            (a.loss - b.loss).abs() < 0.05 * a.loss.max(0.1),
+            "step {}: {} vs {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
+    let _one = serial();
+    let dir = setup("nan");
+    match train(&config(&dir, "diverge", "", 1e30), false, false) {
+        Err(e @ Error::Diverged { .. }) => assert!(e.to_string().contains("`loss`"), "{e}"),
+        Err(e) => panic!("a diverging run failed otherwise: {e}"),
+        Ok(s) => panic!("a diverging run finished: {s:?}"),
+    }
+}
+
+#[test]
+fn invalid_train_configs_name_their_field() {
+    let _one = serial();
+    let dir = scratch("bad");
+    let good = toml::to_string(&config(&dir, "ok", "", 0.05)).unwrap();
+    for (from, to, field) in [
+        ("batch_size = 32", "batch_size = 0", "data.batch_size"),
+        ("epochs = 3", "epochs = 0", "optim.epochs"),
+        ("name = \"ok\"", "name = \"a/b\"", "run.name"),
+        ("log_every = 2", "log_every = 0", "run.log_every"),
+        ("val_fraction = 0.2", "val_fraction = 1.0", "data.val_fraction"),
+        ("lr = 0.05", "lr = 0.05\nclip_norm = -1.0", "optim.clip_norm"),
+        ("betas = [0.9, 0.999]", "betas = [0.9, 1.5]", "optim.betas"),
+        (
+            "collective_timeout_s = 600",
+            "collective_timeout_s = 0",
+            "run.collective_timeout_s",
+        ),
+        ("backend = \"auto\"", "backend = \"mpi\"", "backend"),
+        (
+            "kind = \"mixup-pause\"",
+            "kind = \"mixup-pause\"\nscope = \"world\"",
+            "scope",
+        ),
+    ] {
+        let text = good.replace(from, to);
+        assert_ne!(text, good, "{from} not found in\n{good}");
+        match TrainConfig::from_toml(&text) {
+            Err(e) => assert!(e.to_string().contains(field), "`{e}` does not name {field}"),
+            Ok(_) => panic!("accepted {to}"),
+        }
+    }
+}
+
+#[test]
+fn analyze_writes_interference_zero_shares_embeddings_and_plots() {
+    let _one = serial();
+    let dir = setup("analyze");
+    let c = config(&dir, "an", "", 0.05);
+    let options = enlighten_trainer::analyze::AnalyzeOptions {
+        steps: 12,
+        snapshots: 2,
+        pairs: 8,
+        batch_sizes: vec![1, 4],
+        repeats: 2,
+        widths: vec![4, 8],
+        zero_every: 4,
+        ..Default::default()
+    };
+    let (a, out) = enlighten_trainer::analyze::analyze(&c, &options, false).unwrap();
+    assert_eq!(a.snapshots.iter().map(|s| s.step).collect::<Vec<_>>(), [0, 12]);
+    for s in &a.snapshots {
+        assert_eq!(s.cosines.len(), 8);
+        assert!(s.cosines.iter().all(|c| (-1.0..=1.0).contains(c)), "{:?}", s.cosines);
+        assert_eq!(s.by_batch.iter().map(|b| b.pairs).collect::<Vec<_>>(), [1, 4]);
+        // Every validation image of classes 0-2 (64 images of 4 balanced classes: about 48).
+        assert!(
+            (30..=64).contains(&s.embedding.len())
+                && s.embedding.iter().all(|e| (0..3).contains(&e.0) && e.1.is_finite()),
+            "{}",
+            s.embedding.len()
+        );
+    }
+    assert_eq!(a.widths.iter().map(|w| w.width).collect::<Vec<_>>(), [4, 8]);
+    assert!(a.widths[0].parameters < a.widths[1].parameters);
+    assert_eq!(a.zero_traces.len(), 3, "vanilla and two alphas");
+    for z in &a.zero_traces {
+        assert_eq!(z.points.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 4, 8, 12]);
+        assert!(z
+            .points
+            .iter()
+            .all(|p| p.1.len() == 3 && p.1.iter().all(|s| (0.0..=1.0).contains(s))));
+    }
+    for f in [
+        "report.md",
+        "analysis.json",
+        "interference.png",
+        "zero_vs_alpha.png",
+        "embeddings.png",
+    ] {
+        assert!(
+            std::fs::metadata(out.join(f)).map(|m| m.len() > 500).unwrap_or(false),
+            "{f}"
+        );
+    }
+    // Nothing to measure is refused.
+    let none = enlighten_trainer::analyze::AnalyzeOptions {
+        steps: 0,
+        ..options.clone()
+    };
+    assert!(enlighten_trainer::analyze::analyze(&c, &none, false)
+        .unwrap_err()
+        .to_string()
+        .contains("options"));
+    // Forecasting has no classes to mix.
+    let mut f = c.clone();
+    f.data.dataset = enlighten_trainer::train::Dataset::VicElec;
+    f.model.name = enlighten_trainer::train::ModelName::MlpForecaster;
+    f.data.augment = false;
+    f.strategy = enlighten::strategy::StrategyConfig::from_toml(
+        "[strategy]\nkind = \"vanilla\"\n[strategy.ep]\nend = \"steps\"\nsteps = 5",
+    )
+    .unwrap();
+    assert!(enlighten_trainer::analyze::analyze(&f, &options, false)
+        .unwrap_err()
+        .to_string()
+        .contains("data.dataset"));
+}
+
+#[test]
+fn overrides_set_any_field_and_are_validated() {
+    let dir = scratch("overrides");
+    let text = toml::to_string(&config(&dir, "ok", "", 0.05)).unwrap();
+    let sets = |v: &[&str]| TrainConfig::from_toml_with(&text, &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let c = sets(&[
+        "data.subset=0.1",
+        "run.name=ten",
+        "strategy.ep={end=\"epochs\", epochs=2}",
+        "model.width=16",
+    ])
+    .unwrap();
+    assert_eq!(
+        (c.data.subset, c.run.name.as_str(), c.model.width),
+        (0.1, "ten", Some(16))
+    );
+    assert_eq!(c.strategy.ep, enlighten::strategy::EpEnd::Epochs { epochs: 2 });
+    assert!(sets(&["data.subset=2.0"])
+        .unwrap_err()
+        .to_string()
+        .contains("data.subset"));
+    assert!(sets(&["data.subset"]).unwrap_err().to_string().contains("--set"));
+    assert!(sets(&["data.batch_size.x=1"])
+        .unwrap_err()
+        .to_string()
+        .contains("--set"));
+}
+
+#[test]
+fn bf16_autocast_on_the_cpu_is_refused_by_name() {
+    let _one = serial();
+    let dir = setup("autocast");
+    let c = config(&dir, "bf16", "autocast = \"bf16\"", 0.05);
+    let e = train(&c, false, false).unwrap_err().to_string();
+    assert!(e.contains("run.autocast") && e.contains("CUDA"), "{e}");
+}
+
+#[test]
+fn every_configuration_in_configs_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            TrainConfig::from_toml(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    for paper in [
+        "tiny-imagenet-vit-s-pause10.toml",
+        "tiny-imagenet-vit-s-pause25.toml",
+        "tiny-imagenet-vit-s-pause-acc.toml",
+        "imagenet-vit-t-alpha-boost.toml",
+        "cifar100-preact-resnet50.toml",
+    ] {
+        assert!(names.iter().any(|n| n == paper), "{paper} missing from configs/");
+    }
+}

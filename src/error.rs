@@ -86,6 +86,11 @@ pub enum Error {
     #[error("checkpoint {}: {problem}", path.display())]
     Checkpoint { path: std::path::PathBuf, problem: String },
 
+    /// `--resume` with settings that define the run changed from the run's record (its
+    /// config.toml): resuming would mix two runs under one name.
+    #[error("cannot resume {}: settings that define the run differ from its config.toml: {differences}; undo them, or start a new run (another run.name)", run_dir.display())]
+    Resume { run_dir: std::path::PathBuf, differences: String },
+
     /// A value could not be written as JSON (`what` names the file or record).
     #[error("{what}: cannot write as JSON: {message}")]
     Json { what: String, message: String },
@@ -101,6 +106,15 @@ pub enum Error {
     /// libtorch's C++, reached through the crate's bridge (autograd, c10d), reported an error.
     #[error("libtorch ({operation}): {message}")]
     Libtorch { operation: &'static str, message: String },
+
+    /// A rank of a data-parallel job did not answer in time: `who` names it (the rank waited
+    /// on, not the one that waited).
+    #[error("{during}: {who} did not answer within {seconds} s (run.collective_timeout_s)")]
+    NoAnswer {
+        during: &'static str,
+        who: String,
+        seconds: u64,
+    },
 
     /// A rank of a data-parallel job failed (`--nproc`): it could not start, or exited with a
     /// failure, which stopped the other ranks. The problem says how and quotes its log.

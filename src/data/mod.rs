@@ -7,8 +7,10 @@
 mod augment;
 mod cifar;
 mod digits;
+mod encoding;
 mod folder;
 mod idx;
+mod limits;
 mod pipeline;
 mod sequence;
 mod ts;
@@ -16,10 +18,12 @@ mod ts;
 pub use augment::random_crop_flip;
 pub use cifar::{cifar10, cifar100};
 pub use digits::sklearn_digits;
+pub use encoding::{decode_text, TextEncoding};
+pub use limits::{check_header, MAX_IMAGE_PIXELS};
 pub use folder::{image_folder, imagenet, is_image, tiny_imagenet, FileList, FolderSplits};
 pub use idx::{fashion_mnist, read_idx_images, read_idx_labels};
 pub use pipeline::{
-    center_crop_box, decode_rgb, load_sample, random_resized_crop, resize_crop_into, sample_seed, CropBox, ImageSource,
+    center_crop_box, decode_rgb, decode_rgb_within, load_sample, random_resized_crop, resize_crop_into, sample_seed, CropBox, ImageSource,
     Loader, OnBadFile, Rgb, Transform,
 };
 pub use sequence::{

@@ -31,14 +31,14 @@ pub fn check_header(path: &Path, max_pixels: u64) -> Result<(u64, u64)> {
         return Err(bad(path, "not a regular file"));
     }
     let file = fs::File::open(path).map_err(|e| bad(path, format!("not readable: {e}")))?;
-    let size = dimensions(BufReader::with_capacity(4096, file)).map_err(|e| bad(path, e))?;
+    let size = dimensions(BufReader::with_capacity(4096, file)).map_err(|e| bad(path, format!("not a decodable image: {e}")))?;
     check_pixels(path, size, max_pixels)?;
     Ok(size)
 }
 
 /// The size in `bytes`' header (a file already read), checked against `max_pixels`.
 pub fn check_bytes(path: &Path, bytes: &[u8], max_pixels: u64) -> Result<(u64, u64)> {
-    let size = dimensions(bytes).map_err(|e| bad(path, e))?;
+    let size = dimensions(bytes).map_err(|e| bad(path, format!("not a decodable image: {e}")))?;
     check_pixels(path, size, max_pixels)?;
     Ok(size)
 }

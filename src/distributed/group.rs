@@ -96,7 +96,7 @@ impl ProcessGroup {
             .spawn(join)
             .map_err(|e| Error::Internal(format!("cannot start the rendezvous thread: {e}")))?;
         let handle = match rx.recv_timeout(timeout + RENDEZVOUS_GRACE) {
-            Ok(joined) => joined? as *mut ffi::Pg,
+            Ok(joined) => joined.map_err(|e| rendezvous_failed(env, e))? as *mut ffi::Pg,
             Err(_) => return Err(rendezvous_timeout(env, timeout)),
         };
         let handle = NonNull::new(handle).ok_or_else(|| Error::Internal("enl_pg_new returned no group".into()))?;
@@ -330,6 +330,25 @@ fn rendezvous_timeout(env: &Env, timeout: Duration) -> Error {
         during: "rendezvous",
         who,
         seconds: timeout.as_secs(),
+    }
+}
+
+/// A rendezvous error of c10d's, with whom this rank was waiting on.
+fn rendezvous_failed(env: &Env, e: Error) -> Error {
+    let Error::Libtorch { operation, message } = e else {
+        return e;
+    };
+    let waiting_on = if env.rank == 0 {
+        format!("waiting for the other ranks at port {}", env.master_port)
+    } else {
+        format!(
+            "waiting for rank 0 (the rendezvous store at {}:{})",
+            env.master_addr, env.master_port
+        )
+    };
+    Error::Libtorch {
+        operation,
+        message: format!("{waiting_on}: {message}"),
     }
 }
 

@@ -21,7 +21,7 @@ pub fn check(parallel: &DataParallel, config: &TrainConfig) -> Result<()> {
     let difference = if parallel.rank() == 0 {
         None
     } else {
-        first_difference(&reference, &mine)?
+        first_difference(&reference, &mine, parallel.rank())?
     };
     let world = parallel.world_size();
     let mut flags = vec![0.0; world];
@@ -46,7 +46,7 @@ pub fn check(parallel: &DataParallel, config: &TrainConfig) -> Result<()> {
 }
 
 /// The first dotted key whose value differs between two configurations as TOML, with both values.
-fn first_difference(reference: &str, mine: &str) -> Result<Option<String>> {
+fn first_difference(reference: &str, mine: &str, rank: usize) -> Result<Option<String>> {
     let parse = |t: &str| -> Result<toml::Value> { toml::from_str(t).map_err(|e| Error::Config(e.to_string())) };
     let (a, b) = (flatten(&parse(reference)?), flatten(&parse(mine)?));
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -56,7 +56,7 @@ fn first_difference(reference: &str, mine: &str) -> Result<Option<String>> {
         .find(|k| a.get(*k) != b.get(*k))
         .map(|k| {
             let show = |v: Option<&toml::Value>| v.map_or_else(|| "unset".into(), ToString::to_string);
-            format!("{k} = {} here, {} on rank 0", show(b.get(k)), show(a.get(k)))
+            format!("{k} = {} on rank {rank}, {} on rank 0", show(b.get(k)), show(a.get(k)))
         });
     Ok(difference)
 }

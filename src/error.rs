@@ -89,7 +89,10 @@ pub enum Error {
     /// `--resume` with settings that define the run changed from the run's record (its
     /// config.toml): resuming would mix two runs under one name.
     #[error("cannot resume {}: settings that define the run differ from its config.toml: {differences}; undo them, or start a new run (another run.name)", run_dir.display())]
-    Resume { run_dir: std::path::PathBuf, differences: String },
+    Resume {
+        run_dir: std::path::PathBuf,
+        differences: String,
+    },
 
     /// A value could not be written as JSON (`what` names the file or record).
     #[error("{what}: cannot write as JSON: {message}")]

@@ -136,9 +136,8 @@ fn supervise(
             continue;
         };
         exited[rank] = true;
-        let stopped_as_asked = |s: &ExitStatus| {
-            interrupted.is_some_and(|sig| s.code() == Some(crate::train::signals::exit_status(sig)))
-        };
+        let stopped_as_asked =
+            |s: &ExitStatus| interrupted.is_some_and(|sig| s.code() == Some(crate::train::signals::exit_status(sig)));
         let status = match status {
             Ok(s) if s.success() || stopped_as_asked(&s) => continue,
             Ok(s) => s.to_string(),

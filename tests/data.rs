@@ -355,7 +355,11 @@ fn a_text_file_or_folder_is_a_char_corpus_with_the_training_vocabulary() {
     std::fs::write(folder.join("d.txt"), [b'o', 0xff, b'k']).unwrap();
     data_error(read_text(&folder, TextEncoding::Utf8), "d.txt", "byte 0xff at offset 1");
     assert!(read_text(&folder, TextEncoding::Latin1).unwrap().ends_with("o\u{ff}k"));
-    data_error(read_text(&dir.join("missing.txt"), TextEncoding::Utf8), "missing.txt", "No such file");
+    data_error(
+        read_text(&dir.join("missing.txt"), TextEncoding::Utf8),
+        "missing.txt",
+        "No such file",
+    );
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     data_error(read_text(&empty, TextEncoding::Utf8), "empty", "no *.txt files");
@@ -578,7 +582,14 @@ fn the_transforms_follow_torchvision() {
         .save(&path)
         .unwrap();
     let mut out = vec![0u8; 3 * 20 * 20];
-    enlighten::data::load_sample(&path, &Transform::train(20), 4, &mut out, enlighten::data::MAX_IMAGE_PIXELS).unwrap();
+    enlighten::data::load_sample(
+        &path,
+        &Transform::train(20),
+        4,
+        &mut out,
+        enlighten::data::MAX_IMAGE_PIXELS,
+    )
+    .unwrap();
     assert!(out[..400].iter().all(|&v| v == 10) && out[400..800].iter().all(|&v| v == 120));
     assert!(out[800..].iter().all(|&v| v == 240), "planar RGB");
     assert_eq!(CLASSES.len(), 3);
@@ -592,7 +603,10 @@ fn jpeg_claiming(path: &Path, width: u16, height: u16) {
     image::DynamicImage::ImageRgb8(img)
         .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
         .unwrap();
-    let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline frame header");
+    let sof = bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline frame header");
     bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
     bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
     std::fs::write(path, bytes).unwrap();
@@ -606,7 +620,11 @@ fn a_header_claiming_60000_by_60000_pixels_is_a_bad_file_not_an_allocation() {
     jpeg_claiming(&bomb, 60000, 60000);
     assert!(std::fs::metadata(&bomb).unwrap().len() < 2000);
     data_error(decode_rgb(&bomb), "disc_9.jpg", "60000 x 60000");
-    data_error(enlighten::data::check_header(&bomb, 1 << 20), "disc_9.jpg", "max_image_pixels");
+    data_error(
+        enlighten::data::check_header(&bomb, 1 << 20),
+        "disc_9.jpg",
+        "max_image_pixels",
+    );
     let list = image_folder(&dir).unwrap().train;
     let rows: Vec<i64> = (0..list.len() as i64).collect();
     let seeds: Vec<u64> = (0..list.len() as u64).collect();
@@ -618,7 +636,9 @@ fn a_header_claiming_60000_by_60000_pixels_is_a_bad_file_not_an_allocation() {
     data_error(strict.check_headers(), "disc_9.jpg", "60000 x 60000");
     // The limit is the configuration's: a lower one refuses an ordinary image too.
     let tight = ImageSource::new(list, Transform::train(16), 1, OnBadFile::Error).with_max_pixels(10);
-    assert!(matches!(tight.check_headers(), Err(Error::Data { problem, .. }) if problem.contains("over data.max_image_pixels = 10")));
+    assert!(
+        matches!(tight.check_headers(), Err(Error::Data { problem, .. }) if problem.contains("over data.max_image_pixels = 10"))
+    );
 }
 
 #[test]
@@ -641,4 +661,3 @@ fn empty_class_folders_and_links_that_are_not_files_are_reported() {
     assert_eq!(lenient.decode_all().unwrap().len(), 6);
     assert_eq!(lenient.skipped().len(), 3, "each is counted as skipped");
 }
-

@@ -473,9 +473,20 @@ fn sigterm_to_the_launcher_checkpoints_every_rank_and_resume_gives_the_straight_
         .expect("a checkpoint at the stop")
         .0;
     assert!(state.step < 24, "stopped mid-run at step {}", state.step);
-    let out = enlighten(&["train", "--config", preempted.to_str().unwrap(), "--nproc", "2", "--resume"]);
+    let out = enlighten(&[
+        "train",
+        "--config",
+        preempted.to_str().unwrap(),
+        "--nproc",
+        "2",
+        "--resume",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(line(&text(&out.stdout), "parameters "), digest, "preempted + resumed = straight");
+    assert_eq!(
+        line(&text(&out.stdout), "parameters "),
+        digest,
+        "preempted + resumed = straight"
+    );
 }
 
 #[test]
@@ -505,7 +516,11 @@ fn a_master_port_that_never_answers_or_is_closed_fails_within_the_timeout_naming
             .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("the rendezvous at port {port} hung"));
         let e = outcome.expect_err("no group without rank 0");
-        assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "took {:?}",
+            started.elapsed()
+        );
         let message = e.to_string();
         assert!(message.contains("rank 0"), "names the rank waited on: {message}");
         assert_eq!(message.lines().count(), 1, "one line: {message}");
@@ -558,7 +573,11 @@ fn ranks_with_different_configurations_stop_at_start_up_naming_the_setting() {
         })
         .collect();
     let outputs: Vec<Output> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
     for (rank, out) in outputs.iter().enumerate() {
         let stderr = text(&out.stderr);
         assert!(!out.status.success(), "rank {rank} trained");
@@ -568,4 +587,3 @@ fn ranks_with_different_configurations_stop_at_start_up_naming_the_setting() {
         );
     }
 }
-

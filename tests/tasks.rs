@@ -483,18 +483,34 @@ fn random_bytes_short_and_empty_text_files_are_errors_naming_the_file() {
     bytes.extend((0..4000).map(|_| rng.below(256) as u8));
     let first_bad = std::str::from_utf8(&bytes).unwrap_err().valid_up_to();
     std::fs::write(&noise, &bytes).unwrap();
-    fails(&text_config(&noise, ""), "noise.txt", &[&format!("at offset {first_bad}"), "data.encoding"]);
+    fails(
+        &text_config(&noise, ""),
+        "noise.txt",
+        &[&format!("at offset {first_bad}"), "data.encoding"],
+    );
     // Latin-1, when the option says so, reads every byte.
     let latin = dir.join("data/latin.txt");
-    std::fs::write(&latin, "caf\u{e9} na\u{ef}ve ".chars().map(|c| c as u8).cycle().take(3000).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        &latin,
+        "caf\u{e9} na\u{ef}ve "
+            .chars()
+            .map(|c| c as u8)
+            .cycle()
+            .take(3000)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
     fails(&text_config(&latin, ""), "latin.txt", &["not UTF-8"]);
     // Too short for seq_len, and empty: said, with the file named.
     let short = dir.join("data/short.txt");
     std::fs::write(&short, "0123456789").unwrap();
-    fails(&text_config(&short, ""), "short.txt", &["too short for data.seq_len = 32"]);
+    fails(
+        &text_config(&short, ""),
+        "short.txt",
+        &["too short for data.seq_len = 32"],
+    );
     let empty = dir.join("data/empty.txt");
     std::fs::write(&empty, "").unwrap();
     fails(&text_config(&empty, ""), "empty.txt", &["empty"]);
     train(&text_config(&latin, "encoding = \"latin-1\""), &TrainOptions::default()).unwrap();
 }
-

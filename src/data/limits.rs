@@ -31,7 +31,8 @@ pub fn check_header(path: &Path, max_pixels: u64) -> Result<(u64, u64)> {
         return Err(bad(path, "not a regular file"));
     }
     let file = fs::File::open(path).map_err(|e| bad(path, format!("not readable: {e}")))?;
-    let size = dimensions(BufReader::with_capacity(4096, file)).map_err(|e| bad(path, format!("not a decodable image: {e}")))?;
+    let size = dimensions(BufReader::with_capacity(4096, file))
+        .map_err(|e| bad(path, format!("not a decodable image: {e}")))?;
     check_pixels(path, size, max_pixels)?;
     Ok(size)
 }
@@ -63,18 +64,23 @@ fn check_pixels(path: &Path, (w, h): (u64, u64), max_pixels: u64) -> Result<()> 
 /// header lacks.
 fn dimensions(mut r: impl Read) -> std::result::Result<(u64, u64), String> {
     let mut magic = [0u8; 2];
-    r.read_exact(&mut magic).map_err(|_| "an empty or 1-byte file".to_string())?;
+    r.read_exact(&mut magic)
+        .map_err(|_| "an empty or 1-byte file".to_string())?;
     match magic {
         [0x89, b'P'] => png_dimensions(r),
         [0xFF, 0xD8] => jpeg_dimensions(r),
-        _ => Err(format!("not a JPEG or PNG file (it starts with {:02x} {:02x})", magic[0], magic[1])),
+        _ => Err(format!(
+            "not a JPEG or PNG file (it starts with {:02x} {:02x})",
+            magic[0], magic[1]
+        )),
     }
 }
 
 fn png_dimensions(mut r: impl Read) -> std::result::Result<(u64, u64), String> {
     // The rest of the signature (6 bytes), IHDR's length and type (8), width and height (8).
     let mut head = [0u8; 22];
-    r.read_exact(&mut head).map_err(|_| "a PNG cut off before its header".to_string())?;
+    r.read_exact(&mut head)
+        .map_err(|_| "a PNG cut off before its header".to_string())?;
     if &head[..6] != b"NG\r\n\x1a\n" || &head[10..14] != b"IHDR" {
         return Err("a PNG without its IHDR header".into());
     }

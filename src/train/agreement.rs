@@ -37,7 +37,12 @@ pub fn check(parallel: &DataParallel, config: &TrainConfig) -> Result<()> {
             *slot = f64::from(byte);
         }
     }
-    let bytes: Vec<u8> = parallel.sum(&message)?.iter().map(|&b| b as u8).take_while(|&b| b != 0).collect();
+    let bytes: Vec<u8> = parallel
+        .sum(&message)?
+        .iter()
+        .map(|&b| b as u8)
+        .take_while(|&b| b != 0)
+        .collect();
     Err(Error::Value {
         arg: "configuration",
         expected: "the same settings on every rank".into(),
@@ -60,4 +65,3 @@ fn first_difference(reference: &str, mine: &str, rank: usize) -> Result<Option<S
         });
     Ok(difference)
 }
-

@@ -103,11 +103,15 @@ impl<'de> Deserialize<'de> for CheckpointEvery {
             Time(String),
         }
         let expected = "a number of steps (500) or a time (\"90s\", \"10min\", \"2h\")";
-        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(format!("checkpoint_every: expected {expected}")))? {
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom(format!("checkpoint_every: expected {expected}")))?
+        {
             Raw::Steps(n) => Ok(CheckpointEvery::Steps(n)),
             Raw::Time(text) => CheckpointEvery::parse_time(&text)
                 .map(CheckpointEvery::Time)
-                .ok_or_else(|| serde::de::Error::custom(format!("checkpoint_every: expected {expected}, got \"{text}\""))),
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("checkpoint_every: expected {expected}, got \"{text}\""))
+                }),
         }
     }
 }

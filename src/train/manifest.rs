@@ -78,7 +78,8 @@ impl Manifest {
     /// The manifest of the checkpoint folder `dir`, read and parsed.
     pub fn read(dir: &Path) -> Result<Manifest, String> {
         let path = dir.join(MANIFEST);
-        let bytes = fs::read(&path).map_err(|e| format!("no readable {MANIFEST} ({e}): the checkpoint is incomplete"))?;
+        let bytes =
+            fs::read(&path).map_err(|e| format!("no readable {MANIFEST} ({e}): the checkpoint is incomplete"))?;
         serde_json::from_slice(&bytes).map_err(|e| format!("{MANIFEST} is not a manifest: {e}"))
     }
 }

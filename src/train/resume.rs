@@ -87,7 +87,11 @@ pub(crate) fn flatten(value: &toml::Value) -> BTreeMap<String, toml::Value> {
         match value {
             toml::Value::Table(t) => {
                 for (k, v) in t {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, v, out);
                 }
             }
@@ -112,11 +116,15 @@ pub fn check_tensors(dir: &Path, expected: &[(String, Tensor)], saved: &[(String
     let saved_by_name: BTreeMap<&str, &Tensor> = saved.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let fault = |problem: String| Error::Checkpoint {
         path: dir.to_path_buf(),
-        problem: format!("{problem}: the checkpoint was written by another model or optimiser than this configuration's"),
+        problem: format!(
+            "{problem}: the checkpoint was written by another model or optimiser than this configuration's"
+        ),
     };
     for (name, t) in expected {
         let Some(s) = saved_by_name.get(name.as_str()) else {
-            return Err(fault(format!("parameter `{name}` of this model is not in the checkpoint")));
+            return Err(fault(format!(
+                "parameter `{name}` of this model is not in the checkpoint"
+            )));
         };
         if s.size() != t.size() || s.kind() != t.kind() {
             return Err(fault(format!(

@@ -129,7 +129,7 @@ fn checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
             found.push((step, entry.path()));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|c| std::cmp::Reverse(c.0));
     Ok(found)
 }
 

@@ -38,7 +38,11 @@ fn compiles_for(arch: Arch) {
         cubin.bytes.len(),
         cubin.seconds
     );
-    assert!(cubin.log.is_empty(), "NVRTC warned while compiling for {arch}:\n{}", cubin.log);
+    assert!(
+        cubin.log.is_empty(),
+        "NVRTC warned while compiling for {arch}:\n{}",
+        cubin.log
+    );
     let found = cubin.entry_points().unwrap_or_else(|e| panic!("{arch}: {e}"));
     let missing: Vec<String> = listed_entry_points()
         .into_iter()

@@ -50,8 +50,14 @@ impl DeviceKernels {
                 .map_err(|e| Error::cuda(format!("reading the compute capability's {what}"), e))
         };
         let arch = Arch::new(
-            capability(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, "major")?,
-            capability(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, "minor")?,
+            capability(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                "major",
+            )?,
+            capability(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                "minor",
+            )?,
         );
         let (module, origin) = super::origin::load(&ctx, ordinal, arch)?;
         let sm_count = ctx

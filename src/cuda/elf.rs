@@ -8,9 +8,12 @@ const STB_GLOBAL: u8 = 1;
 const STO_CUDA_ENTRY: u8 = 0x10;
 
 fn bytes<const N: usize>(data: &[u8], at: usize) -> Result<[u8; N], String> {
-    data.get(at..at + N)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| format!("truncated ELF: {N} bytes at offset {at} past its end ({} bytes)", data.len()))
+    data.get(at..at + N).and_then(|s| s.try_into().ok()).ok_or_else(|| {
+        format!(
+            "truncated ELF: {N} bytes at offset {at} past its end ({} bytes)",
+            data.len()
+        )
+    })
 }
 fn u16_at(data: &[u8], at: usize) -> Result<usize, String> {
     Ok(u16::from_le_bytes(bytes(data, at)?) as usize)
@@ -24,11 +27,10 @@ fn u64_at(data: &[u8], at: usize) -> Result<usize, String> {
 
 /// A NUL-terminated name at `at` in `data`.
 fn c_str(data: &[u8], at: usize) -> Result<String, String> {
-    let rest = data.get(at..).ok_or_else(|| format!("ELF string offset {at} out of range"))?;
-    let end = rest
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or("unterminated ELF string")?;
+    let rest = data
+        .get(at..)
+        .ok_or_else(|| format!("ELF string offset {at} out of range"))?;
+    let end = rest.iter().position(|&b| b == 0).ok_or("unterminated ELF string")?;
     Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
 }
 

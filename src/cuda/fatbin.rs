@@ -70,10 +70,21 @@ pub fn fatbin_has_entry(name: &str) -> bool {
 /// Anything that does not parse ends the list, so a damaged fatbin is never taken for a match.
 pub(crate) fn sass_architectures(fatbin: &[u8]) -> Vec<super::nvrtc::Arch> {
     const MAGIC: u32 = 0xBA55_ED50;
-    let u16_at = |at: usize| fatbin.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u32_at = |at: usize| fatbin.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-    let u64_at =
-        |at: usize| fatbin.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize);
+    let u16_at = |at: usize| {
+        fatbin
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |at: usize| {
+        fatbin
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |at: usize| {
+        fatbin
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
     let mut found = Vec::new();
     let mut container = 0;
     while u32_at(container) == Some(MAGIC) {

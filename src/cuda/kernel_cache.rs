@@ -49,7 +49,9 @@ pub(crate) fn read(key: Key) -> Option<(PathBuf, Vec<u8>)> {
 
 /// Stores `bytes` under `key` atomically (temporary file, then rename); returns its path.
 pub(crate) fn write(key: Key, bytes: &[u8]) -> Result<PathBuf, String> {
-    let path = key.path().ok_or("no cache folder: none of ENLIGHTEN_CACHE, XDG_CACHE_HOME, HOME is set")?;
+    let path = key
+        .path()
+        .ok_or("no cache folder: none of ENLIGHTEN_CACHE, XDG_CACHE_HOME, HOME is set")?;
     let dir = path.parent().expect("an entry path has a folder");
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let nanos = std::time::SystemTime::now()

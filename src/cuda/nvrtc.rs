@@ -161,7 +161,10 @@ impl Nvrtc {
     /// it is looked for); later calls return the same answer.
     pub fn locate() -> Result<&'static Nvrtc, NvrtcError> {
         static FOUND: OnceLock<Result<Nvrtc, NvrtcError>> = OnceLock::new();
-        FOUND.get_or_init(super::nvrtc_search::open).as_ref().map_err(Clone::clone)
+        FOUND
+            .get_or_init(super::nvrtc_search::open)
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     pub(crate) fn from_parts(library: PathBuf, include: PathBuf, handle: *mut c_void) -> Result<Nvrtc, NvrtcError> {
@@ -252,7 +255,10 @@ impl Nvrtc {
             )
         };
         self.check("nvrtcCreateProgram", created)?;
-        let program = Program { nvrtc: self, handle: program };
+        let program = Program {
+            nvrtc: self,
+            handle: program,
+        };
         // SAFETY: a live program and `option_ptrs.len()` live option strings.
         let compiled = unsafe { (self.api.compile)(program.handle, option_ptrs.len() as c_int, option_ptrs.as_ptr()) };
         let log = program.log()?;
@@ -278,11 +284,13 @@ impl Program<'_> {
     fn log(&self) -> Result<String, NvrtcError> {
         let mut size = 0usize;
         // SAFETY: a live program; the buffer has the size NVRTC reported (NUL included).
-        self.nvrtc
-            .check("nvrtcGetProgramLogSize", unsafe { (self.nvrtc.api.log_size)(self.handle, &mut size) })?;
+        self.nvrtc.check("nvrtcGetProgramLogSize", unsafe {
+            (self.nvrtc.api.log_size)(self.handle, &mut size)
+        })?;
         let mut buf = vec![0u8; size.max(1)];
-        self.nvrtc
-            .check("nvrtcGetProgramLog", unsafe { (self.nvrtc.api.log)(self.handle, buf.as_mut_ptr().cast()) })?;
+        self.nvrtc.check("nvrtcGetProgramLog", unsafe {
+            (self.nvrtc.api.log)(self.handle, buf.as_mut_ptr().cast())
+        })?;
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         Ok(String::from_utf8_lossy(&buf[..end]).trim().to_string())
     }
@@ -290,11 +298,13 @@ impl Program<'_> {
     fn cubin(&self) -> Result<Vec<u8>, NvrtcError> {
         let mut size = 0usize;
         // SAFETY: as for the log.
-        self.nvrtc
-            .check("nvrtcGetCUBINSize", unsafe { (self.nvrtc.api.cubin_size)(self.handle, &mut size) })?;
+        self.nvrtc.check("nvrtcGetCUBINSize", unsafe {
+            (self.nvrtc.api.cubin_size)(self.handle, &mut size)
+        })?;
         let mut buf = vec![0u8; size];
-        self.nvrtc
-            .check("nvrtcGetCUBIN", unsafe { (self.nvrtc.api.cubin)(self.handle, buf.as_mut_ptr().cast()) })?;
+        self.nvrtc.check("nvrtcGetCUBIN", unsafe {
+            (self.nvrtc.api.cubin)(self.handle, buf.as_mut_ptr().cast())
+        })?;
         Ok(buf)
     }
 }

@@ -155,7 +155,10 @@ fn loaded_path(candidate: &Path) -> PathBuf {
     maps.lines()
         .filter_map(|l| l.split_whitespace().nth(5))
         .map(PathBuf::from)
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libnvrtc.so")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("libnvrtc.so"))
+        })
         .unwrap_or_else(|| candidate.to_path_buf())
 }
 
@@ -163,13 +166,22 @@ fn loaded_path(candidate: &Path) -> PathBuf {
 /// then in the built-against libtorch's wheel layout.
 fn include_folder(library: &Path) -> Result<PathBuf, NvrtcError> {
     let beside = |folder: &Path| {
-        ["../include", "../../nvidia/cu13/include", "../../nvidia/cuda_runtime/include"]
-            .iter()
-            .map(|rel| normalize(&folder.join(rel)))
-            .collect::<Vec<_>>()
+        [
+            "../include",
+            "../../nvidia/cu13/include",
+            "../../nvidia/cuda_runtime/include",
+        ]
+        .iter()
+        .map(|rel| normalize(&folder.join(rel)))
+        .collect::<Vec<_>>()
     };
     let mut searched: Vec<PathBuf> = Vec::new();
-    let anchors = library.parent().map(Path::to_path_buf).into_iter().chain(loaded_folders()).chain(built_against());
+    let anchors = library
+        .parent()
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(loaded_folders())
+        .chain(built_against());
     for folder in anchors.flat_map(|a| beside(&a)) {
         if searched.contains(&folder) {
             continue;

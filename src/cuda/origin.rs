@@ -8,6 +8,8 @@
 //!    or SASS of an older architecture of the same family), with the reason kept.
 //!
 //! [`KernelsOrigin`] says which happened; when nothing works, the error names what was missing.
+//! `ENLIGHTEN_KERNELS=nvrtc` skips the fatbin (steps 1 and 4), to check NVRTC's code on a device
+//! the fatbin covers (the GPU bundle does).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -92,7 +94,8 @@ impl fmt::Display for KernelsOrigin {
 
 /// The kernels of device `ordinal` (architecture `arch`) in `ctx`, and where they came from.
 pub(crate) fn load(ctx: &Arc<CudaContext>, ordinal: usize, arch: Arch) -> Result<(Arc<CudaModule>, KernelsOrigin)> {
-    let built = fatbin::fatbin();
+    let nvrtc_only = std::env::var("ENLIGHTEN_KERNELS").is_ok_and(|v| v == "nvrtc");
+    let built = if nvrtc_only { &[][..] } else { fatbin::fatbin() };
     let sass = fatbin::sass_architectures(built);
     if sass.contains(&arch) {
         let module = load_image(ctx, built).map_err(|e| Error::cuda("loading the enlighten fatbin", e))?;
@@ -107,11 +110,16 @@ pub(crate) fn load(ctx: &Arc<CudaContext>, ordinal: usize, arch: Arch) -> Result
             return Ok((module, KernelsOrigin::FatbinFallback { arch, nvrtc }));
         }
     }
-    let holds = if built.is_empty() {
+    let holds = if nvrtc_only {
+        "ENLIGHTEN_KERNELS=nvrtc set".to_string()
+    } else if built.is_empty() {
         "this build has no nvcc fatbin".to_string()
     } else {
         let archs: Vec<String> = sass.iter().map(Arch::to_string).collect();
-        format!("the nvcc fatbin holds SASS for [{}] only and the driver cannot load it", archs.join(", "))
+        format!(
+            "the nvcc fatbin holds SASS for [{}] only and the driver cannot load it",
+            archs.join(", ")
+        )
     };
     Err(Unavailable::NoDeviceKernels {
         ordinal,
@@ -142,7 +150,8 @@ fn from_nvrtc(ctx: &Arc<CudaContext>, arch: Arch) -> std::result::Result<(Arc<Cu
     if !missing.is_empty() {
         return Err(format!("NVRTC's {arch} cubin lacks the entry points {missing:?}"));
     }
-    let module = load_image(ctx, &cubin.bytes).map_err(|e| format!("the driver could not load NVRTC's {arch} cubin: {e}"))?;
+    let module =
+        load_image(ctx, &cubin.bytes).map_err(|e| format!("the driver could not load NVRTC's {arch} cubin: {e}"))?;
     let cached = kernel_cache::write(key, &cubin.bytes);
     Ok((
         module,
@@ -156,6 +165,9 @@ fn from_nvrtc(ctx: &Arc<CudaContext>, arch: Arch) -> std::result::Result<(Arc<Cu
     ))
 }
 
-fn load_image(ctx: &Arc<CudaContext>, image: &[u8]) -> std::result::Result<Arc<CudaModule>, cudarc::driver::DriverError> {
+fn load_image(
+    ctx: &Arc<CudaContext>,
+    image: &[u8],
+) -> std::result::Result<Arc<CudaModule>, cudarc::driver::DriverError> {
     ctx.load_module(Ptx::from_binary(image.to_vec()))
 }

@@ -173,13 +173,15 @@ impl Error {
 }
 
 /// The trainer's C++ bridge (c10d) follows the library's convention: a code and a message that
-/// becomes [`Error::Libtorch`].
+/// becomes [`Error::Libtorch`]. `message` is what a bridge call wrote (null or a message of
+/// `enl_guard`'s), freed here.
 pub(crate) fn check_bridge(
     operation: &'static str,
     code: std::ffi::c_int,
     message: *mut std::ffi::c_char,
 ) -> Result<()> {
-    enlighten::bridge_check(operation, code, message).map_err(|e| match e {
+    // SAFETY: every caller passes the message slot a bridge call has just filled.
+    unsafe { enlighten::bridge_check(operation, code, message) }.map_err(|e| match e {
         enlighten::Error::Libtorch { operation, message } => Error::Libtorch { operation, message },
         other => Error::Ops(other),
     })

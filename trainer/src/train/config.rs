@@ -250,7 +250,7 @@ impl RunSection {
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     pub dataset: Dataset,
-    /// Folder holding the dataset's files; default: enlighten::data::data_dir()/<dataset>.
+    /// Folder holding the dataset's files; default: enlighten_trainer::data::data_dir()/<dataset>.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
     pub subset: f64,

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::nvrtc::Arch;
 
@@ -52,17 +52,56 @@ pub(crate) fn write(key: Key, bytes: &[u8]) -> Result<PathBuf, String> {
     let path = key
         .path()
         .ok_or("no cache folder: none of ENLIGHTEN_CACHE, XDG_CACHE_HOME, HOME is set")?;
-    let dir = path.parent().expect("an entry path has a folder");
+    write_atomically(&path, bytes)?;
+    Ok(path)
+}
+
+/// `bytes` at `path`, through a temporary file beside it that is renamed into place.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| format!("{} has no folder", path.display()))?;
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let tmp = dir.join(format!(".{}.{}.{nanos}.tmp", key.file_name(), std::process::id()));
+    let name = path.file_name().map_or("entry".into(), |n| n.to_string_lossy());
+    let tmp = dir.join(format!(".{name}.{}.{nanos}.tmp", std::process::id()));
     let written = fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| fs::rename(&tmp, &path));
-    written.map(|()| path.clone()).map_err(|e| {
+        .and_then(|()| fs::rename(&tmp, path));
+    written.map_err(|e| {
         let _ = fs::remove_file(&tmp);
         format!("writing {}: {e}", path.display())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_replaced_whole_and_leave_no_temporary_files() {
+        let dir = std::env::temp_dir().join(format!("enlighten-cache-test-{}", std::process::id()));
+        let path = dir.join("kernels/0123-sm_90-nvrtc13.0.cubin");
+        write_atomically(&path, b"first").unwrap();
+        write_atomically(&path, b"second, longer").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second, longer");
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_key_names_source_architecture_and_nvrtc() {
+        let key = Key {
+            source_hash: 0xabc,
+            arch: Arch::new(9, 0),
+            nvrtc: (13, 0),
+        };
+        assert_eq!(key.file_name(), "0000000000000abc-sm_90-nvrtc13.0.cubin");
+    }
 }

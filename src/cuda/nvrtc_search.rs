@@ -17,8 +17,12 @@ const LIB_LAYOUTS: &[&str] = &[".", "../../nvidia/cu13/lib", "../../nvidia/cuda_
 
 /// Opens the first libnvrtc found, with the include folder that has `cuda_fp16.h`.
 pub(super) fn open() -> Result<Nvrtc, NvrtcError> {
-    let mut searched = Vec::new();
-    for candidate in candidates() {
+    let (candidates, folders) = candidates();
+    let mut searched: Vec<String> = folders
+        .iter()
+        .map(|f| format!("{}: no libnvrtc", f.display()))
+        .collect();
+    for candidate in candidates {
         match dlopen(&candidate) {
             Ok(handle) => {
                 let library = loaded_path(&candidate);
@@ -31,15 +35,17 @@ pub(super) fn open() -> Result<Nvrtc, NvrtcError> {
     Err(NvrtcError::NotFound { searched })
 }
 
-/// The libraries to try, in order; bare names go through the loader's search path.
-fn candidates() -> Vec<PathBuf> {
+/// The libraries to try, in order (bare names go through the loader's search path), and the
+/// folders looked in that hold none.
+fn candidates() -> (Vec<PathBuf>, Vec<PathBuf>) {
     if let Some(explicit) = std::env::var_os("ENLIGHTEN_NVRTC") {
         let explicit = PathBuf::from(explicit);
-        return if explicit.is_dir() {
+        let files = if explicit.is_dir() {
             NAMES.iter().map(|n| explicit.join(n)).collect()
         } else {
             vec![explicit]
         };
+        return (files, Vec::new());
     }
     let mut folders = Vec::new();
     for anchor in loaded_folders().into_iter().chain(built_against()) {
@@ -55,8 +61,12 @@ fn candidates() -> Vec<PathBuf> {
         .flat_map(|f| NAMES.iter().map(move |n| f.join(n)))
         .filter(|p| p.is_file())
         .collect();
+    let empty = folders
+        .into_iter()
+        .filter(|f| !out.iter().any(|p| p.parent() == Some(f.as_path())))
+        .collect();
     out.extend(NAMES.iter().map(PathBuf::from));
-    out
+    (out, empty)
 }
 
 /// The folders of the CUDA libraries this process has mapped (/proc/self/maps).

@@ -2,7 +2,8 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <stdint.h>
+
+#include "prelude.cuh"  // fixed-width integers, NAN, INFINITY (libc headers, or NVRTC's stand-ins)
 
 #include "kernel_constants.cuh"  // generated from kernels/constants.txt (PAIR_*, DT_*, table widths)
 

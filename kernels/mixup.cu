@@ -1,9 +1,7 @@
 // Mixup and CutMix: one pass over the batch. Rows are samples, a row holds F = numel / B elements.
 // Grid: blockIdx.y strides over rows, x-threads stride over the row's packs, so no per-element
 // integer division and any grid size is valid (the host sizes it to the device).
-#include "common.cuh"
-
-#include <math.h>
+#include "common.cuh"  // prelude.cuh: NAN
 
 // out[i] = lam_i * x[i] + (1 - lam_i) * x[p(i)], reading and writing N elements at a time.
 // N > 1 only when the host has checked F % N == 0 and 16-byte alignment of x and out.

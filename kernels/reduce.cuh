@@ -1,9 +1,6 @@
 // Block-wide reductions and scans in a fixed order, so results are identical run to run.
 #pragma once
-#include <math.h>
-#include <stdint.h>
-
-#include "common.cuh"  // exp2_ftz
+#include "common.cuh"  // exp2_ftz; prelude.cuh  // exp2_ftz
 
 #define FULL_MASK 0xffffffffu
 

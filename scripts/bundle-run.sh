@@ -2,7 +2,8 @@
 # run.sh of the GPU bundle (copied there by scripts/gpu-bundle).
 #   run.sh [--torch-lib DIR] [--out DIR] [--full | --quick]
 # Finds PyTorch's lib directory (the given one, else python3's torch), prints device, driver and
-# torch versions, runs every test binary (CUDA cases included), the demo, 300 ResNet18 trainer
+# torch versions, runs every test binary (CUDA cases included; the ops' CUDA cases a second time on
+# kernels NVRTC compiles there), the demo, 300 ResNet18 trainer
 # steps on Fashion-MNIST three ways (fused ops, tch composites, bf16 autocast), and each benchmark in
 # a short mode (--full: criterion's defaults), compute-sanitizer memcheck and racecheck over the
 # CUDA cases when available (--quick: neither sanitizer), keeps raw outputs under --out, and
@@ -69,6 +70,12 @@ step info "$here/bin/enlighten" info
 for t in "$here"/tests/*; do
   step "test-$(basename "$t")" "$t" --include-ignored
 done
+# The same CUDA cases on kernels NVRTC compiles here (the binaries' fatbin has this device's SASS,
+# so without ENLIGHTEN_KERNELS=nvrtc it would be used): NVRTC found beside PyTorch's libtorch_cuda,
+# the device's exact architecture, a fresh cache under $out.
+rm -rf "$out/kernel-cache"
+ENLIGHTEN_KERNELS=nvrtc ENLIGHTEN_CACHE="$out/kernel-cache" step test-ops-nvrtc "$here/tests/ops" cuda:: --include-ignored
+ls -la "$out/kernel-cache/kernels" 2>/dev/null
 step demo "$here/bin/enlighten" demo --device cuda
 # compute-sanitizer (memcheck, racecheck) over the CUDA cases, when the machine has it; --quick skips.
 if (( ! quick )) && command -v compute-sanitizer >/dev/null; then

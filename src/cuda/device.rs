@@ -1,17 +1,18 @@
-//! One loaded module per device: the primary context (the one libtorch uses), the null stream,
-//! the fatbin loaded once, and each kernel function looked up once.
+//! One loaded module per device: the primary context (the one libtorch uses), the kernels loaded
+//! once from where [`super::origin`] finds them, and each kernel function looked up once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaStream};
-use cudarc::nvrtc::Ptx;
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule};
 
-use super::{probe, Kernel};
+use super::nvrtc::Arch;
+use super::{probe, Kernel, KernelsOrigin};
 use crate::error::{Error, Result};
 
 pub(crate) struct DeviceKernels {
-    pub stream: Arc<CudaStream>,
+    pub ctx: Arc<CudaContext>,
+    pub origin: KernelsOrigin,
     module: Arc<CudaModule>,
     functions: Mutex<HashMap<Kernel, CudaFunction>>,
     pub sm_count: u32,
@@ -20,7 +21,7 @@ pub(crate) struct DeviceKernels {
 }
 
 impl DeviceKernels {
-    /// The cached kernels of device `ordinal`, loading the fatbin on first use.
+    /// The cached kernels of device `ordinal`, loaded on first use (which may compile them).
     pub fn get(ordinal: usize) -> Result<Arc<DeviceKernels>> {
         static CACHE: OnceLock<Mutex<HashMap<usize, Arc<DeviceKernels>>>> = OnceLock::new();
         let cache = CACHE.get_or_init(Default::default);
@@ -43,9 +44,22 @@ impl DeviceKernels {
             });
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| Error::cuda("retaining the primary context", e))?;
-        let module = ctx
-            .load_module(Ptx::from_binary(super::fatbin().to_vec()))
-            .map_err(|e| Error::cuda("loading the enlighten fatbin", e))?;
+        let capability = |attribute, what| {
+            ctx.attribute(attribute)
+                .map(|v| v.max(0) as u32)
+                .map_err(|e| Error::cuda(format!("reading the compute capability's {what}"), e))
+        };
+        let arch = Arch::new(
+            capability(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                "major",
+            )?,
+            capability(
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                "minor",
+            )?,
+        );
+        let (module, origin) = super::origin::load(&ctx, ordinal, arch)?;
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(|e| Error::cuda("reading the SM count", e))?;
@@ -53,7 +67,8 @@ impl DeviceKernels {
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(|e| Error::cuda("reading the opt-in shared memory per block", e))?;
         Ok(DeviceKernels {
-            stream: ctx.default_stream(),
+            ctx,
+            origin,
             module,
             functions: Mutex::new(HashMap::new()),
             sm_count: sm_count.max(1) as u32,

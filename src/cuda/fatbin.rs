@@ -4,9 +4,15 @@
 
 static FATBIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/enlighten.fatbin"));
 
-/// The embedded fatbin (empty when the crate was built without nvcc).
+/// The embedded fatbin (empty when the crate was built without nvcc; the kernels then come
+/// from NVRTC, see [`super::kernels_origin`]).
 pub fn fatbin() -> &'static [u8] {
     FATBIN
+}
+
+/// The architectures the embedded fatbin has SASS for (those devices load it without NVRTC).
+pub fn fatbin_architectures() -> Vec<super::nvrtc::Arch> {
+    sass_architectures(FATBIN)
 }
 
 /// The name of an `extern "C"` kernel entry point in the fatbin (and in the emulator).
@@ -55,4 +61,53 @@ pub fn fatbin_has_entry(name: &str) -> bool {
         .windows(needle.len())
         .enumerate()
         .any(|(at, w)| w == needle.as_slice() && at > 0 && matches!(FATBIN[at - 1], 0 | b'.'))
+}
+
+/// The architectures `fatbin` holds SASS (cubin) images for, read from its container headers:
+/// each container starts with magic 0xBA55ED50, a u16 version, a u16 header size and a u64
+/// payload size; each image in it with a u16 kind (1 = PTX, 2 = cubin), a u32 header size at
+/// byte 4, a u64 payload size at byte 8 and the architecture number (90 = sm_90) at byte 28.
+/// Anything that does not parse ends the list, so a damaged fatbin is never taken for a match.
+pub(crate) fn sass_architectures(fatbin: &[u8]) -> Vec<super::nvrtc::Arch> {
+    const MAGIC: u32 = 0xBA55_ED50;
+    let u16_at = |at: usize| {
+        fatbin
+            .get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u32_at = |at: usize| {
+        fatbin
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |at: usize| {
+        fatbin
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+    };
+    let mut found = Vec::new();
+    let mut container = 0;
+    while u32_at(container) == Some(MAGIC) {
+        let (Some(header), Some(size)) = (u16_at(container + 6), u64_at(container + 8)) else {
+            break;
+        };
+        let end = container.saturating_add(header).saturating_add(size).min(fatbin.len());
+        let mut image = container + header;
+        while image < end {
+            let (Some(kind), Some(header), Some(size), Some(arch)) =
+                (u16_at(image), u32_at(image + 4), u64_at(image + 8), u32_at(image + 28))
+            else {
+                return found;
+            };
+            if kind == 2 {
+                found.push(super::nvrtc::Arch::new(arch / 10, arch % 10));
+            }
+            if header == 0 {
+                return found;
+            }
+            image = image.saturating_add(header as usize).saturating_add(size);
+        }
+        container = end;
+    }
+    found
 }

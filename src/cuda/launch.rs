@@ -1,6 +1,6 @@
 //! The one place kernels are launched. A [`Launch`] collects a kernel's arguments in parameter
 //! order, each tensor with the access the kernel makes to it, and runs on one of two backends:
-//! - CUDA tensors: the driver, on the null stream of their device;
+//! - CUDA tensors: the driver, on the caller's current stream of their device (libtorch's);
 //! - CPU tensors inside [`super::emulator::emulate`]: the CUDA execution-model emulator, which
 //!   runs the same kernel source on the CPU with guarded, poisoned copies of the tensors.
 
@@ -352,8 +352,7 @@ impl Launch {
             // Past 48 KiB a kernel must opt in: a host-side setting of the function (no sync),
             // made with its context current (cudarc's setter does not bind it).
             kernels
-                .stream
-                .context()
+                .ctx
                 .bind_to_thread()
                 .map_err(|e| Error::cuda("binding the device's context", e))?;
             func.set_attribute(
@@ -370,7 +369,11 @@ impl Launch {
                 _ => 0,
             })
             .collect();
-        let mut builder = kernels.stream.launch_builder(&func);
+        // PyTorch's contract: the current stream of the tensors' device. The op's temporaries
+        // (uploads, tables) were allocated by libtorch's caching allocator on this same stream,
+        // so their memory is not reused before this launch has read it.
+        let stream = super::stream::current(&kernels.ctx, ordinal)?;
+        let mut builder = stream.launch_builder(&func);
         for (a, ptr) in self.args.iter().zip(&pointers) {
             match a {
                 Arg::Tensor(_) | Arg::Null => builder.arg(ptr),

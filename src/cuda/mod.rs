@@ -1,10 +1,26 @@
-//! Runtime glue between tch tensors and enlighten's CUDA kernels, and nothing else: the driver
-//! probe, loading libtorch_cuda, the embedded fatbin, a per-device module cache and a launch
+//! Runtime glue between tch tensors and enlighten's CUDA kernels, and nothing else: the probe
+//! ([`probe`], [`device`]), loading libtorch_cuda, the kernels of each device, and a launch
 //! helper over raw tensor pointers.
 //!
-//! Streams: every kernel is launched on the legacy null stream, which is also PyTorch's default
-//! stream, so enlighten's launches are ordered with tch ops on that stream. If you run tch work on
-//! your own streams, synchronise them with the default stream before and after calling an op.
+//! Device choice: `let device = enlighten::cuda::device();` is CUDA device 0 when libtorch's CUDA
+//! works, else the CPU; it also loads libtorch's CUDA backend, so call it before your first tch
+//! CUDA call. The library probes by itself before its own first CUDA use.
+//!
+//! Kernels: no CUDA toolkit is needed at build time. On a device's first use the library takes
+//! nvcc's fatbin when the build had nvcc and it holds the device's architecture, else a cubin from
+//! the on-disk cache, else compiles the embedded kernel source with NVRTC, found at run time beside
+//! the CUDA libraries the process has loaded (a pip PyTorch ships it), for the device's exact
+//! architecture, and caches it. The first compilation takes tens of seconds. [`kernels_origin`]
+//! says which happened; [`nvrtc`] has the details and the search order.
+//!
+//! Streams (PyTorch's contract for custom ops): every launch goes on the caller's current CUDA
+//! stream of the tensors' device, as libtorch reports it (`c10::cuda::getCurrentCUDAStream`, read
+//! through the bridge), so the ops order with tch work on whatever stream the caller has made
+//! current (DDP's overlap, a data-loading stream, user code). The library's uploads (permutations,
+//! lambdas, pointer tables) are copied on that same stream, and every temporary a kernel reads is
+//! a tch tensor allocated by libtorch's caching allocator on that stream, so its memory is not
+//! reused before the stream has passed the kernel, without a `record_stream`. As with any PyTorch
+//! op, tensors made on another stream must be synchronised with the current one by the caller.
 //!
 //! With the `emulator` feature, [`emulator`] runs the same kernels on the CPU, for tests.
 
@@ -13,17 +29,27 @@ pub(crate) mod constants {
     include!(concat!(env!("OUT_DIR"), "/shared_constants.rs"));
 }
 mod device;
+mod elf;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 mod fatbin;
+mod kernel_cache;
+mod kernel_source;
 mod launch;
 mod libtorch;
+pub mod nvrtc;
+mod nvrtc_search;
+mod origin;
 mod probe;
+mod stream;
 mod transfer;
 
-pub use fatbin::{fatbin, fatbin_has_entry, Kernel};
+pub use fatbin::{fatbin, fatbin_architectures, fatbin_has_entry, Kernel};
 pub use libtorch::load_libtorch_cuda;
-pub use probe::{probe, CudaInfo, Unavailable};
+pub use origin::KernelsOrigin;
+pub use probe::{device, probe, CudaInfo, Unavailable};
+#[cfg(feature = "testing")]
+pub use stream::with_pool_stream;
 
 pub(crate) use launch::{aligned, max_shared_per_block, pack_len, packable, Access, Grid, Launch, BLOCK};
 pub use transfer::host_reads;
@@ -38,4 +64,20 @@ pub(crate) fn uses_kernels(device: tch::Device) -> bool {
         tch::Device::Cpu => emulator::active().is_some(),
         _ => false,
     }
+}
+
+/// Where the kernels of `device` come from, loading them on the first call for that device
+/// (which may compile them with NVRTC, tens of seconds once, then cached on disk). An error says
+/// why the device cannot have them (no CUDA, or no fatbin SASS and no working NVRTC).
+pub fn kernels_origin(device: tch::Device) -> crate::Result<KernelsOrigin> {
+    let tch::Device::Cuda(ordinal) = device else {
+        return Err(crate::Error::Device {
+            arg: "device",
+            expected: "a CUDA device".into(),
+            got: device,
+        });
+    };
+    probe()?;
+    let _restore = device::KeepCurrentContext::save()?;
+    Ok(device::DeviceKernels::get(ordinal)?.origin.clone())
 }

@@ -1,12 +1,13 @@
-//! Which device a program asks for, and the tch device that answers it (after the CUDA probe,
-//! which also loads libtorch's CUDA backend).
+//! Which device a program asks for, and the tch device that answers it (after the library's CUDA
+//! probe, which also loads libtorch's CUDA backend).
 
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::error::{Error, Result};
 
-/// Where to run: `auto` is CUDA when the probe finds it, else the CPU.
+/// Where to run: `auto` is CUDA when libtorch's CUDA works ([`enlighten::cuda::device`]), else
+/// the CPU.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceChoice {
@@ -29,18 +30,15 @@ impl DeviceChoice {
     }
 
     /// The device to use: the CPU, CUDA device 0 (an error saying why when CUDA cannot run), or
-    /// for `Auto` CUDA when the probe succeeds and the CPU otherwise.
+    /// for `Auto` the library's choice. Where the kernels come from is settled at their first
+    /// use (fatbin, cache or NVRTC), never by falling back to the CPU.
     pub fn device(self) -> Result<Device> {
         match self {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda => enlighten::cuda::probe()
                 .map(|_| Device::Cuda(0))
                 .map_err(|e| enlighten::Error::from(e).into()),
-            DeviceChoice::Auto => Ok(if enlighten::cuda::probe().is_ok() {
-                Device::Cuda(0)
-            } else {
-                Device::Cpu
-            }),
+            DeviceChoice::Auto => Ok(enlighten::cuda::device()),
         }
     }
 }

@@ -101,7 +101,7 @@ fn mixup_benches(c: &mut Criterion) {
 
                 // Out of place: read x[i] and x[p(i)], write out[i] = 3N bytes.
                 let mut g = group(c, "mixup", "perm", shape, kind, device, 3 * n_bytes);
-                bench(&mut g, "fused", device, || drop(mixup(&x, &lam, &perm)));
+                bench(&mut g, "fused", device, || drop(mix(&lam, &perm).forward(&x)));
                 bench(&mut g, "composite", device, || {
                     drop(reference::composite(&x, &lam, &perm))
                 });
@@ -111,7 +111,7 @@ fn mixup_benches(c: &mut Criterion) {
                 let mut out = x.empty_like();
                 let mut g = group(c, "mixup", "perm into buffer", shape, kind, device, 3 * n_bytes);
                 bench(&mut g, "fused", device, || {
-                    mixup_into(&x, &lam, &perm, &mut out).expect("mixup_into")
+                    mix(&lam, &perm).forward_into(&x, &mut out).expect("mixup_into")
                 });
                 bench(&mut g, "composite", device, || {
                     drop(reference::composite(&x, &lam, &perm))
@@ -123,7 +123,7 @@ fn mixup_benches(c: &mut Criterion) {
                 let mut bx = x.copy();
                 let mut g = group(c, "mixup", "flip in place", shape, kind, device, 2 * n_bytes);
                 bench(&mut g, "fused", device, || {
-                    mixup_flip_(&mut a, &lam).expect("mixup_flip_")
+                    mix(&lam, &Pairing::Flip).forward_(&mut a).expect("mixup_flip_")
                 });
                 bench(&mut g, "composite", device, || {
                     reference::composite_flip_(&mut bx, 0.37).expect("composite flip")
@@ -186,7 +186,7 @@ fn loss_benches(c: &mut Criterion) {
                 bytes,
             );
             bench(&mut g, "fused", device, || {
-                drop(cross_entropy(&logits, Targets::Index(&y), &hlr, true).expect("fused ce"))
+                drop(hlr.loss_and_grad(&logits, Targets::Index(&y)).expect("fused ce"))
             });
             bench(&mut g, "composite", device, || {
                 loss::reference::composite(&leaf(), Targets::Index(&y), &hlr)
@@ -354,7 +354,7 @@ fn lm_loss_benches(c: &mut Criterion) {
             2 * (tokens * vocab * 4) as u64,
         );
         bench(&mut g, "fused", device, || {
-            drop(cross_entropy(&logits, Targets::Index(&y), &plain, true).expect("fused ce"))
+            drop(plain.loss_and_grad(&logits, Targets::Index(&y)).expect("fused ce"))
         });
         bench(&mut g, "composite", device, || {
             loss::reference::composite(&leaf(), Targets::Index(&y), &plain)

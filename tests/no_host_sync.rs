@@ -42,7 +42,7 @@ fn training_steps(steps: u64) -> enlighten::Result<()> {
         } else {
             plan.mix
         };
-        let (mixed, targets) = mix_batch(&x, &y, &spec, &mut rng)?;
+        let (mixed, targets) = spec.forward(&x, &y, &mut rng)?;
         let h = hidden.forward(&mixed.view([24, 48])).relu();
         let logits = head.forward(&h);
         let (loss, _out) = cross_entropy_autograd(

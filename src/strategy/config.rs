@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::phase::{EpEnd, PhaseController};
-use super::plan::{LambdaMode, PairingMode};
+use crate::ops::mixup::{LambdaMode, PairingMode};
 use super::schedule::{MixPolicy, Schedule, Strategy};
 use crate::error::{Error, Result};
 

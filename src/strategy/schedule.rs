@@ -5,7 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::phase::{EpEndInfo, Monitor, PhaseController};
-use super::plan::{BatchPlan, LambdaMode, MixKind, MixSpec, PairingMode};
+use super::plan::BatchPlan;
+use crate::ops::mixup::{LambdaMode, MixKind, MixSpec, PairingMode};
 use crate::error::{Error, Result};
 use crate::rng::SeededRng;
 

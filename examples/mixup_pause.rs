@@ -36,7 +36,9 @@ pub fn run(steps: u64) -> enlighten::Result<(Vec<(BatchPlan, f64)>, Schedule)> {
         let idx = Tensor::randint(512, [64], (Kind::Int64, Device::Cpu));
         // enlighten: this batch's plan, its mix, and the loss with the plan's removal.
         let plan = schedule.plan(step, 0, &mut rng);
-        let (mixed, targets) = plan.mix.forward(&x.index_select(0, &idx), &y.index_select(0, &idx), &mut rng)?;
+        let (mixed, targets) = plan
+            .mix
+            .forward(&x.index_select(0, &idx), &y.index_select(0, &idx), &mut rng)?;
         let out = CrossEntropy::with_removal(plan.drop_share).forward_with_stats(&net.forward(&mixed), &targets)?;
         opt.backward_step(&out.loss);
         correct += &out.correct;

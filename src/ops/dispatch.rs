@@ -23,11 +23,9 @@ pub(crate) trait Backend {
     fn remove_highest(&self, losses: &Tensor, valid: Option<&Tensor>, removed: i64) -> Result<LossOutput>;
     fn mixup(&self, x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()>;
     fn mixup_flip_inplace(&self, x: &mut Tensor, lam: &Lambda) -> Result<()>;
-    fn mixup_u8(&self, x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &mut Tensor)
-        -> Result<()>;
+    fn mixup_u8(&self, x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()>;
     fn cutmix(&self, x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &mut Tensor) -> Result<()>;
-    fn zero_counts(&self, layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>)
-        -> Result<Tensor>;
+    fn zero_counts(&self, layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>) -> Result<Tensor>;
     fn dot_norms(&self, a: &[Tensor], b: &[Tensor], acc: Accumulate) -> Result<Tensor>;
     fn diff_sq(&self, a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor>;
 }
@@ -69,26 +67,13 @@ impl Backend for Kernels {
     fn mixup_flip_inplace(&self, x: &mut Tensor, lam: &Lambda) -> Result<()> {
         mixup::cuda::mixup_flip_inplace(x, lam)
     }
-    fn mixup_u8(
-        &self,
-        x: &Tensor,
-        norm: &Normalize,
-        lam: &Lambda,
-        pairing: &Pairing,
-        out: &mut Tensor,
-    ) -> Result<()> {
+    fn mixup_u8(&self, x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
         mixup::cuda::mixup_u8(x, norm, lam, pairing, out)
     }
     fn cutmix(&self, x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
         mixup::cuda::cutmix(x, boxes, pairing, out)
     }
-    fn zero_counts(
-        &self,
-        layers: &[Tensor],
-        batch: i64,
-        eps: Option<f64>,
-        alive: Option<&[Tensor]>,
-    ) -> Result<Tensor> {
+    fn zero_counts(&self, layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>) -> Result<Tensor> {
         stats::cuda::zero_counts(layers, batch, eps, alive)
     }
     /// The kernels always accumulate each thread's share in f32 and the blocks in f64.
@@ -122,26 +107,13 @@ impl Backend for Cpu {
     fn mixup_flip_inplace(&self, x: &mut Tensor, lam: &Lambda) -> Result<()> {
         mixup::cpu::mixup_flip_inplace(x, lam)
     }
-    fn mixup_u8(
-        &self,
-        x: &Tensor,
-        norm: &Normalize,
-        lam: &Lambda,
-        pairing: &Pairing,
-        out: &mut Tensor,
-    ) -> Result<()> {
+    fn mixup_u8(&self, x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
         mixup::cpu::mixup_u8(x, norm, lam, pairing, out)
     }
     fn cutmix(&self, x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
         mixup::cpu::cutmix(x, boxes, pairing, out)
     }
-    fn zero_counts(
-        &self,
-        layers: &[Tensor],
-        batch: i64,
-        eps: Option<f64>,
-        alive: Option<&[Tensor]>,
-    ) -> Result<Tensor> {
+    fn zero_counts(&self, layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>) -> Result<Tensor> {
         stats::cpu::zero_counts(layers, batch, eps, alive)
     }
     fn dot_norms(&self, a: &[Tensor], b: &[Tensor], acc: Accumulate) -> Result<Tensor> {

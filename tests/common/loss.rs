@@ -1,8 +1,7 @@
 //! Per-sample losses, High-Loss Removal and the gradient against the f64 reference.
 
 use enlighten::ops::loss::{
-    cross_entropy, cross_entropy_autograd, cross_entropy_into, lm_cross_entropy, lm_cross_entropy_autograd, mse,
-    mse_autograd, reference, remove_highest, CrossEntropy, RunningQuantile, SequenceRank, Targets,
+    reference, remove_highest, CrossEntropy, LmCrossEntropy, Mse, RunningQuantile, SequenceRank, Targets,
 };
 use enlighten::ops::mixup::{Lambda, MixedTargets};
 use tch::{Device, Kind, Tensor};
@@ -56,6 +55,16 @@ pub const CASES: &[Case] = &[
 ];
 
 const SHAPES: &[(i64, i64)] = &[(1, 7), (5, 3), (33, 10), (128, 100), (64, 1000), (257, 37)];
+
+/// The language-model loss with `opts`' token options, ranking by `rank`.
+fn lm_loss(opts: &CrossEntropy, rank: SequenceRank) -> LmCrossEntropy {
+    LmCrossEntropy {
+        label_smoothing: opts.label_smoothing,
+        ignore_index: opts.ignore_index,
+        drop_share: opts.drop_share,
+        rank,
+    }
+}
 
 fn labels(b: i64, c: i64, dev: Device) -> Tensor {
     Tensor::randint(c, [b], (Kind::Int64, dev))
@@ -162,7 +171,7 @@ fn ce_gradient_equals_libtorch_masked_mean_gradient(dev: Device) {
             drop_share: 0.2,
         };
         let ours = base.detach().set_requires_grad(true);
-        let (loss, out) = cross_entropy_autograd(&ours, Targets::Index(&y), &opts).unwrap();
+        let loss = opts.forward(&ours, &y).unwrap();
         loss.backward();
         let theirs = base.detach().set_requires_grad(true);
         let composite = reference::composite(&theirs, Targets::Index(&y), &opts).unwrap();
@@ -173,7 +182,7 @@ fn ce_gradient_equals_libtorch_masked_mean_gradient(dev: Device) {
         assert!(e < 1e-5, "[{b}, {c}] loss rel err vs libtorch {e:e}");
         assert_eq!(
             loss.double_value(&[]),
-            out.loss.double_value(&[]),
+            opts.loss_and_grad(&base, &y).unwrap().loss.double_value(&[]),
             "the returned scalar is the kernel's loss"
         );
     }
@@ -216,8 +225,9 @@ fn ce_gradient_matches_finite_differences(dev: Device) {
             Lambda::Batch(_) => unreachable!(),
         }),
     };
-    let out = opts.loss_and_grad(&logits.to_kind(Kind::Float).to_device(dev), Targets::Mixed(&t_dev))
-    .unwrap();
+    let out = opts
+        .loss_and_grad(&logits.to_kind(Kind::Float).to_device(dev), Targets::Mixed(&t_dev))
+        .unwrap();
     let e = rel_err(out.grad.as_ref().unwrap(), &fd);
     assert!(e < 1e-5, "fused gradient vs finite differences {e:e}");
 }
@@ -423,7 +433,9 @@ fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {
             drop_share: 0.5,
             ..Default::default()
         };
-        let out = opts.loss_and_grad(&nan_logits, Targets::Index(&labels(8, 5, dev))).unwrap();
+        let out = opts
+            .loss_and_grad(&nan_logits, Targets::Index(&labels(8, 5, dev)))
+            .unwrap();
         let losses = out.per_sample.to_device(Device::Cpu);
         assert!(losses.double_value(&[3]).is_nan(), "{kind:?}: NaN row");
         assert_eq!(
@@ -642,10 +654,14 @@ fn mse_matches_reference(dev: Device) {
     // Through autograd: the gradient reaches the prediction.
     let pred = randn(&[6, 4], Kind::Float, dev).set_requires_grad(true);
     let target = randn(&[6, 4], Kind::Float, dev);
-    let (loss, out) = mse_autograd(&pred, &target, 0.34).unwrap();
+    let out = Mse { drop_share: 0.34 }.forward_with_stats(&pred, &target).unwrap();
     assert!(out.grad.is_none(), "the autograd node owns the gradient");
-    loss.backward();
-    let kernel = Mse { drop_share: 0.34 }.loss_and_grad(&pred.detach(), &target).unwrap().grad.unwrap();
+    out.loss.backward();
+    let kernel = Mse { drop_share: 0.34 }
+        .loss_and_grad(&pred.detach(), &target)
+        .unwrap()
+        .grad
+        .unwrap();
     assert_bitwise_eq("mse autograd", &pred.grad(), &kernel);
 }
 
@@ -669,19 +685,20 @@ fn autograd_node_scales_retains_refuses_double_backward(dev: Device) {
         let what = format!("{kind:?}");
 
         let x = leaf();
-        let (loss, out) = cross_entropy_autograd(&x, Targets::Index(&y), &opts).unwrap();
+        let out = opts.forward_with_stats(&x, &y).unwrap();
         assert!(out.grad.is_none(), "{what}: the node owns the gradient");
-        assert_bitwise_eq(&format!("{what}: loss"), &loss.detach(), &kernel.loss);
-        loss.backward();
+        assert_bitwise_eq(&format!("{what}: loss"), &out.loss.detach(), &kernel.loss);
+        assert_bitwise_eq(&format!("{what}: per-sample"), &out.per_sample, &kernel.per_sample);
+        out.loss.backward();
         assert_bitwise_eq(&format!("{what}: plain backward"), &x.grad(), grad);
 
         let x = leaf();
-        let (loss, _) = cross_entropy_autograd(&x, Targets::Index(&y), &opts).unwrap();
+        let loss = opts.forward(&x, &y).unwrap();
         (&loss * -2.5).backward();
         assert_close(&format!("{what}: scaled backward"), &x.grad(), &(grad * -2.5), kind);
 
         let x = leaf();
-        let (loss, _) = cross_entropy_autograd(&x, Targets::Index(&y), &opts).unwrap();
+        let loss = opts.forward(&x, &y).unwrap();
         for pass in 0..2 {
             let g = Tensor::run_backward(&[&loss], &[&x], true, false);
             assert_bitwise_eq(&format!("{what}: retained graph, pass {pass}"), &g[0], grad);
@@ -691,15 +708,24 @@ fn autograd_node_scales_retains_refuses_double_backward(dev: Device) {
         assert!(message.contains("double backward"), "{what}: {message}");
 
         let x = leaf();
-        let (loss, _) = tch::no_grad(|| cross_entropy_autograd(&x, Targets::Index(&y), &opts)).unwrap();
+        let loss = tch::no_grad(|| opts.forward(&x, &y)).unwrap();
         assert!(!loss.requires_grad(), "{what}: under no-grad the loss has no graph");
         assert_bitwise_eq(&format!("{what}: loss under no-grad"), &loss, &kernel.loss);
+
+        // An input that needs no gradient gets none computed, and the same loss.
+        let out = opts.forward_with_stats(&base, &y).unwrap();
+        assert!(
+            out.grad.is_none() && !out.loss.requires_grad(),
+            "{what}: no graph, no gradient"
+        );
+        assert_bitwise_eq(&format!("{what}: loss without grad"), &out.loss, &kernel.loss);
+        assert_bitwise_eq(&format!("{what}: keep without grad"), &out.keep, &kernel.keep);
     }
 }
 
 fn lm_matches(what: &str, logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, rank: SequenceRank) {
     let out = lm_loss(opts, rank).loss_and_grad(logits, tokens).unwrap();
-    let r = reference::lm_cross_entropy(logits, tokens, opts, rank).unwrap();
+    let r = reference::lm_cross_entropy_f64(logits, tokens, &lm_loss(opts, rank)).unwrap();
     assert!(rel_err(&out.per_sample, &r.per_sample) < LOSS_TOL, "{what}: per-sample");
     assert_loss_close(what, &out.loss, &r.loss);
     assert!(
@@ -756,10 +782,14 @@ fn lm_sequence_and_token_ranking_match_reference(dev: Device) {
         drop_share: 0.25,
         ..Default::default()
     };
-    let (loss, out) = lm_cross_entropy_autograd(&logits, &tokens, &opts, SequenceRank::PerSequence).unwrap();
+    let out = lm_loss(&opts, SequenceRank::PerSequence)
+        .forward_with_stats(&logits, &tokens)
+        .unwrap();
     assert!(out.grad.is_none(), "the autograd node owns the gradient");
-    loss.backward();
-    let kernel = lm_loss(&opts, SequenceRank::PerSequence).loss_and_grad(&logits.detach(), &tokens).unwrap();
+    out.loss.backward();
+    let kernel = lm_loss(&opts, SequenceRank::PerSequence)
+        .loss_and_grad(&logits.detach(), &tokens)
+        .unwrap();
     assert_bitwise_eq("lm autograd", &logits.grad(), kernel.grad.as_ref().unwrap());
 }
 
@@ -796,7 +826,9 @@ fn remove_highest_and_running_quantile(dev: Device) {
     for batch in 0..5 {
         let logits = randn(&[b, c], Kind::Float, dev);
         let y = labels(b, c, dev);
-        let full = CrossEntropy::default().loss_and_grad(&logits, Targets::Index(&y)).unwrap();
+        let full = CrossEntropy::default()
+            .loss_and_grad(&logits, Targets::Index(&y))
+            .unwrap();
         let per = Vec::<f64>::try_from(full.per_sample.to_device(Device::Cpu).to_kind(Kind::Double)).unwrap();
         let out = rq.apply(full).unwrap();
         let keep = Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap();
@@ -922,7 +954,11 @@ fn loss_rejects_bad_arguments(dev: Device) {
         Mse { drop_share: 0.0 }.forward_with_stats(&logits, &logits.to_kind(Kind::Half)),
         "target",
     );
-    expect_err("mse share", Mse { drop_share: 1.0 }.forward_with_stats(&logits, &logits), "drop_share");
+    expect_err(
+        "mse share",
+        Mse { drop_share: 1.0 }.forward_with_stats(&logits, &logits),
+        "drop_share",
+    );
     expect_err(
         "losses dtype",
         remove_highest(&Tensor::rand([4], (Kind::Double, dev)), None, 0.1),

@@ -1,8 +1,7 @@
 //! Mixup and CutMix: fused paths against the f64 reference, on any device.
 
 use enlighten::ops::mixup::{
-    cutmix, mix_batch, mix_images, mixup, mixup_flip_, mixup_into, mixup_u8, reference, CutBox, CutBoxes, Lambda,
-    LambdaMode, MixKind, MixSpec, Normalize, Pairing, PairingMode,
+    reference, CutBox, CutBoxes, CutMix, Lambda, LambdaMode, MixKind, MixSpec, Mixup, Normalize, Pairing, PairingMode,
 };
 use enlighten::SeededRng;
 use tch::{Device, Kind, Tensor};
@@ -49,6 +48,22 @@ pub const CASES: &[Case] = &[
     ),
     ("mixup_rejects_bad_arguments", mixup_rejects_bad_arguments),
 ];
+
+/// The Mixup op with these drawn values (the test's own copies stay usable).
+fn mix(lam: &Lambda, pairing: &Pairing) -> Mixup {
+    Mixup {
+        lam: lam.shallow_clone(),
+        pairing: pairing.shallow_clone(),
+    }
+}
+
+/// The CutMix op with these drawn values.
+fn cut(boxes: &CutBoxes, pairing: &Pairing) -> CutMix {
+    CutMix {
+        boxes: boxes.shallow_clone(),
+        pairing: pairing.shallow_clone(),
+    }
+}
 
 fn pairings(b: i64, dev: Device) -> Vec<Pairing> {
     let mut rng = SeededRng::new(b as u64);
@@ -318,12 +333,16 @@ fn cutmix_copies_wide_rows_in_packs(dev: Device) {
 
 fn cutmix_clips_boxes_at_the_borders(dev: Device) {
     let x = distinct_rows(&[2, 1, 10, 10], Kind::Float, dev);
-    let (out, lam) = cut(&CutBoxes::Batch(CutBox {
+    let (out, lam) = cut(
+        &CutBoxes::Batch(CutBox {
             y0: -4,
             y1: 3,
             x0: 7,
             x1: 15,
-        }), &Pairing::Flip).forward(&x)
+        }),
+        &Pairing::Flip,
+    )
+    .forward(&x)
     .unwrap();
     // Clipped to rows 0..3 and columns 7..10: 9 of 100 pixels.
     match lam {
@@ -383,7 +402,9 @@ fn mix_images_normalises_and_mixes_like_mix_batch(dev: Device) {
         lambda: LambdaMode::Batch,
         pairing: PairingMode::Permutation,
     };
-    let (plain, t) = paused.forward_images(&images, &y, &norm, Kind::Float, &mut SeededRng::new(0)).unwrap();
+    let (plain, t) = paused
+        .forward_images(&images, &y, &norm, Kind::Float, &mut SeededRng::new(0))
+        .unwrap();
     assert!(matches!(t.lam, Lambda::Batch(l) if l == 1.0));
     assert_close(
         "normalised",
@@ -399,7 +420,9 @@ fn mix_images_normalises_and_mixes_like_mix_batch(dev: Device) {
                 lambda,
                 pairing: PairingMode::Permutation,
             };
-            let (fused, ft) = spec.forward_images(&images, &y, &norm, Kind::Float, &mut SeededRng::new(3)).unwrap();
+            let (fused, ft) = spec
+                .forward_images(&images, &y, &norm, Kind::Float, &mut SeededRng::new(3))
+                .unwrap();
             let (two_step, tt) = spec.forward(&plain, &y, &mut SeededRng::new(3)).unwrap();
             assert_bitwise_eq(&format!("{spec:?}"), &fused, &two_step);
             assert_bitwise_eq(&format!("{spec:?} y_b"), &ft.y_b, &tt.y_b);
@@ -411,22 +434,42 @@ fn mixup_rejects_bad_arguments(dev: Device) {
     let x = randn(&[4, 3], Kind::Float, dev);
     let lam = Lambda::Batch(0.5);
     let perm = |v: &[i64]| Pairing::Permutation(Tensor::from_slice(v).to_device(dev));
-    expect_err("lambda > 1", mix(&Lambda::Batch(1.5), &Pairing::Flip).forward(&x), "lam");
-    expect_err("lambda NaN", mix(&Lambda::Batch(f64::NAN), &Pairing::Flip).forward(&x), "lam");
+    expect_err(
+        "lambda > 1",
+        mix(&Lambda::Batch(1.5), &Pairing::Flip).forward(&x),
+        "lam",
+    );
+    expect_err(
+        "lambda NaN",
+        mix(&Lambda::Batch(f64::NAN), &Pairing::Flip).forward(&x),
+        "lam",
+    );
     expect_err(
         "lambda length",
-        mix(&Lambda::PerSample(Tensor::rand([3], (Kind::Float, dev))), &Pairing::Flip).forward(&x),
+        mix(
+            &Lambda::PerSample(Tensor::rand([3], (Kind::Float, dev))),
+            &Pairing::Flip,
+        )
+        .forward(&x),
         "lam",
     );
     expect_err(
         "lambda dtype",
-        mix(&Lambda::PerSample(Tensor::rand([4], (Kind::Double, dev))), &Pairing::Flip).forward(&x),
+        mix(
+            &Lambda::PerSample(Tensor::rand([4], (Kind::Double, dev))),
+            &Pairing::Flip,
+        )
+        .forward(&x),
         "lam",
     );
     expect_err("perm length", mix(&lam, &perm(&[0, 1, 2])).forward(&x), "perm");
     expect_err(
         "perm dtype",
-        mix(&lam, &Pairing::Permutation(Tensor::from_slice(&[0i32, 1, 2, 3]).to_device(dev))).forward(&x),
+        mix(
+            &lam,
+            &Pairing::Permutation(Tensor::from_slice(&[0i32, 1, 2, 3]).to_device(dev)),
+        )
+        .forward(&x),
         "perm",
     );
     expect_err(
@@ -469,21 +512,49 @@ fn mixup_rejects_bad_arguments(dev: Device) {
         "out",
     );
     let mut strided_x = randn(&[3, 4], Kind::Float, dev).transpose(0, 1);
-    expect_err("in-place non-contiguous", mix(&lam, &Pairing::Flip).forward_(&mut strided_x), "x");
+    expect_err(
+        "in-place non-contiguous",
+        mix(&lam, &Pairing::Flip).forward_(&mut strided_x),
+        "x",
+    );
+    // In place, only flip pairing can swap each pair; any other is refused by name.
+    let mut inplace = x.copy();
+    expect_err(
+        "in-place roll",
+        mix(&lam, &Pairing::Roll(1)).forward_(&mut inplace),
+        "pairing",
+    );
+    expect_err(
+        "in-place permutation",
+        mix(&lam, &perm(&[1, 0, 3, 2])).forward_(&mut inplace),
+        "pairing",
+    );
     // Every dtype that is not f32/f16/bf16 is refused by name, never run as f32 (or a panic).
     for kind in [Kind::Double, Kind::Int64, Kind::Uint8, Kind::Bool] {
         let mut other = x.to_kind(kind);
-        expect_err(&format!("in-place {kind:?}"), mix(&lam, &Pairing::Flip).forward_(&mut other), "x");
-        expect_err(&format!("mixup {kind:?}"), mix(&lam, &Pairing::Flip).forward(&other), "x");
+        expect_err(
+            &format!("in-place {kind:?}"),
+            mix(&lam, &Pairing::Flip).forward_(&mut other),
+            "x",
+        );
+        expect_err(
+            &format!("mixup {kind:?}"),
+            mix(&lam, &Pairing::Flip).forward(&other),
+            "x",
+        );
         let img = randn(&[2, 3, 4, 4], Kind::Float, dev).to_kind(kind);
         expect_err(
             &format!("cutmix {kind:?}"),
-            cut(&CutBoxes::Batch(CutBox {
+            cut(
+                &CutBoxes::Batch(CutBox {
                     y0: 0,
                     y1: 1,
                     x0: 0,
                     x1: 1,
-                }), &Pairing::Flip).forward(&img),
+                }),
+                &Pairing::Flip,
+            )
+            .forward(&img),
             "x",
         );
     }
@@ -503,18 +574,26 @@ fn mixup_rejects_bad_arguments(dev: Device) {
     expect_err("std count", Normalize::new(&[0.5, 0.5], &[0.5], dev), "std");
     expect_err(
         "cutmix rank",
-        cut(&CutBoxes::Batch(CutBox {
+        cut(
+            &CutBoxes::Batch(CutBox {
                 y0: 0,
                 y1: 1,
                 x0: 0,
                 x1: 1,
-            }), &Pairing::Flip).forward(&x),
+            }),
+            &Pairing::Flip,
+        )
+        .forward(&x),
         "x",
     );
     let img = randn(&[4, 3, 8, 8], Kind::Float, dev);
     expect_err(
         "boxes shape",
-        cut(&CutBoxes::PerSample(Tensor::zeros([4, 3], (Kind::Int64, dev))), &Pairing::Flip).forward(&img),
+        cut(
+            &CutBoxes::PerSample(Tensor::zeros([4, 3], (Kind::Int64, dev))),
+            &Pairing::Flip,
+        )
+        .forward(&img),
         "boxes",
     );
     let y = Tensor::randint(10, [4], (Kind::Int64, dev));
@@ -546,7 +625,11 @@ fn mixup_rejects_bad_arguments(dev: Device) {
         expect_err("perm out of range", mix(&lam, &perm(&[0, 1, 2, 4])).forward(&x), "perm");
         expect_err(
             "lambda values",
-            mix(&Lambda::PerSample(Tensor::from_slice(&[0.5f32, 1.5, 0.0, 1.0])), &Pairing::Flip).forward(&x),
+            mix(
+                &Lambda::PerSample(Tensor::from_slice(&[0.5f32, 1.5, 0.0, 1.0])),
+                &Pairing::Flip,
+            )
+            .forward(&x),
             "lam",
         );
     } else {

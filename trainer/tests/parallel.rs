@@ -204,7 +204,9 @@ fn global_removal_on_two_ranks_removes_what_one_process_removes_from_the_whole_b
         let class = (labels.int64_value(&[row]) + 1) % c;
         let _ = logits.get(row).get(class).fill_(wrong);
     }
-    let whole = CrossEntropy::with_removal(share).loss_and_grad(&logits, &labels).unwrap();
+    let whole = CrossEntropy::with_removal(share)
+        .loss_and_grad(&logits, &labels)
+        .unwrap();
     let removed: Vec<i64> = Vec::try_from(whole.keep.logical_not().nonzero().squeeze_dim(1)).unwrap();
     assert_eq!(removed, [3, b, b + 1, b + 2], "one process's rule");
     let port = free_port().unwrap();

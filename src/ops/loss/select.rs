@@ -105,6 +105,7 @@ pub struct RunningQuantile {
 }
 
 impl RunningQuantile {
+    /// Drops losses above the `q`-quantile (0 < q < 1) of the last `window` losses; the history lives on `device`.
     pub fn new(q: f64, window: usize, device: Device) -> Result<RunningQuantile> {
         if !(q > 0.0 && q < 1.0) {
             return Err(Error::value("q", "a quantile in (0, 1)", q));

@@ -91,15 +91,13 @@ impl LmCrossEntropy {
         })?;
         let valid_tokens = tok.keep.view([b, t]);
         let n_tok = valid_tokens.sum_dim_intlist(1, false, Kind::Float);
-        let seq_loss =
-            tok.per_sample.view([b, t]).sum_dim_intlist(1, false, Kind::Float) / n_tok.clamp_min(1.0);
+        let seq_loss = tok.per_sample.view([b, t]).sum_dim_intlist(1, false, Kind::Float) / n_tok.clamp_min(1.0);
         let valid_seq = n_tok.gt(0.0);
         let sel = remove_highest(&seq_loss, Some(&valid_seq), self.drop_share)?;
         // Token gradient weight: from 1/n_valid_tokens to keep_b / (n_tok_b * n_kept_sequences).
         let grad = tok.grad.map(|g| {
             let kept = sel.keep.to_kind(Kind::Float);
-            let factor =
-                &kept * n_tok.sum(Kind::Float) / (n_tok.clamp_min(1.0) * kept.sum(Kind::Float).clamp_min(1.0));
+            let factor = &kept * n_tok.sum(Kind::Float) / (n_tok.clamp_min(1.0) * kept.sum(Kind::Float).clamp_min(1.0));
             g.view([b, t, v]) * factor.view([b, 1, 1]).to_kind(g.kind())
         });
         Ok(LossOutput {

@@ -3,7 +3,7 @@
 
 use tch::{Kind, Tensor};
 
-use super::{CutBox, CutBoxes, CutMix, LambdaMode, Lambda, MixKind, MixSpec, Mixup, Normalize, Pairing, PairingMode};
+use super::{CutBox, CutBoxes, CutMix, Lambda, LambdaMode, MixKind, MixSpec, Mixup, Normalize, Pairing, PairingMode};
 use crate::error::{Error, Result};
 use crate::rng::SeededRng;
 

@@ -100,7 +100,13 @@ fn flip_inplace_typed<T: Element>(x: &mut Tensor, lams: &[(f32, f32)]) {
     }
 }
 
-pub(in crate::ops) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
+pub(in crate::ops) fn mixup_u8(
+    x: &Tensor,
+    norm: &Normalize,
+    lam: &Lambda,
+    pairing: &Pairing,
+    out: &mut Tensor,
+) -> Result<()> {
     let (b, _) = rows_of(x);
     let partners = pairing.partners(b as i64)?;
     let lams = row_lambdas(lam, b);

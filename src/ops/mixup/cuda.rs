@@ -87,7 +87,13 @@ pub(in crate::ops) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()>
         })
 }
 
-pub(in crate::ops) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
+pub(in crate::ops) fn mixup_u8(
+    x: &Tensor,
+    norm: &Normalize,
+    lam: &Lambda,
+    pairing: &Pairing,
+    out: &Tensor,
+) -> Result<()> {
     let (b, f) = rows_of(x);
     let inner = f / norm.channels() as i64;
     // u8 packs of 4 (one 32-bit load) write 4 outputs; the packs must not straddle channels.

@@ -99,12 +99,7 @@ pub fn composite_flip_(x: &mut Tensor, lam: f64) -> Result<()> {
 /// [`MixSpec::forward`] computed with the plain tch composite ([`composite`] for Mixup,
 /// [`cutmix_f64`] for CutMix) from the same random draws: what the trainer's composite mode
 /// runs, to measure what the fused ops save in a real training step.
-pub fn composite_batch(
-    spec: &MixSpec,
-    x: &Tensor,
-    y: &Tensor,
-    rng: &mut SeededRng,
-) -> Result<(Tensor, MixedTargets)> {
+pub fn composite_batch(spec: &MixSpec, x: &Tensor, y: &Tensor, rng: &mut SeededRng) -> Result<(Tensor, MixedTargets)> {
     check_batch_labels(x, y, spec)?;
     if spec.alpha == 0.0 {
         return Ok((x.shallow_clone(), MixedTargets::unmixed(y)));

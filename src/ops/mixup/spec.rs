@@ -93,4 +93,3 @@ impl fmt::Display for MixSpec {
         write!(f, "{kind} alpha={}", self.alpha)
     }
 }
-

@@ -9,7 +9,12 @@ use crate::ops::element::{cpu_bytes, cpu_slice, cpu_slice_mut, Element};
 use crate::ops::parallel;
 
 /// Zero counts `[L, B]` and, with `alive`, the dead-unit flags (one u8 per unit and layer).
-pub(in crate::ops) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>) -> Result<Tensor> {
+pub(in crate::ops) fn zero_counts(
+    layers: &[Tensor],
+    batch: i64,
+    eps: Option<f64>,
+    alive: Option<&[Tensor]>,
+) -> Result<Tensor> {
     let b = batch as usize;
     let mut counts = vec![0i64; layers.len() * b];
     for (l, t) in layers.iter().enumerate() {

@@ -28,7 +28,12 @@ fn table(rows: &[i64], cols: i32, device: Device) -> Tensor {
     crate::cuda::upload(rows, device).view([-1, i64::from(cols)])
 }
 
-pub(in crate::ops) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>) -> Result<Tensor> {
+pub(in crate::ops) fn zero_counts(
+    layers: &[Tensor],
+    batch: i64,
+    eps: Option<f64>,
+    alive: Option<&[Tensor]>,
+) -> Result<Tensor> {
     let device = layers[0].device();
     let mut launch = Launch::new(Kernel::ZERO_COUNTS);
     let mut rows = Vec::with_capacity(layers.len() * ZC_COLS as usize);

@@ -105,6 +105,7 @@ pub struct DeadUnits {
 }
 
 impl DeadUnits {
+    /// An empty window; the first update sets the layers and their units.
     pub fn new() -> DeadUnits {
         DeadUnits { alive: Vec::new() }
     }
@@ -282,6 +283,7 @@ impl Benr {
         Ok(ratio)
     }
 
+    /// Steps added since the epoch started.
     pub fn steps(&self) -> u64 {
         self.steps
     }

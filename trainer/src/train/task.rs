@@ -378,9 +378,12 @@ impl TaskData {
                         drop_share: plan.drop_share,
                     }
                     .forward_with_stats(&pred, &target)?,
-                    Removal::Global(group, share) => {
-                        global_autograd(&pred, Mse::default().loss_and_grad(&pred.detach(), &target)?, share, group)?
-                    }
+                    Removal::Global(group, share) => global_autograd(
+                        &pred,
+                        Mse::default().loss_and_grad(&pred.detach(), &target)?,
+                        share,
+                        group,
+                    )?,
                 };
                 Ok(StepOut {
                     reported: out.loss.detach(),

@@ -53,7 +53,7 @@ use crate::error::{Error, Result};
 pub enum Lambda {
     /// One lambda for the whole batch (torchvision's convention), in [0, 1].
     Batch(f64),
-    /// One lambda per sample (timm's elem mode): an f32 tensor [B] on the input's device.
+    /// One lambda per sample (timm's elem mode): an f32 tensor `[B]` on the input's device.
     PerSample(Tensor),
 }
 
@@ -70,7 +70,7 @@ impl Lambda {
 /// Which sample each sample is mixed with.
 #[derive(Debug)]
 pub enum Pairing {
-    /// Sample i mixes with `perm[i]`: an int64 tensor [B] holding a permutation of 0..B, on the
+    /// Sample i mixes with `perm[i]`: an int64 tensor `[B]` holding a permutation of 0..B, on the
     /// input's device.
     Permutation(Tensor),
     /// Sample i mixes with B-1-i (allows the in-place form).
@@ -198,7 +198,7 @@ impl CutBox {
     }
 }
 
-/// CutMix boxes: one for the batch, or one per sample (an int64 tensor [B, 4] of
+/// CutMix boxes: one for the batch, or one per sample (an int64 tensor `[B, 4]` of
 /// y0, y1, x0, x1 rows on the input's device).
 #[derive(Debug)]
 pub enum CutBoxes {

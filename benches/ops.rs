@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use enlighten::ops::loss::{self, cross_entropy, cross_entropy_autograd, CrossEntropy, Targets};
-use enlighten::ops::mixup::{mixup, mixup_flip_, mixup_into, reference, Lambda, MixedTargets, Pairing};
+use enlighten::ops::loss::{self, CrossEntropy, Targets};
+use enlighten::ops::mixup::{reference, Lambda, MixedTargets, Mixup, Pairing};
 use enlighten::ops::stats;
 use enlighten::testing::sync;
 use enlighten::SeededRng;
@@ -98,10 +98,18 @@ fn mixup_benches(c: &mut Criterion) {
                     Tensor::from_slice(&SeededRng::new(1).permutation(b as usize)).to_device(device),
                 );
                 let lam = Lambda::Batch(0.37);
+                let mix = Mixup {
+                    lam: lam.shallow_clone(),
+                    pairing: perm.shallow_clone(),
+                };
+                let flip = Mixup {
+                    lam: lam.shallow_clone(),
+                    pairing: Pairing::Flip,
+                };
 
                 // Out of place: read x[i] and x[p(i)], write out[i] = 3N bytes.
                 let mut g = group(c, "mixup", "perm", shape, kind, device, 3 * n_bytes);
-                bench(&mut g, "fused", device, || drop(mixup(&x, &lam, &perm)));
+                bench(&mut g, "fused", device, || drop(mix.forward(&x)));
                 bench(&mut g, "composite", device, || {
                     drop(reference::composite(&x, &lam, &perm))
                 });
@@ -111,7 +119,7 @@ fn mixup_benches(c: &mut Criterion) {
                 let mut out = x.empty_like();
                 let mut g = group(c, "mixup", "perm into buffer", shape, kind, device, 3 * n_bytes);
                 bench(&mut g, "fused", device, || {
-                    mixup_into(&x, &lam, &perm, &mut out).expect("mixup_into")
+                    mix.forward_into(&x, &mut out).expect("forward_into")
                 });
                 bench(&mut g, "composite", device, || {
                     drop(reference::composite(&x, &lam, &perm))
@@ -122,9 +130,7 @@ fn mixup_benches(c: &mut Criterion) {
                 let mut a = x.copy();
                 let mut bx = x.copy();
                 let mut g = group(c, "mixup", "flip in place", shape, kind, device, 2 * n_bytes);
-                bench(&mut g, "fused", device, || {
-                    mixup_flip_(&mut a, &lam).expect("mixup_flip_")
-                });
+                bench(&mut g, "fused", device, || flip.forward_(&mut a).expect("forward_"));
                 bench(&mut g, "composite", device, || {
                     reference::composite_flip_(&mut bx, 0.37).expect("composite flip")
                 });
@@ -166,8 +172,7 @@ fn loss_benches(c: &mut Criterion) {
                 bytes,
             );
             bench(&mut g, "fused", device, || {
-                let (l, _) = cross_entropy_autograd(&leaf(), Targets::Index(&y), &hlr).expect("fused ce");
-                l.backward();
+                hlr.forward(&leaf(), &y).expect("fused ce").backward();
             });
             bench(&mut g, "composite", device, || {
                 loss::reference::composite(&leaf(), Targets::Index(&y), &hlr)
@@ -186,7 +191,7 @@ fn loss_benches(c: &mut Criterion) {
                 bytes,
             );
             bench(&mut g, "fused", device, || {
-                drop(cross_entropy(&logits, Targets::Index(&y), &hlr, true).expect("fused ce"))
+                drop(hlr.loss_and_grad(&logits, Targets::Index(&y)).expect("fused ce"))
             });
             bench(&mut g, "composite", device, || {
                 loss::reference::composite(&leaf(), Targets::Index(&y), &hlr)
@@ -214,8 +219,7 @@ fn loss_benches(c: &mut Criterion) {
                 bytes,
             );
             bench(&mut g, "fused", device, || {
-                let (l, _) = cross_entropy_autograd(&leaf(), Targets::Mixed(&mix), &smooth).expect("fused ce");
-                l.backward();
+                smooth.forward(&leaf(), &mix).expect("fused ce").backward();
             });
             bench(&mut g, "composite", device, || {
                 loss::reference::composite(&leaf(), Targets::Mixed(&mix), &smooth)
@@ -354,7 +358,7 @@ fn lm_loss_benches(c: &mut Criterion) {
             2 * (tokens * vocab * 4) as u64,
         );
         bench(&mut g, "fused", device, || {
-            drop(cross_entropy(&logits, Targets::Index(&y), &plain, true).expect("fused ce"))
+            drop(plain.loss_and_grad(&logits, Targets::Index(&y)).expect("fused ce"))
         });
         bench(&mut g, "composite", device, || {
             loss::reference::composite(&leaf(), Targets::Index(&y), &plain)

@@ -1,9 +1,9 @@
 //! High-Loss Removal dropped into an existing tch loop: tch-rs's MNIST example (examples/mnist,
-//! the CNN) with one line changed. The loss is enlighten's fused per-sample cross-entropy that
-//! drops the 10% highest losses of each batch and computes the gradient of the rest in the same
-//! pass; `opt.backward_step` works on it as on tch's own loss.
+//! the CNN) with one line changed (marked `enlighten:`). The loss is enlighten's fused
+//! per-sample cross-entropy that drops the 10% highest losses of each batch and computes the
+//! gradient of the rest in the same pass; `opt.backward_step` works on it as on tch's own loss.
 //!     cargo run --release --example high_loss_removal   # MNIST's IDX files in data/, as for tch-rs
-use enlighten::ops::loss::{cross_entropy_autograd, CrossEntropy};
+use enlighten::ops::loss::CrossEntropy;
 use tch::vision::dataset::Dataset;
 use tch::{nn, nn::ModuleT, nn::OptimizerConfig, Device};
 
@@ -29,11 +29,7 @@ pub fn run(m: &Dataset, epochs: i64, device: Device) -> enlighten::Result<Vec<f6
     for epoch in 1..=epochs {
         for (bimages, blabels) in m.train_iter(256).shuffle().to_device(vs.device()) {
             // tch-rs: let loss = net.forward_t(&bimages, true).cross_entropy_for_logits(&blabels);
-            let (loss, _) = cross_entropy_autograd(
-                &net.forward_t(&bimages, true),
-                (&blabels).into(),
-                &CrossEntropy::with_removal(0.1),
-            )?;
+            let loss = CrossEntropy::with_removal(0.1).forward(&net.forward_t(&bimages, true), &blabels)?; // enlighten:
             opt.backward_step(&loss);
         }
         let test_accuracy = net.batch_accuracy_for_logits(&m.test_images, &m.test_labels, vs.device(), 1024);
@@ -45,12 +41,7 @@ pub fn run(m: &Dataset, epochs: i64, device: Device) -> enlighten::Result<Vec<f6
 
 #[allow(dead_code)] // the integration test includes this file for `run` only
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Call before the first tch CUDA call, so libtorch registers its CUDA backend.
-    let device = if enlighten::cuda::probe().is_ok() {
-        Device::Cuda(0)
-    } else {
-        Device::Cpu
-    };
+    let device = enlighten::cuda::device(); // CUDA 0 when libtorch sees a GPU, else the CPU
     let m = tch::vision::mnist::load_dir("data")?;
     run(&m, 10, device)?;
     Ok(())

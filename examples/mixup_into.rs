@@ -1,9 +1,10 @@
-//! Mixup into a buffer allocated once: each step draws lambda ~ Beta(alpha, alpha) and a random
+//! Mixup into a buffer allocated once, in a plain tch loop (the lines enlighten adds or changes
+//! are marked `enlighten:`): each step draws lambda ~ Beta(alpha, alpha) and a random
 //! permutation from a seeded generator, blends the batch into the same preallocated tensor in
-//! one pass (`mixup_into`, no allocation per step), and trains on the compact targets.
+//! one pass (`Mixup::forward_into`, no allocation per step), and trains on the compact targets.
 //!     cargo run --release --example mixup_into
-use enlighten::ops::loss::{cross_entropy_autograd, CrossEntropy};
-use enlighten::ops::mixup::{mixup_into, Lambda, MixedTargets, Pairing};
+use enlighten::ops::loss::CrossEntropy;
+use enlighten::ops::mixup::{Lambda, Mixup, Pairing};
 use enlighten::SeededRng;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -29,18 +30,20 @@ pub fn run(steps: u64, device: Device) -> enlighten::Result<Vec<Step>> {
         ..Default::default()
     }
     .build(&vs, 0.05)?;
-    let mut rng = SeededRng::new(0);
-    let mut mixed = Tensor::empty([64, 16], (Kind::Float, device)); // the one buffer
+    let mut rng = SeededRng::new(0); // enlighten: lambdas and partners from a seeded generator
+    let mut mixed = Tensor::empty([64, 16], (Kind::Float, device)); // enlighten: the one buffer
     let mut log = Vec::new();
     for _ in 0..steps {
         let idx = Tensor::randint(512, [64], (Kind::Int64, device));
         let (xb, yb) = (x.index_select(0, &idx), y.index_select(0, &idx));
-        let lam = Lambda::Batch(rng.beta(0.4, 0.4));
-        let pairing = Pairing::permutation(64, &mut rng, device);
-        mixup_into(&xb, &lam, &pairing, &mut mixed)?;
-        let targets = MixedTargets::new(&yb, &pairing, lam);
-        let (loss, out) = cross_entropy_autograd(&net.forward(&mixed), (&targets).into(), &CrossEntropy::default())?;
-        opt.backward_step(&loss);
+        // enlighten: the batch mixed in place of `xb`, and the loss against the mixed labels.
+        let mix = Mixup {
+            lam: Lambda::Batch(rng.beta(0.4, 0.4)),
+            pairing: Pairing::permutation(64, &mut rng, device),
+        };
+        mix.forward_into(&xb, &mut mixed)?;
+        let out = CrossEntropy::default().forward_with_stats(&net.forward(&mixed), &mix.targets(&yb))?;
+        opt.backward_step(&out.loss);
         log.push(Step {
             loss: out.loss.double_value(&[]),
             buffer: mixed.data_ptr() as usize,
@@ -51,11 +54,7 @@ pub fn run(steps: u64, device: Device) -> enlighten::Result<Vec<Step>> {
 
 #[allow(dead_code)] // the integration test includes this file for `run` only
 fn main() -> enlighten::Result<()> {
-    let device = if enlighten::cuda::probe().is_ok() {
-        Device::Cuda(0)
-    } else {
-        Device::Cpu
-    };
+    let device = enlighten::cuda::device(); // CUDA 0 when libtorch sees a GPU, else the CPU
     for (i, step) in run(200, device)?.iter().enumerate().step_by(20) {
         println!("step {i:3}: loss {:.4}", step.loss);
     }

@@ -1,8 +1,8 @@
-//! A plain tch training loop with enlighten's fused ops under Mixup Pause: no Mixup during the
-//! Enlightenment Period, which ends once clean training accuracy reaches 50%, Mixup after.
+//! A plain tch training loop with enlighten's fused ops under Mixup Pause (the lines enlighten
+//! adds or changes are marked `enlighten:`): no Mixup during the Enlightenment Period, which
+//! ends once clean training accuracy reaches 50%, Mixup after.
 //!     cargo run --release --example mixup_pause
-use enlighten::ops::loss::{cross_entropy_autograd, CrossEntropy, Targets};
-use enlighten::ops::mixup::mix_batch;
+use enlighten::ops::loss::CrossEntropy;
 use enlighten::strategy::{BatchPlan, EpEnd, Monitor, PhaseController, Schedule, Strategy, Threshold};
 use enlighten::SeededRng;
 use tch::nn::{self, Module, OptimizerConfig};
@@ -23,6 +23,7 @@ pub fn run(steps: u64) -> enlighten::Result<(Vec<(BatchPlan, f64)>, Schedule)> {
         ..Default::default()
     }
     .build(&vs, 0.02)?;
+    // enlighten: the schedule that plans each batch.
     let end = EpEnd::Accuracy {
         monitor: Monitor::TrainClean,
         threshold: Threshold::Raw { value: 0.5 },
@@ -33,18 +34,16 @@ pub fn run(steps: u64) -> enlighten::Result<(Vec<(BatchPlan, f64)>, Schedule)> {
     let mut correct = Tensor::zeros([], (Kind::Int64, Device::Cpu)); // summed on the device: no sync per step
     for step in 0..steps {
         let idx = Tensor::randint(512, [64], (Kind::Int64, Device::Cpu));
+        // enlighten: this batch's plan, its mix, and the loss with the plan's removal.
         let plan = schedule.plan(step, 0, &mut rng);
-        let (mixed, targets) = mix_batch(&x.index_select(0, &idx), &y.index_select(0, &idx), &plan.mix, &mut rng)?;
-        let opts = CrossEntropy {
-            drop_share: plan.drop_share,
-            ..Default::default()
-        };
-        let (loss, out) = cross_entropy_autograd(&net.forward(&mixed), Targets::Mixed(&targets), &opts)?;
-        opt.zero_grad();
-        loss.backward();
-        opt.step();
+        let (mixed, targets) = plan
+            .mix
+            .forward(&x.index_select(0, &idx), &y.index_select(0, &idx), &mut rng)?;
+        let out = CrossEntropy::with_removal(plan.drop_share).forward_with_stats(&net.forward(&mixed), &targets)?;
+        opt.backward_step(&out.loss);
         correct += &out.correct;
         if schedule.eval_due(step) {
+            // enlighten: the EP ends on the accuracy the schedule monitors.
             let accuracy = correct.int64_value(&[]) as f64 / (5 * 64) as f64;
             schedule.observe(Monitor::TrainClean, accuracy, step, 0);
             correct = correct.zeros_like();

@@ -3,23 +3,27 @@
 //! Fused CUDA and CPU ops on `tch::Tensor` for the Enlightenment Period training strategies
 //! (Mixup Pause, Alpha Boost, High-Loss Removal): Mixup/CutMix in one pass with compact targets
 //! ([`ops::mixup`]), per-sample losses with High-Loss Removal and their gradient in one pass
-//! ([`ops::loss`]), and the engine that decides what each batch gets ([`strategy`]).
+//! ([`ops::loss`]), and the engine that decides what each batch gets ([`strategy`]). Each op is
+//! a config type with `forward`, like tch's `nn` layers; a loss's result is differentiable.
 //!
 //! ```
-//! use enlighten::ops::mixup::{mix_batch, MixSpec};
+//! use enlighten::ops::loss::CrossEntropy;
+//! use enlighten::ops::mixup::MixSpec;
 //! use enlighten::SeededRng;
 //! use tch::{Device, Kind, Tensor};
 //!
 //! # fn main() -> enlighten::Result<()> {
-//! // Call once before the first tch CUDA call, so libtorch registers its CUDA backend.
-//! let device = if enlighten::cuda::probe().is_ok() { Device::Cuda(0) } else { Device::Cpu };
+//! let device = enlighten::cuda::device(); // CUDA 0 when libtorch sees a GPU, else the CPU
 //! let mut rng = SeededRng::new(0);
 //! let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, device));
 //! let y = Tensor::randint(10, [8], (Kind::Int64, device));
+//! let w = Tensor::randn([3 * 32 * 32, 10], (Kind::Float, device)).set_requires_grad(true);
 //! let spec = MixSpec::mixup(0.4); // lambda ~ Beta(0.4, 0.4) per batch, random partners
-//! let (mixed, targets) = mix_batch(&x, &y, &spec, &mut rng)?;
-//! assert_eq!(mixed.size(), x.size());
-//! assert_eq!(targets.y_b.size(), [8]);
+//! let (mixed, targets) = spec.forward(&x, &y, &mut rng)?;
+//! let logits = mixed.flatten(1, -1).matmul(&w);
+//! let loss = CrossEntropy::with_removal(0.25).forward(&logits, &targets)?; // drop the top 25%
+//! loss.backward();
+//! assert_eq!(w.grad().size(), w.size());
 //! # Ok(())
 //! # }
 //! ```
@@ -41,6 +45,8 @@
 //! reference of every op and the helpers the tests and benchmarks share; `emulator` the CUDA
 //! execution-model emulator (tests only; it needs nvcc's headers at build time). The bundled
 //! trainer and its CLI are the workspace's `enlighten-trainer` crate.
+
+#![warn(missing_docs)]
 
 mod alloc;
 mod bridge;

@@ -12,6 +12,7 @@ pub struct SeededRng {
 }
 
 impl SeededRng {
+    /// A generator whose whole stream follows from `seed` (the state is expanded with SplitMix64).
     pub fn new(seed: u64) -> Self {
         let mut z = seed;
         let mut next = || {
@@ -31,10 +32,12 @@ impl SeededRng {
         self.s
     }
 
+    /// The generator whose state [`SeededRng::state`] returned.
     pub fn from_state(s: [u64; 4]) -> Self {
         SeededRng { s }
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;
         let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);

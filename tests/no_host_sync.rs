@@ -5,8 +5,8 @@
 
 use enlighten::cuda::emulator::{emulate, Profile};
 use enlighten::cuda::host_reads;
-use enlighten::ops::loss::{cross_entropy_autograd, CrossEntropy, Targets};
-use enlighten::ops::mixup::{mix_batch, LambdaMode, MixSpec};
+use enlighten::ops::loss::CrossEntropy;
+use enlighten::ops::mixup::{LambdaMode, MixSpec};
 use enlighten::ops::stats::{zero_counts, Benr, DeadUnits};
 use enlighten::strategy::{EpEnd, PhaseController, Schedule, Strategy};
 use enlighten::SeededRng;
@@ -42,14 +42,10 @@ fn training_steps(steps: u64) -> enlighten::Result<()> {
         } else {
             plan.mix
         };
-        let (mixed, targets) = mix_batch(&x, &y, &spec, &mut rng)?;
+        let (mixed, targets) = spec.forward(&x, &y, &mut rng)?;
         let h = hidden.forward(&mixed.view([24, 48])).relu();
         let logits = head.forward(&h);
-        let (loss, _out) = cross_entropy_autograd(
-            &logits,
-            Targets::Mixed(&targets),
-            &CrossEntropy::with_removal(plan.drop_share),
-        )?;
+        let loss = CrossEntropy::with_removal(plan.drop_share).forward(&logits, &targets)?;
         opt.zero_grad();
         loss.backward();
         opt.step();

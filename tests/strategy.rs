@@ -1,8 +1,9 @@
 //! The strategy engine, exhaustively: random accuracy sequences, every strategy, configs.
 
+use enlighten::ops::mixup::{LambdaMode, MixKind, PairingMode};
 use enlighten::strategy::{
-    recommend, AutoThresholds, EpEnd, LambdaMode, MixKind, MixPolicy, Monitor, PairingMode, PhaseController,
-    ProblemScale, RemovalScope, Schedule, Strategy, StrategyConfig, StrategyKind, Threshold,
+    recommend, AutoThresholds, EpEnd, MixPolicy, Monitor, PhaseController, ProblemScale, RemovalScope, Schedule,
+    Strategy, StrategyConfig, StrategyKind, Threshold,
 };
 use enlighten::SeededRng;
 

@@ -19,7 +19,9 @@ use super::schedule::Strategy;
 /// What `Auto` knows about the problem.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ProblemScale {
+    /// Training samples per epoch.
     pub train_samples: u64,
+    /// The model's trainable parameters.
     pub parameters: u64,
     /// Whether input Mixup makes sense (images, features); false for sequences of tokens,
     /// forecasting targets and the like.
@@ -39,8 +41,11 @@ pub struct AutoThresholds {
     pub small_model: u64,
     /// Underfitting: train accuracy - val accuracy below this gap (default 0.02).
     pub underfit_gap: f64,
+    /// The Mixup alpha of the recommended strategy (default 0.2).
     pub alpha: f64,
+    /// Alpha Boost's factor on alpha in the EP (default 2).
     pub boost_factor: f64,
+    /// High-Loss Removal's share where it is recommended (default 0.1).
     pub drop_share: f64,
 }
 
@@ -60,7 +65,9 @@ impl Default for AutoThresholds {
 /// A recommended strategy and the reason, for logs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recommendation {
+    /// The strategy to train with.
     pub strategy: Strategy,
+    /// Why, in one sentence.
     pub reason: String,
 }
 
@@ -70,6 +77,7 @@ impl fmt::Display for Recommendation {
     }
 }
 
+/// The strategy the paper's findings suggest for a problem of this scale (see the module docs).
 pub fn recommend(scale: &ProblemScale, t: &AutoThresholds) -> Recommendation {
     if !scale.mixup_applicable {
         return Recommendation {

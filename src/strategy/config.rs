@@ -23,21 +23,28 @@
 use serde::{Deserialize, Serialize};
 
 use super::phase::{EpEnd, PhaseController};
-use super::plan::{LambdaMode, PairingMode};
 use super::schedule::{MixPolicy, Schedule, Strategy};
 use crate::error::{Error, Result};
+use crate::ops::mixup::{LambdaMode, PairingMode};
 
+/// The strategies a configuration names (`kind = "mixup-pause"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
+    /// No mixing, no removal.
     Vanilla,
+    /// Mixup with a constant alpha.
     Mixup,
+    /// No Mixup in the EP, Mixup after.
     MixupPause,
+    /// A boosted alpha in the EP, the base alpha after.
     AlphaBoost,
+    /// No mixing; the EP drops each batch's highest losses.
     HighLossRemoval,
 }
 
 impl StrategyKind {
+    /// Every kind, in the order reports list them.
     pub const ALL: [StrategyKind; 5] = [
         StrategyKind::Vanilla,
         StrategyKind::Mixup,
@@ -46,6 +53,7 @@ impl StrategyKind {
         StrategyKind::HighLossRemoval,
     ];
 
+    /// The configuration name.
     pub fn name(self) -> &'static str {
         match self {
             StrategyKind::Vanilla => "vanilla",
@@ -78,8 +86,10 @@ impl std::str::FromStr for StrategyKind {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RemovalScope {
+    /// Each process ranks its own batch.
     #[default]
     Local,
+    /// The global batch of all processes is ranked.
     Global,
 }
 
@@ -112,24 +122,33 @@ fn default_ep() -> EpEnd {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StrategyConfig {
+    /// Which strategy.
     pub kind: StrategyKind,
+    /// Mixup alpha (after the EP for Mixup Pause; the base for Alpha Boost). Default 0.2.
     #[serde(default = "default_alpha")]
     pub alpha: f64,
+    /// Alpha Boost's factor on alpha in the EP. Default 2.
     #[serde(default = "default_boost")]
     pub boost: f64,
     /// None: 0.1 for high-loss-removal, off for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_share: Option<f64>,
+    /// Which losses High-Loss Removal ranks with several processes. Default local.
     #[serde(default, skip_serializing_if = "RemovalScope::is_local")]
     pub scope: RemovalScope,
+    /// Probability of CutMix instead of Mixup for a mixed batch. Default 0.
     #[serde(default)]
     pub cutmix_prob: f64,
+    /// CutMix's own alpha. Default 1.
     #[serde(default = "default_cutmix_alpha")]
     pub cutmix_alpha: f64,
+    /// One lambda per batch or per sample. Default per batch.
     #[serde(default = "default_lambda")]
     pub lambda: LambdaMode,
+    /// How partners are chosen. Default a random permutation.
     #[serde(default = "default_pairing")]
     pub pairing: PairingMode,
+    /// How the EP ends. Default: validation accuracy 0.5, checked every 100 steps.
     #[serde(default = "default_ep")]
     pub ep: EpEnd,
 }
@@ -171,6 +190,7 @@ impl StrategyConfig {
         toml::to_string(&Doc { strategy: self }).map_err(|e| Error::Config(e.to_string()))
     }
 
+    /// The strategy this section describes.
     pub fn strategy(&self) -> Strategy {
         let policy = match self.kind {
             StrategyKind::Vanilla | StrategyKind::HighLossRemoval => MixPolicy::Vanilla,
@@ -196,6 +216,7 @@ impl StrategyConfig {
         }
     }
 
+    /// Checks every value, naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return Err(Error::value("strategy.alpha", "a finite alpha >= 0", self.alpha));

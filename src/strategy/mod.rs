@@ -14,5 +14,5 @@ mod schedule;
 pub use auto::{recommend, AutoThresholds, ProblemScale, Recommendation};
 pub use config::{RemovalScope, StrategyConfig, StrategyKind};
 pub use phase::{EpEnd, EpEndInfo, Monitor, PhaseController, Threshold};
-pub use plan::{BatchPlan, LambdaMode, MixKind, MixSpec, PairingMode};
+pub use plan::BatchPlan;
 pub use schedule::{MixPolicy, Schedule, Strategy};

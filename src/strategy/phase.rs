@@ -26,9 +26,17 @@ pub enum Monitor {
 #[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
 pub enum Threshold {
     /// accuracy >= value (the paper's ~50%).
-    Raw { value: f64 },
+    Raw {
+        /// The accuracy to reach.
+        value: f64,
+    },
     /// (accuracy - 1/K) / (1 - 1/K) >= value: 0 is chance, 1 is perfect, for any class count K.
-    ChanceNormalized { value: f64, classes: u32 },
+    ChanceNormalized {
+        /// The normalised score to reach.
+        value: f64,
+        /// The number of classes K.
+        classes: u32,
+    },
 }
 
 impl Threshold {
@@ -43,12 +51,14 @@ impl Threshold {
         }
     }
 
+    /// The threshold the score must reach.
     pub fn value(&self) -> f64 {
         match *self {
             Threshold::Raw { value } | Threshold::ChanceNormalized { value, .. } => value,
         }
     }
 
+    /// Whether `accuracy` reaches the threshold.
     pub fn reached(&self, accuracy: f64) -> bool {
         self.score(accuracy) >= self.value()
     }
@@ -72,13 +82,22 @@ impl Threshold {
 #[serde(rename_all = "kebab-case", tag = "end", deny_unknown_fields)]
 pub enum EpEnd {
     /// After this many epochs (the paper's experiments: 10-25).
-    Epochs { epochs: u32 },
+    Epochs {
+        /// Epochs in the EP.
+        epochs: u32,
+    },
     /// After this many optimiser steps.
-    Steps { steps: u64 },
+    Steps {
+        /// Steps in the EP.
+        steps: u64,
+    },
     /// At the first evaluation where the monitored accuracy reaches the threshold.
     Accuracy {
+        /// Which accuracy.
         monitor: Monitor,
+        /// When it counts as reached.
         threshold: Threshold,
+        /// Steps between evaluations.
         eval_every: u64,
     },
 }
@@ -93,6 +112,7 @@ impl EpEnd {
         }
     }
 
+    /// Checks the rule, naming the field out of range.
     pub fn validate(&self) -> Result<()> {
         match *self {
             EpEnd::Epochs { .. } | EpEnd::Steps { .. } => Ok(()),
@@ -113,6 +133,7 @@ impl EpEnd {
 pub struct EpEndInfo {
     /// The first step that is no longer in the EP.
     pub step: u64,
+    /// The epoch of that step.
     pub epoch: u32,
     /// The monitored accuracy that ended it (accuracy mode only).
     pub accuracy: Option<f64>,
@@ -136,11 +157,13 @@ pub struct PhaseController {
 }
 
 impl PhaseController {
+    /// A controller in the EP, ending by `end` (validated).
     pub fn new(end: EpEnd) -> Result<PhaseController> {
         end.validate()?;
         Ok(PhaseController { end, ended: None })
     }
 
+    /// How the EP ends.
     pub fn end_rule(&self) -> &EpEnd {
         &self.end
     }

@@ -5,8 +5,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::phase::{EpEndInfo, Monitor, PhaseController};
-use super::plan::{BatchPlan, LambdaMode, MixKind, MixSpec, PairingMode};
+use super::plan::BatchPlan;
 use crate::error::{Error, Result};
+use crate::ops::mixup::{LambdaMode, MixKind, MixSpec, PairingMode};
 use crate::rng::SeededRng;
 
 /// How the Mixup alpha behaves around the EP.
@@ -16,11 +17,22 @@ pub enum MixPolicy {
     /// No mixing at any time.
     Vanilla,
     /// The constant-alpha baseline.
-    Constant { alpha: f64 },
+    Constant {
+        /// Mixup alpha throughout.
+        alpha: f64,
+    },
     /// Mixup Pause: no mixing in the EP, `alpha` after.
-    Pause { alpha: f64 },
+    Pause {
+        /// Mixup alpha after the EP.
+        alpha: f64,
+    },
     /// Alpha Boost: `boosted` in the EP, `alpha` after.
-    Boost { alpha: f64, boosted: f64 },
+    Boost {
+        /// Mixup alpha after the EP.
+        alpha: f64,
+        /// Mixup alpha in the EP.
+        boosted: f64,
+    },
 }
 
 impl MixPolicy {
@@ -69,6 +81,7 @@ impl MixPolicy {
 /// Compositions (e.g. Mixup Pause with High-Loss Removal) are a policy plus a drop share.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Strategy {
+    /// The alpha in and after the EP.
     pub policy: MixPolicy,
     /// Share of each EP batch's highest losses to drop (0 = off; never applied after the EP).
     pub drop_share: f64,
@@ -76,7 +89,9 @@ pub struct Strategy {
     pub cutmix_prob: f64,
     /// CutMix's own alpha (scaled by the policy like Mixup's: paused in the EP by Pause).
     pub cutmix_alpha: f64,
+    /// One lambda per batch or per sample.
     pub lambda: LambdaMode,
+    /// How partners are chosen.
     pub pairing: PairingMode,
 }
 
@@ -92,14 +107,17 @@ impl Strategy {
         }
     }
 
+    /// No mixing, no removal.
     pub fn vanilla() -> Strategy {
         Self::with_policy(MixPolicy::Vanilla)
     }
 
+    /// Mixup with a constant `alpha`.
     pub fn mixup(alpha: f64) -> Strategy {
         Self::with_policy(MixPolicy::Constant { alpha })
     }
 
+    /// Mixup Pause: no mixing in the EP, `alpha` after.
     pub fn mixup_pause(alpha: f64) -> Strategy {
         Self::with_policy(MixPolicy::Pause { alpha })
     }
@@ -128,6 +146,7 @@ impl Strategy {
         }
     }
 
+    /// Checks every value, naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
         self.policy.validate()?;
         if !(0.0..1.0).contains(&self.drop_share) {
@@ -210,15 +229,18 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// A schedule of a validated `strategy`, phased by `phase`.
     pub fn new(strategy: Strategy, phase: PhaseController) -> Result<Schedule> {
         strategy.validate()?;
         Ok(Schedule { strategy, phase })
     }
 
+    /// The strategy.
     pub fn strategy(&self) -> &Strategy {
         &self.strategy
     }
 
+    /// The phase controller (where the EP ended, once it has).
     pub fn phase(&self) -> &PhaseController {
         &self.phase
     }

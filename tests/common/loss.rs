@@ -1,8 +1,7 @@
 //! Per-sample losses, High-Loss Removal and the gradient against the f64 reference.
 
 use enlighten::ops::loss::{
-    cross_entropy, cross_entropy_autograd, cross_entropy_into, lm_cross_entropy, lm_cross_entropy_autograd, mse,
-    mse_autograd, reference, remove_highest, CrossEntropy, RunningQuantile, SequenceRank, Targets,
+    reference, remove_highest, CrossEntropy, LmCrossEntropy, Mse, RunningQuantile, SequenceRank, Targets,
 };
 use enlighten::ops::mixup::{Lambda, MixedTargets};
 use tch::{Device, Kind, Tensor};
@@ -57,6 +56,16 @@ pub const CASES: &[Case] = &[
 
 const SHAPES: &[(i64, i64)] = &[(1, 7), (5, 3), (33, 10), (128, 100), (64, 1000), (257, 37)];
 
+/// The language-model loss with `opts`' token options, ranking by `rank`.
+fn lm_loss(opts: &CrossEntropy, rank: SequenceRank) -> LmCrossEntropy {
+    LmCrossEntropy {
+        label_smoothing: opts.label_smoothing,
+        ignore_index: opts.ignore_index,
+        drop_share: opts.drop_share,
+        rank,
+    }
+}
+
 fn labels(b: i64, c: i64, dev: Device) -> Tensor {
     Tensor::randint(c, [b], (Kind::Int64, dev))
 }
@@ -93,8 +102,8 @@ fn assert_loss_close(what: &str, loss: &Tensor, reference: &Tensor) {
 fn check_against_reference(what: &str, logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) {
     let kind = logits.kind();
     let mut grad = poisoned(&logits.size(), kind, logits.device());
-    let out = cross_entropy_into(logits, targets, opts, &mut grad).unwrap();
-    let r = reference::cross_entropy(logits, targets, opts).unwrap();
+    let out = opts.loss_and_grad_into(logits, targets, &mut grad).unwrap();
+    let r = reference::cross_entropy_f64(logits, targets, opts).unwrap();
     let e = rel_err(&out.per_sample, &r.per_sample);
     assert!(e < LOSS_TOL, "{what}: per-sample rel err {e:e}");
     let keep = out.keep.to_device(Device::Cpu);
@@ -162,7 +171,7 @@ fn ce_gradient_equals_libtorch_masked_mean_gradient(dev: Device) {
             drop_share: 0.2,
         };
         let ours = base.detach().set_requires_grad(true);
-        let (loss, out) = cross_entropy_autograd(&ours, Targets::Index(&y), &opts).unwrap();
+        let loss = opts.forward(&ours, &y).unwrap();
         loss.backward();
         let theirs = base.detach().set_requires_grad(true);
         let composite = reference::composite(&theirs, Targets::Index(&y), &opts).unwrap();
@@ -173,7 +182,7 @@ fn ce_gradient_equals_libtorch_masked_mean_gradient(dev: Device) {
         assert!(e < 1e-5, "[{b}, {c}] loss rel err vs libtorch {e:e}");
         assert_eq!(
             loss.double_value(&[]),
-            out.loss.double_value(&[]),
+            opts.loss_and_grad(&base, &y).unwrap().loss.double_value(&[]),
             "the returned scalar is the kernel's loss"
         );
     }
@@ -189,7 +198,7 @@ fn ce_gradient_matches_finite_differences(dev: Device) {
         ignore_index: None,
         drop_share: 0.25,
     };
-    let r = reference::cross_entropy(&logits, Targets::Mixed(&t), &opts).unwrap();
+    let r = reference::cross_entropy_f64(&logits, Targets::Mixed(&t), &opts).unwrap();
     let h = 1e-6;
     let fd = Tensor::zeros([b, c], (Kind::Double, Device::Cpu));
     for i in 0..b {
@@ -197,7 +206,7 @@ fn ce_gradient_matches_finite_differences(dev: Device) {
             let bump = |d: f64| {
                 let z = logits.copy();
                 let _ = z.get(i).get(j).g_add_scalar_(d);
-                reference::cross_entropy(&z, Targets::Mixed(&t), &opts)
+                reference::cross_entropy_f64(&z, Targets::Mixed(&t), &opts)
                     .unwrap()
                     .loss
                     .double_value(&[])
@@ -216,13 +225,9 @@ fn ce_gradient_matches_finite_differences(dev: Device) {
             Lambda::Batch(_) => unreachable!(),
         }),
     };
-    let out = cross_entropy(
-        &logits.to_kind(Kind::Float).to_device(dev),
-        Targets::Mixed(&t_dev),
-        &opts,
-        true,
-    )
-    .unwrap();
+    let out = opts
+        .loss_and_grad(&logits.to_kind(Kind::Float).to_device(dev), Targets::Mixed(&t_dev))
+        .unwrap();
     let e = rel_err(out.grad.as_ref().unwrap(), &fd);
     assert!(e < 1e-5, "fused gradient vs finite differences {e:e}");
 }
@@ -237,7 +242,7 @@ fn selection_removes_exactly_the_k_largest(dev: Device) {
                 drop_share: r,
                 ..Default::default()
             };
-            let out = cross_entropy(&logits, Targets::Index(&y), &opts, false).unwrap();
+            let out = opts.forward_with_stats(&logits, Targets::Index(&y)).unwrap();
             let k = (r * b as f64).floor() as i64;
             let keep = out.keep.to_device(Device::Cpu);
             let losses = out.per_sample.to_device(Device::Cpu);
@@ -275,7 +280,7 @@ fn selection_breaks_ties_by_index(dev: Device) {
         ..Default::default()
     }; // k = 2
     for _ in 0..3 {
-        let out = cross_entropy(&logits, Targets::Index(&y), &opts, true).unwrap();
+        let out = opts.loss_and_grad(&logits, Targets::Index(&y)).unwrap();
         let keep = Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap();
         assert_eq!(keep, [false, false, true, true, true, true, true, true]);
         let g = out.grad.unwrap();
@@ -404,7 +409,7 @@ fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {
             ignore_index: None,
             drop_share: 0.0,
         };
-        let out = cross_entropy(&logits, Targets::Index(&y), &opts, true).unwrap();
+        let out = opts.loss_and_grad(&logits, Targets::Index(&y)).unwrap();
         assert_eq!(
             out.per_sample.isfinite().all().int64_value(&[]),
             1,
@@ -415,7 +420,7 @@ fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {
             1,
             "{kind:?}: finite gradient"
         );
-        let r = reference::cross_entropy(&logits, Targets::Index(&y), &opts).unwrap();
+        let r = reference::cross_entropy_f64(&logits, Targets::Index(&y), &opts).unwrap();
         assert!(
             rel_err(&out.per_sample, &r.per_sample) < LOSS_TOL,
             "{kind:?}: extreme losses"
@@ -428,7 +433,9 @@ fn ce_extreme_logits_stay_finite_and_nan_propagates(dev: Device) {
             drop_share: 0.5,
             ..Default::default()
         };
-        let out = cross_entropy(&nan_logits, Targets::Index(&labels(8, 5, dev)), &opts, true).unwrap();
+        let out = opts
+            .loss_and_grad(&nan_logits, Targets::Index(&labels(8, 5, dev)))
+            .unwrap();
         let losses = out.per_sample.to_device(Device::Cpu);
         assert!(losses.double_value(&[3]).is_nan(), "{kind:?}: NaN row");
         assert_eq!(
@@ -454,7 +461,7 @@ fn ce_masked_logits_match_pytorch(dev: Device) {
         .view([1, 3])
         .to_device(dev);
     let y = Tensor::from_slice(&[0i64]).to_device(dev);
-    let out = cross_entropy(&z, Targets::Index(&y), &CrossEntropy::default(), true).unwrap();
+    let out = CrossEntropy::default().loss_and_grad(&z, Targets::Index(&y)).unwrap();
     assert!(
         (out.loss.double_value(&[]) - (1.0f64 + (-1.5f64).exp()).ln()).abs() < 1e-6,
         "{:?}",
@@ -475,7 +482,7 @@ fn ce_masked_logits_match_pytorch(dev: Device) {
                     ..Default::default()
                 };
                 let what = format!("[{b}, {c}] {kind:?} eps {smoothing}");
-                let out = cross_entropy(&masked, Targets::Index(&y), &opts, true).unwrap();
+                let out = opts.loss_and_grad(&masked, Targets::Index(&y)).unwrap();
                 let torch = masked.to_kind(Kind::Double).cross_entropy_loss::<Tensor>(
                     &y,
                     None,
@@ -498,7 +505,7 @@ fn ce_masked_logits_match_pytorch(dev: Device) {
                 // A label on a masked logit: +inf, as PyTorch.
                 let on_label = masked.copy();
                 let _ = on_label.get(0).get(y.int64_value(&[0])).fill_(f64::NEG_INFINITY);
-                let out = cross_entropy(&on_label, Targets::Index(&y), &opts, false).unwrap();
+                let out = opts.forward_with_stats(&on_label, Targets::Index(&y)).unwrap();
                 assert_eq!(out.per_sample.double_value(&[0]), f64::INFINITY, "{what}: masked label");
             }
         }
@@ -532,8 +539,8 @@ fn ce_ignored_partner_gives_its_weight_to_y_a(dev: Device) {
                 };
                 let what = format!("[{b}, {c}] {:?} r {drop_share}", targets.lam);
                 check_against_reference(&what, &logits, Targets::Mixed(&targets), &opts);
-                let out = cross_entropy(&logits, Targets::Mixed(&targets), &opts, false).unwrap();
-                let alone = cross_entropy(&logits, Targets::Index(&y_a), &opts, false).unwrap();
+                let out = opts.forward_with_stats(&logits, Targets::Mixed(&targets)).unwrap();
+                let alone = opts.forward_with_stats(&logits, Targets::Index(&y_a)).unwrap();
                 let partner_ignored = y_b.eq(-1).logical_and(&y_a.ne(-1));
                 let diff = (&out.per_sample - &alone.per_sample)
                     .abs()
@@ -583,7 +590,7 @@ fn ce_long_rows_stage_what_fits(dev: Device) {
                         };
                         enlighten::cuda::emulator::emulate(profile, || {
                             let mut grad = poisoned(&[b, c], kind, dev);
-                            let out = cross_entropy_into(&logits, Targets::Index(&y), &opts, &mut grad).unwrap();
+                            let out = opts.loss_and_grad_into(&logits, Targets::Index(&y), &mut grad).unwrap();
                             (out.per_sample, grad)
                         })
                     };
@@ -618,8 +625,8 @@ fn mse_matches_reference(dev: Device) {
             let flat = randn(&[n + 1], kind, dev);
             for (r, offset) in [(0.0, 0), (0.2, 1)] {
                 let target = flat.narrow(0, offset, n).view(shape.as_slice());
-                let out = mse(&pred, &target, r, true).unwrap();
-                let reference = reference::mse(&pred, &target, r).unwrap();
+                let out = Mse { drop_share: r }.loss_and_grad(&pred, &target).unwrap();
+                let reference = reference::mse_f64(&pred, &target, r).unwrap();
                 let what = format!("mse {shape:?} {kind:?} r {r} target offset {offset}");
                 assert!(
                     rel_err(&out.per_sample, &reference.per_sample) < LOSS_TOL,
@@ -647,10 +654,14 @@ fn mse_matches_reference(dev: Device) {
     // Through autograd: the gradient reaches the prediction.
     let pred = randn(&[6, 4], Kind::Float, dev).set_requires_grad(true);
     let target = randn(&[6, 4], Kind::Float, dev);
-    let (loss, out) = mse_autograd(&pred, &target, 0.34).unwrap();
+    let out = Mse { drop_share: 0.34 }.forward_with_stats(&pred, &target).unwrap();
     assert!(out.grad.is_none(), "the autograd node owns the gradient");
-    loss.backward();
-    let kernel = mse(&pred.detach(), &target, 0.34, true).unwrap().grad.unwrap();
+    out.loss.backward();
+    let kernel = Mse { drop_share: 0.34 }
+        .loss_and_grad(&pred.detach(), &target)
+        .unwrap()
+        .grad
+        .unwrap();
     assert_bitwise_eq("mse autograd", &pred.grad(), &kernel);
 }
 
@@ -668,25 +679,26 @@ fn autograd_node_scales_retains_refuses_double_backward(dev: Device) {
     };
     for kind in FLOAT_KINDS {
         let base = randn(&[b, c], kind, dev);
-        let kernel = cross_entropy(&base, Targets::Index(&y), &opts, true).unwrap();
+        let kernel = opts.loss_and_grad(&base, Targets::Index(&y)).unwrap();
         let grad = kernel.grad.as_ref().unwrap();
         let leaf = || base.detach().set_requires_grad(true);
         let what = format!("{kind:?}");
 
         let x = leaf();
-        let (loss, out) = cross_entropy_autograd(&x, Targets::Index(&y), &opts).unwrap();
+        let out = opts.forward_with_stats(&x, &y).unwrap();
         assert!(out.grad.is_none(), "{what}: the node owns the gradient");
-        assert_bitwise_eq(&format!("{what}: loss"), &loss.detach(), &kernel.loss);
-        loss.backward();
+        assert_bitwise_eq(&format!("{what}: loss"), &out.loss.detach(), &kernel.loss);
+        assert_bitwise_eq(&format!("{what}: per-sample"), &out.per_sample, &kernel.per_sample);
+        out.loss.backward();
         assert_bitwise_eq(&format!("{what}: plain backward"), &x.grad(), grad);
 
         let x = leaf();
-        let (loss, _) = cross_entropy_autograd(&x, Targets::Index(&y), &opts).unwrap();
+        let loss = opts.forward(&x, &y).unwrap();
         (&loss * -2.5).backward();
         assert_close(&format!("{what}: scaled backward"), &x.grad(), &(grad * -2.5), kind);
 
         let x = leaf();
-        let (loss, _) = cross_entropy_autograd(&x, Targets::Index(&y), &opts).unwrap();
+        let loss = opts.forward(&x, &y).unwrap();
         for pass in 0..2 {
             let g = Tensor::run_backward(&[&loss], &[&x], true, false);
             assert_bitwise_eq(&format!("{what}: retained graph, pass {pass}"), &g[0], grad);
@@ -696,15 +708,24 @@ fn autograd_node_scales_retains_refuses_double_backward(dev: Device) {
         assert!(message.contains("double backward"), "{what}: {message}");
 
         let x = leaf();
-        let (loss, _) = tch::no_grad(|| cross_entropy_autograd(&x, Targets::Index(&y), &opts)).unwrap();
+        let loss = tch::no_grad(|| opts.forward(&x, &y)).unwrap();
         assert!(!loss.requires_grad(), "{what}: under no-grad the loss has no graph");
         assert_bitwise_eq(&format!("{what}: loss under no-grad"), &loss, &kernel.loss);
+
+        // An input that needs no gradient gets none computed, and the same loss.
+        let out = opts.forward_with_stats(&base, &y).unwrap();
+        assert!(
+            out.grad.is_none() && !out.loss.requires_grad(),
+            "{what}: no graph, no gradient"
+        );
+        assert_bitwise_eq(&format!("{what}: loss without grad"), &out.loss, &kernel.loss);
+        assert_bitwise_eq(&format!("{what}: keep without grad"), &out.keep, &kernel.keep);
     }
 }
 
 fn lm_matches(what: &str, logits: &Tensor, tokens: &Tensor, opts: &CrossEntropy, rank: SequenceRank) {
-    let out = lm_cross_entropy(logits, tokens, opts, rank, true).unwrap();
-    let r = reference::lm_cross_entropy(logits, tokens, opts, rank).unwrap();
+    let out = lm_loss(opts, rank).loss_and_grad(logits, tokens).unwrap();
+    let r = reference::lm_cross_entropy_f64(logits, tokens, &lm_loss(opts, rank)).unwrap();
     assert!(rel_err(&out.per_sample, &r.per_sample) < LOSS_TOL, "{what}: per-sample");
     assert_loss_close(what, &out.loss, &r.loss);
     assert!(
@@ -761,10 +782,14 @@ fn lm_sequence_and_token_ranking_match_reference(dev: Device) {
         drop_share: 0.25,
         ..Default::default()
     };
-    let (loss, out) = lm_cross_entropy_autograd(&logits, &tokens, &opts, SequenceRank::PerSequence).unwrap();
+    let out = lm_loss(&opts, SequenceRank::PerSequence)
+        .forward_with_stats(&logits, &tokens)
+        .unwrap();
     assert!(out.grad.is_none(), "the autograd node owns the gradient");
-    loss.backward();
-    let kernel = lm_cross_entropy(&logits.detach(), &tokens, &opts, SequenceRank::PerSequence, true).unwrap();
+    out.loss.backward();
+    let kernel = lm_loss(&opts, SequenceRank::PerSequence)
+        .loss_and_grad(&logits.detach(), &tokens)
+        .unwrap();
     assert_bitwise_eq("lm autograd", &logits.grad(), kernel.grad.as_ref().unwrap());
 }
 
@@ -801,7 +826,9 @@ fn remove_highest_and_running_quantile(dev: Device) {
     for batch in 0..5 {
         let logits = randn(&[b, c], Kind::Float, dev);
         let y = labels(b, c, dev);
-        let full = cross_entropy(&logits, Targets::Index(&y), &CrossEntropy::default(), true).unwrap();
+        let full = CrossEntropy::default()
+            .loss_and_grad(&logits, Targets::Index(&y))
+            .unwrap();
         let per = Vec::<f64>::try_from(full.per_sample.to_device(Device::Cpu).to_kind(Kind::Double)).unwrap();
         let out = rq.apply(full).unwrap();
         let keep = Vec::<bool>::try_from(out.keep.to_device(Device::Cpu)).unwrap();
@@ -827,7 +854,7 @@ fn remove_highest_and_running_quantile(dev: Device) {
         );
         // Removed rows have no gradient; kept rows are weighted 1 / n_kept.
         let g = out.grad.unwrap().to_device(Device::Cpu);
-        let r = reference::cross_entropy(&logits, Targets::Index(&y), &CrossEntropy::default()).unwrap();
+        let r = reference::cross_entropy_f64(&logits, Targets::Index(&y), &CrossEntropy::default()).unwrap();
         let scale = b as f64 / kept.len() as f64;
         let keep_t = Tensor::from_slice(&keep.iter().map(|&k| k as u8 as f64).collect::<Vec<_>>()).view([b, 1]);
         assert_close(
@@ -847,7 +874,7 @@ fn loss_rejects_bad_arguments(dev: Device) {
     let logits = randn(&[4, 3], Kind::Float, dev);
     let y = labels(4, 3, dev);
     let ok = CrossEntropy::default();
-    let ce = |l: &Tensor, y: &Tensor, o: &CrossEntropy| cross_entropy(l, Targets::Index(y), o, true);
+    let ce = |l: &Tensor, y: &Tensor, o: &CrossEntropy| o.loss_and_grad(l, Targets::Index(y));
     expect_err(
         "r = 1",
         ce(&logits, &y, &CrossEntropy { drop_share: 1.0, ..ok }),
@@ -898,7 +925,7 @@ fn loss_rejects_bad_arguments(dev: Device) {
     };
     expect_err(
         "lambda length",
-        cross_entropy(&logits, Targets::Mixed(&short_lam), &ok, true),
+        ok.loss_and_grad(&logits, Targets::Mixed(&short_lam)),
         "lam",
     );
     let bad_lam = MixedTargets {
@@ -908,26 +935,30 @@ fn loss_rejects_bad_arguments(dev: Device) {
     };
     expect_err(
         "lambda value",
-        cross_entropy(&logits, Targets::Mixed(&bad_lam), &ok, true),
+        ok.loss_and_grad(&logits, Targets::Mixed(&bad_lam)),
         "lam",
     );
     let mut wrong = poisoned(&[4, 4], Kind::Float, dev);
     expect_err(
         "grad buffer shape",
-        cross_entropy_into(&logits, Targets::Index(&y), &ok, &mut wrong),
+        ok.loss_and_grad_into(&logits, Targets::Index(&y), &mut wrong),
         "grad",
     );
     expect_err(
         "mse shapes",
-        mse(&logits, &randn(&[4, 2], Kind::Float, dev), 0.0, false),
+        Mse { drop_share: 0.0 }.forward_with_stats(&logits, &randn(&[4, 2], Kind::Float, dev)),
         "target",
     );
     expect_err(
         "mse dtype",
-        mse(&logits, &logits.to_kind(Kind::Half), 0.0, false),
+        Mse { drop_share: 0.0 }.forward_with_stats(&logits, &logits.to_kind(Kind::Half)),
         "target",
     );
-    expect_err("mse share", mse(&logits, &logits, 1.0, false), "drop_share");
+    expect_err(
+        "mse share",
+        Mse { drop_share: 1.0 }.forward_with_stats(&logits, &logits),
+        "drop_share",
+    );
     expect_err(
         "losses dtype",
         remove_highest(&Tensor::rand([4], (Kind::Double, dev)), None, 0.1),
@@ -947,12 +978,12 @@ fn loss_rejects_bad_arguments(dev: Device) {
     let lm = randn(&[2, 3, 5], Kind::Float, dev);
     expect_err(
         "lm tokens",
-        lm_cross_entropy(&lm, &labels(2, 5, dev), &ok, SequenceRank::PerSequence, true),
+        lm_loss(&ok, SequenceRank::PerSequence).loss_and_grad(&lm, &labels(2, 5, dev)),
         "tokens",
     );
     expect_err(
         "lm rank",
-        lm_cross_entropy(&logits, &y, &ok, SequenceRank::PerToken, true),
+        lm_loss(&ok, SequenceRank::PerToken).loss_and_grad(&logits, &y),
         "logits",
     );
     let out_of_range = Tensor::from_slice(&[0i64, 1, 3, 2]).to_device(dev);

@@ -1,8 +1,7 @@
 //! Mixup and CutMix: fused paths against the f64 reference, on any device.
 
 use enlighten::ops::mixup::{
-    cutmix, mix_batch, mix_images, mixup, mixup_flip_, mixup_into, mixup_u8, reference, CutBox, CutBoxes, Lambda,
-    LambdaMode, MixKind, MixSpec, Normalize, Pairing, PairingMode,
+    reference, CutBox, CutBoxes, CutMix, Lambda, LambdaMode, MixKind, MixSpec, Mixup, Normalize, Pairing, PairingMode,
 };
 use enlighten::SeededRng;
 use tch::{Device, Kind, Tensor};
@@ -50,6 +49,22 @@ pub const CASES: &[Case] = &[
     ("mixup_rejects_bad_arguments", mixup_rejects_bad_arguments),
 ];
 
+/// The Mixup op with these drawn values (the test's own copies stay usable).
+fn mix(lam: &Lambda, pairing: &Pairing) -> Mixup {
+    Mixup {
+        lam: lam.shallow_clone(),
+        pairing: pairing.shallow_clone(),
+    }
+}
+
+/// The CutMix op with these drawn values.
+fn cut(boxes: &CutBoxes, pairing: &Pairing) -> CutMix {
+    CutMix {
+        boxes: boxes.shallow_clone(),
+        pairing: pairing.shallow_clone(),
+    }
+}
+
 fn pairings(b: i64, dev: Device) -> Vec<Pairing> {
     let mut rng = SeededRng::new(b as u64);
     vec![
@@ -85,9 +100,9 @@ fn mixup_matches_reference(dev: Device) {
                 for lam in lambdas(shape[0], dev) {
                     let what = format!("{shape:?} {kind:?} {pairing:?} {lam:?}");
                     let mut out = poisoned(shape, kind, dev);
-                    mixup_into(&x, &lam, &pairing, &mut out).unwrap();
-                    assert_close(&what, &out, &reference::mixup(&x, &lam, &pairing), kind);
-                    assert_bitwise_eq(&what, &mixup(&x, &lam, &pairing).unwrap(), &out);
+                    mix(&lam, &pairing).forward_into(&x, &mut out).unwrap();
+                    assert_close(&what, &out, &reference::mixup_f64(&x, &lam, &pairing), kind);
+                    assert_bitwise_eq(&what, &mix(&lam, &pairing).forward(&x).unwrap(), &out);
                 }
             }
         }
@@ -100,7 +115,7 @@ fn mixup_f32_is_bit_identical_to_the_tch_composite(dev: Device) {
         let x = randn(shape, Kind::Float, dev);
         for pairing in pairings(shape[0], dev) {
             for lam in lambdas(shape[0], dev) {
-                let out = mixup(&x, &lam, &pairing).unwrap();
+                let out = mix(&lam, &pairing).forward(&x).unwrap();
                 assert_bitwise_eq(
                     &format!("{shape:?} {pairing:?}"),
                     &out,
@@ -117,9 +132,9 @@ fn mixup_flip_in_place_equals_out_of_place(dev: Device) {
         for kind in FLOAT_KINDS {
             for lam in lambdas(shape[0], dev) {
                 let x = randn(shape, kind, dev);
-                let expected = mixup(&x, &lam, &Pairing::Flip).unwrap();
+                let expected = mix(&lam, &Pairing::Flip).forward(&x).unwrap();
                 let mut inplace = x.copy();
-                mixup_flip_(&mut inplace, &lam).unwrap();
+                mix(&lam, &Pairing::Flip).forward_(&mut inplace).unwrap();
                 assert_bitwise_eq(&format!("{shape:?} {kind:?} {lam:?}"), &inplace, &expected);
             }
         }
@@ -135,12 +150,12 @@ fn mixup_u8_normalises_and_mixes_in_one_pass(dev: Device) {
         for kind in FLOAT_KINDS {
             for pairing in pairings(shape[0], dev) {
                 for lam in lambdas(shape[0], dev) {
-                    let out = mixup_u8(&x, &norm, &lam, &pairing, kind).unwrap();
+                    let out = mix(&lam, &pairing).forward_u8(&x, &norm, kind).unwrap();
                     assert_eq!(out.kind(), kind);
                     assert_close(
                         &format!("u8 {shape:?} {kind:?} {pairing:?}"),
                         &out,
-                        &reference::mixup_u8(&x, &norm, &lam, &pairing),
+                        &reference::mixup_u8_f64(&x, &norm, &lam, &pairing),
                         kind,
                     );
                 }
@@ -158,8 +173,8 @@ fn mixup_handles_non_contiguous_input(dev: Device) {
         let lam = Lambda::Batch(0.7);
         assert_close(
             "non-contiguous",
-            &mixup(&x, &lam, &pairing).unwrap(),
-            &reference::mixup(&x, &lam, &pairing),
+            &mix(&lam, &pairing).forward(&x).unwrap(),
+            &reference::mixup_f64(&x, &lam, &pairing),
             Kind::Float,
         );
     }
@@ -176,7 +191,7 @@ fn mixup_large_batch_and_extreme_values(dev: Device) {
         let x = (randn(&[1024, 3, 8, 8], Kind::Float, dev).sign() * big).to_kind(kind);
         for pairing in pairings(1024, dev) {
             for lam in lambdas(1024, dev) {
-                let out = mixup(&x, &lam, &pairing).unwrap();
+                let out = mix(&lam, &pairing).forward(&x).unwrap();
                 assert_eq!(
                     out.isfinite().all().int64_value(&[]),
                     1,
@@ -185,7 +200,7 @@ fn mixup_large_batch_and_extreme_values(dev: Device) {
                 assert_close(
                     &format!("extreme {kind:?}"),
                     &out,
-                    &reference::mixup(&x, &lam, &pairing),
+                    &reference::mixup_f64(&x, &lam, &pairing),
                     kind,
                 );
             }
@@ -202,7 +217,7 @@ fn mixup_batches_above_the_grid_y_limit(dev: Device) {
     let perm = Pairing::Permutation(Tensor::from_slice(&rng.permutation(b as usize)).to_device(dev));
     for pairing in [perm, Pairing::Roll(1)] {
         let lam = Lambda::Batch(0.3);
-        let out = mixup(&x, &lam, &pairing).unwrap();
+        let out = mix(&lam, &pairing).forward(&x).unwrap();
         assert_bitwise_eq(
             &format!("{b} rows {pairing:?}"),
             &out,
@@ -215,7 +230,7 @@ fn mixup_propagates_nan(dev: Device) {
     for kind in FLOAT_KINDS {
         let x = randn(&[6, 4], kind, dev);
         let _ = x.get(2).get(1).fill_(f64::NAN);
-        let out = mixup(&x, &Lambda::Batch(0.5), &Pairing::Flip).unwrap();
+        let out = mix(&Lambda::Batch(0.5), &Pairing::Flip).forward(&x).unwrap();
         let nan = out.isnan().to_device(Device::Cpu);
         // Row 2 holds the NaN and row 3 = B-1-2 reads it as its partner.
         for (r, c, expect) in [(2, 1, true), (3, 1, true), (2, 0, false), (0, 1, false)] {
@@ -251,12 +266,12 @@ fn cutmix_matches_reference_and_pastes_the_reported_area(dev: Device) {
             ];
             for boxes in &box_sets {
                 for pairing in pairings(b, dev) {
-                    let (out, lam) = cutmix(&x, boxes, &pairing).unwrap();
+                    let (out, lam) = cut(boxes, &pairing).forward(&x).unwrap();
                     let what = format!("{shape:?} {kind:?} {boxes:?} {pairing:?}");
                     assert_bitwise_eq(
                         &what,
                         &out,
-                        &reference::cutmix(&x, boxes, &pairing).unwrap().to_kind(kind),
+                        &reference::cutmix_f64(&x, boxes, &pairing).unwrap().to_kind(kind),
                     );
                     // Pixels that changed came from the partner; their share is 1 - lambda.
                     let changed = out.ne_tensor(&x).to_kind(Kind::Double);
@@ -305,11 +320,11 @@ fn cutmix_copies_wide_rows_in_packs(dev: Device) {
         for offset in [0, 1] {
             let x = flat.narrow(0, offset, n).view(shape);
             for pairing in pairings(shape[0], dev) {
-                let (out, _) = cutmix(&x, &boxes, &pairing).unwrap();
+                let (out, _) = cut(&boxes, &pairing).forward(&x).unwrap();
                 assert_bitwise_eq(
                     &format!("{kind:?} offset {offset} {pairing:?}"),
                     &out,
-                    &reference::cutmix(&x, &boxes, &pairing).unwrap().to_kind(kind),
+                    &reference::cutmix_f64(&x, &boxes, &pairing).unwrap().to_kind(kind),
                 );
             }
         }
@@ -318,8 +333,7 @@ fn cutmix_copies_wide_rows_in_packs(dev: Device) {
 
 fn cutmix_clips_boxes_at_the_borders(dev: Device) {
     let x = distinct_rows(&[2, 1, 10, 10], Kind::Float, dev);
-    let (out, lam) = cutmix(
-        &x,
+    let (out, lam) = cut(
         &CutBoxes::Batch(CutBox {
             y0: -4,
             y1: 3,
@@ -328,6 +342,7 @@ fn cutmix_clips_boxes_at_the_borders(dev: Device) {
         }),
         &Pairing::Flip,
     )
+    .forward(&x)
     .unwrap();
     // Clipped to rows 0..3 and columns 7..10: 9 of 100 pixels.
     match lam {
@@ -352,12 +367,12 @@ fn mix_batch_alpha_zero_is_identity_and_seeds_reproduce(dev: Device) {
                     pairing,
                 };
                 let paused = MixSpec { alpha: 0.0, ..spec };
-                let (same, t) = mix_batch(&x, &y, &paused, &mut SeededRng::new(1)).unwrap();
+                let (same, t) = paused.forward(&x, &y, &mut SeededRng::new(1)).unwrap();
                 assert_bitwise_eq("alpha 0", &same, &x);
                 assert!(matches!(t.lam, Lambda::Batch(l) if l == 1.0));
-                let (a, ta) = mix_batch(&x, &y, &spec, &mut SeededRng::new(9)).unwrap();
-                let (b, _) = mix_batch(&x, &y, &spec, &mut SeededRng::new(9)).unwrap();
-                let (c, _) = mix_batch(&x, &y, &spec, &mut SeededRng::new(10)).unwrap();
+                let (a, ta) = spec.forward(&x, &y, &mut SeededRng::new(9)).unwrap();
+                let (b, _) = spec.forward(&x, &y, &mut SeededRng::new(9)).unwrap();
+                let (c, _) = spec.forward(&x, &y, &mut SeededRng::new(10)).unwrap();
                 let what = format!("{spec:?}");
                 assert_bitwise_eq(&what, &a, &b);
                 assert!(
@@ -387,12 +402,14 @@ fn mix_images_normalises_and_mixes_like_mix_batch(dev: Device) {
         lambda: LambdaMode::Batch,
         pairing: PairingMode::Permutation,
     };
-    let (plain, t) = mix_images(&images, &y, &norm, &paused, &mut SeededRng::new(0), Kind::Float).unwrap();
+    let (plain, t) = paused
+        .forward_images(&images, &y, &norm, Kind::Float, &mut SeededRng::new(0))
+        .unwrap();
     assert!(matches!(t.lam, Lambda::Batch(l) if l == 1.0));
     assert_close(
         "normalised",
         &plain,
-        &reference::mixup_u8(&images, &norm, &Lambda::Batch(1.0), &Pairing::Flip),
+        &reference::mixup_u8_f64(&images, &norm, &Lambda::Batch(1.0), &Pairing::Flip),
         Kind::Float,
     );
     for kind in [MixKind::Mixup, MixKind::CutMix] {
@@ -403,8 +420,10 @@ fn mix_images_normalises_and_mixes_like_mix_batch(dev: Device) {
                 lambda,
                 pairing: PairingMode::Permutation,
             };
-            let (fused, ft) = mix_images(&images, &y, &norm, &spec, &mut SeededRng::new(3), Kind::Float).unwrap();
-            let (two_step, tt) = mix_batch(&plain, &y, &spec, &mut SeededRng::new(3)).unwrap();
+            let (fused, ft) = spec
+                .forward_images(&images, &y, &norm, Kind::Float, &mut SeededRng::new(3))
+                .unwrap();
+            let (two_step, tt) = spec.forward(&plain, &y, &mut SeededRng::new(3)).unwrap();
             assert_bitwise_eq(&format!("{spec:?}"), &fused, &two_step);
             assert_bitwise_eq(&format!("{spec:?} y_b"), &ft.y_b, &tt.y_b);
         }
@@ -415,87 +434,118 @@ fn mixup_rejects_bad_arguments(dev: Device) {
     let x = randn(&[4, 3], Kind::Float, dev);
     let lam = Lambda::Batch(0.5);
     let perm = |v: &[i64]| Pairing::Permutation(Tensor::from_slice(v).to_device(dev));
-    expect_err("lambda > 1", mixup(&x, &Lambda::Batch(1.5), &Pairing::Flip), "lam");
-    expect_err("lambda NaN", mixup(&x, &Lambda::Batch(f64::NAN), &Pairing::Flip), "lam");
+    expect_err(
+        "lambda > 1",
+        mix(&Lambda::Batch(1.5), &Pairing::Flip).forward(&x),
+        "lam",
+    );
+    expect_err(
+        "lambda NaN",
+        mix(&Lambda::Batch(f64::NAN), &Pairing::Flip).forward(&x),
+        "lam",
+    );
     expect_err(
         "lambda length",
-        mixup(
-            &x,
+        mix(
             &Lambda::PerSample(Tensor::rand([3], (Kind::Float, dev))),
             &Pairing::Flip,
-        ),
+        )
+        .forward(&x),
         "lam",
     );
     expect_err(
         "lambda dtype",
-        mixup(
-            &x,
+        mix(
             &Lambda::PerSample(Tensor::rand([4], (Kind::Double, dev))),
             &Pairing::Flip,
-        ),
+        )
+        .forward(&x),
         "lam",
     );
-    expect_err("perm length", mixup(&x, &lam, &perm(&[0, 1, 2])), "perm");
+    expect_err("perm length", mix(&lam, &perm(&[0, 1, 2])).forward(&x), "perm");
     expect_err(
         "perm dtype",
-        mixup(
-            &x,
+        mix(
             &lam,
             &Pairing::Permutation(Tensor::from_slice(&[0i32, 1, 2, 3]).to_device(dev)),
-        ),
+        )
+        .forward(&x),
         "perm",
     );
     expect_err(
         "integer input",
-        mixup(&x.to_kind(Kind::Int64), &lam, &Pairing::Flip),
+        mix(&lam, &Pairing::Flip).forward(&x.to_kind(Kind::Int64)),
         "x",
     );
     expect_err(
         "empty batch",
-        mixup(&Tensor::zeros([0, 3], (Kind::Float, dev)), &lam, &Pairing::Flip),
+        mix(&lam, &Pairing::Flip).forward(&Tensor::zeros([0, 3], (Kind::Float, dev))),
         "x",
     );
     expect_err(
         "scalar input",
-        mixup(&Tensor::from(1.0f32).to_device(dev), &lam, &Pairing::Flip),
+        mix(&lam, &Pairing::Flip).forward(&Tensor::from(1.0f32).to_device(dev)),
         "x",
     );
     let mut wrong_shape = poisoned(&[4, 4], Kind::Float, dev);
     expect_err(
         "out shape",
-        mixup_into(&x, &lam, &Pairing::Flip, &mut wrong_shape),
+        mix(&lam, &Pairing::Flip).forward_into(&x, &mut wrong_shape),
         "out",
     );
     let mut wrong_kind = poisoned(&[4, 3], Kind::Half, dev);
     expect_err(
         "out dtype",
-        mixup_into(&x, &lam, &Pairing::Flip, &mut wrong_kind),
+        mix(&lam, &Pairing::Flip).forward_into(&x, &mut wrong_kind),
         "out",
     );
     let mut aliased = x.shallow_clone();
     expect_err(
         "out aliases x",
-        mixup_into(&x, &lam, &Pairing::Flip, &mut aliased),
+        mix(&lam, &Pairing::Flip).forward_into(&x, &mut aliased),
         "out",
     );
     let mut strided = poisoned(&[3, 4], Kind::Float, dev).transpose(0, 1);
     expect_err(
         "out non-contiguous",
-        mixup_into(&x, &lam, &Pairing::Flip, &mut strided),
+        mix(&lam, &Pairing::Flip).forward_into(&x, &mut strided),
         "out",
     );
     let mut strided_x = randn(&[3, 4], Kind::Float, dev).transpose(0, 1);
-    expect_err("in-place non-contiguous", mixup_flip_(&mut strided_x, &lam), "x");
+    expect_err(
+        "in-place non-contiguous",
+        mix(&lam, &Pairing::Flip).forward_(&mut strided_x),
+        "x",
+    );
+    // In place, only flip pairing can swap each pair; any other is refused by name.
+    let mut inplace = x.copy();
+    expect_err(
+        "in-place roll",
+        mix(&lam, &Pairing::Roll(1)).forward_(&mut inplace),
+        "pairing",
+    );
+    expect_err(
+        "in-place permutation",
+        mix(&lam, &perm(&[1, 0, 3, 2])).forward_(&mut inplace),
+        "pairing",
+    );
     // Every dtype that is not f32/f16/bf16 is refused by name, never run as f32 (or a panic).
     for kind in [Kind::Double, Kind::Int64, Kind::Uint8, Kind::Bool] {
         let mut other = x.to_kind(kind);
-        expect_err(&format!("in-place {kind:?}"), mixup_flip_(&mut other, &lam), "x");
-        expect_err(&format!("mixup {kind:?}"), mixup(&other, &lam, &Pairing::Flip), "x");
+        expect_err(
+            &format!("in-place {kind:?}"),
+            mix(&lam, &Pairing::Flip).forward_(&mut other),
+            "x",
+        );
+        expect_err(
+            &format!("mixup {kind:?}"),
+            mix(&lam, &Pairing::Flip).forward(&other),
+            "x",
+        );
         let img = randn(&[2, 3, 4, 4], Kind::Float, dev).to_kind(kind);
         expect_err(
             &format!("cutmix {kind:?}"),
-            cutmix(
-                &img,
+            cut(
                 &CutBoxes::Batch(CutBox {
                     y0: 0,
                     y1: 1,
@@ -503,7 +553,8 @@ fn mixup_rejects_bad_arguments(dev: Device) {
                     x1: 1,
                 }),
                 &Pairing::Flip,
-            ),
+            )
+            .forward(&img),
             "x",
         );
     }
@@ -511,26 +562,19 @@ fn mixup_rejects_bad_arguments(dev: Device) {
     let norm1 = Normalize::new(&[0.5], &[0.5], dev).unwrap();
     expect_err(
         "u8 channels",
-        mixup_u8(&imgs, &norm1, &lam, &Pairing::Flip, Kind::Float),
+        mix(&lam, &Pairing::Flip).forward_u8(&imgs, &norm1, Kind::Float),
         "x",
     );
     expect_err(
         "u8 out kind",
-        mixup_u8(
-            &imgs,
-            &Normalize::new(&[0.5; 3], &[0.5; 3], dev).unwrap(),
-            &lam,
-            &Pairing::Flip,
-            Kind::Int64,
-        ),
+        mix(&lam, &Pairing::Flip).forward_u8(&imgs, &Normalize::new(&[0.5; 3], &[0.5; 3], dev).unwrap(), Kind::Int64),
         "kind",
     );
     expect_err("std zero", Normalize::new(&[0.5], &[0.0], dev), "std");
     expect_err("std count", Normalize::new(&[0.5, 0.5], &[0.5], dev), "std");
     expect_err(
         "cutmix rank",
-        cutmix(
-            &x,
+        cut(
             &CutBoxes::Batch(CutBox {
                 y0: 0,
                 y1: 1,
@@ -538,17 +582,18 @@ fn mixup_rejects_bad_arguments(dev: Device) {
                 x1: 1,
             }),
             &Pairing::Flip,
-        ),
+        )
+        .forward(&x),
         "x",
     );
     let img = randn(&[4, 3, 8, 8], Kind::Float, dev);
     expect_err(
         "boxes shape",
-        cutmix(
-            &img,
+        cut(
             &CutBoxes::PerSample(Tensor::zeros([4, 3], (Kind::Int64, dev))),
             &Pairing::Flip,
-        ),
+        )
+        .forward(&img),
         "boxes",
     );
     let y = Tensor::randint(10, [4], (Kind::Int64, dev));
@@ -560,43 +605,43 @@ fn mixup_rejects_bad_arguments(dev: Device) {
     };
     expect_err(
         "negative alpha",
-        mix_batch(&img, &y, &spec, &mut SeededRng::new(0)),
+        spec.forward(&img, &y, &mut SeededRng::new(0)),
         "spec.alpha",
     );
     let spec = MixSpec { alpha: 1.0, ..spec };
     expect_err(
         "label count",
-        mix_batch(&img, &y.narrow(0, 0, 3), &spec, &mut SeededRng::new(0)),
+        spec.forward(&img, &y.narrow(0, 0, 3), &mut SeededRng::new(0)),
         "y",
     );
     expect_err(
         "label dtype",
-        mix_batch(&img, &y.to_kind(Kind::Int), &spec, &mut SeededRng::new(0)),
+        spec.forward(&img, &y.to_kind(Kind::Int), &mut SeededRng::new(0)),
         "y",
     );
     if dev == Device::Cpu {
         // Permutations and per-sample lambdas are validated on the CPU only (no host sync on CUDA).
-        expect_err("not a permutation", mixup(&x, &lam, &perm(&[0, 1, 1, 3])), "perm");
-        expect_err("perm out of range", mixup(&x, &lam, &perm(&[0, 1, 2, 4])), "perm");
+        expect_err("not a permutation", mix(&lam, &perm(&[0, 1, 1, 3])).forward(&x), "perm");
+        expect_err("perm out of range", mix(&lam, &perm(&[0, 1, 2, 4])).forward(&x), "perm");
         expect_err(
             "lambda values",
-            mixup(
-                &x,
+            mix(
                 &Lambda::PerSample(Tensor::from_slice(&[0.5f32, 1.5, 0.0, 1.0])),
                 &Pairing::Flip,
-            ),
+            )
+            .forward(&x),
             "lam",
         );
     } else {
         let host = Pairing::Permutation(Tensor::from_slice(&[0i64, 1, 2, 3]));
-        expect_err("perm on the host", mixup(&x, &lam, &host), "perm");
+        expect_err("perm on the host", mix(&lam, &host).forward(&x), "perm");
         expect_err(
             "labels on the host",
-            mix_batch(&img, &y.to_device(Device::Cpu), &spec, &mut SeededRng::new(0)),
+            spec.forward(&img, &y.to_device(Device::Cpu), &mut SeededRng::new(0)),
             "y",
         );
         // An out-of-range entry must not read out of bounds: the row becomes NaN.
-        let out = mixup(&x, &lam, &perm(&[0, 1, 2, 99])).unwrap();
+        let out = mix(&lam, &perm(&[0, 1, 2, 99])).forward(&x).unwrap();
         assert_eq!(out.get(3).isnan().all().int64_value(&[]), 1);
         assert_eq!(out.narrow(0, 0, 3).isnan().any().int64_value(&[]), 0);
     }

@@ -63,7 +63,7 @@ fn zero_counts_match_reference(dev: Device) {
         for eps in [None, Some(1e-3)] {
             let counts = zero_counts(&refs, eps).unwrap();
             assert_eq!(counts.size(), [layers.len() as i64, b]);
-            let expected = reference::zero_counts(&refs, eps);
+            let expected = reference::zero_counts_composite(&refs, eps);
             assert!(
                 counts
                     .to_device(Device::Cpu)
@@ -94,7 +94,7 @@ fn dead_units_accumulate_over_updates(dev: Device) {
         assert!(
             counts
                 .to_device(Device::Cpu)
-                .eq_tensor(&reference::zero_counts(&refs, None))
+                .eq_tensor(&reference::zero_counts_composite(&refs, None))
                 .all()
                 .int64_value(&[])
                 == 1
@@ -139,7 +139,7 @@ fn dot_norms_cosine_and_interference_ratio(dev: Device) {
     b.push(randn(&[20_001], Kind::Float, dev).narrow(0, 1, 20_000));
     let _aligned_twin = b.swap_remove(a.len() - 1);
     let (ar, br): (Vec<&Tensor>, Vec<&Tensor>) = (a.iter().collect(), b.iter().collect());
-    let want = reference::dot_norms(&ar, &br);
+    let want = reference::dot_norms_f64(&ar, &br);
     for (acc, tol) in [(Accumulate::F64, 1e-9), (Accumulate::F32, 1e-4)] {
         let got = Vec::<f64>::try_from(dot_norms(&ar, &br, acc).unwrap().sums.to_device(Device::Cpu)).unwrap();
         for j in 0..3 {

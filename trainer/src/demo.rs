@@ -4,10 +4,8 @@
 use std::time::Instant;
 
 use enlighten::cuda::{fatbin, probe, Kernel};
-use enlighten::ops::loss::{self, cross_entropy, mse, CrossEntropy, Targets};
-use enlighten::ops::mixup::{
-    cutmix, mixup, mixup_flip_, mixup_u8, reference, CutBox, CutBoxes, Lambda, MixedTargets, Normalize, Pairing,
-};
+use enlighten::ops::loss::{self, CrossEntropy, Mse, Targets};
+use enlighten::ops::mixup::{reference, CutBox, CutBoxes, CutMix, Lambda, MixedTargets, Mixup, Normalize, Pairing};
 use enlighten::testing::{rel_err, sync, tolerance};
 use enlighten::SeededRng;
 use enlighten_trainer::DeviceChoice;
@@ -93,25 +91,31 @@ fn mixup_rows(device: Device) -> Result<Vec<Row>> {
         let x = (Tensor::randn(shape, (Kind::Float, device)) * 2.0).to_kind(kind);
         let per_sample = Lambda::PerSample(Tensor::rand([128], (Kind::Float, device)));
         for (variant, lam, pairing) in [
-            ("perm, batch lambda", Lambda::Batch(0.37), &perm),
-            ("perm, per-sample lambda", per_sample, &perm),
-            ("flip, batch lambda", Lambda::Batch(0.37), &Pairing::Flip),
+            ("perm, batch lambda", Lambda::Batch(0.37), perm.shallow_clone()),
+            ("perm, per-sample lambda", per_sample, perm.shallow_clone()),
+            ("flip, batch lambda", Lambda::Batch(0.37), Pairing::Flip),
         ] {
-            let out = mixup(&x, &lam, pairing)?;
+            let mix = Mixup { lam, pairing };
+            let (lam, pairing) = (&mix.lam, &mix.pairing);
+            let out = mix.forward(&x)?;
             rows.push(Row {
                 op: "mixup",
                 variant: variant.into(),
                 device,
                 kind,
                 size: size.clone(),
-                rel_err: rel_err(&out, &reference::mixup(&x, &lam, pairing)),
+                rel_err: rel_err(&out, &reference::mixup_f64(&x, lam, pairing)),
                 tol: tolerance(kind),
-                fused_ms: median_ms(device, || drop(mixup(&x, &lam, pairing))),
-                composite_ms: median_ms(device, || drop(reference::composite(&x, &lam, pairing))),
+                fused_ms: median_ms(device, || drop(mix.forward(&x))),
+                composite_ms: median_ms(device, || drop(reference::composite(&x, lam, pairing))),
             });
         }
+        let flip = Mixup {
+            lam: Lambda::Batch(0.37),
+            pairing: Pairing::Flip,
+        };
         let mut inplace = x.copy();
-        mixup_flip_(&mut inplace, &Lambda::Batch(0.37))?;
+        flip.forward_(&mut inplace)?;
         let mut scratch = x.copy();
         rows.push(Row {
             op: "mixup",
@@ -119,9 +123,9 @@ fn mixup_rows(device: Device) -> Result<Vec<Row>> {
             device,
             kind,
             size: size.clone(),
-            rel_err: rel_err(&inplace, &reference::mixup(&x, &Lambda::Batch(0.37), &Pairing::Flip)),
+            rel_err: rel_err(&inplace, &reference::mixup_f64(&x, &flip.lam, &flip.pairing)),
             tol: tolerance(kind),
-            fused_ms: median_ms(device, || drop(mixup_flip_(&mut scratch, &Lambda::Batch(0.37)))),
+            fused_ms: median_ms(device, || drop(flip.forward_(&mut scratch))),
             composite_ms: median_ms(device, || drop(reference::composite_flip_(&mut scratch, 0.37))),
         });
         let boxes = CutBoxes::Batch(CutBox {
@@ -130,33 +134,40 @@ fn mixup_rows(device: Device) -> Result<Vec<Row>> {
             x0: 9,
             x1: 30,
         });
-        let (out, _) = cutmix(&x, &boxes, &perm)?;
+        let cut = CutMix {
+            boxes: boxes.shallow_clone(),
+            pairing: perm.shallow_clone(),
+        };
+        let (out, _) = cut.forward(&x)?;
         rows.push(Row {
             op: "cutmix",
             variant: "perm, batch box".into(),
             device,
             kind,
             size: size.clone(),
-            rel_err: rel_err(&out, &reference::cutmix(&x, &boxes, &perm)?),
+            rel_err: rel_err(&out, &reference::cutmix_f64(&x, &boxes, &perm)?),
             tol: 0.0,
-            fused_ms: median_ms(device, || drop(cutmix(&x, &boxes, &perm))),
-            composite_ms: median_ms(device, || drop(reference::cutmix(&x, &boxes, &perm))),
+            fused_ms: median_ms(device, || drop(cut.forward(&x))),
+            composite_ms: median_ms(device, || drop(reference::cutmix_f64(&x, &boxes, &perm))),
         });
         let images = Tensor::randint(256, shape, (Kind::Uint8, device));
         let norm = Normalize::new(&[0.49, 0.48, 0.45], &[0.25, 0.24, 0.26], device)?;
-        let lam = Lambda::Batch(0.37);
-        let out = mixup_u8(&images, &norm, &lam, &perm, kind)?;
+        let mix = Mixup {
+            lam: Lambda::Batch(0.37),
+            pairing: perm.shallow_clone(),
+        };
+        let out = mix.forward_u8(&images, &norm, kind)?;
         rows.push(Row {
             op: "mixup",
             variant: "u8 -> normalised".into(),
             device,
             kind,
             size: size.clone(),
-            rel_err: rel_err(&out, &reference::mixup_u8(&images, &norm, &lam, &perm)),
+            rel_err: rel_err(&out, &reference::mixup_u8_f64(&images, &norm, &mix.lam, &perm)),
             tol: tolerance(kind),
-            fused_ms: median_ms(device, || drop(mixup_u8(&images, &norm, &lam, &perm, kind))),
+            fused_ms: median_ms(device, || drop(mix.forward_u8(&images, &norm, kind))),
             composite_ms: median_ms(device, || {
-                drop(reference::mixup_u8(&images, &norm, &lam, &perm).to_kind(kind))
+                drop(reference::mixup_u8_f64(&images, &norm, &mix.lam, &perm).to_kind(kind))
             }),
         });
     }
@@ -197,8 +208,8 @@ fn loss_rows(device: Device) -> Result<Vec<Row>> {
                     },
                 ),
             ] {
-                let out = cross_entropy(&logits, targets, &opts, true)?;
-                let r = loss::reference::cross_entropy(&logits, targets, &opts)?;
+                let out = opts.loss_and_grad(&logits, targets)?;
+                let r = loss::reference::cross_entropy_f64(&logits, targets, &opts)?;
                 let grad = out.grad.as_ref().map(|g| rel_err(g, &r.grad)).unwrap_or(f64::INFINITY);
                 rows.push(Row {
                     op: "ce",
@@ -208,7 +219,7 @@ fn loss_rows(device: Device) -> Result<Vec<Row>> {
                     size: size.clone(),
                     rel_err: grad.max(rel_err(&out.per_sample, &r.per_sample)),
                     tol: tolerance(kind),
-                    fused_ms: median_ms(device, || drop(cross_entropy(&logits, targets, &opts, true))),
+                    fused_ms: median_ms(device, || drop(opts.loss_and_grad(&logits, targets))),
                     composite_ms: median_ms(device, || {
                         if let Ok(l) = loss::reference::composite(&leaf, targets, &opts) {
                             l.backward();
@@ -220,8 +231,9 @@ fn loss_rows(device: Device) -> Result<Vec<Row>> {
     }
     let pred = Tensor::randn([512, 96], (Kind::Float, device));
     let target = Tensor::randn([512, 96], (Kind::Float, device));
-    let out = mse(&pred, &target, 0.1, true)?;
-    let r = loss::reference::mse(&pred, &target, 0.1)?;
+    let hlr = Mse { drop_share: 0.1 };
+    let out = hlr.loss_and_grad(&pred, &target)?;
+    let r = loss::reference::mse_f64(&pred, &target, 0.1)?;
     let leaf = pred.detach().set_requires_grad(true);
     rows.push(Row {
         op: "mse",
@@ -232,7 +244,7 @@ fn loss_rows(device: Device) -> Result<Vec<Row>> {
         rel_err: rel_err(out.grad.as_ref().unwrap_or(&out.per_sample), &r.grad)
             .max(rel_err(&out.per_sample, &r.per_sample)),
         tol: tolerance(Kind::Float) * 10.0,
-        fused_ms: median_ms(device, || drop(mse(&pred, &target, 0.1, true))),
+        fused_ms: median_ms(device, || drop(hlr.loss_and_grad(&pred, &target))),
         composite_ms: median_ms(device, || {
             let per = (&leaf - &target).square().mean_dim(1, false, Kind::Float);
             if let Ok(l) = loss::reference::mean_without_highest(&per, 0.1) {

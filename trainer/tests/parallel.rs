@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use enlighten::ops::loss::{cross_entropy, CrossEntropy, Targets};
+use enlighten::ops::loss::CrossEntropy;
 use enlighten_trainer::distributed::{free_port, Backend, Env, ProcessGroup};
 use enlighten_trainer::processes::Job;
 use enlighten_trainer::train::{remove_highest_global, Summary};
@@ -186,7 +186,7 @@ fn global_removal_in_the_trainer_keeps_the_ranks_together_and_differs_from_local
 /// loss and logit gradient.
 fn global_removal_rank(env: Env, logits: Tensor, labels: Tensor, share: f64) -> (Tensor, Tensor, Tensor) {
     let group = ProcessGroup::new(&env, Backend::Gloo, Duration::from_secs(20)).unwrap();
-    let out = cross_entropy(&logits, Targets::Index(&labels), &CrossEntropy::default(), true).unwrap();
+    let out = CrossEntropy::default().loss_and_grad(&logits, &labels).unwrap();
     let out = remove_highest_global(out, share, &group).unwrap();
     (out.keep, out.loss, out.grad.unwrap())
 }
@@ -204,13 +204,9 @@ fn global_removal_on_two_ranks_removes_what_one_process_removes_from_the_whole_b
         let class = (labels.int64_value(&[row]) + 1) % c;
         let _ = logits.get(row).get(class).fill_(wrong);
     }
-    let whole = cross_entropy(
-        &logits,
-        Targets::Index(&labels),
-        &CrossEntropy::with_removal(share),
-        true,
-    )
-    .unwrap();
+    let whole = CrossEntropy::with_removal(share)
+        .loss_and_grad(&logits, &labels)
+        .unwrap();
     let removed: Vec<i64> = Vec::try_from(whole.keep.logical_not().nonzero().squeeze_dim(1)).unwrap();
     assert_eq!(removed, [3, b, b + 1, b + 2], "one process's rule");
     let port = free_port().unwrap();
@@ -246,13 +242,9 @@ fn global_removal_on_two_ranks_removes_what_one_process_removes_from_the_whole_b
         "gradient {grad:?} vs {whole_grad:?}"
     );
     // Each rank removing its own 2 highest would not have: rank 0 would drop row 3 and another.
-    let local = cross_entropy(
-        &logits.narrow(0, 0, b),
-        Targets::Index(&labels.narrow(0, 0, b)),
-        &CrossEntropy::with_removal(share),
-        false,
-    )
-    .unwrap();
+    let local = CrossEntropy::with_removal(share)
+        .forward_with_stats(&logits.narrow(0, 0, b), &labels.narrow(0, 0, b))
+        .unwrap();
     assert_eq!(local.keep.logical_not().sum(Kind::Int64).int64_value(&[]), 2);
 }
 

@@ -148,16 +148,20 @@ fn every_library_kernel_is_in_the_emulator() {
 
 #[test]
 fn results_do_not_depend_on_the_device_profile() {
-    use crate::ops::loss::{cross_entropy, CrossEntropy, Targets};
-    use crate::ops::mixup::{mixup, Lambda, Pairing};
+    use crate::ops::loss::CrossEntropy;
+    use crate::ops::mixup::{Lambda, Mixup, Pairing};
     tch::manual_seed(5);
     let x = Tensor::randn([300, 3, 8, 8], (Kind::Float, Device::Cpu));
     let logits = Tensor::randn([300, 10], (Kind::Float, Device::Cpu));
     let y = Tensor::randint(10, [300], (Kind::Int64, Device::Cpu));
     let run = |profile| {
         emulate(profile, || {
-            let mixed = mixup(&x, &Lambda::Batch(0.3), &Pairing::Roll(2)).unwrap();
-            let out = cross_entropy(&logits, Targets::Index(&y), &CrossEntropy::with_removal(0.1), true).unwrap();
+            let mix = Mixup {
+                lam: Lambda::Batch(0.3),
+                pairing: Pairing::Roll(2),
+            };
+            let mixed = mix.forward(&x).unwrap();
+            let out = CrossEntropy::with_removal(0.1).loss_and_grad(&logits, &y).unwrap();
             (mixed, out.per_sample, out.grad.unwrap())
         })
     };

@@ -28,7 +28,7 @@ struct RowTargets<'a> {
     scale: f32,
 }
 
-pub(super) fn cross_entropy(
+pub(in crate::ops) fn cross_entropy(
     logits: &Tensor,
     args: &CeArgs<'_>,
     opts: &CrossEntropy,
@@ -248,7 +248,7 @@ fn ce_grad_row(rest: f32, i: usize, rt: &RowTargets<'_>, e: &mut [f32]) {
     e[yb] = g_b;
 }
 
-pub(super) fn mse(pred: &Tensor, target: &Tensor, removed: i64, grad: Option<Tensor>) -> Result<LossOutput> {
+pub(in crate::ops) fn mse(pred: &Tensor, target: &Tensor, removed: i64, grad: Option<Tensor>) -> Result<LossOutput> {
     let b = pred.size()[0] as usize;
     let f = pred.numel() / b;
     let n_kept = b as i64 - removed;
@@ -370,7 +370,7 @@ fn output(losses: Vec<f32>, sel: Selection, correct: Tensor, grad: Option<Tensor
 }
 
 /// [`select`] over a loss tensor with an optional validity mask (all valid when None).
-pub(super) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) -> Result<LossOutput> {
+pub(in crate::ops) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) -> Result<LossOutput> {
     let l = cpu_plain::<f32>(losses, Kind::Float);
     let valid: Vec<bool> = match valid {
         Some(v) => cpu_plain::<u8>(v, Kind::Bool).iter().map(|&b| b != 0).collect(),

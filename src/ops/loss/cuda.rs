@@ -217,7 +217,7 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
         })
 }
 
-pub(super) fn cross_entropy(
+pub(in crate::ops) fn cross_entropy(
     logits: &Tensor,
     args: &CeArgs<'_>,
     opts: &CrossEntropy,
@@ -296,7 +296,7 @@ pub(super) fn cross_entropy(
 }
 
 /// The selection kernel alone over f32 losses; `valid` (bool) marks rows that may be ranked.
-pub(super) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) -> Result<LossOutput> {
+pub(in crate::ops) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) -> Result<LossOutput> {
     let b = losses.size()[0];
     // The kernel reads validity as "label != ignore_index": valid rows get label 1, ignore 0.
     let labels = valid.map(|v| v.to_kind(Kind::Int64));
@@ -312,7 +312,7 @@ pub(super) fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, k: i64) ->
     Ok(out.into_output(losses.shallow_clone(), k, None))
 }
 
-pub(super) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) -> Result<LossOutput> {
+pub(in crate::ops) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<Tensor>) -> Result<LossOutput> {
     let b = pred.size()[0];
     let f = pred.numel() as i64 / b;
     let dev = pred.device();

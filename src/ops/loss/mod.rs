@@ -15,22 +15,43 @@
 //! CUDA (no host sync) an out-of-range label makes that row's loss and gradient NaN instead of
 //! reading out of bounds, and a lambda outside [0, 1] extrapolates the target (Mixup's meaning).
 //!
-//! The `_autograd` forms return the kernel's loss as the output of a real autograd node (C++,
-//! bridge/autograd.cpp: tch has no custom Function): the node keeps the kernel's gradient, and
-//! its backward hands it on scaled by the incoming gradient, with no forward work repeated and
-//! no host sync. On the CPU an incoming gradient of exactly 1 (a plain `loss.backward()`) hands
-//! the gradient on as it is, and a leaf takes it without a copy. Double backward is refused with
-//! an error; under no-grad the loss comes back detached.
+//! [`CrossEntropy::forward`], [`Mse::forward`] and [`LmCrossEntropy::forward`] return the loss
+//! as the output of a real autograd node (C++, bridge/autograd.cpp: tch has no custom Function),
+//! so `loss.backward()` and tch's optimisers work as with tch's own losses. The node keeps the
+//! kernel's gradient, and its backward hands it on scaled by the incoming gradient, with no
+//! forward work repeated and no host sync. On the CPU an incoming gradient of exactly 1 (a plain
+//! `loss.backward()`) hands the gradient on as it is, and a leaf takes it without a copy. Double
+//! backward is refused with an error; under no-grad the loss comes back detached. An input that
+//! does not require grad gets no node and no gradient is computed.
+//!
+//! `forward_with_stats` returns the same loss with the per-sample losses, the keep mask and the
+//! counts ([`LossOutput`]). `loss_and_grad` is the non-differentiable form: the kernel's gradient
+//! as a plain tensor, for a loss post-processed before the backward pass (a removal decided
+//! across data-parallel ranks, [`reweight_over`]), made differentiable with [`attach_gradient`].
+//!
+//! ```
+//! use enlighten::ops::loss::CrossEntropy;
+//! use tch::{Device, Kind, Tensor};
+//!
+//! # fn main() -> enlighten::Result<()> {
+//! let logits = Tensor::randn([8, 10], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+//! let labels = Tensor::randint(10, [8], (Kind::Int64, Device::Cpu));
+//! let loss = CrossEntropy::with_removal(0.25).forward(&logits, &labels)?; // 2 of 8 rows dropped
+//! loss.backward();
+//! assert_eq!(logits.grad().size(), [8, 10]);
+//! # Ok(())
+//! # }
+//! ```
 
-mod cpu;
-mod cuda;
+pub(super) mod cpu;
+pub(super) mod cuda;
 #[cfg(feature = "testing")]
 pub mod reference;
 mod select;
 mod sequence;
 
 pub use select::{remove_highest, reweight, reweight_over, RunningQuantile};
-pub use sequence::{lm_cross_entropy, lm_cross_entropy_autograd, SequenceRank};
+pub use sequence::{LmCrossEntropy, SequenceRank};
 
 use tch::{Device, Kind, Tensor};
 
@@ -38,7 +59,8 @@ use super::element::{check_batch, check_float, check_kind, check_same_device};
 use super::mixup::{check_lambda, Lambda, MixedTargets};
 use crate::error::{Error, Result};
 
-/// What each sample's loss is measured against.
+/// What each sample's loss is measured against. `&Tensor` (class indices) and `&MixedTargets`
+/// convert into it, so the ops take either directly.
 #[derive(Debug, Clone, Copy)]
 pub enum Targets<'a> {
     /// Class indices, int64 `[B]`.
@@ -47,7 +69,8 @@ pub enum Targets<'a> {
     Mixed(&'a MixedTargets),
 }
 
-/// Options of the cross-entropy op.
+/// The cross-entropy op: logits `[B, C]` against class indices or Mixup's compact targets,
+/// with label smoothing, `ignore_index` and High-Loss Removal. See the module docs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CrossEntropy {
     /// Label smoothing eps in [0, 1].
@@ -59,6 +82,7 @@ pub struct CrossEntropy {
 }
 
 impl Default for CrossEntropy {
+    /// Plain cross-entropy: no smoothing, no ignored label, nothing removed.
     fn default() -> Self {
         CrossEntropy {
             label_smoothing: 0.0,
@@ -68,25 +92,15 @@ impl Default for CrossEntropy {
     }
 }
 
-impl CrossEntropy {
-    /// High-Loss Removal of the `drop_share` highest losses of each batch, nothing else.
-    pub fn with_removal(drop_share: f64) -> CrossEntropy {
-        CrossEntropy {
-            drop_share,
-            ..CrossEntropy::default()
-        }
-    }
-}
-
 impl<'a> From<&'a Tensor> for Targets<'a> {
-    /// Class indices: `(&labels).into()`.
+    /// Class indices.
     fn from(y: &'a Tensor) -> Targets<'a> {
         Targets::Index(y)
     }
 }
 
 impl<'a> From<&'a MixedTargets> for Targets<'a> {
-    /// Mixup's compact targets: `(&targets).into()`.
+    /// Mixup's compact targets.
     fn from(t: &'a MixedTargets) -> Targets<'a> {
         Targets::Mixed(t)
     }
@@ -95,7 +109,8 @@ impl<'a> From<&'a MixedTargets> for Targets<'a> {
 /// Everything one loss launch produces; all tensors live on the input's device.
 #[derive(Debug)]
 pub struct LossOutput {
-    /// Mean loss over kept rows, f32 scalar: the value to report.
+    /// Mean loss over kept rows, f32 scalar. From `forward_with_stats` it carries the autograd
+    /// node (when the input requires grad); from `loss_and_grad` it is a plain value.
     pub loss: Tensor,
     /// Per-sample loss, f32 `[B]` (0 for ignored rows).
     pub per_sample: Tensor,
@@ -109,7 +124,8 @@ pub struct LossOutput {
     /// fewer rows are removable: ignored rows and NaN losses never are). 0 when the removal came
     /// from a keep mask ([`reweight`], [`RunningQuantile`]): `keep` says which rows count.
     pub removed: i64,
-    /// d loss / d input in the input's dtype, when asked for.
+    /// d loss / d input in the input's dtype: `Some` from `loss_and_grad`, `None` where an
+    /// autograd node holds it.
     pub grad: Option<Tensor>,
 }
 
@@ -118,97 +134,125 @@ pub fn removed_rows(drop_share: f64, batch: i64) -> i64 {
     (drop_share * batch as f64).floor() as i64
 }
 
-/// Per-sample cross-entropy, selection and (with `with_grad`) the gradient, in one or two
-/// launches on CUDA (three with `ignore_index`).
-pub fn cross_entropy(
-    logits: &Tensor,
-    targets: Targets<'_>,
-    opts: &CrossEntropy,
-    with_grad: bool,
-) -> Result<LossOutput> {
-    let grad = with_grad.then(|| Tensor::empty(logits.size().as_slice(), (logits.kind(), logits.device())));
-    cross_entropy_impl(logits, targets, opts, grad)
+impl CrossEntropy {
+    /// High-Loss Removal of the `drop_share` highest losses of each batch, nothing else.
+    pub fn with_removal(drop_share: f64) -> CrossEntropy {
+        CrossEntropy {
+            drop_share,
+            ..CrossEntropy::default()
+        }
+    }
+
+    /// The mean loss over kept rows, differentiable with respect to `logits` (see the module
+    /// docs): one or two launches on CUDA (three with `ignore_index`), no host sync.
+    pub fn forward<'t>(&self, logits: &Tensor, targets: impl Into<Targets<'t>>) -> Result<Tensor> {
+        Ok(self.forward_with_stats(logits, targets)?.loss)
+    }
+
+    /// [`forward`](Self::forward) with the per-sample losses, keep mask and counts.
+    pub fn forward_with_stats<'t>(&self, logits: &Tensor, targets: impl Into<Targets<'t>>) -> Result<LossOutput> {
+        let targets = targets.into();
+        differentiable(logits, |input, with_grad| self.compute(input, targets, with_grad))
+    }
+
+    /// The loss and the kernel's gradient `d loss / d logits` as plain tensors, no autograd node
+    /// (see [`attach_gradient`]).
+    pub fn loss_and_grad<'t>(&self, logits: &Tensor, targets: impl Into<Targets<'t>>) -> Result<LossOutput> {
+        self.compute(logits, targets.into(), true)
+    }
+
+    /// [`loss_and_grad`](Self::loss_and_grad) writing the gradient into a caller-provided
+    /// contiguous tensor of the logits' shape, dtype and device (no allocation per step);
+    /// [`LossOutput::grad`] shares it.
+    pub fn loss_and_grad_into<'t>(
+        &self,
+        logits: &Tensor,
+        targets: impl Into<Targets<'t>>,
+        grad: &mut Tensor,
+    ) -> Result<LossOutput> {
+        check_grad_buffer(grad, logits)?;
+        self.launch(logits, targets.into(), Some(grad.shallow_clone()))
+    }
+
+    /// The output with (`with_grad`) or without the gradient, in a new tensor.
+    fn compute(&self, logits: &Tensor, targets: Targets<'_>, with_grad: bool) -> Result<LossOutput> {
+        let grad = with_grad.then(|| Tensor::empty(logits.size().as_slice(), (logits.kind(), logits.device())));
+        self.launch(logits, targets, grad)
+    }
+
+    fn launch(&self, logits: &Tensor, targets: Targets<'_>, grad: Option<Tensor>) -> Result<LossOutput> {
+        let logits = logits.contiguous();
+        let args = check_ce(&logits, targets, self)?;
+        super::dispatch::on(logits.device()).cross_entropy(&logits, &args, self, grad)
+    }
 }
 
-/// [`cross_entropy`] writing the gradient into a caller-provided contiguous tensor of the
-/// logits' shape, dtype and device (no allocation per step); `LossOutput::grad` shares it.
-pub fn cross_entropy_into(
-    logits: &Tensor,
-    targets: Targets<'_>,
-    opts: &CrossEntropy,
-    grad: &mut Tensor,
-) -> Result<LossOutput> {
-    check_grad_buffer(grad, logits)?;
-    cross_entropy_impl(logits, targets, opts, Some(grad.shallow_clone()))
+/// The MSE op: per-sample mean squared error over `[B, ...]` with High-Loss Removal; the loss
+/// is the mean over kept rows of each row's mean squared error. Same forms as [`CrossEntropy`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Mse {
+    /// High-Loss Removal share r in [0, 1): the floor(r B) largest row losses are dropped.
+    pub drop_share: f64,
 }
 
-fn cross_entropy_impl(
-    logits: &Tensor,
-    targets: Targets<'_>,
-    opts: &CrossEntropy,
-    grad: Option<Tensor>,
-) -> Result<LossOutput> {
-    let logits = logits.contiguous();
-    let args = check_ce(&logits, targets, opts)?;
-    if crate::cuda::uses_kernels(logits.device()) {
-        cuda::cross_entropy(&logits, &args, opts, grad)
+impl Mse {
+    /// The mean loss over kept rows, differentiable with respect to `pred`.
+    pub fn forward(&self, pred: &Tensor, target: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_with_stats(pred, target)?.loss)
+    }
+
+    /// [`forward`](Self::forward) with the per-sample losses, keep mask and counts.
+    pub fn forward_with_stats(&self, pred: &Tensor, target: &Tensor) -> Result<LossOutput> {
+        differentiable(pred, |input, with_grad| self.launch(input, target, with_grad))
+    }
+
+    /// The loss and the kernel's gradient `d loss / d pred` as plain tensors, no autograd node.
+    pub fn loss_and_grad(&self, pred: &Tensor, target: &Tensor) -> Result<LossOutput> {
+        self.launch(pred, target, true)
+    }
+
+    fn launch(&self, pred: &Tensor, target: &Tensor, with_grad: bool) -> Result<LossOutput> {
+        let (pred, target) = (pred.contiguous(), target.contiguous());
+        check_float("pred", &pred)?;
+        let b = check_batch("pred", &pred)?;
+        check_kind("target", &target, pred.kind())?;
+        check_same_device("target", &target, &pred)?;
+        if target.size() != pred.size() {
+            return Err(Error::shape(
+                "target",
+                format!("{:?} (the shape of `pred`)", pred.size()),
+                &target.size(),
+            ));
+        }
+        check_share(self.drop_share)?;
+        let k = removed_rows(self.drop_share, b);
+        let grad = with_grad.then(|| pred.empty_like());
+        super::dispatch::on(pred.device()).mse(&pred, &target, k, grad)
+    }
+}
+
+/// The differentiable form shared by the losses: `run(input, with_grad)` computes the output;
+/// when `input` requires grad it runs on the detached input with its gradient, which becomes an
+/// autograd node's ([`attach_gradient`]). Otherwise no gradient is computed.
+fn differentiable(input: &Tensor, run: impl FnOnce(&Tensor, bool) -> Result<LossOutput>) -> Result<LossOutput> {
+    if input.requires_grad() {
+        attach_gradient(input, run(&input.detach(), true)?)
     } else {
-        cpu::cross_entropy(&logits, &args, opts, grad)
+        run(input, false)
     }
 }
 
-/// The differentiable form: a scalar whose value is the loss and whose backward writes the
-/// kernel's gradient into `logits.grad()`. The gradient lives in the autograd node, so the
-/// returned [`LossOutput::grad`] is `None`. See the module docs.
-pub fn cross_entropy_autograd(
-    logits: &Tensor,
-    targets: Targets<'_>,
-    opts: &CrossEntropy,
-) -> Result<(Tensor, LossOutput)> {
-    attach_gradient(logits, cross_entropy(&logits.detach(), targets, opts, true)?)
-}
-
-/// Per-sample mean squared error over `[B, ...]` with the same selection: the reported loss is
-/// the mean over kept rows of each row's mean squared error.
-pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64, with_grad: bool) -> Result<LossOutput> {
-    let (pred, target) = (pred.contiguous(), target.contiguous());
-    check_float("pred", &pred)?;
-    let b = check_batch("pred", &pred)?;
-    check_kind("target", &target, pred.kind())?;
-    check_same_device("target", &target, &pred)?;
-    if target.size() != pred.size() {
-        return Err(Error::shape(
-            "target",
-            format!("{:?} (the shape of `pred`)", pred.size()),
-            &target.size(),
-        ));
-    }
-    check_share(drop_share)?;
-    let k = removed_rows(drop_share, b);
-    let grad = with_grad.then(|| pred.empty_like());
-    if crate::cuda::uses_kernels(pred.device()) {
-        cuda::mse(&pred, &target, k, grad)
-    } else {
-        cpu::mse(&pred, &target, k, grad)
-    }
-}
-
-/// The differentiable form of [`mse`] (see [`cross_entropy_autograd`]).
-pub fn mse_autograd(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<(Tensor, LossOutput)> {
-    attach_gradient(pred, mse(&pred.detach(), target, drop_share, true)?)
-}
-
-/// The loss of an output computed with its gradient (`with_grad`), made differentiable: the
-/// returned scalar is `out.loss` as the output of an autograd node that holds `out.grad`, so
-/// `backward` writes that gradient (times the incoming one) into `input`'s. `out` comes back
-/// without its gradient. For losses post-processed before the backward pass, such as a removal
-/// decided across data-parallel ranks ([`reweight_over`]).
-pub fn attach_gradient(input: &Tensor, mut out: LossOutput) -> Result<(Tensor, LossOutput)> {
+/// An output of `loss_and_grad` made differentiable: its loss becomes the output of an autograd
+/// node that holds its gradient, so `backward` writes that gradient (times the incoming one)
+/// into `input`'s. The returned output's `grad` is `None`. For losses post-processed before the
+/// backward pass, such as a removal decided across data-parallel ranks ([`reweight_over`]).
+pub fn attach_gradient(input: &Tensor, mut out: LossOutput) -> Result<LossOutput> {
     let grad = out
         .grad
         .take()
-        .ok_or_else(|| Error::Internal("the loss kernel returned no gradient".into()))?;
-    Ok((crate::bridge::attach_gradient(input, &out.loss, grad)?, out))
+        .ok_or_else(|| Error::Internal("the loss output holds no gradient to attach".into()))?;
+    out.loss = crate::bridge::attach_gradient(input, &out.loss, grad)?;
+    Ok(out)
 }
 
 // ---- argument checks ---------------------------------------------------------------------------

@@ -1,19 +1,25 @@
-//! Plain-tch references in f64 (tests), and the composite a PyTorch user writes today
-//! (benchmarks): `cross_entropy(reduction='none')` -> `topk` -> mask -> mean -> backward.
+//! Plain-tch references in f64 (`*_f64`, for the tests), and the composite a PyTorch user writes
+//! today (benchmarks, the trainer's composite mode): `cross_entropy(reduction='none')` -> `topk`
+//! -> mask -> mean -> backward.
 
 use tch::{Device, Kind, Reduction, Tensor};
 
-use super::{removed_rows, CrossEntropy, SequenceRank, Targets};
+use super::{removed_rows, CrossEntropy, LmCrossEntropy, SequenceRank, Targets};
 use crate::error::Result;
 use crate::ops::mixup::Lambda;
 
 /// The reference's results, all f64 (bool for `keep`) on the CPU.
 #[derive(Debug)]
 pub struct ReferenceLoss {
+    /// The mean over kept rows.
     pub loss: Tensor,
+    /// Each row's loss (0 for ignored rows).
     pub per_sample: Tensor,
+    /// Rows that count.
     pub keep: Tensor,
+    /// d loss / d input.
     pub grad: Tensor,
+    /// Rows whose argmax is their label.
     pub correct: i64,
 }
 
@@ -48,18 +54,14 @@ fn rank_keep(per_sample: &Tensor, valid: &Tensor, k: i64) -> Tensor {
 }
 
 /// Language-model cross-entropy in f64, ranking sequences (by mean token loss) or tokens.
-pub fn lm_cross_entropy(
-    logits: &Tensor,
-    tokens: &Tensor,
-    opts: &CrossEntropy,
-    rank: SequenceRank,
-) -> Result<ReferenceLoss> {
+pub fn lm_cross_entropy_f64(logits: &Tensor, tokens: &Tensor, lm: &LmCrossEntropy) -> Result<ReferenceLoss> {
+    let opts = &lm.token_loss();
     let size = logits.size();
     let (b, t, v) = (size[0], size[1], size[2]);
     let flat = logits.reshape([b * t, v]);
     let flat_tokens = tokens.reshape([b * t]);
-    if rank == SequenceRank::PerToken {
-        let r = cross_entropy(&flat, Targets::Index(&flat_tokens), opts)?;
+    if lm.rank == SequenceRank::PerToken {
+        let r = cross_entropy_f64(&flat, Targets::Index(&flat_tokens), opts)?;
         return Ok(ReferenceLoss {
             per_sample: r.per_sample.view([b, t]),
             keep: r.keep.view([b, t]),
@@ -67,7 +69,7 @@ pub fn lm_cross_entropy(
             ..r
         });
     }
-    let tok = cross_entropy(
+    let tok = cross_entropy_f64(
         &flat,
         Targets::Index(&flat_tokens),
         &CrossEntropy {
@@ -108,7 +110,7 @@ pub fn lm_cross_entropy(
 ///   the NaN);
 /// - the results agree with the kernel and the CPU path within f32 rounding, not bit for bit:
 ///   nvcc may contract products and sums into FMAs, and the CPU path's exp is vectorised.
-pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<ReferenceLoss> {
+pub fn cross_entropy_f64(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy) -> Result<ReferenceLoss> {
     let z = host(logits).to_kind(Kind::Double);
     let (b, c) = (z.size()[0], z.size()[1]);
     let (ya, yb, lam) = target_parts(targets, b);
@@ -152,7 +154,7 @@ pub fn cross_entropy(logits: &Tensor, targets: Targets<'_>, opts: &CrossEntropy)
 }
 
 /// Per-sample mean squared error with High-Loss Removal, in f64.
-pub fn mse(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<ReferenceLoss> {
+pub fn mse_f64(pred: &Tensor, target: &Tensor, drop_share: f64) -> Result<ReferenceLoss> {
     let p = host(pred).to_kind(Kind::Double);
     let q = host(target).to_kind(Kind::Double);
     let b = p.size()[0];

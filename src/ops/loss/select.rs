@@ -4,7 +4,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-use super::{check_share, cpu, cuda, removed_rows, LossOutput};
+use super::{check_share, removed_rows, LossOutput};
 use crate::error::{Error, Result};
 use crate::ops::element::{check_kind, check_same_device};
 
@@ -34,11 +34,7 @@ pub fn remove_highest(losses: &Tensor, valid: Option<&Tensor>, drop_share: f64) 
     });
     let valid = valid.transpose()?;
     let k = removed_rows(drop_share, b);
-    if crate::cuda::uses_kernels(losses.device()) {
-        cuda::remove_highest(&losses, valid.as_ref(), k)
-    } else {
-        cpu::remove_highest(&losses, valid.as_ref(), k)
-    }
+    crate::ops::dispatch::on(losses.device()).remove_highest(&losses, valid.as_ref(), k)
 }
 
 /// Applies a keep mask (bool `[B]`) to an output computed with nothing removed: the loss
@@ -109,6 +105,7 @@ pub struct RunningQuantile {
 }
 
 impl RunningQuantile {
+    /// Drops losses above the `q`-quantile (0 < q < 1) of the last `window` losses; the history lives on `device`.
     pub fn new(q: f64, window: usize, device: Device) -> Result<RunningQuantile> {
         if !(q > 0.0 && q < 1.0) {
             return Err(Error::value("q", "a quantile in (0, 1)", q));

@@ -4,85 +4,106 @@
 
 use tch::{Kind, Tensor};
 
-use super::{attach_gradient, cross_entropy, remove_highest, CrossEntropy, LossOutput, Targets};
+use super::{differentiable, remove_highest, CrossEntropy, LossOutput, Targets};
 use crate::error::{Error, Result};
 
 /// What High-Loss Removal ranks in a language-model batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SequenceRank {
     /// Rank sequences by their mean token loss; the loss is the mean over kept sequences of
     /// each sequence's mean token loss. `per_sample` and `keep` are `[B]`.
+    #[default]
     PerSequence,
     /// Rank tokens; the loss is the mean over kept tokens. `per_sample` and `keep` are `[B, T]`.
     PerToken,
 }
 
-/// Cross-entropy of a language-model batch with High-Loss Removal by sequence or by token.
-/// Sequences whose tokens are all `ignore_index` are ignored (never ranked, not counted).
-pub fn lm_cross_entropy(
-    logits: &Tensor,
-    tokens: &Tensor,
-    opts: &CrossEntropy,
-    rank: SequenceRank,
-    with_grad: bool,
-) -> Result<LossOutput> {
-    let size = logits.size();
-    if size.len() != 3 {
-        return Err(Error::shape("logits", "[B, T, V]", &size));
-    }
-    let (b, t, v) = (size[0], size[1], size[2]);
-    if tokens.size() != [b, t] {
-        return Err(Error::shape(
-            "tokens",
-            format!("[{b}, {t}] (the logits' batch and time)"),
-            &tokens.size(),
-        ));
-    }
-    let flat = logits.f_reshape([b * t, v])?;
-    let flat_tokens = tokens.f_reshape([b * t])?;
-    if rank == SequenceRank::PerToken {
-        let out = cross_entropy(&flat, Targets::Index(&flat_tokens), opts, with_grad)?;
-        return Ok(LossOutput {
-            per_sample: out.per_sample.view([b, t]),
-            keep: out.keep.view([b, t]),
-            grad: out.grad.map(|g| g.view([b, t, v])),
-            ..out
-        });
-    }
-    // Token losses and a gradient weighted 1/n_valid_tokens, with nothing removed yet.
-    let tok = cross_entropy(
-        &flat,
-        Targets::Index(&flat_tokens),
-        &CrossEntropy {
-            drop_share: 0.0,
-            ..*opts
-        },
-        with_grad,
-    )?;
-    let valid_tokens = tok.keep.view([b, t]);
-    let n_tok = valid_tokens.sum_dim_intlist(1, false, Kind::Float);
-    let seq_loss = tok.per_sample.view([b, t]).sum_dim_intlist(1, false, Kind::Float) / n_tok.clamp_min(1.0);
-    let valid_seq = n_tok.gt(0.0);
-    let sel = remove_highest(&seq_loss, Some(&valid_seq), opts.drop_share)?;
-    // Token gradient weight: from 1/n_valid_tokens to keep_b / (n_tok_b * n_kept_sequences).
-    let grad = tok.grad.map(|g| {
-        let kept = sel.keep.to_kind(Kind::Float);
-        let factor = &kept * n_tok.sum(Kind::Float) / (n_tok.clamp_min(1.0) * kept.sum(Kind::Float).clamp_min(1.0));
-        g.view([b, t, v]) * factor.view([b, 1, 1]).to_kind(g.kind())
-    });
-    Ok(LossOutput {
-        correct: tok.correct,
-        grad,
-        ..sel
-    })
+/// The language-model loss op: next-token cross-entropy of logits `[B, T, V]` against tokens
+/// `[B, T]`, with High-Loss Removal by sequence or by token. Sequences whose tokens are all
+/// `ignore_index` are ignored (never ranked, not counted). Same forms as [`CrossEntropy`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LmCrossEntropy {
+    /// Label smoothing eps in [0, 1].
+    pub label_smoothing: f64,
+    /// Tokens equal to this are ignored (padding): loss 0, no gradient, not counted.
+    pub ignore_index: Option<i64>,
+    /// High-Loss Removal share r in [0, 1) of the sequences (or tokens) ranked.
+    pub drop_share: f64,
+    /// Whether sequences or tokens are ranked.
+    pub rank: SequenceRank,
 }
 
-/// The differentiable form of [`lm_cross_entropy`] (see `cross_entropy_autograd`).
-pub fn lm_cross_entropy_autograd(
-    logits: &Tensor,
-    tokens: &Tensor,
-    opts: &CrossEntropy,
-    rank: SequenceRank,
-) -> Result<(Tensor, LossOutput)> {
-    attach_gradient(logits, lm_cross_entropy(&logits.detach(), tokens, opts, rank, true)?)
+impl LmCrossEntropy {
+    /// The mean loss over kept sequences (or tokens), differentiable with respect to `logits`.
+    pub fn forward(&self, logits: &Tensor, tokens: &Tensor) -> Result<Tensor> {
+        Ok(self.forward_with_stats(logits, tokens)?.loss)
+    }
+
+    /// [`forward`](Self::forward) with the per-sequence (or per-token) losses, keep mask and counts.
+    pub fn forward_with_stats(&self, logits: &Tensor, tokens: &Tensor) -> Result<LossOutput> {
+        differentiable(logits, |input, with_grad| self.launch(input, tokens, with_grad))
+    }
+
+    /// The loss and the kernel's gradient `d loss / d logits` as plain tensors, no autograd node.
+    pub fn loss_and_grad(&self, logits: &Tensor, tokens: &Tensor) -> Result<LossOutput> {
+        self.launch(logits, tokens, true)
+    }
+
+    /// The cross-entropy of one token.
+    pub(crate) fn token_loss(&self) -> CrossEntropy {
+        CrossEntropy {
+            label_smoothing: self.label_smoothing,
+            ignore_index: self.ignore_index,
+            drop_share: self.drop_share,
+        }
+    }
+
+    fn launch(&self, logits: &Tensor, tokens: &Tensor, with_grad: bool) -> Result<LossOutput> {
+        let size = logits.size();
+        if size.len() != 3 {
+            return Err(Error::shape("logits", "[B, T, V]", &size));
+        }
+        let (b, t, v) = (size[0], size[1], size[2]);
+        if tokens.size() != [b, t] {
+            return Err(Error::shape(
+                "tokens",
+                format!("[{b}, {t}] (the logits' batch and time)"),
+                &tokens.size(),
+            ));
+        }
+        let flat = logits.f_reshape([b * t, v])?;
+        let flat_tokens = tokens.f_reshape([b * t])?;
+        let run = |opts: &CrossEntropy| opts.compute(&flat, Targets::Index(&flat_tokens), with_grad);
+        let opts = self.token_loss();
+        if self.rank == SequenceRank::PerToken {
+            let out = run(&opts)?;
+            return Ok(LossOutput {
+                per_sample: out.per_sample.view([b, t]),
+                keep: out.keep.view([b, t]),
+                grad: out.grad.map(|g| g.view([b, t, v])),
+                ..out
+            });
+        }
+        // Token losses and a gradient weighted 1/n_valid_tokens, with nothing removed yet.
+        let tok = run(&CrossEntropy {
+            drop_share: 0.0,
+            ..opts
+        })?;
+        let valid_tokens = tok.keep.view([b, t]);
+        let n_tok = valid_tokens.sum_dim_intlist(1, false, Kind::Float);
+        let seq_loss = tok.per_sample.view([b, t]).sum_dim_intlist(1, false, Kind::Float) / n_tok.clamp_min(1.0);
+        let valid_seq = n_tok.gt(0.0);
+        let sel = remove_highest(&seq_loss, Some(&valid_seq), self.drop_share)?;
+        // Token gradient weight: from 1/n_valid_tokens to keep_b / (n_tok_b * n_kept_sequences).
+        let grad = tok.grad.map(|g| {
+            let kept = sel.keep.to_kind(Kind::Float);
+            let factor = &kept * n_tok.sum(Kind::Float) / (n_tok.clamp_min(1.0) * kept.sum(Kind::Float).clamp_min(1.0));
+            g.view([b, t, v]) * factor.view([b, 1, 1]).to_kind(g.kind())
+        });
+        Ok(LossOutput {
+            correct: tok.correct,
+            grad,
+            ..sel
+        })
+    }
 }

@@ -3,17 +3,19 @@
 
 use tch::{Kind, Tensor};
 
-use super::{cutmix, mixup, mixup_u8, CutBox, CutBoxes, Lambda, Normalize, Pairing};
+use super::{CutBox, CutBoxes, CutMix, Lambda, LambdaMode, MixKind, MixSpec, Mixup, Normalize, Pairing, PairingMode};
 use crate::error::{Error, Result};
 use crate::rng::SeededRng;
-use crate::strategy::{LambdaMode, MixKind, MixSpec, PairingMode};
 
 /// The compact target of a mixed batch: sample i is `lam_i` of class `y_a[i]` and
 /// `1 - lam_i` of class `y_b[i]`. The loss op consumes this directly.
 #[derive(Debug)]
 pub struct MixedTargets {
+    /// Each sample's own label, int64 `[B]`.
     pub y_a: Tensor,
+    /// Its partner's label, int64 `[B]`.
     pub y_b: Tensor,
+    /// The weight of `y_a`.
     pub lam: Lambda,
 }
 
@@ -38,82 +40,69 @@ impl MixedTargets {
     }
 }
 
-/// Mixes `x` `[B, ...]` with labels `y` `[B]` (int64, on x's device) according to `spec`.
-pub fn mix_batch(x: &Tensor, y: &Tensor, spec: &MixSpec, rng: &mut SeededRng) -> Result<(Tensor, MixedTargets)> {
-    check_batch_labels(x, y, spec)?;
-    if spec.alpha == 0.0 {
-        return Ok((x.shallow_clone(), MixedTargets::unmixed(y)));
-    }
-    let draw = draw(spec, x, rng)?;
-    let (mixed, lam) = match draw.cut {
-        None => (mixup(x, &draw.lam, &draw.pairing)?, draw.lam),
-        Some(ref boxes) => cutmix(x, boxes, &draw.pairing)?,
-    };
-    Ok((mixed, MixedTargets::new(y, &draw.pairing, lam)))
-}
-
-/// [`mix_batch`] for u8 images `[B, C, H, W]`: normalised to `kind` in the same pass that mixes
-/// them (`mixup_u8`); unmixed batches go through the same kernel with lambda 1, so mixed and
-/// unmixed batches are normalised identically. CutMix normalises first, then pastes.
-pub fn mix_images(
-    images: &Tensor,
-    y: &Tensor,
-    norm: &Normalize,
-    spec: &MixSpec,
-    rng: &mut SeededRng,
-    kind: Kind,
-) -> Result<(Tensor, MixedTargets)> {
-    check_batch_labels(images, y, spec)?;
-    let normalised = |x: &Tensor| mixup_u8(x, norm, &Lambda::Batch(1.0), &Pairing::Flip, kind);
-    if !spec.mixes() {
-        return Ok((normalised(images)?, MixedTargets::unmixed(y)));
-    }
-    let draw = draw(spec, images, rng)?;
-    let (mixed, lam) = match draw.cut {
-        None => (mixup_u8(images, norm, &draw.lam, &draw.pairing, kind)?, draw.lam),
-        Some(ref boxes) => cutmix(&normalised(images)?, boxes, &draw.pairing)?,
-    };
-    Ok((mixed, MixedTargets::new(y, &draw.pairing, lam)))
-}
-
-/// [`mix_batch`] computed with the plain tch composite (`reference::composite` for Mixup,
-/// `reference::cutmix` for CutMix) from the same random draws: what the trainer's composite mode
-/// runs, to measure what the fused ops save in a real training step.
-pub fn mix_batch_composite(
-    x: &Tensor,
-    y: &Tensor,
-    spec: &MixSpec,
-    rng: &mut SeededRng,
-) -> Result<(Tensor, MixedTargets)> {
-    check_batch_labels(x, y, spec)?;
-    if spec.alpha == 0.0 {
-        return Ok((x.shallow_clone(), MixedTargets::unmixed(y)));
-    }
-    let draw = draw(spec, x, rng)?;
-    let (mixed, lam) = match draw.cut {
-        None => (super::reference::composite(x, &draw.lam, &draw.pairing), draw.lam),
-        Some(ref boxes) => {
-            // The box lambda comes from the fused op's clipping; the pixels from the reference.
-            let lam = cutmix(x, boxes, &draw.pairing)?.1;
-            (
-                super::reference::cutmix(x, boxes, &draw.pairing)?.to_kind(x.kind()),
-                lam,
-            )
+impl MixSpec {
+    /// Mixes `x` `[B, ...]` with labels `y` `[B]` (int64, on x's device): draws partners,
+    /// lambda(s) and (CutMix) boxes from `rng`, then one fused pass. Returns the mixed batch and
+    /// its compact targets.
+    pub fn forward(&self, x: &Tensor, y: &Tensor, rng: &mut SeededRng) -> Result<(Tensor, MixedTargets)> {
+        check_batch_labels(x, y, self)?;
+        if self.alpha == 0.0 {
+            return Ok((x.shallow_clone(), MixedTargets::unmixed(y)));
         }
-    };
-    Ok((mixed, MixedTargets::new(y, &draw.pairing, lam)))
+        let draw = draw(self, x, rng)?;
+        let (mixed, lam) = match draw.cut {
+            None => (draw.mixup.forward(x)?, draw.mixup.lam),
+            Some(cut) => cut.forward(x)?,
+        };
+        Ok((mixed, MixedTargets::new(y, &draw.mixup.pairing, lam)))
+    }
+
+    /// [`forward`](Self::forward) for u8 images `[B, C, H, W]`: normalised to `kind` in the same
+    /// pass that mixes them ([`Mixup::forward_u8`]); unmixed batches go through the same kernel
+    /// with lambda 1, so mixed and unmixed batches are normalised identically. CutMix normalises
+    /// first, then pastes.
+    pub fn forward_images(
+        &self,
+        images: &Tensor,
+        y: &Tensor,
+        norm: &Normalize,
+        kind: Kind,
+        rng: &mut SeededRng,
+    ) -> Result<(Tensor, MixedTargets)> {
+        check_batch_labels(images, y, self)?;
+        let normalised = |x: &Tensor| Mixup::identity().forward_u8(x, norm, kind);
+        if !self.mixes() {
+            return Ok((normalised(images)?, MixedTargets::unmixed(y)));
+        }
+        let draw = draw(self, images, rng)?;
+        let (mixed, lam) = match draw.cut {
+            None => (draw.mixup.forward_u8(images, norm, kind)?, draw.mixup.lam),
+            Some(cut) => cut.forward(&normalised(images)?)?,
+        };
+        Ok((mixed, MixedTargets::new(y, &draw.mixup.pairing, lam)))
+    }
 }
 
-/// One batch's random choices: partners, lambda(s) and, for CutMix, the boxes.
-struct Draw {
-    pairing: Pairing,
-    lam: Lambda,
-    cut: Option<CutBoxes>,
+impl Mixup {
+    /// Lambda 1 with flip partners: every sample stays itself (the normalising pass alone).
+    pub fn identity() -> Mixup {
+        Mixup {
+            lam: Lambda::Batch(1.0),
+            pairing: Pairing::Flip,
+        }
+    }
+}
+
+/// One batch's random choices: partners and lambda(s) and, for CutMix, the boxes with the same
+/// partners (the box decides CutMix's lambda).
+pub(super) struct Draw {
+    pub mixup: Mixup,
+    pub cut: Option<CutMix>,
 }
 
 /// Draws partners, then one lambda per batch or per sample from Beta(alpha, alpha), then (for
 /// CutMix) a box per lambda, all from `rng` in that order.
-fn draw(spec: &MixSpec, x: &Tensor, rng: &mut SeededRng) -> Result<Draw> {
+pub(super) fn draw(spec: &MixSpec, x: &Tensor, rng: &mut SeededRng) -> Result<Draw> {
     let size = x.size();
     let (b, dev) = (size[0], x.device());
     let pairing = match spec.pairing {
@@ -149,10 +138,17 @@ fn draw(spec: &MixSpec, x: &Tensor, rng: &mut SeededRng) -> Result<Draw> {
             })
         }
     };
-    Ok(Draw { pairing, lam, cut })
+    let cut = cut.map(|boxes| CutMix {
+        boxes,
+        pairing: pairing.shallow_clone(),
+    });
+    Ok(Draw {
+        mixup: Mixup { lam, pairing },
+        cut,
+    })
 }
 
-fn check_batch_labels(x: &Tensor, y: &Tensor, spec: &MixSpec) -> Result<()> {
+pub(super) fn check_batch_labels(x: &Tensor, y: &Tensor, spec: &MixSpec) -> Result<()> {
     if !(spec.alpha.is_finite() && spec.alpha >= 0.0) {
         return Err(Error::value("spec.alpha", "a finite value >= 0", spec.alpha));
     }

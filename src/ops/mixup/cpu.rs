@@ -48,7 +48,7 @@ macro_rules! dispatch_float {
     };
 }
 
-pub(super) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
+pub(in crate::ops) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
     let (b, _) = rows_of(x);
     let partners = pairing.partners(b as i64)?;
     let lams = row_lambdas(lam, b);
@@ -68,7 +68,7 @@ fn mixup_typed<T: Element>(x: &Tensor, partners: &[i64], lams: &[(f32, f32)], ou
     });
 }
 
-pub(super) fn mixup_flip_inplace(x: &mut Tensor, lam: &Lambda) -> Result<()> {
+pub(in crate::ops) fn mixup_flip_inplace(x: &mut Tensor, lam: &Lambda) -> Result<()> {
     let (b, _) = rows_of(x);
     let lams = row_lambdas(lam, b);
     dispatch_float!(x.kind(), flip_inplace_typed(x, &lams));
@@ -100,7 +100,13 @@ fn flip_inplace_typed<T: Element>(x: &mut Tensor, lams: &[(f32, f32)]) {
     }
 }
 
-pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
+pub(in crate::ops) fn mixup_u8(
+    x: &Tensor,
+    norm: &Normalize,
+    lam: &Lambda,
+    pairing: &Pairing,
+    out: &mut Tensor,
+) -> Result<()> {
     let (b, _) = rows_of(x);
     let partners = pairing.partners(b as i64)?;
     let lams = row_lambdas(lam, b);
@@ -137,7 +143,7 @@ fn mixup_u8_typed<T: Element>(
     });
 }
 
-pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
+pub(in crate::ops) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
     let size = x.size();
     let b = size[0];
     let partners = pairing.partners(b)?;

@@ -47,7 +47,7 @@ fn mix_args(kernel: Kernel, x: &Tensor, out: &Tensor, lam: &Lambda, pairing: &Pa
         .i64(f))
 }
 
-pub(super) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
+pub(in crate::ops) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
     let (b, f) = rows_of(x);
     let n = pack_len(x.kind());
     let vectorized = packable(f, n, &[x, out]);
@@ -60,7 +60,7 @@ pub(super) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -
         })
 }
 
-pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
+pub(in crate::ops) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
     let (b, f) = rows_of(x);
     let n = pack_len(x.kind());
     let vectorized = packable(f, n, &[x]);
@@ -87,7 +87,13 @@ pub(super) fn mixup_flip_inplace(x: &Tensor, lam: &Lambda) -> Result<()> {
         })
 }
 
-pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
+pub(in crate::ops) fn mixup_u8(
+    x: &Tensor,
+    norm: &Normalize,
+    lam: &Lambda,
+    pairing: &Pairing,
+    out: &Tensor,
+) -> Result<()> {
     let (b, f) = rows_of(x);
     let inner = f / norm.channels() as i64;
     // u8 packs of 4 (one 32-bit load) write 4 outputs; the packs must not straddle channels.
@@ -108,7 +114,7 @@ pub(super) fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pai
         })
 }
 
-pub(super) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tensor) -> Result<()> {
+pub(in crate::ops) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, out: &Tensor) -> Result<()> {
     let size = x.size();
     let (b, f) = rows_of(x);
     let (h, w) = (size[size.len() - 2], size[size.len() - 1]);

@@ -10,15 +10,38 @@
 //! read back (that would cost a host sync per batch): an out-of-range permutation entry writes a
 //! NaN row instead of reading out of bounds, and lambdas outside [0, 1] extrapolate. The losses'
 //! mixed targets use the same lambda check (`check_lambda`: one meaning for both).
+//!
+//! Three configs, one per op: [`MixSpec`] draws lambda, partners and boxes from the caller's
+//! generator and mixes a batch with its labels (what a training loop calls); [`Mixup`] and
+//! [`CutMix`] mix with values already drawn. The spec's modes ([`LambdaMode`], [`PairingMode`])
+//! are plain numbers a configuration file holds; the drawn values ([`Lambda`], [`Pairing`]) hold
+//! device tensors, so each is its own type. The mixed batch is new data with no autograd history.
+//!
+//! ```
+//! use enlighten::ops::mixup::MixSpec;
+//! use enlighten::SeededRng;
+//! use tch::{Device, Kind, Tensor};
+//!
+//! # fn main() -> enlighten::Result<()> {
+//! let mut rng = SeededRng::new(0);
+//! let x = Tensor::randn([8, 3, 32, 32], (Kind::Float, Device::Cpu));
+//! let y = Tensor::randint(10, [8], (Kind::Int64, Device::Cpu));
+//! let (mixed, targets) = MixSpec::cutmix(1.0).forward(&x, &y, &mut rng)?;
+//! assert_eq!(mixed.size(), x.size());
+//! assert_eq!(targets.y_b.size(), [8]);
+//! # Ok(())
+//! # }
+//! ```
 
 mod batch;
-mod cpu;
-mod cuda;
+pub(super) mod cpu;
+pub(super) mod cuda;
 #[cfg(feature = "testing")]
 pub mod reference;
+mod spec;
 
-pub use crate::strategy::{LambdaMode, MixKind, MixSpec, PairingMode};
-pub use batch::{mix_batch, mix_batch_composite, mix_images, MixedTargets};
+pub use batch::MixedTargets;
+pub use spec::{LambdaMode, MixKind, MixSpec, PairingMode};
 
 use tch::{Device, Kind, Tensor};
 
@@ -30,7 +53,7 @@ use crate::error::{Error, Result};
 pub enum Lambda {
     /// One lambda for the whole batch (torchvision's convention), in [0, 1].
     Batch(f64),
-    /// One lambda per sample (timm's elem mode): an f32 tensor [B] on the input's device.
+    /// One lambda per sample (timm's elem mode): an f32 tensor `[B]` on the input's device.
     PerSample(Tensor),
 }
 
@@ -47,7 +70,7 @@ impl Lambda {
 /// Which sample each sample is mixed with.
 #[derive(Debug)]
 pub enum Pairing {
-    /// Sample i mixes with `perm[i]`: an int64 tensor [B] holding a permutation of 0..B, on the
+    /// Sample i mixes with `perm[i]`: an int64 tensor `[B]` holding a permutation of 0..B, on the
     /// input's device.
     Permutation(Tensor),
     /// Sample i mixes with B-1-i (allows the in-place form).
@@ -57,6 +80,15 @@ pub enum Pairing {
 }
 
 impl Pairing {
+    /// A copy that shares the permutation tensor's storage.
+    pub fn shallow_clone(&self) -> Pairing {
+        match self {
+            Pairing::Permutation(p) => Pairing::Permutation(p.shallow_clone()),
+            Pairing::Flip => Pairing::Flip,
+            Pairing::Roll(k) => Pairing::Roll(*k),
+        }
+    }
+
     /// A random permutation of a batch of `batch` from `rng`, on `device`.
     pub fn permutation(batch: i64, rng: &mut crate::SeededRng, device: Device) -> Pairing {
         Pairing::Permutation(crate::cuda::upload(&rng.permutation(batch as usize), device))
@@ -68,6 +100,15 @@ impl Pairing {
             Pairing::Permutation(p) => t.index_select(0, p),
             Pairing::Flip => t.flip([0]),
             Pairing::Roll(k) => t.roll([*k], [0]),
+        }
+    }
+
+    /// The variant's name, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Pairing::Permutation(_) => "Pairing::Permutation",
+            Pairing::Flip => "Pairing::Flip",
+            Pairing::Roll(_) => "Pairing::Roll",
         }
     }
 
@@ -95,6 +136,8 @@ pub struct Normalize {
 }
 
 impl Normalize {
+    /// Per-channel `mean` and `std` of the pixels scaled to [0, 1] (torchvision's `Normalize`),
+    /// uploaded to `device` once.
     pub fn new(mean: &[f64], std: &[f64], device: Device) -> Result<Normalize> {
         if mean.is_empty() || mean.len() != std.len() {
             return Err(Error::value(
@@ -119,14 +162,17 @@ impl Normalize {
         })
     }
 
+    /// The number of channels.
     pub fn channels(&self) -> usize {
         self.mean.len()
     }
 
+    /// The per-channel means.
     pub fn mean(&self) -> &[f64] {
         &self.mean
     }
 
+    /// The per-channel standard deviations.
     pub fn std(&self) -> &[f64] {
         &self.std
     }
@@ -135,105 +181,156 @@ impl Normalize {
 /// A half-open CutMix box `[y0, y1) x [x0, x1)` in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CutBox {
+    /// First row.
     pub y0: i64,
+    /// One past the last row.
     pub y1: i64,
+    /// First column.
     pub x0: i64,
+    /// One past the last column.
     pub x1: i64,
 }
 
 impl CutBox {
+    /// Pixels inside the box (0 for an empty one).
     pub fn area(&self) -> i64 {
         (self.y1 - self.y0).max(0) * (self.x1 - self.x0).max(0)
     }
 }
 
-/// CutMix boxes: one for the batch, or one per sample (an int64 tensor [B, 4] of
+/// CutMix boxes: one for the batch, or one per sample (an int64 tensor `[B, 4]` of
 /// y0, y1, x0, x1 rows on the input's device).
 #[derive(Debug)]
 pub enum CutBoxes {
+    /// One box for every sample.
     Batch(CutBox),
+    /// One box per sample: int64 `[B, 4]`.
     PerSample(Tensor),
 }
 
-/// Mixup into a new tensor of the input's dtype and device.
-pub fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing) -> Result<Tensor> {
-    let x = contiguous_batch("x", x)?;
-    let mut out = x.empty_like();
-    mix_checked(&x, lam, pairing, &mut out)?;
-    Ok(out)
-}
-
-/// Mixup into a caller-provided contiguous tensor of the input's shape, dtype and device, so a
-/// training loop allocates nothing per batch. `out` must not overlap `x`.
-pub fn mixup_into(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
-    let x = contiguous_batch("x", x)?;
-    check_output(out, &x, x.kind())?;
-    mix_checked(&x, lam, pairing, out)
-}
-
-/// Mixup with flip pairing in place: each element is read once and written once.
-pub fn mixup_flip_(x: &mut Tensor, lam: &Lambda) -> Result<()> {
-    check_batch("x", x)?;
-    check_float("x", x)?;
-    check_contiguous("x", x)?;
-    let b = x.size()[0];
-    check_lambda(lam, b, x)?;
-    if crate::cuda::uses_kernels(x.device()) {
-        cuda::mixup_flip_inplace(x, lam)
-    } else {
-        cpu::mixup_flip_inplace(x, lam)
+impl CutBoxes {
+    /// A copy that shares the per-sample tensor's storage.
+    pub fn shallow_clone(&self) -> CutBoxes {
+        match self {
+            CutBoxes::Batch(b) => CutBoxes::Batch(*b),
+            CutBoxes::PerSample(t) => CutBoxes::PerSample(t.shallow_clone()),
+        }
     }
 }
 
-/// Mixup of u8 images `[B, C, ...]` with per-channel normalisation fused into the same pass,
-/// writing a new float tensor of `kind` (f32, f16 or bf16).
-pub fn mixup_u8(x: &Tensor, norm: &Normalize, lam: &Lambda, pairing: &Pairing, kind: Kind) -> Result<Tensor> {
-    check_kind("x", x, Kind::Uint8)?;
-    let x = contiguous_batch("x", x)?;
-    let size = x.size();
-    if size.len() < 2 || size[1] as usize != norm.channels() {
-        return Err(Error::shape(
-            "x",
-            format!("[B, {}, ...] (channels of `norm`)", norm.channels()),
-            &size,
-        ));
-    }
-    check_same_device("norm", &norm.scale, &x)?;
-    let out = Tensor::empty(size.as_slice(), (kind, x.device()));
-    check_float("kind", &out)?;
-    let b = size[0];
-    check_lambda(lam, b, &x)?;
-    check_pairing(pairing, b, &x)?;
-    let mut out = out;
-    if crate::cuda::uses_kernels(x.device()) {
-        cuda::mixup_u8(&x, norm, lam, pairing, &out)?
-    } else {
-        cpu::mixup_u8(&x, norm, lam, pairing, &mut out)?
-    }
-    Ok(out)
+/// The Mixup op with drawn values: `out[i] = lam_i x[i] + (1 - lam_i) x[p(i)]`.
+#[derive(Debug)]
+pub struct Mixup {
+    /// The weight of each sample's own image.
+    pub lam: Lambda,
+    /// Each sample's partner.
+    pub pairing: Pairing,
 }
 
-/// CutMix on `[B, C, H, W]` (or `[B, H, W]`): inside each box the pixels come from the partner.
-/// Boxes are clipped to the image. Returns the mixed batch and the lambda of each sample's own
-/// image after clipping, `1 - area / (H W)` (timm's and torchvision's convention).
-pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<(Tensor, Lambda)> {
-    let x = contiguous_batch("x", x)?;
-    check_float("x", &x)?;
-    let size = x.size();
-    if size.len() < 3 {
-        return Err(Error::shape("x", "[B, C, H, W] or [B, H, W]", &size));
+impl Mixup {
+    /// The mixed batch, in a new tensor of the input's dtype and device.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = contiguous_batch("x", x)?;
+        let mut out = x.empty_like();
+        self.mix_checked(&x, &mut out)?;
+        Ok(out)
     }
-    let (b, h, w) = (size[0], size[size.len() - 2], size[size.len() - 1]);
-    check_pairing(pairing, b, &x)?;
-    let boxes = clip_boxes(boxes, b, h, w, &x)?;
-    let mut out = x.empty_like();
-    if crate::cuda::uses_kernels(x.device()) {
-        cuda::cutmix(&x, &boxes, pairing, &out)?
-    } else {
-        cpu::cutmix(&x, &boxes, pairing, &mut out)?
+
+    /// The mixed batch into a caller-provided contiguous tensor of the input's shape, dtype and
+    /// device, so a training loop allocates nothing per batch. `out` must not overlap `x`.
+    pub fn forward_into(&self, x: &Tensor, out: &mut Tensor) -> Result<()> {
+        let x = contiguous_batch("x", x)?;
+        check_output(out, &x, x.kind())?;
+        self.mix_checked(&x, out)
     }
+
+    /// The mixed batch in place, for [`Pairing::Flip`] only (each pair is read once and written
+    /// once); `x` must be contiguous.
+    pub fn forward_(&self, x: &mut Tensor) -> Result<()> {
+        if !matches!(self.pairing, Pairing::Flip) {
+            return Err(Error::value(
+                "pairing",
+                "Pairing::Flip (in place, sample i can only swap with B-1-i)",
+                self.pairing.name(),
+            ));
+        }
+        check_batch("x", x)?;
+        check_float("x", x)?;
+        check_contiguous("x", x)?;
+        let b = x.size()[0];
+        check_lambda(&self.lam, b, x)?;
+        super::dispatch::on(x.device()).mixup_flip_inplace(x, &self.lam)
+    }
+
+    /// Mixup of u8 images `[B, C, ...]` with per-channel normalisation fused into the same pass,
+    /// writing a new float tensor of `kind` (f32, f16 or bf16).
+    pub fn forward_u8(&self, x: &Tensor, norm: &Normalize, kind: Kind) -> Result<Tensor> {
+        check_kind("x", x, Kind::Uint8)?;
+        let x = contiguous_batch("x", x)?;
+        let size = x.size();
+        if size.len() < 2 || size[1] as usize != norm.channels() {
+            return Err(Error::shape(
+                "x",
+                format!("[B, {}, ...] (channels of `norm`)", norm.channels()),
+                &size,
+            ));
+        }
+        check_same_device("norm", &norm.scale, &x)?;
+        let mut out = Tensor::empty(size.as_slice(), (kind, x.device()));
+        check_float("kind", &out)?;
+        let b = size[0];
+        check_lambda(&self.lam, b, &x)?;
+        check_pairing(&self.pairing, b, &x)?;
+        super::dispatch::on(x.device()).mixup_u8(&x, norm, &self.lam, &self.pairing, &mut out)?;
+        Ok(out)
+    }
+
+    /// The compact targets of a batch with labels `y` mixed by this op.
+    pub fn targets(&self, y: &Tensor) -> MixedTargets {
+        MixedTargets::new(y, &self.pairing, self.lam.shallow_clone())
+    }
+
+    fn mix_checked(&self, x: &Tensor, out: &mut Tensor) -> Result<()> {
+        check_float("x", x)?;
+        let b = x.size()[0];
+        check_lambda(&self.lam, b, x)?;
+        check_pairing(&self.pairing, b, x)?;
+        super::dispatch::on(x.device()).mixup(x, &self.lam, &self.pairing, out)
+    }
+}
+
+/// The CutMix op with drawn values: inside each sample's box the pixels come from its partner.
+#[derive(Debug)]
+pub struct CutMix {
+    /// The pasted box(es), clipped to the image.
+    pub boxes: CutBoxes,
+    /// Each sample's partner.
+    pub pairing: Pairing,
+}
+
+impl CutMix {
+    /// CutMix of `[B, C, H, W]` (or `[B, H, W]`). Returns the mixed batch and the lambda of each
+    /// sample's own image after clipping, `1 - area / (H W)` (timm's and torchvision's convention).
+    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Lambda)> {
+        let x = contiguous_batch("x", x)?;
+        check_float("x", &x)?;
+        let size = x.size();
+        if size.len() < 3 {
+            return Err(Error::shape("x", "[B, C, H, W] or [B, H, W]", &size));
+        }
+        let (b, h, w) = (size[0], size[size.len() - 2], size[size.len() - 1]);
+        check_pairing(&self.pairing, b, &x)?;
+        let boxes = clip_boxes(&self.boxes, b, h, w, &x)?;
+        let mut out = x.empty_like();
+        super::dispatch::on(x.device()).cutmix(&x, &boxes, &self.pairing, &mut out)?;
+        Ok((out, box_lambda(&boxes, h, w)))
+    }
+}
+
+/// The lambda of each sample's own image: the share of its pixels outside the clipped box.
+fn box_lambda(boxes: &CutBoxes, h: i64, w: i64) -> Lambda {
     let hw = (h * w) as f64;
-    let lam = match &boxes {
+    match boxes {
         CutBoxes::Batch(bx) => Lambda::Batch(1.0 - bx.area() as f64 / hw),
         CutBoxes::PerSample(t) => {
             let areas = (t.select(1, 1) - t.select(1, 0)) * (t.select(1, 3) - t.select(1, 2));
@@ -244,8 +341,7 @@ pub fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<(Tensor
                     .to_kind(Kind::Float),
             )
         }
-    };
-    Ok((out, lam))
+    }
 }
 
 // ---- argument checks ---------------------------------------------------------------------------
@@ -275,18 +371,6 @@ fn check_output(out: &Tensor, x: &Tensor, kind: Kind) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn mix_checked(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &mut Tensor) -> Result<()> {
-    check_float("x", x)?;
-    let b = x.size()[0];
-    check_lambda(lam, b, x)?;
-    check_pairing(pairing, b, x)?;
-    if crate::cuda::uses_kernels(x.device()) {
-        cuda::mixup(x, lam, pairing, out)
-    } else {
-        cpu::mixup(x, lam, pairing, out)
-    }
 }
 
 /// The one check of a lambda, for Mixup and for the losses' mixed targets: a batch lambda in
@@ -375,8 +459,8 @@ fn clip_boxes(boxes: &CutBoxes, batch: i64, h: i64, w: i64, x: &Tensor) -> Resul
 mod tests {
     use tch::{Device, Kind, Tensor};
 
-    use super::{mixup, Lambda, MixedTargets, Pairing};
-    use crate::ops::loss::{cross_entropy, CrossEntropy, Targets};
+    use super::{Lambda, MixedTargets, Mixup, Pairing};
+    use crate::ops::loss::CrossEntropy;
 
     /// Mixup and the loss's mixed targets refuse the same per-sample lambdas, by the same name.
     #[test]
@@ -385,14 +469,18 @@ mod tests {
         let y = Tensor::from_slice(&[0i64, 1, 2, 0]);
         for bad in [1.5f32, -0.25, f32::NAN] {
             let lam = Tensor::from_slice(&[0.5f32, bad, 0.2, 1.0]);
-            let mixed = mixup(&x, &Lambda::PerSample(lam.shallow_clone()), &Pairing::Flip);
+            let mix = Mixup {
+                lam: Lambda::PerSample(lam.shallow_clone()),
+                pairing: Pairing::Flip,
+            };
+            let mixed = mix.forward(&x);
             assert!(mixed.unwrap_err().to_string().contains("`lam`"), "mixup accepted {bad}");
             let targets = MixedTargets {
                 y_a: y.shallow_clone(),
                 y_b: y.flip([0]),
                 lam: Lambda::PerSample(lam),
             };
-            let loss = cross_entropy(&x, Targets::Mixed(&targets), &CrossEntropy::default(), false);
+            let loss = CrossEntropy::default().forward(&x, &targets);
             assert!(
                 loss.unwrap_err().to_string().contains("`lam`"),
                 "the loss accepted {bad}"

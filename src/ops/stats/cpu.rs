@@ -9,7 +9,12 @@ use crate::ops::element::{cpu_bytes, cpu_slice, cpu_slice_mut, Element};
 use crate::ops::parallel;
 
 /// Zero counts `[L, B]` and, with `alive`, the dead-unit flags (one u8 per unit and layer).
-pub(super) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>) -> Result<Tensor> {
+pub(in crate::ops) fn zero_counts(
+    layers: &[Tensor],
+    batch: i64,
+    eps: Option<f64>,
+    alive: Option<&[Tensor]>,
+) -> Result<Tensor> {
     let b = batch as usize;
     let mut counts = vec![0i64; layers.len() * b];
     for (l, t) in layers.iter().enumerate() {
@@ -57,7 +62,7 @@ fn layer_counts<T: Element>(t: &Tensor, eps: Option<f64>, out: &mut [i64], flags
     }
 }
 
-pub(super) fn dot_norms(a: &[Tensor], b: &[Tensor], acc: Accumulate) -> Result<Tensor> {
+pub(in crate::ops) fn dot_norms(a: &[Tensor], b: &[Tensor], acc: Accumulate) -> Result<Tensor> {
     // The list is split into contiguous groups of tensors of about equal size, one per worker
     // (it is memory-bound: one core does not saturate the memory bus); the groups' sums are
     // added in list order, so the result does not depend on the number of workers.
@@ -197,7 +202,7 @@ fn pair_sums_lanes<T: Element>(xs: &[T], ys: &[T], acc: Accumulate) -> [f64; 3] 
     [lanes[0] + tail[0], lanes[1] + tail[1], lanes[2] + tail[2]]
 }
 
-pub(super) fn diff_sq(a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor> {
+pub(in crate::ops) fn diff_sq(a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor> {
     let mut total = 0f64;
     for (x, y) in a.iter().zip(b) {
         let mut y = y.shallow_clone();

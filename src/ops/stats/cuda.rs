@@ -28,7 +28,12 @@ fn table(rows: &[i64], cols: i32, device: Device) -> Tensor {
     crate::cuda::upload(rows, device).view([-1, i64::from(cols)])
 }
 
-pub(super) fn zero_counts(layers: &[Tensor], batch: i64, eps: Option<f64>, alive: Option<&[Tensor]>) -> Result<Tensor> {
+pub(in crate::ops) fn zero_counts(
+    layers: &[Tensor],
+    batch: i64,
+    eps: Option<f64>,
+    alive: Option<&[Tensor]>,
+) -> Result<Tensor> {
     let device = layers[0].device();
     let mut launch = Launch::new(Kernel::ZERO_COUNTS);
     let mut rows = Vec::with_capacity(layers.len() * ZC_COLS as usize);
@@ -117,11 +122,11 @@ fn multi_tensor(
     sum_partials(&partials, blocks)
 }
 
-pub(super) fn dot_norms(a: &[Tensor], b: &[Tensor]) -> Result<Tensor> {
+pub(in crate::ops) fn dot_norms(a: &[Tensor], b: &[Tensor]) -> Result<Tensor> {
     multi_tensor(Kernel::MULTI_DOT, a, b, Access::Read, |l| l)
 }
 
-pub(super) fn diff_sq(a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor> {
+pub(in crate::ops) fn diff_sq(a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor> {
     let b_access = if copy { Access::ReadWrite } else { Access::Read };
     Ok(multi_tensor(Kernel::MULTI_DIFF_SQ, a, b, b_access, |l| l.i32(copy as i32))?.get(0))
 }

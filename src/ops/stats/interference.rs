@@ -12,13 +12,17 @@ use crate::ops::mixup::{Lambda, MixedTargets};
 /// Per-pair values and their summaries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InterferenceStats {
+    /// cos of each pair of gradients.
     pub cosines: Vec<f64>,
+    /// Each pair's interference ratio ([`DotNorms::interference_ratio`](super::DotNorms::interference_ratio)).
     pub ratios: Vec<f64>,
+    /// The mean of `cosines`.
     pub mean_cosine: f64,
     /// Share of pairs whose angle exceeds 60 degrees (cos < 0.5).
     pub share_below_half: f64,
     /// Share of pairs whose angle exceeds 90 degrees (cos < 0).
     pub share_below_zero: f64,
+    /// The mean of `ratios`.
     pub mean_ratio: f64,
 }
 

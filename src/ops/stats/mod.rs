@@ -3,8 +3,8 @@
 //! norms with the cosine and interference ratio built on them (Gradient Interference), and the
 //! batch-epoch norm ratio (BENR).
 
-mod cpu;
-mod cuda;
+pub(super) mod cpu;
+pub(super) mod cuda;
 mod interference;
 #[cfg(feature = "testing")]
 pub mod reference;
@@ -56,11 +56,7 @@ fn check_list(arg: &'static str, tensors: &[&Tensor]) -> Result<Device> {
 pub fn zero_counts(layers: &[&Tensor], eps: Option<f64>) -> Result<Tensor> {
     let (device, batch) = check_layers(layers, eps)?;
     let layers: Vec<Tensor> = layers.iter().map(|t| t.contiguous()).collect();
-    if crate::cuda::uses_kernels(device) {
-        cuda::zero_counts(&layers, batch, eps, None)
-    } else {
-        cpu::zero_counts(&layers, batch, eps, None)
-    }
+    super::dispatch::on(device).zero_counts(&layers, batch, eps, None)
 }
 
 /// Per layer, the share of its activations that count as zero ([`zero_counts`] over the layer's
@@ -109,6 +105,7 @@ pub struct DeadUnits {
 }
 
 impl DeadUnits {
+    /// An empty window; the first update sets the layers and their units.
     pub fn new() -> DeadUnits {
         DeadUnits { alive: Vec::new() }
     }
@@ -143,11 +140,7 @@ impl DeadUnits {
             }
         }
         let layers: Vec<Tensor> = layers.iter().map(|t| t.contiguous()).collect();
-        if crate::cuda::uses_kernels(device) {
-            cuda::zero_counts(&layers, batch, eps, Some(&self.alive))
-        } else {
-            cpu::zero_counts(&layers, batch, eps, Some(&self.alive))
-        }
+        super::dispatch::on(device).zero_counts(&layers, batch, eps, Some(&self.alive))
     }
 
     /// The share of units per layer that stayed zero since the last reset, f64 `[L]`.
@@ -186,11 +179,7 @@ pub fn dot_norms(a: &[&Tensor], b: &[&Tensor], acc: Accumulate) -> Result<DotNor
         a.iter().map(|t| t.contiguous()).collect(),
         b.iter().map(|t| t.contiguous()).collect(),
     );
-    let sums = if crate::cuda::uses_kernels(device) {
-        cuda::dot_norms(&a, &b)
-    } else {
-        cpu::dot_norms(&a, &b, acc)
-    }?;
+    let sums = super::dispatch::on(device).dot_norms(&a, &b, acc)?;
     Ok(DotNorms { sums })
 }
 
@@ -294,6 +283,7 @@ impl Benr {
         Ok(ratio)
     }
 
+    /// Steps added since the epoch started.
     pub fn steps(&self) -> u64 {
         self.steps
     }
@@ -301,9 +291,5 @@ impl Benr {
 
 /// |a - b|^2 over lists, f64 scalar on the device; with `copy`, b = a in the same pass.
 fn diff_sq(a: &[Tensor], b: &[Tensor], copy: bool) -> Result<Tensor> {
-    if crate::cuda::uses_kernels(a[0].device()) {
-        cuda::diff_sq(a, b, copy)
-    } else {
-        cpu::diff_sq(a, b, copy)
-    }
+    super::dispatch::on(a[0].device()).diff_sq(a, b, copy)
 }

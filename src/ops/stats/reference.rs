@@ -3,7 +3,7 @@
 use tch::{Device, Kind, Tensor};
 
 /// Zero counts `[L, B]` with `(x == 0).sum(dims)` per layer (or `|x| <= eps`), on the CPU.
-pub fn zero_counts(layers: &[&Tensor], eps: Option<f64>) -> Tensor {
+pub fn zero_counts_composite(layers: &[&Tensor], eps: Option<f64>) -> Tensor {
     let rows: Vec<Tensor> = layers
         .iter()
         .map(|t| composite_layer(&t.to_device(Device::Cpu), eps))
@@ -38,7 +38,7 @@ pub fn alive_units(t: &Tensor, eps: Option<f64>) -> Tensor {
 }
 
 /// (dot, |a|^2, |b|^2) over lists in f64.
-pub fn dot_norms(a: &[&Tensor], b: &[&Tensor]) -> [f64; 3] {
+pub fn dot_norms_f64(a: &[&Tensor], b: &[&Tensor]) -> [f64; 3] {
     let flat = |ts: &[&Tensor]| {
         Tensor::cat(
             &ts.iter()

@@ -12,10 +12,9 @@ use crate::distributed::ProcessGroup;
 use crate::error::{Error, Result};
 use crate::models::{self, Model, TransformerDims};
 use enlighten::ops::loss::{
-    attach_gradient, cross_entropy, cross_entropy_autograd, lm_cross_entropy, lm_cross_entropy_autograd, mse,
-    mse_autograd, reference as loss_reference, CrossEntropy, LossOutput, SequenceRank, Targets,
+    attach_gradient, reference as loss_reference, CrossEntropy, LmCrossEntropy, LossOutput, Mse, SequenceRank, Targets,
 };
-use enlighten::ops::mixup::{mix_batch, mix_batch_composite, mix_images, mixup_u8, Lambda, Normalize, Pairing};
+use enlighten::ops::mixup::{reference as mixup_reference, Mixup, Normalize};
 use enlighten::strategy::BatchPlan;
 use enlighten::SeededRng;
 
@@ -123,7 +122,7 @@ enum Removal<'a> {
 
 /// The differentiable loss of `out` (computed on the detached `input` with nothing removed and
 /// with its gradient) once the global batch's highest losses are removed.
-fn global_autograd(input: &Tensor, out: LossOutput, share: f64, group: &ProcessGroup) -> Result<(Tensor, LossOutput)> {
+fn global_autograd(input: &Tensor, out: LossOutput, share: f64, group: &ProcessGroup) -> Result<LossOutput> {
     Ok(attach_gradient(input, remove_highest_global(out, share, group)?)?)
 }
 
@@ -261,7 +260,7 @@ impl TaskData {
     /// The model's input for a batch as stored (u8 images are normalised to f32 here).
     fn plain_input(&self, x: &Tensor) -> Result<Tensor> {
         match &self.image_norm {
-            Some(n) => Ok(mixup_u8(x, &n.fused, &Lambda::Batch(1.0), &Pairing::Flip, Kind::Float)?),
+            Some(n) => Ok(Mixup::identity().forward_u8(x, &n.fused, Kind::Float)?),
             None => Ok(x.shallow_clone()),
         }
     }
@@ -313,24 +312,24 @@ impl TaskData {
         match self.ops {
             OpsChoice::Fused => {
                 let (x, targets) = match &self.image_norm {
-                    Some(n) => mix_images(x, y, &n.fused, &plan.mix, rng, Kind::Float)?,
-                    None => mix_batch(x, y, &plan.mix, rng)?,
+                    Some(n) => plan.mix.forward_images(x, y, &n.fused, Kind::Float, rng)?,
+                    None => plan.mix.forward(x, y, rng)?,
                 };
                 let logits = forward(&x);
-                let (loss, out) = match removal {
-                    Removal::Local => cross_entropy_autograd(&logits, Targets::Mixed(&targets), opts)?,
+                let out = match removal {
+                    Removal::Local => opts.forward_with_stats(&logits, &targets)?,
                     Removal::Global(group, share) => {
                         let all = CrossEntropy {
                             drop_share: 0.0,
                             ..*opts
                         };
-                        let out = cross_entropy(&logits.detach(), Targets::Mixed(&targets), &all, true)?;
+                        let out = all.loss_and_grad(&logits.detach(), &targets)?;
                         global_autograd(&logits, out, share, group)?
                     }
                 };
                 Ok(StepOut {
-                    loss,
-                    reported: out.loss,
+                    reported: out.loss.detach(),
+                    loss: out.loss,
                     correct: out.correct,
                     predictions: b,
                 })
@@ -340,7 +339,7 @@ impl TaskData {
                     Some(n) => (x.to_kind(Kind::Float) / 255.0 - &n.mean) / &n.std,
                     None => x.shallow_clone(),
                 };
-                let (x, targets) = mix_batch_composite(&x, y, &plan.mix, rng)?;
+                let (x, targets) = mixup_reference::composite_batch(&plan.mix, &x, y, rng)?;
                 let logits = forward(&x);
                 let loss = match removal {
                     Removal::Local => loss_reference::composite(&logits, Targets::Mixed(&targets), opts)?,
@@ -374,15 +373,21 @@ impl TaskData {
             OpsChoice::Fused => {
                 let pred = forward(x);
                 let target = y.to_kind(pred.kind());
-                let (loss, out) = match removal {
-                    Removal::Local => mse_autograd(&pred, &target, plan.drop_share)?,
-                    Removal::Global(group, share) => {
-                        global_autograd(&pred, mse(&pred.detach(), &target, 0.0, true)?, share, group)?
+                let out = match removal {
+                    Removal::Local => Mse {
+                        drop_share: plan.drop_share,
                     }
+                    .forward_with_stats(&pred, &target)?,
+                    Removal::Global(group, share) => global_autograd(
+                        &pred,
+                        Mse::default().loss_and_grad(&pred.detach(), &target)?,
+                        share,
+                        group,
+                    )?,
                 };
                 Ok(StepOut {
-                    loss,
-                    reported: out.loss,
+                    reported: out.loss.detach(),
+                    loss: out.loss,
                     correct: out.correct,
                     predictions: 0,
                 })
@@ -420,20 +425,22 @@ impl TaskData {
         match self.ops {
             OpsChoice::Fused => {
                 let logits = forward(x);
-                let (loss, out) = match removal {
-                    Removal::Local => lm_cross_entropy_autograd(&logits, y, opts, SequenceRank::PerSequence)?,
+                let lm = LmCrossEntropy {
+                    label_smoothing: opts.label_smoothing,
+                    ignore_index: opts.ignore_index,
+                    drop_share: opts.drop_share,
+                    rank: SequenceRank::PerSequence,
+                };
+                let out = match removal {
+                    Removal::Local => lm.forward_with_stats(&logits, y)?,
                     Removal::Global(group, share) => {
-                        let all = CrossEntropy {
-                            drop_share: 0.0,
-                            ..*opts
-                        };
-                        let out = lm_cross_entropy(&logits.detach(), y, &all, SequenceRank::PerSequence, true)?;
-                        global_autograd(&logits, out, share, group)?
+                        let all = LmCrossEntropy { drop_share: 0.0, ..lm };
+                        global_autograd(&logits, all.loss_and_grad(&logits.detach(), y)?, share, group)?
                     }
                 };
                 Ok(StepOut {
-                    loss,
-                    reported: out.loss,
+                    reported: out.loss.detach(),
+                    loss: out.loss,
                     correct: out.correct,
                     predictions: y.numel() as i64,
                 })

@@ -63,7 +63,7 @@ pub enum Error {
     },
 
     /// An emulated kernel launch failed: a fault, a broken CUDA rule, or runs that disagree
-    /// (see [`crate::cuda::emulator`]). The message names the block, thread and cause.
+    /// (see the `enlighten-emulator` crate). The message names the block, thread and cause.
     #[error("emulated kernel {kernel}: {message}")]
     Emulated { kernel: &'static str, message: String },
 

@@ -26,12 +26,6 @@ macro_rules! kernels {
 include!(concat!(env!("OUT_DIR"), "/kernel_entries.rs"));
 
 impl Kernel {
-    /// A kernel outside the list: the emulator's own test kernels (emulator/defects.cu).
-    #[cfg(all(test, feature = "emulator"))]
-    pub(crate) const fn emulator_test(name: &'static str) -> Kernel {
-        Kernel(name)
-    }
-
     pub fn name(self) -> &'static str {
         self.0
     }

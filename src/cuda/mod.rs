@@ -6,15 +6,16 @@
 //! stream, so enlighten's launches are ordered with tch ops on that stream. If you run tch work on
 //! your own streams, synchronise them with the default stream before and after calling an op.
 //!
-//! With the `emulator` feature, [`emulator`] runs the same kernels on the CPU, for tests.
+//! For tests, the `enlighten-emulator` crate runs the same kernels on the CPU, through a hidden
+//! hook (`executor`) that hands it the launches of ops on CPU tensors.
 
 /// Values shared with the kernels, generated from kernels/constants.txt.
 pub(crate) mod constants {
     include!(concat!(env!("OUT_DIR"), "/shared_constants.rs"));
 }
 mod device;
-#[cfg(feature = "emulator")]
-pub mod emulator;
+#[doc(hidden)]
+pub mod executor;
 mod fatbin;
 mod launch;
 mod libtorch;
@@ -30,12 +31,11 @@ pub use transfer::host_reads;
 pub(crate) use transfer::{read_back, upload};
 
 /// Whether ops on tensors of `device` take their kernel path: CUDA devices, and the CPU inside
-/// [`emulator::emulate`].
+/// while an [`executor::Executor`] is registered on the thread (the emulator's `emulate`).
 pub(crate) fn uses_kernels(device: tch::Device) -> bool {
     match device {
         tch::Device::Cuda(_) => true,
-        #[cfg(feature = "emulator")]
-        tch::Device::Cpu => emulator::active().is_some(),
+        tch::Device::Cpu => executor::current().is_some(),
         _ => false,
     }
 }

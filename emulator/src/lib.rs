@@ -210,7 +210,6 @@ impl Execution for Arena {
 }
 
 impl Arena {
-
     /// Two staged tensors whose storage overlaps, one of them written, would diverge as copies.
     fn check_overlaps(&self) -> std::result::Result<(), String> {
         let span = |s: &Staged| {

@@ -35,7 +35,11 @@ const fn blocks(blocks: u32, threads: u32, dynamic_shared: u32) -> Shape {
 fn launch_copy_like(name: &'static str, shape: Shape) -> (Result<(), Error>, Tensor, Tensor) {
     let x = Tensor::arange(1000, (Kind::Float, Device::Cpu)) * 0.5 + 1.0;
     let out = Tensor::full([1000], -7.0, (Kind::Float, Device::Cpu));
-    let args = vec![tensor("x", &x, Access::Read), tensor("out", &out, Access::Write), Arg::I64(1000)];
+    let args = vec![
+        tensor("x", &x, Access::Read),
+        tensor("out", &out, Access::Write),
+        Arg::I64(1000),
+    ];
     let result = launch(name, Profile::TINY, shape, args);
     (result, x, out)
 }
@@ -94,7 +98,11 @@ fn a_shuffle_from_a_lane_outside_the_mask_is_refused() {
 #[test]
 fn arguments_that_do_not_match_the_declaration_are_refused() {
     let x = Tensor::ones([4], (Kind::Float, Device::Cpu));
-    let args = vec![tensor("x", &x, Access::Read), tensor("out", &x.empty_like(), Access::Write), Arg::I32(4)];
+    let args = vec![
+        tensor("x", &x, Access::Read),
+        tensor("out", &x.empty_like(), Access::Write),
+        Arg::I32(4),
+    ];
     let r = launch("defect_free_copy", Profile::TINY, ELEMENTWISE, args);
     let m = message(r);
     assert!(
@@ -107,7 +115,11 @@ fn arguments_that_do_not_match_the_declaration_are_refused() {
 fn a_write_to_an_input_faults() {
     let x = Tensor::ones([64], (Kind::Float, Device::Cpu));
     // The kernel writes its second argument; declared as an input, its pages are read-only.
-    let args = vec![tensor("x", &x, Access::Read), tensor("y", &x.copy(), Access::Read), Arg::I64(64)];
+    let args = vec![
+        tensor("x", &x, Access::Read),
+        tensor("y", &x.copy(), Access::Read),
+        Arg::I64(64),
+    ];
     let r = launch("defect_free_copy", Profile::TINY, ELEMENTWISE, args);
     let m = message(r);
     assert!(m.contains("write to element 0 of `y`, an input"), "{m}");
@@ -117,7 +129,11 @@ fn a_write_to_an_input_faults() {
 fn launch_dynamic(name: &'static str, bytes: u32) -> Result<(), Error> {
     let x = Tensor::arange(1000, (Kind::Float, Device::Cpu));
     let out = x.empty_like();
-    let args = vec![tensor("x", &x, Access::Read), tensor("out", &out, Access::Write), Arg::I64(1000)];
+    let args = vec![
+        tensor("x", &x, Access::Read),
+        tensor("out", &out, Access::Write),
+        Arg::I64(1000),
+    ];
     launch(name, Profile::TINY, blocks(2, 128, bytes), args)?;
     assert!(out.equal(&x));
     Ok(())

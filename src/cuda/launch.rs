@@ -5,6 +5,8 @@
 //!   crate's CUDA execution-model emulator, which runs the same kernel source on the CPU with
 //!   guarded, poisoned copies of the tensors).
 
+use std::rc::Rc;
+
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use tch::{Device, Tensor};
@@ -175,6 +177,15 @@ impl Target {
     }
 }
 
+/// The executor registered on this thread, for an emulated launch of `kernel` (the target is
+/// emulated only while there is one).
+fn executor_for(kernel: Kernel) -> Result<Rc<dyn Executor>> {
+    executor::current().ok_or_else(|| Error::Emulated {
+        kernel: kernel.name(),
+        message: "launched outside emulate()".into(),
+    })
+}
+
 /// Arguments are pushed in the kernel's parameter order.
 pub(crate) struct Launch {
     kernel: Kernel,
@@ -277,11 +288,11 @@ impl Launch {
         self.check(name, t)?;
         match self.target {
             Some(Target::Emulated) => {
-                let execution = match self.execution.take() {
+                let execution = match &mut self.execution {
                     Some(e) => e,
-                    None => self.executor()?.begin(),
+                    empty => empty.insert(executor_for(self.kernel)?.begin()),
                 };
-                let staged = self.execution.insert(execution).stage(TensorArg {
+                let staged = execution.stage(TensorArg {
                     name,
                     tensor: t.shallow_clone(),
                     access,
@@ -343,16 +354,8 @@ impl Launch {
         }
     }
 
-    /// The executor registered on this thread (the target is emulated only while there is one).
-    fn executor(&self) -> Result<std::rc::Rc<dyn Executor>> {
-        executor::current().ok_or_else(|| Error::Emulated {
-            kernel: self.kernel.name(),
-            message: "launched outside emulate()".into(),
-        })
-    }
-
     fn run_emulated(self, grid: Grid) -> Result<()> {
-        let executor = self.executor()?;
+        let executor = executor_for(self.kernel)?;
         let cfg = grid.config(executor.sm_count());
         let shape = Shape {
             grid: [cfg.grid_dim.0, cfg.grid_dim.1, cfg.grid_dim.2],

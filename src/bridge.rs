@@ -21,7 +21,7 @@ extern "C" {
 }
 
 /// Turns a bridge call's code and message into a `Result`, freeing the message.
-pub fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
+pub(crate) fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
     if code == 0 {
         return Ok(());
     }
@@ -38,6 +38,15 @@ pub fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Resu
         operation,
         message: text,
     })
+}
+
+/// [`check`] for the trainer's own C++ (c10d), which follows the same convention.
+///
+/// # Safety
+/// `message` is null or a message the bridge's `enl_guard` allocated, not yet freed.
+#[doc(hidden)]
+pub unsafe fn check_foreign(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
+    check(operation, code, message)
 }
 
 /// `loss` as the output of an autograd node whose gradient with respect to `input` is `grad`

@@ -47,7 +47,7 @@ mod alloc;
 mod bridge;
 /// The bridge's error convention, for the trainer's own C++ (c10d): not part of the API.
 #[doc(hidden)]
-pub use bridge::check as bridge_check;
+pub use bridge::check_foreign as bridge_check;
 pub mod cuda;
 mod error;
 pub mod ops;

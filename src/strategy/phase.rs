@@ -23,7 +23,7 @@ pub enum Monitor {
 
 /// When an accuracy counts as "reached".
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
 pub enum Threshold {
     /// accuracy >= value (the paper's ~50%).
     Raw { value: f64 },
@@ -69,7 +69,7 @@ impl Threshold {
 
 /// How the EP ends.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "end")]
+#[serde(rename_all = "kebab-case", tag = "end", deny_unknown_fields)]
 pub enum EpEnd {
     /// After this many epochs (the paper's experiments: 10-25).
     Epochs { epochs: u32 },

@@ -11,7 +11,7 @@ use crate::rng::SeededRng;
 
 /// How the Mixup alpha behaves around the EP.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "policy")]
+#[serde(rename_all = "kebab-case", tag = "policy", deny_unknown_fields)]
 pub enum MixPolicy {
     /// No mixing at any time.
     Vanilla,

@@ -3,6 +3,7 @@
 // through a factory from a separately loaded library). Collectives are c10d's own; this file
 // only adapts calling conventions. Every export runs through enl_guard: no exception escapes.
 #include <ATen/ATen.h>
+#include <c10/util/Logging.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -62,6 +63,19 @@ void wait_all(const std::vector<c10::intrusive_ptr<c10d::Work>>& works, millisec
     }
 }
 
+// Raises c10's log level to FATAL for its lifetime: the store's connect retries log each failure
+// with its C++ stack frames (dozens of lines); the error that ends the rendezvous says it all.
+class QuietStore {
+   public:
+    QuietStore() : saved_(FLAGS_caffe2_log_level) { FLAGS_caffe2_log_level = 3; }
+    ~QuietStore() { FLAGS_caffe2_log_level = saved_; }
+    QuietStore(const QuietStore&) = delete;
+    QuietStore& operator=(const QuietStore&) = delete;
+
+   private:
+    int saved_;
+};
+
 }  // namespace
 
 // A process group of `size` ranks meeting at master_addr:master_port (rank 0 serves the store
@@ -77,7 +91,11 @@ extern "C" int enl_pg_new(int rank, int size, const char* master_addr, uint16_t 
         store_options.numWorkers = static_cast<std::size_t>(size);
         store_options.waitWorkers = true;
         store_options.timeout = timeout;
-        auto store = c10::make_intrusive<c10d::TCPStore>(master_addr, store_options);
+        c10::intrusive_ptr<c10d::TCPStore> store;
+        {
+            QuietStore quiet;
+            store = c10::make_intrusive<c10d::TCPStore>(master_addr, store_options);
+        }
         c10::intrusive_ptr<c10d::Backend> backend;
         if (factory == nullptr) {
             auto options = c10d::ProcessGroupGloo::Options::create(timeout);

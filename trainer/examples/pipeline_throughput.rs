@@ -103,7 +103,13 @@ fn parts(dir: &Path) -> Res {
     let mut out = vec![0u8; 3 * 224 * 224];
     let start = Instant::now();
     for (k, f) in files.iter().enumerate() {
-        enlighten_trainer::data::load_sample(f, &Transform::train(224), k as u64, &mut out)?;
+        enlighten_trainer::data::load_sample(
+            f,
+            &Transform::train(224),
+            k as u64,
+            &mut out,
+            enlighten_trainer::data::MAX_IMAGE_PIXELS,
+        )?;
     }
     let all = start.elapsed().as_secs_f64() / files.len() as f64;
     println!(

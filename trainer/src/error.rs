@@ -87,6 +87,16 @@ pub enum Error {
         problem: String,
     },
 
+    /// `--resume` with settings that define the run changed from the run's record (its
+    /// config.toml): resuming would mix two runs under one name.
+    #[error("cannot resume {}: settings that define the run differ from its config.toml: {differences}; undo them, or start a new run (another run.name)", run_dir.display())]
+    Resume {
+        /// The run's folder.
+        run_dir: PathBuf,
+        /// Each differing setting, with its new and recorded values.
+        differences: String,
+    },
+
     /// A value could not be written as JSON (`what` names the file or record).
     #[error("{what}: cannot write as JSON: {message}")]
     Json {
@@ -116,6 +126,18 @@ pub enum Error {
         operation: &'static str,
         /// libtorch's message, without its C++ backtrace.
         message: String,
+    },
+
+    /// A rank of a data-parallel job did not answer in time: `who` names it (the rank waited
+    /// on, not the one that waited).
+    #[error("{during}: {who} did not answer within {seconds} s (run.collective_timeout_s)")]
+    NoAnswer {
+        /// What was being waited for.
+        during: &'static str,
+        /// The rank (or ranks) that did not answer.
+        who: String,
+        /// The timeout.
+        seconds: u64,
     },
 
     /// A rank of a data-parallel job failed (`--nproc`): it could not start, or exited with a
@@ -173,13 +195,15 @@ impl Error {
 }
 
 /// The trainer's C++ bridge (c10d) follows the library's convention: a code and a message that
-/// becomes [`Error::Libtorch`].
+/// becomes [`Error::Libtorch`]. `message` is what a bridge call wrote (null or a message of
+/// `enl_guard`'s), freed here.
 pub(crate) fn check_bridge(
     operation: &'static str,
     code: std::ffi::c_int,
     message: *mut std::ffi::c_char,
 ) -> Result<()> {
-    enlighten::bridge_check(operation, code, message).map_err(|e| match e {
+    // SAFETY: every caller passes the message slot a bridge call has just filled.
+    unsafe { enlighten::bridge_check(operation, code, message) }.map_err(|e| match e {
         enlighten::Error::Libtorch { operation, message } => Error::Libtorch { operation, message },
         other => Error::Ops(other),
     })

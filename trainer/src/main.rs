@@ -162,12 +162,9 @@ fn analyze(path: &std::path::Path, steps: u64, changes: &Changes) -> enlighten_t
     Ok(())
 }
 
-/// Ctrl-C asks the current run to checkpoint and stop at the end of its step.
+/// Ctrl-C (SIGINT) or SIGTERM asks the current run to checkpoint and stop at the end of its step.
 fn interrupt_flag() -> Option<&'static std::sync::atomic::AtomicBool> {
-    static INTERRUPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    ctrlc::set_handler(|| INTERRUPT.store(true, std::sync::atomic::Ordering::SeqCst))
-        .is_ok()
-        .then_some(&INTERRUPT)
+    enlighten_trainer::train::signals::install()
 }
 
 fn load_config(
@@ -256,6 +253,13 @@ fn train(path: &std::path::Path, resume: bool, launch: &Launch, changes: &Change
         Some(end) => println!("{end}"),
         None => println!("the Enlightenment Period did not end"),
     }
+    if !s.skipped_files.is_empty() {
+        println!(
+            "skipped {} unreadable image files (data.on_bad_file = \"skip\"; listed in summary.json), the first: {}",
+            s.skipped_files.len(),
+            s.skipped_files[0].display()
+        );
+    }
     println!("parameters {}", s.parameter_digest);
     println!("{}", run_dir.display());
     Ok(())
@@ -303,9 +307,30 @@ fn main() {
             analyze(&path, steps, &changes)
         }
     };
-    if let Err(e) = outcome {
-        eprintln!("error: {e}");
-        std::process::exit(1);
+    match outcome {
+        Err(e) => {
+            let (status, what) = stop_status(&e);
+            eprintln!("{what}: {e}");
+            std::process::exit(status);
+        }
+        // A job whose every rank checkpointed and stopped on the signal (`--nproc`).
+        Ok(()) => {
+            if let Some(signal) = enlighten_trainer::train::signals::received() {
+                use enlighten_trainer::train::signals::{describe, exit_status};
+                eprintln!("{}: every rank checkpointed; continue with --resume", describe(signal));
+                std::process::exit(exit_status(signal));
+            }
+        }
+    }
+}
+
+/// The exit status and the message's prefix of a failed command: a run stopped by SIGTERM after
+/// its checkpoint is "preempted" (status 75), by SIGINT "interrupted" (130), else an error (1).
+fn stop_status(e: &enlighten_trainer::Error) -> (i32, &'static str) {
+    use enlighten_trainer::train::signals::{describe, exit_status, received};
+    match (e, received()) {
+        (enlighten_trainer::Error::Interrupted { .. }, Some(signal)) => (exit_status(signal), describe(signal)),
+        _ => (1, "error"),
     }
 }
 

@@ -3,7 +3,9 @@
 //! MASTER_PORT) with a free loopback port for the rendezvous. Rank 0 keeps the terminal (its
 //! progress bar and results are the job's); every other rank writes `rank-<r>.log`. A rank that
 //! exits with a failure stops the others at once, so a job never waits on a dead peer, and the
-//! error names the rank, its exit status and the end of its log. Ctrl-C is forwarded. The port
+//! error names the rank, its exit status and the end of its log. Ctrl-C and SIGTERM are
+//! forwarded (the signal received), and a job whose every rank then exits with the status of a
+//! checkpointed stop ([`crate::train::signals::exit_status`]) ends Ok. The port
 //! is released before rank 0 binds it, so another program could take it first: rank 0 then fails
 //! to bind, and the job stops with that error.
 //!
@@ -46,8 +48,9 @@ impl Job {
 }
 
 /// Runs the job to its end: Ok when every rank exits with success; else the first failure's
-/// error, once the other ranks are stopped. After an interrupt (Ctrl-C, forwarded to every rank)
-/// no rank is stopped early: each finishes its checkpoint, and rank 0's outcome is the job's.
+/// error, once the other ranks are stopped. After an interrupt (Ctrl-C or SIGTERM, forwarded to
+/// every rank) no rank is stopped early: each finishes its checkpoint; the job is Ok when every
+/// rank exits with the interrupted status, else rank 0's outcome is the job's.
 pub fn run(job: &Job, interrupt: Option<&AtomicBool>) -> Result<()> {
     if job.nproc == 0 {
         return Err(Error::value("--nproc", "at least 1 process", 0));
@@ -121,24 +124,27 @@ fn supervise(
     interrupt: Option<&AtomicBool>,
 ) -> Result<()> {
     let mut exited = vec![false; pids.len()];
-    let mut interrupted = false;
+    let mut interrupted = None;
     let mut outcome = Ok(());
     while exited.contains(&false) {
         if interrupt.is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
-            interrupted = true;
-            signal(pids, &exited, libc::SIGINT);
+            let received = crate::train::signals::received().unwrap_or(libc::SIGINT);
+            interrupted = Some(received);
+            signal(pids, &exited, received);
         }
         let Ok((rank, status)) = rx.recv_timeout(Duration::from_millis(50)) else {
             continue;
         };
         exited[rank] = true;
+        let stopped_as_asked =
+            |s: &ExitStatus| interrupted.is_some_and(|sig| s.code() == Some(crate::train::signals::exit_status(sig)));
         let status = match status {
-            Ok(s) if s.success() => continue,
+            Ok(s) if s.success() || stopped_as_asked(&s) => continue,
             Ok(s) => s.to_string(),
             Err(e) => format!("an unknown status ({e})"),
         };
-        let failed = failure(job, rank, &status, interrupted);
-        if interrupted {
+        let mut failed = failure(job, rank, &status, interrupted.is_some());
+        if interrupted.is_some() {
             // Every rank stops at the same step after an interrupt; rank 0's error is the one
             // that says where the checkpoint is.
             if rank == 0 || outcome.is_ok() {
@@ -146,10 +152,43 @@ fn supervise(
             }
             continue;
         }
+        // A rank that a timeout failed may have waited on a peer that is stopped, not dead:
+        // name that peer, which is the rank at fault.
+        if let (Error::Launch { problem, .. }, Some(peers)) = (&mut failed, stopped_ranks(pids, &exited)) {
+            problem.push_str(&format!(
+                "\n  {peers} stopped (SIGSTOP or a debugger), not running: the rank the others waited on"
+            ));
+        }
         stop(pids, &exited, rx);
         return Err(failed);
     }
     outcome
+}
+
+/// "rank 1" / "ranks 1, 3": the ranks still alive that are stopped (state T in /proc), if any.
+fn stopped_ranks(pids: &[u32], exited: &[bool]) -> Option<String> {
+    let stopped: Vec<String> = pids
+        .iter()
+        .zip(exited)
+        .enumerate()
+        .filter(|(_, (pid, &done))| !done && is_stopped(**pid))
+        .map(|(rank, _)| rank.to_string())
+        .collect();
+    match stopped.len() {
+        0 => None,
+        1 => Some(format!("rank {} is", stopped[0])),
+        _ => Some(format!("ranks {} are", stopped.join(", "))),
+    }
+}
+
+/// Whether process `pid` is stopped: the state after the command name in /proc/<pid>/stat.
+fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "T" || state == "t")
 }
 
 /// Sends `signal` to every rank that has not exited.

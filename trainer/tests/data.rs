@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use enlighten_trainer::data::{
     char_corpus, char_splits, cifar10, cifar100, fashion_mnist, forecast_windows, read_idx_images, read_text, read_ts,
-    read_vic_elec, sklearn_digits, split,
+    read_vic_elec, sklearn_digits, split, TextEncoding,
 };
 use enlighten_trainer::Error;
 use flate2::write::GzEncoder;
@@ -324,9 +324,9 @@ fn a_text_file_or_folder_is_a_char_corpus_with_the_training_vocabulary() {
     let dir = scratch("text");
     let file = dir.join("one.txt");
     std::fs::write(&file, "abcabcabcaXY").unwrap();
-    assert_eq!(read_text(&file).unwrap(), "abcabcabcaXY");
+    assert_eq!(read_text(&file, TextEncoding::Utf8).unwrap(), "abcabcabcaXY");
     // 12 characters: test the last 2 (XY), validation 1 (a), training 9 (abcabcabc).
-    let s = char_splits(&read_text(&file).unwrap(), 1.0 / 12.0, 2.0 / 12.0).unwrap();
+    let s = char_splits(&read_text(&file, TextEncoding::Utf8).unwrap(), 1.0 / 12.0, 2.0 / 12.0).unwrap();
     assert_eq!(s.vocab, vec!['a', 'b', 'c'], "the training part's characters only");
     assert_eq!(Vec::<i64>::try_from(&s.train).unwrap(), vec![0, 1, 2, 0, 1, 2, 0, 1, 2]);
     assert_eq!(Vec::<i64>::try_from(&s.val).unwrap(), vec![0]);
@@ -349,14 +349,20 @@ fn a_text_file_or_folder_is_a_char_corpus_with_the_training_vocabulary() {
     std::fs::write(folder.join("b.txt"), "ß\n").unwrap();
     std::fs::write(folder.join("a.txt"), "héllo ").unwrap();
     std::fs::write(folder.join("c.md"), "not text").unwrap();
-    assert_eq!(read_text(&folder).unwrap(), "héllo ß\n");
-    // Invalid UTF-8 is replaced, not an error.
+    assert_eq!(read_text(&folder, TextEncoding::Utf8).unwrap(), "héllo ß\n");
+    // Invalid UTF-8 is an error naming the file and the first bad byte's offset, not a silent
+    // U+FFFD; Latin-1, when the option says so, reads every byte as its character.
     std::fs::write(folder.join("d.txt"), [b'o', 0xff, b'k']).unwrap();
-    assert!(read_text(&folder).unwrap().ends_with("o\u{fffd}k"));
-    data_error(read_text(&dir.join("missing.txt")), "missing.txt", "No such file");
+    data_error(read_text(&folder, TextEncoding::Utf8), "d.txt", "byte 0xff at offset 1");
+    assert!(read_text(&folder, TextEncoding::Latin1).unwrap().ends_with("o\u{ff}k"));
+    data_error(
+        read_text(&dir.join("missing.txt"), TextEncoding::Utf8),
+        "missing.txt",
+        "No such file",
+    );
     let empty = dir.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    data_error(read_text(&empty), "empty", "no *.txt files");
+    data_error(read_text(&empty, TextEncoding::Utf8), "empty", "no *.txt files");
 }
 
 mod support;
@@ -576,8 +582,82 @@ fn the_transforms_follow_torchvision() {
         .save(&path)
         .unwrap();
     let mut out = vec![0u8; 3 * 20 * 20];
-    enlighten_trainer::data::load_sample(&path, &Transform::train(20), 4, &mut out).unwrap();
+    enlighten_trainer::data::load_sample(
+        &path,
+        &Transform::train(20),
+        4,
+        &mut out,
+        enlighten_trainer::data::MAX_IMAGE_PIXELS,
+    )
+    .unwrap();
     assert!(out[..400].iter().all(|&v| v == 10) && out[400..800].iter().all(|&v| v == 120));
     assert!(out[800..].iter().all(|&v| v == 240), "planar RGB");
     assert_eq!(CLASSES.len(), 3);
+}
+
+/// A real 8 x 8 JPEG whose frame header is rewritten to claim `width` x `height`: a few hundred
+/// bytes that would make a decoder allocate width x height x 3.
+fn jpeg_claiming(path: &Path, width: u16, height: u16) {
+    let img = image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90]));
+    let mut bytes = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Jpeg)
+        .unwrap();
+    let sof = bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_header_claiming_60000_by_60000_pixels_is_a_bad_file_not_an_allocation() {
+    let dir = scratch("bomb");
+    write_image_folder(&dir, &[("train", 2), ("val", 1)], 9);
+    let bomb = dir.join("train/disc/disc_9.jpg");
+    jpeg_claiming(&bomb, 60000, 60000);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 2000);
+    data_error(decode_rgb(&bomb), "disc_9.jpg", "60000 x 60000");
+    data_error(
+        enlighten_trainer::data::check_header(&bomb, 1 << 20),
+        "disc_9.jpg",
+        "max_image_pixels",
+    );
+    let list = image_folder(&dir).unwrap().train;
+    let rows: Vec<i64> = (0..list.len() as i64).collect();
+    let seeds: Vec<u64> = (0..list.len() as u64).collect();
+    // Skip mode leaves it out of a batch; error mode's start-up check names it.
+    let lenient = ImageSource::new(list.clone(), Transform::train(16), 2, OnBadFile::Skip);
+    assert_eq!(lenient.batch(&rows, &seeds).unwrap().0.size(), [7, 3, 16, 16]);
+    assert_eq!(lenient.skipped(), std::slice::from_ref(&bomb));
+    let strict = ImageSource::new(list.clone(), Transform::train(16), 2, OnBadFile::Error);
+    data_error(strict.check_headers(), "disc_9.jpg", "60000 x 60000");
+    // The limit is the configuration's: a lower one refuses an ordinary image too.
+    let tight = ImageSource::new(list, Transform::train(16), 1, OnBadFile::Error).with_max_pixels(10);
+    assert!(
+        matches!(tight.check_headers(), Err(Error::Data { problem, .. }) if problem.contains("over data.max_image_pixels = 10"))
+    );
+}
+
+#[test]
+fn empty_class_folders_and_links_that_are_not_files_are_reported() {
+    let dir = scratch("odd-files");
+    write_image_folder(&dir, &[("train", 2), ("val", 1)], 4);
+    std::fs::create_dir_all(dir.join("train/zebra")).unwrap();
+    data_error(image_folder(&dir), "zebra", "no JPEG or PNG images");
+    std::fs::remove_dir(dir.join("train/zebra")).unwrap();
+    // A dangling link, a link loop and a folder with an image's name are bad files.
+    let class = dir.join("train/rows");
+    std::os::unix::fs::symlink(dir.join("nowhere.png"), class.join("dangling.png")).unwrap();
+    std::os::unix::fs::symlink(class.join("loop.jpg"), class.join("loop.jpg")).unwrap();
+    std::fs::create_dir_all(class.join("folder.jpg")).unwrap();
+    let list = image_folder(&dir).unwrap().train;
+    assert_eq!(list.len(), 9, "6 images and 3 entries that are not");
+    let strict = ImageSource::new(list.clone(), Transform::train(16), 2, OnBadFile::Error);
+    data_error(strict.check_headers(), "dangling.png", "not readable");
+    let lenient = ImageSource::new(list, Transform::eval(16), 2, OnBadFile::Skip);
+    assert_eq!(lenient.decode_all().unwrap().len(), 6);
+    assert_eq!(lenient.skipped().len(), 3, "each is counted as skipped");
 }

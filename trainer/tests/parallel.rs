@@ -429,3 +429,161 @@ impl SpawnOutput for Command {
         std::thread::spawn(move || child.wait_with_output().unwrap())
     }
 }
+
+/// `enlighten <args>` started in the background, its output collected on a thread.
+fn start(args: &[&str]) -> (u32, std::thread::JoinHandle<Output>) {
+    let child = Command::new(env!("CARGO_BIN_EXE_enlighten"))
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    (pid, std::thread::spawn(move || child.wait_with_output().unwrap()))
+}
+
+#[test]
+fn sigterm_to_the_launcher_checkpoints_every_rank_and_resume_gives_the_straight_digest() {
+    let _one = serial();
+    let dir = setup("sigterm");
+    let straight = write_config(&dir, "straight", "checkpoint_every = 1000");
+    let preempted = write_config(&dir, "preempted", "checkpoint_every = 1000");
+    let out = enlighten(&["train", "--config", straight.to_str().unwrap(), "--nproc", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let digest = line(&text(&out.stdout), "parameters ").to_string();
+    let (pid, job) = start(&["train", "--config", preempted.to_str().unwrap(), "--nproc", "2"]);
+    // SIGTERM once the first metrics line is written (after step 1 of 24), as a scheduler would.
+    let metrics = dir.join("runs/preempted/metrics.jsonl");
+    let started = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(true, |m| m.is_empty()) {
+        assert!(started.elapsed() < Duration::from_secs(60), "no metrics line");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on the launcher this test started.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let out = job.join().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "the preempted status; stderr:\n{stderr}");
+    assert!(stderr.contains("preempted (SIGTERM)"), "{stderr}");
+    let rank1 = std::fs::read_to_string(dir.join("runs/preempted/logs/rank-1.log")).unwrap();
+    assert!(rank1.contains("preempted (SIGTERM)"), "rank 1 was told: {rank1}");
+    let state = enlighten_trainer::train::load_checkpoint(&dir.join("runs/preempted/checkpoints"))
+        .unwrap()
+        .expect("a checkpoint at the stop")
+        .0;
+    assert!(state.step < 24, "stopped mid-run at step {}", state.step);
+    let out = enlighten(&[
+        "train",
+        "--config",
+        preempted.to_str().unwrap(),
+        "--nproc",
+        "2",
+        "--resume",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        line(&text(&out.stdout), "parameters "),
+        digest,
+        "preempted + resumed = straight"
+    );
+}
+
+#[test]
+fn a_master_port_that_never_answers_or_is_closed_fails_within_the_timeout_naming_rank_0() {
+    // A port that accepts connections and never answers (the store's first reply never comes).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    let closed = free_port().unwrap();
+    for port in [silent, closed] {
+        let env = Env {
+            rank: 1,
+            world_size: 2,
+            local_rank: 1,
+            master_addr: "127.0.0.1".into(),
+            master_port: port,
+        };
+        let started = Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(ProcessGroup::new(&env, Backend::Gloo, Duration::from_secs(2)).map(|_| ()));
+        });
+        let outcome = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the rendezvous at port {port} hung"));
+        let e = outcome.expect_err("no group without rank 0");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "took {:?}",
+            started.elapsed()
+        );
+        let message = e.to_string();
+        assert!(message.contains("rank 0"), "names the rank waited on: {message}");
+        assert_eq!(message.lines().count(), 1, "one line: {message}");
+    }
+}
+
+#[test]
+fn a_stopped_rank_is_named_by_the_launcher() {
+    let dir = scratch("stopped");
+    let job = Job {
+        program: "sh".into(),
+        args: [
+            "-c",
+            "if [ \"$RANK\" = 1 ]; then kill -STOP $$; fi; sleep 1; echo timed out >&2; exit 4",
+        ]
+        .map(Into::into)
+        .to_vec(),
+        nproc: 2,
+        log_dir: dir,
+    };
+    let err = enlighten_trainer::processes::run(&job, None).unwrap_err();
+    let Error::Launch { rank, problem } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*rank, 0, "rank 0 failed first");
+    assert!(problem.contains("rank 1 is stopped"), "{problem}");
+}
+
+#[test]
+fn ranks_with_different_configurations_stop_at_start_up_naming_the_setting() {
+    let _one = serial();
+    let dir = setup("disagree");
+    let config = write_config(&dir, "disagree", "");
+    let port = free_port().unwrap().to_string();
+    let started = Instant::now();
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_enlighten"));
+            cmd.args(["train", "--config", config.to_str().unwrap()]);
+            if rank == 1 {
+                cmd.args(["--set", "data.batch_size=8"]);
+            }
+            cmd.env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("OMP_NUM_THREADS", "1")
+                .spawn_output()
+        })
+        .collect();
+    let outputs: Vec<Output> = ranks.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    for (rank, out) in outputs.iter().enumerate() {
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "rank {rank} trained");
+        assert!(
+            stderr.contains("rank 1 differs from rank 0: data.batch_size = 8 on rank 1, 16 on rank 0"),
+            "rank {rank}: {stderr}"
+        );
+    }
+}

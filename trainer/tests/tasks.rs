@@ -447,3 +447,70 @@ fn an_image_folder_of_jpeg_and_png_trains_the_small_cnn_past_chance_in_2_epochs(
         assert!(err.contains(field), "{err}");
     }
 }
+
+#[test]
+fn random_bytes_short_and_empty_text_files_are_errors_naming_the_file() {
+    let _one = serial();
+    let dir = setup("bad-text");
+    let text_config = |file: &Path, extra: &str| {
+        let data = format!(
+            "dataset = \"text\"\npath = \"{}\"\nseq_len = 32\ntest_fraction = 0.1\n{extra}",
+            file.display()
+        );
+        config(
+            &dir,
+            "bad",
+            &data,
+            "name = \"char-transformer\"\nwidth = 16\ndepth = 1\nheads = 2",
+            "kind = \"vanilla\"",
+            "max_steps = 2",
+        )
+    };
+    let fails = |c: &TrainConfig, file: &str, words: &[&str]| match train(c, &TrainOptions::default()) {
+        Err(e) => {
+            let m = e.to_string();
+            assert!(m.contains(file), "`{m}` does not name {file}");
+            for w in words {
+                assert!(m.contains(w), "`{m}` lacks `{w}`");
+            }
+        }
+        Ok(s) => panic!("trained on {file}: {s:?}"),
+    };
+    // Random bytes: the first invalid UTF-8 byte and its offset, not U+FFFD trained on.
+    let noise = dir.join("data/noise.txt");
+    let mut rng = enlighten::SeededRng::new(1);
+    let mut bytes = b"plain start ".to_vec();
+    bytes.extend((0..4000).map(|_| rng.below(256) as u8));
+    let first_bad = std::str::from_utf8(&bytes).unwrap_err().valid_up_to();
+    std::fs::write(&noise, &bytes).unwrap();
+    fails(
+        &text_config(&noise, ""),
+        "noise.txt",
+        &[&format!("at offset {first_bad}"), "data.encoding"],
+    );
+    // Latin-1, when the option says so, reads every byte.
+    let latin = dir.join("data/latin.txt");
+    std::fs::write(
+        &latin,
+        "caf\u{e9} na\u{ef}ve "
+            .chars()
+            .map(|c| c as u8)
+            .cycle()
+            .take(3000)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    fails(&text_config(&latin, ""), "latin.txt", &["not UTF-8"]);
+    // Too short for seq_len, and empty: said, with the file named.
+    let short = dir.join("data/short.txt");
+    std::fs::write(&short, "0123456789").unwrap();
+    fails(
+        &text_config(&short, ""),
+        "short.txt",
+        &["too short for data.seq_len = 32"],
+    );
+    let empty = dir.join("data/empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    fails(&text_config(&empty, ""), "empty.txt", &["empty"]);
+    train(&text_config(&latin, "encoding = \"latin-1\""), &TrainOptions::default()).unwrap();
+}

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use enlighten_trainer::train::{load_checkpoint, train as run_training, OptimKind, TrainConfig, TrainOptions};
+use enlighten_trainer::train::{
+    load_checkpoint, load_verified_checkpoint, train as run_training, OptimKind, TrainConfig, TrainOptions,
+};
 use enlighten_trainer::Error;
 use std::sync::atomic::AtomicBool;
 
@@ -413,7 +415,8 @@ fn bf16_autocast_on_the_cpu_is_refused_by_name() {
 
 #[test]
 fn every_configuration_in_configs_validates() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    // The configurations live at the workspace root, beside the README that runs them.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
     let mut names = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -432,4 +435,177 @@ fn every_configuration_in_configs_validates() {
     ] {
         assert!(names.iter().any(|n| n == paper), "{paper} missing from configs/");
     }
+}
+
+/// Flips a byte in the middle of a checkpoint's tensors.
+fn corrupt(ckpt: &Path) {
+    let path = ckpt.join("tensors.ot");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_refused_and_resume_falls_back_to_the_previous_one() {
+    let _one = serial();
+    let dir = setup("corrupt");
+    // checkpoint_every = 4 steps: 4, 8 (an epoch end) and 12 (the last step); the two newest kept.
+    train(
+        &config(&dir, "run", "max_steps = 12\ncheckpoint_every = 4", 0.05),
+        false,
+        false,
+    )
+    .unwrap();
+    let ckpts = dir.join("runs/run/checkpoints");
+    let mut kept: Vec<String> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ckpt-"))
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["ckpt-12", "ckpt-8"]);
+    corrupt(&ckpts.join("ckpt-12"));
+    let loaded = load_verified_checkpoint(&ckpts).unwrap().unwrap();
+    assert_eq!(loaded.state.step, 8, "the newest checkpoint that verifies");
+    assert!(loaded.rejected[0].0.ends_with("ckpt-12"));
+    assert!(loaded.rejected[0].1.contains("tensors.ot"), "{}", loaded.rejected[0].1);
+    // The resumed run is the straight run: nothing of the corrupt state leaks in.
+    let s = train(&config(&dir, "run", "checkpoint_every = 4", 0.05), true, false).unwrap();
+    assert_eq!(s.steps, 24);
+    train(&config(&dir, "straight", "checkpoint_every = 4", 0.05), false, false).unwrap();
+    let (_, differing) = compare_checkpoints(&dir, "run", "straight");
+    assert!(
+        differing.is_empty(),
+        "fallback + resume differs from straight in {differing:?}"
+    );
+    // With every checkpoint damaged, resuming is an error that says so.
+    for ckpt in ["ckpt-20", "ckpt-24"] {
+        corrupt(&ckpts.join(ckpt));
+    }
+    match train(&config(&dir, "run", "checkpoint_every = 4", 0.05), true, false) {
+        Err(e @ Error::Checkpoint { .. }) => assert!(e.to_string().contains("no checkpoint verifies"), "{e}"),
+        other => panic!("resumed from corrupt checkpoints: {other:?}"),
+    }
+}
+
+#[test]
+fn resume_refuses_another_model_or_strategy_and_records_allowed_changes() {
+    let _one = serial();
+    let dir = setup("changed");
+    let base = config(&dir, "run", "max_steps = 4", 0.05);
+    train(&base, false, false).unwrap();
+    let record = dir.join("runs/run/config.toml");
+    let changed = |sets: &[&str]| {
+        let text = toml::to_string(&base).unwrap();
+        TrainConfig::from_toml_with(&text, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    };
+    // Another model (the resnet18 over a small-cnn run) or strategy: refused, listed.
+    for (sets, named) in [
+        (
+            &["model.name=resnet18"][..],
+            &["model.name = \"resnet18\" (was \"small-cnn\")"][..],
+        ),
+        (
+            &["strategy.kind=vanilla", "optim.lr=0.2"],
+            &["strategy.kind", "optim.lr = 0.2 (was 0.05)"],
+        ),
+    ] {
+        match train(&changed(sets), true, false) {
+            Err(e @ Error::Resume { .. }) => {
+                for n in named {
+                    assert!(e.to_string().contains(n), "`{e}` lacks {n}");
+                }
+            }
+            other => panic!("resumed with {sets:?}: {other:?}"),
+        }
+    }
+    let before = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        !before.contains("resnet18") && !before.contains("vanilla"),
+        "the record is untouched"
+    );
+    // A longer schedule may change: applied, and appended to the record.
+    let longer = changed(&["optim.epochs=4", "run.max_steps=6"]);
+    assert_eq!(train(&longer, true, false).unwrap().steps, 6);
+    let after = std::fs::read_to_string(&record).unwrap();
+    assert!(after.starts_with(&before), "appended, not overwritten");
+    assert!(after.contains("optim.epochs = 4 (was 3)"), "{after}");
+    assert_eq!(
+        TrainConfig::from_toml(&after).unwrap(),
+        base,
+        "the record still parses as what ran"
+    );
+    // A record edited by hand to another width: the checkpoint's tensors do not fit the model,
+    // a typed error naming the first parameter that differs (no panic in copy_).
+    let wider = changed(&["model.width=16", "run.max_steps=6", "optim.epochs=4"]);
+    std::fs::write(&record, toml::to_string(&wider).unwrap()).unwrap();
+    match train(&wider, true, false) {
+        Err(Error::Checkpoint { problem, .. }) => {
+            assert!(
+                problem.contains("parameter `model.") && problem.contains("in this model"),
+                "{problem}"
+            )
+        }
+        other => panic!("resumed another model: {other:?}"),
+    }
+}
+
+#[test]
+fn configurations_refuse_unknown_keys_and_settings_that_cannot_work_together() {
+    let dir = scratch("strict");
+    let good = toml::to_string(&config(&dir, "ok", "", 0.05)).unwrap();
+    let refused = |text: &str, words: &[&str]| match TrainConfig::from_toml(text) {
+        Err(e) => {
+            for w in words {
+                assert!(e.to_string().contains(w), "`{e}` lacks `{w}`");
+            }
+        }
+        Ok(_) => panic!("accepted:\n{text}"),
+    };
+    // Unknown keys in the tagged tables of [strategy.ep].
+    refused(
+        &good.replace("eval_every = 4\n\n", "eval_every = 4\nepochs = 3\n\n"),
+        &["epochs"],
+    );
+    refused(
+        &good.replace("monitor = \"val\"", "monitor = \"val\"\neval_evry = 5"),
+        &["eval_evry"],
+    );
+    refused(
+        &good.replace("kind = \"raw\"", "kind = \"raw\", classes = 4"),
+        &["classes"],
+    );
+    // An EP watching validation accuracy needs a validation split.
+    refused(
+        &good.replace("val_fraction = 0.2", "val_fraction = 0.0"),
+        &["strategy.ep.monitor", "val_fraction = 0"],
+    );
+    refused(
+        &good.replace("log_every = 2", "log_every = 2\nmax_steps = 0"),
+        &["run.max_steps", "got 0"],
+    );
+    refused(
+        &good.replace("name = \"small-cnn\"", "name = \"small-cnn\"\nwidth = 0"),
+        &["model.width", "got 0"],
+    );
+    let e = TrainConfig::from_toml(&good.replace("name = \"small-cnn\"", "name = \"small-cnn\"\nwidth = 0"))
+        .unwrap_err()
+        .to_string();
+    assert!(!e.contains("Some("), "{e}");
+    refused(
+        &good.replace("log_every = 2", "log_every = 2\ncheckpoint_every = \"soon\""),
+        &["checkpoint_every"],
+    );
+}
+
+#[test]
+fn a_new_run_over_checkpoints_names_the_run_folder_where_it_is() {
+    let _one = serial();
+    let dir = setup("elsewhere");
+    train(&config(&dir, "run", "max_steps = 2", 0.05), false, false).unwrap();
+    let e = train(&config(&dir, "run", "max_steps = 2", 0.05), false, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&dir.join("runs/run").display().to_string()), "{e}");
 }

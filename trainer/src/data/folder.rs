@@ -63,12 +63,11 @@ fn name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The images of `dir` (not recursive), sorted by name.
+/// The entries of `dir` (not recursive) with an image's name, sorted by name. Entries that are
+/// not regular files (a dangling or looping link, a folder named `x.jpg`) are listed too: they
+/// are bad files, an error or skipped and counted as `on_bad_file` says, never silently dropped.
 fn images_in(dir: &Path, hint: &str) -> Result<Vec<PathBuf>> {
-    Ok(sorted_entries(dir, hint)?
-        .into_iter()
-        .filter(|p| p.is_file() && is_image(p))
-        .collect())
+    Ok(sorted_entries(dir, hint)?.into_iter().filter(|p| is_image(p)).collect())
 }
 
 /// `root/<class>/<sub>/<image>` for every class folder (sorted by name); `sub` is "" for the plain
@@ -95,7 +94,17 @@ fn class_folders(root: &Path, sub: &str, classes: Option<&[String]>, hint: &str)
                 hint,
             ));
         };
-        for f in images_in(&root.join(class).join(sub), hint)? {
+        let images = images_in(&root.join(class).join(sub), hint)?;
+        if images.is_empty() {
+            // torchvision's ImageFolder refuses a class without images, as a class the model
+            // can never see would be.
+            return Err(corrupt(
+                &root.join(class).join(sub),
+                format!("class folder `{class}` has no JPEG or PNG images"),
+                hint,
+            ));
+        }
+        for f in images {
             list.files.push(f);
             list.labels.push(label as i64);
         }

@@ -7,8 +7,10 @@
 mod augment;
 mod cifar;
 mod digits;
+mod encoding;
 mod folder;
 mod idx;
+mod limits;
 mod pipeline;
 mod sequence;
 mod ts;
@@ -16,11 +18,13 @@ mod ts;
 pub use augment::random_crop_flip;
 pub use cifar::{cifar10, cifar100};
 pub use digits::sklearn_digits;
+pub use encoding::{decode_text, TextEncoding};
 pub use folder::{image_folder, imagenet, is_image, tiny_imagenet, FileList, FolderSplits};
 pub use idx::{fashion_mnist, read_idx_images, read_idx_labels};
+pub use limits::{check_header, MAX_IMAGE_PIXELS};
 pub use pipeline::{
-    center_crop_box, decode_rgb, load_sample, random_resized_crop, resize_crop_into, sample_seed, CropBox, ImageSource,
-    Loader, OnBadFile, Rgb, Transform,
+    center_crop_box, decode_rgb, decode_rgb_within, load_sample, random_resized_crop, resize_crop_into, sample_seed,
+    CropBox, ImageSource, Loader, OnBadFile, Rgb, Transform,
 };
 pub use sequence::{
     char_corpus, char_splits, forecast_windows, read_shakespeare, read_text, read_vic_elec, CharCorpus, TextSplits,

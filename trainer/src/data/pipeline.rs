@@ -88,9 +88,17 @@ pub struct Rgb {
 /// Decodes a JPEG or PNG file (the format from its bytes) to RGB: grayscale, grey + alpha, RGBA
 /// (alpha dropped), 16-bit and CMYK images become 8-bit RGB. A corrupt or truncated file is an
 /// [`Error::Data`] naming it (a JPEG without its end-of-image marker after the scan is
-/// truncated: the decoder would fill the missing part with grey).
+/// truncated: the decoder would fill the missing part with grey), and so is a file whose header
+/// claims more than [`MAX_IMAGE_PIXELS`](super::MAX_IMAGE_PIXELS) pixels.
 pub fn decode_rgb(path: &Path) -> Result<Rgb> {
+    decode_rgb_within(path, super::MAX_IMAGE_PIXELS)
+}
+
+/// [`decode_rgb`] with a pixel limit of `max_pixels`, checked from the header before the
+/// decoder allocates anything.
+pub fn decode_rgb_within(path: &Path, max_pixels: u64) -> Result<Rgb> {
     let bytes = super::read_file(path, "a readable JPEG or PNG image")?;
+    super::limits::check_bytes(path, &bytes, max_pixels)?;
     if bytes.starts_with(&[0xFF, 0xD8]) && !jpeg_complete(&bytes) {
         return Err(bad(
             path,
@@ -118,8 +126,8 @@ pub fn decode_rgb(path: &Path) -> Result<Rgb> {
 fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<Rgb> {
     let options = zune_core::options::DecoderOptions::default()
         .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB)
-        .set_max_width(usize::MAX)
-        .set_max_height(usize::MAX);
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(zune_core::bytestream::ZCursor::new(bytes), options);
     let pixels = decoder.decode().map_err(|e| bad(path, format!("{e:?}")))?;
     let (width, height) = decoder.dimensions().unwrap_or((0, 0));
@@ -288,9 +296,10 @@ pub fn resize_crop_into(src: &Rgb, crop: CropBox, size: usize, flip: bool, out: 
     }
 }
 
-/// Decodes `path` and transforms it into `out` (`[3, S, S]` u8) with the sample's generator.
-pub fn load_sample(path: &Path, transform: &Transform, seed: u64, out: &mut [u8]) -> Result<()> {
-    let img = decode_rgb(path)?;
+/// Decodes `path` (at most `max_pixels`, [`decode_rgb_within`]) and transforms it into `out`
+/// (`[3, S, S]` u8) with the sample's generator.
+pub fn load_sample(path: &Path, transform: &Transform, seed: u64, out: &mut [u8], max_pixels: u64) -> Result<()> {
+    let img = decode_rgb_within(path, max_pixels)?;
     match *transform {
         Transform::Train {
             size,
@@ -332,6 +341,8 @@ pub struct ImageSource {
     pub transform: Transform,
     pub workers: usize,
     pub on_bad_file: OnBadFile,
+    /// Images whose header claims more pixels are bad files.
+    pub max_pixels: u64,
     skipped: Mutex<BTreeSet<PathBuf>>,
 }
 
@@ -357,7 +368,42 @@ impl ImageSource {
             transform,
             workers,
             on_bad_file,
+            max_pixels: super::MAX_IMAGE_PIXELS,
             skipped: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The same source with a pixel limit of `max_pixels` (`data.max_image_pixels`).
+    pub fn with_max_pixels(mut self, max_pixels: u64) -> ImageSource {
+        self.max_pixels = max_pixels;
+        self
+    }
+
+    /// Reads every file's header (no pixel data), on the worker threads: the first bad file in
+    /// list order is an error naming it (not a regular file, no JPEG or PNG header, or over the
+    /// pixel limit). Run before training in error mode, so a bad file fails the run at start-up.
+    pub fn check_headers(&self) -> Result<()> {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let first_bad: Mutex<Option<(usize, Error)>> = Mutex::new(None);
+        let threads = self.workers.min(self.len()).max(1);
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = self.list.files.get(i) else { break };
+                    if let Err(e) = super::check_header(path, self.max_pixels) {
+                        if let Ok(mut bad) = first_bad.lock() {
+                            if bad.as_ref().is_none_or(|(j, _)| i < *j) {
+                                *bad = Some((i, e));
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        match first_bad.into_inner().ok().flatten() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -457,7 +503,7 @@ impl ImageSource {
         for k in 0..tries {
             let row = (slot.row + k) % n;
             let path = &self.list.files[row];
-            match load_sample(path, &self.transform, slot.seed, slot.pixels) {
+            match load_sample(path, &self.transform, slot.seed, slot.pixels, self.max_pixels) {
                 Ok(()) => {
                     *slot.label = self.list.labels[row];
                     *slot.ok = true;

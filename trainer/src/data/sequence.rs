@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
+use super::encoding::{decode_text, TextEncoding};
 use super::{corrupt, read_file, sorted_entries};
 use crate::error::{Error, Result};
 
@@ -111,7 +112,7 @@ impl CharCorpus {
 /// The concatenation, in name order, of the `*_gut.txt` files in `dir` (not the `*_gut_f.txt`
 /// Folio copies), as characters: Shakespeare, the vocabulary over the whole text.
 pub fn char_corpus(dir: &Path) -> Result<CharCorpus> {
-    let text = read_shakespeare(dir)?;
+    let text = read_shakespeare(dir, TextEncoding::Utf8)?;
     let mut vocab: Vec<char> = text.chars().collect();
     vocab.sort_unstable();
     vocab.dedup();
@@ -127,24 +128,31 @@ pub fn char_corpus(dir: &Path) -> Result<CharCorpus> {
 
 /// Shakespeare's text: the `*_gut.txt` files of `dir` in name order (not the `*_gut_f.txt`
 /// Folio copies). `dataset = "shakespeare"` is `dataset = "text"` over this text.
-pub fn read_shakespeare(dir: &Path) -> Result<String> {
-    read_texts(dir, |n| n.ends_with("_gut.txt"), "*_gut.txt", FETCH_TEXT)
+pub fn read_shakespeare(dir: &Path, encoding: TextEncoding) -> Result<String> {
+    read_texts(dir, |n| n.ends_with("_gut.txt"), "*_gut.txt", FETCH_TEXT, encoding)
 }
 
 const TEXT_HINT: &str = "give data.path as a UTF-8 text file or a folder of .txt files";
 
 /// The text of `path`: a file as it is, or a folder's `*.txt` files (not its subfolders)
-/// concatenated in name order. Invalid UTF-8 is replaced by U+FFFD.
-pub fn read_text(path: &Path) -> Result<String> {
+/// concatenated in name order, read in `encoding` (in UTF-8 an invalid byte is an error naming
+/// the file and the byte's offset).
+pub fn read_text(path: &Path, encoding: TextEncoding) -> Result<String> {
     if path.is_dir() {
-        read_texts(path, |n| n.ends_with(".txt"), "*.txt", TEXT_HINT)
+        read_texts(path, |n| n.ends_with(".txt"), "*.txt", TEXT_HINT, encoding)
     } else {
-        Ok(String::from_utf8_lossy(&read_file(path, TEXT_HINT)?).into_owned())
+        decode_text(path, read_file(path, TEXT_HINT)?, encoding)
     }
 }
 
 /// The files of `dir` whose names pass `keep`, concatenated in name order.
-fn read_texts(dir: &Path, keep: impl Fn(&str) -> bool, pattern: &str, hint: &str) -> Result<String> {
+fn read_texts(
+    dir: &Path,
+    keep: impl Fn(&str) -> bool,
+    pattern: &str,
+    hint: &str,
+    encoding: TextEncoding,
+) -> Result<String> {
     let files: Vec<PathBuf> = sorted_entries(dir, hint)?
         .into_iter()
         .filter(|p| p.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(&keep))
@@ -158,7 +166,7 @@ fn read_texts(dir: &Path, keep: impl Fn(&str) -> bool, pattern: &str, hint: &str
     }
     let mut text = String::new();
     for f in &files {
-        text.push_str(&String::from_utf8_lossy(&read_file(f, hint)?));
+        text.push_str(&decode_text(f, read_file(f, hint)?, encoding)?);
     }
     Ok(text)
 }

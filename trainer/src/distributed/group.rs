@@ -12,7 +12,6 @@ use torch_sys::C_tensor;
 
 use super::layout::{self, Show};
 use super::{ffi, nccl, Backend, Env};
-use crate::error::check_bridge as check;
 use crate::error::{Error, Result};
 use crate::DeviceChoice;
 
@@ -60,27 +59,46 @@ impl ProcessGroup {
             Backend::Nccl => (Some(nccl::factory()?), small("LOCAL_RANK", env.local_rank)?),
             _ => (None, -1),
         };
-        let mut handle: *mut ffi::Pg = ptr::null_mut();
-        let mut message: *mut c_char = ptr::null_mut();
-        // SAFETY: the strings are NUL-terminated and outlive the call; the factory, when given,
-        // is the NCCL library's export with the declared signature; the bridge writes `handle`
-        // only on success and never throws.
-        let code = unsafe {
-            ffi::enl_pg_new(
-                rank,
-                size,
-                addr.as_ptr(),
-                env.master_port,
-                timeout_ms,
-                interfaces.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
-                hostname.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
-                factory,
-                device,
-                &mut handle,
-                &mut message,
-            )
+        let port = env.master_port;
+        // c10d bounds the store's connect but not its first reply (a port that accepts and never
+        // answers blocks forever), so the rendezvous runs on its own thread and this one waits
+        // at most the timeout (and a little, so that c10d's own timeout error comes first).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let join = move || {
+            let mut handle: *mut ffi::Pg = ptr::null_mut();
+            let mut message: *mut c_char = ptr::null_mut();
+            // SAFETY: the strings are NUL-terminated and owned by this closure for the call; the
+            // factory, when given, is the NCCL library's export with the declared signature; the
+            // bridge writes `handle` only on success and never throws.
+            let code = unsafe {
+                ffi::enl_pg_new(
+                    rank,
+                    size,
+                    addr.as_ptr(),
+                    port,
+                    timeout_ms,
+                    interfaces.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+                    hostname.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+                    factory,
+                    device,
+                    &mut handle,
+                    &mut message,
+                )
+            };
+            let joined = check("ProcessGroup::new", code, message).map(|()| handle as usize);
+            if let Err(std::sync::mpsc::SendError(Ok(late))) = tx.send(joined) {
+                // SAFETY: a group that came after the caller gave up is owned by no one else.
+                unsafe { ffi::enl_pg_free(late as *mut ffi::Pg) };
+            }
         };
-        check("ProcessGroup::new", code, message)?;
+        std::thread::Builder::new()
+            .name("rendezvous".into())
+            .spawn(join)
+            .map_err(|e| Error::Internal(format!("cannot start the rendezvous thread: {e}")))?;
+        let handle = match rx.recv_timeout(timeout + RENDEZVOUS_GRACE) {
+            Ok(joined) => joined.map_err(|e| rendezvous_failed(env, e))? as *mut ffi::Pg,
+            Err(_) => return Err(rendezvous_timeout(env, timeout)),
+        };
         let handle = NonNull::new(handle).ok_or_else(|| Error::Internal("enl_pg_new returned no group".into()))?;
         Ok(ProcessGroup {
             handle,
@@ -289,6 +307,78 @@ fn collective_tensor(arg: &'static str, tensor: &Tensor) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// How much longer than the timeout the rendezvous is given before its thread is abandoned.
+const RENDEZVOUS_GRACE: Duration = Duration::from_secs(2);
+
+/// The error of a rendezvous that did not finish in time, naming whom this rank waited on:
+/// rank 0's store for the others, the ranks that did not join for rank 0.
+fn rendezvous_timeout(env: &Env, timeout: Duration) -> Error {
+    let who = if env.rank == 0 {
+        format!(
+            "not every rank of WORLD_SIZE = {} (the others joined no rendezvous at port {})",
+            env.world_size, env.master_port
+        )
+    } else {
+        format!(
+            "rank 0 (the rendezvous store at {}:{}: not running, or another program on that port)",
+            env.master_addr, env.master_port
+        )
+    };
+    Error::NoAnswer {
+        during: "rendezvous",
+        who,
+        seconds: timeout.as_secs(),
+    }
+}
+
+/// A rendezvous error of c10d's, with whom this rank was waiting on.
+fn rendezvous_failed(env: &Env, e: Error) -> Error {
+    let Error::Libtorch { operation, message } = e else {
+        return e;
+    };
+    let waiting_on = if env.rank == 0 {
+        format!("waiting for the other ranks at port {}", env.master_port)
+    } else {
+        format!(
+            "waiting for rank 0 (the rendezvous store at {}:{})",
+            env.master_addr, env.master_port
+        )
+    };
+    Error::Libtorch {
+        operation,
+        message: format!("{waiting_on}: {message}"),
+    }
+}
+
+/// A bridge call's outcome, its message cut to what it says before C++'s stack frames.
+fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
+    crate::error::check_bridge(operation, code, message).map_err(|e| match e {
+        Error::Libtorch { operation, message } => Error::Libtorch {
+            operation,
+            message: concise(&message),
+        },
+        other => other,
+    })
+}
+
+/// The lines of a c10d message before its first stack frame ("Exception raised from",
+/// "frame #").
+fn concise(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .take_while(|l| {
+            let l = l.trim_start();
+            !(l.starts_with("Exception raised from") || l.starts_with("frame #"))
+        })
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if lines.is_empty() {
+        message.trim().to_string()
+    } else {
+        lines.join(" ")
+    }
 }
 
 fn millis(timeout: Duration) -> Result<i64> {

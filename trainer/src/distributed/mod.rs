@@ -5,9 +5,9 @@
 //! past the group's timeout or a C++ exception.
 //!
 //! ```no_run
-//! use enlighten::distributed::{broadcast_parameters, Backend, Env, GradientBuckets, ProcessGroup};
+//! use enlighten_trainer::distributed::{broadcast_parameters, Backend, Env, GradientBuckets, ProcessGroup};
 //! use std::time::Duration;
-//! # fn main() -> enlighten::Result<()> {
+//! # fn main() -> enlighten_trainer::Result<()> {
 //! # let params: Vec<tch::Tensor> = Vec::new();
 //! // Launched by torchrun (or `enlighten train --nproc N`): RANK, WORLD_SIZE, ... are set.
 //! let env = Env::from_env()?.expect("launched as a job");

@@ -1,6 +1,9 @@
-//! Atomic checkpoints: each is written into a temporary folder, flushed, then renamed into
-//! place, and only then does the `latest` pointer (itself replaced by rename) name it. A run
-//! killed at any point leaves the previous checkpoint complete and named.
+//! Atomic, verified checkpoints: each is written into a temporary folder, flushed, its manifest
+//! (the size and digest of every file, [`Manifest`]) written last, then the folder is renamed into
+//! place, and only then does the `latest` pointer (itself replaced by rename) name it. The two
+//! newest checkpoints are kept. Loading verifies the manifest and falls back to the newest
+//! checkpoint that verifies, so a run killed at any point, or a checkpoint damaged later, never
+//! resumes from a corrupt state.
 
 use std::fs;
 use std::io::Write;
@@ -9,8 +12,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::manifest::{Manifest, MANIFEST};
 use crate::error::{Error, Result};
 use enlighten::strategy::Schedule;
+
+/// Checkpoints kept: the newest, and the one before it to fall back to if the newest is damaged.
+const KEPT: usize = 2;
 
 /// Everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,7 +72,8 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Named tensors of a checkpoint (model variables, optimiser buffers).
 pub type NamedTensors = Vec<(String, Tensor)>;
 
-/// Writes `dir/ckpt-<step>/{state.json, tensors.ot}` and points `dir/latest` at it.
+/// Writes `dir/ckpt-<step>/{state.json, tensors.ot, manifest.json}`, points `dir/latest` at it
+/// and removes all but the two newest checkpoints.
 pub fn save(dir: &Path, state: &RunState, tensors: &[(String, Tensor)]) -> Result<PathBuf> {
     fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let tmp = dir.join("ckpt.tmp");
@@ -81,6 +89,12 @@ pub fn save(dir: &Path, state: &RunState, tensors: &[(String, Tensor)]) -> Resul
     fs::File::open(&tensor_file)
         .and_then(|f| f.sync_all())
         .map_err(|e| io(&tensor_file, e))?;
+    // The manifest last: its presence says every file above is complete.
+    let manifest = Manifest::of(&tmp).map_err(|e| io(&tmp, e))?;
+    let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(|e| io(&tmp, e))?;
+    write_synced(&tmp.join("manifest.tmp"), &manifest_json)?;
+    fs::rename(tmp.join("manifest.tmp"), tmp.join(MANIFEST)).map_err(|e| io(&tmp, e))?;
+    sync_dir(&tmp)?;
     let name = format!("ckpt-{}", state.step);
     let final_dir = dir.join(&name);
     if final_dir.exists() {
@@ -90,29 +104,93 @@ pub fn save(dir: &Path, state: &RunState, tensors: &[(String, Tensor)]) -> Resul
     let latest_tmp = dir.join("latest.tmp");
     write_synced(&latest_tmp, name.as_bytes())?;
     fs::rename(&latest_tmp, dir.join("latest")).map_err(|e| io(&dir.join("latest"), e))?;
+    sync_dir(dir)?;
     // Older checkpoints are removed only once the new one is named.
-    for entry in fs::read_dir(dir).map_err(|e| io(dir, e))?.flatten() {
-        let n = entry.file_name().to_string_lossy().into_owned();
-        if n.starts_with("ckpt-") && n != name {
-            let _ = fs::remove_dir_all(entry.path());
-        }
+    for (_, old) in checkpoints(dir)?.into_iter().skip(KEPT) {
+        let _ = fs::remove_dir_all(old);
     }
     Ok(final_dir)
 }
 
-/// The checkpoint `dir/latest` names, if any.
-pub fn load(dir: &Path) -> Result<Option<(RunState, NamedTensors)>> {
-    let latest = dir.join("latest");
-    let Ok(name) = fs::read_to_string(&latest) else {
-        return Ok(None);
+/// Flushes a folder's entries (the renames into it) to the disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| io(dir, e))
+}
+
+/// The `ckpt-<step>` folders of `dir`, newest (highest step) first.
+fn checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(found);
     };
-    let ckpt = dir.join(name.trim());
-    let state_path = ckpt.join("state.json");
-    let json = fs::read(&state_path).map_err(|e| io(&state_path, e))?;
-    let state: RunState = serde_json::from_slice(&json).map_err(|e| io(&state_path, e))?;
-    let tensor_file = ckpt.join("tensors.ot");
-    let tensors = Tensor::load_multi(&tensor_file).map_err(|e| io(&tensor_file, e))?;
-    Ok(Some((state, tensors)))
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(step) = name.strip_prefix("ckpt-").and_then(|s| s.parse::<u64>().ok()) {
+            found.push((step, entry.path()));
+        }
+    }
+    found.sort_by_key(|c| std::cmp::Reverse(c.0));
+    Ok(found)
+}
+
+/// Whether `dir` holds any checkpoint (verified or not).
+pub fn exists(dir: &Path) -> bool {
+    dir.join("latest").exists() || checkpoints(dir).is_ok_and(|c| !c.is_empty())
+}
+
+/// A checkpoint that verified, and those newer than it that did not (their folder, and why).
+pub struct Loaded {
+    pub state: RunState,
+    pub tensors: NamedTensors,
+    pub path: PathBuf,
+    pub rejected: Vec<(PathBuf, String)>,
+}
+
+/// The newest checkpoint of `dir` whose manifest verifies; None when there is none at all, an
+/// error listing each checkpoint's fault when none verifies.
+pub fn load_verified(dir: &Path) -> Result<Option<Loaded>> {
+    let mut rejected = Vec::new();
+    for (_, ckpt) in checkpoints(dir)? {
+        match read_verified(&ckpt) {
+            Ok((state, tensors)) => {
+                return Ok(Some(Loaded {
+                    state,
+                    tensors,
+                    path: ckpt,
+                    rejected,
+                }))
+            }
+            Err(problem) => rejected.push((ckpt, problem)),
+        }
+    }
+    if rejected.is_empty() {
+        return Ok(None);
+    }
+    let faults: Vec<String> = rejected
+        .iter()
+        .map(|(p, why)| format!("{}: {why}", p.display()))
+        .collect();
+    Err(Error::Checkpoint {
+        path: dir.to_path_buf(),
+        problem: format!(
+            "no checkpoint verifies ({}); start a new run (another run.name)",
+            faults.join("; ")
+        ),
+    })
+}
+
+/// One checkpoint folder, its manifest checked before anything is parsed.
+fn read_verified(ckpt: &Path) -> std::result::Result<(RunState, NamedTensors), String> {
+    Manifest::read(ckpt)?.verify(ckpt)?;
+    let json = fs::read(ckpt.join("state.json")).map_err(|e| format!("state.json: {e}"))?;
+    let state: RunState = serde_json::from_slice(&json).map_err(|e| format!("state.json: {e}"))?;
+    let tensors = Tensor::load_multi(ckpt.join("tensors.ot")).map_err(|e| format!("tensors.ot: {e}"))?;
+    Ok((state, tensors))
+}
+
+/// The newest checkpoint of `dir` that verifies, if any ([`load_verified`]).
+pub fn load(dir: &Path) -> Result<Option<(RunState, NamedTensors)>> {
+    Ok(load_verified(dir)?.map(|l| (l.state, l.tensors)))
 }
 
 #[cfg(test)]

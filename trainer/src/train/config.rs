@@ -13,17 +13,20 @@
 //! prefetch = true           # gather the next batches on a background thread
 //! backend = "auto"          # data parallelism (torchrun or --nproc): auto | gloo | nccl
 //! collective_timeout_s = 600  # a rank waiting longer on the others stops with an error
+//! checkpoint_every = "5min" # checkpoints besides epoch ends: every N steps (500) or a time
 //!
 //! [data]
 //! dataset = "fashion-mnist" # fashion-mnist | digits | cifar10 | cifar100 (images)
 //!                           # image-folder (dir/train/<class>/*, dir/val/<class>/*, dir/test/...
 //!                           #   when present), tiny-imagenet, imagenet: JPEG/PNG files decoded by
 //!                           #   worker threads; image_size = 224 (tiny-imagenet 64), workers = 0
-//!                           #   (the cores), on_bad_file = "error" | "skip"
+//!                           #   (the cores), on_bad_file = "error" | "skip",
+//!                           #   max_image_pixels = 178956970 (larger headers are bad files)
 //!                           # ucr (series classification: series = "GunPoint", length = pad/cut)
 //!                           # vic-elec (forecasting: input_len = 96, horizon = 48, stride = 1)
 //!                           # text (char LM over path = FILE or FOLDER of .txt files, read in
-//!                           #   name order; the vocabulary from the training part; seq_len = 128)
+//!                           #   name order; the vocabulary from the training part; seq_len = 128;
+//!                           #   encoding = "utf-8" | "latin-1")
 //!                           # shakespeare (text over the Gutenberg plays in dir)
 //! subset = 1.0              # share of the training set kept (data-scale ablations)
 //! val_fraction = 0.1
@@ -200,6 +203,8 @@ pub struct RunSection {
     /// How long a rank waits on the others (rendezvous, collectives) before it stops with an
     /// error, so a job whose rank died never hangs.
     pub collective_timeout_s: u64,
+    /// Checkpoints besides epoch ends and the last step: every N steps, or every so much time.
+    pub checkpoint_every: super::cadence::CheckpointEvery,
 }
 
 impl Default for RunSection {
@@ -219,6 +224,7 @@ impl Default for RunSection {
             prefetch: true,
             backend: Backend::Auto,
             collective_timeout_s: 600,
+            checkpoint_every: super::cadence::CheckpointEvery::default(),
         }
     }
 }
@@ -240,7 +246,14 @@ impl RunSection {
         if self.collective_timeout_s == 0 {
             return Err(Error::value("run.collective_timeout_s", "at least 1 second", 0));
         }
-        Ok(())
+        if self.max_steps == Some(0) {
+            return Err(Error::value(
+                "run.max_steps",
+                "at least 1 step (leave it out to train every epoch)",
+                0,
+            ));
+        }
+        self.checkpoint_every.validate()
     }
 }
 
@@ -250,7 +263,7 @@ impl RunSection {
 #[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     pub dataset: Dataset,
-    /// Folder holding the dataset's files; default: enlighten::data::data_dir()/<dataset>.
+    /// Folder holding the dataset's files; default: enlighten_trainer::data::data_dir()/<dataset>.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dir: Option<PathBuf>,
     pub subset: f64,
@@ -284,6 +297,11 @@ pub struct DataSection {
     pub workers: usize,
     /// image folders: a corrupt or truncated file is an error, or skipped and counted.
     pub on_bad_file: crate::data::OnBadFile,
+    /// image folders: an image whose header claims more pixels is a bad file (Pillow's
+    /// MAX_IMAGE_PIXELS): a tiny file cannot make the decoder allocate gigabytes.
+    pub max_image_pixels: u64,
+    /// text: how the files' bytes are characters (invalid UTF-8 is an error naming the file).
+    pub encoding: crate::data::TextEncoding,
 }
 
 impl Dataset {
@@ -315,6 +333,8 @@ impl Default for DataSection {
             image_size: None,
             workers: 0,
             on_bad_file: crate::data::OnBadFile::Error,
+            max_image_pixels: crate::data::MAX_IMAGE_PIXELS,
+            encoding: crate::data::TextEncoding::Utf8,
         }
     }
 }
@@ -363,7 +383,7 @@ impl DataSection {
             return Err(Error::value(
                 "data.series",
                 "the UCR/UEA dataset's name (e.g. \"GunPoint\") with dataset = \"ucr\"",
-                format!("{:?}", self.series),
+                self.series.as_ref().map_or("nothing".into(), |s| format!("\"{s}\"")),
             ));
         }
         if self.dataset == Dataset::ImageFolder && self.dir.is_none() {
@@ -372,6 +392,9 @@ impl DataSection {
                 "the image folder (holding train/ and val/) with dataset = \"image-folder\"",
                 "nothing",
             ));
+        }
+        if self.max_image_pixels == 0 {
+            return Err(Error::value("data.max_image_pixels", "at least 1 pixel", 0));
         }
         if let Some(size) = self.image_size.filter(|&s| !(8..=1024).contains(&s)) {
             return Err(Error::value("data.image_size", "a size in 8..=1024", size));
@@ -423,8 +446,8 @@ impl ModelSection {
             ("model.depth", self.depth),
             ("model.heads", self.heads),
         ] {
-            if v.is_some_and(|v| v < 1) {
-                return Err(Error::value(field, "at least 1", format!("{v:?}")));
+            if let Some(v) = v.filter(|&v| v < 1) {
+                return Err(Error::value(field, "at least 1", v));
             }
         }
         if let (Some(w), Some(h)) = (self.width, self.heads) {
@@ -683,7 +706,30 @@ impl TrainConfig {
         if let Some(c) = &self.compare {
             c.validate()?;
         }
+        self.check_monitor(self.data.dataset != Dataset::ImageFolder)?;
         Ok(self.strategy.validate()?)
+    }
+
+    /// An EP that ends on validation accuracy needs a validation split: without one the EP
+    /// never ends (Mixup Pause would train without Mixup for the whole run). `carves_val`: the
+    /// validation split is `val_fraction` of the training data (an image folder with its own
+    /// test/ folder reads val/ instead: its loader knows, and asks).
+    pub(crate) fn check_monitor(&self, carves_val: bool) -> Result<()> {
+        let watches_val = matches!(
+            self.strategy.ep,
+            enlighten::strategy::EpEnd::Accuracy {
+                monitor: enlighten::strategy::Monitor::Val,
+                ..
+            }
+        );
+        if watches_val && carves_val && self.data.val_fraction == 0.0 {
+            return Err(Error::value(
+                "strategy.ep.monitor",
+                "\"train-clean\" (or an EP end in epochs or steps) when data.val_fraction = 0 leaves no validation split",
+                "\"val\"",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -95,11 +95,6 @@ impl DataParallel {
         Ok(Vec::<f64>::try_from(t.to_device(Device::Cpu))?)
     }
 
-    /// Whether `flag` is set on any rank.
-    pub(crate) fn any(&self, flag: bool) -> Result<bool> {
-        Ok(self.sum(&[f64::from(u8::from(flag))])?[0] > 0.0)
-    }
-
     /// Rank 0's `value` on every rank (sent as JSON; the others' `value` is replaced).
     pub(crate) fn broadcast_value<T: Serialize + DeserializeOwned>(&self, value: T) -> Result<T> {
         let bytes = if self.rank() == 0 {

@@ -1,6 +1,7 @@
 //! The training loop: the strategy engine's plan -> fused Mixup on u8 images -> forward -> fused
 //! loss with High-Loss Removal -> backward -> SGD, with step-granular evaluation feeding the
-//! phase controller, metrics.jsonl, atomic checkpoints every epoch (and on interrupt), and resume.
+//! phase controller, metrics.jsonl, verified atomic checkpoints every epoch, every
+//! `run.checkpoint_every` and on interrupt, and resume.
 //!
 //! Resuming reproduces a straight run bit for bit on the CPU (same parameters, optimiser state,
 //! RNG, schedule and metrics) as long as the process runs one training at a time: libtorch's
@@ -181,6 +182,7 @@ fn checkpoint_tensors(vs: &nn::VarStore, opt: &Optimizer) -> NamedTensors {
 
 /// Loads a checkpoint's tensors (read from `dir`) into the model and the optimiser.
 fn restore(dir: &Path, vs: &nn::VarStore, opt: &mut Optimizer, saved: NamedTensors) -> Result<()> {
+    super::resume::check_tensors(dir, &checkpoint_tensors(vs, opt), &saved)?;
     let vars = vs.variables();
     let mut buffers = Vec::new();
     for (name, t) in saved {
@@ -370,6 +372,8 @@ struct Run<'a> {
     forward_time: Cell<f64>,
     window: Window,
     last_val: f64,
+    /// When the last checkpoint was written (or the run started): `run.checkpoint_every`'s clock.
+    last_checkpoint: Instant,
 }
 
 impl<'a> Run<'a> {
@@ -386,6 +390,9 @@ impl<'a> Run<'a> {
             None => config.run.device.device()?,
         };
         let autocast = enable_autocast(config, device)?;
+        if let Some(p) = parallel {
+            super::agreement::check(p, config)?;
+        }
         let lead = parallel.is_none_or(|p| p.rank() == 0);
         let dirs = lead.then(|| open_run_dir(config, options.resume)).transpose()?;
         let task = TaskData::load(config, device)?;
@@ -446,6 +453,7 @@ impl<'a> Run<'a> {
             forward_time: Cell::new(0.0),
             window: Window::new(device),
             last_val: f64::NAN,
+            last_checkpoint: Instant::now(),
             task,
         })
     }
@@ -647,24 +655,31 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Whether an interrupt was asked for, on any rank.
-    fn interrupted(&self) -> Result<bool> {
-        let Some(flag) = self.interrupt else {
-            return Ok(false);
-        };
-        let here = flag.swap(false, Ordering::SeqCst);
+    /// Whether an interrupt was asked for on any rank, and whether `run.checkpoint_every`'s time
+    /// has come (rank 0's clock decides, so that every rank checkpoints at the same step).
+    fn interrupted_or_due(&self) -> Result<(bool, bool)> {
+        let cadence = self.config.run.checkpoint_every;
+        let here = self.interrupt.is_some_and(|flag| flag.swap(false, Ordering::SeqCst));
+        let due = cadence.time_due(self.last_checkpoint.elapsed());
         match self.parallel {
-            Some(p) => p.any(here),
-            None => Ok(here),
+            Some(p) if self.interrupt.is_some() || cadence.is_time() => {
+                let due = due && p.rank() == 0;
+                let sums = p.sum(&[f64::from(u8::from(here)), f64::from(u8::from(due))])?;
+                Ok((sums[0] > 0.0, sums[1] > 0.0))
+            }
+            _ => Ok((here, due)),
         }
     }
 
-    /// A checkpoint at the end of each epoch, of the run, and on an interrupt (which then stops
-    /// the run with `Error::Interrupted`). Rank 0 writes it; every rank waits until it has.
+    /// A checkpoint at the end of each epoch, of the run, every `run.checkpoint_every`, and on an
+    /// interrupt (which then stops the run with `Error::Interrupted`). Rank 0 writes it; every
+    /// rank waits until it has.
     fn checkpoint(&mut self, done: &StepDone) -> Result<()> {
         let step = done.step;
-        let interrupted = self.interrupted()?;
-        if interrupted || self.epoch_ends(step) || step + 1 == self.steps.end {
+        let (interrupted, time_due) = self.interrupted_or_due()?;
+        let cadence_due = time_due || self.config.run.checkpoint_every.step_due(step);
+        if interrupted || cadence_due || self.epoch_ends(step) || step + 1 == self.steps.end {
+            self.last_checkpoint = Instant::now();
             self.state.step = step + 1;
             self.state.rng = self.rng.state();
             let saved = match &self.outputs {
@@ -748,10 +763,17 @@ fn resume_state(
     opt: &mut Optimizer,
     fresh: RunState,
 ) -> Result<RunState> {
-    let state = match checkpoint::load(ckpt_dir)? {
-        Some((saved, tensors)) => {
-            restore(ckpt_dir, vs, opt, tensors)?;
-            saved
+    let state = match checkpoint::load_verified(ckpt_dir)? {
+        Some(loaded) => {
+            for (path, why) in &loaded.rejected {
+                eprintln!(
+                    "warning: checkpoint {} fails verification ({why}); resuming from {}",
+                    path.display(),
+                    loaded.path.display()
+                );
+            }
+            restore(&loaded.path, vs, opt, loaded.tensors)?;
+            loaded.state
         }
         None => fresh,
     };
@@ -886,19 +908,25 @@ fn batches_from(
 fn open_run_dir(config: &TrainConfig, resume: bool) -> Result<(PathBuf, PathBuf)> {
     let run_dir: PathBuf = config.run.out_dir.join(&config.run.name);
     let ckpt_dir = run_dir.join("checkpoints");
-    if !resume && ckpt_dir.join("latest").exists() {
+    let has_checkpoints = checkpoint::exists(&ckpt_dir);
+    if !resume && has_checkpoints {
         return Err(Error::value(
             "run.name",
             format!(
-                "a new run name (runs/{}/ has checkpoints: pass --resume to continue it)",
-                config.run.name
+                "a new run name ({}/ has checkpoints: pass --resume to continue it)",
+                run_dir.display()
             ),
             &config.run.name,
         ));
     }
     fs::create_dir_all(&run_dir).map_err(|e| Error::unwritable(run_dir.clone(), e))?;
-    fs::write(run_dir.join("config.toml"), config.to_toml()?)
-        .map_err(|e| Error::unwritable(run_dir.join("config.toml"), e))?;
+    // A resumed run's config.toml stays the record of what ran; changes that may be made are
+    // appended to it, others refuse the resume.
+    if resume && has_checkpoints {
+        super::resume::reconcile(&run_dir, config)?;
+    } else {
+        super::resume::write_record(&run_dir.join("config.toml"), config)?;
+    }
     Ok((run_dir, ckpt_dir))
 }
 

@@ -617,6 +617,7 @@ fn load_folder(config: &TrainConfig, device: Device) -> Result<TaskData> {
         _ => data::image_folder(&dir)?,
     };
     let seed = config.run.seed;
+    config.check_monitor(layout.test.is_none())?;
     let (train, val, test) = match layout.test {
         Some(test) => {
             let (_, rows) = data::split_rows(layout.train.len() as i64, 0.0, d.subset, seed)?;
@@ -630,7 +631,8 @@ fn load_folder(config: &TrainConfig, device: Device) -> Result<TaskData> {
     let size = d.image_size.unwrap_or(default_size) as usize;
     let mut eval_skipped = Vec::new();
     let mut eval = |list: data::FileList| -> Result<Part> {
-        let source = data::ImageSource::new(list, data::Transform::eval(size), d.workers, d.on_bad_file);
+        let source = data::ImageSource::new(list, data::Transform::eval(size), d.workers, d.on_bad_file)
+            .with_max_pixels(d.max_image_pixels);
         let set = source.decode_all()?;
         eval_skipped.extend(source.skipped());
         Ok(Part {
@@ -645,7 +647,12 @@ fn load_folder(config: &TrainConfig, device: Device) -> Result<TaskData> {
         inputs: Tensor::zeros([1, 3, s, s], (Kind::Uint8, Device::Cpu)).expand([train.len() as i64, 3, s, s], false),
         targets: Tensor::from_slice(&train.labels),
     };
-    let source = data::ImageSource::new(train, data::Transform::train(size), d.workers, d.on_bad_file);
+    let source = data::ImageSource::new(train, data::Transform::train(size), d.workers, d.on_bad_file)
+        .with_max_pixels(d.max_image_pixels);
+    // In error mode a bad training file fails the run now, not when its batch comes hours in.
+    if d.on_bad_file == data::OnBadFile::Error {
+        source.check_headers()?;
+    }
     let mut task = TaskData::new(
         config,
         TaskKind::Image,
@@ -746,10 +753,14 @@ fn load_vic_elec(config: &TrainConfig) -> Result<TaskData> {
 /// vocabulary from the training part, cut into `seq_len` sequences.
 fn load_text(config: &TrainConfig) -> Result<TaskData> {
     let d = &config.data;
-    let text = match (&d.dataset, &d.path) {
-        (Dataset::Text, Some(path)) => data::read_text(path)?,
-        _ => data::read_shakespeare(&folder(config, "shakespeare"))?,
+    let (text, source) = match (&d.dataset, &d.path) {
+        (Dataset::Text, Some(path)) => (data::read_text(path, d.encoding)?, path.clone()),
+        _ => {
+            let dir = folder(config, "shakespeare");
+            (data::read_shakespeare(&dir, d.encoding)?, dir)
+        }
     };
+    super::text_length::check(&source, &text, d)?;
     let splits = data::char_splits(&text, d.val_fraction, d.test_fraction)?;
     let sequences = |tokens: &Tensor| -> Result<Part> {
         let (inputs, targets) = CharCorpus {

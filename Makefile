@@ -14,9 +14,9 @@ compare: data
 demo: setup
 	cargo run --release -p enlighten-trainer -- demo
 
-# The library with its reference oracles and the emulator, and the trainer.
+# The library with its reference oracles (its tests run the kernels in the emulator crate), and the trainer.
 test: setup
-	cargo test --release --workspace --features enlighten/testing,enlighten/emulator
+	cargo test --release --workspace --features enlighten/testing
 
 bench: setup
 	cargo bench -p enlighten --features testing --bench ops

@@ -80,7 +80,7 @@ pub enum Error {
     },
 
     /// An emulated kernel launch failed: a fault, a broken CUDA rule, or runs that disagree
-    /// (the `emulator` feature, for tests). The message names the block, thread and cause.
+    /// (see the `enlighten-emulator` crate). The message names the block, thread and cause.
     #[error("emulated kernel {kernel}: {message}")]
     Emulated {
         /// The kernel's entry point.

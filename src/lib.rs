@@ -42,9 +42,10 @@
 //!
 //! None by default: the crate is the fused ops, the CUDA glue and the strategy engine on tch,
 //! serde and toml alone, and builds without a CUDA toolkit. `testing` adds the plain-tch f64
-//! reference of every op and the helpers the tests and benchmarks share; `emulator` the CUDA
-//! execution-model emulator (tests only; it needs nvcc's headers at build time). The bundled
-//! trainer and its CLI are the workspace's `enlighten-trainer` crate.
+//! reference of every op and the helpers the tests and benchmarks share. The CUDA
+//! execution-model emulator, which runs the kernels on the CPU for the tests, is the workspace's
+//! `enlighten-emulator` crate, and the bundled trainer and its CLI are its `enlighten-trainer`
+//! crate.
 
 #![warn(missing_docs)]
 

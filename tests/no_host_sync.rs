@@ -3,13 +3,13 @@
 //! High-Loss Removal, backward, optimiser step, zero counts, dead units and BENR. None may read
 //! back: on a GPU each read would drain the queue and stall the step.
 
-use enlighten::cuda::emulator::{emulate, Profile};
 use enlighten::cuda::host_reads;
 use enlighten::ops::loss::CrossEntropy;
 use enlighten::ops::mixup::{LambdaMode, MixSpec};
 use enlighten::ops::stats::{zero_counts, Benr, DeadUnits};
 use enlighten::strategy::{EpEnd, PhaseController, Schedule, Strategy};
 use enlighten::SeededRng;
+use enlighten_emulator::{emulate, Profile};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 

@@ -5,8 +5,7 @@
 
 mod common;
 
-#[cfg(feature = "emulator")]
-use enlighten::cuda::emulator::{self, Profile};
+use enlighten_emulator::Profile;
 use libtest_mimic::{Arguments, Trial};
 use tch::Device;
 
@@ -16,9 +15,7 @@ fn main() {
     if let Err(reason) = &cuda {
         println!("CUDA cases not run: {reason}");
     }
-    #[cfg(feature = "emulator")]
-    let emulated = emulator::available();
-    #[cfg(feature = "emulator")]
+    let emulated = enlighten_emulator::available();
     if let Err(reason) = &emulated {
         println!("emulated cases not run: {reason}");
     }
@@ -35,10 +32,9 @@ fn main() {
             })
             .with_ignored_flag(cuda.is_err()),
         );
-        #[cfg(feature = "emulator")]
         trials.push(
             Trial::test(format!("emu::{name}"), move || {
-                emulator::emulate(Profile::TINY, || body(Device::Cpu));
+                enlighten_emulator::emulate(Profile::TINY, || body(Device::Cpu));
                 Ok(())
             })
             .with_ignored_flag(emulated.is_err()),

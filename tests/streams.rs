@@ -8,8 +8,8 @@
 mod common;
 
 use enlighten::cuda::with_pool_stream;
-use enlighten::ops::loss::{cross_entropy, CrossEntropy, Targets};
-use enlighten::ops::mixup::{mix_batch, MixSpec};
+use enlighten::ops::loss::{CrossEntropy, Targets};
+use enlighten::ops::mixup::MixSpec;
 use enlighten::ops::stats::zero_counts;
 use enlighten::SeededRng;
 use libtest_mimic::{Arguments, Trial};
@@ -31,14 +31,14 @@ fn queue_slow_work() {
 /// the host.
 fn run_ops(x_host: &Tensor, y_host: &Tensor) -> Vec<Tensor> {
     let (x, y) = (x_host.to_device(CUDA), y_host.to_device(CUDA));
-    let (mixed, targets) = mix_batch(&x, &y, &MixSpec::mixup(0.4), &mut SeededRng::new(7)).unwrap();
+    let (mixed, targets) = MixSpec::mixup(0.4).forward(&x, &y, &mut SeededRng::new(7)).unwrap();
     let logits = mixed.reshape([x.size()[0], -1]).narrow(1, 0, 10).contiguous();
     let opts = CrossEntropy {
         label_smoothing: 0.1,
         ignore_index: None,
         drop_share: 0.25,
     };
-    let out = cross_entropy(&logits, Targets::Mixed(&targets), &opts, true).unwrap();
+    let out = opts.loss_and_grad(&logits, Targets::Mixed(&targets)).unwrap();
     let counts = zero_counts(&[&mixed, &x], None).unwrap();
     [mixed, out.per_sample, out.keep, out.threshold, counts]
         .iter()

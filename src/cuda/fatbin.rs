@@ -22,7 +22,8 @@ pub struct Kernel(&'static str);
 macro_rules! kernels {
     ($($ident:ident = $name:literal),* $(,)?) => {
         impl Kernel {
-            $(pub const $ident: Kernel = Kernel($name);)*
+            $(#[doc = concat!("The `", $name, "` entry point.")]
+            pub const $ident: Kernel = Kernel($name);)*
             /// Every entry point the library launches (kernels/entry_points.txt).
             pub const ALL: &'static [Kernel] = &[$(Kernel::$ident),*];
         }
@@ -32,12 +33,7 @@ macro_rules! kernels {
 include!(concat!(env!("OUT_DIR"), "/kernel_entries.rs"));
 
 impl Kernel {
-    /// A kernel outside the list: the emulator's own test kernels (emulator/defects.cu).
-    #[cfg(all(test, feature = "emulator"))]
-    pub(crate) const fn emulator_test(name: &'static str) -> Kernel {
-        Kernel(name)
-    }
-
+    /// The entry point's name, as in kernels/entry_points.txt.
     pub fn name(self) -> &'static str {
         self.0
     }

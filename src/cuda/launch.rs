@@ -1,14 +1,18 @@
 //! The one place kernels are launched. A [`Launch`] collects a kernel's arguments in parameter
 //! order, each tensor with the access the kernel makes to it, and runs on one of two backends:
 //! - CUDA tensors: the driver, on the caller's current stream of their device (libtorch's);
-//! - CPU tensors inside [`super::emulator::emulate`]: the CUDA execution-model emulator, which
-//!   runs the same kernel source on the CPU with guarded, poisoned copies of the tensors.
+//! - CPU tensors while an [`Executor`] is registered on the thread (the `enlighten-emulator`
+//!   crate's CUDA execution-model emulator, which runs the same kernel source on the CPU with
+//!   guarded, poisoned copies of the tensors).
+
+use std::rc::Rc;
 
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use tch::{Device, Tensor};
 
 use super::device::{DeviceKernels, KeepCurrentContext};
+use super::executor::{self, Execution, Executor, Shape};
 use super::Kernel;
 use crate::error::{Error, Result};
 
@@ -38,12 +42,11 @@ pub(crate) fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
 const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
 
 /// The shared memory a block of a kernel launched on `t`'s device may have when the kernel opts
-/// in: the device's attribute on CUDA, the profile's in the emulator.
+/// in: the device's attribute on CUDA, the executor's on the CPU.
 pub(crate) fn max_shared_per_block(t: &Tensor) -> Result<u32> {
     match Target::of("tensor", t)? {
         Target::Cuda(ordinal) => Ok(DeviceKernels::get(ordinal)?.max_shared_per_block),
-        #[cfg(feature = "emulator")]
-        Target::Emulated => Ok(super::emulator::active().map_or(0, |p| p.max_shared_per_block)),
+        Target::Emulated => Ok(executor::current().map_or(0, |e| e.max_shared_per_block())),
     }
 }
 
@@ -101,27 +104,39 @@ impl Grid {
 /// read-only, outputs are poisoned before the launch (the kernel must write every element),
 /// and in-out tensors start from their contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
+pub enum Access {
+    /// The kernel only reads the tensor.
     Read,
+    /// The kernel writes every element without reading any.
     Write,
+    /// The kernel reads and updates the tensor.
     ReadWrite,
 }
 
 /// A tensor argument: the tensor (sharing its storage), its name for messages, its access.
-/// Name and access are read by the emulator only.
-#[cfg_attr(not(feature = "emulator"), allow(dead_code))]
-pub(crate) struct TensorArg {
+/// Name and access are read by an [`Executor`] only.
+pub struct TensorArg {
+    /// The argument's name, for messages.
     pub name: &'static str,
+    /// The tensor, sharing the caller's storage.
     pub tensor: Tensor,
+    /// What the kernel does with it.
     pub access: Access,
 }
 
-pub(crate) enum Arg {
+/// One kernel parameter, in the kernel's parameter order.
+pub enum Arg {
+    /// A pointer to a tensor's data.
     Tensor(TensorArg),
+    /// A null pointer (an optional tensor not given).
     Null,
+    /// An `int64_t`.
     I64(i64),
+    /// An `int32_t`.
     I32(i32),
+    /// A `float`.
     F32(f32),
+    /// A `RowFilter`, by value.
     Rows(RowFilter),
 }
 
@@ -130,7 +145,7 @@ pub(crate) enum Arg {
 /// no labels (a null pointer) every row counts.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RowFilter {
+pub struct RowFilter {
     labels: u64,
     ignore_index: i64,
     has_ignore: i32,
@@ -145,7 +160,6 @@ unsafe impl cudarc::driver::DeviceRepr for RowFilter {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Cuda(usize),
-    #[cfg(feature = "emulator")]
     Emulated,
 }
 
@@ -153,8 +167,7 @@ impl Target {
     fn of(arg: &'static str, t: &Tensor) -> Result<Target> {
         match t.device() {
             Device::Cuda(o) => Ok(Target::Cuda(o)),
-            #[cfg(feature = "emulator")]
-            Device::Cpu if super::emulator::active().is_some() => Ok(Target::Emulated),
+            Device::Cpu if executor::current().is_some() => Ok(Target::Emulated),
             other => Err(Error::Device {
                 arg,
                 expected: "a CUDA device".into(),
@@ -164,6 +177,15 @@ impl Target {
     }
 }
 
+/// The executor registered on this thread, for an emulated launch of `kernel` (the target is
+/// emulated only while there is one).
+fn executor_for(kernel: Kernel) -> Result<Rc<dyn Executor>> {
+    executor::current().ok_or_else(|| Error::Emulated {
+        kernel: kernel.name(),
+        message: "launched outside emulate()".into(),
+    })
+}
+
 /// Arguments are pushed in the kernel's parameter order.
 pub(crate) struct Launch {
     kernel: Kernel,
@@ -171,10 +193,9 @@ pub(crate) struct Launch {
     args: Vec<Arg>,
     /// Bytes of dynamic shared memory each block gets.
     dynamic_shared: u32,
-    /// Tensors whose pointers travel inside other arguments (the statistics' tables), staged
-    /// when their pointer is taken.
-    #[cfg(feature = "emulator")]
-    arena: super::emulator::Arena,
+    /// An emulated launch, begun when the first pointer is staged: it holds the tensors whose
+    /// pointers travel inside other arguments (the statistics' tables).
+    execution: Option<Box<dyn Execution>>,
 }
 
 impl Launch {
@@ -184,8 +205,7 @@ impl Launch {
             target: None,
             args: Vec::new(),
             dynamic_shared: 0,
-            #[cfg(feature = "emulator")]
-            arena: super::emulator::Arena::default(),
+            execution: None,
         }
     }
 
@@ -267,16 +287,19 @@ impl Launch {
     pub fn pointer(&mut self, name: &'static str, t: &Tensor, access: Access) -> Result<i64> {
         self.check(name, t)?;
         match self.target {
-            #[cfg(feature = "emulator")]
-            Some(Target::Emulated) => self.arena.stage(TensorArg {
-                name,
-                tensor: t.shallow_clone(),
-                access,
-            }),
-            _ => {
-                let _ = access;
-                Ok(t.data_ptr() as i64)
+            Some(Target::Emulated) => {
+                let execution = match &mut self.execution {
+                    Some(e) => e,
+                    empty => empty.insert(executor_for(self.kernel)?.begin()),
+                };
+                let staged = execution.stage(TensorArg {
+                    name,
+                    tensor: t.shallow_clone(),
+                    access,
+                })?;
+                Ok(staged as i64)
             }
+            _ => Ok(t.data_ptr() as i64),
         }
     }
 
@@ -326,17 +349,21 @@ impl Launch {
     pub fn run(self, grid: Grid) -> Result<()> {
         match self.target {
             Some(Target::Cuda(ordinal)) => self.run_cuda(ordinal, grid),
-            #[cfg(feature = "emulator")]
-            Some(Target::Emulated) => {
-                let profile = super::emulator::active().expect("a Launch targets the emulator only inside emulate()");
-                let cfg = LaunchConfig {
-                    shared_mem_bytes: self.dynamic_shared,
-                    ..grid.config(profile.sm_count)
-                };
-                super::emulator::run(self.kernel, cfg, self.args, self.arena)
-            }
+            Some(Target::Emulated) => self.run_emulated(grid),
             None => Err(Error::value("tensors", "at least one tensor argument", "none")),
         }
+    }
+
+    fn run_emulated(self, grid: Grid) -> Result<()> {
+        let executor = executor_for(self.kernel)?;
+        let cfg = grid.config(executor.sm_count());
+        let shape = Shape {
+            grid: [cfg.grid_dim.0, cfg.grid_dim.1, cfg.grid_dim.2],
+            block: [cfg.block_dim.0, cfg.block_dim.1, cfg.block_dim.2],
+            dynamic_shared: self.dynamic_shared,
+        };
+        let execution = self.execution.unwrap_or_else(|| executor.begin());
+        execution.run(self.kernel.name(), shape, self.args)
     }
 
     fn run_cuda(self, ordinal: usize, grid: Grid) -> Result<()> {

@@ -22,7 +22,8 @@
 //! reused before the stream has passed the kernel, without a `record_stream`. As with any PyTorch
 //! op, tensors made on another stream must be synchronised with the current one by the caller.
 //!
-//! With the `emulator` feature, [`emulator`] runs the same kernels on the CPU, for tests.
+//! For tests, the `enlighten-emulator` crate runs the same kernels on the CPU, through a hidden
+//! hook (`executor`) that hands it the launches of ops on CPU tensors.
 
 /// Values shared with the kernels, generated from kernels/constants.txt.
 pub(crate) mod constants {
@@ -30,8 +31,8 @@ pub(crate) mod constants {
 }
 mod device;
 mod elf;
-#[cfg(feature = "emulator")]
-pub mod emulator;
+#[doc(hidden)]
+pub mod executor;
 mod fatbin;
 mod kernel_cache;
 mod kernel_source;
@@ -56,12 +57,11 @@ pub use transfer::host_reads;
 pub(crate) use transfer::{read_back, upload};
 
 /// Whether ops on tensors of `device` take their kernel path: CUDA devices, and the CPU inside
-/// [`emulator::emulate`].
+/// while an [`executor::Executor`] is registered on the thread (the emulator's `emulate`).
 pub(crate) fn uses_kernels(device: tch::Device) -> bool {
     match device {
         tch::Device::Cuda(_) => true,
-        #[cfg(feature = "emulator")]
-        tch::Device::Cpu => emulator::active().is_some(),
+        tch::Device::Cpu => executor::current().is_some(),
         _ => false,
     }
 }

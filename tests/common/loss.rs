@@ -581,14 +581,13 @@ fn ce_long_rows_stage_what_fits(dev: Device) {
             ] {
                 let what = format!("[{b}, {c}] {kind:?} {view}");
                 check_against_reference(&what, &logits, Targets::Index(&y), &opts);
-                #[cfg(feature = "emulator")]
                 if emulated() {
                     let run = |shared: u32| {
-                        let profile = enlighten::cuda::emulator::Profile {
+                        let profile = enlighten_emulator::Profile {
                             max_shared_per_block: shared,
-                            ..enlighten::cuda::emulator::Profile::TINY
+                            ..enlighten_emulator::Profile::TINY
                         };
-                        enlighten::cuda::emulator::emulate(profile, || {
+                        enlighten_emulator::emulate(profile, || {
                             let mut grad = poisoned(&[b, c], kind, dev);
                             let out = opts.loss_and_grad_into(&logits, Targets::Index(&y), &mut grad).unwrap();
                             (out.per_sample, grad)

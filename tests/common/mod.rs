@@ -59,10 +59,7 @@ pub fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T, enlighten::Error>
 /// Whether the body runs inside the emulator, where every kernel thread is a fiber: bodies keep
 /// every kernel path but use fewer repetitions of the largest sizes there.
 pub fn emulated() -> bool {
-    #[cfg(feature = "emulator")]
-    return enlighten::cuda::emulator::active().is_some();
-    #[cfg(not(feature = "emulator"))]
-    false
+    enlighten_emulator::active()
 }
 
 pub fn seed(s: i64) {

@@ -1,5 +1,5 @@
 // Kernels with known defects, compiled into the emulator only: its own tests launch each one
-// and expect the defect to be reported (src/cuda/emulator/tests.rs).
+// and expect the defect to be reported (emulator/src/tests.rs).
 #include "common.cuh"
 
 // Copies x to out, but the loop bound lets the last thread write one element past the end.

@@ -1,10 +1,12 @@
-//! The CUDA execution-model emulator: the kernel source of kernels/*.cu, compiled a second time
-//! as host C++ (build.rs, against emulator/cuda_emu.h), run on the CPU with the arguments and
-//! grid the driver would get.
+//! The CUDA execution-model emulator of enlighten: the kernel source of the library's
+//! kernels/*.cu, compiled a second time as host C++ (build.rs, against cpp/cuda_emu.h), run on
+//! the CPU with the arguments and grid the driver would get. The library's tests use it as a
+//! dev-dependency; it is not published.
 //!
 //! Inside [`emulate`], every op's CUDA path runs on CPU tensors: the same host code, the same
 //! argument list, grids sized from a [`Profile`], and the emulated kernel called instead of the
-//! driver. Each launch:
+//! driver (the library hands each launch to the emulator through its hidden
+//! `enlighten::cuda::executor` hook). Each launch:
 //! - checks the arguments against the kernel's declared parameters (count, pointer or integer or
 //!   float, size) — a check the driver does not make;
 //! - stages every tensor in a mapping next to a guard page (after the end, or before the start,
@@ -14,7 +16,7 @@
 //!   poison each time, and compares the outputs bit for bit: a missing barrier, a read of a value
 //!   another thread has not yet written, or an element never written makes the runs disagree;
 //! - reports faults (naming the argument and element), broken warp and barrier rules, deadlocks
-//!   and disagreements as [`Error::Emulated`].
+//!   and disagreements as [`enlighten::Error::Emulated`].
 //!
 //! What it cannot show: the GPU memory model and real concurrency between blocks (blocks run one
 //! at a time, and every write is visible at once), the driver, module loading and streams,
@@ -28,19 +30,20 @@ mod tests;
 
 use std::cell::Cell;
 use std::ffi::c_void;
+use std::rc::Rc;
 
-use cudarc::driver::LaunchConfig;
-
-use super::launch::{Arg, TensorArg};
-use super::Kernel;
-use crate::error::{Error, Result};
+use enlighten::cuda::executor::{self, Arg, Execution, Executor, RowFilter, Shape, TensorArg};
+use enlighten::{Error, Result};
 use staging::{Placement, Staged};
 
 /// The device an emulated launch sizes its grid for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Profile {
+    /// The profile's name, for messages.
     pub name: &'static str,
+    /// SMs: grid-stride grids are sized by it.
     pub sm_count: u32,
+    /// The most threads a block may have.
     pub max_threads_per_block: u32,
     /// The shared memory a block may have when the kernel opts in (static and dynamic together;
     /// CUDA's `MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`): what launch code sizes shared buffers by.
@@ -67,33 +70,35 @@ impl Profile {
 }
 
 thread_local! {
-    static ACTIVE: Cell<Option<Profile>> = const { Cell::new(None) };
     static LAUNCHES: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Runs `f` with the CUDA path of every op emulated for CPU tensors on this thread.
+/// Runs `f` with the CUDA path of every op emulated for CPU tensors on this thread, on a device
+/// of this profile (an inner `emulate` applies until it returns).
 pub fn emulate<R>(profile: Profile, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Profile>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ACTIVE.with(|a| a.set(self.0));
-        }
-    }
-    let _restore = Restore(ACTIVE.with(|a| a.replace(Some(profile))));
-    f()
+    executor::with_executor(Rc::new(Emulator { profile }), f)
 }
 
-/// The profile of the enclosing [`emulate`] on this thread, if any.
-pub fn active() -> Option<Profile> {
-    ACTIVE.with(Cell::get)
+/// Whether this thread is inside [`emulate`].
+pub fn active() -> bool {
+    executor::current().is_some()
 }
+
+/// Why this build has no emulator: the `enlighten` crate it builds against found no nvcc, whose
+/// headers (`cuda_fp16.h`, `cuda_bf16.h`) the kernels need as host C++.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this build of enlighten-emulator has no kernels: nvcc was not found when enlighten was compiled \
+     (run scripts/setup or set NVCC, then rebuild)"
+)]
+pub struct NotBuilt;
 
 /// Whether this build contains the emulator (it needs nvcc's headers at build time).
-pub fn available() -> std::result::Result<(), super::Unavailable> {
+pub fn available() -> std::result::Result<(), NotBuilt> {
     if cfg!(enlighten_emulator) {
         Ok(())
     } else {
-        Err(super::Unavailable::NoKernels)
+        Err(NotBuilt)
     }
 }
 
@@ -108,7 +113,11 @@ pub fn schedules() -> Result<u32> {
         Err(_) => Ok(3),
         Ok(v) => match v.trim().parse::<u32>() {
             Ok(n) if n >= 1 => Ok(n),
-            _ => Err(Error::value("ENLIGHTEN_EMU_SCHEDULES", "a whole number >= 1", v)),
+            _ => Err(Error::Value {
+                arg: "ENLIGHTEN_EMU_SCHEDULES",
+                expected: "a whole number >= 1".into(),
+                got: v,
+            }),
         },
     }
 }
@@ -147,17 +156,40 @@ impl std::fmt::Display for Schedule {
     }
 }
 
-/// The staged tensors of one launch.
-#[derive(Default)]
-pub(crate) struct Arena {
+/// The emulator as the library's executor, for one profile.
+struct Emulator {
+    profile: Profile,
+}
+
+impl Executor for Emulator {
+    fn sm_count(&self) -> u32 {
+        self.profile.sm_count
+    }
+
+    fn max_shared_per_block(&self) -> u32 {
+        self.profile.max_shared_per_block
+    }
+
+    fn begin(&self) -> Box<dyn Execution> {
+        Box::new(Arena {
+            profile: self.profile,
+            placement: None,
+            staged: Vec::new(),
+        })
+    }
+}
+
+/// One launch: the profile it runs under and its staged tensors.
+struct Arena {
+    profile: Profile,
     placement: Option<Placement>,
     staged: Vec<Staged>,
 }
 
-impl Arena {
+impl Execution for Arena {
     /// Stages a tensor and returns the address the kernel gets. The guard side alternates from
     /// one launch to the next on this thread.
-    pub fn stage(&mut self, arg: TensorArg) -> Result<i64> {
+    fn stage(&mut self, arg: TensorArg) -> Result<u64> {
         let placement = *self.placement.get_or_insert_with(|| {
             let n = LAUNCHES.with(|c| c.replace(c.get() + 1));
             if n % 2 == 0 {
@@ -169,9 +201,15 @@ impl Arena {
         let staged = Staged::new(arg, placement)?;
         let ptr = staged.ptr();
         self.staged.push(staged);
-        Ok(ptr as i64)
+        Ok(ptr)
     }
 
+    fn run(self: Box<Self>, kernel: &'static str, shape: Shape, args: Vec<Arg>) -> Result<()> {
+        run(kernel, shape, args, *self)
+    }
+}
+
+impl Arena {
     /// Two staged tensors whose storage overlaps, one of them written, would diverge as copies.
     fn check_overlaps(&self) -> std::result::Result<(), String> {
         let span = |s: &Staged| {
@@ -203,31 +241,28 @@ impl Arena {
 }
 
 /// Runs one emulated launch (see the module docs).
-pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: Arena) -> Result<()> {
-    let fail = |message: String| Error::Emulated {
-        kernel: kernel.name(),
-        message,
-    };
-    let entry = ffi::find(kernel.name()).ok_or_else(|| fail("the emulator build has no such kernel".into()))?;
+fn run(kernel: &'static str, shape: Shape, args: Vec<Arg>, mut arena: Arena) -> Result<()> {
+    let fail = |message: String| Error::Emulated { kernel, message };
+    let entry = ffi::find(kernel).ok_or_else(|| fail("the emulator build has no such kernel".into()))?;
     check_params(entry.params(), &args).map_err(fail)?;
-    let profile = active().ok_or_else(|| fail("launched outside emulate()".into()))?;
-    let threads = cfg.block_dim.0 * cfg.block_dim.1 * cfg.block_dim.2;
+    let profile = arena.profile;
+    let threads = shape.block.iter().product::<u32>();
     if threads > profile.max_threads_per_block {
         return Err(fail(format!(
             "{threads} threads a block; the {} profile allows {}",
             profile.name, profile.max_threads_per_block
         )));
     }
-    if cfg.shared_mem_bytes > profile.max_shared_per_block {
+    if shape.dynamic_shared > profile.max_shared_per_block {
         return Err(fail(format!(
             "{} bytes of dynamic shared memory a block; the {} profile allows {}",
-            cfg.shared_mem_bytes, profile.name, profile.max_shared_per_block
+            shape.dynamic_shared, profile.name, profile.max_shared_per_block
         )));
     }
     let mut slots: Vec<Slot> = Vec::with_capacity(args.len());
     for a in args {
         slots.push(match a {
-            Arg::Tensor(t) => Slot::word(arena.stage(t)? as u64),
+            Arg::Tensor(t) => Slot::word(arena.stage(t)?),
             Arg::Null => Slot::word(0),
             Arg::I64(v) => Slot::word(v as u64),
             Arg::I32(v) => Slot::word(u64::from(v as u32)),
@@ -244,15 +279,15 @@ pub(crate) fn run(kernel: Kernel, cfg: LaunchConfig, args: Vec<Arg>, mut arena: 
         let regions: Vec<ffi::Region> = arena.staged.iter().map(Staged::region).collect();
         let spec = ffi::LaunchSpec {
             entry,
-            grid: [cfg.grid_dim.0, cfg.grid_dim.1, cfg.grid_dim.2],
-            block: [cfg.block_dim.0, cfg.block_dim.1, cfg.block_dim.2],
+            grid: shape.grid,
+            block: shape.block,
             params: params.as_mut_ptr(),
             regions: regions.as_ptr(),
             nregions: regions.len() as u32,
             order: schedule.order,
             seed: 0x5eed_0000 + u64::from(index),
             poison: schedule.poison,
-            dynamic_shared: cfg.shared_mem_bytes,
+            dynamic_shared: shape.dynamic_shared,
         };
         ffi::launch(&spec).map_err(|m| fail(format!("{m} (under {schedule})")))?;
         for s in &arena.staged {
@@ -320,9 +355,7 @@ fn check_params(declared: &[ffi::ParamType], args: &[Arg]) -> std::result::Resul
             Arg::I64(_) => ffi::ParamType::new(ffi::PARAM_INTEGER, 8),
             Arg::I32(_) => ffi::ParamType::new(ffi::PARAM_INTEGER, 4),
             Arg::F32(_) => ffi::ParamType::new(ffi::PARAM_FLOAT, 4),
-            Arg::Rows(_) => {
-                ffi::ParamType::new(ffi::PARAM_OTHER, std::mem::size_of::<crate::cuda::launch::RowFilter>())
-            }
+            Arg::Rows(_) => ffi::ParamType::new(ffi::PARAM_OTHER, std::mem::size_of::<RowFilter>()),
         };
         if want != got {
             let name = match arg {

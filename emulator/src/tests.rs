@@ -1,23 +1,46 @@
-//! The emulator shown able to fail: each test kernel of emulator/defects.cu carries one known
+//! The emulator shown able to fail: each test kernel of cpp/defects.cu carries one known
 //! defect, and each must be reported with a message that names it.
 
+use enlighten::cuda::executor::{Access, Arg, Executor, Shape, TensorArg};
+use enlighten::cuda::Kernel;
+use enlighten::Error;
 use tch::{Device, Kind, Tensor};
 
-use super::{emulate, has_entry, Profile};
-use crate::cuda::{Grid, Kernel, Launch};
-use crate::error::Error;
+use super::{emulate, has_entry, Emulator, Profile};
+
+/// A tensor argument as the library's launch passes it.
+fn tensor(name: &'static str, t: &Tensor, access: Access) -> Arg {
+    Arg::Tensor(TensorArg {
+        name,
+        tensor: t.shallow_clone(),
+        access,
+    })
+}
+
+/// Runs the test kernel `name` as the library's launch would hand it over.
+fn launch(name: &'static str, profile: Profile, shape: Shape, args: Vec<Arg>) -> Result<(), Error> {
+    Emulator { profile }.begin().run(name, shape, args)
+}
+
+/// `blocks` blocks of `threads` threads, with `dynamic_shared` bytes of shared memory each.
+const fn blocks(blocks: u32, threads: u32, dynamic_shared: u32) -> Shape {
+    Shape {
+        grid: [blocks, 1, 1],
+        block: [threads, 1, 1],
+        dynamic_shared,
+    }
+}
 
 /// Launches a test kernel `(const float* x, float* out, int64_t n)` over 1000 elements.
-fn launch_copy_like(name: &'static str, grid: Grid) -> (Result<(), Error>, Tensor, Tensor) {
+fn launch_copy_like(name: &'static str, shape: Shape) -> (Result<(), Error>, Tensor, Tensor) {
     let x = Tensor::arange(1000, (Kind::Float, Device::Cpu)) * 0.5 + 1.0;
     let out = Tensor::full([1000], -7.0, (Kind::Float, Device::Cpu));
-    let result = emulate(Profile::TINY, || {
-        Launch::new(Kernel::emulator_test(name))
-            .input("x", &x)?
-            .output("out", &out)?
-            .i64(1000)
-            .run(grid)
-    });
+    let args = vec![
+        tensor("x", &x, Access::Read),
+        tensor("out", &out, Access::Write),
+        Arg::I64(1000),
+    ];
+    let result = launch(name, Profile::TINY, shape, args);
     (result, x, out)
 }
 
@@ -28,10 +51,7 @@ fn message(r: Result<(), Error>) -> String {
     }
 }
 
-const ELEMENTWISE: Grid = Grid::Blocks {
-    blocks: 2,
-    threads: 128,
-};
+const ELEMENTWISE: Shape = blocks(2, 128, 0);
 
 #[test]
 fn a_correct_kernel_passes_every_check() {
@@ -53,7 +73,7 @@ fn a_write_one_element_past_the_end_faults_naming_the_argument() {
 
 #[test]
 fn a_block_sum_without_its_barrier_differs_between_schedules() {
-    let (r, ..) = launch_copy_like("defect_block_sum_without_barrier", Grid::SingleBlock { threads: 256 });
+    let (r, ..) = launch_copy_like("defect_block_sum_without_barrier", blocks(1, 256, 0));
     let m = message(r);
     assert!(
         m.contains("element 0 of `out`") && m.contains("between schedule 0"),
@@ -78,13 +98,12 @@ fn a_shuffle_from_a_lane_outside_the_mask_is_refused() {
 #[test]
 fn arguments_that_do_not_match_the_declaration_are_refused() {
     let x = Tensor::ones([4], (Kind::Float, Device::Cpu));
-    let r = emulate(Profile::TINY, || {
-        Launch::new(Kernel::emulator_test("defect_free_copy"))
-            .input("x", &x)?
-            .output("out", &x.empty_like())?
-            .i32(4)
-            .run(ELEMENTWISE)
-    });
+    let args = vec![
+        tensor("x", &x, Access::Read),
+        tensor("out", &x.empty_like(), Access::Write),
+        Arg::I32(4),
+    ];
+    let r = launch("defect_free_copy", Profile::TINY, ELEMENTWISE, args);
     let m = message(r);
     assert!(
         m.contains("parameter 2 is declared a 8-byte integer, the launch passes a 4-byte integer"),
@@ -96,13 +115,12 @@ fn arguments_that_do_not_match_the_declaration_are_refused() {
 fn a_write_to_an_input_faults() {
     let x = Tensor::ones([64], (Kind::Float, Device::Cpu));
     // The kernel writes its second argument; declared as an input, its pages are read-only.
-    let r = emulate(Profile::TINY, || {
-        Launch::new(Kernel::emulator_test("defect_free_copy"))
-            .input("x", &x)?
-            .input("y", &x.copy())?
-            .i64(64)
-            .run(ELEMENTWISE)
-    });
+    let args = vec![
+        tensor("x", &x, Access::Read),
+        tensor("y", &x.copy(), Access::Read),
+        Arg::I64(64),
+    ];
+    let r = launch("defect_free_copy", Profile::TINY, ELEMENTWISE, args);
     let m = message(r);
     assert!(m.contains("write to element 0 of `y`, an input"), "{m}");
 }
@@ -111,14 +129,12 @@ fn a_write_to_an_input_faults() {
 fn launch_dynamic(name: &'static str, bytes: u32) -> Result<(), Error> {
     let x = Tensor::arange(1000, (Kind::Float, Device::Cpu));
     let out = x.empty_like();
-    emulate(Profile::TINY, || {
-        Launch::new(Kernel::emulator_test(name))
-            .input("x", &x)?
-            .output("out", &out)?
-            .i64(1000)
-            .dynamic_shared(bytes)
-            .run(ELEMENTWISE)
-    })?;
+    let args = vec![
+        tensor("x", &x, Access::Read),
+        tensor("out", &out, Access::Write),
+        Arg::I64(1000),
+    ];
+    launch(name, Profile::TINY, blocks(2, 128, bytes), args)?;
     assert!(out.equal(&x));
     Ok(())
 }
@@ -148,8 +164,8 @@ fn every_library_kernel_is_in_the_emulator() {
 
 #[test]
 fn results_do_not_depend_on_the_device_profile() {
-    use crate::ops::loss::CrossEntropy;
-    use crate::ops::mixup::{Lambda, Mixup, Pairing};
+    use enlighten::ops::loss::CrossEntropy;
+    use enlighten::ops::mixup::{Lambda, Mixup, Pairing};
     tch::manual_seed(5);
     let x = Tensor::randn([300, 3, 8, 8], (Kind::Float, Device::Cpu));
     let logits = Tensor::randn([300, 10], (Kind::Float, Device::Cpu));

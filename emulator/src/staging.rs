@@ -4,9 +4,10 @@
 
 use std::ffi::CString;
 
+use enlighten::cuda::executor::{Access, TensorArg};
+use enlighten::{Error, Result};
+
 use super::ffi::Region;
-use crate::cuda::launch::{Access, TensorArg};
-use crate::error::{Error, Result};
 
 /// Which side of a staged tensor the guard page is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,11 +45,11 @@ impl Mapping {
             )
         };
         if base == libc::MAP_FAILED {
-            return Err(Error::value(
-                "emulator staging",
-                format!("{len} bytes of memory"),
-                "mmap failed",
-            ));
+            return Err(Error::Value {
+                arg: "emulator staging",
+                expected: format!("{len} bytes of memory"),
+                got: "mmap failed".into(),
+            });
         }
         Ok(Mapping { base: base.cast(), len })
     }

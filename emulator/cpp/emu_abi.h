@@ -1,5 +1,5 @@
 // The C interface between the emulator (runtime.cpp and the generated entry table) and Rust
-// (src/cuda/emulator/ffi.rs mirrors these structs field for field).
+// (emulator/src/ffi.rs mirrors these structs field for field).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

@@ -1,5 +1,5 @@
 // The CUDA execution model for host compilers, so that kernels/*.cu compile unchanged as C++ and
-// run on the CPU (build.rs, emulator feature). Included before the kernels; runtime.cpp
+// run on the CPU (emulator/build.rs). Included before the kernels; runtime.cpp
 // implements what is declared here.
 //
 // - Qualifiers: __global__, __device__, __host__ and __forceinline__ become plain C++;

@@ -23,7 +23,8 @@ fn net(vs: &nn::Path) -> impl ModuleT {
 /// Trains for `epochs` and returns the test accuracy after each.
 pub fn run(m: &Dataset, epochs: i64, device: Device) -> enlighten::Result<Vec<f64>> {
     let vs = nn::VarStore::new(device);
-    let net = net(&vs.root());
+    let root = vs.root();
+    let net = net(&root);
     let mut opt = nn::Adam::default().build(&vs, 1e-4)?;
     let mut accuracies = Vec::new();
     for epoch in 1..=epochs {

@@ -377,8 +377,10 @@ fn join(env: &Env, settings: Settings, started: Instant) -> Result<ProcessGroup>
     })
 }
 
-/// How much longer than the timeout the rendezvous is given before its thread is abandoned.
-const RENDEZVOUS_GRACE: Duration = Duration::from_secs(2);
+/// How much longer than the timeout the rendezvous is given before its thread is abandoned: a
+/// little, for c10d's own error to come first when it is on time (its connect retries can
+/// overshoot the timeout by seconds; the error here says the same).
+const RENDEZVOUS_GRACE: Duration = Duration::from_millis(500);
 
 /// The error of a rendezvous that did not finish in time, naming whom this rank waited on:
 /// rank 0's store for the others, the ranks that did not join for rank 0.
@@ -421,7 +423,7 @@ fn rendezvous_failed(env: &Env, e: Error) -> Error {
 }
 
 /// A bridge call's outcome, its message cut to what it says before C++'s stack frames.
-fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
+pub(super) fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
     crate::error::check_bridge(operation, code, message).map_err(|e| match e {
         Error::Libtorch { operation, message } => Error::Libtorch {
             operation,

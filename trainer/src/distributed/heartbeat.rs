@@ -118,8 +118,8 @@ impl Heartbeat {
             .zip(&second)
             .filter_map(|(&(rank, before), &(_, after))| match (before, after) {
                 (Some(a), Some(b)) if a.beat == b.beat => Some(format!(
-                    "rank {rank} (no heartbeat for {silent_for:.1} s: stopped, frozen or gone; it had started \
-                     {} collectives, this rank waited in collective {collective})",
+                    "rank {rank} (no heartbeat for {silent_for:.1} s: stopped, frozen or gone; at its last beat \
+                     it had started {} collectives, this rank waited in collective {collective})",
                     b.entered
                 )),
                 (_, Some(b)) if b.entered < collective => Some(format!(

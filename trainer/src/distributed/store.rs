@@ -8,7 +8,8 @@ use std::ptr::{self, NonNull};
 use std::time::Duration;
 
 use super::ffi;
-use crate::error::{check_bridge, Error, Result};
+use super::group::check as concise_check;
+use crate::error::{Error, Result};
 
 /// One connection to the store (or, on rank 0, the store itself and a connection to it).
 pub(super) struct Store {
@@ -39,7 +40,7 @@ impl Store {
                 &mut message,
             )
         };
-        check_bridge("TCPStore", code, message)?;
+        concise_check("TCPStore", code, message)?;
         Store::own(handle)
     }
 
@@ -49,7 +50,7 @@ impl Store {
         let mut message: *mut c_char = ptr::null_mut();
         // SAFETY: the store is live; the bridge writes `handle` only on success.
         let code = unsafe { ffi::enl_store_clone(self.raw(), millis(timeout)?, &mut handle, &mut message) };
-        check_bridge("TCPStore::clone", code, message)?;
+        concise_check("TCPStore::clone", code, message)?;
         Store::own(handle)
     }
 
@@ -58,7 +59,7 @@ impl Store {
         let mut message: *mut c_char = ptr::null_mut();
         // SAFETY: the store is live; `key` and `value` outlive the call, which copies them.
         let code = unsafe { ffi::enl_store_set(self.raw(), key.as_ptr(), value.as_ptr(), value.len(), &mut message) };
-        check_bridge("TCPStore::set", code, message)
+        concise_check("TCPStore::set", code, message)
     }
 
     /// Whether `key` is set (no waiting).
@@ -67,7 +68,7 @@ impl Store {
         let (mut exists, mut message): (c_int, *mut c_char) = (0, ptr::null_mut());
         // SAFETY: the store is live; `key` outlives the call.
         let code = unsafe { ffi::enl_store_check(self.raw(), key.as_ptr(), &mut exists, &mut message) };
-        check_bridge("TCPStore::check", code, message)?;
+        concise_check("TCPStore::check", code, message)?;
         Ok(exists != 0)
     }
 
@@ -78,7 +79,7 @@ impl Store {
         // SAFETY: the store is live; on success the bridge hands over a malloc'ed buffer of
         // `len` bytes, freed below.
         let code = unsafe { ffi::enl_store_get(self.raw(), key.as_ptr(), &mut value, &mut len, &mut message) };
-        check_bridge("TCPStore::get", code, message)?;
+        concise_check("TCPStore::get", code, message)?;
         // SAFETY: `value` holds `len` initialised bytes from malloc (at least 1 byte allocated).
         let bytes = unsafe { std::slice::from_raw_parts(value, len) }.to_vec();
         // SAFETY: allocated by the bridge with malloc, freed once.

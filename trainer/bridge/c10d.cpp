@@ -1,13 +1,15 @@
-// torch.distributed's engine, c10d, for the Rust side (src/distributed/): a process group is a
-// TCPStore for the rendezvous plus a c10d Backend (ProcessGroupGloo here; ProcessGroupNCCL
-// through a factory from a separately loaded library). Collectives are c10d's own; this file
+// torch.distributed's engine, c10d, for the Rust side (src/distributed/): a TCPStore for the
+// rendezvous (and the ranks' heartbeats), and a process group on it: a c10d Backend
+// (ProcessGroupGloo here; ProcessGroupNCCL through a factory from a separately loaded library). Collectives are c10d's own; this file
 // only adapts calling conventions. Every export runs through enl_guard: no exception escapes.
 #include <ATen/ATen.h>
 #include <c10/util/Logging.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdint>
 #include <sstream>
 #include <string>
@@ -16,6 +18,10 @@
 #include "guard.h"
 
 using std::chrono::milliseconds;
+
+struct enl_store {
+    c10::intrusive_ptr<c10d::Store> store;
+};
 
 struct enl_pg {
     c10::intrusive_ptr<c10d::Store> store;
@@ -78,40 +84,85 @@ class QuietStore {
 
 }  // namespace
 
-// A process group of `size` ranks meeting at master_addr:master_port (rank 0 serves the store
-// and waits for the others). factory == nullptr selects Gloo with the devices described above.
-extern "C" int enl_pg_new(int rank, int size, const char* master_addr, uint16_t master_port, int64_t timeout_ms,
-                          const char* gloo_interfaces, const char* gloo_hostname, enl_backend_factory factory,
-                          int device, enl_pg** out, char** message) {
+// A TCPStore at master_addr:master_port: served here when is_server (rank 0), else a client
+// that connects to it, within timeout_ms. It does not wait for the other ranks: the Rust side
+// does (src/distributed/rendezvous.rs), so that ranks can compare their settings first.
+extern "C" int enl_store_new(const char* master_addr, uint16_t master_port, int is_server, int64_t timeout_ms,
+                             enl_store** out, char** message) {
+    return enlighten::enl_guard(message, [&] {
+        c10d::TCPStoreOptions options;
+        options.port = master_port;
+        options.isServer = is_server != 0;
+        options.waitWorkers = false;
+        options.timeout = milliseconds(timeout_ms);
+        QuietStore quiet;
+        *out = new enl_store{c10::make_intrusive<c10d::TCPStore>(master_addr, options)};
+    });
+}
+
+// Another connection to the same store with its own timeout (for the heartbeat, whose calls must
+// neither wait behind the process group's nor block as long).
+extern "C" int enl_store_clone(enl_store* store, int64_t timeout_ms, enl_store** out, char** message) {
+    return enlighten::enl_guard(message, [&] {
+        QuietStore quiet;
+        auto client = store->store->clone();
+        client->setTimeout(milliseconds(timeout_ms));
+        *out = new enl_store{client};
+    });
+}
+
+extern "C" void enl_store_free(enl_store* store) noexcept {
+    try {
+        delete store;
+    } catch (...) {
+        // As in enl_pg_free.
+    }
+}
+
+extern "C" int enl_store_set(enl_store* store, const char* key, const uint8_t* value, size_t len, char** message) {
+    return enlighten::enl_guard(message, [&] { store->store->set(key, std::vector<uint8_t>(value, value + len)); });
+}
+
+// Whether `key` is set, without waiting.
+extern "C" int enl_store_check(enl_store* store, const char* key, int* exists, char** message) {
+    return enlighten::enl_guard(message, [&] { *exists = store->store->check({key}) ? 1 : 0; });
+}
+
+// The value of `key` (waits for it up to the store's timeout), malloc'ed into *value.
+extern "C" int enl_store_get(enl_store* store, const char* key, uint8_t** value, size_t* len, char** message) {
+    return enlighten::enl_guard(message, [&] {
+        std::vector<uint8_t> bytes = store->store->get(key);
+        auto* copy = static_cast<uint8_t*>(std::malloc(bytes.empty() ? 1 : bytes.size()));
+        TORCH_CHECK(copy != nullptr, "out of memory for a store value of ", bytes.size(), " bytes");
+        std::copy(bytes.begin(), bytes.end(), copy);
+        *value = copy;
+        *len = bytes.size();
+    });
+}
+
+// A process group of `size` ranks on `store` (the ranks have met there already).
+// factory == nullptr selects Gloo with the devices described above.
+extern "C" int enl_pg_new(enl_store* store, int rank, int size, int64_t timeout_ms, const char* gloo_interfaces,
+                          const char* gloo_hostname, enl_backend_factory factory, int device, enl_pg** out,
+                          char** message) {
     return enlighten::enl_guard(message, [&] {
         milliseconds timeout(timeout_ms);
-        c10d::TCPStoreOptions store_options;
-        store_options.port = master_port;
-        store_options.isServer = rank == 0;
-        store_options.numWorkers = static_cast<std::size_t>(size);
-        store_options.waitWorkers = true;
-        store_options.timeout = timeout;
-        c10::intrusive_ptr<c10d::TCPStore> store;
-        {
-            QuietStore quiet;
-            store = c10::make_intrusive<c10d::TCPStore>(master_addr, store_options);
-        }
         c10::intrusive_ptr<c10d::Backend> backend;
         if (factory == nullptr) {
             auto options = c10d::ProcessGroupGloo::Options::create(timeout);
             options->devices = gloo_devices(gloo_interfaces, gloo_hostname);
-            backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, options);
+            backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store->store, rank, size, options);
         } else {
             c10d::Backend* raw = nullptr;
             char* factory_message = nullptr;
-            if (factory(store.get(), rank, size, timeout_ms, device, &raw, &factory_message) != 0) {
+            if (factory(store->store.get(), rank, size, timeout_ms, device, &raw, &factory_message) != 0) {
                 std::string text = factory_message != nullptr ? factory_message : "backend factory failed";
                 std::free(factory_message);
                 throw std::runtime_error(text);
             }
             backend = c10::intrusive_ptr<c10d::Backend>::reclaim(raw);
         }
-        *out = new enl_pg{store, backend, timeout};
+        *out = new enl_pg{store->store, backend, timeout};
     });
 }
 

@@ -579,3 +579,241 @@ fn ranks_with_different_configurations_stop_at_start_up_naming_the_setting() {
         );
     }
 }
+
+/// What the chaos test does to a running job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// SIGKILL to the launcher's whole process group (the launcher and every rank at once).
+    KillGroup,
+    /// SIGKILL to the group while rank 0 writes a checkpoint (its `ckpt.tmp` folder exists).
+    KillGroupMidWrite,
+    /// SIGTERM to the launcher, as a scheduler preempting the job.
+    Preempt,
+}
+
+/// SplitMix64: the test's "random" points, the same on every run of the test.
+fn split_mix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The highest step in a run's metrics.jsonl so far (a line being written is skipped).
+fn last_logged_step(metrics: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(metrics).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("step")?.as_u64())
+        .max()
+}
+
+/// `enlighten <args>` in a process group of its own (its ranks join it), so that the whole job
+/// can be killed at once as a node failure would.
+fn start_group(args: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    Command::new(env!("CARGO_BIN_EXE_enlighten"))
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Starts `args`, waits until the job logged step `step` and a step beyond any logged before it
+/// started (or ended), then applies `fault`; true when the fault landed as meant (a mid-write
+/// kill left `ckpt.tmp` behind), with the job's stderr.
+fn inflict(args: &[&str], fault: Fault, step: u64, run_dir: &Path) -> (bool, String) {
+    let (metrics, tmp) = (run_dir.join("metrics.jsonl"), run_dir.join("checkpoints/ckpt.tmp"));
+    let step = step.max(last_logged_step(&metrics).map_or(0, |s| s + 1));
+    let mut job = start_group(args);
+    let started = Instant::now();
+    let running = |job: &mut std::process::Child| job.try_wait().unwrap().is_none();
+    while running(&mut job) && last_logged_step(&metrics).is_none_or(|s| s < step) {
+        assert!(started.elapsed() < Duration::from_secs(60), "step {step} never came");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if fault == Fault::KillGroupMidWrite {
+        while running(&mut job) && !tmp.exists() {
+            std::thread::yield_now();
+        }
+    }
+    let pid = job.id() as libc::pid_t;
+    let signal = if fault == Fault::Preempt {
+        libc::SIGTERM
+    } else {
+        libc::SIGKILL
+    };
+    // SAFETY: kill(2) on the job this test started: its process group (its pgid is its pid),
+    // or the launcher alone for SIGTERM, which the launcher forwards to its ranks.
+    unsafe { libc::kill(if fault == Fault::Preempt { pid } else { -pid }, signal) };
+    let out = job.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    let landed = match fault {
+        Fault::Preempt => {
+            assert_eq!(out.status.code(), Some(75), "preempted; stderr:\n{stderr}");
+            true
+        }
+        Fault::KillGroup => true,
+        Fault::KillGroupMidWrite => tmp.exists(),
+    };
+    (landed, stderr)
+}
+
+#[test]
+fn kill_9_and_sigterm_at_random_points_then_resume_give_the_straight_digest() {
+    let _one = serial();
+    let dir = setup("chaos");
+    let every_step = "checkpoint_every = 1";
+    let straight = write_config(&dir, "straight", every_step);
+    let chaos = write_config(&dir, "chaos", every_step);
+    let out = enlighten(&["train", "--config", straight.to_str().unwrap(), "--nproc", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Three faults in a seeded order at seeded steps of the 24.
+    let mut seed = 20;
+    let mut faults = [Fault::KillGroup, Fault::Preempt, Fault::KillGroupMidWrite];
+    for i in (1..faults.len()).rev() {
+        faults.swap(i, (split_mix(&mut seed) % (i as u64 + 1)) as usize);
+    }
+    let mut steps: Vec<u64> = faults.iter().map(|_| 2 + split_mix(&mut seed) % 18).collect();
+    steps.sort_unstable();
+    let path = chaos.to_str().unwrap();
+    let (fresh, resume) = (
+        ["train", "--config", path, "--nproc", "2"],
+        ["train", "--config", path, "--nproc", "2", "--resume"],
+    );
+    let run_dir = dir.join("runs/chaos");
+    let mut first = true;
+    for (fault, step) in faults.into_iter().zip(steps) {
+        // A mid-write kill that missed the write (the job was between writes) is tried again.
+        for attempt in 0.. {
+            assert!(attempt < 8, "no kill landed inside a checkpoint write");
+            let args = if first { &fresh[..] } else { &resume[..] };
+            first = false;
+            let (landed, stderr) = inflict(args, fault, step, &run_dir);
+            eprintln!("{fault:?} at step {step}: landed {landed}\n{stderr}");
+            if landed {
+                break;
+            }
+        }
+    }
+    let out = enlighten(&resume);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(summary(&dir, "chaos").steps, 24);
+    assert_eq!(
+        summary(&dir, "chaos").parameter_digest,
+        summary(&dir, "straight").parameter_digest,
+        "killed, preempted and resumed = straight"
+    );
+}
+
+/// `enlighten train --config <config> <extra...>` as rank `rank` of `world`, started as torchrun
+/// starts its ranks: the variables set, no `--nproc`.
+fn torchrun_rank(config: &Path, rank: usize, world: usize, port: u16, extra: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_enlighten"))
+        .args(["train", "--config", config.to_str().unwrap()])
+        .args(extra)
+        .env("RANK", rank.to_string())
+        .env("LOCAL_RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_rank_stopped_mid_run_is_named_by_rank_0_within_about_the_timeout_under_torchrun() {
+    let _one = serial();
+    let dir = setup("sigstop");
+    let config = write_config(&dir, "sigstop", "");
+    let port = free_port().unwrap();
+    let timeout = ["--set", "run.collective_timeout_s=4"];
+    let rank0 = torchrun_rank(&config, 0, 2, port, &timeout);
+    let mut rank1 = torchrun_rank(&config, 1, 2, port, &timeout);
+    let metrics = dir.join("runs/sigstop/metrics.jsonl");
+    let started = Instant::now();
+    while last_logged_step(&metrics).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no metrics line");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) on a process this test started and has not reaped.
+    unsafe { libc::kill(rank1.id() as libc::pid_t, libc::SIGSTOP) };
+    let stopped = Instant::now();
+    let out = rank0.wait_with_output().unwrap();
+    let waited = stopped.elapsed();
+    rank1.kill().unwrap();
+    rank1.wait().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "rank 0 trained on: {stderr}");
+    assert!(
+        stderr.contains("rank 1 (no heartbeat") && stderr.contains("did not answer within 4 s"),
+        "rank 0 names the stopped rank: {stderr}"
+    );
+    // The 4 s timeout, two heartbeats (1 s each) to tell a stopped rank, and a loaded machine.
+    assert!(waited < Duration::from_secs(12), "rank 0 stopped after {waited:?}");
+}
+
+#[test]
+fn ranks_with_different_world_sizes_stop_at_start_up_naming_world_size() {
+    for sizes in [[2, 3], [3, 2]] {
+        let port = free_port().unwrap();
+        let started = Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (rank, world_size) in sizes.into_iter().enumerate() {
+            let env = Env {
+                rank,
+                world_size,
+                local_rank: rank,
+                master_addr: "127.0.0.1".into(),
+                master_port: port,
+            };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let joined = ProcessGroup::new(&env, Backend::Gloo, Duration::from_secs(20));
+                let _ = tx.send((rank, joined.map(|_| ())));
+            });
+        }
+        let expected = format!("WORLD_SIZE = {} on rank 1, {} on rank 0", sizes[1], sizes[0]);
+        for _ in 0..2 {
+            let (rank, joined) = rx.recv_timeout(Duration::from_secs(40)).expect("the rendezvous hung");
+            let message = joined.expect_err("no group of different sizes").to_string();
+            assert!(message.contains(&expected), "rank {rank}: {message}");
+            assert_eq!(message.lines().count(), 1, "one line: {message}");
+        }
+        // Well before the 20 s timeout: the difference is seen as soon as both ranks are there.
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_lone_non_zero_rank_fails_after_one_timeout_with_one_line() {
+    let dir = setup("lone");
+    let config = write_config(&dir, "lone", "");
+    // Nobody serves this port: rank 0 was never started.
+    let port = free_port().unwrap();
+    let started = Instant::now();
+    let out = torchrun_rank(&config, 1, 2, port, &["--set", "run.collective_timeout_s=4"])
+        .wait_with_output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains("rank 0"), "names rank 0: {stderr}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(7),
+        "one 4 s timeout, not two: {took:?}"
+    );
+}

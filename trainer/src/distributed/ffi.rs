@@ -5,7 +5,13 @@ use std::ffi::{c_char, c_int};
 
 use torch_sys::C_tensor;
 
-/// `enl_pg`: a TCPStore and the c10d Backend built on it.
+/// `enl_store`: one connection to a TCPStore (on rank 0, the store itself).
+#[repr(C)]
+pub(super) struct Store {
+    _opaque: [u8; 0],
+}
+
+/// `enl_pg`: the c10d Backend built on a store.
 #[repr(C)]
 pub(super) struct Pg {
     _opaque: [u8; 0],
@@ -29,12 +35,46 @@ pub(super) type BackendFactory = unsafe extern "C" fn(
 ) -> c_int;
 
 extern "C" {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn enl_pg_new(
-        rank: c_int,
-        size: c_int,
+    pub(super) fn enl_store_new(
         master_addr: *const c_char,
         master_port: u16,
+        is_server: c_int,
+        timeout_ms: i64,
+        out: *mut *mut Store,
+        message: *mut *mut c_char,
+    ) -> c_int;
+    pub(super) fn enl_store_clone(
+        store: *mut Store,
+        timeout_ms: i64,
+        out: *mut *mut Store,
+        message: *mut *mut c_char,
+    ) -> c_int;
+    pub(super) fn enl_store_free(store: *mut Store);
+    pub(super) fn enl_store_set(
+        store: *mut Store,
+        key: *const c_char,
+        value: *const u8,
+        len: usize,
+        message: *mut *mut c_char,
+    ) -> c_int;
+    pub(super) fn enl_store_check(
+        store: *mut Store,
+        key: *const c_char,
+        exists: *mut c_int,
+        message: *mut *mut c_char,
+    ) -> c_int;
+    pub(super) fn enl_store_get(
+        store: *mut Store,
+        key: *const c_char,
+        value: *mut *mut u8,
+        len: *mut usize,
+        message: *mut *mut c_char,
+    ) -> c_int;
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn enl_pg_new(
+        store: *mut Store,
+        rank: c_int,
+        size: c_int,
         timeout_ms: i64,
         gloo_interfaces: *const c_char,
         gloo_hostname: *const c_char,

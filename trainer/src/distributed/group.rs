@@ -5,13 +5,16 @@
 use std::ffi::{c_char, c_int, CString};
 use std::net::IpAddr;
 use std::ptr::{self, NonNull};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tch::{Device, Tensor};
 use torch_sys::C_tensor;
 
+use super::heartbeat::Heartbeat;
 use super::layout::{self, Show};
-use super::{ffi, nccl, Backend, Env};
+use super::store::{c_text, millis, Store};
+use super::{ffi, nccl, rendezvous, Backend, Env};
 use crate::error::{Error, Result};
 use crate::DeviceChoice;
 
@@ -24,6 +27,8 @@ pub struct ProcessGroup {
     world_size: usize,
     backend: Backend,
     timeout: Duration,
+    /// This rank's heartbeat: names the rank a failed collective waited on.
+    heartbeat: Arc<Heartbeat>,
 }
 
 // SAFETY: the handle owns reference-counted c10d objects (a TCPStore and a Backend) with no
@@ -35,78 +40,35 @@ unsafe impl Send for ProcessGroup {}
 
 impl ProcessGroup {
     /// Joins the job `env` describes: rank 0 serves the rendezvous store at
-    /// `master_addr:master_port` and waits for the others, every rank then connects to every
-    /// other. `timeout` bounds the rendezvous and every collective. `Backend::Auto` resolves
-    /// against [`DeviceChoice::Auto`]. Gloo binds the interfaces in GLOO_SOCKET_IFNAME when set
-    /// (as PyTorch does), the loopback address when the master is local, else the address this
-    /// machine's hostname resolves to.
+    /// `master_addr:master_port`, the ranks compare their WORLD_SIZE there, every rank then
+    /// connects to every other. `timeout` bounds the rendezvous and every collective.
+    /// `Backend::Auto` resolves against [`DeviceChoice::Auto`]. Gloo binds the interfaces in
+    /// GLOO_SOCKET_IFNAME when set (as PyTorch does), the loopback address when the master is
+    /// local, else the address this machine's hostname resolves to.
     pub fn new(env: &Env, backend: Backend, timeout: Duration) -> Result<ProcessGroup> {
         env.validate()?;
         let backend = match backend {
             Backend::Auto => backend.resolve(DeviceChoice::Auto.device()?),
             chosen => chosen,
         };
-        let timeout_ms = millis(timeout)?;
-        let rank = small("RANK", env.rank)?;
-        let size = small("WORLD_SIZE", env.world_size)?;
-        let addr = c_text("MASTER_ADDR", &env.master_addr)?;
-        let interfaces = match std::env::var("GLOO_SOCKET_IFNAME") {
-            Ok(names) => Some(c_text("GLOO_SOCKET_IFNAME", &names)?),
-            Err(_) => None,
-        };
-        let hostname = is_loopback(&env.master_addr).then(|| addr.clone());
-        let (factory, device) = match backend {
-            Backend::Nccl => (Some(nccl::factory()?), small("LOCAL_RANK", env.local_rank)?),
-            _ => (None, -1),
-        };
-        let port = env.master_port;
+        let settings = Settings::of(env, backend, timeout)?;
+        let (rendezvous_env, started) = (env.clone(), Instant::now());
         // c10d bounds the store's connect but not its first reply (a port that accepts and never
         // answers blocks forever), so the rendezvous runs on its own thread and this one waits
         // at most the timeout (and a little, so that c10d's own timeout error comes first).
         let (tx, rx) = std::sync::mpsc::channel();
-        let join = move || {
-            let mut handle: *mut ffi::Pg = ptr::null_mut();
-            let mut message: *mut c_char = ptr::null_mut();
-            // SAFETY: the strings are NUL-terminated and owned by this closure for the call; the
-            // factory, when given, is the NCCL library's export with the declared signature; the
-            // bridge writes `handle` only on success and never throws.
-            let code = unsafe {
-                ffi::enl_pg_new(
-                    rank,
-                    size,
-                    addr.as_ptr(),
-                    port,
-                    timeout_ms,
-                    interfaces.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
-                    hostname.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
-                    factory,
-                    device,
-                    &mut handle,
-                    &mut message,
-                )
-            };
-            let joined = check("ProcessGroup::new", code, message).map(|()| handle as usize);
-            if let Err(std::sync::mpsc::SendError(Ok(late))) = tx.send(joined) {
-                // SAFETY: a group that came after the caller gave up is owned by no one else.
-                unsafe { ffi::enl_pg_free(late as *mut ffi::Pg) };
-            }
+        let meet = move || {
+            // A group that came after the caller gave up drops here, owned by no one else.
+            let _ = tx.send(join(&rendezvous_env, settings, started));
         };
         std::thread::Builder::new()
             .name("rendezvous".into())
-            .spawn(join)
+            .spawn(meet)
             .map_err(|e| Error::Internal(format!("cannot start the rendezvous thread: {e}")))?;
-        let handle = match rx.recv_timeout(timeout + RENDEZVOUS_GRACE) {
-            Ok(joined) => joined.map_err(|e| rendezvous_failed(env, e))? as *mut ffi::Pg,
-            Err(_) => return Err(rendezvous_timeout(env, timeout)),
-        };
-        let handle = NonNull::new(handle).ok_or_else(|| Error::Internal("enl_pg_new returned no group".into()))?;
-        Ok(ProcessGroup {
-            handle,
-            rank: env.rank,
-            world_size: env.world_size,
-            backend,
-            timeout,
-        })
+        match rx.recv_timeout(timeout + RENDEZVOUS_GRACE) {
+            Ok(joined) => joined,
+            Err(_) => Err(rendezvous_timeout(env, timeout)),
+        }
     }
 
     pub fn rank(&self) -> usize {
@@ -136,6 +98,7 @@ impl ProcessGroup {
             collective_tensor("tensors", tensor)?;
         }
         let pointers: Vec<*const C_tensor> = tensors.iter().map(|t| t.as_ptr()).collect();
+        let (collective, started) = (self.heartbeat.enter(), Instant::now());
         let mut work: *mut ffi::Work = ptr::null_mut();
         let mut message: *mut c_char = ptr::null_mut();
         // SAFETY: the group is live; `pointers` holds `tensors.len()` live tch tensors, which the
@@ -143,7 +106,7 @@ impl ProcessGroup {
         let code = unsafe {
             ffi::enl_pg_allreduce_sum(self.raw(), pointers.as_ptr(), pointers.len(), &mut work, &mut message)
         };
-        check("all_reduce_sum", code, message)?;
+        check("all_reduce_sum", code, message).map_err(|e| self.explain("all_reduce_sum", e, collective, started))?;
         let handle = NonNull::new(work).ok_or_else(|| Error::Internal("all_reduce_sum returned no work".into()))?;
         // NCCL's wait, with no timeout, orders the current CUDA stream after the collective and
         // returns at once, as DDP's does; its watchdog enforces the group's timeout instead.
@@ -151,7 +114,14 @@ impl ProcessGroup {
             Backend::Nccl => None,
             _ => Some(self.timeout),
         };
-        Ok(Work { handle, timeout })
+        Ok(Work {
+            handle,
+            timeout,
+            collective,
+            started,
+            heartbeat: Arc::clone(&self.heartbeat),
+            group_timeout: self.timeout,
+        })
     }
 
     /// Every rank's `tensor`, concatenated along dimension 0 in rank order (stacked into
@@ -174,21 +144,23 @@ impl ProcessGroup {
 
     /// Returns once every rank has called it (or with an error when one does not in time).
     pub fn barrier(&self) -> Result<()> {
+        let (collective, started) = (self.heartbeat.enter(), Instant::now());
         let mut message: *mut c_char = ptr::null_mut();
         // SAFETY: the group is live; the bridge never throws.
         let code = unsafe { ffi::enl_pg_barrier(self.raw(), &mut message) };
-        check("barrier", code, message)
+        check("barrier", code, message).map_err(|e| self.explain("barrier", e, collective, started))
     }
 
     /// Broadcast without the cross-rank layout check: for callers that checked it once for many
     /// tensors.
     pub(super) fn broadcast_unchecked(&self, tensor: &Tensor, root: usize) -> Result<()> {
         self.check_root(root)?;
+        let (collective, started) = (self.heartbeat.enter(), Instant::now());
         let mut message: *mut c_char = ptr::null_mut();
         // SAFETY: the group and the tensor are live; `root` fits a c_int because it is below the
         // world size, which did; the bridge waits for the broadcast before returning.
         let code = unsafe { ffi::enl_pg_broadcast(self.raw(), tensor.as_ptr(), root as c_int, &mut message) };
-        check("broadcast", code, message)
+        check("broadcast", code, message).map_err(|e| self.explain("broadcast", e, collective, started))
     }
 
     /// Checks that `values` (a tensor layout, or a fingerprint of many) are the same on every
@@ -208,12 +180,13 @@ impl ProcessGroup {
     }
 
     fn gather_unchecked(&self, tensor: &Tensor) -> Result<Tensor> {
+        let (collective, started) = (self.heartbeat.enter(), Instant::now());
         let mut out: *mut C_tensor = ptr::null_mut();
         let mut message: *mut c_char = ptr::null_mut();
         // SAFETY: the group and the tensor are live; the bridge waits for the exchange and writes
         // `out` (a new tensor we own) only on success.
         let code = unsafe { ffi::enl_pg_allgather(self.raw(), tensor.as_ptr(), &mut out, &mut message) };
-        check("all_gather", code, message)?;
+        check("all_gather", code, message).map_err(|e| self.explain("all_gather", e, collective, started))?;
         // SAFETY: on success `out` is a heap-allocated at::Tensor handed over to us.
         Ok(unsafe { Tensor::from_ptr(out) })
     }
@@ -224,6 +197,11 @@ impl ProcessGroup {
             return Err(Error::value("root", expected, root));
         }
         Ok(())
+    }
+
+    /// A failed collective's error, naming the ranks it waited on when their heartbeats tell.
+    fn explain(&self, operation: &'static str, e: Error, collective: u64, started: Instant) -> Error {
+        self.heartbeat.explain(operation, e, collective, started, self.timeout)
     }
 
     fn raw(&self) -> *mut ffi::Pg {
@@ -256,6 +234,11 @@ pub struct Work {
     handle: NonNull<ffi::Work>,
     /// How long `wait` blocks the host at most; `None` (NCCL): not at all.
     timeout: Option<Duration>,
+    /// The collective's number and start, and the heartbeat that explains its failure.
+    collective: u64,
+    started: Instant,
+    heartbeat: Arc<Heartbeat>,
+    group_timeout: Duration,
 }
 
 // SAFETY: the handle owns c10d Work objects, which PyTorch waits on from any thread (futures
@@ -274,7 +257,10 @@ impl Work {
         let mut message: *mut c_char = ptr::null_mut();
         // SAFETY: the handle is live until `self` drops after this call; the bridge never throws.
         let code = unsafe { ffi::enl_work_wait(self.handle.as_ptr(), timeout_ms, &mut message) };
-        check("Work::wait", code, message)
+        check("Work::wait", code, message).map_err(|e| {
+            self.heartbeat
+                .explain("all_reduce_sum", e, self.collective, self.started, self.group_timeout)
+        })
     }
 }
 
@@ -309,8 +295,92 @@ fn collective_tensor(arg: &'static str, tensor: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// How much longer than the timeout the rendezvous is given before its thread is abandoned.
-const RENDEZVOUS_GRACE: Duration = Duration::from_secs(2);
+/// What the bridge needs to build a group, checked and converted before the rendezvous starts.
+struct Settings {
+    rank: c_int,
+    size: c_int,
+    backend: Backend,
+    timeout: Duration,
+    timeout_ms: i64,
+    interfaces: Option<CString>,
+    hostname: Option<CString>,
+    factory: Option<ffi::BackendFactory>,
+    device: c_int,
+}
+
+impl Settings {
+    fn of(env: &Env, backend: Backend, timeout: Duration) -> Result<Settings> {
+        let interfaces = match std::env::var("GLOO_SOCKET_IFNAME") {
+            Ok(names) => Some(c_text("GLOO_SOCKET_IFNAME", &names)?),
+            Err(_) => None,
+        };
+        let hostname = if is_loopback(&env.master_addr) {
+            Some(c_text("MASTER_ADDR", &env.master_addr)?)
+        } else {
+            None
+        };
+        let (factory, device) = match backend {
+            Backend::Nccl => (Some(nccl::factory()?), small("LOCAL_RANK", env.local_rank)?),
+            _ => (None, -1),
+        };
+        Ok(Settings {
+            rank: small("RANK", env.rank)?,
+            size: small("WORLD_SIZE", env.world_size)?,
+            backend,
+            timeout,
+            timeout_ms: millis(timeout)?,
+            interfaces,
+            hostname,
+            factory,
+            device,
+        })
+    }
+}
+
+/// The rendezvous (on the thread [`ProcessGroup::new`] starts): the store, the ranks' WORLD_SIZE
+/// compared, this rank's heartbeat, then the backend's own connections.
+fn join(env: &Env, settings: Settings, started: Instant) -> Result<ProcessGroup> {
+    let timeout = settings.timeout;
+    let store =
+        Store::new(&env.master_addr, env.master_port, env.rank == 0, timeout).map_err(|e| rendezvous_failed(env, e))?;
+    rendezvous::agree_on_world_size(&store, env, started, timeout).map_err(|e| rendezvous_failed(env, e))?;
+    let heartbeat = Heartbeat::start(&store, env.rank, env.world_size, timeout)?;
+    let mut handle: *mut ffi::Pg = ptr::null_mut();
+    let mut message: *mut c_char = ptr::null_mut();
+    // SAFETY: the store is live (the group keeps its own reference); the strings are
+    // NUL-terminated and live across the call; the factory, when given, is the NCCL library's
+    // export with the declared signature; the bridge writes `handle` only on success and never
+    // throws.
+    let code = unsafe {
+        ffi::enl_pg_new(
+            store.raw(),
+            settings.rank,
+            settings.size,
+            settings.timeout_ms,
+            settings.interfaces.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+            settings.hostname.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+            settings.factory,
+            settings.device,
+            &mut handle,
+            &mut message,
+        )
+    };
+    check("ProcessGroup::new", code, message).map_err(|e| rendezvous_failed(env, e))?;
+    let handle = NonNull::new(handle).ok_or_else(|| Error::Internal("enl_pg_new returned no group".into()))?;
+    Ok(ProcessGroup {
+        handle,
+        rank: env.rank,
+        world_size: env.world_size,
+        backend: settings.backend,
+        timeout,
+        heartbeat: Arc::new(heartbeat),
+    })
+}
+
+/// How much longer than the timeout the rendezvous is given before its thread is abandoned: a
+/// little, for c10d's own error to come first when it is on time (its connect retries can
+/// overshoot the timeout by seconds; the error here says the same).
+const RENDEZVOUS_GRACE: Duration = Duration::from_millis(500);
 
 /// The error of a rendezvous that did not finish in time, naming whom this rank waited on:
 /// rank 0's store for the others, the ranks that did not join for rank 0.
@@ -353,7 +423,7 @@ fn rendezvous_failed(env: &Env, e: Error) -> Error {
 }
 
 /// A bridge call's outcome, its message cut to what it says before C++'s stack frames.
-fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
+pub(super) fn check(operation: &'static str, code: c_int, message: *mut c_char) -> Result<()> {
     crate::error::check_bridge(operation, code, message).map_err(|e| match e {
         Error::Libtorch { operation, message } => Error::Libtorch {
             operation,
@@ -381,23 +451,8 @@ fn concise(message: &str) -> String {
     }
 }
 
-fn millis(timeout: Duration) -> Result<i64> {
-    match i64::try_from(timeout.as_millis()) {
-        Ok(ms) if ms > 0 => Ok(ms),
-        _ => Err(Error::value(
-            "timeout",
-            "between 1 ms and i64::MAX ms",
-            format!("{timeout:?}"),
-        )),
-    }
-}
-
 fn small(name: &'static str, value: usize) -> Result<c_int> {
     c_int::try_from(value).map_err(|_| Error::value(name, "at most i32::MAX", value))
-}
-
-fn c_text(name: &'static str, value: &str) -> Result<CString> {
-    CString::new(value).map_err(|_| Error::value(name, "text without NUL bytes", format!("{value:?}")))
 }
 
 /// Whether every rank meets on this machine: the master is a loopback address or `localhost`.

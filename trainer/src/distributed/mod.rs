@@ -26,9 +26,12 @@ mod buckets;
 mod env;
 mod ffi;
 mod group;
+mod heartbeat;
 mod layout;
 mod nccl;
 mod port;
+mod rendezvous;
+mod store;
 
 pub use backend::Backend;
 pub use buckets::{broadcast_parameters, GradientBuckets, DEFAULT_BUCKET_BYTES};

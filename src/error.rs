@@ -90,9 +90,14 @@ pub enum Error {
     #[error("{what}: cannot write as JSON: {message}")]
     Json { what: String, message: String },
 
-    /// The training loss stopped being finite; the run stops and keeps its last checkpoint.
-    #[error("`loss`: expected a finite training loss, got {loss} at step {step} (the last checkpoint is kept)")]
-    Diverged { step: u64, loss: f64 },
+    /// The training loss stopped being finite; the run stops and keeps its last checkpoint, the
+    /// one whose step `checkpoint` names (none when no checkpoint was written yet).
+    #[error("`loss`: expected a finite training loss, got {loss} at step {step} ({})", kept_checkpoint(.checkpoint))]
+    Diverged {
+        step: u64,
+        loss: f64,
+        checkpoint: Option<u64>,
+    },
 
     /// Something the crate itself guarantees did not hold: a bug, or a helper thread that died.
     #[error("internal error: {0}")]
@@ -153,5 +158,13 @@ impl Error {
             context: context.into(),
             source,
         }
+    }
+}
+
+/// What a diverged run leaves: its last checkpoint, or nothing yet.
+fn kept_checkpoint(step: &Option<u64>) -> String {
+    match step {
+        Some(s) => format!("the checkpoint of step {s} is kept: resume from it with other settings"),
+        None => "no checkpoint was written yet: nothing to resume".into(),
     }
 }

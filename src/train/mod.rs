@@ -8,6 +8,7 @@ mod config;
 mod optim;
 mod parallel;
 mod prefetch;
+mod probe;
 mod run;
 mod short;
 mod task;
@@ -19,5 +20,6 @@ pub use config::{
 };
 pub use optim::{cosine_lr, Optimizer, Rule};
 pub use parallel::{global_keep, remove_highest_global, DataParallel};
+pub use probe::MonitorCost;
 pub use run::{train, MetricsLine, Parallelism, Summary, Timing, TrainOptions};
 pub(crate) use short::ShortRuns;

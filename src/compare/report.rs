@@ -27,6 +27,9 @@ pub struct RunResult {
     /// What watching the EP cost the run.
     #[serde(default)]
     pub monitor: Option<MonitorCost>,
+    /// The batch-epoch norm ratio of each epoch, when the run logged diagnostics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub benr: Vec<f64>,
     pub steps: u64,
     pub wall_seconds: f64,
 }
@@ -100,6 +103,7 @@ impl Report {
                     hint: "run `enlighten compare` again: it finishes the runs that did not".into(),
                 })?;
                 (task, metric, higher) = (s.task.clone(), s.metric.clone(), s.higher_is_better);
+                let benr = benr_of(&dir);
                 results.push(RunResult {
                     seed: run.seed,
                     dir,
@@ -109,6 +113,7 @@ impl Report {
                     final_val: s.final_val,
                     ep_end: s.ep_end,
                     monitor: s.monitor,
+                    benr,
                     steps: s.steps,
                     wall_seconds: s.wall_seconds,
                 });
@@ -260,6 +265,7 @@ impl Report {
                 );
             }
         }
+        md.push_str(&self.benr_table());
         if !plots.is_empty() {
             md.push_str("\n## Plots\n\n");
             for p in plots {
@@ -328,4 +334,50 @@ fn ep_run(end: Option<EpEndInfo>) -> String {
     });
     let monitor = e.monitor.map_or("fixed".to_string(), |m| m.to_string());
     format!("{} ({lo}..{hi}), {}, {accuracy}, {monitor}", e.step, e.epoch)
+}
+
+/// The BENR values of a run's metrics.jsonl, one per epoch (none without diagnostics).
+fn benr_of(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<crate::train::MetricsLine>(l).ok()?.benr)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Report {
+    /// BENR per epoch, mean ± std over each strategy's seeds (a table: a few epochs make no
+    /// readable figure); empty when no run logged it.
+    fn benr_table(&self) -> String {
+        let epochs = self
+            .strategies
+            .iter()
+            .flat_map(|s| s.runs.iter().map(|r| r.benr.len()))
+            .max()
+            .unwrap_or(0);
+        if epochs == 0 {
+            return String::new();
+        }
+        let mut md = String::from("\n## Batch-epoch norm ratio (BENR) per epoch, mean ± std over seeds\n\n| strategy |");
+        for e in 1..=epochs {
+            let _ = write!(md, " epoch {e} |");
+        }
+        md.push_str(&format!("\n|---|{}\n", "---|".repeat(epochs)));
+        for s in &self.strategies {
+            let _ = write!(md, "| {} |", s.strategy);
+            for e in 0..epochs {
+                let v: Vec<f64> = s.runs.iter().filter_map(|r| r.benr.get(e).copied()).collect();
+                let cell = if v.is_empty() {
+                    "—".to_string()
+                } else {
+                    format!("{:.3} ± {:.3}", mean(&v), std_dev(&v))
+                };
+                let _ = write!(md, " {cell} |");
+            }
+            md.push('\n');
+        }
+        md
+    }
 }

@@ -105,6 +105,7 @@ pub(crate) fn titled_with_legend<'a>(
     entries: &[(String, Mark)],
 ) -> std::result::Result<DrawingArea<BitMapBackend<'a>, Shift>, String> {
     let body = area
+        .margin(6, 0, 0, 0)
         .titled(title, ("sans-serif", 22).into_font().style(FontStyle::Bold))
         .map_err(|e| e.to_string())?;
     let width = body.dim_in_pixel().0 as i32;
@@ -236,19 +237,21 @@ fn draw_ep_marks(
             )))
             .map_err(|e| e.to_string())?;
     }
+    // Overlapping runs' bands add up to one strong band, never to an opaque block.
+    let alpha = (0.45 / ep.ends.len().max(1) as f64).max(0.05);
     for &(lo, hi, color) in &ep.ends {
         if hi > lo {
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(lo.max(x0), y0), (hi.min(x1), y1)],
-                    color.mix(0.18).filled(),
+                    color.mix(alpha).filled(),
                 )))
                 .map_err(|e| e.to_string())?;
         }
         chart
             .draw_series(std::iter::once(PathElement::new(
                 vec![(hi, y0), (hi, y1)],
-                color.mix(0.7).stroke_width(1),
+                color.mix(0.6).stroke_width(1),
             )))
             .map_err(|e| e.to_string())?;
     }
@@ -293,4 +296,32 @@ pub(crate) fn png(
         root.present().map_err(|e| plot_error(&path, e))?;
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(points: &[(f64, f64)]) -> Curve {
+        Curve {
+            name: "c".into(),
+            color: COLORS[0],
+            points: points.iter().map(|&(x, y)| (x, y, y - 0.02, y + 0.02)).collect(),
+        }
+    }
+
+    #[test]
+    fn bounded_axes_stop_at_their_bounds_with_a_margin_inside_them() {
+        let c = curve(&[(1.0, 0.1), (50.0, 0.97), (100.0, 0.99)]);
+        let (_, _, y0, y1) = extent(&[c], YBounds::UNIT).unwrap();
+        assert_eq!(y1, 1.0, "an accuracy axis stops at 1.0");
+        assert!(y0 >= 0.0 && y0 < 0.08, "{y0}");
+        let c = curve(&[(1.0, -0.98), (2.0, 0.5)]);
+        let (_, _, y0, y1) = extent(&[c], YBounds::COSINE).unwrap();
+        assert_eq!(y0, -1.0);
+        assert!(y1 < 0.7, "no headroom beyond a margin: {y1}");
+        let c = curve(&[(1.0, 2.0), (2.0, 3.0)]);
+        let (_, _, y0, y1) = extent(&[c], YBounds::NON_NEGATIVE).unwrap();
+        assert!(y0 > 1.8 && y1 > 3.0 && y1 < 3.2, "{y0}..{y1}");
+    }
 }

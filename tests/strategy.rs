@@ -432,8 +432,10 @@ fn train_clean_ends_on_the_window_mean_with_its_interval_and_standard_error() {
             (Some(e), Some(s)) => {
                 assert_eq!(e.step, s as u64 + 1);
                 assert_eq!(e.accuracy, Some(mean(s)));
-                let before = (s >= window as usize).then_some(s as u64);
-                assert_eq!(e.last_below, before, "the window's previous step was below");
+                // The previous window was below: the crossing is after its oldest step.
+                let before = (s >= window as usize).then_some(s as u64 + 1 - window);
+                assert_eq!(e.last_below, before, "the previous window's oldest step");
+                assert_eq!(e.interval().1 - e.interval().0, if before.is_some() { window } else { s as u64 + 1 });
                 let n = batch * window as f64;
                 let se = (mean(s) * (1.0 - mean(s)) / n).sqrt();
                 assert!((e.std_error.unwrap() - se).abs() < 1e-12);

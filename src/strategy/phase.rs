@@ -184,8 +184,10 @@ pub struct EpEndInfo {
     pub epoch: u32,
     /// The monitored accuracy that ended it (accuracy mode only).
     pub accuracy: Option<f64>,
-    /// Accuracy mode: the EP end the last observation below the threshold stood for; the true
-    /// crossing lies in `last_below..=step`. None when no observation came before.
+    /// Accuracy mode: the EP end the last observation known below the threshold stood for; the
+    /// crossing lies in `last_below..=step`. None when no observation came before. For
+    /// `train-clean`'s window of w steps it is the previous window's oldest step (a rising
+    /// accuracy whose window mean was below was below there): `step - w`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_below: Option<u64>,
     /// The binomial standard error of `accuracy` (from the window's or the probe's size).
@@ -378,11 +380,20 @@ impl PhaseController {
             self.watch.last_below = Some(step + 1);
             return None;
         }
+        // A window's mean lags its newest step: the previous (lower) window vouches for its
+        // oldest step only.
+        let last_below = match monitor {
+            Monitor::TrainClean if !self.watch.window.is_empty() => {
+                let span = self.watch.window.len() as u64;
+                self.watch.last_below.map(|_| (step + 1).saturating_sub(span))
+            }
+            _ => self.watch.last_below,
+        };
         let info = EpEndInfo {
             step: step + 1,
             epoch,
             accuracy: Some(m.accuracy),
-            last_below: self.watch.last_below,
+            last_below,
             std_error: m.std_error(),
             monitor: Some(monitor),
             predictions: m.predictions,

@@ -181,9 +181,11 @@ impl EpMonitor {
         Ok(())
     }
 
-    /// Steps between probes for the budget: a probe's cost (measured, or before the first
-    /// estimated as its rows' share of the measured training forward time) over the budget's
-    /// share of a typical (median) training step.
+    /// Steps until the next probe: the fewest after which the monitor's seconds so far plus
+    /// the next probe's stay within the budget's share of the EP's training seconds by then
+    /// (a typical, median, step added per step). A probe's cost is measured, or before the
+    /// first estimated as its rows' share of the measured training forward time; a probe that
+    /// cost more than planned pushes the next one out, so the share holds over the whole EP.
     fn budget_spacing(&self) -> u64 {
         let rows = self.probe.as_ref().map_or(0, Part::len) as f64;
         let probe_cost = if self.probes > 0 {
@@ -195,7 +197,9 @@ impl EpMonitor {
         if step_cost <= 0.0 {
             return 1;
         }
-        (probe_cost / (self.budget * step_cost)).ceil().max(1.0) as u64
+        let trained: f64 = self.step_seconds.iter().sum();
+        let needed = (self.seconds + probe_cost) / self.budget - trained;
+        (needed / step_cost).ceil().max(1.0) as u64
     }
 
     /// What the monitor cost during the EP (none for a fixed-length EP).

@@ -74,7 +74,10 @@ impl YBounds {
         lo: Some(-1.0),
         hi: Some(1.0),
     };
-    pub const NON_NEGATIVE: YBounds = YBounds { lo: Some(0.0), hi: None };
+    pub const NON_NEGATIVE: YBounds = YBounds {
+        lo: Some(0.0),
+        hi: None,
+    };
 
     /// The bounds of a metric by its name: accuracy in [0, 1], anything else (MSE) >= 0.
     pub fn of_metric(metric: &str) -> YBounds {
@@ -121,7 +124,11 @@ pub(crate) fn titled_with_legend<'a>(
         rows.last_mut().map(|r| r.push((x, name, *mark)));
         x += w;
     }
-    let height = if entries.is_empty() { 0 } else { 22 * rows.len() as u32 + 6 };
+    let height = if entries.is_empty() {
+        0
+    } else {
+        22 * rows.len() as u32 + 6
+    };
     let (strip, chart) = body.split_vertically(height);
     for (r, row) in rows.iter().enumerate() {
         let y = 11 + 22 * r as i32;
@@ -135,7 +142,11 @@ pub(crate) fn titled_with_legend<'a>(
     Ok(chart)
 }
 
-fn draw_mark(area: &DrawingArea<BitMapBackend<'_>, Shift>, mark: Mark, (x, y): (i32, i32)) -> std::result::Result<(), String> {
+fn draw_mark(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    mark: Mark,
+    (x, y): (i32, i32),
+) -> std::result::Result<(), String> {
     let r = match mark {
         Mark::Line(c) => area.draw(&PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3))),
         Mark::Dot(c) => area.draw(&Circle::new((x + 11, y), 5, c.filled())),

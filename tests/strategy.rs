@@ -435,7 +435,10 @@ fn train_clean_ends_on_the_window_mean_with_its_interval_and_standard_error() {
                 // The previous window was below: the crossing is after its oldest step.
                 let before = (s >= window as usize).then_some(s as u64 + 1 - window);
                 assert_eq!(e.last_below, before, "the previous window's oldest step");
-                assert_eq!(e.interval().1 - e.interval().0, if before.is_some() { window } else { s as u64 + 1 });
+                assert_eq!(
+                    e.interval().1 - e.interval().0,
+                    if before.is_some() { window } else { s as u64 + 1 }
+                );
                 let n = batch * window as f64;
                 let se = (mean(s) * (1.0 - mean(s)) / n).sqrt();
                 assert!((e.std_error.unwrap() - se).abs() < 1e-12);
@@ -484,7 +487,11 @@ fn a_probe_runs_only_when_planned_and_only_during_the_ep() {
     assert!(!(0..100).any(|st| s.probe_due(st)), "nothing due before a plan");
     s.plan_probe(7);
     assert!(s.probe_due(7) && !s.probe_due(6));
-    assert_eq!(s.observe_counts(Monitor::TrainClean, 100.0, 100.0, 7, 0), None, "not the watched monitor");
+    assert_eq!(
+        s.observe_counts(Monitor::TrainClean, 100.0, 100.0, 7, 0),
+        None,
+        "not the watched monitor"
+    );
     assert_eq!(s.observe_counts(Monitor::Probe, 40.0, 100.0, 7, 0), None);
     s.plan_probe(19);
     let end = s.observe_counts(Monitor::Probe, 60.0, 100.0, 19, 0).unwrap();

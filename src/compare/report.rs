@@ -319,7 +319,13 @@ fn ep_cell(runs: &[RunResult]) -> String {
     } else {
         format!(", ±{:.3}", mean(&se))
     };
-    format!("[{}, {}]{se} ({}/{} runs)", steps(lo), steps(hi), ends.len(), runs.len())
+    format!(
+        "[{}, {}]{se} ({}/{} runs)",
+        steps(lo),
+        steps(hi),
+        ends.len(),
+        runs.len()
+    )
 }
 
 /// One run's EP end for the runs table.
@@ -360,7 +366,8 @@ impl Report {
         if epochs == 0 {
             return String::new();
         }
-        let mut md = String::from("\n## Batch-epoch norm ratio (BENR) per epoch, mean ± std over seeds\n\n| strategy |");
+        let mut md =
+            String::from("\n## Batch-epoch norm ratio (BENR) per epoch, mean ± std over seeds\n\n| strategy |");
         for e in 1..=epochs {
             let _ = write!(md, " epoch {e} |");
         }

@@ -128,9 +128,7 @@ impl MonitorState {
                 self.window.len() as u64 == n
             }
             None => {
-                while self.window.len() > 1
-                    && total(&self.window) - self.window[0].1 >= DEFAULT_WINDOW_PREDICTIONS
-                {
+                while self.window.len() > 1 && total(&self.window) - self.window[0].1 >= DEFAULT_WINDOW_PREDICTIONS {
                     self.window.pop_front();
                 }
                 total(&self.window) >= DEFAULT_WINDOW_PREDICTIONS

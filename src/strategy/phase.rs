@@ -10,8 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::monitor::{Measurement, MonitorState};
 pub use super::monitor::Monitor;
+use super::monitor::{Measurement, MonitorState};
 use crate::error::{Error, Result};
 
 /// When an accuracy counts as "reached".
@@ -427,11 +427,7 @@ impl fmt::Display for EpEnd {
                     )?,
                 }
                 match monitor {
-                    Monitor::Val => write!(
-                        f,
-                        ", checked every {} steps",
-                        eval_every.unwrap_or(DEFAULT_VAL_EVERY)
-                    ),
+                    Monitor::Val => write!(f, ", checked every {} steps", eval_every.unwrap_or(DEFAULT_VAL_EVERY)),
                     Monitor::TrainClean => match window {
                         Some(w) => write!(f, ", each step over the last {w} batches"),
                         None => write!(f, ", each step over the last batches holding 256 predictions"),

@@ -553,10 +553,13 @@ impl<'a> Run<'a> {
         };
         let t = Instant::now();
         let (step, epoch) = (done.step, done.epoch);
-        self.ep_monitor.training_step(done.seconds, done.forward_seconds, done.rows);
+        self.ep_monitor
+            .training_step(done.seconds, done.forward_seconds, done.rows);
         let probing = monitor == Monitor::Probe && self.state.schedule.probe_due(step);
         let counts = match monitor {
-            Monitor::TrainClean => self.ep_monitor.batch_counts(&done.correct, done.predictions, self.parallel)?,
+            Monitor::TrainClean => self
+                .ep_monitor
+                .batch_counts(&done.correct, done.predictions, self.parallel)?,
             Monitor::Probe if probing => {
                 let e = self.evaluate(self.ep_monitor.probe()?)?;
                 Some((e.correct, e.predictions))

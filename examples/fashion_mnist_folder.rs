@@ -11,7 +11,16 @@ use enlighten::data::{data_dir, fashion_mnist};
 use image::GrayImage;
 
 const CLASSES: [&str; 10] = [
-    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,7 +54,11 @@ fn save(pixels: &[u8], dir: &Path, n: usize) -> Result<(), Box<dyn std::error::E
     std::fs::create_dir_all(dir)?;
     let img = GrayImage::from_fn(32, 32, |x, y| {
         let inside = (2..30).contains(&x) && (2..30).contains(&y);
-        image::Luma([if inside { pixels[(y as usize - 2) * 28 + x as usize - 2] } else { 0 }])
+        image::Luma([if inside {
+            pixels[(y as usize - 2) * 28 + x as usize - 2]
+        } else {
+            0
+        }])
     });
     img.save(dir.join(format!("{n:04}.jpg")))?;
     Ok(())

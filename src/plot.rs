@@ -121,7 +121,9 @@ pub(crate) fn titled_with_legend<'a>(
             rows.push(Vec::new());
             x = 70;
         }
-        rows.last_mut().map(|r| r.push((x, name, *mark)));
+        if let Some(r) = rows.last_mut() {
+            r.push((x, name, *mark));
+        }
         x += w;
     }
     let height = if entries.is_empty() {
@@ -326,7 +328,7 @@ mod tests {
         let c = curve(&[(1.0, 0.1), (50.0, 0.97), (100.0, 0.99)]);
         let (_, _, y0, y1) = extent(&[c], YBounds::UNIT).unwrap();
         assert_eq!(y1, 1.0, "an accuracy axis stops at 1.0");
-        assert!(y0 >= 0.0 && y0 < 0.08, "{y0}");
+        assert!((0.0..0.08).contains(&y0), "{y0}");
         let c = curve(&[(1.0, -0.98), (2.0, 0.5)]);
         let (_, _, y0, y1) = extent(&[c], YBounds::COSINE).unwrap();
         assert_eq!(y0, -1.0);

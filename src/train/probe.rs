@@ -197,12 +197,7 @@ impl EpMonitor {
     /// first estimated as its rows' share of the measured training forward time; a probe that
     /// cost more than planned pushes the next one out, so the share holds over the whole EP.
     fn budget_spacing(&self) -> u64 {
-        let rows = self.probe.as_ref().map_or(0, Part::len) as f64;
-        let probe_cost = if self.probes > 0 {
-            self.probe_seconds / self.probes as f64
-        } else {
-            rows * median(&self.forward_per_row)
-        };
+        let probe_cost = self.probe_cost();
         let step_cost = median(&self.step_seconds);
         if step_cost <= 0.0 {
             return 1;
@@ -210,6 +205,29 @@ impl EpMonitor {
         let trained: f64 = self.step_seconds.iter().sum();
         let needed = (self.seconds + probe_cost) / (BUDGET_AIM * self.budget) - trained;
         (needed / step_cost).ceil().max(1.0) as u64
+    }
+
+    /// A probe's expected seconds: the probes' mean so far, or before the first its rows'
+    /// share of the measured training forward time.
+    fn probe_cost(&self) -> f64 {
+        if self.probes > 0 {
+            return self.probe_seconds / self.probes as f64;
+        }
+        let rows = self.probe.as_ref().map_or(0, Part::len) as f64;
+        rows * median(&self.forward_per_row)
+    }
+
+    /// Whether a probe due now fits the budget of the training seconds actually spent (step
+    /// times vary, so the planned step may come early); if not, the loop plans it again.
+    /// Every rank takes rank 0's answer. Pinned spacings always probe.
+    pub fn affordable(&self, parallel: Option<&DataParallel>) -> Result<bool> {
+        let trained: f64 = self.step_seconds.iter().sum();
+        let fits =
+            self.pinned_every.is_some() || self.seconds + self.probe_cost() <= BUDGET_AIM * self.budget * trained;
+        match parallel {
+            Some(p) => p.broadcast_value(fits),
+            None => Ok(fits),
+        }
     }
 
     /// What the monitor cost during the EP (none for a fixed-length EP).

@@ -555,7 +555,9 @@ impl<'a> Run<'a> {
         let (step, epoch) = (done.step, done.epoch);
         self.ep_monitor
             .training_step(done.seconds, done.forward_seconds, done.rows);
-        let probing = monitor == Monitor::Probe && self.state.schedule.probe_due(step);
+        let due = monitor == Monitor::Probe && self.state.schedule.probe_due(step);
+        // A due probe the spent training time cannot pay for yet is planned again.
+        let probing = due && self.ep_monitor.affordable(self.parallel)?;
         let counts = match monitor {
             Monitor::TrainClean => self
                 .ep_monitor

@@ -23,15 +23,12 @@ pub fn run(steps: u64) -> enlighten::Result<(Vec<(BatchPlan, f64)>, Schedule)> {
         ..Default::default()
     }
     .build(&vs, 0.02)?;
-    // enlighten: the schedule that plans each batch.
-    let end = EpEnd::Accuracy {
-        monitor: Monitor::TrainClean,
-        threshold: Threshold::Raw { value: 0.5 },
-        eval_every: 5,
-    };
+    // enlighten: the schedule that plans each batch. Mixup Pause's EP batches are not mixed:
+    // their own-label accuracy, smoothed over the last steps holding 256 predictions, ends the EP
+    // (what `Monitor::Auto` picks for it).
+    let end = EpEnd::accuracy(Monitor::TrainClean, Threshold::Raw { value: 0.5 });
     let mut schedule = Schedule::new(Strategy::mixup_pause(0.4), PhaseController::new(end)?)?;
     let (mut rng, mut log) = (SeededRng::new(0), Vec::new());
-    let mut correct = Tensor::zeros([], (Kind::Int64, Device::Cpu)); // summed on the device: no sync per step
     for step in 0..steps {
         let idx = Tensor::randint(512, [64], (Kind::Int64, Device::Cpu));
         // enlighten: this batch's plan, its mix, and the loss with the plan's removal.
@@ -41,12 +38,11 @@ pub fn run(steps: u64) -> enlighten::Result<(Vec<(BatchPlan, f64)>, Schedule)> {
             .forward(&x.index_select(0, &idx), &y.index_select(0, &idx), &mut rng)?;
         let out = CrossEntropy::with_removal(plan.drop_share).forward_with_stats(&net.forward(&mixed), &targets)?;
         opt.backward_step(&out.loss);
-        correct += &out.correct;
-        if schedule.eval_due(step) {
-            // enlighten: the EP ends on the accuracy the schedule monitors.
-            let accuracy = correct.int64_value(&[]) as f64 / (5 * 64) as f64;
-            schedule.observe(Monitor::TrainClean, accuracy, step, 0);
-            correct = correct.zeros_like();
+        if schedule.watching().is_some() {
+            // enlighten: the EP ends on the accuracy the schedule monitors; one read of the
+            // kernel's count per step, during the EP only.
+            let correct = out.correct.int64_value(&[]) as f64;
+            schedule.observe_counts(Monitor::TrainClean, correct, 64.0, step, 0);
         }
         log.push((plan, out.loss.double_value(&[])));
     }

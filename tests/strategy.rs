@@ -42,11 +42,7 @@ fn ep_ends_exactly_at_the_first_evaluation_reaching_the_threshold() {
         let noise: Vec<f64> = (0..steps).map(|_| rng.uniform() * 0.3 - 0.15).collect();
         let speed = 0.5 + 3.0 * rng.uniform();
         let acc = |step: u64| ((step as f64 / steps as f64) * speed + noise[step as usize]).clamp(0.0, 1.0);
-        let end = EpEnd::Accuracy {
-            monitor: Monitor::Val,
-            threshold: Threshold::Raw { value: threshold },
-            eval_every,
-        };
+        let end = val_end(threshold, eval_every);
         let mut s = Schedule::new(Strategy::mixup_pause(0.4), PhaseController::new(end).unwrap()).unwrap();
         let (in_ep, alpha, _) = drive(&mut s, steps, 37, acc, Monitor::Val);
 
@@ -69,6 +65,10 @@ fn ep_ends_exactly_at_the_first_evaluation_reaching_the_threshold() {
                 assert_eq!(info.step, e, "seed {seed}");
                 assert_eq!(info.epoch, ((e - 1) / 37) as u32);
                 assert_eq!(info.accuracy, Some(acc(e - 1)));
+                // The interval runs from the evaluation before (or step 0) to the end.
+                let before = (e > eval_every).then_some(e - eval_every);
+                assert_eq!(info.last_below, before, "seed {seed}");
+                assert_eq!(info.interval(), (before.unwrap_or(0), e));
             }
             (None, None) => {}
             (got, want) => panic!("seed {seed}: ended {got:?}, expected {want:?}"),
@@ -76,13 +76,18 @@ fn ep_ends_exactly_at_the_first_evaluation_reaching_the_threshold() {
     }
 }
 
+/// `monitor = "val"` at `threshold`, every `eval_every` steps.
+fn val_end(threshold: f64, eval_every: u64) -> EpEnd {
+    let mut end = EpEnd::accuracy(Monitor::Val, Threshold::Raw { value: threshold });
+    if let EpEnd::Accuracy { eval_every: e, .. } = &mut end {
+        *e = Some(eval_every);
+    }
+    end
+}
+
 #[test]
 fn the_end_is_latched_and_other_monitors_are_ignored() {
-    let end = EpEnd::Accuracy {
-        monitor: Monitor::TrainClean,
-        threshold: Threshold::Raw { value: 0.5 },
-        eval_every: 1,
-    };
+    let end = EpEnd::accuracy(Monitor::TrainClean, Threshold::Raw { value: 0.5 });
     let mut p = PhaseController::new(end).unwrap();
     assert!(p.in_ep(0, 0));
     assert_eq!(
@@ -211,11 +216,7 @@ fn random_config(rng: &mut SeededRng) -> StrategyConfig {
             steps: rng.below(100_000),
         },
         _ => EpEnd::Accuracy {
-            monitor: if rng.below(2) == 0 {
-                Monitor::Val
-            } else {
-                Monitor::TrainClean
-            },
+            monitor: [Monitor::Auto, Monitor::TrainClean, Monitor::Probe][rng.below(3) as usize],
             threshold: if rng.below(2) == 0 {
                 Threshold::Raw {
                     value: 0.01 + 0.99 * rng.uniform(),
@@ -226,7 +227,11 @@ fn random_config(rng: &mut SeededRng) -> StrategyConfig {
                     classes: 2 + rng.below(1000) as u32,
                 }
             },
-            eval_every: 1 + rng.below(1000),
+            eval_every: None,
+            window: (rng.below(2) == 0).then(|| 1 + rng.below(50)),
+            probe_rows: (rng.below(2) == 0).then(|| 1 + rng.below(5000)),
+            probe_budget: 0.001 + 0.5 * rng.uniform(),
+            probe_every: (rng.below(2) == 0).then(|| 1 + rng.below(500)),
         },
     };
     StrategyConfig {
@@ -277,8 +282,6 @@ fn the_documented_example_parses_with_defaults() {
         alpha = 0.5
         [strategy.ep]
         end = "accuracy"
-        monitor = "train-clean"
-        eval_every = 25
         threshold = { kind = "chance-normalized", value = 0.45, classes = 10 }
     "#;
     let c = StrategyConfig::from_toml(text).unwrap();
@@ -293,6 +296,7 @@ fn the_documented_example_parses_with_defaults() {
     let hlr = StrategyConfig::from_toml("[strategy]\nkind = \"high-loss-removal\"\n").unwrap();
     assert_eq!(hlr.strategy().drop_share, 0.1, "the documented default share");
     assert_eq!(hlr.ep, EpEnd::default_accuracy());
+    assert_eq!(hlr.ep.monitor(), Some(Monitor::Auto), "the monitor defaults to auto");
 }
 
 #[test]
@@ -308,6 +312,11 @@ fn invalid_configs_are_rejected_with_their_field_named() {
         ("kind = \"mixup\"\n[strategy.ep]\nend = \"accuracy\"\nmonitor = \"val\"\neval_every = 10\nthreshold = { kind = \"raw\", value = 1.5 }", "ep.threshold"),
         ("kind = \"mixup\"\n[strategy.ep]\nend = \"accuracy\"\nmonitor = \"val\"\neval_every = 0\nthreshold = { kind = \"raw\", value = 0.5 }", "ep.eval_every"),
         ("kind = \"mixup\"\n[strategy.ep]\nend = \"accuracy\"\nmonitor = \"val\"\neval_every = 5\nthreshold = { kind = \"chance-normalized\", value = 0.5, classes = 1 }", "ep.classes"),
+        ("kind = \"mixup\"\n[strategy.ep]\nend = \"accuracy\"\neval_every = 5", "ep.eval_every"),
+        ("kind = \"mixup\"\n[strategy.ep]\nend = \"accuracy\"\nwindow = 0", "ep.window"),
+        ("kind = \"mixup\"\n[strategy.ep]\nend = \"accuracy\"\nprobe_rows = 0", "ep.probe_rows"),
+        ("kind = \"mixup\"\n[strategy.ep]\nend = \"accuracy\"\nprobe_budget = 0.0", "ep.probe_budget"),
+        ("kind = \"mixup\"\n[strategy.ep]\nend = \"accuracy\"\nprobe_every = 0", "ep.probe_every"),
         ("kind = \"mixup\"\nalpah = 0.3", "alpah"),
         ("kind = \"mixup-stop\"", "mixup-stop"),
     ];
@@ -365,4 +374,131 @@ fn auto_follows_the_paper_on_its_own_settings() {
     assert_eq!(r.strategy.drop_share, 0.1);
     assert!(r.reason.contains("Mixup does not apply"), "{}", r.reason);
     assert!(r.to_string().contains("high-loss-removal"));
+}
+
+#[test]
+fn auto_watches_the_batches_when_the_ep_does_not_mix_and_a_probe_when_it_does() {
+    let cases = [
+        (Strategy::vanilla(), Monitor::TrainClean),
+        (Strategy::mixup_pause(0.4), Monitor::TrainClean),
+        (Strategy::high_loss_removal(0.1), Monitor::TrainClean),
+        (Strategy::mixup(0.4), Monitor::Probe),
+        (Strategy::alpha_boost(0.4, 2.0), Monitor::Probe),
+    ];
+    for (strategy, expected) in cases {
+        let s = Schedule::new(strategy, PhaseController::new(EpEnd::default_accuracy()).unwrap()).unwrap();
+        assert_eq!(s.watching(), Some(expected), "{strategy}");
+        assert_eq!(s.phase().end_rule().monitor(), Some(expected), "resolved in the rule");
+    }
+    let fixed = Schedule::new(
+        Strategy::mixup(0.4),
+        PhaseController::new(EpEnd::Steps { steps: 3 }).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(fixed.watching(), None, "a fixed length watches nothing");
+}
+
+/// Feeds `correct[i]` of `batch` predictions at step i until the EP ends; returns the end.
+fn feed(p: &mut PhaseController, correct: &[f64], batch: f64) -> Option<enlighten::strategy::EpEndInfo> {
+    for (step, &c) in correct.iter().enumerate() {
+        let step = step as u64;
+        assert!(p.in_ep(step, 0));
+        if let Some(end) = p.observe_counts(Monitor::TrainClean, c, batch, step, 0) {
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[test]
+fn train_clean_ends_on_the_window_mean_with_its_interval_and_standard_error() {
+    let mut rng = SeededRng::new(9);
+    for _ in 0..200 {
+        let window = 1 + rng.below(6);
+        let batch = (16 + rng.below(200)) as f64;
+        let threshold = 0.3 + 0.4 * rng.uniform();
+        let correct: Vec<f64> = (0..60)
+            .map(|s| (batch * ((s as f64 / 60.0) + 0.2 * rng.uniform())).min(batch).floor())
+            .collect();
+        let mut end = EpEnd::accuracy(Monitor::TrainClean, Threshold::Raw { value: threshold });
+        if let EpEnd::Accuracy { window: w, .. } = &mut end {
+            *w = Some(window);
+        }
+        let mut p = PhaseController::new(end).unwrap();
+        let got = feed(&mut p, &correct, batch);
+        // The first step whose last `window` batches reach the threshold together.
+        let mean = |s: usize| correct[s + 1 - window as usize..=s].iter().sum::<f64>() / (batch * window as f64);
+        let first = (window as usize - 1..60).find(|&s| mean(s) >= threshold);
+        match (got, first) {
+            (Some(e), Some(s)) => {
+                assert_eq!(e.step, s as u64 + 1);
+                assert_eq!(e.accuracy, Some(mean(s)));
+                // The previous window was below: the crossing is after its oldest step.
+                let before = (s >= window as usize).then_some(s as u64 + 1 - window);
+                assert_eq!(e.last_below, before, "the previous window's oldest step");
+                assert_eq!(
+                    e.interval().1 - e.interval().0,
+                    if before.is_some() { window } else { s as u64 + 1 }
+                );
+                let n = batch * window as f64;
+                let se = (mean(s) * (1.0 - mean(s)) / n).sqrt();
+                assert!((e.std_error.unwrap() - se).abs() < 1e-12);
+                assert_eq!(e.predictions, Some(n));
+                assert_eq!(e.monitor, Some(Monitor::TrainClean));
+            }
+            (None, None) => {}
+            (g, f) => panic!("ended {g:?}, expected at {f:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_default_window_holds_at_least_256_predictions() {
+    let mut p = PhaseController::new(EpEnd::accuracy(Monitor::TrainClean, Threshold::Raw { value: 0.5 })).unwrap();
+    // Batches of 100, all correct: the window is full, and decides, at the third step.
+    let end = feed(&mut p, &[100.0; 5], 100.0).unwrap();
+    assert_eq!((end.step, end.last_below, end.predictions), (3, None, Some(300.0)));
+}
+
+#[test]
+fn a_resumed_controller_continues_its_window() {
+    let correct: Vec<f64> = (0..40).map(|s| (s * 3) as f64).collect();
+    let end = EpEnd::accuracy(Monitor::TrainClean, Threshold::Raw { value: 0.5 });
+    let mut straight = PhaseController::new(end).unwrap();
+    let want = feed(&mut straight, &correct, 128.0).unwrap();
+    let mut first = PhaseController::new(end).unwrap();
+    assert!(feed(&mut first, &correct[..want.step as usize - 1], 128.0).is_none());
+    let saved = serde_json::to_string(&first).unwrap();
+    let mut resumed: PhaseController = serde_json::from_str(&saved).unwrap();
+    let rest = want.step as usize - 1;
+    assert!(resumed.in_ep(rest as u64, 0));
+    let got = resumed
+        .observe_counts(Monitor::TrainClean, correct[rest], 128.0, rest as u64, 0)
+        .expect("the window carried over ends the EP at the same step");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_probe_runs_only_when_planned_and_only_during_the_ep() {
+    let mut s = Schedule::new(
+        Strategy::alpha_boost(0.4, 2.0),
+        PhaseController::new(EpEnd::default_accuracy()).unwrap(),
+    )
+    .unwrap();
+    assert!(!(0..100).any(|st| s.probe_due(st)), "nothing due before a plan");
+    s.plan_probe(7);
+    assert!(s.probe_due(7) && !s.probe_due(6));
+    assert_eq!(
+        s.observe_counts(Monitor::TrainClean, 100.0, 100.0, 7, 0),
+        None,
+        "not the watched monitor"
+    );
+    assert_eq!(s.observe_counts(Monitor::Probe, 40.0, 100.0, 7, 0), None);
+    s.plan_probe(19);
+    let end = s.observe_counts(Monitor::Probe, 60.0, 100.0, 19, 0).unwrap();
+    assert_eq!((end.last_below, end.step, end.interval()), (Some(8), 20, (8, 20)));
+    assert!((end.std_error.unwrap() - (0.6f64 * 0.4 / 100.0).sqrt()).abs() < 1e-12);
+    s.plan_probe(30);
+    assert!(!s.probe_due(30), "no probes after the EP");
+    assert_eq!(s.watching(), None);
 }

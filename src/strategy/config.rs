@@ -14,10 +14,14 @@
 //! pairing = "permutation"  # permutation | flip | roll
 //!
 //! [strategy.ep]
-//! end = "accuracy"         # epochs | steps | accuracy
-//! monitor = "val"          # val | train-clean
-//! eval_every = 100
+//! end = "accuracy"         # epochs | steps | accuracy (the default, with what follows)
 //! threshold = { kind = "raw", value = 0.5 }   # or { kind = "chance-normalized", value = 0.45, classes = 10 }
+//! monitor = "auto"         # auto: train-clean when the EP's batches are not mixed, else probe
+//!                          # train-clean: each training batch's own-label accuracy (no extra
+//!                          #   forward pass), smoothed over `window` steps (default: >= 256 rows)
+//!                          # probe: `probe_rows` (256) seeded held-out rows in eval mode, spaced
+//!                          #   so they cost at most `probe_budget` (0.01) of the training compute
+//!                          # val: the whole validation split every `eval_every` (100) steps
 //! ```
 
 use serde::{Deserialize, Serialize};

@@ -146,6 +146,12 @@ impl Strategy {
         }
     }
 
+    /// Whether the EP's batches are mixed (then their accuracy on the first labels is biased,
+    /// and the `auto` monitor probes held-out rows instead).
+    pub fn mixes_in_ep(&self) -> bool {
+        self.policy.alpha(true) > 0.0
+    }
+
     /// Checks every value, naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
         self.policy.validate()?;
@@ -232,6 +238,7 @@ impl Schedule {
     /// A schedule of a validated `strategy`, phased by `phase`.
     pub fn new(strategy: Strategy, phase: PhaseController) -> Result<Schedule> {
         strategy.validate()?;
+        let phase = phase.resolved(strategy.mixes_in_ep());
         Ok(Schedule { strategy, phase })
     }
 
@@ -251,14 +258,42 @@ impl Schedule {
         self.strategy.plan(step, in_ep, rng)
     }
 
-    /// Whether the loop should evaluate the monitored accuracy after `step`.
+    /// Whether the loop should evaluate the validation split for the `val` monitor after `step`.
     pub fn eval_due(&self, step: u64) -> bool {
         self.phase.eval_due(step)
+    }
+
+    /// Whether the loop should evaluate the probe for the `probe` monitor after `step`.
+    pub fn probe_due(&self, step: u64) -> bool {
+        self.phase.probe_due(step)
+    }
+
+    /// The monitor to feed while the EP lasts (`auto` already resolved); none after it.
+    pub fn watching(&self) -> Option<Monitor> {
+        self.phase.watching()
+    }
+
+    /// Plans the next probe after `step`.
+    pub fn plan_probe(&mut self, step: u64) {
+        self.phase.plan_probe(step)
     }
 
     /// Feeds an accuracy measured after `step`; returns the EP end if this ended it.
     pub fn observe(&mut self, monitor: Monitor, accuracy: f64, step: u64, epoch: u32) -> Option<EpEndInfo> {
         self.phase.observe(monitor, accuracy, step, epoch)
+    }
+
+    /// Feeds `correct` of `predictions` measured after `step` (see
+    /// [`PhaseController::observe_counts`]); returns the EP end if this ended it.
+    pub fn observe_counts(
+        &mut self,
+        monitor: Monitor,
+        correct: f64,
+        predictions: f64,
+        step: u64,
+        epoch: u32,
+    ) -> Option<EpEndInfo> {
+        self.phase.observe_counts(monitor, correct, predictions, step, epoch)
     }
 }
 

@@ -107,12 +107,14 @@ pub enum Error {
     },
 
     /// The training loss stopped being finite; the run stops and keeps its last checkpoint.
-    #[error("`loss`: expected a finite training loss, got {loss} at step {step} (the last checkpoint is kept)")]
+    #[error("`loss`: expected a finite training loss, got {loss} at step {step} ({})", kept_checkpoint(.checkpoint))]
     Diverged {
         /// The step whose loss was not finite.
         step: u64,
         /// That loss.
         loss: f64,
+        /// The step of the last checkpoint written, the one kept (none yet: nothing to resume).
+        checkpoint: Option<u64>,
     },
 
     /// Something the trainer itself guarantees did not hold: a bug, or a helper thread that died.
@@ -212,5 +214,13 @@ pub(crate) fn check_bridge(
 impl From<enlighten::cuda::Unavailable> for Error {
     fn from(reason: enlighten::cuda::Unavailable) -> Self {
         Error::Ops(reason.into())
+    }
+}
+
+/// What a diverged run leaves: its last checkpoint, or nothing yet.
+fn kept_checkpoint(step: &Option<u64>) -> String {
+    match step {
+        Some(s) => format!("the checkpoint of step {s} is kept: resume from it with other settings"),
+        None => "no checkpoint was written yet: nothing to resume".into(),
     }
 }

@@ -1,6 +1,8 @@
 //! The figures' frame, shared by `compare` and `analyze`: PNGs drawn with plotters, DejaVu Sans
 //! embedded so no system font is needed, one palette, one panel (lines with min-max bands, the
-//! EP shaded and marked) and one legend style.
+//! EP shaded and each run's EP end interval banded) and one legend style: a strip between the
+//! title and the chart, so a legend never covers data. Bounded quantities (accuracies, shares,
+//! cosines) never get an axis past their bounds.
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -49,29 +51,139 @@ pub(crate) struct Curve {
     pub points: Vec<(f64, f64, f64, f64)>,
 }
 
-/// The EP's extent for shading (the median end over runs whose EP ended) and each run's end.
+/// The EP's extent for shading (the median end over runs whose EP ended) and each run's end
+/// as the interval its crossing lies in (first and last step).
 pub(crate) struct EpMarks {
     pub shade_to: Option<f64>,
-    pub ends: Vec<(f64, RGBColor)>,
+    pub ends: Vec<(f64, f64, RGBColor)>,
+}
+
+/// What a y axis may show: accuracies and shares stop at 0 and 1, cosines at -1 and 1.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct YBounds {
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+}
+
+impl YBounds {
+    pub const UNIT: YBounds = YBounds {
+        lo: Some(0.0),
+        hi: Some(1.0),
+    };
+    pub const COSINE: YBounds = YBounds {
+        lo: Some(-1.0),
+        hi: Some(1.0),
+    };
+    pub const NON_NEGATIVE: YBounds = YBounds {
+        lo: Some(0.0),
+        hi: None,
+    };
+
+    /// The bounds of a metric by its name: accuracy in [0, 1], anything else (MSE) >= 0.
+    pub fn of_metric(metric: &str) -> YBounds {
+        if metric == "accuracy" {
+            YBounds::UNIT
+        } else {
+            YBounds::NON_NEGATIVE
+        }
+    }
+}
+
+/// How a legend entry is drawn.
+#[derive(Clone, Copy)]
+pub(crate) enum Mark {
+    Line(RGBColor),
+    Dot(RGBColor),
+    Patch(RGBAColor),
 }
 
 /// A chart on a PNG with both axes in f64.
 pub(crate) type Chart<'a> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-/// One panel: lines with bands, the EP shaded and marked, a legend.
+/// An area with `title` on top and the legend `entries` under it; returns the area left for
+/// the chart.
+pub(crate) fn titled_with_legend<'a>(
+    area: &DrawingArea<BitMapBackend<'a>, Shift>,
+    title: &str,
+    entries: &[(String, Mark)],
+) -> std::result::Result<DrawingArea<BitMapBackend<'a>, Shift>, String> {
+    let body = area
+        .margin(6, 0, 0, 0)
+        .titled(title, ("sans-serif", 22).into_font().style(FontStyle::Bold))
+        .map_err(|e| e.to_string())?;
+    let width = body.dim_in_pixel().0 as i32;
+    // Entries flow left to right, wrapping: each a 24-pixel mark and its text (~8 px a char).
+    let mut rows = vec![Vec::new()];
+    let mut x = 70;
+    for (name, mark) in entries {
+        let w = 24 + 8 * name.chars().count() as i32 + 22;
+        if x + w > width - 10 && x > 70 {
+            rows.push(Vec::new());
+            x = 70;
+        }
+        if let Some(r) = rows.last_mut() {
+            r.push((x, name, *mark));
+        }
+        x += w;
+    }
+    let height = if entries.is_empty() {
+        0
+    } else {
+        22 * rows.len() as u32 + 6
+    };
+    let (strip, chart) = body.split_vertically(height);
+    for (r, row) in rows.iter().enumerate() {
+        let y = 11 + 22 * r as i32;
+        for &(x, name, mark) in row {
+            draw_mark(&strip, mark, (x, y))?;
+            strip
+                .draw(&Text::new(name.clone(), (x + 28, y - 8), ("sans-serif", 15)))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(chart)
+}
+
+fn draw_mark(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    mark: Mark,
+    (x, y): (i32, i32),
+) -> std::result::Result<(), String> {
+    let r = match mark {
+        Mark::Line(c) => area.draw(&PathElement::new(vec![(x, y), (x + 22, y)], c.stroke_width(3))),
+        Mark::Dot(c) => area.draw(&Circle::new((x + 11, y), 5, c.filled())),
+        Mark::Patch(c) => area.draw(&Rectangle::new([(x, y - 7), (x + 22, y + 7)], c.filled())),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// The legend of a panel: its curves and the EP's marks.
+fn entries(curves: &[Curve], ep: &EpMarks) -> Vec<(String, Mark)> {
+    let mut e: Vec<(String, Mark)> = curves.iter().map(|c| (c.name.clone(), Mark::Line(c.color))).collect();
+    if ep.shade_to.is_some() {
+        e.push(("EP (median end)".into(), Mark::Patch(EP_SHADE.mix(0.6))));
+    }
+    if !ep.ends.is_empty() {
+        e.push(("each run's EP end interval".into(), Mark::Patch(BLACK.mix(0.25))));
+    }
+    e
+}
+
+/// One panel: lines with bands, the EP shaded and each run's end interval banded, the y axis
+/// within `bounds`, the legend between the title and the chart.
 pub(crate) fn panel(
     area: &DrawingArea<BitMapBackend<'_>, Shift>,
     title: &str,
-    x_desc: &str,
-    y_desc: &str,
+    (x_desc, y_desc): (&str, &str),
+    bounds: YBounds,
     curves: &[Curve],
     ep: &EpMarks,
 ) -> std::result::Result<(), String> {
-    let Some((x0, x1, y0, y1)) = extent(curves) else {
+    let Some((x0, x1, y0, y1)) = extent(curves, bounds) else {
         return Ok(());
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 22).into_font().style(FontStyle::Bold))
+    let body = titled_with_legend(area, title, &entries(curves, ep))?;
+    let mut chart = ChartBuilder::on(&body)
         .margin(12)
         .x_label_area_size(42)
         .y_label_area_size(64)
@@ -93,12 +205,12 @@ pub(crate) fn panel(
     for c in curves {
         draw_curve(&mut chart, c)?;
     }
-    legend(&mut chart)
+    Ok(())
 }
 
-/// A panel's axes (x0, x1, y0, y1) over the curves' points and bands; None when there are no
-/// points.
-fn extent(curves: &[Curve]) -> Option<(f64, f64, f64, f64)> {
+/// A panel's axes (x0, x1, y0, y1) over the curves' points and bands, a margin around them
+/// within `bounds`; None when there are no points.
+fn extent(curves: &[Curve], bounds: YBounds) -> Option<(f64, f64, f64, f64)> {
     let pts = curves.iter().flat_map(|c| c.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, _, lo, hi) in pts {
@@ -111,17 +223,19 @@ fn extent(curves: &[Curve]) -> Option<(f64, f64, f64, f64)> {
     if x0 >= 0.0 && x0 < 0.2 * x1 {
         x0 = 0.0;
     }
-    // Headroom above the data for the legend, so it never covers a curve.
     let span = (y1 - y0).max(1e-6);
-    let (y0, y1) = (
-        y0 - 0.05 * span,
-        y1 + 0.08 * span + 0.1 * span * (curves.len() + 1) as f64,
-    );
-    Some((x0, x1, y0, y1))
+    let (mut y0, mut y1) = (y0 - 0.05 * span, y1 + 0.05 * span);
+    if let Some(lo) = bounds.lo {
+        y0 = y0.max(lo);
+    }
+    if let Some(hi) = bounds.hi {
+        y1 = y1.min(hi);
+    }
+    Some((x0, x1, y0, y1.max(y0 + 1e-6)))
 }
 
-/// The EP shaded up to its median end (within the x axis `x0..x1`) and each run's end dashed
-/// over the y axis `y0..y1`.
+/// The EP shaded up to its median end (within the x axis `x0..x1`) and each run's end
+/// interval as a band over the y axis `y0..y1` (at least a line where the interval is a step).
 fn draw_ep_marks(
     chart: &mut Chart<'_>,
     ep: &EpMarks,
@@ -134,18 +248,24 @@ fn draw_ep_marks(
                 [(x0, y0), (to.min(x1), y1)],
                 EP_SHADE.mix(0.35).filled(),
             )))
-            .map_err(|e| e.to_string())?
-            .label("Enlightenment Period (median end)")
-            .legend(|(x, y)| Rectangle::new([(x, y - 6), (x + 20, y + 6)], EP_SHADE.mix(0.6).filled()));
+            .map_err(|e| e.to_string())?;
     }
-    for &(x, color) in &ep.ends {
+    // Overlapping runs' bands add up to one strong band, never to an opaque block.
+    let alpha = (0.45 / ep.ends.len().max(1) as f64).max(0.05);
+    for &(lo, hi, color) in &ep.ends {
+        if hi > lo {
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(lo.max(x0), y0), (hi.min(x1), y1)],
+                    color.mix(alpha).filled(),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
         chart
-            .draw_series(DashedLineSeries::new(
-                vec![(x, y0), (x, y1)],
-                6,
-                4,
-                color.mix(0.7).stroke_width(1),
-            ))
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(hi, y0), (hi, y1)],
+                color.mix(0.6).stroke_width(1),
+            )))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
@@ -166,9 +286,7 @@ fn draw_curve(chart: &mut Chart<'_>, c: &Curve) -> std::result::Result<(), Strin
             c.points.iter().map(|p| (p.0, p.1)),
             color.stroke_width(2),
         ))
-        .map_err(|e| e.to_string())?
-        .label(c.name.clone())
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        .map_err(|e| e.to_string())?;
     // Sparse curves (per-epoch values) show their points.
     if c.points.len() < 20 {
         chart
@@ -176,18 +294,6 @@ fn draw_curve(chart: &mut Chart<'_>, c: &Curve) -> std::result::Result<(), Strin
             .map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-/// The legend every chart uses: upper right, over a light box.
-pub(crate) fn legend(chart: &mut Chart<'_>) -> std::result::Result<(), String> {
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(|e| e.to_string())
 }
 
 /// One PNG of `size` pixels on white, drawn by `draw`; returns its path.
@@ -203,4 +309,32 @@ pub(crate) fn png(
         root.present().map_err(|e| plot_error(&path, e))?;
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn curve(points: &[(f64, f64)]) -> Curve {
+        Curve {
+            name: "c".into(),
+            color: COLORS[0],
+            points: points.iter().map(|&(x, y)| (x, y, y - 0.02, y + 0.02)).collect(),
+        }
+    }
+
+    #[test]
+    fn bounded_axes_stop_at_their_bounds_with_a_margin_inside_them() {
+        let c = curve(&[(1.0, 0.1), (50.0, 0.97), (100.0, 0.99)]);
+        let (_, _, y0, y1) = extent(&[c], YBounds::UNIT).unwrap();
+        assert_eq!(y1, 1.0, "an accuracy axis stops at 1.0");
+        assert!((0.0..0.08).contains(&y0), "{y0}");
+        let c = curve(&[(1.0, -0.98), (2.0, 0.5)]);
+        let (_, _, y0, y1) = extent(&[c], YBounds::COSINE).unwrap();
+        assert_eq!(y0, -1.0);
+        assert!(y1 < 0.7, "no headroom beyond a margin: {y1}");
+        let c = curve(&[(1.0, 2.0), (2.0, 3.0)]);
+        let (_, _, y0, y1) = extent(&[c], YBounds::NON_NEGATIVE).unwrap();
+        assert!(y0 > 1.8 && y1 > 3.0 && y1 < 3.2, "{y0}..{y1}");
+    }
 }

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use enlighten::strategy::{EpEndInfo, StrategyKind};
+use enlighten::strategy::{EpEndInfo, Monitor, StrategyKind};
 use enlighten_trainer::compare::stats::{
     bootstrap_diff, holm, ln_gamma, paired, quantile_sorted, regularized_beta, std_dev, two_sided_p, welch,
 };
 use enlighten_trainer::compare::{compare, plan, CompareSection, Comparison, Outcome, PlannedRun, Report, Runner};
-use enlighten_trainer::train::{MetricsLine, Parallelism, Summary, Timing, TrainConfig};
+use enlighten_trainer::train::{MetricsLine, MonitorCost, Parallelism, Summary, Timing, TrainConfig};
 
 mod support;
 use support::scratch;
@@ -153,6 +153,8 @@ fn write_run(run: &PlannedRun) -> Summary {
             val_loss: Some(1.0 - val),
             zero_share: Some(vec![0.3 + offset, 0.5 - noise]),
             benr: (step % 100 == 99).then_some(2.0 + offset * 10.0),
+            ep_monitor: None,
+            ep_end: None,
             parallelism: Parallelism::default(),
         };
         lines.push_str(&serde_json::to_string(&l).unwrap());
@@ -175,6 +177,19 @@ fn write_run(run: &PlannedRun) -> Summary {
             step: 40,
             epoch: 0,
             accuracy: Some(0.52),
+            last_below: Some(30),
+            std_error: Some(0.02),
+            monitor: Some(Monitor::TrainClean),
+            predictions: Some(640.0),
+        }),
+        monitor: Some(MonitorCost {
+            monitor: Monitor::TrainClean,
+            seconds: 0.05,
+            ep_training_seconds: 10.0,
+            cost_share: 0.005,
+            observations: 40,
+            probe_rows: None,
+            probe_every: None,
         }),
         wall_seconds: 12.0,
         samples_per_second: 1000.0,
@@ -314,7 +329,11 @@ fn compare_skips_finished_runs_resumes_interrupted_ones_and_reports() {
         "paired p, Holm",
         "95% CI of Δ (bootstrap)",
         "2 comparison(s) against vanilla",
-        "40, 0, 0.5200",
+        "| 40 (30..40), 0, 0.5200 ± 0.0200, train-clean | 0.50% of 10.0 s |",
+        "| [30, 40], ±0.020 (3/3 runs) |",
+        "EP end: step interval, accuracy SE (mean)",
+        "## Batch-epoch norm ratio (BENR) per epoch, mean ± std over seeds",
+        "| mixup-pause | 2.100 ± 0.000 | 2.100 ± 0.000 |",
         "![curves.png](curves.png)",
     ] {
         assert!(md.contains(needle), "report.md lacks `{needle}`:\n{md}");
@@ -336,9 +355,10 @@ fn compare_skips_finished_runs_resumes_interrupted_ones_and_reports() {
             .iter()
             .map(|p| p.file_name().unwrap().to_str().unwrap())
             .collect::<Vec<_>>(),
-        ["curves.png", "zero_share.png", "benr.png"]
+        ["curves.png", "zero_share.png"],
+        "two epochs of BENR make a table, not a figure"
     );
-    for png in ["curves.png", "zero_share.png", "benr.png"] {
+    for png in ["curves.png", "zero_share.png"] {
         let bytes = std::fs::read(dir.join("cmp").join(png)).unwrap();
         assert!(
             bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,

@@ -56,8 +56,6 @@ fn write_config(dir: &Path, name: &str, extra_run: &str) -> PathBuf {
         alpha = 0.4
         [strategy.ep]
         end = "accuracy"
-        monitor = "val"
-        eval_every = 2
         threshold = {{ kind = "raw", value = 0.5 }}
         "#,
         out = dir.join("runs").display(),

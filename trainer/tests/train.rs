@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use enlighten::strategy::Monitor;
 use enlighten_trainer::train::{
     load_checkpoint, load_verified_checkpoint, train as run_training, OptimKind, TrainConfig, TrainOptions,
 };
@@ -12,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 
 mod support;
 use enlighten::testing::serial;
-use support::{metrics, scratch, write_dataset};
+use support::{metrics, scratch, write_dataset, write_faint_dataset};
 
 fn train(
     config: &TrainConfig,
@@ -59,8 +60,6 @@ fn config(dir: &Path, name: &str, extra_run: &str, lr: f64) -> TrainConfig {
         alpha = 0.4
         [strategy.ep]
         end = "accuracy"
-        monitor = "val"
-        eval_every = 4
         threshold = {{ kind = "raw", value = 0.5 }}
         "#,
         out = dir.join("runs").display(),
@@ -261,7 +260,14 @@ fn a_non_finite_loss_stops_the_run_with_a_clear_error() {
     let _one = serial();
     let dir = setup("nan");
     match train(&config(&dir, "diverge", "", 1e30), false, false) {
-        Err(e @ Error::Diverged { .. }) => assert!(e.to_string().contains("`loss`"), "{e}"),
+        Err(e @ Error::Diverged { checkpoint: None, .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("`loss`"), "{e}");
+            assert!(
+                text.contains("no checkpoint was written yet") && !text.contains("is kept"),
+                "no checkpoint exists at the first step: {e}"
+            );
+        }
         Err(e) => panic!("a diverging run failed otherwise: {e}"),
         Ok(s) => panic!("a diverging run finished: {s:?}"),
     }
@@ -608,4 +614,136 @@ fn a_new_run_over_checkpoints_names_the_run_folder_where_it_is() {
         .unwrap_err()
         .to_string();
     assert!(e.contains(&dir.join("runs/run").display().to_string()), "{e}");
+}
+
+/// Trains on the faint dataset with the `[strategy]` lines `strategy` and the `[strategy.ep]`
+/// lines `ep`.
+fn faint_run(dir: &Path, name: &str, strategy: &str, ep: &str) -> enlighten_trainer::train::Summary {
+    let config = TrainConfig::from_toml(&format!(
+        r#"
+        [run]
+        name = "{name}"
+        seed = 5
+        device = "cpu"
+        out_dir = "{out}"
+        log_every = 5
+        max_steps = 40
+        {curve}
+        [data]
+        dataset = "fashion-mnist"
+        dir = "{data}"
+        val_fraction = 0.2
+        batch_size = 64
+        [model]
+        name = "small-cnn"
+        [optim]
+        lr = 0.02
+        epochs = 2
+        [strategy]
+        alpha = 0.4
+        {strategy}
+        [strategy.ep]
+        end = "accuracy"
+        {ep}
+        "#,
+        out = dir.join("runs").display(),
+        data = dir.join("data").display(),
+        // The ground truth's runs validate after every step, in the EP and after it.
+        curve = if name == "truth" { "eval_every = 1" } else { "" },
+    ))
+    .unwrap();
+    train(&config, false, false).unwrap()
+}
+
+const PAUSE: &str = "kind = \"mixup-pause\"";
+/// Alpha Boost by a factor of 1: it mixes in the EP (so `auto` probes), and its training does
+/// not depend on where the EP ends, so a run watched by full validations is the same run.
+const BOOST: &str = "kind = \"alpha-boost\"\nboost = 1.0";
+
+/// The faint dataset's folder.
+fn faint_setup(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    write_faint_dataset(&dir.join("data"), 20.0, 120.0);
+    dir
+}
+
+#[test]
+fn the_default_monitor_ends_the_ep_within_a_few_steps_of_full_validation_at_under_1_percent() {
+    let _one = serial();
+    let dir = faint_setup("truth");
+    // The ground truth: the whole validation split after every step.
+    let truth = faint_run(&dir, "truth", PAUSE, "monitor = \"val\"\neval_every = 1");
+    let t = truth.ep_end.expect("validation reaches 50%");
+    // The default: each batch's own-label accuracy over a window, no extra forward pass.
+    let auto = faint_run(&dir, "auto", PAUSE, "");
+    let a = auto.ep_end.expect("the default monitor ends the EP");
+    eprintln!("truth {t}\ndefault {a}\ncost {:?}", auto.monitor);
+    assert_eq!(
+        t.interval(),
+        (t.step - 1, t.step),
+        "one step wide when evaluated every step"
+    );
+    assert!(t.step > 8, "the crossing is some steps in: {t}");
+    assert_eq!(a.monitor, Some(Monitor::TrainClean));
+    assert!(a.step.abs_diff(t.step) <= 4, "default end {a} vs truth {t}");
+    let (lo, hi) = a.interval();
+    assert!(
+        lo <= t.step + 1 && t.step <= hi + 1,
+        "the truth {t} near the interval {lo}..{hi}"
+    );
+    assert!(
+        (a.accuracy.unwrap() - 0.5).abs() < 0.1 && a.std_error.unwrap() < 0.05,
+        "{a}"
+    );
+    let cost = auto.monitor.expect("the monitor's cost is reported");
+    assert!(cost.cost_share < 0.01, "{cost:?}");
+    assert!(cost.observations >= a.step - 3, "one observation per EP step: {cost:?}");
+    // metrics.jsonl: the end (with its interval) on its step's line, the monitor's value in the EP.
+    let lines = metrics(&dir, "auto");
+    let end_line = lines
+        .iter()
+        .find(|l| l.ep_end.is_some())
+        .expect("a line carries the end");
+    let logged = end_line.ep_end.unwrap();
+    assert_eq!(
+        (end_line.step + 1, logged.interval(), logged.monitor),
+        (a.step, a.interval(), a.monitor)
+    );
+    assert!((logged.std_error.unwrap() - a.std_error.unwrap()).abs() < 1e-12);
+    assert!(lines.iter().filter(|l| l.in_ep).all(|l| l.ep_monitor.is_some()));
+    assert!(lines.iter().filter(|l| l.step > a.step).all(|l| l.ep_monitor.is_none()));
+}
+
+#[test]
+fn a_mixing_ep_is_watched_by_a_probe_within_its_budget() {
+    let _one = serial();
+    let dir = faint_setup("probe");
+    let truth = faint_run(&dir, "truth", BOOST, "monitor = \"val\"\neval_every = 1");
+    let t = truth.ep_end.expect("validation reaches 50%");
+    // A budget of 10% instead of the default 1% spaces the probes a few steps apart here.
+    let probe = faint_run(&dir, "probe", BOOST, "probe_rows = 64\nprobe_budget = 0.1");
+    let p = probe.ep_end.expect("the probe ends the EP");
+    let cost = probe.monitor.expect("the probe's cost is reported");
+    eprintln!("truth {t}\nprobe {p}\ncost {cost:?}");
+    assert_eq!((p.monitor, cost.probe_rows), (Some(Monitor::Probe), Some(64)));
+    assert!(cost.cost_share < 0.1, "measured share {cost:?}");
+    assert!(cost.observations < p.step / 2, "fewer probes than steps: {cost:?}");
+    let (lo, hi) = p.interval();
+    assert!(hi > lo && hi - lo < 15, "{p}");
+    // The same training: the probe's value is the validation accuracy of its step up to the
+    // probe's sampling error, and the full validation agrees with what the probe saw at both
+    // ends of its interval (below, then at or above 0.5), up to that error.
+    let curve = metrics(&dir, "truth");
+    let val = |end: u64| curve.iter().find(|l| l.step + 1 == end).and_then(|l| l.val).unwrap();
+    let se = p.std_error.unwrap();
+    assert!(
+        (p.accuracy.unwrap() - val(hi)).abs() < 4.0 * se,
+        "probe {p} vs validation {}",
+        val(hi)
+    );
+    assert!(
+        val(hi) > 0.5 - 3.0 * se && val(lo) < 0.5 + 3.0 * se,
+        "truth {t} vs probe {p}"
+    );
 }

@@ -9,7 +9,7 @@ use plotters::prelude::*;
 
 use super::{Analysis, Snapshot};
 use crate::error::Result;
-use crate::plot::{legend, panel, png, register_fonts, Curve, EpMarks, COLORS};
+use crate::plot::{panel, png, register_fonts, titled_with_legend, Curve, EpMarks, Mark, YBounds, COLORS};
 
 fn line(name: String, color: RGBColor, points: impl IntoIterator<Item = (f64, f64)>) -> Curve {
     Curve {
@@ -71,8 +71,8 @@ fn plot_interference(a: &Analysis, dir: &Path) -> Result<PathBuf> {
         panel(
             &areas[0],
             "cos(vanilla, Mixup gradient) over pairs",
-            "cosine",
-            "density",
+            ("cosine", "density"),
+            YBounds::NON_NEGATIVE,
             &hist,
             &none,
         )?;
@@ -91,8 +91,8 @@ fn plot_interference(a: &Analysis, dir: &Path) -> Result<PathBuf> {
         panel(
             &areas[1],
             "batch-level cosine vs pairs per batch",
-            "log2(pairs per batch)",
-            "mean cosine",
+            ("log2(pairs per batch)", "mean cosine"),
+            YBounds::COSINE,
             &by_batch,
             &none,
         )?;
@@ -118,7 +118,14 @@ fn width_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, a: &Analysis) -> st
         ),
     ];
     let title = format!("pairwise interference vs width (after {} steps)", a.steps);
-    panel(area, &title, "log10(parameters)", "mean over pairs", &widths, &no_ep())
+    panel(
+        area,
+        &title,
+        ("log10(parameters)", "mean over pairs"),
+        YBounds::COSINE,
+        &widths,
+        &no_ep(),
+    )
 }
 
 /// zero_vs_alpha.png: the share of zero activations against the step, one panel per shown
@@ -158,8 +165,8 @@ fn plot_zero_activations(a: &Analysis, dir: &Path) -> Result<Option<PathBuf>> {
             panel(
                 area,
                 &format!("layer {}: zero activations", k + 1),
-                "step",
-                "share = 0",
+                ("step", "share = 0"),
+                YBounds::UNIT,
                 &curves,
                 &none,
             )?;
@@ -184,7 +191,7 @@ fn plot_embeddings(a: &Analysis, dir: &Path) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
-/// One snapshot's PCA scatter of three classes.
+/// One snapshot's PCA scatter of three classes, the legend above the scatter.
 fn embedding_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, s: &Snapshot) -> std::result::Result<(), String> {
     let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(_, x, y) in &s.embedding {
@@ -193,12 +200,10 @@ fn embedding_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, s: &Snapshot) -
     if !x0.is_finite() {
         return Ok(());
     }
-    let (px, py) = (((x1 - x0) * 0.05).max(1e-9), ((y1 - y0) * 0.2).max(1e-9));
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("penultimate features, step {}", s.step),
-            ("sans-serif", 20).into_font().style(FontStyle::Bold),
-        )
+    let (px, py) = (((x1 - x0) * 0.05).max(1e-9), ((y1 - y0) * 0.05).max(1e-9));
+    let classes: Vec<(String, Mark)> = (0..3).map(|k| (format!("class {k}"), Mark::Dot(COLORS[k]))).collect();
+    let body = titled_with_legend(area, &format!("penultimate features, step {}", s.step), &classes)?;
+    let mut chart = ChartBuilder::on(&body)
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
@@ -223,9 +228,7 @@ fn embedding_panel(area: &DrawingArea<BitMapBackend<'_>, Shift>, s: &Snapshot) -
                     .filter(|e| e.0 == class)
                     .map(|&(_, x, y)| Circle::new((x, y), 3, c.mix(0.7).filled())),
             )
-            .map_err(|e| e.to_string())?
-            .label(format!("class {class}"))
-            .legend(move |(x, y)| Circle::new((x + 10, y), 5, c.filled()));
+            .map_err(|e| e.to_string())?;
     }
-    legend(&mut chart)
+    Ok(())
 }

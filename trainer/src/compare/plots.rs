@@ -1,6 +1,7 @@
 //! The comparison's figures: validation metric and training loss per strategy (mean over seeds
-//! with a min-max band, the EP shaded, each run's EP end marked), zero-activation shares per
-//! layer, BENR per epoch. The frame, panels and legend are crate::plot's.
+//! with a min-max band, the EP shaded, each run's EP end interval banded), zero-activation shares
+//! per layer, BENR per epoch once runs have enough epochs to draw a trend (with fewer, report.md
+//! lists the values). The frame, panels and legend are crate::plot's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use plotters::prelude::*;
 use super::report::Report;
 use super::PlannedRun;
 use crate::error::Result;
-use crate::plot::{panel, png, register_fonts, Curve, EpMarks, COLORS};
+use crate::plot::{panel, png, register_fonts, Curve, EpMarks, YBounds, COLORS};
 use crate::train::MetricsLine;
 
 /// From light (first layer) to dark (last): depth reads as shade.
@@ -88,17 +89,16 @@ fn load_strategies(report: &Report, runs: &[PlannedRun]) -> Vec<StrategyMetrics>
         .collect()
 }
 
-/// Every run's EP end in its strategy's colour, the EP shaded to the median end.
+/// Every run's EP end interval in its strategy's colour, the EP shaded to the median end.
 fn ep_marks(report: &Report) -> EpMarks {
-    let mut ends: Vec<(f64, RGBColor)> = Vec::new();
+    let mut ends: Vec<(f64, f64, RGBColor)> = Vec::new();
     for (i, s) in report.strategies.iter().enumerate() {
-        ends.extend(
-            s.runs
-                .iter()
-                .filter_map(|r| r.ep_end.map(|e| (e.step as f64, COLORS[i % COLORS.len()]))),
-        );
+        ends.extend(s.runs.iter().filter_map(|r| {
+            let (lo, hi) = r.ep_end?.interval();
+            Some((lo as f64, hi as f64, COLORS[i % COLORS.len()]))
+        }));
     }
-    let mut sorted: Vec<f64> = ends.iter().map(|e| e.0).collect();
+    let mut sorted: Vec<f64> = ends.iter().map(|e| e.1).collect();
     sorted.sort_by(f64::total_cmp);
     EpMarks {
         shade_to: sorted.get(sorted.len() / 2).copied(),
@@ -127,16 +127,16 @@ fn plot_curves(report: &Report, per_strategy: &[StrategyMetrics], ep: &EpMarks, 
         panel(
             &halves[0],
             &title,
-            "step",
-            &metric,
+            ("step", &metric),
+            YBounds::of_metric(&report.metric),
             &curves(per_strategy, &|l| l.val),
             ep,
         )?;
         panel(
             &halves[1],
             "training loss (mean over the log window)",
-            "step",
-            "loss",
+            ("step", "loss"),
+            YBounds::NON_NEGATIVE,
             &curves(per_strategy, &|l| Some(l.loss)),
             ep,
         )
@@ -168,8 +168,8 @@ fn plot_zero_share(per_strategy: &[StrategyMetrics], ep: &EpMarks, dir: &Path) -
             panel(
                 area,
                 &format!("{}: zero activations", s.name),
-                "step",
-                "share of activations = 0",
+                ("step", "share of activations = 0"),
+                YBounds::UNIT,
                 &per_layer,
                 ep,
             )?;
@@ -179,18 +179,22 @@ fn plot_zero_share(per_strategy: &[StrategyMetrics], ep: &EpMarks, dir: &Path) -
     Ok(Some(path))
 }
 
-/// benr.png: the batch-epoch norm ratio per strategy; None when no run logged it.
+/// Epochs a BENR figure needs to show a trend; with fewer the report lists the values.
+pub const BENR_MIN_EPOCHS: usize = 5;
+
+/// benr.png: the batch-epoch norm ratio per strategy; None when no strategy logged it for at
+/// least [`BENR_MIN_EPOCHS`] epochs.
 fn plot_benr(per_strategy: &[StrategyMetrics], ep: &EpMarks, dir: &Path) -> Result<Option<PathBuf>> {
     let benr = curves(per_strategy, &|l| l.benr);
-    if !benr.iter().any(|c| !c.points.is_empty()) {
+    if !benr.iter().any(|c| c.points.len() >= BENR_MIN_EPOCHS) {
         return Ok(None);
     }
     let path = png(dir.join("benr.png"), (900, 520), |root| {
         panel(
             root,
             "batch-epoch norm ratio per epoch",
-            "step (epoch end)",
-            "BENR",
+            ("step (epoch end)", "BENR"),
+            YBounds::NON_NEGATIVE,
             &benr,
             ep,
         )

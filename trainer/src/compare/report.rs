@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::stats::{bootstrap_diff, holm, mean, paired, std_dev, welch, Interval, TTest};
 use super::{read_summary, CompareSection, PlannedRun};
 use crate::error::{Error, Result};
+use crate::train::MonitorCost;
 use enlighten::strategy::EpEndInfo;
 
 /// One finished run.
@@ -23,6 +24,12 @@ pub struct RunResult {
     pub best_val: f64,
     pub final_val: f64,
     pub ep_end: Option<EpEndInfo>,
+    /// What watching the EP cost the run.
+    #[serde(default)]
+    pub monitor: Option<MonitorCost>,
+    /// The batch-epoch norm ratio of each epoch, when the run logged diagnostics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub benr: Vec<f64>,
     pub steps: u64,
     pub wall_seconds: f64,
 }
@@ -96,6 +103,7 @@ impl Report {
                     hint: "run `enlighten compare` again: it finishes the runs that did not".into(),
                 })?;
                 (task, metric, higher) = (s.task.clone(), s.metric.clone(), s.higher_is_better);
+                let benr = benr_of(&dir);
                 results.push(RunResult {
                     seed: run.seed,
                     dir,
@@ -104,6 +112,8 @@ impl Report {
                     best_val: s.best_val,
                     final_val: s.final_val,
                     ep_end: s.ep_end,
+                    monitor: s.monitor,
+                    benr,
                     steps: s.steps,
                     wall_seconds: s.wall_seconds,
                 });
@@ -174,18 +184,13 @@ impl Report {
             "lower is better"
         };
         let mut t = format!(
-            "| strategy | test {m} (mean ± std) | best val {m} | Δ test vs {b} | {l:.0}% CI of Δ (bootstrap) | Welch p | Welch p, Holm | paired p | paired p, Holm | EP end step (mean) | wall s/run |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            "| strategy | test {m} (mean ± std) | best val {m} | Δ test vs {b} | {l:.0}% CI of Δ (bootstrap) | Welch p | Welch p, Holm | paired p | paired p, Holm | EP end: step interval, accuracy SE (mean) | wall s/run |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
             l = CI_LEVEL * 100.0,
             m = self.metric,
             b = self.baseline
         );
         for s in &self.strategies {
-            let ends: Vec<f64> = s.runs.iter().filter_map(|r| r.ep_end.map(|e| e.step as f64)).collect();
-            let ep = if ends.is_empty() {
-                "—".to_string()
-            } else {
-                format!("{:.0} ({}/{} runs)", mean(&ends), ends.len(), s.runs.len())
-            };
+            let ep = ep_cell(&s.runs);
             let p = |t: Option<TTest>| t.map_or("—".to_string(), |t| format!("{:.3}", t.p));
             let adj = |p: Option<f64>| p.map_or("—".to_string(), |p| format!("{p:.3}"));
             let ci = s
@@ -232,27 +237,35 @@ impl Report {
              bootstrap of the difference of means (each strategy's seeds resampled on their own; resamples and \
              seed in report.json). With few seeds only large, consistent differences reach p < 0.05; a \
              difference without that is not evidence of a gain, and one seen once is a claim to replicate on \
-             fresh seeds before it is believed.\n\n## Runs\n\n\
-             | strategy | seed | test | test loss | best val | final val | EP end (step, epoch, accuracy) | steps | wall s |\n\
-             |---|---|---|---|---|---|---|---|---|\n",
+             fresh seeds before it is believed.\n\nThe EP end is an interval: the step of the last observation \
+             of the monitor below the threshold and of the first at or above it (the EP ends at the latter); SE \
+             is the monitor's binomial standard error at the crossing (its window's or probe's size). The \
+             monitor cost is its own seconds during the EP as a share of the EP's training seconds.\n\n## Runs\n\n\
+             | strategy | seed | test | test loss | best val | final val | EP end: step (interval), epoch, accuracy ± SE, monitor | monitor cost | steps | wall s |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
         );
         for s in &self.strategies {
             for r in &s.runs {
-                let ep = r.ep_end.map_or("did not end".to_string(), |e| {
-                    format!(
-                        "{}, {}, {}",
-                        e.step,
-                        e.epoch,
-                        e.accuracy.map_or("—".to_string(), |a| format!("{a:.4}"))
-                    )
+                let cost = r.monitor.map_or("—".to_string(), |m| {
+                    format!("{:.2}% of {:.1} s", 100.0 * m.cost_share, m.ep_training_seconds)
                 });
                 let _ = writeln!(
                     md,
-                    "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} | {:.1} |",
-                    s.strategy, r.seed, r.test, r.test_loss, r.best_val, r.final_val, ep, r.steps, r.wall_seconds
+                    "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {} | {} | {} | {:.1} |",
+                    s.strategy,
+                    r.seed,
+                    r.test,
+                    r.test_loss,
+                    r.best_val,
+                    r.final_val,
+                    ep_run(r.ep_end),
+                    cost,
+                    r.steps,
+                    r.wall_seconds
                 );
             }
         }
+        md.push_str(&self.benr_table());
         if !plots.is_empty() {
             md.push_str("\n## Plots\n\n");
             for p in plots {
@@ -279,5 +292,99 @@ fn adjust(strategies: &mut [StrategyResult], baseline: &str) {
     for (k, &i) in rows.iter().enumerate() {
         strategies[i].welch_holm = finite(welch_adj[k]);
         strategies[i].paired_holm = finite(paired_adj[k]);
+    }
+}
+
+/// A step as a mean over runs: whole when it is one.
+fn steps(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// The table's EP cell of a strategy: the mean interval over the runs whose EP ended, the mean
+/// standard error, and how many ended.
+fn ep_cell(runs: &[RunResult]) -> String {
+    let ends: Vec<EpEndInfo> = runs.iter().filter_map(|r| r.ep_end).collect();
+    if ends.is_empty() {
+        return "—".to_string();
+    }
+    let lo = mean(&ends.iter().map(|e| e.interval().0 as f64).collect::<Vec<_>>());
+    let hi = mean(&ends.iter().map(|e| e.interval().1 as f64).collect::<Vec<_>>());
+    let se: Vec<f64> = ends.iter().filter_map(|e| e.std_error).collect();
+    let se = if se.is_empty() {
+        String::new()
+    } else {
+        format!(", ±{:.3}", mean(&se))
+    };
+    format!(
+        "[{}, {}]{se} ({}/{} runs)",
+        steps(lo),
+        steps(hi),
+        ends.len(),
+        runs.len()
+    )
+}
+
+/// One run's EP end for the runs table.
+fn ep_run(end: Option<EpEndInfo>) -> String {
+    let Some(e) = end else {
+        return "did not end".to_string();
+    };
+    let (lo, hi) = e.interval();
+    let accuracy = e.accuracy.map_or("—".to_string(), |a| match e.std_error {
+        Some(se) => format!("{a:.4} ± {se:.4}"),
+        None => format!("{a:.4}"),
+    });
+    let monitor = e.monitor.map_or("fixed".to_string(), |m| m.to_string());
+    format!("{} ({lo}..{hi}), {}, {accuracy}, {monitor}", e.step, e.epoch)
+}
+
+/// The BENR values of a run's metrics.jsonl, one per epoch (none without diagnostics).
+fn benr_of(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<crate::train::MetricsLine>(l).ok()?.benr)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Report {
+    /// BENR per epoch, mean ± std over each strategy's seeds (a table: a few epochs make no
+    /// readable figure); empty when no run logged it.
+    fn benr_table(&self) -> String {
+        let epochs = self
+            .strategies
+            .iter()
+            .flat_map(|s| s.runs.iter().map(|r| r.benr.len()))
+            .max()
+            .unwrap_or(0);
+        if epochs == 0 {
+            return String::new();
+        }
+        let mut md =
+            String::from("\n## Batch-epoch norm ratio (BENR) per epoch, mean ± std over seeds\n\n| strategy |");
+        for e in 1..=epochs {
+            let _ = write!(md, " epoch {e} |");
+        }
+        md.push_str(&format!("\n|---|{}\n", "---|".repeat(epochs)));
+        for s in &self.strategies {
+            let _ = write!(md, "| {} |", s.strategy);
+            for e in 0..epochs {
+                let v: Vec<f64> = s.runs.iter().filter_map(|r| r.benr.get(e).copied()).collect();
+                let cell = if v.is_empty() {
+                    "—".to_string()
+                } else {
+                    format!("{:.3} ± {:.3}", mean(&v), std_dev(&v))
+                };
+                let _ = write!(md, " {cell} |");
+            }
+            md.push('\n');
+        }
+        md
     }
 }

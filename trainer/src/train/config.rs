@@ -6,7 +6,7 @@
 //! name = "fmnist-pause"     # runs/<name>/
 //! seed = 0
 //! device = "auto"           # auto | cpu | cuda
-//! eval_every = 100          # steps between validation evaluations (the EP needs step granularity)
+//! eval_every = 100          # steps between validation evaluations (curves, best val; the EP has its monitor)
 //! log_every = 20            # steps between metrics.jsonl lines
 //! diagnostics = false       # zero-activation shares per layer at each log line, BENR per epoch
 //! autocast = "off"          # off | bf16 (CUDA only: forward passes under bf16 autocast)

@@ -11,6 +11,7 @@ mod manifest;
 mod optim;
 mod parallel;
 mod prefetch;
+mod probe;
 mod resume;
 mod run;
 mod short;
@@ -29,5 +30,6 @@ pub use config::{
 };
 pub use optim::{cosine_lr, Optimizer, Rule};
 pub use parallel::{global_keep, remove_highest_global, DataParallel};
+pub use probe::MonitorCost;
 pub use run::{train, MetricsLine, Parallelism, Summary, Timing, TrainOptions};
 pub(crate) use short::ShortRuns;

@@ -28,6 +28,7 @@ use super::config::{Autocast, TrainConfig};
 use super::optim::{cosine_lr, Optimizer};
 use super::parallel::DataParallel;
 use super::prefetch::{shard_len, BatchOrder, Batches};
+use super::probe::{EpMonitor, MonitorCost};
 use super::task::{Eval, EvalSums, Part, TaskData};
 use crate::distributed::{Backend, GradientBuckets, ProcessGroup};
 use crate::error::{Error, Result};
@@ -83,7 +84,12 @@ pub struct Summary {
     /// The metric and the mean loss on the test split at the end.
     pub test: f64,
     pub test_loss: f64,
+    /// The EP's end: its step, the interval the crossing lies in, the monitor's accuracy and
+    /// standard error there.
     pub ep_end: Option<EpEndInfo>,
+    /// What watching the EP cost (accuracy-ended EPs): seconds, share of the EP's training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<MonitorCost>,
     pub wall_seconds: f64,
     pub samples_per_second: f64,
     pub timing: Timing,
@@ -158,6 +164,12 @@ pub struct MetricsLine {
     /// Diagnostics: the batch-epoch norm ratio of the epoch this step ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub benr: Option<f64>,
+    /// In the EP (and at its end): the EP monitor's latest accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ep_monitor: Option<f64>,
+    /// On the line of the step whose observation ended the EP: the end and its interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ep_end: Option<EpEndInfo>,
     /// The processes behind the line: its loss, accuracies and counts are over all of them.
     #[serde(flatten)]
     pub parallelism: Parallelism,
@@ -247,7 +259,8 @@ pub struct TrainOptions<'a> {
 pub fn train(config: &TrainConfig, options: &TrainOptions<'_>) -> Result<Summary> {
     let mut run = Run::prepare(config, options)?;
     for step in run.state.step..run.steps.end {
-        let done = run.step(step)?;
+        let mut done = run.step(step)?;
+        done.ep_end = run.watch_ep(&done)?;
         run.evaluate_and_log(&done)?;
         run.checkpoint(&done)?;
     }
@@ -299,6 +312,15 @@ struct StepDone {
     epoch: u32,
     lr: f64,
     plan: BatchPlan,
+    /// The batch's correct predictions (device scalar) of `predictions`, for the EP monitor.
+    correct: Tensor,
+    predictions: i64,
+    /// The step's seconds, and those of its forward pass over `rows` rows.
+    seconds: f64,
+    forward_seconds: f64,
+    rows: i64,
+    /// The EP end this step's observation made, if it did.
+    ep_end: Option<EpEndInfo>,
 }
 
 /// The training-loss window between two log lines, summed on the device.
@@ -374,6 +396,7 @@ struct Run<'a> {
     last_val: f64,
     /// When the last checkpoint was written (or the run started): `run.checkpoint_every`'s clock.
     last_checkpoint: Instant,
+    ep_monitor: EpMonitor,
 }
 
 impl<'a> Run<'a> {
@@ -395,7 +418,8 @@ impl<'a> Run<'a> {
         }
         let lead = parallel.is_none_or(|p| p.rank() == 0);
         let dirs = lead.then(|| open_run_dir(config, options.resume)).transpose()?;
-        let task = TaskData::load(config, device)?;
+        let mut task = TaskData::load(config, device)?;
+        let ep_monitor = EpMonitor::new(config, &mut task, device, parallel)?;
         tch::manual_seed(config.run.seed as i64);
         let vs = nn::VarStore::new(device);
         let model = task.build_model(config, &vs);
@@ -454,6 +478,7 @@ impl<'a> Run<'a> {
             window: Window::new(device),
             last_val: f64::NAN,
             last_checkpoint: Instant::now(),
+            ep_monitor,
             task,
         })
     }
@@ -514,7 +539,52 @@ impl<'a> Run<'a> {
         self.window.correct_sum += &out.correct;
         self.window.steps += 1;
         self.window.predictions += out.predictions;
-        Ok(StepDone { step, epoch, lr, plan })
+        Ok(StepDone {
+            step,
+            epoch,
+            lr,
+            plan,
+            correct: out.correct,
+            predictions: out.predictions,
+            seconds: t_data.elapsed().as_secs_f64(),
+            forward_seconds: forward,
+            rows: x.size()[0],
+            ep_end: None,
+        })
+    }
+
+    /// Feeds the EP monitor after a step of the EP: the batch's counts (`train-clean`) or the
+    /// probe when due (`probe`), then plans the next probe; what it costs is measured.
+    fn watch_ep(&mut self, done: &StepDone) -> Result<Option<EpEndInfo>> {
+        let Some(monitor) = self.state.schedule.watching() else {
+            return Ok(None);
+        };
+        let t = Instant::now();
+        let (step, epoch) = (done.step, done.epoch);
+        self.ep_monitor
+            .training_step(done.seconds, done.forward_seconds, done.rows);
+        let due = monitor == Monitor::Probe && self.state.schedule.probe_due(step);
+        // A due probe the spent training time cannot pay for yet is planned again.
+        let probing = due && self.ep_monitor.affordable(self.parallel)?;
+        let counts = match monitor {
+            Monitor::TrainClean => self
+                .ep_monitor
+                .batch_counts(&done.correct, done.predictions, self.parallel)?,
+            Monitor::Probe if probing => {
+                let e = self.evaluate(self.ep_monitor.probe()?)?;
+                Some((e.correct, e.predictions))
+            }
+            _ => None,
+        };
+        let end = counts.and_then(|(c, n)| self.state.schedule.observe_counts(monitor, c, n, step, epoch));
+        self.ep_monitor
+            .plan_probe(&mut self.state.schedule, step, self.parallel)?;
+        self.ep_monitor
+            .worked(t.elapsed().as_secs_f64(), counts.is_some(), probing);
+        if let Some(end) = end {
+            self.bar.println(format!("{end}"));
+        }
+        Ok(end)
     }
 
     fn epoch_ends(&self, step: u64) -> bool {
@@ -549,16 +619,21 @@ impl<'a> Run<'a> {
     fn evaluate_and_log(&mut self, done: &StepDone) -> Result<()> {
         let t_eval = Instant::now();
         let step = done.step;
-        let evaluate_now = self.state.schedule.eval_due(step)
-            || (step + 1) % self.config.run.eval_every == 0
-            || step + 1 == self.steps.end;
-        let val = if evaluate_now {
+        let for_run = (step + 1) % self.config.run.eval_every == 0 || step + 1 == self.steps.end;
+        let for_ep = self.state.schedule.eval_due(step);
+        let val = if for_run || for_ep {
             Some(self.evaluate(&self.val)?)
         } else {
             None
         };
+        if for_ep {
+            // Validations the `val` monitor alone asked for are its cost.
+            let seconds = if for_run { 0.0 } else { t_eval.elapsed().as_secs_f64() };
+            self.ep_monitor.worked(seconds, true, false);
+        }
         let diagnostics_due = self.config.run.diagnostics && self.epoch_ends(step);
-        if (step + 1) % self.config.run.log_every == 0 || val.is_some() || diagnostics_due {
+        let log_due = (step + 1) % self.config.run.log_every == 0 || done.ep_end.is_some();
+        if log_due || val.is_some() || diagnostics_due {
             self.log(done, val)?;
         }
         self.timing.eval_seconds += t_eval.elapsed().as_secs_f64();
@@ -586,10 +661,17 @@ impl<'a> Run<'a> {
     /// the validation metric and the clean training accuracy.
     fn log(&mut self, done: &StepDone, val: Option<Eval>) -> Result<()> {
         let (step, epoch) = (done.step, done.epoch);
+        let mut ep_end = done.ep_end;
         let (mean_loss, train_acc) = self.window_means()?;
         if !mean_loss.is_finite() {
             self.bar.abandon();
-            return Err(Error::Diverged { step, loss: mean_loss });
+            // A fresh run has a checkpoint once its state's step has moved on from 0.
+            let checkpoint = (self.state.step > 0).then_some(self.state.step);
+            return Err(Error::Diverged {
+                step,
+                loss: mean_loss,
+                checkpoint,
+            });
         }
         if let Some(v) = val {
             self.last_val = v.metric;
@@ -597,13 +679,10 @@ impl<'a> Run<'a> {
             let better = |a: f64, b: f64| if higher_is_better { a.max(b) } else { a.min(b) };
             self.state.best_val = Some(self.state.best_val.map_or(v.metric, |b| better(b, v.metric)));
             // Forecasting's metric is an MSE; its configurations cannot end the EP on accuracy.
-            if let Some(end) = self.state.schedule.observe(Monitor::Val, v.metric, step, epoch) {
-                self.bar.println(format!("{end} (validation)"));
-            }
-        }
-        if let Some(acc) = train_acc {
-            if let Some(end) = self.state.schedule.observe(Monitor::TrainClean, acc, step, epoch) {
-                self.bar.println(format!("{end} (train-clean)"));
+            let schedule = &mut self.state.schedule;
+            if let Some(end) = schedule.observe_counts(Monitor::Val, v.correct, v.predictions, step, epoch) {
+                self.bar.println(format!("{end}"));
+                ep_end = Some(end);
             }
         }
         let zero_share = match &self.probe_batch {
@@ -630,6 +709,10 @@ impl<'a> Run<'a> {
             val_loss: val.map(|v| v.loss),
             zero_share,
             benr,
+            ep_monitor: (plan.in_ep || ep_end.is_some())
+                .then(|| self.state.schedule.phase().latest())
+                .flatten(),
+            ep_end,
             parallelism: self.parallelism(),
         };
         if let Some(out) = self.outputs.as_mut() {
@@ -720,6 +803,7 @@ impl<'a> Run<'a> {
             test: test.metric,
             test_loss: test.loss,
             ep_end: self.state.schedule.phase().ended(),
+            monitor: self.ep_monitor.cost(),
             wall_seconds: wall,
             samples_per_second: (end.saturating_sub(self.first_step) * parallelism.global_batch as u64) as f64 / wall,
             timing: self.timing,

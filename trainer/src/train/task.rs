@@ -100,6 +100,9 @@ pub(crate) struct StepOut {
 pub(crate) struct Eval {
     pub metric: f64,
     pub loss: f64,
+    /// The sums behind them (for the EP monitor's standard error).
+    pub correct: f64,
+    pub predictions: f64,
 }
 
 /// What an evaluation adds up (over a split, or over the ranks' shards of it): the summed loss,
@@ -474,6 +477,8 @@ impl TaskData {
             return Eval {
                 metric: f64::NAN,
                 loss: f64::NAN,
+                correct: 0.0,
+                predictions: 0.0,
             };
         }
         let loss = sums.loss / sums.predictions;
@@ -482,7 +487,12 @@ impl TaskData {
         } else {
             sums.correct / sums.predictions
         };
-        Eval { metric, loss }
+        Eval {
+            metric,
+            loss,
+            correct: sums.correct,
+            predictions: sums.predictions,
+        }
     }
 
     /// The loss, correct predictions and predictions summed over `part`, in eval mode, 512 rows

@@ -42,15 +42,29 @@ pub fn gz_idx(path: &Path, magic: u32, dims: &[u32], payload: &[u8]) {
 
 /// A small dataset in Fashion-MNIST's files: 4 classes, class k lights up a band of rows 4k..4k+4 (plus noise) in 16x16 images.
 pub fn write_dataset(dir: &Path) {
-    for (prefix, n, seed) in [("train", 320usize, 1u64), ("t10k", 80, 2)] {
+    write_bands(dir, 4, [(320, 1), (80, 2)], (170.0, 60.0));
+}
+
+/// A harder one in the same files, learnt over tens of steps instead of a few: 8 classes, class
+/// k a faint band of rows 2k..2k+2 (brightness +`contrast` over noise of 0..`noise`), 1,600
+/// training and 200 test images.
+pub fn write_faint_dataset(dir: &Path, contrast: f64, noise: f64) {
+    write_bands(dir, 8, [(1600, 3), (200, 4)], (40.0 + contrast, noise));
+}
+
+/// `classes` classes of 16x16 images where class k lights rows of band k to `on` (else 40),
+/// plus uniform noise of 0..`noise`; (rows, seed) for the training and test files.
+fn write_bands(dir: &Path, classes: usize, sets: [(usize, u64); 2], (on, noise): (f64, f64)) {
+    let band = 16 / classes;
+    for ((n, seed), prefix) in sets.into_iter().zip(["train", "t10k"]) {
         let mut rng = enlighten::SeededRng::new(seed);
-        let labels: Vec<u8> = (0..n).map(|i| (i % 4) as u8).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % classes) as u8).collect();
         let mut pixels = Vec::with_capacity(n * 256);
         for &k in &labels {
             for y in 0..16 {
                 for _ in 0..16 {
-                    let base = if (y / 4) as u8 == k { 170.0 } else { 40.0 };
-                    pixels.push((base + 60.0 * rng.uniform()) as u8);
+                    let base = if (y / band) as u8 == k { on } else { 40.0 };
+                    pixels.push((base + noise * rng.uniform()).min(255.0) as u8);
                 }
             }
         }

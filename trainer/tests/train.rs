@@ -569,13 +569,17 @@ fn configurations_refuse_unknown_keys_and_settings_that_cannot_work_together() {
         }
         Ok(_) => panic!("accepted:\n{text}"),
     };
+    assert!(
+        good.contains("monitor = \"auto\"\n"),
+        "the test rewrites the default monitor:\n{good}"
+    );
     // Unknown keys in the tagged tables of [strategy.ep].
     refused(
-        &good.replace("eval_every = 4\n\n", "eval_every = 4\nepochs = 3\n\n"),
+        &good.replace("monitor = \"auto\"\n", "monitor = \"auto\"\nepochs = 3\n"),
         &["epochs"],
     );
     refused(
-        &good.replace("monitor = \"val\"", "monitor = \"val\"\neval_evry = 5"),
+        &good.replace("monitor = \"auto\"", "monitor = \"val\"\neval_evry = 5"),
         &["eval_evry"],
     );
     refused(
@@ -584,7 +588,9 @@ fn configurations_refuse_unknown_keys_and_settings_that_cannot_work_together() {
     );
     // An EP watching validation accuracy needs a validation split.
     refused(
-        &good.replace("val_fraction = 0.2", "val_fraction = 0.0"),
+        &good
+            .replace("val_fraction = 0.2", "val_fraction = 0.0")
+            .replace("monitor = \"auto\"", "monitor = \"val\""),
         &["strategy.ep.monitor", "val_fraction = 0"],
     );
     refused(

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::distributed::free_port;
 use crate::error::{Error, Result};
+use crate::train::signals;
 
 /// How long stopped ranks get to exit after SIGTERM before SIGKILL.
 const TERMINATE_GRACE: Duration = Duration::from_secs(3);
@@ -128,7 +129,7 @@ fn supervise(
     let mut outcome = Ok(());
     while exited.contains(&false) {
         if interrupt.is_some_and(|f| f.swap(false, Ordering::SeqCst)) {
-            let received = crate::train::signals::received().unwrap_or(libc::SIGINT);
+            let received = signals::received().unwrap_or(libc::SIGINT);
             interrupted = Some(received);
             signal(pids, &exited, received);
         }
@@ -136,8 +137,17 @@ fn supervise(
             continue;
         };
         exited[rank] = true;
+        // A rank signalled on its own (a scheduler's SIGTERM to one process) stops the job as
+        // a signal to the launcher would: every rank checkpoints at that step and says so.
+        if let (None, Some(sig)) = (
+            interrupted,
+            status.as_ref().ok().and_then(|s| signals::from_exit_status(s.code()?)),
+        ) {
+            signals::adopt(sig);
+            interrupted = Some(sig);
+        }
         let stopped_as_asked =
-            |s: &ExitStatus| interrupted.is_some_and(|sig| s.code() == Some(crate::train::signals::exit_status(sig)));
+            |s: &ExitStatus| interrupted.is_some_and(|sig| s.code() == Some(signals::exit_status(sig)));
         let status = match status {
             Ok(s) if s.success() || stopped_as_asked(&s) => continue,
             Ok(s) => s.to_string(),

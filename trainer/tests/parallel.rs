@@ -587,6 +587,8 @@ enum Fault {
     KillGroupMidWrite,
     /// SIGTERM to the launcher, as a scheduler preempting the job.
     Preempt,
+    /// SIGTERM to rank 1 alone, as a scheduler preempting one process: the job stops as preempted.
+    PreemptRank1,
 }
 
 /// SplitMix64: the test's "random" points, the same on every run of the test.
@@ -605,6 +607,20 @@ fn last_logged_step(metrics: &Path) -> Option<u64> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v.get("step")?.as_u64())
         .max()
+}
+
+/// The pid of rank `rank` of the job whose process group is `group` (from /proc: its group and
+/// the `RANK` the launcher gave it).
+fn rank_pid(group: libc::pid_t, rank: usize) -> Option<libc::pid_t> {
+    let wanted = format!("RANK={rank}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: libc::pid_t = entry.file_name().to_str()?.parse().ok()?;
+        // SAFETY: getpgid(2) reads another process's group; a vanished pid gives -1.
+        let in_group = unsafe { libc::getpgid(pid) } == group && pid != group;
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        let has_rank = environ.split(|&b| b == 0).any(|v| v == wanted.as_bytes());
+        (in_group && has_rank).then_some(pid)
+    })
 }
 
 /// `enlighten <args>` in a process group of its own (its ranks join it), so that the whole job
@@ -640,18 +656,18 @@ fn inflict(args: &[&str], fault: Fault, step: u64, run_dir: &Path) -> (bool, Str
         }
     }
     let pid = job.id() as libc::pid_t;
-    let signal = if fault == Fault::Preempt {
-        libc::SIGTERM
-    } else {
-        libc::SIGKILL
+    let (target, signal) = match fault {
+        Fault::Preempt => (pid, libc::SIGTERM),
+        Fault::PreemptRank1 => (rank_pid(pid, 1).expect("rank 1 is running"), libc::SIGTERM),
+        Fault::KillGroup | Fault::KillGroupMidWrite => (-pid, libc::SIGKILL),
     };
     // SAFETY: kill(2) on the job this test started: its process group (its pgid is its pid),
-    // or the launcher alone for SIGTERM, which the launcher forwards to its ranks.
-    unsafe { libc::kill(if fault == Fault::Preempt { pid } else { -pid }, signal) };
+    // the launcher alone (which forwards SIGTERM to its ranks), or one of its ranks.
+    unsafe { libc::kill(target, signal) };
     let out = job.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     let landed = match fault {
-        Fault::Preempt => {
+        Fault::Preempt | Fault::PreemptRank1 => {
             assert_eq!(out.status.code(), Some(75), "preempted; stderr:\n{stderr}");
             true
         }
@@ -670,9 +686,14 @@ fn kill_9_and_sigterm_at_random_points_then_resume_give_the_straight_digest() {
     let chaos = write_config(&dir, "chaos", every_step);
     let out = enlighten(&["train", "--config", straight.to_str().unwrap(), "--nproc", "2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // Three faults in a seeded order at seeded steps of the 24.
+    // Four faults in a seeded order at seeded steps of the 24.
     let mut seed = 20;
-    let mut faults = [Fault::KillGroup, Fault::Preempt, Fault::KillGroupMidWrite];
+    let mut faults = [
+        Fault::KillGroup,
+        Fault::Preempt,
+        Fault::KillGroupMidWrite,
+        Fault::PreemptRank1,
+    ];
     for i in (1..faults.len()).rev() {
         faults.swap(i, (split_mix(&mut seed) % (i as u64 + 1)) as usize);
     }

@@ -29,6 +29,7 @@ use super::optim::{cosine_lr, Optimizer};
 use super::parallel::DataParallel;
 use super::prefetch::{shard_len, BatchOrder, Batches};
 use super::probe::{EpMonitor, MonitorCost};
+use super::signals;
 use super::task::{Eval, EvalSums, Part, TaskData};
 use crate::distributed::{Backend, GradientBuckets, ProcessGroup};
 use crate::error::{Error, Result};
@@ -739,16 +740,26 @@ impl<'a> Run<'a> {
     }
 
     /// Whether an interrupt was asked for on any rank, and whether `run.checkpoint_every`'s time
-    /// has come (rank 0's clock decides, so that every rank checkpoints at the same step).
+    /// has come (rank 0's clock decides, so that every rank checkpoints at the same step). A
+    /// rank that was not signalled itself adopts the others' signal, SIGTERM first: one
+    /// preempted rank preempts the job, and every rank exits with the status that says so.
     fn interrupted_or_due(&self) -> Result<(bool, bool)> {
         let cadence = self.config.run.checkpoint_every;
         let here = self.interrupt.is_some_and(|flag| flag.swap(false, Ordering::SeqCst));
         let due = cadence.time_due(self.last_checkpoint.elapsed());
         match self.parallel {
             Some(p) if self.interrupt.is_some() || cadence.is_time() => {
+                let received = if here { signals::received() } else { None };
+                let term = received == Some(libc::SIGTERM);
+                let int = here && !term;
                 let due = due && p.rank() == 0;
-                let sums = p.sum(&[f64::from(u8::from(here)), f64::from(u8::from(due))])?;
-                Ok((sums[0] > 0.0, sums[1] > 0.0))
+                let sums = p.sum(&[term, int, due].map(|b| f64::from(u8::from(b))))?;
+                if sums[0] > 0.0 {
+                    signals::adopt(libc::SIGTERM);
+                } else if sums[1] > 0.0 {
+                    signals::adopt(libc::SIGINT);
+                }
+                Ok((sums[0] + sums[1] > 0.0, sums[2] > 0.0))
             }
             _ => Ok((here, due)),
         }

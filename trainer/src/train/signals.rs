@@ -47,6 +47,22 @@ pub fn received() -> Option<i32> {
     }
 }
 
+/// Records `signal` as this process's stop when it received none itself: another rank was
+/// signalled, and every rank stops at the same step with the same meaning (a preempted rank
+/// preempts the job).
+pub fn adopt(signal: i32) {
+    let _ = SIGNAL.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+}
+
+/// The signal whose stop `status` reports ([`exit_status`]'s inverse), if it is one.
+pub fn from_exit_status(status: i32) -> Option<i32> {
+    match status {
+        PREEMPTED => Some(libc::SIGTERM),
+        INTERRUPTED => Some(libc::SIGINT),
+        _ => None,
+    }
+}
+
 /// The exit status of a run that checkpointed and stopped on `signal`.
 pub fn exit_status(signal: i32) -> i32 {
     if signal == libc::SIGTERM {

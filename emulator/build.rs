@@ -13,10 +13,10 @@
 //! (the H100/H200): each entry's `.maxntid` (its `__launch_bounds__`) from the PTX, and its
 //! registers and static shared memory from ptxas's report, go into the entry table.
 
+use std::collections::HashMap;
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -24,7 +24,8 @@
 //!   and disagreements as [`enlighten::Error::Emulated`].
 //!
 //! What it cannot show: the GPU memory model and real concurrency between blocks (blocks run one
-//! at a time, and every write is visible at once), the driver, module loading and streams,
+//! at a time, and every write is visible at once), the driver beyond its launch rules (whose
+//! register and shared memory figures are sm_90's), module loading and streams,
 //! reads (not writes) of the few bytes that alignment leaves between a tensor and its guard page,
 //! the last bits of the fast math intrinsics, and speed. Emulated runs are never timed.
 

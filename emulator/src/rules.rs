@@ -41,7 +41,10 @@ impl Function for Loaded<'_> {
 
     /// The driver refuses more than the device's opt-in maximum less the static shared memory.
     fn set_max_dynamic_shared(&self, bytes: u32) -> Result<()> {
-        let room = self.profile.max_shared_per_block.saturating_sub(self.entry.static_shared());
+        let room = self
+            .profile
+            .max_shared_per_block
+            .saturating_sub(self.entry.static_shared());
         if bytes > room {
             return Err(Error::Emulated {
                 kernel: self.kernel,

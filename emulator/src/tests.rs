@@ -194,7 +194,9 @@ fn dynamic_shared_memory_past_48_kib_needs_the_opt_in() {
     let (kernel, m) = load_and_launch(&not_opted, "defect_free_dynamic_copy", &|_| Ok(()), shape).unwrap_err();
     assert_eq!(kernel, "defect_free_dynamic_copy");
     assert!(
-        m.contains("65536 bytes of dynamic shared memory a block") && m.contains("did not opt in") && m.contains("49152 at most"),
+        m.contains("65536 bytes of dynamic shared memory a block")
+            && m.contains("did not opt in")
+            && m.contains("49152 at most"),
         "{m}"
     );
     let partly = Emulator::new(Profile::H100);
@@ -205,7 +207,13 @@ fn dynamic_shared_memory_past_48_kib_needs_the_opt_in() {
     let opted = Emulator::new(Profile::H100);
     load_and_launch(&opted, "defect_free_dynamic_copy", &opt_in_fully, shape).unwrap();
     let fail_if_called = |_: &dyn Function| Err(Error::Internal("a loaded function is prepared again".into()));
-    load_and_launch(&opted, "defect_free_dynamic_copy", &fail_if_called, blocks(2, 128, 200 * 1024)).unwrap();
+    load_and_launch(
+        &opted,
+        "defect_free_dynamic_copy",
+        &fail_if_called,
+        blocks(2, 128, 200 * 1024),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -231,10 +239,18 @@ fn static_and_dynamic_shared_memory_together_must_fit_the_block() {
         max_shared_per_block: 8 * 1024 + 256,
         ..Profile::TINY
     };
-    let (kernel, m) = load_and_launch(&Emulator::new(small), "defect_static_and_dynamic_copy", &|_| Ok(()), shape).unwrap_err();
+    let (kernel, m) = load_and_launch(
+        &Emulator::new(small),
+        "defect_static_and_dynamic_copy",
+        &|_| Ok(()),
+        shape,
+    )
+    .unwrap_err();
     assert_eq!(kernel, "defect_static_and_dynamic_copy");
     assert!(
-        m.contains("8192 bytes of static and 512 of dynamic shared memory a block; the tiny profile allows 8448 together"),
+        m.contains(
+            "8192 bytes of static and 512 of dynamic shared memory a block; the tiny profile allows 8448 together"
+        ),
         "{m}"
     );
 }
@@ -255,7 +271,8 @@ fn a_block_larger_than_the_launch_bounds_is_refused() {
 fn a_block_whose_registers_outgrow_the_register_file_is_refused() {
     let emulator = Emulator::new(Profile::TINY);
     load_and_launch(&emulator, "defect_too_many_registers", &|_| Ok(()), blocks(2, 256, 0)).unwrap();
-    let (kernel, m) = load_and_launch(&emulator, "defect_too_many_registers", &|_| Ok(()), blocks(1, 1024, 0)).unwrap_err();
+    let (kernel, m) =
+        load_and_launch(&emulator, "defect_too_many_registers", &|_| Ok(()), blocks(1, 1024, 0)).unwrap_err();
     assert_eq!(kernel, "defect_too_many_registers");
     assert!(
         m.contains("1024 threads a block at") && m.contains("the tiny profile has 65536 a block (too many resources"),

@@ -128,7 +128,12 @@ impl Function for Driver<'_> {
                 CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 bytes as i32,
             )
-            .map_err(|e| Error::cuda(format!("opting {} in to {bytes} bytes of shared memory", self.kernel.name()), e))
+            .map_err(|e| {
+                Error::cuda(
+                    format!("opting {} in to {bytes} bytes of shared memory", self.kernel.name()),
+                    e,
+                )
+            })
     }
 }
 

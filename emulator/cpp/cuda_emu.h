@@ -8,6 +8,9 @@
 // - Dynamic shared memory: kernels take it through dynamic_shared<T>() (kernels/common.cuh), which
 //   here returns the launch's own buffer: as many bytes as the launch asked for, ending at an
 //   inaccessible guard page and poisoned before each block.
+// - __launch_bounds__ compiles to nothing here: the bound is data of the kernel's entry, read by
+//   build.rs from the PTX the GPU compiler makes of the same source (with ptxas's registers and
+//   static shared memory), and the launch rules (emulator/src/rules.rs) refuse a larger block.
 // - Built-in variables: globals the scheduler sets before it resumes each thread's fiber.
 // - Barriers and warp primitives: calls into the scheduler; the calling fiber waits there until
 //   every thread the primitive names has arrived, and exchanges values on release.

@@ -66,3 +66,39 @@ extern "C" __global__ void defect_free_dynamic_copy(const float* x, float* out, 
         out[i] = buf[threadIdx.x];
     }
 }
+
+// Sums a window of 96 elements against its mirror image: every load is issued before the first
+// product, so each thread keeps the 96 values in registers (ptxas reports about 100 a thread),
+// more than a 1024-thread block can have on a 64K-register SM. Launched with 1024 threads, the
+// driver refuses it (too many resources requested).
+extern "C" __global__ void defect_too_many_registers(const float* x, float* out, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        float v[96];
+#pragma unroll
+        for (int j = 0; j < 96; ++j) v[j] = x[(i + j * 7) % n];
+        float s = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 96; ++j) s += v[j] * v[95 - j];
+        out[i] = s;
+    }
+}
+
+// A copy whose __launch_bounds__ promise ptxas blocks of at most 128 threads: a larger block is
+// refused by the driver.
+extern "C" __global__ void __launch_bounds__(128) defect_bounded_copy(const float* x, float* out, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = x[i];
+}
+
+// A copy through dynamic shared memory of blockDim.x floats beside 8 KiB of static shared
+// memory (a lookup table): the two together must fit the block's shared memory.
+extern "C" __global__ void defect_static_and_dynamic_copy(const float* x, float* out, int64_t n) {
+    __shared__ float table[2048];
+    float* buf = dynamic_shared<float>();
+    for (int j = threadIdx.x; j < 2048; j += blockDim.x) table[j] = (float)j;
+    __syncthreads();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        buf[threadIdx.x] = x[i] + table[threadIdx.x] - (float)threadIdx.x;
+        out[i] = buf[threadIdx.x];
+    }
+}

@@ -13,12 +13,16 @@ typedef struct {
     uint32_t kind, size;
 } EmuParamType;
 
-// A kernel compiled into the emulator: its parameter list and a call that reads each parameter
-// from params[i], as cuLaunchKernel's kernelParams.
+// A kernel compiled into the emulator: its parameter list, what the GPU compiler reports for it
+// (build.rs compiles the same source for sm_90: the PTX's .maxntid and ptxas's report), and a
+// call that reads each parameter from params[i], as cuLaunchKernel's kernelParams.
 typedef struct {
     const char* name;
     uint32_t nparams;
     EmuParamType params[EMU_MAX_PARAMS];
+    uint32_t max_threads;    // threads a block may have by its __launch_bounds__ (0: none)
+    uint32_t static_shared;  // bytes of static __shared__ memory a block
+    uint32_t registers;      // registers a thread
     void (*call)(void** params);
 } EmuEntry;
 

@@ -1,5 +1,7 @@
 // Builds the emulator's entry table: for each kernel, its parameter types (checked against the
-// Rust launch's arguments) and a call that unpacks cuLaunchKernel-style parameters.
+// Rust launch's arguments), the GPU compiler's figures for it (launch bounds, static shared
+// memory, registers: the launch rules' data) and a call that unpacks cuLaunchKernel-style
+// parameters.
 #pragma once
 #include <stddef.h>
 
@@ -31,9 +33,12 @@ struct EntryOf<void (*)(A...), f> {
     }
     static void call(void** p) { call_at(p, std::index_sequence_for<A...>{}); }
 
-    static EmuEntry make(const char* name) {
+    static EmuEntry make(const char* name, uint32_t max_threads, uint32_t static_shared, uint32_t registers) {
         EmuEntry e{};
         e.name = name;
+        e.max_threads = max_threads;
+        e.static_shared = static_shared;
+        e.registers = registers;
         e.nparams = sizeof...(A);
         const EmuParamType types[] = {param_type<std::remove_cv_t<A>>()..., EmuParamType{0, 0}};
         for (size_t i = 0; i < sizeof...(A); ++i) e.params[i] = types[i];
@@ -44,4 +49,5 @@ struct EntryOf<void (*)(A...), f> {
 
 }  // namespace emu
 
-#define EMU_ENTRY(k) ::emu::EntryOf<decltype(&k), &k>::make(#k)
+#define EMU_ENTRY(k, max_threads, static_shared, registers) \
+    ::emu::EntryOf<decltype(&k), &k>::make(#k, max_threads, static_shared, registers)

@@ -33,6 +33,9 @@ pub struct Entry {
     name: *const c_char,
     nparams: u32,
     params: [ParamType; MAX_PARAMS],
+    max_threads: u32,
+    static_shared: u32,
+    registers: u32,
     call: Option<unsafe extern "C" fn(*mut *mut c_void)>,
 }
 
@@ -40,6 +43,21 @@ impl Entry {
     /// The parameter types the kernel declares, in order.
     pub fn params(&self) -> &[ParamType] {
         &self.params[..self.nparams as usize]
+    }
+
+    /// The threads a block may have by the kernel's `__launch_bounds__`, if it has them.
+    pub fn max_threads(&self) -> Option<u32> {
+        (self.max_threads > 0).then_some(self.max_threads)
+    }
+
+    /// Bytes of static `__shared__` memory a block has (ptxas, sm_90).
+    pub fn static_shared(&self) -> u32 {
+        self.static_shared
+    }
+
+    /// Registers a thread uses (ptxas, sm_90).
+    pub fn registers(&self) -> u32 {
+        self.registers
     }
 }
 

@@ -9,6 +9,11 @@
 //! `enlighten::cuda::executor` hook). Each launch:
 //! - checks the arguments against the kernel's declared parameters (count, pointer or integer or
 //!   float, size) — a check the driver does not make;
+//! - checks the driver's launch rules ([`rules`]): threads a block within the profile and the
+//!   kernel's `__launch_bounds__`, its registers (ptxas, sm_90) times the block within the
+//!   register file, dynamic shared memory within what the kernel opted in to when the library
+//!   loaded it (48 KiB less its static shared memory if it did not), static plus dynamic within
+//!   the profile;
 //! - stages every tensor in a mapping next to a guard page (after the end, or before the start,
 //!   alternating launch by launch), inputs read-only, outputs poisoned;
 //! - runs the grid [`schedules`] times, block by block, threads as fibers resumed in a different
@@ -19,11 +24,13 @@
 //!   and disagreements as [`enlighten::Error::Emulated`].
 //!
 //! What it cannot show: the GPU memory model and real concurrency between blocks (blocks run one
-//! at a time, and every write is visible at once), the driver, module loading and streams,
+//! at a time, and every write is visible at once), the driver beyond its launch rules (whose
+//! register and shared memory figures are sm_90's), module loading and streams,
 //! reads (not writes) of the few bytes that alignment leaves between a tensor and its guard page,
 //! the last bits of the fast math intrinsics, and speed. Emulated runs are never timed.
 
 mod ffi;
+mod rules;
 mod staging;
 #[cfg(test)]
 mod tests;
@@ -32,7 +39,7 @@ use std::cell::Cell;
 use std::ffi::c_void;
 use std::rc::Rc;
 
-use enlighten::cuda::executor::{self, Arg, Execution, Executor, RowFilter, Shape, TensorArg};
+use enlighten::cuda::executor::{self, Arg, Execution, Executor, Function, RowFilter, Shape, TensorArg};
 use enlighten::{Error, Result};
 use staging::{Placement, Staged};
 
@@ -48,15 +55,20 @@ pub struct Profile {
     /// The shared memory a block may have when the kernel opts in (static and dynamic together;
     /// CUDA's `MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`): what launch code sizes shared buffers by.
     pub max_shared_per_block: u32,
+    /// The registers a block may have (the SM's register file; the kernels' register counts are
+    /// ptxas's for sm_90).
+    pub registers_per_block: u32,
 }
 
 impl Profile {
-    /// An H100 SXM: 132 SMs, 1024 threads a block, 227 KiB of shared memory a block.
+    /// An H100 SXM: 132 SMs, 1024 threads a block, 227 KiB of shared memory and 64K registers a
+    /// block.
     pub const H100: Profile = Profile {
         name: "H100",
         sm_count: 132,
         max_threads_per_block: 1024,
         max_shared_per_block: 227 * 1024,
+        registers_per_block: 64 * 1024,
     };
     /// Two SMs, so that grids are small and every grid-stride loop runs several iterations, and
     /// 16 KiB of shared memory a block, so that rows of a few thousand elements already outgrow
@@ -66,6 +78,7 @@ impl Profile {
         sm_count: 2,
         max_threads_per_block: 1024,
         max_shared_per_block: 16 * 1024,
+        registers_per_block: 64 * 1024,
     };
 }
 
@@ -76,7 +89,7 @@ thread_local! {
 /// Runs `f` with the CUDA path of every op emulated for CPU tensors on this thread, on a device
 /// of this profile (an inner `emulate` applies until it returns).
 pub fn emulate<R>(profile: Profile, f: impl FnOnce() -> R) -> R {
-    executor::with_executor(Rc::new(Emulator { profile }), f)
+    executor::with_executor(Rc::new(Emulator::new(profile)), f)
 }
 
 /// Whether this thread is inside [`emulate`].
@@ -156,9 +169,22 @@ impl std::fmt::Display for Schedule {
     }
 }
 
-/// The emulator as the library's executor, for one profile.
+/// The emulator as the library's executor, for one profile: a device whose functions are
+/// loaded (and opted in) once, as the driver's are.
 struct Emulator {
     profile: Profile,
+    opt_ins: rules::OptIns,
+    loaded: std::cell::RefCell<std::collections::HashSet<&'static str>>,
+}
+
+impl Emulator {
+    fn new(profile: Profile) -> Emulator {
+        Emulator {
+            profile,
+            opt_ins: Default::default(),
+            loaded: Default::default(),
+        }
+    }
 }
 
 impl Executor for Emulator {
@@ -170,18 +196,38 @@ impl Executor for Emulator {
         self.profile.max_shared_per_block
     }
 
+    fn load(&self, kernel: &'static str, prepare: &dyn Fn(&dyn Function) -> Result<()>) -> Result<()> {
+        if self.loaded.borrow().contains(kernel) {
+            return Ok(());
+        }
+        let entry = ffi::find(kernel).ok_or_else(|| Error::Emulated {
+            kernel,
+            message: "the emulator build has no such kernel".into(),
+        })?;
+        prepare(&rules::Loaded {
+            kernel,
+            entry,
+            profile: self.profile,
+            opt_ins: &self.opt_ins,
+        })?;
+        self.loaded.borrow_mut().insert(kernel);
+        Ok(())
+    }
+
     fn begin(&self) -> Box<dyn Execution> {
         Box::new(Arena {
             profile: self.profile,
+            opt_ins: self.opt_ins.clone(),
             placement: None,
             staged: Vec::new(),
         })
     }
 }
 
-/// One launch: the profile it runs under and its staged tensors.
+/// One launch: the profile it runs under, its device's opt-ins and its staged tensors.
 struct Arena {
     profile: Profile,
+    opt_ins: rules::OptIns,
     placement: Option<Placement>,
     staged: Vec<Staged>,
 }
@@ -245,20 +291,7 @@ fn run(kernel: &'static str, shape: Shape, args: Vec<Arg>, mut arena: Arena) -> 
     let fail = |message: String| Error::Emulated { kernel, message };
     let entry = ffi::find(kernel).ok_or_else(|| fail("the emulator build has no such kernel".into()))?;
     check_params(entry.params(), &args).map_err(fail)?;
-    let profile = arena.profile;
-    let threads = shape.block.iter().product::<u32>();
-    if threads > profile.max_threads_per_block {
-        return Err(fail(format!(
-            "{threads} threads a block; the {} profile allows {}",
-            profile.name, profile.max_threads_per_block
-        )));
-    }
-    if shape.dynamic_shared > profile.max_shared_per_block {
-        return Err(fail(format!(
-            "{} bytes of dynamic shared memory a block; the {} profile allows {}",
-            shape.dynamic_shared, profile.name, profile.max_shared_per_block
-        )));
-    }
+    rules::check(kernel, entry, &shape, &arena.profile, &arena.opt_ins).map_err(fail)?;
     let mut slots: Vec<Slot> = Vec::with_capacity(args.len());
     for a in args {
         slots.push(match a {

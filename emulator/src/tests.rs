@@ -1,7 +1,7 @@
 //! The emulator shown able to fail: each test kernel of cpp/defects.cu carries one known
 //! defect, and each must be reported with a message that names it.
 
-use enlighten::cuda::executor::{Access, Arg, Executor, Shape, TensorArg};
+use enlighten::cuda::executor::{Access, Arg, Executor, Function, Shape, TensorArg};
 use enlighten::cuda::Kernel;
 use enlighten::Error;
 use tch::{Device, Kind, Tensor};
@@ -19,7 +19,7 @@ fn tensor(name: &'static str, t: &Tensor, access: Access) -> Arg {
 
 /// Runs the test kernel `name` as the library's launch would hand it over.
 fn launch(name: &'static str, profile: Profile, shape: Shape, args: Vec<Arg>) -> Result<(), Error> {
-    Emulator { profile }.begin().run(name, shape, args)
+    Emulator::new(profile).begin().run(name, shape, args)
 }
 
 /// `blocks` blocks of `threads` threads, with `dynamic_shared` bytes of shared memory each.
@@ -150,7 +150,132 @@ fn dynamic_shared_memory_is_guarded_and_limited_by_the_profile() {
     let too_much = Profile::TINY.max_shared_per_block + 1;
     let m = message(launch_dynamic("defect_free_dynamic_copy", too_much));
     assert!(
-        m.contains("bytes of dynamic shared memory a block; the tiny profile allows"),
+        m.contains("0 bytes of static and 16385 of dynamic shared memory a block; the tiny profile allows 16384"),
+        "{m}"
+    );
+}
+
+/// The copy `(x, out, n)` over 1000 elements launched on `emulator` as `kernel` after loading it
+/// with `prepare` (the library's opt-in, or a stand-in); the error's kernel and message.
+fn load_and_launch(
+    emulator: &Emulator,
+    kernel: &'static str,
+    prepare: &dyn Fn(&dyn Function) -> Result<(), Error>,
+    shape: Shape,
+) -> Result<(), (&'static str, String)> {
+    let x = Tensor::arange(1000, (Kind::Float, Device::Cpu));
+    let out = x.empty_like();
+    let args = vec![
+        tensor("x", &x, Access::Read),
+        tensor("out", &out, Access::Write),
+        Arg::I64(1000),
+    ];
+    let run = || {
+        emulator.load(kernel, prepare)?;
+        emulator.begin().run(kernel, shape, args)
+    };
+    match run() {
+        Ok(()) => Ok(()),
+        Err(Error::Emulated { kernel, message }) => Err((kernel, message)),
+        Err(other) => panic!("expected an emulator error, got {other:?}"),
+    }
+}
+
+/// Opts a function in to all the shared memory the H100 leaves beside its static memory, as
+/// the library does when it loads one.
+fn opt_in_fully(f: &dyn Function) -> Result<(), Error> {
+    f.set_max_dynamic_shared(Profile::H100.max_shared_per_block - f.static_shared()?)
+}
+
+#[test]
+fn dynamic_shared_memory_past_48_kib_needs_the_opt_in() {
+    let shape = blocks(2, 128, 64 * 1024);
+    let not_opted = Emulator::new(Profile::H100);
+    let (kernel, m) = load_and_launch(&not_opted, "defect_free_dynamic_copy", &|_| Ok(()), shape).unwrap_err();
+    assert_eq!(kernel, "defect_free_dynamic_copy");
+    assert!(
+        m.contains("65536 bytes of dynamic shared memory a block")
+            && m.contains("did not opt in")
+            && m.contains("49152 at most"),
+        "{m}"
+    );
+    let partly = Emulator::new(Profile::H100);
+    let opt_in_60k = |f: &dyn Function| f.set_max_dynamic_shared(60 * 1024);
+    let (_, m) = load_and_launch(&partly, "defect_free_dynamic_copy", &opt_in_60k, shape).unwrap_err();
+    assert!(m.contains("the kernel opted in to 61440"), "{m}");
+    // Opted in once at load: this and every later launch of the function may use it all.
+    let opted = Emulator::new(Profile::H100);
+    load_and_launch(&opted, "defect_free_dynamic_copy", &opt_in_fully, shape).unwrap();
+    let fail_if_called = |_: &dyn Function| Err(Error::Internal("a loaded function is prepared again".into()));
+    load_and_launch(
+        &opted,
+        "defect_free_dynamic_copy",
+        &fail_if_called,
+        blocks(2, 128, 200 * 1024),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_opt_in_past_what_static_shared_memory_leaves_is_refused() {
+    let emulator = Emulator::new(Profile::H100);
+    let all = |f: &dyn Function| f.set_max_dynamic_shared(Profile::H100.max_shared_per_block);
+    let (kernel, m) = load_and_launch(&emulator, "defect_static_and_dynamic_copy", &all, ELEMENTWISE).unwrap_err();
+    assert_eq!(kernel, "defect_static_and_dynamic_copy");
+    assert!(
+        m.contains("MAX_DYNAMIC_SHARED_SIZE_BYTES) to 232448 bytes; the H100 profile allows 224256")
+            && m.contains("8192 bytes of static shared memory"),
+        "{m}"
+    );
+}
+
+#[test]
+fn static_and_dynamic_shared_memory_together_must_fit_the_block() {
+    let shape = blocks(2, 128, 128 * 4);
+    let roomy = Emulator::new(Profile::TINY);
+    load_and_launch(&roomy, "defect_static_and_dynamic_copy", &|_| Ok(()), shape).unwrap();
+    // Either part fits a block of 8 KiB + 256 bytes; both together do not.
+    let small = Profile {
+        max_shared_per_block: 8 * 1024 + 256,
+        ..Profile::TINY
+    };
+    let (kernel, m) = load_and_launch(
+        &Emulator::new(small),
+        "defect_static_and_dynamic_copy",
+        &|_| Ok(()),
+        shape,
+    )
+    .unwrap_err();
+    assert_eq!(kernel, "defect_static_and_dynamic_copy");
+    assert!(
+        m.contains(
+            "8192 bytes of static and 512 of dynamic shared memory a block; the tiny profile allows 8448 together"
+        ),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_block_larger_than_the_launch_bounds_is_refused() {
+    let emulator = Emulator::new(Profile::TINY);
+    load_and_launch(&emulator, "defect_bounded_copy", &|_| Ok(()), blocks(2, 128, 0)).unwrap();
+    let (kernel, m) = load_and_launch(&emulator, "defect_bounded_copy", &|_| Ok(()), blocks(2, 256, 0)).unwrap_err();
+    assert_eq!(kernel, "defect_bounded_copy");
+    assert!(
+        m.contains("256 threads a block; the kernel's __launch_bounds__ allow 128"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_block_whose_registers_outgrow_the_register_file_is_refused() {
+    let emulator = Emulator::new(Profile::TINY);
+    load_and_launch(&emulator, "defect_too_many_registers", &|_| Ok(()), blocks(2, 256, 0)).unwrap();
+    let (kernel, m) =
+        load_and_launch(&emulator, "defect_too_many_registers", &|_| Ok(()), blocks(1, 1024, 0)).unwrap_err();
+    assert_eq!(kernel, "defect_too_many_registers");
+    assert!(
+        m.contains("1024 threads a block at") && m.contains("the tiny profile has 65536 a block (too many resources"),
         "{m}"
     );
 }

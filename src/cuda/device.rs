@@ -1,11 +1,14 @@
 //! One loaded module per device: the primary context (the one libtorch uses), the kernels loaded
-//! once from where [`super::origin`] finds them, and each kernel function looked up once.
+//! once from where [`super::origin`] finds them, and each kernel function looked up once and
+//! prepared then ([`super::function::prepare`]: its shared memory opt-in), never at a launch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule};
 
+use super::function::{self, Function};
 use super::nvrtc::Arch;
 use super::{probe, Kernel, KernelsOrigin};
 use crate::error::{Error, Result};
@@ -76,6 +79,8 @@ impl DeviceKernels {
         })
     }
 
+    /// The function of `kernel`, looked up and prepared on its first use on this device (the
+    /// caller keeps its own context current around this: [`KeepCurrentContext`]).
     pub fn function(&self, kernel: Kernel) -> Result<CudaFunction> {
         let mut map = self.functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(f) = map.get(&kernel) {
@@ -85,8 +90,50 @@ impl DeviceKernels {
             .module
             .load_function(kernel.name())
             .map_err(|e| Error::cuda(format!("looking up kernel {}", kernel.name()), e))?;
+        let driver = Driver {
+            ctx: &self.ctx,
+            f: &f,
+            kernel,
+        };
+        function::prepare(&driver, self.max_shared_per_block)?;
         map.insert(kernel, f.clone());
         Ok(f)
+    }
+}
+
+/// A function as the driver has it, for [`function::prepare`].
+struct Driver<'a> {
+    ctx: &'a Arc<CudaContext>,
+    f: &'a CudaFunction,
+    kernel: Kernel,
+}
+
+impl Function for Driver<'_> {
+    fn static_shared(&self) -> Result<u32> {
+        let bytes = self
+            .f
+            .get_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES)
+            .map_err(|e| Error::cuda(format!("reading the static shared memory of {}", self.kernel.name()), e))?;
+        Ok(bytes.max(0) as u32)
+    }
+
+    fn set_max_dynamic_shared(&self, bytes: u32) -> Result<()> {
+        // A host-side setting (no sync), made with the function's context current: cudarc's
+        // setter does not bind it.
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| Error::cuda("binding the device's context", e))?;
+        self.f
+            .set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            )
+            .map_err(|e| {
+                Error::cuda(
+                    format!("opting {} in to {bytes} bytes of shared memory", self.kernel.name()),
+                    e,
+                )
+            })
     }
 }
 

@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use crate::error::Result;
 
+pub use super::function::Function;
 pub use super::launch::{Access, Arg, RowFilter, TensorArg};
 
 /// Executes kernel launches on CPU tensors in place of the driver.
@@ -23,6 +24,11 @@ pub trait Executor {
     /// The shared memory a block may have when the kernel opts in (static and dynamic together),
     /// which launch code sizes shared buffers by.
     fn max_shared_per_block(&self) -> u32;
+
+    /// Loads `kernel` on its first launch under this executor, as the driver loads a function
+    /// once per device, and calls `prepare` with it then (the library's opt-in; later loads of
+    /// the same kernel do nothing).
+    fn load(&self, kernel: &'static str, prepare: &dyn Fn(&dyn Function) -> Result<()>) -> Result<()>;
 
     /// Begins one launch. The launch stages the tensors whose addresses its caller takes before
     /// running (pointer tables), then runs.

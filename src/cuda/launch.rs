@@ -7,12 +7,12 @@
 
 use std::rc::Rc;
 
-use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use tch::{Device, Tensor};
 
 use super::device::{DeviceKernels, KeepCurrentContext};
 use super::executor::{self, Execution, Executor, Shape};
+use super::function;
 use super::Kernel;
 use crate::error::{Error, Result};
 
@@ -37,9 +37,6 @@ pub(crate) fn aligned(tensors: &[&Tensor]) -> bool {
 pub(crate) fn packable(f: i64, n: i64, tensors: &[&Tensor]) -> bool {
     f % n == 0 && aligned(tensors)
 }
-
-/// Dynamic shared memory a launch may ask for without opting in (CUDA's default limit).
-const DEFAULT_DYNAMIC_SHARED: u32 = 48 * 1024;
 
 /// The shared memory a block of a kernel launched on `t`'s device may have when the kernel opts
 /// in: the device's attribute on CUDA, the executor's on the CPU.
@@ -331,7 +328,7 @@ impl Launch {
     }
 
     /// Gives each block `bytes` of dynamic shared memory (at most [`max_shared_per_block`] less
-    /// the kernel's static shared memory).
+    /// the kernel's static shared memory: what the kernel opted in to when it was loaded).
     pub fn dynamic_shared(mut self, bytes: u32) -> Self {
         self.dynamic_shared = bytes;
         self
@@ -356,6 +353,8 @@ impl Launch {
 
     fn run_emulated(self, grid: Grid) -> Result<()> {
         let executor = executor_for(self.kernel)?;
+        let max_shared = executor.max_shared_per_block();
+        executor.load(self.kernel.name(), &|f| function::prepare(f, max_shared))?;
         let cfg = grid.config(executor.sm_count());
         let shape = Shape {
             grid: [cfg.grid_dim.0, cfg.grid_dim.1, cfg.grid_dim.2],
@@ -375,19 +374,6 @@ impl Launch {
             shared_mem_bytes: self.dynamic_shared,
             ..grid.config(kernels.sm_count)
         };
-        if self.dynamic_shared > DEFAULT_DYNAMIC_SHARED {
-            // Past 48 KiB a kernel must opt in: a host-side setting of the function (no sync),
-            // made with its context current (cudarc's setter does not bind it).
-            kernels
-                .ctx
-                .bind_to_thread()
-                .map_err(|e| Error::cuda("binding the device's context", e))?;
-            func.set_attribute(
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                self.dynamic_shared as i32,
-            )
-            .map_err(|e| Error::cuda(format!("opting {} in to more shared memory", self.kernel.name()), e))?;
-        }
         let pointers: Vec<u64> = self
             .args
             .iter()

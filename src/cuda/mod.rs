@@ -34,6 +34,7 @@ mod elf;
 #[doc(hidden)]
 pub mod executor;
 mod fatbin;
+mod function;
 mod kernel_cache;
 mod kernel_source;
 mod launch;

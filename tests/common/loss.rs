@@ -561,9 +561,12 @@ fn ce_ignored_partner_gives_its_weight_to_y_a(dev: Device) {
 
 /// Long rows (a language model's vocabulary): ce_forward keeps as much of each row in shared
 /// memory as a block may have between its statistics and gradient passes, in 16-byte packs
-/// (4096 columns) or one value at a time (5003 columns, or an unaligned view). Emulated, the
-/// same launch under profiles whose shared memory holds the whole row, part of it, or none of
-/// it gives the same bits.
+/// (4096 and 16384 columns) or one value at a time (5003 columns, or an unaligned view).
+/// Emulated, the same launch under profiles whose shared memory holds the whole row or part of
+/// it gives the same bits (10 KiB holds part of every row here but f16/bf16 [2, 4096]; no device
+/// holds none of a row, since the selection kernel's own 9 KiB of static shared memory must fit
+/// a block); a whole f32 row of 16384 columns is 64 KiB, past the 48 KiB a launch has without
+/// the opt-in the library sets when it loads the kernel.
 fn ce_long_rows_stage_what_fits(dev: Device) {
     seed(33);
     let opts = CrossEntropy {
@@ -572,7 +575,7 @@ fn ce_long_rows_stage_what_fits(dev: Device) {
         drop_share: 0.34,
     };
     for kind in FLOAT_KINDS {
-        for (b, c) in [(3i64, 5003i64), (2, 4096)] {
+        for (b, c) in [(3i64, 5003i64), (2, 4096), (2, 16384)] {
             let flat = randn(&[b * c + 1], kind, dev);
             let y = labels(b, c, dev);
             for (view, logits) in [
@@ -593,11 +596,9 @@ fn ce_long_rows_stage_what_fits(dev: Device) {
                             (out.per_sample, grad)
                         })
                     };
-                    let (whole, part, none) = (run(227 * 1024), run(8 * 1024), run(1024));
-                    for (how, (losses, grad)) in [("part", &part), ("none", &none)] {
-                        assert_bitwise_eq(&format!("{what}: losses, {how} staged"), losses, &whole.0);
-                        assert_bitwise_eq(&format!("{what}: grad, {how} staged"), grad, &whole.1);
-                    }
+                    let (whole, part) = (run(227 * 1024), run(10 * 1024));
+                    assert_bitwise_eq(&format!("{what}: losses, part staged"), &part.0, &whole.0);
+                    assert_bitwise_eq(&format!("{what}: grad, part staged"), &part.1, &whole.1);
                 }
             }
         }

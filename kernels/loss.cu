@@ -130,29 +130,27 @@ __device__ __forceinline__ float ce_grad_value(const GradRow& g, float x, int c)
     return !g.valid ? 0.0f : (g.defined ? v : NAN);
 }
 
-// Writes N gradient values at g[0..N) as G in 16-byte packs: one pack when G is the logits'
-// dtype, two when an f32 gradient follows a pack of eight f16/bf16 logits. g is 16-byte aligned
-// whenever N > 1 (checked on the host).
-template <typename G, int N>
-__device__ __forceinline__ void store_grad(G* g, const float (&v)[N]) {
+// Writes value(k), k < N, as G to pack q of N values of g, in 16-byte stores: one when G is the
+// logits' dtype, two when an f32 gradient follows a pack of eight f16/bf16 logits. g is 16-byte
+// aligned whenever N > 1 (checked on the host).
+template <typename G, int N, typename V>
+__device__ __forceinline__ void store_grad(G* g, int64_t q, V value) {
     constexpr int M = N * sizeof(G) > 16 ? 16 / (int)sizeof(G) : N;
-    Pack<G, M>* gp = reinterpret_cast<Pack<G, M>*>(g);
+    Pack<G, M>* gp = reinterpret_cast<Pack<G, M>*>(g) + q * (N / M);
 #pragma unroll
     for (int j = 0; j < N / M; ++j) {
         Pack<G, M> out;
 #pragma unroll
-        for (int k = 0; k < M; ++k) out.v[k] = from_f32<G>(v[j * M + k]);
+        for (int k = 0; k < M; ++k) out.v[k] = from_f32<G>(value(j * M + k));
         gp[j] = out;
     }
 }
 
-// Pack q of a row's gradient (columns c0..c0+N), from the pack of logits pk.
+// Pack q of a row's gradient, from the pack of logits pk.
 template <typename T, typename G, int N>
-__device__ __forceinline__ void grad_pack(G* g, const GradRow& gr, const Pack<T, N>& pk, int c0) {
-    float v[N];
-#pragma unroll
-    for (int k = 0; k < N; ++k) v[k] = ce_grad_value(gr, to_f32(pk.v[k]), c0 + k);
-    store_grad<G, N>(g + c0, v);
+__device__ __forceinline__ void grad_pack(G* g, int64_t q, const GradRow& gr, const Pack<T, N>& pk) {
+    const int c0 = (int)(q * N);
+    store_grad<G, N>(g, q, [&](int k) { return ce_grad_value(gr, to_f32(pk.v[k]), c0 + k); });
 }
 
 // The loss gradient of one row, written N values at a time, in the statistics pass's trips;
@@ -171,10 +169,9 @@ __device__ __forceinline__ void ce_grad_row(const T* z, G* g, int64_t C, Staging
             pk[u] = q < stage.staged ? stage.packs[q] : zp[q];
         }
 #pragma unroll
-        for (int u = 0; u < F; ++u) grad_pack<T, G, N>(g, gr, pk[u], (int)((q0 + u * stride) * N));
+        for (int u = 0; u < F; ++u) grad_pack<T, G, N>(g, q0 + u * stride, gr, pk[u]);
     }
-    for (; q0 < packs; q0 += stride)
-        grad_pack<T, G, N>(g, gr, q0 < stage.staged ? stage.packs[q0] : zp[q0], (int)(q0 * N));
+    for (; q0 < packs; q0 += stride) grad_pack<T, G, N>(g, q0, gr, q0 < stage.staged ? stage.packs[q0] : zp[q0]);
 }
 
 // N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad;
@@ -251,16 +248,15 @@ __device__ __forceinline__ double mse_span(const T* p, const T* q, G* g, int64_t
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             if (k0 + u * stride >= packs) break;
-            float out[N];
+            float d[N];
             float sq = 0.0f;
 #pragma unroll
             for (int k = 0; k < N; ++k) {
-                const float d = to_f32(a[u].v[k]) - to_f32(b[u].v[k]);
-                sq += d * d;
-                out[k] = d * w;
+                d[k] = to_f32(a[u].v[k]) - to_f32(b[u].v[k]);
+                sq += d[k] * d[k];
             }
             acc += (double)sq;
-            if (g != nullptr) store_grad<G, N>(g + (k0 + u * stride) * N, out);
+            if (g != nullptr) store_grad<G, N>(g, k0 + u * stride, [&](int k) { return d[k] * w; });
         }
     }
     return acc;

@@ -1,7 +1,9 @@
 // A real autograd node for the fused losses. tch has no custom autograd Function, so the Rust
 // side computes the loss and its gradient in one kernel pass and hands both here; the node
 // returned keeps the gradient and, on backward, gives it back scaled by the incoming gradient.
-// No forward work is repeated, and nothing waits for the GPU.
+// No forward work is repeated, and nothing waits for the GPU. For an f16/bf16 input the kept
+// gradient is f32 and is rounded to the input's dtype only after the scaling: under loss scaling
+// (mixed precision) its small entries would otherwise flush to 0 before the scale reached them.
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -17,12 +19,23 @@ using torch::autograd::variable_list;
 
 struct SavedGradientLoss : public torch::autograd::Function<SavedGradientLoss> {
     // `input` only connects the node to the graph: the gradient is already computed.
-    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& /*input*/, const at::Tensor& loss,
+    static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& loss,
                               const at::Tensor& grad) {
         // A SavedVariable, not saved_data: the engine releases it right after backward unless
         // the graph is retained, so the leaf's AccumulateGrad can take the tensor without a copy.
         ctx->save_for_backward({grad});
+        ctx->saved_data["dtype"] = static_cast<int64_t>(input.scalar_type());
         return loss;
+    }
+
+    // grad * incoming in the input's dtype: as it is or with one multiply when the dtypes agree;
+    // otherwise (an f32 gradient of a half input) multiplied in f32 and rounded once, in one
+    // pass on a GPU (TensorIterator casts on store; the CPU goes through an f32 temporary).
+    static at::Tensor scaled(const at::Tensor& grad, const at::Tensor& incoming, bool unit, at::ScalarType dtype) {
+        if (grad.scalar_type() == dtype) return unit ? grad : grad * incoming;
+        if (unit) return grad.to(dtype);
+        at::Tensor out = at::empty(grad.sizes(), grad.options().dtype(dtype));
+        return at::mul_out(out, grad, incoming);
     }
 
     static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -36,20 +49,24 @@ struct SavedGradientLoss : public torch::autograd::Function<SavedGradientLoss> {
         // On the CPU reading the incoming scale costs nothing, and the common scale 1 then needs
         // no pass over the gradient. On a GPU the read would wait for the stream: always scale.
         bool unit = incoming.device().is_cpu() && incoming.numel() == 1 && incoming.item<double>() == 1.0;
-        at::Tensor scaled = unit ? grad : grad * incoming;
-        return {scaled, at::Tensor(), at::Tensor()};
+        const auto dtype = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+        return {scaled(grad, incoming, unit, dtype), at::Tensor(), at::Tensor()};
     }
 };
 
 }  // namespace
 
 // The loss tensor `loss` (a scalar) becomes the output of a node whose gradient with respect to
-// `input` is `grad` times the incoming gradient. *out receives a new tensor owned by the caller.
+// `input` is `grad` times the incoming gradient, in `input`'s dtype (`grad` is in that dtype or
+// f32). *out receives a new tensor owned by the caller.
 extern "C" int enl_attach_gradient(const at::Tensor* input, const at::Tensor* loss, const at::Tensor* grad,
                                    at::Tensor** out, char** message) {
     return enlighten::enl_guard(message, [&] {
         TORCH_CHECK(grad->sizes() == input->sizes(), "`grad`: expected the shape of `input` ", input->sizes(),
                     ", got ", grad->sizes());
+        TORCH_CHECK(grad->scalar_type() == input->scalar_type() || grad->scalar_type() == at::kFloat,
+                    "`grad`: expected the dtype of `input` (", input->scalar_type(), ") or Float, got ",
+                    grad->scalar_type());
         TORCH_CHECK(loss->numel() == 1, "`loss`: expected a scalar, got shape ", loss->sizes());
         *out = new at::Tensor(SavedGradientLoss::apply(*input, *loss, *grad));
     });

@@ -5,7 +5,9 @@
 //   t = (1-eps) (lam e_ya + (1-lam) e_yb) + eps/C is  log1p(rest) - sum_c t_c (z_c - m), where
 //   1 + rest = sum_c exp(z_c - m). A second pass over the same row writes
 //   dlogits = (softmax - t) * w with w = 1 / n_kept, known before the launch (k = floor(r B) is
-//   computed on the host). The first pass keeps as much of the row as the block's shared memory
+//   computed on the host). The gradient is stored as G: the logits' own dtype T, or f32 for half
+//   logits under autograd, so that the node scales it by the incoming gradient (the loss scale
+//   of mixed precision) before anything is rounded to 16 bits. The first pass keeps as much of the row as the block's shared memory
 //   holds (all of a 50257-class f32 row on an H100) for the second, so a long row is read from
 //   HBM once; what does not fit is read again. Rows move in 16-byte packs when C is a multiple
 //   of the pack (else one value at a time, 4 in flight).
@@ -128,22 +130,35 @@ __device__ __forceinline__ float ce_grad_value(const GradRow& g, float x, int c)
     return !g.valid ? 0.0f : (g.defined ? v : NAN);
 }
 
-// Pack q of a row's gradient, from the pack of logits pk.
-template <typename T, int N>
-__device__ __forceinline__ Pack<T, N> grad_pack(const GradRow& gr, const Pack<T, N>& pk, int c0) {
-    Pack<T, N> out;
+// Writes value(k), k < N, as G to pack q of N values of g, in 16-byte stores: one when G is the
+// logits' dtype, two when an f32 gradient follows a pack of eight f16/bf16 logits. g is 16-byte
+// aligned whenever N > 1 (checked on the host).
+template <typename G, int N, typename V>
+__device__ __forceinline__ void store_grad(G* g, int64_t q, V value) {
+    constexpr int M = N * sizeof(G) > 16 ? 16 / (int)sizeof(G) : N;
+    Pack<G, M>* gp = reinterpret_cast<Pack<G, M>*>(g) + q * (N / M);
 #pragma unroll
-    for (int k = 0; k < N; ++k) out.v[k] = from_f32<T>(ce_grad_value(gr, to_f32(pk.v[k]), c0 + k));
-    return out;
+    for (int j = 0; j < N / M; ++j) {
+        Pack<G, M> out;
+#pragma unroll
+        for (int k = 0; k < M; ++k) out.v[k] = from_f32<G>(value(j * M + k));
+        gp[j] = out;
+    }
+}
+
+// Pack q of a row's gradient, from the pack of logits pk.
+template <typename T, typename G, int N>
+__device__ __forceinline__ void grad_pack(G* g, int64_t q, const GradRow& gr, const Pack<T, N>& pk) {
+    const int c0 = (int)(q * N);
+    store_grad<G, N>(g, q, [&](int k) { return ce_grad_value(gr, to_f32(pk.v[k]), c0 + k); });
 }
 
 // The loss gradient of one row, written N values at a time, in the statistics pass's trips;
 // staged packs come from shared memory.
-template <typename T, int N>
-__device__ __forceinline__ void ce_grad_row(const T* z, T* g, int64_t C, Staging<T, N> stage, const GradRow& gr) {
+template <typename T, typename G, int N>
+__device__ __forceinline__ void ce_grad_row(const T* z, G* g, int64_t C, Staging<T, N> stage, const GradRow& gr) {
     constexpr int F = ce_in_flight<T, N>();
     const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
-    Pack<T, N>* gp = reinterpret_cast<Pack<T, N>*>(g);
     const int64_t packs = C / N, stride = blockDim.x;
     int64_t q0 = threadIdx.x;
     for (; q0 + (F - 1) * stride < packs; q0 += F * stride) {
@@ -154,17 +169,16 @@ __device__ __forceinline__ void ce_grad_row(const T* z, T* g, int64_t C, Staging
             pk[u] = q < stage.staged ? stage.packs[q] : zp[q];
         }
 #pragma unroll
-        for (int u = 0; u < F; ++u) gp[q0 + u * stride] = grad_pack<T, N>(gr, pk[u], (int)((q0 + u * stride) * N));
+        for (int u = 0; u < F; ++u) grad_pack<T, G, N>(g, q0 + u * stride, gr, pk[u]);
     }
-    for (; q0 < packs; q0 += stride)
-        gp[q0] = grad_pack<T, N>(gr, q0 < stage.staged ? stage.packs[q0] : zp[q0], (int)(q0 * N));
+    for (; q0 < packs; q0 += stride) grad_pack<T, G, N>(g, q0, gr, q0 < stage.staged ? stage.packs[q0] : zp[q0]);
 }
 
 // N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad;
 // `staged` packs of each row are kept in shared memory between the passes (0 without a
-// gradient, or when the device has no room).
-template <typename T, int N>
-__device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ grad, float* __restrict__ losses,
+// gradient, or when the device has no room). G is the gradient's storage type.
+template <typename T, typename G, int N>
+__device__ void ce_forward_rows(const T* __restrict__ logits, G* __restrict__ grad, float* __restrict__ losses,
                                 int32_t* __restrict__ correct, RowFilter rows, const int64_t* y_b,
                                 const float* lam_vec, float lam, float smoothing, const float* scale_ptr,
                                 float scale, int64_t B, int64_t C, int write_grad, int64_t staged) {
@@ -208,20 +222,19 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, T* __restrict__ gr
         if (write_grad) {
             const GradRow gr = {st.m, st.rest, 1.0f / (1.0f + st.rest), l, on, off, valid ? w_scale : 0.0f,
                                 (int)ya, (int)yb, valid, in_range && !nan_row};
-            ce_grad_row<T, N>(z, grad + i * C, C, stage, gr);
+            ce_grad_row<T, G, N>(z, grad + i * C, C, stage, gr);
         }
     }
 }
 
 // Squared differences of one span of `len` elements (a multiple of N), N at a time with two
 // packs of each input in flight, summed in f64 (each pack's squares in f32 first), with the
-// gradient d * w written from the same loads when g is given.
-template <typename T, int N>
-__device__ __forceinline__ double mse_span(const T* p, const T* q, T* g, int64_t len, float w) {
+// gradient d * w written (as G) from the same loads when g is given.
+template <typename T, typename G, int N>
+__device__ __forceinline__ double mse_span(const T* p, const T* q, G* g, int64_t len, float w) {
     constexpr int U = 2;  // 64 bytes a thread in flight at 16-byte packs
     const Pack<T, N>* pp = reinterpret_cast<const Pack<T, N>*>(p);
     const Pack<T, N>* qp = reinterpret_cast<const Pack<T, N>*>(q);
-    Pack<T, N>* gp = reinterpret_cast<Pack<T, N>*>(g);
     const int64_t packs = len / N, stride = blockDim.x;
     double acc = 0.0;
     for (int64_t k0 = threadIdx.x; k0 < packs; k0 += U * stride) {
@@ -235,16 +248,15 @@ __device__ __forceinline__ double mse_span(const T* p, const T* q, T* g, int64_t
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             if (k0 + u * stride >= packs) break;
-            Pack<T, N> out;
+            float d[N];
             float sq = 0.0f;
 #pragma unroll
             for (int k = 0; k < N; ++k) {
-                const float d = to_f32(a[u].v[k]) - to_f32(b[u].v[k]);
-                sq += d * d;
-                out.v[k] = from_f32<T>(d * w);
+                d[k] = to_f32(a[u].v[k]) - to_f32(b[u].v[k]);
+                sq += d[k] * d[k];
             }
             acc += (double)sq;
-            if (g != nullptr) gp[k0 + u * stride] = out;
+            if (g != nullptr) store_grad<G, N>(g, k0 + u * stride, [&](int k) { return d[k] * w; });
         }
     }
     return acc;
@@ -256,8 +268,8 @@ __device__ __forceinline__ double mse_span(const T* p, const T* q, T* g, int64_t
 // more it writes its f64 partial sum to partials[item], and mse_finish adds a row's partials in
 // chunk order: the loss has the same bits on any grid and device. N > 1 only when F % N == 0
 // and every tensor is 16-byte aligned.
-template <typename T, int N>
-__device__ void mse_forward_rows(const T* __restrict__ pred, const T* __restrict__ target, T* __restrict__ grad,
+template <typename T, typename G, int N>
+__device__ void mse_forward_rows(const T* __restrict__ pred, const T* __restrict__ target, G* __restrict__ grad,
                                  float* __restrict__ losses, double* __restrict__ partials, float scale, int64_t B,
                                  int64_t F, int64_t chunk, int64_t chunks, int write_grad) {
     __shared__ double scratch[32];
@@ -266,7 +278,7 @@ __device__ void mse_forward_rows(const T* __restrict__ pred, const T* __restrict
         const int64_t i = item / chunks, lo = item % chunks * chunk;
         const int64_t len = F - lo < chunk ? F - lo : chunk;
         const int64_t at = i * F + lo;
-        const double acc = mse_span<T, N>(pred + at, target + at, write_grad ? grad + at : nullptr, len, w);
+        const double acc = mse_span<T, G, N>(pred + at, target + at, write_grad ? grad + at : nullptr, len, w);
         const double total = block_sum(acc, scratch);
         if (threadIdx.x == 0) {
             if (partials != nullptr) partials[item] = total;
@@ -661,29 +673,33 @@ extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_ind
     }
 }
 
-#define LOSS_ENTRIES(SUFFIX, T)                                                                           \
+// One entry per (logits dtype T, gradient dtype G): G = T for the plain forms, G = f32 for half
+// logits whose gradient an autograd node scales before rounding (SUFFIX names both).
+#define LOSS_ENTRIES(SUFFIX, T, G)                                                                        \
     extern "C" __global__ void __launch_bounds__(1024) ce_forward_##SUFFIX(                                \
-        const T* logits, T* grad, float* losses, int32_t* correct, RowFilter rows, const int64_t* y_b,     \
+        const T* logits, G* grad, float* losses, int32_t* correct, RowFilter rows, const int64_t* y_b,     \
         const float* lam_vec, float lam, float smoothing, const float* scale_ptr, float scale, int64_t B,   \
         int64_t C, int write_grad, int vectorized, int64_t staged) {                                       \
         if (vectorized)                                                                                    \
-            ce_forward_rows<T, 16 / sizeof(T)>(logits, grad, losses, correct, rows, y_b, lam_vec, lam,     \
-                                               smoothing, scale_ptr, scale, B, C, write_grad, staged);      \
+            ce_forward_rows<T, G, 16 / sizeof(T)>(logits, grad, losses, correct, rows, y_b, lam_vec, lam,  \
+                                                  smoothing, scale_ptr, scale, B, C, write_grad, staged);   \
         else                                                                                               \
-            ce_forward_rows<T, 1>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing,       \
-                                  scale_ptr, scale, B, C, write_grad, staged);                             \
+            ce_forward_rows<T, G, 1>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing,    \
+                                     scale_ptr, scale, B, C, write_grad, staged);                          \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(MSE_MAX_THREADS) mse_forward_##SUFFIX(                    \
-        const T* pred, const T* target, T* grad, float* losses, double* partials, float scale, int64_t B,   \
+        const T* pred, const T* target, G* grad, float* losses, double* partials, float scale, int64_t B,   \
         int64_t F, int64_t chunk, int64_t chunks, int write_grad, int vectorized) {                        \
         if (vectorized)                                                                                    \
-            mse_forward_rows<T, 16 / sizeof(T)>(pred, target, grad, losses, partials, scale, B, F, chunk,  \
-                                                chunks, write_grad);                                       \
+            mse_forward_rows<T, G, 16 / sizeof(T)>(pred, target, grad, losses, partials, scale, B, F,      \
+                                                   chunk, chunks, write_grad);                             \
         else                                                                                               \
-            mse_forward_rows<T, 1>(pred, target, grad, losses, partials, scale, B, F, chunk, chunks,       \
-                                   write_grad);                                                            \
+            mse_forward_rows<T, G, 1>(pred, target, grad, losses, partials, scale, B, F, chunk, chunks,    \
+                                      write_grad);                                                         \
     }
 
-LOSS_ENTRIES(f32, float)
-LOSS_ENTRIES(f16, __half)
-LOSS_ENTRIES(bf16, __nv_bfloat16)
+LOSS_ENTRIES(f32, float, float)
+LOSS_ENTRIES(f16, __half, __half)
+LOSS_ENTRIES(bf16, __nv_bfloat16, __nv_bfloat16)
+LOSS_ENTRIES(f16_g32, __half, float)
+LOSS_ENTRIES(bf16_g32, __nv_bfloat16, float)

@@ -50,7 +50,8 @@ pub unsafe fn check_foreign(operation: &'static str, code: c_int, message: *mut 
 }
 
 /// `loss` as the output of an autograd node whose gradient with respect to `input` is `grad`
-/// times the incoming gradient. The node keeps `grad`; nothing is recomputed on backward.
+/// times the incoming gradient, in `input`'s dtype. The node keeps `grad` (in `input`'s dtype or
+/// f32, then scaled in f32 and rounded once); nothing is recomputed on backward.
 pub(crate) fn attach_gradient(input: &Tensor, loss: &Tensor, grad: Tensor) -> Result<Tensor> {
     let mut out: *mut C_tensor = std::ptr::null_mut();
     let mut message: *mut c_char = std::ptr::null_mut();

@@ -1,6 +1,7 @@
 //! Helpers shared by the test bodies: fresh random inputs, poisoned outputs, relative error.
 #![allow(dead_code)]
 
+pub mod amp;
 pub mod loss;
 pub mod mixup;
 pub mod stats;
@@ -12,7 +13,7 @@ pub type Case = (&'static str, fn(Device));
 
 /// Every shared case, in the order they run.
 pub fn cases() -> Vec<Case> {
-    [mixup::CASES, loss::CASES, stats::CASES].concat()
+    [mixup::CASES, loss::CASES, amp::CASES, stats::CASES].concat()
 }
 
 pub const FLOAT_KINDS: [Kind; 3] = [Kind::Float, Kind::Half, Kind::BFloat16];

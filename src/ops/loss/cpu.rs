@@ -65,10 +65,13 @@ pub(in crate::ops) fn cross_entropy(
     };
     let mut results = vec![RowResult::default(); b];
     let mut grad = grad;
-    match logits.kind() {
-        Kind::Float => ce_rows::<f32>(logits, grad.as_mut(), &rt, &mut results),
-        Kind::Half => ce_rows::<f16>(logits, grad.as_mut(), &rt, &mut results),
-        _ => ce_rows::<bf16>(logits, grad.as_mut(), &rt, &mut results),
+    // The gradient is in the logits' dtype, or in f32 for half logits under autograd.
+    match (logits.kind(), grad.as_ref().map(Tensor::kind)) {
+        (Kind::Float, _) => ce_rows::<f32, f32>(logits, grad.as_mut(), &rt, &mut results),
+        (Kind::Half, Some(Kind::Float)) => ce_rows::<f16, f32>(logits, grad.as_mut(), &rt, &mut results),
+        (Kind::Half, _) => ce_rows::<f16, f16>(logits, grad.as_mut(), &rt, &mut results),
+        (_, Some(Kind::Float)) => ce_rows::<bf16, f32>(logits, grad.as_mut(), &rt, &mut results),
+        _ => ce_rows::<bf16, bf16>(logits, grad.as_mut(), &rt, &mut results),
     }
     let losses: Vec<f32> = results.iter().map(|r| r.loss).collect();
     let sel = select(&losses, &rt.valid, args.removed);
@@ -86,11 +89,17 @@ struct RowResult {
     correct: bool,
 }
 
-fn ce_rows<T: Element>(logits: &Tensor, grad: Option<&mut Tensor>, rt: &RowTargets<'_>, results: &mut [RowResult]) {
+/// The rows of logits stored as T, their gradient (when asked for) stored as G.
+fn ce_rows<T: Element, G: Element>(
+    logits: &Tensor,
+    grad: Option<&mut Tensor>,
+    rt: &RowTargets<'_>,
+    results: &mut [RowResult],
+) {
     let (b, c) = (results.len(), logits.size()[1] as usize);
     let z_all = cpu_slice::<T>(logits);
-    let (g, g_stride): (&mut [T], usize) = match grad {
-        Some(g) => (cpu_slice_mut::<T>(g), c),
+    let (g, g_stride): (&mut [G], usize) = match grad {
+        Some(g) => (cpu_slice_mut::<G>(g), c),
         None => (&mut [], 0),
     };
     let row_pass = RowPass::detect();
@@ -102,10 +111,10 @@ fn ce_rows<T: Element>(logits: &Tensor, grad: Option<&mut Tensor>, rt: &RowTarge
         g,
         g_stride,
         |range, results, g| {
-            let is_f32 = T::KIND == Kind::Float;
+            let (is_f32, g_f32) = (T::KIND == Kind::Float, G::KIND == Kind::Float);
             let mut zbuf = vec![0f32; if is_f32 { 0 } else { c }];
             // f32 gradients are built in place in the output row; other dtypes go through `e`.
-            let mut e = vec![0f32; if is_f32 && g_stride > 0 { 0 } else { c }];
+            let mut e = vec![0f32; if g_f32 && g_stride > 0 { 0 } else { c }];
             for (r, i) in range.enumerate() {
                 let raw = &z_all[i * c..(i + 1) * c];
                 let z: &[f32] = if is_f32 {
@@ -116,15 +125,15 @@ fn ce_rows<T: Element>(logits: &Tensor, grad: Option<&mut Tensor>, rt: &RowTarge
                 };
                 let g_row = (g_stride > 0).then(|| &mut g[r * c..(r + 1) * c]);
                 let exps: &mut [f32] = match g_row {
-                    Some(row) if is_f32 => bytemuck::cast_slice_mut(row),
+                    Some(row) if g_f32 => bytemuck::cast_slice_mut(row),
                     _ => &mut e,
                 };
                 let (loss, correct, rest) = row_pass.loss(z, i, rt, exps);
                 results[r] = RowResult { loss, correct };
                 if g_stride > 0 {
                     row_pass.grad(rest, i, rt, exps);
-                    if !is_f32 {
-                        T::narrow(&e, &mut g[r * c..(r + 1) * c]);
+                    if !g_f32 {
+                        G::narrow(&e, &mut g[r * c..(r + 1) * c]);
                     }
                 }
             }
@@ -255,10 +264,14 @@ pub(in crate::ops) fn mse(pred: &Tensor, target: &Tensor, removed: i64, grad: Op
     let scale = 1.0 / n_kept as f32;
     let mut losses = vec![0f32; b];
     let mut grad = grad;
-    match pred.kind() {
-        Kind::Float => mse_rows::<f32>(pred, target, grad.as_mut(), scale, &mut losses),
-        Kind::Half => mse_rows::<f16>(pred, target, grad.as_mut(), scale, &mut losses),
-        _ => mse_rows::<bf16>(pred, target, grad.as_mut(), scale, &mut losses),
+    let rows = &mut losses;
+    // The gradient is in the prediction's dtype, or in f32 for half predictions under autograd.
+    match (pred.kind(), grad.as_ref().map(Tensor::kind)) {
+        (Kind::Float, _) => mse_rows::<f32, f32>(pred, target, grad.as_mut(), scale, rows),
+        (Kind::Half, Some(Kind::Float)) => mse_rows::<f16, f32>(pred, target, grad.as_mut(), scale, rows),
+        (Kind::Half, _) => mse_rows::<f16, f16>(pred, target, grad.as_mut(), scale, rows),
+        (_, Some(Kind::Float)) => mse_rows::<bf16, f32>(pred, target, grad.as_mut(), scale, rows),
+        _ => mse_rows::<bf16, bf16>(pred, target, grad.as_mut(), scale, rows),
     }
     let valid = vec![true; b];
     let sel = select(&losses, &valid, removed);
@@ -268,12 +281,19 @@ pub(in crate::ops) fn mse(pred: &Tensor, target: &Tensor, removed: i64, grad: Op
     Ok(output(losses, sel, Tensor::from(0i64), grad, removed))
 }
 
-fn mse_rows<T: Element>(pred: &Tensor, target: &Tensor, grad: Option<&mut Tensor>, scale: f32, losses: &mut [f32]) {
+/// Row losses of predictions and targets stored as T, the gradient (when asked for) as G.
+fn mse_rows<T: Element, G: Element>(
+    pred: &Tensor,
+    target: &Tensor,
+    grad: Option<&mut Tensor>,
+    scale: f32,
+    losses: &mut [f32],
+) {
     let f = pred.numel() / losses.len();
     let (p, q) = (cpu_slice::<T>(pred), cpu_slice::<T>(target));
     let w = 2.0 * scale / f as f32;
-    let (g, g_stride): (&mut [T], usize) = match grad {
-        Some(g) => (cpu_slice_mut::<T>(g), f),
+    let (g, g_stride): (&mut [G], usize) = match grad {
+        Some(g) => (cpu_slice_mut::<G>(g), f),
         None => (&mut [], 0),
     };
     parallel::row_blocks(losses.len(), f, losses, 1, g, g_stride, |range, losses, g| {

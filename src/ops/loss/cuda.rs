@@ -18,6 +18,17 @@ const MARK_CHUNK: i64 = 4096;
 /// Blocks of the histogram passes (grid-stride, so any count is valid).
 const HIST_BLOCKS: i64 = 1024;
 
+/// The variant of a loss kernel family for the input's dtype and the gradient's: `family`
+/// is `[f32, f16, bf16]` (gradient in the input's dtype), `g32_family` `[f16, bf16]` with an f32
+/// gradient (half inputs under autograd, see the loss module's docs).
+fn loss_kernel(input: Kind, grad: Option<&Tensor>, family: [Kernel; 3], g32_family: [Kernel; 2]) -> Kernel {
+    match (input, grad.map(Tensor::kind)) {
+        (Kind::Half, Some(Kind::Float)) => g32_family[0],
+        (Kind::BFloat16, Some(Kind::Float)) => g32_family[1],
+        _ => Kernel::for_dtype(input, family),
+    }
+}
+
 /// Threads per row: about four elements each, a whole number of warps, at most 1024.
 fn row_threads(row_len: i64) -> u32 {
     ((row_len.max(1) as u64).div_ceil(4).next_power_of_two()).clamp(32, 1024) as u32
@@ -258,9 +269,11 @@ pub(in crate::ops) fn cross_entropy(
         Some(Lambda::Batch(l)) => (None, *l as f32),
         Some(Lambda::PerSample(t)) => (Some(t), 0.0),
     };
-    Launch::new(Kernel::for_dtype(
+    Launch::new(loss_kernel(
         logits.kind(),
+        grad.as_ref(),
         [Kernel::CE_FORWARD_F32, Kernel::CE_FORWARD_F16, Kernel::CE_FORWARD_BF16],
+        [Kernel::CE_FORWARD_F16_G32, Kernel::CE_FORWARD_BF16_G32],
     ))
     .input("logits", logits)?
     .optional_output("grad", grad.as_ref())?
@@ -322,13 +335,15 @@ pub(in crate::ops) fn mse(pred: &Tensor, target: &Tensor, k: i64, grad: Option<T
     // A row longer than a chunk is spread over several blocks (kernels/loss.cu, mse_forward).
     let chunks = (f.max(1) + MSE_CHUNK - 1) / MSE_CHUNK;
     let partials = (chunks > 1).then(|| Tensor::empty([b * chunks], (Kind::Double, dev)));
-    Launch::new(Kernel::for_dtype(
+    Launch::new(loss_kernel(
         pred.kind(),
+        grad.as_ref(),
         [
             Kernel::MSE_FORWARD_F32,
             Kernel::MSE_FORWARD_F16,
             Kernel::MSE_FORWARD_BF16,
         ],
+        [Kernel::MSE_FORWARD_F16_G32, Kernel::MSE_FORWARD_BF16_G32],
     ))
     .input("pred", pred)?
     .input("target", target)?

@@ -24,6 +24,14 @@
 //! backward is refused with an error; under no-grad the loss comes back detached. An input that
 //! does not require grad gets no node and no gradient is computed.
 //!
+//! Mixed precision: for f16/bf16 inputs the node keeps the gradient in f32, and its backward
+//! multiplies it by the incoming gradient in f32 and rounds once to the input's dtype. Under
+//! loss scaling the incoming gradient is the scale (`(loss * 65536).backward()`), so the small
+//! entries of `(softmax - t) / n_kept` are scaled up before they are rounded, as in PyTorch's
+//! own losses, instead of flushing to 0 in f16 first. With an incoming gradient of 1 the result
+//! has the bits of `loss_and_grad`'s gradient. The price: the forward writes 4 bytes an element
+//! instead of 2, and the node holds twice the memory of a half gradient until backward.
+//!
 //! `forward_with_stats` returns the same loss with the per-sample losses, the keep mask and the
 //! counts ([`LossOutput`]). `loss_and_grad` is the non-differentiable form: the kernel's gradient
 //! as a plain tensor, for a loss post-processed before the backward pass (a removal decided
@@ -125,7 +133,7 @@ pub struct LossOutput {
     /// from a keep mask ([`reweight`], [`RunningQuantile`]): `keep` says which rows count.
     pub removed: i64,
     /// d loss / d input in the input's dtype: `Some` from `loss_and_grad`, `None` where an
-    /// autograd node holds it.
+    /// autograd node holds it (in f32 for f16/bf16 inputs, see the module docs).
     pub grad: Option<Tensor>,
 }
 
@@ -152,13 +160,13 @@ impl CrossEntropy {
     /// [`forward`](Self::forward) with the per-sample losses, keep mask and counts.
     pub fn forward_with_stats<'t>(&self, logits: &Tensor, targets: impl Into<Targets<'t>>) -> Result<LossOutput> {
         let targets = targets.into();
-        differentiable(logits, |input, with_grad| self.compute(input, targets, with_grad))
+        differentiable(logits, |input, grad_kind| self.compute(input, targets, grad_kind))
     }
 
     /// The loss and the kernel's gradient `d loss / d logits` as plain tensors, no autograd node
     /// (see [`attach_gradient`]).
     pub fn loss_and_grad<'t>(&self, logits: &Tensor, targets: impl Into<Targets<'t>>) -> Result<LossOutput> {
-        self.compute(logits, targets.into(), true)
+        self.compute(logits, targets.into(), Some(logits.kind()))
     }
 
     /// [`loss_and_grad`](Self::loss_and_grad) writing the gradient into a caller-provided
@@ -174,9 +182,9 @@ impl CrossEntropy {
         self.launch(logits, targets.into(), Some(grad.shallow_clone()))
     }
 
-    /// The output with (`with_grad`) or without the gradient, in a new tensor.
-    fn compute(&self, logits: &Tensor, targets: Targets<'_>, with_grad: bool) -> Result<LossOutput> {
-        let grad = with_grad.then(|| Tensor::empty(logits.size().as_slice(), (logits.kind(), logits.device())));
+    /// The output with the gradient in a new tensor of dtype `grad_kind`, or without one (None).
+    fn compute(&self, logits: &Tensor, targets: Targets<'_>, grad_kind: Option<Kind>) -> Result<LossOutput> {
+        let grad = grad_kind.map(|kind| Tensor::empty(logits.size().as_slice(), (kind, logits.device())));
         self.launch(logits, targets, grad)
     }
 
@@ -203,15 +211,16 @@ impl Mse {
 
     /// [`forward`](Self::forward) with the per-sample losses, keep mask and counts.
     pub fn forward_with_stats(&self, pred: &Tensor, target: &Tensor) -> Result<LossOutput> {
-        differentiable(pred, |input, with_grad| self.launch(input, target, with_grad))
+        differentiable(pred, |input, grad_kind| self.launch(input, target, grad_kind))
     }
 
     /// The loss and the kernel's gradient `d loss / d pred` as plain tensors, no autograd node.
     pub fn loss_and_grad(&self, pred: &Tensor, target: &Tensor) -> Result<LossOutput> {
-        self.launch(pred, target, true)
+        self.launch(pred, target, Some(pred.kind()))
     }
 
-    fn launch(&self, pred: &Tensor, target: &Tensor, with_grad: bool) -> Result<LossOutput> {
+    /// The output with a gradient of dtype `grad_kind`, or without one (None).
+    fn launch(&self, pred: &Tensor, target: &Tensor, grad_kind: Option<Kind>) -> Result<LossOutput> {
         let (pred, target) = (pred.contiguous(), target.contiguous());
         check_float("pred", &pred)?;
         let b = check_batch("pred", &pred)?;
@@ -226,19 +235,25 @@ impl Mse {
         }
         check_share(self.drop_share)?;
         let k = removed_rows(self.drop_share, b);
-        let grad = with_grad.then(|| pred.empty_like());
+        let grad = grad_kind.map(|kind| Tensor::empty(pred.size().as_slice(), (kind, pred.device())));
         super::dispatch::on(pred.device()).mse(&pred, &target, k, grad)
     }
 }
 
-/// The differentiable form shared by the losses: `run(input, with_grad)` computes the output;
-/// when `input` requires grad it runs on the detached input with its gradient, which becomes an
-/// autograd node's ([`attach_gradient`]). Otherwise no gradient is computed.
-fn differentiable(input: &Tensor, run: impl FnOnce(&Tensor, bool) -> Result<LossOutput>) -> Result<LossOutput> {
+/// The dtype of the gradient an autograd node keeps, whatever the input's: f32, so that the
+/// incoming gradient (the loss scale under mixed precision) multiplies it before it is rounded
+/// to f16/bf16 (see the module docs).
+const NODE_GRAD_KIND: Kind = Kind::Float;
+
+/// The differentiable form shared by the losses: `run(input, grad_kind)` computes the output
+/// with a gradient of dtype `grad_kind` (None: no gradient); when `input` requires grad it runs
+/// on the detached input with an f32 gradient, which becomes an autograd node's
+/// ([`attach_gradient`]). Otherwise no gradient is computed.
+fn differentiable(input: &Tensor, run: impl FnOnce(&Tensor, Option<Kind>) -> Result<LossOutput>) -> Result<LossOutput> {
     if input.requires_grad() {
-        attach_gradient(input, run(&input.detach(), true)?)
+        attach_gradient(input, run(&input.detach(), Some(NODE_GRAD_KIND))?)
     } else {
-        run(input, false)
+        run(input, None)
     }
 }
 
@@ -246,6 +261,11 @@ fn differentiable(input: &Tensor, run: impl FnOnce(&Tensor, bool) -> Result<Loss
 /// node that holds its gradient, so `backward` writes that gradient (times the incoming one)
 /// into `input`'s. The returned output's `grad` is `None`. For losses post-processed before the
 /// backward pass, such as a removal decided across data-parallel ranks ([`reweight_over`]).
+///
+/// The gradient may be in `input`'s dtype or, for an f16/bf16 input, in f32: the node then
+/// scales it in f32 and rounds once (loss scaling without underflow, see the module docs).
+/// `loss_and_grad`'s gradient is in the input's dtype, so under f16 loss scaling its smallest
+/// entries are already 0 when the node scales them.
 pub fn attach_gradient(input: &Tensor, mut out: LossOutput) -> Result<LossOutput> {
     let grad = out
         .grad

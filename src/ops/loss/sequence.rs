@@ -41,12 +41,12 @@ impl LmCrossEntropy {
 
     /// [`forward`](Self::forward) with the per-sequence (or per-token) losses, keep mask and counts.
     pub fn forward_with_stats(&self, logits: &Tensor, tokens: &Tensor) -> Result<LossOutput> {
-        differentiable(logits, |input, with_grad| self.launch(input, tokens, with_grad))
+        differentiable(logits, |input, grad_kind| self.launch(input, tokens, grad_kind))
     }
 
     /// The loss and the kernel's gradient `d loss / d logits` as plain tensors, no autograd node.
     pub fn loss_and_grad(&self, logits: &Tensor, tokens: &Tensor) -> Result<LossOutput> {
-        self.launch(logits, tokens, true)
+        self.launch(logits, tokens, Some(logits.kind()))
     }
 
     /// The cross-entropy of one token.
@@ -58,7 +58,8 @@ impl LmCrossEntropy {
         }
     }
 
-    fn launch(&self, logits: &Tensor, tokens: &Tensor, with_grad: bool) -> Result<LossOutput> {
+    /// The output with a gradient of dtype `grad_kind`, or without one (None).
+    fn launch(&self, logits: &Tensor, tokens: &Tensor, grad_kind: Option<Kind>) -> Result<LossOutput> {
         let size = logits.size();
         if size.len() != 3 {
             return Err(Error::shape("logits", "[B, T, V]", &size));
@@ -73,7 +74,7 @@ impl LmCrossEntropy {
         }
         let flat = logits.f_reshape([b * t, v])?;
         let flat_tokens = tokens.f_reshape([b * t])?;
-        let run = |opts: &CrossEntropy| opts.compute(&flat, Targets::Index(&flat_tokens), with_grad);
+        let run = |opts: &CrossEntropy| opts.compute(&flat, Targets::Index(&flat_tokens), grad_kind);
         let opts = self.token_loss();
         if self.rank == SequenceRank::PerToken {
             let out = run(&opts)?;

@@ -266,7 +266,8 @@ __device__ __forceinline__ double mse_span(const T* p, const T* q, G* g, int64_t
 // are (row, chunk) pairs, `chunks` to a row of `chunk` elements each (a multiple of 8), so that
 // a long row is spread over many blocks. With one chunk a row the block writes the loss; with
 // more it writes its f64 partial sum to partials[item], and mse_finish adds a row's partials in
-// chunk order: the loss has the same bits on any grid and device. N > 1 only when F % N == 0
+// chunk order: the loss has the same bits on any grid (on one device and build; see the
+// floating-point contract in docs/ARCHITECTURE.md). N > 1 only when F % N == 0
 // and every tensor is 16-byte aligned.
 template <typename T, typename G, int N>
 __device__ void mse_forward_rows(const T* __restrict__ pred, const T* __restrict__ target, G* __restrict__ grad,

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use enlighten::cuda::{fatbin, probe, Kernel};
+use enlighten::cuda::{fatbin, kernels_origin, probe, Kernel};
 use enlighten::ops::loss::{self, CrossEntropy, Mse, Targets};
 use enlighten::ops::mixup::{reference, CutBox, CutBoxes, CutMix, Lambda, MixedTargets, Mixup, Normalize, Pairing};
 use enlighten::testing::{rel_err, sync, tolerance};
@@ -296,6 +296,12 @@ pub fn info() {
                 v / 1000,
                 (v % 1000) / 10
             );
+            // Loads (or, without SASS for this architecture, compiles) the kernels once: the
+            // line a user needs when a first call is slow or fails.
+            match kernels_origin(Device::Cuda(0)) {
+                Ok(origin) => println!("kernels on cuda:0: {origin}"),
+                Err(e) => println!("kernels on cuda:0: unavailable: {e}"),
+            }
         }
         Err(reason) => println!("CUDA: unavailable: {reason}"),
     }

@@ -15,8 +15,9 @@
 //   over several blocks whose partial sums mse_finish adds in a fixed order.
 // loss_select: one block. Drops the k largest losses (ties: lower index first) with a radix
 //   select over the range of the candidates' keys (at most three 11-bit passes), writes the
-//   keep mask, the threshold, the mean over kept rows and the correct-prediction count, and
-//   zeroes the gradient rows it dropped. No host sync anywhere.
+//   keep mask, the threshold, the mean over kept rows and the correct-prediction count.
+// zero_removed: the gradient rows the selection dropped, zeroed by the whole grid after it.
+// No host sync anywhere.
 #include "common.cuh"
 #include "reduce.cuh"
 
@@ -353,21 +354,37 @@ __device__ Marked mark_rows(const float* losses, RowFilter rows,
     return m;
 }
 
-// Zeroes the gradient rows of the removed rows in [lo, hi), the whole block on one row at a
-// time; the barrier makes this block's keep[] writes visible first.
-__device__ void zero_dropped_rows(const uint8_t* keep, RowFilter rows,
-                                  int64_t lo, int64_t hi, uint8_t* grad_bytes, int64_t row_bytes) {
-    __syncthreads();
-    const bool wide = (row_bytes % 16 == 0) && (((uintptr_t)grad_bytes) % 16 == 0);
-    for (int64_t i = lo; i < hi; ++i) {
-        if (keep[i] || !row_valid(rows, i)) continue;
+// ---- Zeroing the gradient rows High-Loss Removal dropped ---------------------------------------
+// ce_forward / mse_forward write every row's gradient before any threshold exists (it depends on
+// every loss of the batch), so the rows dropped afterwards must be overwritten with 0. This is a
+// launch of its own over the whole grid, after the selection: it reads keep[] (1 byte a row,
+// plus the label where rows can be ignored) and writes the k dropped rows once, k x row_bytes in
+// all. The alternatives move more: writing the gradient only after the selection would read
+// every row of logits a second time (B x C x sizeof(T)) to save the k rows' writes, and the
+// selection's own blocks (one SM for loss_select) cannot stream k x row_bytes at HBM speed.
+// Grid: y strides over rows, x over a row's stores; a block on a kept row exits at once.
+
+// Zeroes `units` values of U from `row`, the block's x-slice of the grid-stride.
+template <typename U>
+__device__ __forceinline__ void zero_units(uint8_t* row, int64_t units) {
+    U* r = reinterpret_cast<U*>(row);
+    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < units; j += stride) r[j] = U{};
+}
+
+// 16-byte stores when the gradient and its rows are 16-byte aligned (f32 with C % 4 == 0,
+// halves with C % 8 == 0); otherwise the widest store that divides both (elements are 2 or 4
+// bytes, so 2 at the least). Launched with the row grid's 256 threads (launch.rs, BLOCK); the
+// bound keeps it at 31 registers, 8 blocks an SM (40 without it: 6).
+extern "C" __global__ void __launch_bounds__(256, 8)
+    zero_removed(const uint8_t* keep, RowFilter rows, int64_t B, uint8_t* grad_bytes, int64_t row_bytes) {
+    const uint64_t align = (uint64_t)row_bytes | (uint64_t)(uintptr_t)grad_bytes;
+    for (int64_t i = blockIdx.y; i < B; i += gridDim.y) {
+        if (keep[i] || !row_valid(rows, i)) continue;  // the same for the whole block
         uint8_t* row = grad_bytes + i * row_bytes;
-        if (wide) {
-            uint4* r4 = reinterpret_cast<uint4*>(row);
-            for (int64_t j = threadIdx.x; j < row_bytes / 16; j += blockDim.x) r4[j] = make_uint4(0u, 0u, 0u, 0u);
-        } else {
-            for (int64_t j = threadIdx.x; j < row_bytes; j += blockDim.x) row[j] = 0u;
-        }
+        if (align % 16 == 0) zero_units<uint4>(row, row_bytes / 16);
+        else if (align % 4 == 0) zero_units<uint32_t>(row, row_bytes / 4);
+        else zero_units<uint16_t>(row, row_bytes / 2);
     }
 }
 
@@ -463,8 +480,7 @@ __device__ void pick_digit(const unsigned int* hist, int64_t remaining, uint32_t
 
 extern "C" __global__ void loss_select(const float* losses, RowFilter rows,
                                        const int32_t* correct, int64_t B, int64_t k, uint8_t* keep,
-                                       float* threshold_out, float* mean_out, int64_t* correct_out,
-                                       uint8_t* grad_bytes, int64_t row_bytes) {
+                                       float* threshold_out, float* mean_out, int64_t* correct_out) {
     __shared__ unsigned int hist[RADIX_BINS];
     __shared__ KeyRange rscratch[32];
     __shared__ double dscratch[32];
@@ -503,7 +519,6 @@ extern "C" __global__ void loss_select(const float* losses, RowFilter rows,
         *threshold_out = k_eff > 0 ? key_to_float(kth) : INFINITY;
         *correct_out = (int64_t)m.correct;
     }
-    if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, rows, 0, B, grad_bytes, row_bytes);
 }
 
 // ---- Multi-block selection for large B (token-level ranking, up to 2^24 rows) ----------------
@@ -617,12 +632,11 @@ extern "C" __global__ void select_eq_count(const float* losses, RowFilter rows, 
 }
 
 // Each block owns rows [blockIdx.x * chunk, ...): from the tie counts of the blocks before it
-// (select_eq_count), marks its rows (ties: lower index dropped first), zeroes dropped gradient
-// rows, and writes its partial sums (kept loss, kept count, correct) for select_final.
+// (select_eq_count), marks its rows (ties: lower index dropped first) and writes its partial
+// sums (kept loss, kept count, correct) for select_final.
 extern "C" __global__ void select_mark(const float* losses, RowFilter rows,
                                        const int32_t* correct, int64_t B, int64_t chunk, const int64_t* state,
-                                       const int64_t* block_eq, uint8_t* keep, double* partials,
-                                       uint8_t* grad_bytes, int64_t row_bytes) {
+                                       const int64_t* block_eq, uint8_t* keep, double* partials) {
     __shared__ double dscratch[32];
     __shared__ int64_t iscratch[32];
     const int tid = threadIdx.x, nt = blockDim.x;
@@ -641,7 +655,6 @@ extern "C" __global__ void select_mark(const float* losses, RowFilter rows,
         partials[3 * blockIdx.x + 1] = m.kept_n;
         partials[3 * blockIdx.x + 2] = m.correct;
     }
-    if (grad_bytes != nullptr && k_eff > 0) zero_dropped_rows(keep, rows, lo, hi, grad_bytes, row_bytes);
 }
 
 // Sums the blocks' partials in a fixed order: mean over kept rows, threshold, correct count.

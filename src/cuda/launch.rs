@@ -271,14 +271,6 @@ impl Launch {
         }
     }
 
-    /// An in-out tensor, or a null pointer.
-    pub fn optional_inout(self, name: &'static str, t: Option<&Tensor>) -> Result<Self> {
-        match t {
-            Some(t) => self.inout(name, t),
-            None => Ok(self.push(Arg::Null)),
-        }
-    }
-
     /// The device address of a tensor whose pointer the caller puts inside another argument
     /// (a table of pointers). The tensor must stay alive until the launch has run.
     pub fn pointer(&mut self, name: &'static str, t: &Tensor, access: Access) -> Result<i64> {

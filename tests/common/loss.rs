@@ -42,6 +42,10 @@ pub const CASES: &[Case] = &[
         ce_ignored_partner_gives_its_weight_to_y_a,
     ),
     ("ce_long_rows_stage_what_fits", ce_long_rows_stage_what_fits),
+    (
+        "removal_zeroes_dropped_gradient_rows",
+        removal_zeroes_dropped_gradient_rows,
+    ),
     ("mse_matches_reference", mse_matches_reference),
     (
         "lm_sequence_and_token_ranking_match_reference",
@@ -600,6 +604,85 @@ fn ce_long_rows_stage_what_fits(dev: Device) {
                     assert_bitwise_eq(&format!("{what}: losses, part staged"), &part.0, &whole.0);
                     assert_bitwise_eq(&format!("{what}: grad, part staged"), &part.1, &whole.1);
                 }
+            }
+        }
+    }
+}
+
+/// Panics unless every gradient row the output does not keep (dropped or ignored) is exactly 0:
+/// a NaN left from a poisoned buffer or a row written but not zeroed both show.
+fn assert_unkept_rows_zero(what: &str, grad: &Tensor, keep: &Tensor) {
+    let b = grad.size()[0];
+    let row_abs = grad
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Double)
+        .abs()
+        .view([b, -1])
+        .sum_dim_intlist(1, false, Kind::Double);
+    let unkept = row_abs.masked_select(&keep.to_device(Device::Cpu).logical_not());
+    let bad = unkept.ne(0.0).sum(Kind::Int64).int64_value(&[]);
+    assert_eq!(
+        bad,
+        0,
+        "{what}: {bad} of {} unkept gradient rows are not 0",
+        unkept.numel()
+    );
+}
+
+/// High-Loss Removal's zeroing of the dropped gradient rows (on CUDA a grid-wide pass after the
+/// selection): dropped rows exactly 0 and kept rows the reference's, into poisoned buffers, for
+/// every store width (rows of 16-byte packs, rows of 4 and 2 bytes, a buffer one element off
+/// 16-byte alignment), batch 1, nothing dropped, every candidate dropped, f32/f16/bf16, the one-
+/// and many-block selections, cross-entropy and MSE.
+fn removal_zeroes_dropped_gradient_rows(dev: Device) {
+    seed(34);
+    const IGNORE: i64 = -100;
+    for kind in FLOAT_KINDS {
+        let mut shapes = vec![(1i64, 7i64), (5, 3), (33, 8), (64, 10), (257, 37)];
+        if kind == Kind::Float {
+            shapes.push((8193, 4)); // the many-block selection
+        }
+        for (b, c) in shapes {
+            let logits = randn(&[b, c], kind, dev);
+            let y = labels(b, c, dev);
+            // Only the last two rows count: a share of 0.9 drops both (every candidate).
+            let two = y.copy();
+            let _ = two.narrow(0, 0, (b - 2).max(0)).fill_(IGNORE);
+            let runs = [
+                ("nothing dropped", 0.0, None, &y),
+                ("half dropped", 0.5, None, &y),
+                ("every candidate dropped", 0.9, Some(IGNORE), &two),
+            ];
+            for (name, drop_share, ignore_index, targets) in runs {
+                let opts = CrossEntropy {
+                    label_smoothing: 0.1,
+                    ignore_index,
+                    drop_share,
+                };
+                let r = reference::cross_entropy_f64(&logits, Targets::Index(targets), &opts).unwrap();
+                for offset in [0, 1] {
+                    let what = format!("ce [{b}, {c}] {kind:?} {name}, buffer offset {offset}");
+                    let flat = poisoned(&[b * c + 1], kind, dev);
+                    let mut grad = flat.narrow(0, offset, b * c).view([b, c]);
+                    let out = opts
+                        .loss_and_grad_into(&logits, Targets::Index(targets), &mut grad)
+                        .unwrap();
+                    assert!(out.keep.to_device(Device::Cpu).equal(&r.keep), "{what}: keep");
+                    assert_unkept_rows_zero(&what, &grad, &out.keep);
+                    assert_close(&what, &grad, &r.grad, kind);
+                }
+            }
+        }
+        for (b, f) in [(1i64, 3i64), (7, 3), (40, 16), (129, 5)] {
+            let pred = randn(&[b, f], kind, dev);
+            let target = randn(&[b, f], kind, dev);
+            for drop_share in [0.0, 0.5, 0.99] {
+                let what = format!("mse [{b}, {f}] {kind:?} r {drop_share}");
+                let out = Mse { drop_share }.loss_and_grad(&pred, &target).unwrap();
+                let r = reference::mse_f64(&pred, &target, drop_share).unwrap();
+                let grad = out.grad.as_ref().unwrap();
+                assert_unkept_rows_zero(&what, grad, &out.keep);
+                assert_close(&what, grad, &r.grad, kind);
             }
         }
     }

@@ -104,7 +104,21 @@ struct Ranking<'a> {
     k: i64,
 }
 
+/// Selects (one block up to [`SINGLE_BLOCK_MAX`] rows, many above), then zeroes the gradient
+/// rows it dropped over the whole grid.
 fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Result<()> {
+    if r.losses.size()[0] > SINGLE_BLOCK_MAX {
+        launch_select_multi(r, out)?;
+    } else {
+        launch_select_single(r, out)?;
+    }
+    match grad {
+        Some(g) if r.k > 0 => launch_zero_removed(r, &out.keep, g),
+        _ => Ok(()),
+    }
+}
+
+fn launch_select_single(r: &Ranking<'_>, out: &SelectOut) -> Result<()> {
     let Ranking {
         losses,
         y,
@@ -112,29 +126,37 @@ fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Res
         correct,
         k,
     } = *r;
-    let b = losses.size()[0];
-    let row_bytes = grad
-        .map(|g| (g.numel() / b as usize * g.kind().elt_size_in_bytes()) as i64)
-        .unwrap_or(0);
-    if b > SINGLE_BLOCK_MAX {
-        return launch_select_multi(r, out, grad, row_bytes);
-    }
     let threshold = out.scalars.get(0);
     let mean = out.scalars.get(1);
     Launch::new(Kernel::LOSS_SELECT)
         .input("losses", losses)?
         .rows("y", y, ignore)?
         .optional_input("correct", correct)?
-        .i64(b)
+        .i64(losses.size()[0])
         .i64(k)
         .output("keep", &out.keep)?
         .output("threshold", &threshold)?
         .output("mean", &mean)?
         .output("correct_out", &out.correct)?
-        .optional_inout("grad", grad)?
-        .i64(row_bytes)
         .run(Grid::SingleBlock {
             threads: SELECT_THREADS,
+        })
+}
+
+/// zero_removed (kernels/loss.cu): the dropped rows of `grad` (a row per loss) set to 0, by a
+/// grid over rows and each row's 16-byte stores, after the selection wrote `keep`.
+fn launch_zero_removed(r: &Ranking<'_>, keep: &Tensor, grad: &Tensor) -> Result<()> {
+    let b = r.losses.size()[0];
+    let row_bytes = (grad.numel() / b as usize * grad.kind().elt_size_in_bytes()) as i64;
+    Launch::new(Kernel::ZERO_REMOVED)
+        .input("keep", keep)?
+        .rows("y", r.y, r.ignore)?
+        .i64(b)
+        .inout("grad", grad)?
+        .i64(row_bytes)
+        .run(Grid::RowsAndPacks {
+            rows: b,
+            packs_per_row: (row_bytes + 15) / 16,
         })
 }
 
@@ -142,7 +164,7 @@ fn launch_select(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>) -> Res
 /// the candidates' keys, a radix select of up to three passes whose histograms are built by all
 /// blocks, then a tie count per block, the marking pass and one final reduction. Eleven
 /// launches, still no host sync.
-fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, row_bytes: i64) -> Result<()> {
+fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut) -> Result<()> {
     let Ranking {
         losses,
         y,
@@ -210,8 +232,6 @@ fn launch_select_multi(r: &Ranking<'_>, out: &SelectOut, grad: Option<&Tensor>, 
         .input("block_eq", &block_eq)?
         .output("keep", &out.keep)?
         .output("partials", &partials)?
-        .optional_inout("grad", grad)?
-        .i64(row_bytes)
         .run(Grid::Blocks {
             blocks: blocks as u32,
             threads: 256,

@@ -3,11 +3,20 @@
 //! code and, on failure, a message that becomes [`Error::Libtorch`]; no C++ exception crosses.
 
 use std::ffi::{c_char, c_int, CStr};
+use std::mem::ManuallyDrop;
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 use torch_sys::C_tensor;
 
+use crate::cuda::{aligned, pack_len, Grid, Kernel, Launch};
 use crate::error::{Error, Result};
+
+/// The node's backward on the kernels' path (bridge/autograd.cpp): scales `grad` in place by the
+/// scalar `incoming` on the device. Returns 0 when done, 1 when the tensors do not run kernels
+/// here (the node then scales as on the CPU), 2 on an error, whose text goes to `message`
+/// (`capacity` bytes, NUL-terminated).
+type ScaleInPlace =
+    extern "C" fn(grad: *const C_tensor, incoming: *const C_tensor, message: *mut c_char, capacity: usize) -> c_int;
 
 extern "C" {
     fn enl_free_message(message: *mut c_char);
@@ -15,6 +24,7 @@ extern "C" {
         input: *const C_tensor,
         loss: *const C_tensor,
         grad: *const C_tensor,
+        scale_in_place: Option<ScaleInPlace>,
         out: *mut *mut C_tensor,
         message: *mut *mut c_char,
     ) -> c_int;
@@ -51,17 +61,92 @@ pub unsafe fn check_foreign(operation: &'static str, code: c_int, message: *mut 
 
 /// `loss` as the output of an autograd node whose gradient with respect to `input` is `grad`
 /// times the incoming gradient, in `input`'s dtype. The node keeps `grad` (in `input`'s dtype or
-/// f32, then scaled in f32 and rounded once); nothing is recomputed on backward.
+/// f32, then scaled in f32 and rounded once); nothing is recomputed on backward. On the kernels'
+/// path a gradient in `input`'s dtype is scaled in place by grad_scale, which leaves it untouched
+/// when the incoming gradient is 1 ([`scale_in_place`]).
 pub(crate) fn attach_gradient(input: &Tensor, loss: &Tensor, grad: Tensor) -> Result<Tensor> {
     let mut out: *mut C_tensor = std::ptr::null_mut();
     let mut message: *mut c_char = std::ptr::null_mut();
     // SAFETY: the three pointers are live tch tensors for the call; the bridge copies what it
     // keeps (reference counts), writes `out` only on success, and never throws.
-    let code = unsafe { enl_attach_gradient(input.as_ptr(), loss.as_ptr(), grad.as_ptr(), &mut out, &mut message) };
+    let scale: Option<ScaleInPlace> = crate::cuda::uses_kernels(input.device()).then_some(scale_in_place);
+    let code = unsafe {
+        enl_attach_gradient(
+            input.as_ptr(),
+            loss.as_ptr(),
+            grad.as_ptr(),
+            scale,
+            &mut out,
+            &mut message,
+        )
+    };
     // The node holds its own reference now; dropping ours lets backward hand the gradient to the
     // leaf without a copy.
     drop(grad);
     check("attach_gradient", code, message)?;
     // SAFETY: on success `out` is a heap-allocated at::Tensor that we now own, as tch expects.
     Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// grad_scale (kernels/autograd.cu) over `grad`, in place: `grad *= incoming` computed on the
+/// device, nothing read or written when `incoming` is exactly 1.
+fn launch_grad_scale(grad: &Tensor, incoming: &Tensor) -> Result<()> {
+    if incoming.kind() != Kind::Float || incoming.numel() != 1 {
+        return Err(Error::value(
+            "incoming",
+            "an f32 scalar (the gradient of an f32 loss)",
+            format!("{:?} {:?}", incoming.kind(), incoming.size()),
+        ));
+    }
+    let n = grad.numel() as i64;
+    let incoming = incoming.reshape([1]);
+    let lanes = if aligned(&[grad]) { pack_len(grad.kind()) } else { 1 };
+    Launch::new(Kernel::for_dtype(
+        grad.kind(),
+        [Kernel::GRAD_SCALE_F32, Kernel::GRAD_SCALE_F16, Kernel::GRAD_SCALE_BF16],
+    ))
+    .inout("grad", grad)?
+    .input("incoming", &incoming)?
+    .i64(n)
+    .run(Grid::RowsAndPacks {
+        rows: 1,
+        packs_per_row: (n + lanes - 1) / lanes,
+    })
+}
+
+/// The [`ScaleInPlace`] the node calls on backward. The tensors stay the caller's: they are
+/// borrowed through `ManuallyDrop`, never freed here.
+extern "C" fn scale_in_place(
+    grad: *const C_tensor,
+    incoming: *const C_tensor,
+    message: *mut c_char,
+    capacity: usize,
+) -> c_int {
+    // SAFETY: the node passes two live at::Tensor handles for the duration of the call; wrapping
+    // them without dropping leaves their reference counts as they were.
+    let (grad, incoming) = unsafe {
+        (
+            ManuallyDrop::new(Tensor::from_ptr(grad as *mut C_tensor)),
+            ManuallyDrop::new(Tensor::from_ptr(incoming as *mut C_tensor)),
+        )
+    };
+    if !crate::cuda::uses_kernels(grad.device()) {
+        return 1;
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| launch_grad_scale(&grad, &incoming)));
+    let text = match result {
+        Ok(Ok(())) => return 0,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "grad_scale panicked".to_string(),
+    };
+    let bytes = &text.as_bytes()[..text.len().min(capacity.saturating_sub(1))];
+    // SAFETY: `message` has room for `capacity` bytes (the node's buffer); at most capacity - 1
+    // bytes and a NUL are written.
+    if capacity > 0 {
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), message as *mut u8, bytes.len());
+            *message.add(bytes.len()) = 0;
+        }
+    }
+    2
 }

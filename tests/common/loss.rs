@@ -1,7 +1,8 @@
 //! Per-sample losses, High-Loss Removal and the gradient against the f64 reference.
 
 use enlighten::ops::loss::{
-    reference, remove_highest, CrossEntropy, LmCrossEntropy, Mse, RunningQuantile, SequenceRank, Targets,
+    attach_gradient, reference, remove_highest, CrossEntropy, LmCrossEntropy, Mse, RunningQuantile, SequenceRank,
+    Targets,
 };
 use enlighten::ops::mixup::{Lambda, MixedTargets};
 use tch::{Device, Kind, Tensor};
@@ -17,6 +18,10 @@ pub const CASES: &[Case] = &[
     (
         "autograd_node_scales_retains_refuses_double_backward",
         autograd_node_scales_retains_refuses_double_backward,
+    ),
+    (
+        "autograd_node_scales_in_place_on_the_kernels_path",
+        autograd_node_scales_in_place_on_the_kernels_path,
     ),
     (
         "ce_gradient_matches_finite_differences",
@@ -803,6 +808,66 @@ fn autograd_node_scales_retains_refuses_double_backward(dev: Device) {
         );
         assert_bitwise_eq(&format!("{what}: loss without grad"), &out.loss, &kernel.loss);
         assert_bitwise_eq(&format!("{what}: keep without grad"), &out.keep, &kernel.keep);
+    }
+}
+
+/// On the kernels' path the node scales a gradient kept in its input's dtype in place
+/// (grad_scale: nothing moved when the incoming gradient is 1) and hands on that same tensor,
+/// which the leaf takes: no gradient is allocated on backward. A retained graph and a caller's
+/// buffer are scaled out of place: the second pass and the buffer still see the unscaled
+/// gradient. Off the kernels' path only the plain backward hands the tensor on as it is.
+fn autograd_node_scales_in_place_on_the_kernels_path(dev: Device) {
+    seed(35);
+    let kernels = emulated() || dev.is_cuda();
+    let (b, c) = (19i64, 13i64);
+    let y = labels(b, c, dev);
+    let opts = CrossEntropy::with_removal(0.2);
+    for kind in FLOAT_KINDS {
+        let logits = randn(&[b, c], kind, dev);
+        let expected = opts.loss_and_grad(&logits, &y).unwrap().grad.unwrap();
+        let leaf = || logits.detach().set_requires_grad(true);
+        for scale in [1.0, 65536.0, -2.5] {
+            let what = format!("{kind:?} incoming {scale}");
+            let x = leaf();
+            let out = opts.loss_and_grad(&logits, &y).unwrap();
+            let kept_at = out.grad.as_ref().unwrap().data_ptr() as usize;
+            let loss = attach_gradient(&x, out).unwrap().loss;
+            (&loss * scale).backward();
+            assert_close(&what, &x.grad(), &(&expected * scale), kind);
+            let handed_on = x.grad().data_ptr() as usize == kept_at;
+            assert_eq!(
+                handed_on,
+                kernels || scale == 1.0,
+                "{what}: whether the node's own gradient reached the leaf"
+            );
+        }
+        let x = leaf();
+        let out = opts.loss_and_grad(&logits, &y).unwrap();
+        let loss = attach_gradient(&x, out).unwrap().loss;
+        for pass in 0..2 {
+            let g = Tensor::run_backward(&[&(&loss * -2.5)], &[&x], true, false);
+            assert_close(
+                &format!("{kind:?} retained graph, pass {pass}"),
+                &g[0],
+                &(&expected * -2.5),
+                kind,
+            );
+        }
+        // The buffer itself (a handle the caller keeps) and a view of it (storage shared).
+        for view in [false, true] {
+            let what = format!("{kind:?}, a caller's buffer (a view: {view})");
+            let mut buffer = poisoned(&[b, c], kind, dev);
+            let mut out = opts.loss_and_grad_into(&logits, &y, &mut buffer).unwrap();
+            if view {
+                out.grad = out.grad.map(|g| g.view([b * c]).view([b, c]));
+            }
+            let before = buffer.copy();
+            let x = leaf();
+            let loss = attach_gradient(&x, out).unwrap().loss;
+            (&loss * -2.5).backward();
+            assert_bitwise_eq(&format!("{what}: after backward"), &buffer, &before);
+            assert_close(&what, &x.grad(), &(&before * -2.5), kind);
+        }
     }
 }
 

@@ -19,8 +19,11 @@
 //! as the output of a real autograd node (C++, bridge/autograd.cpp: tch has no custom Function),
 //! so `loss.backward()` and tch's optimisers work as with tch's own losses. The node keeps the
 //! kernel's gradient, and its backward hands it on scaled by the incoming gradient, with no
-//! forward work repeated and no host sync. On the CPU an incoming gradient of exactly 1 (a plain
-//! `loss.backward()`) hands the gradient on as it is, and a leaf takes it without a copy. Double
+//! forward work repeated and no host sync. An incoming gradient of exactly 1 (a plain
+//! `loss.backward()`) hands a gradient kept in the input's dtype on as it is, and a leaf takes it
+//! without a copy: on the CPU the node reads the 1, on CUDA the in-place scaling kernel reads it
+//! on the device and leaves the gradient untouched (any other scale is applied in place there,
+//! unless the graph is retained or the caller holds the gradient's storage). Double
 //! backward is refused with an error; under no-grad the loss comes back detached. An input that
 //! does not require grad gets no node and no gradient is computed.
 //!

@@ -7,7 +7,10 @@
 //! many softmax entries times w lie below f16's smallest subnormal (6e-8) but far above it once
 //! scaled. 4099 columns take the kernels' one-value path, 4096 their 16-byte packs.
 
-use enlighten::ops::loss::{reference, CrossEntropy, LmCrossEntropy, Mse, SequenceRank, Targets};
+use enlighten::ops::loss::{
+    attach_gradient, reference, remove_highest, reweight_over, CrossEntropy, LmCrossEntropy, LossOutput, Mse,
+    SequenceRank, Targets,
+};
 use tch::{Device, Kind, Tensor};
 
 use super::{assert_close, randn, seed, Case};
@@ -16,6 +19,7 @@ pub const CASES: &[Case] = &[
     ("amp_scaled_ce_gradient_keeps_small_entries", amp_ce),
     ("amp_scaled_lm_gradient_keeps_small_entries", amp_lm),
     ("amp_scaled_mse_gradient_keeps_small_entries", amp_mse),
+    ("amp_scaled_reweighted_gradient_keeps_small_entries", amp_reweighted),
 ];
 
 /// The loss scale of f16 mixed precision's usual start (PyTorch's GradScaler: 2^16).
@@ -124,6 +128,44 @@ fn amp_mse(dev: Device) {
                 let reference = reference::mse_f64(&pred, &target, r).unwrap();
                 assert_scaled_grad(&format!("mse [{b}, {f}] {kind:?} r {r}"), &x, &loss, &reference.grad);
             }
+        }
+    }
+}
+
+/// The data-parallel form (the trainer's global High-Loss Removal): a gradient computed with
+/// nothing removed by `loss_and_grad_f32`, re-weighted to the kept rows over a count
+/// (`reweight_over`, here one rank's: the kept rows themselves), then attached. The loss scale
+/// must reach it before it is rounded, as in the differentiable forms.
+fn amp_reweighted(dev: Device) {
+    seed(44);
+    let b = 64;
+    let share = 0.25;
+    // `x` becomes the node's input; `out` was computed on its detached copy.
+    let removed = |x: &Tensor, out: LossOutput| -> Tensor {
+        let keep = remove_highest(&out.per_sample, Some(&out.keep), share).unwrap().keep;
+        let count = keep.sum(Kind::Float);
+        attach_gradient(x, reweight_over(out, &keep, Some(&count)).unwrap())
+            .unwrap()
+            .loss
+    };
+    for kind in HALF_KINDS {
+        for c in COLUMNS {
+            let logits = randn(&[b, c], kind, dev);
+            let y = Tensor::randint(c, [b], (Kind::Int64, dev));
+            let all = CrossEntropy::default();
+            let x = logits.detach().set_requires_grad(true);
+            let loss = removed(&x, all.loss_and_grad_f32(&logits, &y).unwrap());
+            let r =
+                reference::cross_entropy_f64(&logits, Targets::Index(&y), &CrossEntropy::with_removal(share)).unwrap();
+            assert_scaled_grad(&format!("reweighted ce [{b}, {c}] {kind:?}"), &x, &loss, &r.grad);
+
+            let pred = randn(&[b, c], kind, dev);
+            let noise = Tensor::randn([b, c], (Kind::Float, dev)) * 1e-2;
+            let target = (pred.to_kind(Kind::Float) + noise).to_kind(kind);
+            let x = pred.detach().set_requires_grad(true);
+            let loss = removed(&x, Mse::default().loss_and_grad_f32(&pred, &target).unwrap());
+            let r = reference::mse_f64(&pred, &target, share).unwrap();
+            assert_scaled_grad(&format!("reweighted mse [{b}, {c}] {kind:?}"), &x, &loss, &r.grad);
         }
     }
 }

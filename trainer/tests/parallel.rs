@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use enlighten::ops::loss::CrossEntropy;
+use enlighten::ops::loss::{attach_gradient, reference, CrossEntropy, Targets};
 use enlighten_trainer::distributed::{free_port, Backend, Env, ProcessGroup};
 use enlighten_trainer::processes::Job;
 use enlighten_trainer::train::{remove_highest_global, Summary};
@@ -244,6 +244,42 @@ fn global_removal_on_two_ranks_removes_what_one_process_removes_from_the_whole_b
         .forward_with_stats(&logits.narrow(0, 0, b), &labels.narrow(0, 0, b))
         .unwrap();
     assert_eq!(local.keep.logical_not().sum(Kind::Int64).int64_value(&[]), 2);
+}
+
+/// Mixed precision through the trainer's global removal: the gradient comes from
+/// `loss_and_grad_f32` (as the trainer's steps take it) and stays f32 through the re-weighting
+/// until the node scales it, so with f16 logits and `(loss * 65536).backward()` the gradient has
+/// no more zeros than the f64 gradient times 65536 rounded to f16. From `loss_and_grad` (f16) it
+/// had more than twice as many: every entry below f16's smallest subnormal before scaling.
+#[test]
+fn global_removal_keeps_f16_gradients_under_loss_scaling() {
+    let env = Env {
+        rank: 0,
+        world_size: 1,
+        local_rank: 0,
+        master_addr: "127.0.0.1".into(),
+        master_port: free_port().unwrap(),
+    };
+    let group = ProcessGroup::new(&env, Backend::Gloo, Duration::from_secs(20)).unwrap();
+    let (b, c, share, scale) = (64i64, 4099i64, 0.25, 65536.0);
+    tch::manual_seed(7);
+    let logits = (Tensor::randn([b, c], (Kind::Float, Device::Cpu)) * 3.0).to_kind(Kind::Half);
+    let labels = Tensor::randint(c, [b], (Kind::Int64, Device::Cpu));
+    let x = logits.detach().set_requires_grad(true);
+    let out = CrossEntropy::default().loss_and_grad_f32(&logits, &labels).unwrap();
+    let out = remove_highest_global(out, share, &group).unwrap();
+    (attach_gradient(&x, out).unwrap().loss * scale).backward();
+    let whole = CrossEntropy::with_removal(share);
+    let exact = reference::cross_entropy_f64(&logits, Targets::Index(&labels), &whole)
+        .unwrap()
+        .grad
+        * scale;
+    let zeros = |t: &Tensor| t.eq(0.0).sum(Kind::Int64).int64_value(&[]);
+    let (got, expected) = (zeros(&x.grad()), zeros(&exact.to_kind(Kind::Half)));
+    assert!(
+        got <= expected,
+        "{got} zero gradient entries, the f64 gradient rounded to f16 has {expected}"
+    );
 }
 
 #[test]

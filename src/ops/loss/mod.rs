@@ -172,6 +172,14 @@ impl CrossEntropy {
         self.compute(logits, targets.into(), Some(logits.kind()))
     }
 
+    /// [`loss_and_grad`](Self::loss_and_grad) with the gradient in f32 whatever the logits'
+    /// dtype, for a gradient that is re-weighted ([`reweight_over`]) and then attached
+    /// ([`attach_gradient`]) under mixed precision: the node scales it by the incoming gradient
+    /// (the loss scale) before it is rounded to f16/bf16, as [`forward`](Self::forward) does.
+    pub fn loss_and_grad_f32<'t>(&self, logits: &Tensor, targets: impl Into<Targets<'t>>) -> Result<LossOutput> {
+        self.compute(logits, targets.into(), Some(NODE_GRAD_KIND))
+    }
+
     /// [`loss_and_grad`](Self::loss_and_grad) writing the gradient into a caller-provided
     /// contiguous tensor of the logits' shape, dtype and device (no allocation per step);
     /// [`LossOutput::grad`] shares it.
@@ -222,6 +230,14 @@ impl Mse {
         self.launch(pred, target, Some(pred.kind()))
     }
 
+    /// [`loss_and_grad`](Self::loss_and_grad) with the gradient in f32 whatever the prediction's
+    /// dtype, for a gradient that is re-weighted ([`reweight_over`]) and then attached
+    /// ([`attach_gradient`]) under mixed precision: the node scales it by the incoming gradient
+    /// (the loss scale) before it is rounded to f16/bf16, as [`forward`](Self::forward) does.
+    pub fn loss_and_grad_f32(&self, pred: &Tensor, target: &Tensor) -> Result<LossOutput> {
+        self.launch(pred, target, Some(NODE_GRAD_KIND))
+    }
+
     /// The output with a gradient of dtype `grad_kind`, or without one (None).
     fn launch(&self, pred: &Tensor, target: &Tensor, grad_kind: Option<Kind>) -> Result<LossOutput> {
         let (pred, target) = (pred.contiguous(), target.contiguous());
@@ -268,7 +284,8 @@ fn differentiable(input: &Tensor, run: impl FnOnce(&Tensor, Option<Kind>) -> Res
 /// The gradient may be in `input`'s dtype or, for an f16/bf16 input, in f32: the node then
 /// scales it in f32 and rounds once (loss scaling without underflow, see the module docs).
 /// `loss_and_grad`'s gradient is in the input's dtype, so under f16 loss scaling its smallest
-/// entries are already 0 when the node scales them.
+/// entries are already 0 when the node scales them: use `loss_and_grad_f32` for a gradient that
+/// is attached afterwards.
 pub fn attach_gradient(input: &Tensor, mut out: LossOutput) -> Result<LossOutput> {
     let grad = out
         .grad

@@ -49,6 +49,13 @@ impl LmCrossEntropy {
         self.launch(logits, tokens, Some(logits.kind()))
     }
 
+    /// [`loss_and_grad`](Self::loss_and_grad) with the gradient in f32 whatever the logits'
+    /// dtype, for a gradient attached later under mixed precision (see
+    /// [`CrossEntropy::loss_and_grad_f32`]).
+    pub fn loss_and_grad_f32(&self, logits: &Tensor, tokens: &Tensor) -> Result<LossOutput> {
+        self.launch(logits, tokens, Some(super::NODE_GRAD_KIND))
+    }
+
     /// The cross-entropy of one token.
     pub(crate) fn token_loss(&self) -> CrossEntropy {
         CrossEntropy {

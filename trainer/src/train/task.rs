@@ -124,7 +124,9 @@ enum Removal<'a> {
 }
 
 /// The differentiable loss of `out` (computed on the detached `input` with nothing removed and
-/// with its gradient) once the global batch's highest losses are removed.
+/// with its gradient, in f32 by `loss_and_grad_f32` so that under mixed precision the loss scale
+/// reaches a half gradient before it is rounded) once the global batch's highest losses are
+/// removed.
 fn global_autograd(input: &Tensor, out: LossOutput, share: f64, group: &ProcessGroup) -> Result<LossOutput> {
     Ok(attach_gradient(input, remove_highest_global(out, share, group)?)?)
 }
@@ -326,7 +328,7 @@ impl TaskData {
                             drop_share: 0.0,
                             ..*opts
                         };
-                        let out = all.loss_and_grad(&logits.detach(), &targets)?;
+                        let out = all.loss_and_grad_f32(&logits.detach(), &targets)?;
                         global_autograd(&logits, out, share, group)?
                     }
                 };
@@ -383,7 +385,7 @@ impl TaskData {
                     .forward_with_stats(&pred, &target)?,
                     Removal::Global(group, share) => global_autograd(
                         &pred,
-                        Mse::default().loss_and_grad(&pred.detach(), &target)?,
+                        Mse::default().loss_and_grad_f32(&pred.detach(), &target)?,
                         share,
                         group,
                     )?,
@@ -438,7 +440,7 @@ impl TaskData {
                     Removal::Local => lm.forward_with_stats(&logits, y)?,
                     Removal::Global(group, share) => {
                         let all = LmCrossEntropy { drop_share: 0.0, ..lm };
-                        global_autograd(&logits, all.loss_and_grad(&logits.detach(), y)?, share, group)?
+                        global_autograd(&logits, all.loss_and_grad_f32(&logits.detach(), y)?, share, group)?
                     }
                 };
                 Ok(StepOut {

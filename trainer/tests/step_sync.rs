@@ -231,7 +231,9 @@ fn syncing_calls(code: &str) -> Vec<(&'static str, &'static str)> {
 fn scan(text: &str) -> Vec<(usize, String, &'static str, &'static str)> {
     let lines: Vec<&str> = text.lines().collect();
     let end = (0..lines.len())
-        .find(|&i| lines[i].trim() == "#[cfg(test)]" && lines.get(i + 1).is_some_and(|l| l.trim_start().starts_with("mod ")))
+        .find(|&i| {
+            lines[i].trim() == "#[cfg(test)]" && lines.get(i + 1).is_some_and(|l| l.trim_start().starts_with("mod "))
+        })
         .unwrap_or(lines.len());
     let mut hits = Vec::new();
     for (i, line) in lines[..end].iter().enumerate() {
@@ -260,13 +262,21 @@ fn every_syncing_call_a_step_can_reach_is_counted_or_allowed() {
         }
         let text = std::fs::read_to_string(file).unwrap();
         for (line, code, pattern, why) in scan(&text) {
-            match ALLOWED.iter().position(|(f, piece, _)| *f == rel && code.contains(piece)) {
+            match ALLOWED
+                .iter()
+                .position(|(f, piece, _)| *f == rel && code.contains(piece))
+            {
                 Some(k) => used[k] = true,
                 None => problems.push(format!("{rel}:{line}: `{pattern}` ({why}): {code}")),
             }
         }
     }
-    let stale: Vec<_> = ALLOWED.iter().zip(&used).filter(|(_, u)| !**u).map(|(a, _)| a).collect();
+    let stale: Vec<_> = ALLOWED
+        .iter()
+        .zip(&used)
+        .filter(|(_, u)| !**u)
+        .map(|(a, _)| a)
+        .collect();
     assert!(stale.is_empty(), "allowlist entries that match nothing: {stale:?}");
     assert!(
         problems.is_empty(),
@@ -285,6 +295,11 @@ fn the_scan_finds_a_blocking_upload_and_a_read() {
     let hits: Vec<_> = scan(step).into_iter().map(|(line, _, p, _)| (line, p)).collect();
     assert_eq!(
         hits,
-        [(1, ".to_device("), (2, "int64_value("), (3, "Vec::<..>::try_from("), (4, ".nonzero(")]
+        [
+            (1, ".to_device("),
+            (2, "int64_value("),
+            (3, "Vec::<..>::try_from("),
+            (4, ".nonzero(")
+        ]
     );
 }

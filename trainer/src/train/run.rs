@@ -130,18 +130,20 @@ pub struct Timing {
 }
 
 impl std::fmt::Display for Timing {
-    /// Per training step, in milliseconds: the whole step and each part.
+    /// Per training step, in milliseconds: the whole step and each part; then the device values
+    /// read back inside steps (0).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let per_step = |s: f64| 1e3 * s / self.steps.max(1) as f64;
         let step = per_step(self.data_seconds + self.strategy_seconds + self.forward_seconds + self.backward_seconds);
         let strategy = per_step(self.strategy_seconds);
         write!(
             f,
-            "step {step:.2} ms: data {:.3}, strategy ops {strategy:.3} ({:.2}%), forward {:.2}, backward+step {:.2}",
+            "step {step:.2} ms: data {:.3}, strategy ops {strategy:.3} ({:.2}%), forward {:.2}, backward+step {:.2}; host reads in steps {}",
             per_step(self.data_seconds),
             100.0 * strategy / step,
             per_step(self.forward_seconds),
-            per_step(self.backward_seconds)
+            per_step(self.backward_seconds),
+            self.step_host_reads
         )
     }
 }
@@ -542,11 +544,11 @@ impl<'a> Run<'a> {
         timing.strategy_seconds += (t_backward - t_ops).as_secs_f64() - forward;
         timing.forward_seconds += forward;
         timing.backward_seconds += t_backward.elapsed().as_secs_f64();
-        timing.step_host_reads += enlighten::cuda::host_reads() - reads_before;
         self.window.loss_sum += &out.reported.to_kind(Kind::Float);
         self.window.correct_sum += &out.correct;
         self.window.steps += 1;
         self.window.predictions += out.predictions;
+        self.timing.step_host_reads += enlighten::cuda::host_reads() - reads_before;
         Ok(StepDone {
             step,
             epoch,

@@ -17,7 +17,8 @@
 //! stream of the tensors' device, as libtorch reports it (`c10::cuda::getCurrentCUDAStream`, read
 //! through the bridge), so the ops order with tch work on whatever stream the caller has made
 //! current (DDP's overlap, a data-loading stream, user code). The library's uploads (permutations,
-//! lambdas, pointer tables) are copied on that same stream, and every temporary a kernel reads is
+//! lambdas, pointer tables) are copied on that same stream, without blocking the host
+//! ([`upload`], [`to_device_async`]), and every temporary a kernel reads is
 //! a tch tensor allocated by libtorch's caching allocator on that stream, so its memory is not
 //! reused before the stream has passed the kernel, without a `record_stream`. As with any PyTorch
 //! op, tensors made on another stream must be synchronised with the current one by the caller.
@@ -54,8 +55,7 @@ pub use probe::{device, probe, CudaInfo, Unavailable};
 pub use stream::with_pool_stream;
 
 pub(crate) use launch::{aligned, max_shared_per_block, pack_len, packable, Access, Grid, Launch, BLOCK};
-pub use transfer::host_reads;
-pub(crate) use transfer::{read_back, upload};
+pub use transfer::{host_reads, read_back, read_f64, read_i64, read_vec, to_device_async, upload};
 
 /// Whether ops on tensors of `device` take their kernel path: CUDA devices, and the CPU inside
 /// while an [`executor::Executor`] is registered on the thread (the emulator's `emulate`).

@@ -444,8 +444,13 @@ fn clip_boxes(boxes: &CutBoxes, batch: i64, h: i64, w: i64, x: &Tensor) -> Resul
                     &t.size(),
                 ));
             }
-            // Clipped with device ops: reading the boxes back would stall the GPU's queue.
-            let t = t.to_device(x.device());
+            // Clipped with device ops: reading the boxes back would stall the GPU's queue. Boxes
+            // made on the host go up without blocking; boxes on a device for host images are
+            // a (counted) read.
+            let t = match (t.device(), x.device()) {
+                (Device::Cpu, _) | (_, Device::Cuda(_)) => crate::cuda::to_device_async(t, x.device())?,
+                _ => crate::cuda::read_back(t),
+            };
             let y0 = t.select(1, 0).clamp(0, h);
             let y1 = t.select(1, 1).clamp(0, h).maximum(&y0);
             let x0 = t.select(1, 2).clamp(0, w);

@@ -54,8 +54,8 @@ pub fn cutmix_f64(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing) -> Result<Ten
             .view([1, 4])
             .repeat([b, 1]),
         CutBoxes::PerSample(t) => t.shallow_clone(),
-    }
-    .to_device(dev);
+    };
+    let rows = crate::cuda::to_device_async(&rows, dev)?;
     let rows = rows.view([b, 4, 1, 1]);
     let ys = Tensor::arange(h, (Kind::Int64, dev)).view([1, h, 1]);
     let xs = Tensor::arange(w, (Kind::Int64, dev)).view([1, 1, w]);

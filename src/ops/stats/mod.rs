@@ -65,8 +65,7 @@ pub fn zero_shares(layers: &[&Tensor], eps: Option<f64>) -> Result<Vec<f64>> {
     if layers.is_empty() {
         return Ok(Vec::new());
     }
-    let per_layer = crate::cuda::read_back(&zero_counts(layers, eps)?.sum_dim_intlist(1, false, Kind::Int64));
-    let counts = Vec::<i64>::try_from(per_layer)?;
+    let counts = crate::cuda::read_vec::<i64>(&zero_counts(layers, eps)?.sum_dim_intlist(1, false, Kind::Int64))?;
     Ok(counts
         .iter()
         .zip(layers)
@@ -214,7 +213,7 @@ pub struct DotNorms {
 
 impl DotNorms {
     fn host(&self) -> [f64; 3] {
-        let v = Vec::<f64>::try_from(crate::cuda::read_back(&self.sums)).unwrap_or_else(|_| vec![f64::NAN; 3]);
+        let v = crate::cuda::read_vec::<f64>(&self.sums).unwrap_or_else(|_| vec![f64::NAN; 3]);
         [v[0], v[1], v[2]]
     }
 
@@ -277,7 +276,7 @@ impl Benr {
     pub fn end_epoch(&mut self, params: &[&Tensor]) -> Result<f64> {
         let current: Vec<Tensor> = params.iter().map(|p| p.detach().contiguous()).collect();
         let net = diff_sq(&current, &self.start, true)?.sqrt();
-        let ratio = crate::cuda::read_back(&(&self.path / net)).double_value(&[]);
+        let ratio = crate::cuda::read_f64(&(&self.path / net))?;
         let _ = self.path.zero_();
         self.steps = 0;
         Ok(ratio)

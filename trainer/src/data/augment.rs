@@ -1,10 +1,12 @@
 //! Batched augmentation on the device: random crops with zero padding and random horizontal
 //! flips as a handful of whole-batch tensor ops (pad, one gather, one where), with the per-sample
-//! offsets and flips drawn from the caller's generator: no per-sample loop, reproducible runs.
+//! offsets and flips drawn from the caller's generator: no per-sample loop, reproducible runs. The
+//! offsets and flips reach the device by non-blocking uploads.
 
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use enlighten::cuda::upload;
 use enlighten::SeededRng;
 
 /// For `[B, C, H, W]` images of any dtype: each sample is cropped back to H x W from its
@@ -23,7 +25,8 @@ pub fn random_crop_flip(x: &Tensor, pad: i64, flip: bool, rng: &mut SeededRng) -
     let (hp, wp) = (h + 2 * pad, w + 2 * pad);
     let offsets: Vec<i64> = (0..2 * b).map(|_| rng.below(2 * pad as u64 + 1) as i64).collect();
     let flips: Vec<bool> = (0..b).map(|_| flip && rng.below(2) == 1).collect();
-    let offsets = Tensor::from_slice(&offsets).view([b, 2]).to_device(dev);
+    // Uploaded without blocking (pinned, on the current stream): the step never waits here.
+    let offsets = upload(&offsets, dev).view([b, 2]);
     let (dy, dx) = (
         offsets.select(1, 0).view([b, 1, 1]),
         offsets.select(1, 1).view([b, 1, 1]),
@@ -43,7 +46,7 @@ pub fn random_crop_flip(x: &Tensor, pad: i64, flip: bool, rng: &mut SeededRng) -
     if !flips.iter().any(|&f| f) {
         return Ok(cropped);
     }
-    let mirror = Tensor::from_slice(&flips).view([b, 1, 1, 1]).to_device(dev);
+    let mirror = upload(&flips, dev).view([b, 1, 1, 1]);
     Ok(cropped.flip([3]).where_self(&mirror, &cropped))
 }
 

@@ -206,7 +206,7 @@ impl Bucket {
             let mut grad = param.grad();
             if grad.defined() {
                 grad.f_copy_(&src)?;
-            } else if self.flat.f_double_value(&[self.flags_at + i as i64])? > 0.0 {
+            } else if enlighten::cuda::read_f64(&self.flat.f_get(self.flags_at + i as i64)?)? > 0.0 {
                 let mut own = src.f_empty_like()?;
                 own.f_copy_(&src)?;
                 set_grad(param, &own)?;

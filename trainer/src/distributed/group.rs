@@ -166,8 +166,8 @@ impl ProcessGroup {
     /// Checks that `values` (a tensor layout, or a fingerprint of many) are the same on every
     /// rank; an error on every rank names the first rank that differs from rank 0.
     pub(super) fn agree(&self, what: &'static str, values: &[i64], device: Device, show: Show) -> Result<()> {
-        let local = Tensor::from_slice(values).to_device(device);
-        let all = Vec::<i64>::try_from(self.gather_unchecked(&local)?.to_device(Device::Cpu))?;
+        let local = enlighten::cuda::upload(values, device);
+        let all = enlighten::cuda::read_vec::<i64>(&self.gather_unchecked(&local)?)?;
         let reference = &all[..values.len()];
         match all.chunks(values.len()).position(|row| row != reference) {
             None => Ok(()),

@@ -21,6 +21,7 @@ use super::config::RunSection;
 use crate::device::DeviceChoice;
 use crate::distributed::{broadcast_parameters, Backend, Env, ProcessGroup};
 use crate::error::{Error, Result};
+use enlighten::cuda::{read_vec, upload};
 use enlighten::ops::loss::{remove_highest, reweight_over, LossOutput};
 
 /// This process's place in a data-parallel job: its process group and its rank's device.
@@ -90,9 +91,9 @@ impl DataParallel {
 
     /// The sums over all ranks of `values`, in f64.
     pub(crate) fn sum(&self, values: &[f64]) -> Result<Vec<f64>> {
-        let t = Tensor::from_slice(values).to_device(self.device);
+        let t = upload(values, self.device);
         self.group.all_reduce_sum(&[&t])?.wait()?;
-        Ok(Vec::<f64>::try_from(t.to_device(Device::Cpu))?)
+        Ok(read_vec::<f64>(&t)?)
     }
 
     /// Rank 0's `value` on every rank (sent as JSON; the others' `value` is replaced).
@@ -102,16 +103,16 @@ impl DataParallel {
         } else {
             Vec::new()
         };
-        let len = Tensor::from_slice(&[bytes.len() as i64]).to_device(self.device);
+        let len = upload(&[bytes.len() as i64], self.device);
         self.group.broadcast(&len, 0)?;
-        let n = len.int64_value(&[0]);
+        let n = read_vec::<i64>(&len)?[0];
         let buffer = if self.rank() == 0 {
-            Tensor::from_slice(&bytes).to_device(self.device)
+            upload(&bytes, self.device)
         } else {
             Tensor::zeros([n], (Kind::Uint8, self.device))
         };
         self.group.broadcast(&buffer, 0)?;
-        let bytes = Vec::<u8>::try_from(buffer.to_device(Device::Cpu))?;
+        let bytes = read_vec::<u8>(&buffer)?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Internal(format!("the run state from rank 0: {e}")))
     }
 

@@ -4,6 +4,11 @@
 //! folders' batches are decoded here by the pipeline's workers (each sample's crop seeded by the
 //! run's seed and its position in the run), so the thread is the bounded prefetch queue.
 //!
+//! Each batch leaves here on the training device: on CUDA pinned and copied without blocking
+//! ([`enlighten::cuda::to_device_async`]), on the prefetch thread's current stream, the device's
+//! default stream, which is the one the training step runs on (the trainer never makes another
+//! current), so the step's kernels are queued after the copy and the host never waits for it.
+//!
 //! Data parallelism shards the epoch's order as PyTorch's `DistributedSampler` does: the order
 //! is the same on every rank, padded to a multiple of the world size with its own first rows,
 //! and rank r takes every world-th row from the r-th. Step s of every rank then covers rows
@@ -14,11 +19,12 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread;
 
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 use super::task::Part;
 use crate::data::{sample_seed, ImageSource};
 use crate::error::Result;
+use enlighten::cuda::to_device_async;
 use enlighten::SeededRng;
 
 /// Where the batches of a run come from.
@@ -79,6 +85,7 @@ pub(crate) enum Batches {
         part: Part,
         stream: Option<Arc<ImageSource>>,
         order: BatchOrder,
+        device: Device,
         cached: EpochRows,
         step: u64,
     },
@@ -101,6 +108,20 @@ impl EpochRows {
     }
 }
 
+/// Step `step`'s batch on `device`, copied there without blocking the host.
+fn gather_to(
+    part: &Part,
+    stream: Option<&Arc<ImageSource>>,
+    order: &BatchOrder,
+    device: Device,
+    cached: &mut EpochRows,
+    step: u64,
+) -> Result<(Tensor, Tensor)> {
+    let (x, y) = gather(part, stream, order, cached, step)?;
+    Ok((to_device_async(&x, device)?, to_device_async(&y, device)?))
+}
+
+/// Step `step`'s batch on the host.
 fn gather(
     part: &Part,
     stream: Option<&Arc<ImageSource>>,
@@ -130,11 +151,11 @@ fn gather(
 
 impl Batches {
     /// `depth` batches ahead on a thread, or in place when `depth` is 0; decoded by `stream`
-    /// (image folders) or gathered from `part`.
+    /// (image folders) or gathered from `part`, and copied to `device` without blocking.
     pub fn new(
         part: &Part,
         stream: Option<Arc<ImageSource>>,
-        order: BatchOrder,
+        (order, device): (BatchOrder, Device),
         start: u64,
         end: u64,
         depth: usize,
@@ -144,6 +165,7 @@ impl Batches {
                 part: part.shallow_clone(),
                 stream,
                 order,
+                device,
                 cached: EpochRows::none(),
                 step: start,
             };
@@ -155,7 +177,7 @@ impl Batches {
             for step in start..end {
                 // The receiver is gone when the run stopped early: nothing more to do.
                 if tx
-                    .send(gather(&part, stream.as_ref(), &order, &mut cached, step))
+                    .send(gather_to(&part, stream.as_ref(), &order, device, &mut cached, step))
                     .is_err()
                 {
                     break;
@@ -165,18 +187,19 @@ impl Batches {
         Batches::Prefetched(rx)
     }
 
-    /// The next step's batch (an error for an unreadable image); None when the prefetch thread
-    /// has ended.
+    /// The next step's batch, on the device (an error for an unreadable image); None when the
+    /// prefetch thread has ended.
     pub fn next(&mut self) -> Option<Result<(Tensor, Tensor)>> {
         match self {
             Batches::Inline {
                 part,
                 stream,
                 order,
+                device,
                 cached,
                 step,
             } => {
-                let b = gather(part, stream.as_ref(), order, cached, *step);
+                let b = gather_to(part, stream.as_ref(), order, *device, cached, *step);
                 *step += 1;
                 Some(b)
             }

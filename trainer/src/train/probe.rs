@@ -159,7 +159,8 @@ impl EpMonitor {
         let Some((c, n)) = ready else {
             return Ok(None);
         };
-        let local = [c.int64_value(&[]) as f64, n as f64];
+        // The one host read of an EP step (counted): on CUDA of the previous step's count.
+        let local = [enlighten::cuda::read_i64(&c)? as f64, n as f64];
         let sums = match parallel {
             Some(p) => p.sum(&local)?,
             None => local.to_vec(),

@@ -34,6 +34,7 @@ use super::task::{Eval, EvalSums, Part, TaskData};
 use crate::distributed::{Backend, GradientBuckets, ProcessGroup};
 use crate::error::{Error, Result};
 use crate::models::Model;
+use enlighten::cuda::{read_back, read_f64, read_i64};
 use enlighten::ops::stats::Benr;
 use enlighten::strategy::{BatchPlan, EpEndInfo, Monitor, RemovalScope};
 use enlighten::SeededRng;
@@ -121,21 +122,28 @@ pub struct Timing {
     /// optimiser step.
     pub backward_seconds: f64,
     pub eval_seconds: f64,
+    /// Device values read back to the host inside the training steps (counted by
+    /// `enlighten::cuda::host_reads`, from the batch to the optimiser step): 0, as each would
+    /// drain the GPU's queue. Evaluations, log lines and the EP monitor read between steps.
+    #[serde(default)]
+    pub step_host_reads: u64,
 }
 
 impl std::fmt::Display for Timing {
-    /// Per training step, in milliseconds: the whole step and each part.
+    /// Per training step, in milliseconds: the whole step and each part; then the device values
+    /// read back inside steps (0).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let per_step = |s: f64| 1e3 * s / self.steps.max(1) as f64;
         let step = per_step(self.data_seconds + self.strategy_seconds + self.forward_seconds + self.backward_seconds);
         let strategy = per_step(self.strategy_seconds);
         write!(
             f,
-            "step {step:.2} ms: data {:.3}, strategy ops {strategy:.3} ({:.2}%), forward {:.2}, backward+step {:.2}",
+            "step {step:.2} ms: data {:.3}, strategy ops {strategy:.3} ({:.2}%), forward {:.2}, backward+step {:.2}; host reads in steps {}",
             per_step(self.data_seconds),
             100.0 * strategy / step,
             per_step(self.forward_seconds),
-            per_step(self.backward_seconds)
+            per_step(self.backward_seconds),
+            self.step_host_reads
         )
     }
 }
@@ -446,7 +454,7 @@ impl<'a> Run<'a> {
         }
         // Diagnostics only feed metrics.jsonl, which rank 0 alone writes.
         let (probe_batch, benr) = diagnostics(config, &task, &params, device, lead)?;
-        let batches = batches_from(config, &task, &steps, state.step, (rank, world));
+        let batches = batches_from(config, &task, &steps, state.step, (rank, world), device);
         let buckets = parallel
             .map(|_| GradientBuckets::new(params.iter().map(Tensor::shallow_clone).collect()))
             .transpose()?;
@@ -495,16 +503,16 @@ impl<'a> Run<'a> {
     /// joins the log window.
     fn step(&mut self, step: u64) -> Result<StepDone> {
         let epoch = (step / self.steps.per_epoch) as u32;
+        let reads_before = enlighten::cuda::host_reads();
         let t_data = Instant::now();
-        let (x, y) = self
+        // Already on the device: the batches are copied there without blocking (prefetch).
+        let (mut x, y) = self
             .batches
             .next()
             .ok_or_else(|| Error::Internal("the batch prefetch thread stopped".into()))??;
-        let mut x = x.to_device(self.device);
         if self.config.data.augment {
             x = crate::data::random_crop_flip(&x, self.config.data.pad, true, &mut self.rng)?;
         }
-        let y = y.to_device(self.device);
         let t_ops = Instant::now();
         let forward_before = self.forward_time.get();
         let plan = self.state.schedule.plan(step, epoch, &mut self.rng);
@@ -540,6 +548,7 @@ impl<'a> Run<'a> {
         self.window.correct_sum += &out.correct;
         self.window.steps += 1;
         self.window.predictions += out.predictions;
+        self.timing.step_host_reads += enlighten::cuda::host_reads() - reads_before;
         Ok(StepDone {
             step,
             epoch,
@@ -646,8 +655,8 @@ impl<'a> Run<'a> {
     fn window_means(&self) -> Result<(f64, Option<f64>)> {
         let w = &self.window;
         let local = [
-            w.loss_sum.double_value(&[]),
-            w.correct_sum.int64_value(&[]) as f64,
+            read_f64(&w.loss_sum)?,
+            read_i64(&w.correct_sum)? as f64,
             w.predictions as f64,
         ];
         let (sums, world) = match self.parallel {
@@ -945,7 +954,7 @@ fn digest(vs: &nn::VarStore) -> Result<String> {
         }
     };
     for (name, t) in named {
-        let t = t.detach().to_device(Device::Cpu).contiguous();
+        let t = read_back(&t.detach()).contiguous();
         let numel = t.numel();
         let mut bytes = vec![0u8; numel * t.kind().elt_size_in_bytes()];
         t.f_copy_data_u8(&mut bytes, numel)?;
@@ -972,14 +981,15 @@ fn diagnostics(
     Ok((Some(probe_batch), Some(benr)))
 }
 
-/// This rank's training batches from step `first` to the run's end, prefetched two ahead with
-/// `run.prefetch`.
+/// This rank's training batches from step `first` to the run's end, on `device`, prefetched
+/// two ahead with `run.prefetch`.
 fn batches_from(
     config: &TrainConfig,
     task: &TaskData,
     steps: &Steps,
     first: u64,
     (rank, world): (usize, usize),
+    device: Device,
 ) -> Batches {
     let order = BatchOrder {
         seed: config.run.seed,
@@ -991,7 +1001,7 @@ fn batches_from(
     Batches::new(
         &task.train,
         task.train_stream.clone(),
-        order,
+        (order, device),
         first,
         steps.end,
         if config.run.prefetch { 2 } else { 0 },

@@ -62,13 +62,16 @@ impl ShortRuns {
         let mut batches = Batches::new(
             &task.train,
             task.train_stream.clone(),
-            BatchOrder {
-                seed: config.run.seed,
-                batch,
-                per_epoch,
-                rank: 0,
-                world: 1,
-            },
+            (
+                BatchOrder {
+                    seed: config.run.seed,
+                    batch,
+                    per_epoch,
+                    rank: 0,
+                    world: 1,
+                },
+                device,
+            ),
             0,
             steps,
             0,
@@ -81,8 +84,7 @@ impl ShortRuns {
                 .next()
                 .ok_or_else(|| Error::Internal(format!("no batch for step {step} of {steps}")))??;
             let plan = schedule.plan(step, (step / per_epoch) as u32, &mut rng);
-            let batch = (&x.to_device(device), &y.to_device(device));
-            let out = task.step(&forward, batch, &plan, &mut rng, None)?;
+            let out = task.step(&forward, (&x, &y), &plan, &mut rng, None)?;
             opt.zero_grad();
             out.loss.backward();
             opt.step(cosine_lr(config.optim.lr, step, 0, total.max(steps)), step + 1);

@@ -11,6 +11,7 @@ use crate::data::{self, CharCorpus};
 use crate::distributed::ProcessGroup;
 use crate::error::{Error, Result};
 use crate::models::{self, Model, TransformerDims};
+use enlighten::cuda::{read_f64, read_i64, to_device_async, upload};
 use enlighten::ops::loss::{
     attach_gradient, reference as loss_reference, CrossEntropy, LmCrossEntropy, LossOutput, Mse, SequenceRank, Targets,
 };
@@ -507,8 +508,8 @@ impl TaskData {
         tch::no_grad(|| -> Result<()> {
             for start in (0..n).step_by(512) {
                 let len = 512.min(n - start);
-                let x = self.plain_input(&part.inputs.narrow(0, start, len).to_device(device))?;
-                let y = part.targets.narrow(0, start, len).to_device(device);
+                let x = self.plain_input(&to_device_async(&part.inputs.narrow(0, start, len), device)?)?;
+                let y = to_device_async(&part.targets.narrow(0, start, len), device)?;
                 let out = forward(&x).to_kind(Kind::Float);
                 if self.task == TaskKind::Forecast {
                     loss_sum += (out - &y).square().sum(Kind::Double);
@@ -526,8 +527,8 @@ impl TaskData {
             Ok(())
         })?;
         Ok(EvalSums {
-            loss: loss_sum.double_value(&[]),
-            correct: correct.int64_value(&[]) as f64,
+            loss: read_f64(&loss_sum)?,
+            correct: read_i64(&correct)? as f64,
             predictions: predictions as f64,
         })
     }
@@ -543,8 +544,8 @@ impl TaskData {
         };
         let n = rows.min(part.len());
         Ok((
-            self.plain_input(&part.inputs.narrow(0, 0, n).to_device(device))?,
-            part.targets.narrow(0, 0, n).to_device(device),
+            self.plain_input(&to_device_async(&part.inputs.narrow(0, 0, n), device)?)?,
+            to_device_async(&part.targets.narrow(0, 0, n), device)?,
         ))
     }
 
@@ -689,14 +690,8 @@ fn image_norm(mean: &[f64], std: &[f64], device: Device) -> Result<ImageNorm> {
     let c = mean.len() as i64;
     Ok(ImageNorm {
         fused: Normalize::new(mean, std, device)?,
-        mean: Tensor::from_slice(mean)
-            .to_kind(Kind::Float)
-            .view([1, c, 1, 1])
-            .to_device(device),
-        std: Tensor::from_slice(std)
-            .to_kind(Kind::Float)
-            .view([1, c, 1, 1])
-            .to_device(device),
+        mean: upload(mean, device).to_kind(Kind::Float).view([1, c, 1, 1]),
+        std: upload(std, device).to_kind(Kind::Float).view([1, c, 1, 1]),
     })
 }
 

@@ -22,6 +22,7 @@ import statistics
 import time
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 
 SAMPLE_S = 0.02  # one sample lasts about this long, as criterion's batched iterations do
@@ -217,6 +218,9 @@ def main():
     p.add_argument("--seconds", type=float, default=2.0, help="measurement time per function")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    # Inductor writes its thread count into the generated C++ (`omp parallel num_threads(N)`),
+    # decided in its compile workers, not by this process's setting: pin it too.
+    torch._inductor.config.cpp.threads = args.threads
     pattern = re.compile(args.filter)
 
     results = {}

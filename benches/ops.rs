@@ -16,12 +16,39 @@ use tch::{Device, Kind, Tensor};
 fn devices() -> Vec<Device> {
     // Steady-state allocator: see enlighten::tune_cpu_allocator.
     enlighten::tune_cpu_allocator();
+    eprintln!("CPU: {}", cpu_isa());
     match enlighten::cuda::probe() {
         Ok(_) => vec![Device::Cpu, Device::Cuda(0)],
         Err(reason) => {
             eprintln!("CUDA benchmarks not run: {reason}");
             vec![Device::Cpu]
         }
+    }
+}
+
+/// The vector instruction sets this run could use, for the results' record: the library is
+/// built for the target's baseline (16-byte SSE2 on x86-64) plus what `-C target-feature`
+/// adds, and picks its AVX2 + FMA loops (dot_norms f32) at run time when the CPU has them.
+fn cpu_isa() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let run_time: Vec<&str> = [
+            ("avx2", is_x86_feature_detected!("avx2")),
+            ("fma", is_x86_feature_detected!("fma")),
+            ("avx512f", is_x86_feature_detected!("avx512f")),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+        let built = if cfg!(target_feature = "avx2") { "avx2" } else { "sse2" };
+        format!(
+            "x86-64, built for {built}, detected at run time: {}",
+            run_time.join(" ")
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_string()
     }
 }
 

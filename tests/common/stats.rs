@@ -128,12 +128,20 @@ fn dead_units_accumulate_over_updates(dev: Device) {
 
 fn dot_norms_cosine_and_interference_ratio(dev: Device) {
     seed(23);
-    // Sizes over several work items and with a tail past the last 4-element pack, and a view
-    // that starts 4 bytes into its storage (not 16-byte aligned: the scalar path).
-    let mut a: Vec<Tensor> = [vec![64i64, 3, 3, 3], vec![64], vec![10, 640], vec![7], vec![40_003]]
-        .iter()
-        .map(|s| randn(s, Kind::Float, dev))
-        .collect();
+    // Sizes over several work items (the CPU path cuts items of 65,536 elements: 150,001 is
+    // two and a tail) and with a tail past the last 4-element pack, and a view that starts 4
+    // bytes into its storage (not 16-byte aligned: the scalar path).
+    let mut a: Vec<Tensor> = [
+        vec![64i64, 3, 3, 3],
+        vec![64],
+        vec![10, 640],
+        vec![7],
+        vec![150_001],
+        vec![40_003],
+    ]
+    .iter()
+    .map(|s| randn(s, Kind::Float, dev))
+    .collect();
     a.push(randn(&[20_001], Kind::Float, dev).narrow(0, 1, 20_000));
     let mut b: Vec<Tensor> = a.iter().map(|t| randn(&t.size(), Kind::Float, dev)).collect();
     b.push(randn(&[20_001], Kind::Float, dev).narrow(0, 1, 20_000));

@@ -232,6 +232,7 @@ impl Mixup {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = contiguous_batch("x", x)?;
         let mut out = x.empty_like();
+        crate::alloc::prefer_huge_pages(&out);
         self.mix_checked(&x, &mut out)?;
         Ok(out)
     }
@@ -322,6 +323,7 @@ impl CutMix {
         check_pairing(&self.pairing, b, &x)?;
         let boxes = clip_boxes(&self.boxes, b, h, w, &x)?;
         let mut out = x.empty_like();
+        crate::alloc::prefer_huge_pages(&out);
         super::dispatch::on(x.device()).cutmix(&x, &boxes, &self.pairing, &mut out)?;
         Ok((out, box_lambda(&boxes, h, w)))
     }

@@ -43,8 +43,7 @@ fn layer_counts<T: Element>(t: &Tensor, eps: Option<f64>, out: &mut [i64], flags
     };
     parallel::rows(b, per_sample, out, 1, |range, out| {
         for (k, i) in range.enumerate() {
-            let row = &x[i * per_sample..(i + 1) * per_sample];
-            out[k] = row.iter().filter(|v| is_zero(v.to_f32())).count() as i64;
+            out[k] = count_zeros(&x[i * per_sample..(i + 1) * per_sample], eps);
         }
     });
     // Dead units: one pass per unit block, stopping at the first non-zero value.
@@ -62,9 +61,55 @@ fn layer_counts<T: Element>(t: &Tensor, eps: Option<f64>, out: &mut [i64], flags
     }
 }
 
+/// Values of `row` that count as zero (`|v| <= eps`, or `v == 0` without eps; NaN never).
+/// f32 rows are read in place, f16/bf16 rows widened a block at a time.
+fn count_zeros<T: Element>(row: &[T], eps: Option<f32>) -> i64 {
+    if T::KIND == Kind::Float {
+        return row_zeros(bytemuck::cast_slice(row), eps);
+    }
+    let mut buf = [0f32; 1024];
+    row.chunks(buf.len())
+        .map(|c| {
+            T::widen(c, &mut buf[..c.len()]);
+            row_zeros(&buf[..c.len()], eps)
+        })
+        .sum()
+}
+
+/// Lanes of the zero counters: four 16-byte vectors of u32 per step.
+const COUNT_LANES: usize = 16;
+/// Steps between flushes of the u32 lane counters into the i64 total (no lane can overflow).
+const COUNT_SPAN: usize = COUNT_LANES << 24;
+
+/// The count over f32 values: each step adds the comparison's 0/1 into independent u32 lanes,
+/// which LLVM turns into packed compares and subtracts (no branch per element, 16-byte loads
+/// even on baseline x86-64); the eps test is chosen once per row, not per element.
+fn row_zeros(row: &[f32], eps: Option<f32>) -> i64 {
+    fn lanes(xs: &[f32], zero: impl Fn(f32) -> bool) -> i64 {
+        let mut total = 0i64;
+        for span in xs.chunks(COUNT_SPAN) {
+            let steps = span.chunks_exact(COUNT_LANES);
+            let tail = steps.remainder().iter().filter(|&&v| zero(v)).count() as i64;
+            let mut c = [0u32; COUNT_LANES];
+            for step in steps {
+                for l in 0..COUNT_LANES {
+                    c[l] += zero(step[l]) as u32;
+                }
+            }
+            total += c.iter().map(|&v| i64::from(v)).sum::<i64>() + tail;
+        }
+        total
+    }
+    match eps {
+        Some(e) => lanes(row, |v| v.abs() <= e),
+        None => lanes(row, |v| v == 0.0),
+    }
+}
+
 pub(in crate::ops) fn dot_norms(a: &[Tensor], b: &[Tensor], acc: Accumulate) -> Result<Tensor> {
-    // The list is split into contiguous groups of tensors of about equal size, one per worker
-    // (it is memory-bound: one core does not saturate the memory bus); the groups' sums are
+    // Work items of at most DOT_ITEM elements, cut from the pairs in list order, split evenly
+    // over the workers: ResNet-like lists hold most of their elements in a few last tensors, so
+    // splitting by tensor count left one worker with most of the bytes. The items' sums are
     // added in list order, so the result does not depend on the number of workers.
     // Tensors are not Sync; their element bytes are.
     let pairs: Vec<(Kind, &[u8], &[u8])> = a
@@ -72,22 +117,39 @@ pub(in crate::ops) fn dot_norms(a: &[Tensor], b: &[Tensor], acc: Accumulate) -> 
         .zip(b)
         .map(|(x, y)| (x.kind(), cpu_bytes(x), cpu_bytes(y)))
         .collect();
-    let mean_len = pairs.iter().map(|p| p.1.len() / 4).sum::<usize>() / pairs.len().max(1);
-    let mut group_sums = vec![[0f64; 3]; pairs.len()];
-    parallel::rows(pairs.len(), mean_len, &mut group_sums, 1, |range, out| {
-        for (k, i) in range.enumerate() {
+    let items: Vec<(usize, usize, usize)> = pairs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            let n = p.1.len() / p.0.elt_size_in_bytes();
+            (0..n).step_by(DOT_ITEM).map(move |s| (i, s, (s + DOT_ITEM).min(n)))
+        })
+        .collect();
+    let mut item_sums = vec![[0f64; 3]; items.len()];
+    parallel::rows(items.len(), DOT_ITEM, &mut item_sums, 1, |range, out| {
+        for (k, &(i, s, e)) in range.map(|r| &items[r]).enumerate() {
             let (kind, x, y) = pairs[i];
             out[k] = match kind {
-                Kind::Float => pair_sums::<f32>(bytemuck::cast_slice(x), bytemuck::cast_slice(y), acc),
-                Kind::Half => pair_sums::<f16>(bytemuck::cast_slice(x), bytemuck::cast_slice(y), acc),
-                _ => pair_sums::<bf16>(bytemuck::cast_slice(x), bytemuck::cast_slice(y), acc),
+                Kind::Float => sums_of::<f32>(x, y, s..e, acc),
+                Kind::Half => sums_of::<f16>(x, y, s..e, acc),
+                _ => sums_of::<bf16>(x, y, s..e, acc),
             };
         }
     });
-    let sums = group_sums
+    let sums = item_sums
         .iter()
         .fold([0f64; 3], |s, g| [s[0] + g[0], s[1] + g[1], s[2] + g[2]]);
     Ok(Tensor::from_slice(&sums))
+}
+
+/// Elements of one dot_norms work item: 256 KiB of f32 per side, enough to amortise the
+/// item's horizontal sums, small enough that ResNet18's 11M parameters make about 170 items.
+const DOT_ITEM: usize = 1 << 16;
+
+/// [`pair_sums`] over elements `r` of two element-byte slices of type `T`.
+fn sums_of<T: Element>(x: &[u8], y: &[u8], r: std::ops::Range<usize>, acc: Accumulate) -> [f64; 3] {
+    let (x, y): (&[T], &[T]) = (bytemuck::cast_slice(x), bytemuck::cast_slice(y));
+    pair_sums(&x[r.clone()], &y[r], acc)
 }
 
 /// dot, |x|^2, |y|^2 of one pair: f32 pairs on a CPU with AVX2 + FMA take the explicit SIMD

@@ -184,9 +184,13 @@ fn shared_layout_source(objects: &[PathBuf]) -> String {
         .unwrap_or(0);
     let mut arrays: Vec<(u64, u64, String)> = Vec::new();
     for line in symbols.lines().filter(|l| l.contains(" O ")) {
-        let Some((left, right)) = line.split_once('\t') else { continue };
+        let Some((left, right)) = line.split_once('\t') else {
+            continue;
+        };
         let (value, section) = (left.split_whitespace().next(), left.split_whitespace().last());
-        let Some((size, name)) = right.split_once(' ') else { continue };
+        let Some((size, name)) = right.split_once(' ') else {
+            continue;
+        };
         if section != Some("emu_shared") {
             assert!(
                 !name.contains("emu_red_zone_"),
@@ -231,7 +235,11 @@ fn shared_layout_source(objects: &[PathBuf]) -> String {
 /// Runs a tool and returns what it printed.
 fn run_stdout(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -16,6 +16,9 @@
 // - a memory fault (SIGSEGV/SIGBUS) or an integer division by zero (SIGFPE) inside a kernel: the
 //   fault address is named against the launch's staged arguments and their guard pages, and
 //   against the guard page after the dynamic shared memory.
+// The memory checker (checker.cpp) follows the same launch: the scheduler tells it when a block
+// starts, a barrier releases and a warp call releases a lane, and it reports through
+// fail_running.
 #include "emu_abi.h"
 
 #include <setjmp.h>

@@ -365,7 +365,9 @@ fn an_overrun_of_a_static_shared_array_stops_at_its_exact_end() {
     let (r, ..) = launch_copy_like("defect_shared_array_overrun", ELEMENTWISE);
     let m = message(r);
     assert!(
-        m.contains("write of 4 bytes at byte 256 of shared `defect_shared_array_overrun::lower`, which has 256: past its end"),
+        m.contains(
+            "write of 4 bytes at byte 256 of shared `defect_shared_array_overrun::lower`, which has 256: past its end"
+        ),
         "{m}"
     );
 }

@@ -269,12 +269,13 @@ __device__ __forceinline__ double mse_span(const T* p, const T* q, G* g, int64_t
 // more it writes its f64 partial sum to partials[item], and mse_finish adds a row's partials in
 // chunk order: the loss has the same bits on any grid (on one device and build; see the
 // floating-point contract in docs/ARCHITECTURE.md). N > 1 only when F % N == 0
-// and every tensor is 16-byte aligned.
+// and every tensor is 16-byte aligned. `scratch` is the entry's __shared__ double[32]: shared
+// arrays are declared in the entries, never in templates (the emulator cannot place a template's
+// static in its shared memory section; emulator/build.rs refuses one).
 template <typename T, typename G, int N>
 __device__ void mse_forward_rows(const T* __restrict__ pred, const T* __restrict__ target, G* __restrict__ grad,
                                  float* __restrict__ losses, double* __restrict__ partials, float scale, int64_t B,
-                                 int64_t F, int64_t chunk, int64_t chunks, int write_grad) {
-    __shared__ double scratch[32];
+                                 int64_t F, int64_t chunk, int64_t chunks, int write_grad, double* scratch) {
     const float w = 2.0f * scale / (float)F;
     for (int64_t item = blockIdx.x; item < B * chunks; item += gridDim.x) {
         const int64_t i = item / chunks, lo = item % chunks * chunk;
@@ -704,12 +705,13 @@ extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_ind
     extern "C" __global__ void __launch_bounds__(MSE_MAX_THREADS) mse_forward_##SUFFIX(                    \
         const T* pred, const T* target, G* grad, float* losses, double* partials, float scale, int64_t B,   \
         int64_t F, int64_t chunk, int64_t chunks, int write_grad, int vectorized) {                        \
+        __shared__ double scratch[32];                                                                     \
         if (vectorized)                                                                                    \
             mse_forward_rows<T, G, 16 / sizeof(T)>(pred, target, grad, losses, partials, scale, B, F,      \
-                                                   chunk, chunks, write_grad);                             \
+                                                   chunk, chunks, write_grad, scratch);                    \
         else                                                                                               \
             mse_forward_rows<T, G, 1>(pred, target, grad, losses, partials, scale, B, F, chunk, chunks,    \
-                                      write_grad);                                                         \
+                                      write_grad, scratch);                                                \
     }
 
 LOSS_ENTRIES(f32, float, float)

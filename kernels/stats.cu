@@ -4,8 +4,9 @@
 // of work items so that every tensor of a list is handled by the same launch.
 //   zero_counts: table rows (ptr, batch, per_sample, dtype, inner, units, flags_ptr)
 //     counts, per layer and sample, the elements with x == 0 (|x| <= eps when eps >= 0; -0 is
-//     zero, NaN is not) into counts[layer * B + sample], and sets flags[unit] = 1 for every unit
-//     (channel of [B, C, ...] or feature of [B, D]) that held a non-zero value (dead-unit tracking).
+//     zero, NaN is not) into counts[layer * B + sample], and ORs 1 into the int32 flags[unit] of
+//     every unit (channel of [B, C, ...] or feature of [B, D]) that held a non-zero value
+//     (dead-unit tracking).
 //   multi_dot: table rows (a_ptr, b_ptr, numel, dtype) -> per-block partial dot, |a|^2, |b|^2.
 //   multi_diff_sq: table rows (a_ptr, b_ptr, numel, dtype) -> per-block partial |a - b|^2, and
 //     optionally b = a in the same pass (BENR's per-step update norm).
@@ -29,17 +30,21 @@ __device__ __forceinline__ void store_from_f32(void* base, int64_t i, int dtype,
     }
 }
 
-// Units a block tracks in shared memory; layers with more units set the global flags directly.
+// Units a block tracks in shared memory (one bit each); layers with more units set the global
+// flags directly.
 #define ZC_SHARED_UNITS 4096
 
 // One block per (layer, sample) row, grid-stride over rows; rows are layer-major. Dead-unit
-// flags: a block marks the units that held a non-zero value in shared memory and ORs them into
-// the global flags once per row, so a non-zero element costs a shared store, not a global one.
+// flags: a block marks the units that held a non-zero value in a shared bit set and ORs them into
+// the global flags once per row, so a non-zero element costs at most a shared atomic, not a
+// global one. Many threads (and blocks) mark one unit, so every mark is an atomic OR: plain
+// stores of the same 1 would still race. A thread reads the word first and skips the atomic once
+// its bit is set (a plain read of a word others update atomically is no data race).
 // The unit of element j (j / inner) is tracked incrementally: no 64-bit division per element.
 extern "C" __global__ void zero_counts(const int64_t* table, int64_t layers, int64_t batch, float eps,
                                        int64_t* counts) {
     __shared__ double scratch[32];
-    __shared__ uint8_t seen[ZC_SHARED_UNITS];
+    __shared__ uint32_t seen[ZC_SHARED_UNITS / 32];
     const int64_t rows = layers * batch;
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const int64_t l = r / batch, i = r % batch;
@@ -48,10 +53,10 @@ extern "C" __global__ void zero_counts(const int64_t* table, int64_t layers, int
         const int64_t per_sample = row[2];
         const int dtype = (int)row[3];
         const int64_t inner = row[4], units = row[5];
-        uint8_t* flags = reinterpret_cast<uint8_t*>(row[6]);
+        int32_t* flags = reinterpret_cast<int32_t*>(row[6]);
         const bool local = flags != nullptr && units <= ZC_SHARED_UNITS;
         if (local)
-            for (int64_t u = threadIdx.x; u < units; u += blockDim.x) seen[u] = 0;
+            for (int64_t w = threadIdx.x; w < (units + 31) / 32; w += blockDim.x) seen[w] = 0u;
         __syncthreads();
         // j advances by blockDim.x: the unit by step_units and the offset in it by step_rest.
         const int64_t step_units = blockDim.x / inner, step_rest = blockDim.x % inner;
@@ -61,10 +66,13 @@ extern "C" __global__ void zero_counts(const int64_t* table, int64_t layers, int
             const float v = load_as_f32(base, i * per_sample + j, dtype);
             const bool is_zero = eps >= 0.0f ? fabsf(v) <= eps : v == 0.0f;
             zeros += is_zero ? 1.0 : 0.0;
-            // Benign race: every writer stores the same 1.
             if (flags != nullptr && !is_zero && !isnan(v)) {
-                if (local) seen[unit] = 1;
-                else flags[unit] = 1;
+                if (local) {
+                    const uint32_t bit = 1u << (unit & 31);
+                    if (!(seen[unit >> 5] & bit)) atomicOr(&seen[unit >> 5], bit);
+                } else {
+                    atomicOr(&flags[unit], 1);
+                }
             }
             unit += step_units;
             rest += step_rest;
@@ -77,7 +85,7 @@ extern "C" __global__ void zero_counts(const int64_t* table, int64_t layers, int
         if (threadIdx.x == 0) counts[r] = (int64_t)total;
         if (local)
             for (int64_t u = threadIdx.x; u < units; u += blockDim.x)
-                if (seen[u]) flags[u] = 1;
+                if (seen[u >> 5] >> (u & 31) & 1u) atomicOr(&flags[u], 1);
         __syncthreads();  // `seen` is cleared for the next row only after every thread has read it
     }
 }

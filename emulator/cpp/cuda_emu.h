@@ -1,21 +1,28 @@
 // The CUDA execution model for host compilers, so that kernels/*.cu compile unchanged as C++ and
-// run on the CPU (emulator/build.rs). Included before the kernels; runtime.cpp
-// implements what is declared here.
+// run on the CPU (emulator/build.rs). Included before the kernels; runtime.cpp and checker.cpp
+// implement what is declared here.
 //
 // - Qualifiers: __global__, __device__, __host__ and __forceinline__ become plain C++;
-//   __shared__ variables become statics in the section `emu_shared`, which the runtime poisons
-//   before each block (a block reads nothing another block or launch left behind).
+//   __shared__ variables become statics in the section `emu_shared`, each after a red zone of
+//   EMU_RED_ZONE bytes (build.rs compiles with -fno-toplevel-reorder, so the section holds them
+//   in declaration order and ends with a red zone; it reads the layout from the object file).
+//   The runtime poisons the section before each block (a block reads nothing another block or
+//   launch left behind); the checker refuses any access to a red zone.
 // - Dynamic shared memory: kernels take it through dynamic_shared<T>() (kernels/common.cuh), which
 //   here returns the launch's own buffer: as many bytes as the launch asked for, ending at an
-//   inaccessible guard page and poisoned before each block.
+//   inaccessible guard page and poisoned before each block; the checker refuses the bytes
+//   between its end and the page, and those before its start.
 // - __launch_bounds__ compiles to nothing here: the bound is data of the kernel's entry, read by
 //   build.rs from the PTX the GPU compiler makes of the same source (with ptxas's registers and
 //   static shared memory), and the launch rules (emulator/src/rules.rs) refuse a larger block.
 // - Built-in variables: globals the scheduler sets before it resumes each thread's fiber.
 // - Barriers and warp primitives: calls into the scheduler; the calling fiber waits there until
 //   every thread the primitive names has arrived, and exchanges values on release.
+// - Loads and stores: the kernels' translation unit is compiled with GCC's ThreadSanitizer
+//   instrumentation, whose hooks (checker.cpp, not libtsan) see every access; see checker.cpp.
 // - Atomics: plain read-modify-writes (one OS thread runs every fiber, and a fiber is never
-//   interrupted between two barriers).
+//   interrupted between two barriers), announced to the checker as atomic and themselves not
+//   instrumented.
 // - Intrinsics: host definitions. The _rn arithmetic is exact (IEEE round-to-nearest, and the
 //   build passes -ffp-contract=off); __expf and friends are the libm functions, so results can
 //   differ from a GPU's approximations in the last bits.
@@ -43,7 +50,13 @@
 #define __forceinline__ inline __attribute__((always_inline))
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
-#define __shared__ __attribute__((section("emu_shared"))) static
+#define EMU_CAT2(a, b) a##b
+#define EMU_CAT(a, b) EMU_CAT2(a, b)
+#define EMU_RED_ZONE 32
+// A red zone of the shared memory section: build.rs finds it by its name.
+#define EMU_SHARED_RED_ZONE \
+    __attribute__((section("emu_shared"), used, unused)) static char EMU_CAT(emu_red_zone_, __COUNTER__)[EMU_RED_ZONE];
+#define __shared__ EMU_SHARED_RED_ZONE __attribute__((section("emu_shared"))) static
 
 extern uint3 threadIdx;
 extern uint3 blockIdx;
@@ -133,14 +146,24 @@ inline void __threadfence() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 
 // ---- atomics ---------------------------------------------------------------------------------
-template <typename T> inline T atomicAdd(T* a, T v) { const T old = *a; *a = old + v; return old; }
-template <typename T> inline T atomicSub(T* a, T v) { const T old = *a; *a = old - v; return old; }
-template <typename T> inline T atomicExch(T* a, T v) { const T old = *a; *a = v; return old; }
-template <typename T> inline T atomicMax(T* a, T v) { const T old = *a; *a = old < v ? v : old; return old; }
-template <typename T> inline T atomicMin(T* a, T v) { const T old = *a; *a = v < old ? v : old; return old; }
-template <typename T> inline T atomicOr(T* a, T v) { const T old = *a; *a = old | v; return old; }
-template <typename T> inline T atomicAnd(T* a, T v) { const T old = *a; *a = old & v; return old; }
-template <typename T> inline T atomicCAS(T* a, T cmp, T v) { const T old = *a; if (old == cmp) *a = v; return old; }
+// Each tells the checker it is atomic and then updates uninstrumented (noinline, so that its
+// plain load and store are never inlined into instrumented code).
+extern "C" void emu_atomic_access(const void* address, unsigned size);
+#define EMU_ATOMIC template <typename T> __attribute__((noinline, no_sanitize_thread)) T
+EMU_ATOMIC atomicAdd(T* a, T v) { emu_atomic_access(a, sizeof(T)); const T old = *a; *a = old + v; return old; }
+EMU_ATOMIC atomicSub(T* a, T v) { emu_atomic_access(a, sizeof(T)); const T old = *a; *a = old - v; return old; }
+EMU_ATOMIC atomicExch(T* a, T v) { emu_atomic_access(a, sizeof(T)); const T old = *a; *a = v; return old; }
+EMU_ATOMIC atomicMax(T* a, T v) { emu_atomic_access(a, sizeof(T)); const T old = *a; *a = old < v ? v : old; return old; }
+EMU_ATOMIC atomicMin(T* a, T v) { emu_atomic_access(a, sizeof(T)); const T old = *a; *a = v < old ? v : old; return old; }
+EMU_ATOMIC atomicOr(T* a, T v) { emu_atomic_access(a, sizeof(T)); const T old = *a; *a = old | v; return old; }
+EMU_ATOMIC atomicAnd(T* a, T v) { emu_atomic_access(a, sizeof(T)); const T old = *a; *a = old & v; return old; }
+EMU_ATOMIC atomicCAS(T* a, T cmp, T v) {
+    emu_atomic_access(a, sizeof(T));
+    const T old = *a;
+    if (old == cmp) *a = v;
+    return old;
+}
+#undef EMU_ATOMIC
 
 // ---- intrinsics ------------------------------------------------------------------------------
 inline float __fadd_rn(float a, float b) { return a + b; }

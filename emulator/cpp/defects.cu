@@ -102,3 +102,95 @@ extern "C" __global__ void defect_static_and_dynamic_copy(const float* x, float*
         out[i] = buf[threadIdx.x];
     }
 }
+
+// ---- defects only the memory checker sees (every schedule gives the same outputs) ------------
+
+// Flags whether any element exceeds 100 in one shared word: every thread that sees one stores
+// the same 1, with no barrier between the stores, so the outputs never differ, but two plain
+// writes of one byte between two barriers race on a GPU.
+extern "C" __global__ void defect_shared_write_race(const float* x, float* out, int64_t n) {
+    __shared__ int any_large;
+    if (threadIdx.x == 0) any_large = 0;
+    __syncthreads();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        if (x[i] > 100.0f) any_large = 1;
+    __syncthreads();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = any_large ? x[i] : -x[i];
+}
+
+// Stages a block's elements in shared memory, but only the lower half of the threads fill their
+// slots while every thread reads its own: the upper half reads slots never written in this block
+// (the value is then discarded, so no output shows it).
+extern "C" __global__ void defect_reads_unwritten_shared(const float* x, float* out, int64_t n) {
+    __shared__ float stage[128];
+    for (int64_t base = blockIdx.x * (int64_t)blockDim.x; base < n; base += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t i = base + threadIdx.x;
+        if (threadIdx.x < 64 && i < n) stage[threadIdx.x] = x[i];
+        __syncthreads();
+        const float v = stage[threadIdx.x];
+        if (i < n) out[i] = threadIdx.x < 64 ? v : x[i];
+        __syncthreads();
+    }
+}
+
+// Copies x to out, but every block also writes the first element (the same value): two blocks
+// write one byte without atomics.
+extern "C" __global__ void defect_blocks_write_one_element(const float* x, float* out, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = x[i];
+    if (threadIdx.x == 0) out[0] = x[0];
+}
+
+// Copies x to out, then each block's first thread looks at an element the next block writes (a
+// sentinel test that never fires): what it reads depends on which block ran first.
+extern "C" __global__ void defect_block_reads_another_block(const float* x, float* out, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = x[i];
+    __syncthreads();
+    const int64_t next = ((int64_t)blockIdx.x + 1) % gridDim.x * blockDim.x;
+    if (threadIdx.x == 0 && next < n && out[next] == -12345.0f) out[blockIdx.x * (int64_t)blockDim.x] = 0.0f;
+}
+
+// Stages 128 elements in two shared arrays of 64, but the lower array is written with every
+// thread's index: the upper threads write past its end (where its neighbour would be).
+extern "C" __global__ void defect_shared_array_overrun(const float* x, float* out, int64_t n) {
+    __shared__ float lower[64];
+    __shared__ float upper[64];
+    for (int64_t base = blockIdx.x * (int64_t)blockDim.x; base < n; base += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t i = base + threadIdx.x;
+        const float v = i < n ? x[i] : 0.0f;
+        if (threadIdx.x < 128) lower[threadIdx.x] = v;
+        if (threadIdx.x >= 64 && threadIdx.x < 128) upper[threadIdx.x - 64] = v;
+        __syncthreads();
+        if (i < n) out[i] = threadIdx.x < 64 ? lower[threadIdx.x] : upper[(threadIdx.x - 64) & 63];
+        __syncthreads();
+    }
+}
+
+// Copies through dynamic shared memory, but each thread's slot is one below its index: thread 0
+// writes the float before the buffer.
+extern "C" __global__ void defect_dynamic_shared_before_start(const float* x, float* out, int64_t n) {
+    float* buf = dynamic_shared<float>();
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        buf[(int)threadIdx.x - 1] = x[i];
+        out[i] = x[i];
+    }
+}
+
+// Sums x in 16-byte packs, but starts them one float in: every pack is misaligned (a GPU
+// refuses such a load).
+extern "C" __global__ void defect_misaligned_pack(const float* x, float* out, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n / 4 - 1; i += (int64_t)gridDim.x * blockDim.x) {
+        const float4 v = *reinterpret_cast<const float4*>(x + 1 + 4 * i);
+        out[i] = v.x + v.y + v.z + v.w;
+    }
+}
+
+// Copies x to out through a byte offset computed in int: i * 2^24 overflows from i = 128.
+extern "C" __global__ void defect_int_overflow(const float* x, float* out, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        const int offset = (int)i * 16777216;
+        out[i] = x[i] + (float)(offset >> 24) * 0.0f;
+    }
+}

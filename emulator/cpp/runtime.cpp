@@ -16,6 +16,9 @@
 // - a memory fault (SIGSEGV/SIGBUS) or an integer division by zero (SIGFPE) inside a kernel: the
 //   fault address is named against the launch's staged arguments and their guard pages, and
 //   against the guard page after the dynamic shared memory.
+// The memory checker (checker.cpp) follows the same launch: the scheduler tells it when a block
+// starts, a barrier releases and a warp call releases a lane, and it reports through
+// fail_running.
 #include "emu_abi.h"
 
 #include <setjmp.h>
@@ -32,6 +35,7 @@
 #include <mutex>
 #include <vector>
 
+#include "checker.h"
 #include "cuda_emu.h"
 
 uint3 threadIdx;
@@ -311,8 +315,11 @@ void complete_warp_call(Launch& L, int warp, WarpCall& wc) {
             }
         }
     }
-    for (int lane = 0; lane < 32; ++lane)
-        if (wc.lanes >> lane & 1u) set_ready(L, base + lane);
+    for (int lane = 0; lane < 32; ++lane) {
+        if (!(wc.lanes >> lane & 1u)) continue;
+        checker_warp_call(base + lane);
+        set_ready(L, base + lane);
+    }
     L.warps[warp].remove(&wc);
 }
 
@@ -333,6 +340,7 @@ void try_release_block(Launch& L) {
         }
     }
     L.at_block = 0;
+    checker_barrier();
     for (int t = 0; t < L.nthreads; ++t)
         if (L.threads[t].wait == Wait::Block) set_ready(L, t);
 }
@@ -433,6 +441,7 @@ void run_grid(Launch& L, const std::vector<uint64_t>& order, uint8_t poison) {
                     (unsigned)(b / ((uint64_t)gridDim.x * gridDim.y))};
         if (shared_bytes) memset(__start_emu_shared, poison, shared_bytes);
         if (g_dynamic.span) memset(g_dynamic.data, poison, g_dynamic.span);
+        checker_begin_block(b, L.nthreads);
         if (!run_block(L)) break;
     }
 }
@@ -532,6 +541,20 @@ bool initialise(char* message, size_t n) {
 }
 
 }  // namespace
+
+// ---- what the checker asks of the scheduler ------------------------------------------------------
+int running_thread() { return g_launch->current; }
+
+bool in_kernel() { return g_in_kernel && g_launch != nullptr; }
+
+void fail_running(const char* fmt, ...) {
+    char body[MAX_MESSAGE - 258];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof body, fmt, ap);
+    va_end(ap);
+    fail(*g_launch, g_launch->current, "%s", body);
+}
 
 // ---- the calls kernels make --------------------------------------------------------------------
 void sync_block(const char* file, int line) {
@@ -634,6 +657,10 @@ extern "C" int emu_launch(const EmuLaunch* spec, char* message, size_t message_l
     gridDim = dim3(spec->grid[0], spec->grid[1], spec->grid[2]);
 
     const std::vector<uint64_t> order = block_order(*spec, L.rng);
+    const size_t page = (size_t)getpagesize();
+    const DynamicBuffer dynamic{g_dynamic.map, g_dynamic.map ? g_dynamic.map_len - page : 0, g_dynamic.data,
+                                g_dynamic.bytes};
+    if (!checker_begin_launch(*spec, dynamic, message, message_len)) return 1;
 
     g_launch = &L;
     if (sigsetjmp(g_fault_jump, 1) == 0) {
@@ -642,6 +669,7 @@ extern "C" int emu_launch(const EmuLaunch* spec, char* message, size_t message_l
     }
     g_in_kernel = 0;
     g_launch = nullptr;
+    checker_end_launch();
     if (!L.failed) return 0;
     snprintf(message, message_len, "%s", L.message);
     return 1;

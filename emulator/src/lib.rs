@@ -20,14 +20,23 @@
 //!   order each time (lowest thread first, highest first, then seeded random), with a different
 //!   poison each time, and compares the outputs bit for bit: a missing barrier, a read of a value
 //!   another thread has not yet written, or an element never written makes the runs disagree;
-//! - reports faults (naming the argument and element), broken warp and barrier rules, deadlocks
-//!   and disagreements as [`enlighten::Error::Emulated`].
+//! - sees every load and store the kernel makes (cpp/checker.cpp: the kernels are compiled with
+//!   GCC's ThreadSanitizer hooks, answered by the emulator) against a per-byte shadow, and refuses
+//!   a data race between threads of a block (two touch a byte between the same two barriers, one
+//!   with a plain write, and no warp call orders them), a read of shared memory this block never
+//!   wrote, a byte of a tensor written by two blocks without atomics or written by one and read by
+//!   another, and any access outside a static `__shared__` array (each sits between red zones) or
+//!   outside the exact bytes of the dynamic buffer or a tensor; UBSan's alignment and
+//!   signed-overflow checks (cpp/ubsan.cpp) fail the launch too;
+//! - reports faults (naming the argument and element), broken warp and barrier rules, deadlocks,
+//!   the checker's findings and disagreements as [`enlighten::Error::Emulated`].
 //!
-//! What it cannot show: the GPU memory model and real concurrency between blocks (blocks run one
-//! at a time, and every write is visible at once), the driver beyond its launch rules (whose
-//! register and shared memory figures are sm_90's), module loading and streams,
-//! reads (not writes) of the few bytes that alignment leaves between a tensor and its guard page,
-//! the last bits of the fast math intrinsics, and speed. Emulated runs are never timed.
+//! What it cannot show: the GPU memory model beyond these rules (blocks run one at a time, and a
+//! write is visible at once, so weaker orderings a GPU allows between blocks are not tried), warp
+//! calls with partial masks as orderings (the checker counts every warp call a lane passes), the
+//! driver beyond its launch rules (whose register and shared memory figures are sm_90's), module
+//! loading and streams, the last bits of the fast math intrinsics, and speed. Emulated runs are
+//! never timed.
 
 mod ffi;
 mod rules;

@@ -72,11 +72,11 @@ fn a_write_one_element_past_the_end_faults_naming_the_argument() {
 }
 
 #[test]
-fn a_block_sum_without_its_barrier_differs_between_schedules() {
+fn a_block_sum_without_its_barrier_reads_partials_not_yet_written() {
     let (r, ..) = launch_copy_like("defect_block_sum_without_barrier", blocks(1, 256, 0));
     let m = message(r);
     assert!(
-        m.contains("element 0 of `out`") && m.contains("between schedule 0"),
+        m.contains("reads uninitialised byte 4 of shared `defect_block_sum_without_barrier::partial`"),
         "{m}"
     );
 }
@@ -314,5 +314,95 @@ fn results_do_not_depend_on_the_device_profile() {
     assert!(
         tiny.1.equal(&h100.1) && tiny.2.equal(&h100.2),
         "cross-entropy differs between the grids"
+    );
+}
+
+// ---- the memory checker: defects whose outputs agree under every schedule -----------------------
+
+#[test]
+fn two_threads_writing_one_shared_word_between_barriers_race() {
+    let (r, ..) = launch_copy_like("defect_shared_write_race", ELEMENTWISE);
+    let m = message(r);
+    assert!(
+        m.contains("writes byte 0 of shared `defect_shared_write_race::any_large`")
+            && m.contains("wrote it between the same two barriers (data race)"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_read_of_shared_memory_the_block_never_wrote_is_named() {
+    let (r, ..) = launch_copy_like("defect_reads_unwritten_shared", ELEMENTWISE);
+    let m = message(r);
+    assert!(
+        m.contains("thread (64, 0, 0): reads uninitialised byte 256 of shared `defect_reads_unwritten_shared::stage`"),
+        "{m}"
+    );
+}
+
+#[test]
+fn two_blocks_writing_one_element_are_refused() {
+    let (r, ..) = launch_copy_like("defect_blocks_write_one_element", ELEMENTWISE);
+    let m = message(r);
+    assert!(
+        m.contains("writes element 0 of `out`, block (0, 0, 0) thread (0, 0, 0) wrote it in the same launch"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_block_reading_what_another_block_writes_is_refused() {
+    let (r, ..) = launch_copy_like("defect_block_reads_another_block", ELEMENTWISE);
+    let m = message(r);
+    assert!(
+        m.contains("of `out`") && m.contains("in the same launch (blocks run in no promised order"),
+        "{m}"
+    );
+}
+
+#[test]
+fn an_overrun_of_a_static_shared_array_stops_at_its_exact_end() {
+    let (r, ..) = launch_copy_like("defect_shared_array_overrun", ELEMENTWISE);
+    let m = message(r);
+    assert!(
+        m.contains(
+            "write of 4 bytes at byte 256 of shared `defect_shared_array_overrun::lower`, which has 256: past its end"
+        ),
+        "{m}"
+    );
+}
+
+#[test]
+fn the_dynamic_buffer_is_guarded_at_its_exact_size_on_both_ends() {
+    // 127 floats: the buffer's last 4 bytes before its 16-byte rounding are not the launch's.
+    let m = message(launch_dynamic("defect_free_dynamic_copy", 127 * 4));
+    assert!(
+        m.contains("thread (127, 0, 0): write past the end of the dynamic shared memory: byte 508, and the launch asked for 508"),
+        "{m}"
+    );
+    let m = message(launch_dynamic("defect_dynamic_shared_before_start", 128 * 4));
+    assert!(
+        m.contains("thread (0, 0, 0): write of 4 bytes 4 bytes before the start of the dynamic shared memory"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_misaligned_pack_is_refused_by_ubsan() {
+    let (r, ..) = launch_copy_like("defect_misaligned_pack", ELEMENTWISE);
+    let m = message(r);
+    assert!(
+        m.contains("misaligned access at") && m.contains("defects.cu") && m.contains("needs 16-byte alignment"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_signed_overflow_is_refused_by_ubsan() {
+    let (r, ..) = launch_copy_like("defect_int_overflow", ELEMENTWISE);
+    let m = message(r);
+    assert!(
+        m.contains("signed integer overflow in * of 'int'") && m.contains("defects.cu"),
+        "{m}"
     );
 }

@@ -261,6 +261,18 @@ pub(crate) fn cpu_plain<T: Copy>(t: &Tensor, kind: Kind) -> &[T] {
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, n) }
 }
 
+/// Plain-typed CPU slices, mutably (int32 dead-unit flags).
+pub(crate) fn cpu_plain_mut<T: Copy>(t: &mut Tensor, kind: Kind) -> &mut [T] {
+    assert!(t.device() == Device::Cpu && t.kind() == kind && t.is_contiguous());
+    assert_eq!(std::mem::size_of::<T>(), kind.elt_size_in_bytes());
+    let n = t.numel();
+    if n == 0 {
+        return &mut [];
+    }
+    // SAFETY: as in cpu_slice_mut, with T matching the element size of `kind`.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, n) }
+}
+
 /// The raw bytes of a contiguous CPU tensor of any dtype.
 pub(crate) fn cpu_bytes(t: &Tensor) -> &[u8] {
     assert!(t.device() == Device::Cpu && t.is_contiguous());

@@ -5,10 +5,10 @@ use tch::{Kind, Tensor};
 
 use super::Accumulate;
 use crate::error::Result;
-use crate::ops::element::{cpu_bytes, cpu_slice, cpu_slice_mut, Element};
+use crate::ops::element::{cpu_bytes, cpu_plain_mut, cpu_slice, cpu_slice_mut, Element};
 use crate::ops::parallel;
 
-/// Zero counts `[L, B]` and, with `alive`, the dead-unit flags (one u8 per unit and layer).
+/// Zero counts `[L, B]` and, with `alive`, the dead-unit flags (one int32 per unit and layer).
 pub(in crate::ops) fn zero_counts(
     layers: &[Tensor],
     batch: i64,
@@ -19,7 +19,7 @@ pub(in crate::ops) fn zero_counts(
     let mut counts = vec![0i64; layers.len() * b];
     for (l, t) in layers.iter().enumerate() {
         let mut flags = alive.map(|a| a[l].shallow_clone());
-        let flags_slice = flags.as_mut().map(crate::ops::element::cpu_bytes_mut);
+        let flags_slice = flags.as_mut().map(|f| cpu_plain_mut::<i32>(f, Kind::Int));
         let out = &mut counts[l * b..(l + 1) * b];
         match t.kind() {
             Kind::Float => layer_counts::<f32>(t, eps, out, flags_slice),
@@ -30,7 +30,7 @@ pub(in crate::ops) fn zero_counts(
     Ok(Tensor::from_slice(&counts).view([layers.len() as i64, batch]))
 }
 
-fn layer_counts<T: Element>(t: &Tensor, eps: Option<f64>, out: &mut [i64], flags: Option<&mut [u8]>) {
+fn layer_counts<T: Element>(t: &Tensor, eps: Option<f64>, out: &mut [i64], flags: Option<&mut [i32]>) {
     let x = cpu_slice::<T>(t);
     let b = out.len();
     let per_sample = x.len() / b;
@@ -56,7 +56,7 @@ fn layer_counts<T: Element>(t: &Tensor, eps: Option<f64>, out: &mut [i64], flags
                     !is_zero(f) && !f.is_nan()
                 })
             });
-            *flag = alive as u8;
+            *flag = i32::from(alive);
         }
     }
 }

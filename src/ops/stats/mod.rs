@@ -99,7 +99,8 @@ fn check_layers(layers: &[&Tensor], eps: Option<f64>) -> Result<(Device, i64)> {
 /// last reset. Each update also returns that batch's zero counts, in the same launch.
 #[derive(Debug)]
 pub struct DeadUnits {
-    /// One u8 flag per unit and layer: 1 once the unit was non-zero.
+    /// One int32 flag per unit and layer: 1 once the unit was non-zero (int32, so that the CUDA
+    /// kernel's blocks set it with atomics).
     alive: Vec<Tensor>,
 }
 
@@ -115,7 +116,7 @@ impl DeadUnits {
         if self.alive.is_empty() {
             self.alive = layers
                 .iter()
-                .map(|t| Tensor::zeros([t.size()[1]], (Kind::Uint8, device)))
+                .map(|t| Tensor::zeros([t.size()[1]], (Kind::Int, device)))
                 .collect();
         }
         if self.alive.len() != layers.len() {

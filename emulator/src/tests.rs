@@ -319,10 +319,14 @@ fn results_do_not_depend_on_the_device_profile() {
 
 // ---- the memory checker: defects whose outputs agree under every schedule -----------------------
 
+/// The message a copy-like test kernel is refused with on the elementwise grid.
+fn refusal(name: &'static str) -> String {
+    message(launch_copy_like(name, ELEMENTWISE).0)
+}
+
 #[test]
 fn two_threads_writing_one_shared_word_between_barriers_race() {
-    let (r, ..) = launch_copy_like("defect_shared_write_race", ELEMENTWISE);
-    let m = message(r);
+    let m = refusal("defect_shared_write_race");
     assert!(
         m.contains("writes byte 0 of shared `defect_shared_write_race::any_large`")
             && m.contains("wrote it between the same two barriers (data race)"),
@@ -332,8 +336,7 @@ fn two_threads_writing_one_shared_word_between_barriers_race() {
 
 #[test]
 fn a_read_of_shared_memory_the_block_never_wrote_is_named() {
-    let (r, ..) = launch_copy_like("defect_reads_unwritten_shared", ELEMENTWISE);
-    let m = message(r);
+    let m = refusal("defect_reads_unwritten_shared");
     assert!(
         m.contains("thread (64, 0, 0): reads uninitialised byte 256 of shared `defect_reads_unwritten_shared::stage`"),
         "{m}"
@@ -342,8 +345,7 @@ fn a_read_of_shared_memory_the_block_never_wrote_is_named() {
 
 #[test]
 fn two_blocks_writing_one_element_are_refused() {
-    let (r, ..) = launch_copy_like("defect_blocks_write_one_element", ELEMENTWISE);
-    let m = message(r);
+    let m = refusal("defect_blocks_write_one_element");
     assert!(
         m.contains("writes element 0 of `out`, block (0, 0, 0) thread (0, 0, 0) wrote it in the same launch"),
         "{m}"
@@ -352,8 +354,7 @@ fn two_blocks_writing_one_element_are_refused() {
 
 #[test]
 fn a_block_reading_what_another_block_writes_is_refused() {
-    let (r, ..) = launch_copy_like("defect_block_reads_another_block", ELEMENTWISE);
-    let m = message(r);
+    let m = refusal("defect_block_reads_another_block");
     assert!(
         m.contains("of `out`") && m.contains("in the same launch (blocks run in no promised order"),
         "{m}"
@@ -362,8 +363,7 @@ fn a_block_reading_what_another_block_writes_is_refused() {
 
 #[test]
 fn an_overrun_of_a_static_shared_array_stops_at_its_exact_end() {
-    let (r, ..) = launch_copy_like("defect_shared_array_overrun", ELEMENTWISE);
-    let m = message(r);
+    let m = refusal("defect_shared_array_overrun");
     assert!(
         m.contains(
             "write of 4 bytes at byte 256 of shared `defect_shared_array_overrun::lower`, which has 256: past its end"
@@ -389,8 +389,7 @@ fn the_dynamic_buffer_is_guarded_at_its_exact_size_on_both_ends() {
 
 #[test]
 fn a_misaligned_pack_is_refused_by_ubsan() {
-    let (r, ..) = launch_copy_like("defect_misaligned_pack", ELEMENTWISE);
-    let m = message(r);
+    let m = refusal("defect_misaligned_pack");
     assert!(
         m.contains("misaligned access at") && m.contains("defects.cu") && m.contains("needs 16-byte alignment"),
         "{m}"
@@ -399,8 +398,7 @@ fn a_misaligned_pack_is_refused_by_ubsan() {
 
 #[test]
 fn a_signed_overflow_is_refused_by_ubsan() {
-    let (r, ..) = launch_copy_like("defect_int_overflow", ELEMENTWISE);
-    let m = message(r);
+    let m = refusal("defect_int_overflow");
     assert!(
         m.contains("signed integer overflow in * of 'int'") && m.contains("defects.cu"),
         "{m}"

@@ -69,8 +69,11 @@ struct Range {
     Cell* cells;         // null for inputs (reads are free, writes refused)
 };
 
+// Whether this OS thread runs a checked launch: the hooks also run in instrumented code outside
+// launches (the entry table's lookup, on any thread), which must not read another thread's state.
+thread_local bool t_active = false;
+
 struct State {
-    bool active = false;
     uint32_t interval = 0, block_first = 0, launch_first = 0;
     std::vector<std::pair<uint32_t, uint64_t>> blocks;  // (first interval, linear block)
     std::vector<uint32_t> warp_calls;                   // per thread of the running block
@@ -238,19 +241,19 @@ bool check_bounds(const Range& r, uintptr_t a, size_t n, Access acc) {
 }
 
 void on_access(const void* p, size_t n, Access acc) {
-    if (!g.active || n == 0) return;
+    if (!t_active || n == 0) return;
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     for (const Range& r : g.ranges) {
         if (a >= r.hi || a + n <= r.lo) continue;
         if (!check_bounds(r, a, n, acc)) {
-            g.active = false;  // the first report stands
+            t_active = false;  // the first report stands
             return;
         }
         if (r.cells == nullptr) return;
         const int t = running_thread();
         for (uintptr_t i = a - r.data_lo; i < a + n - r.data_lo; ++i) {
             if (!check_cell(r, r.cells[i], r.data_lo + i, t, acc)) {
-                g.active = false;
+                t_active = false;
                 return;
             }
         }
@@ -311,7 +314,7 @@ bool checker_begin_launch(const EmuLaunch& spec, const DynamicBuffer& dynamic, c
         g.ranges.push_back({Kind::Tensor, t.name, t.map_lo, t.map_hi, t.data_lo, t.data_hi, es, t.writable != 0,
                             cells});
     }
-    g.active = true;
+    t_active = true;
     return true;
 }
 
@@ -326,7 +329,7 @@ void checker_barrier() { ++g.interval; }
 void checker_warp_call(int t) { ++g.warp_calls[t]; }
 
 void checker_end_launch() {
-    g.active = false;
+    t_active = false;
     for (Cell* c : g.tensor_cells) free(c);
     g.tensor_cells.clear();
     g.ranges.clear();

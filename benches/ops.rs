@@ -396,5 +396,69 @@ fn lm_loss_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, mixup_benches, loss_benches, lm_loss_benches, stats_benches);
+/// The whole Enlightenment-Period step a GPU user runs per batch, on ImageNet-sized images:
+/// Mixup of the batch, then the mixed-target cross-entropy with High-Loss Removal and its
+/// gradient, against the same composites (`x*lam + x[perm]*(1-lam)`, two smoothed
+/// cross-entropies, `topk` removal, backward). CUDA only; scripts/bench-torch.py times timm's
+/// `Mixup` and torchvision's `MixUp`/`CutMix` with the same loss beside it. Bytes: Mixup's 3N,
+/// the logits read once and their gradient written once.
+fn step_benches(c: &mut Criterion) {
+    for device in devices().into_iter().filter(|&d| d != Device::Cpu) {
+        let (b, classes) = (256i64, 1000i64);
+        let shape = [b, 3, 224, 224];
+        tch::manual_seed(0);
+        let x = Tensor::randn(shape, (Kind::Float, device));
+        let logits = Tensor::randn([b, classes], (Kind::Float, device));
+        let y = Tensor::randint(classes, [b], (Kind::Int64, device));
+        let order = Tensor::from_slice(&SeededRng::new(1).permutation(b as usize)).to_device(device);
+        let perm_y = y.index_select(0, &order);
+        let perm = Pairing::Permutation(order);
+        let lam = Lambda::Batch(0.37);
+        let mix = Mixup {
+            lam: lam.shallow_clone(),
+            pairing: perm.shallow_clone(),
+        };
+        let targets = MixedTargets {
+            y_a: y.shallow_clone(),
+            y_b: perm_y,
+            lam: lam.shallow_clone(),
+        };
+        let hlr = CrossEntropy {
+            label_smoothing: 0.1,
+            ignore_index: None,
+            drop_share: 0.1,
+        };
+        let leaf = || logits.detach().set_requires_grad(true);
+        let bytes = 3 * (x.numel() * 4) as u64 + 2 * (b * classes * 4) as u64;
+        let mut g = group(
+            c,
+            "ep step",
+            "mixup + mixed ce hlr r=0.1 eps=0.1, autograd",
+            &shape,
+            Kind::Float,
+            device,
+            bytes,
+        );
+        bench(&mut g, "fused", device, || {
+            drop(mix.forward(&x));
+            hlr.forward(&leaf(), &targets).expect("fused ce").backward();
+        });
+        bench(&mut g, "composite", device, || {
+            drop(reference::composite(&x, &lam, &perm));
+            loss::reference::composite(&leaf(), Targets::Mixed(&targets), &hlr)
+                .expect("composite")
+                .backward();
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(
+    benches,
+    mixup_benches,
+    loss_benches,
+    lm_loss_benches,
+    stats_benches,
+    step_benches
+);
 criterion_main!(benches);

@@ -1,7 +1,7 @@
-"""PyTorch's side of benches/ops.rs: the same composites on the same CPU shapes, written as timm and
+"""PyTorch's side of benches/ops.rs: the same composites on the same shapes, written as timm and
 PyTorch users write them, timed eagerly and under `torch.compile`.
 
-    python scripts/bench-torch.py [--out FILE] [--filter REGEX] [--threads N] [--seconds S]
+    python scripts/bench-torch.py [--device cpu|cuda] [--out FILE] [--filter REGEX] [--threads N] [--seconds S]
 
 Every row carries the group id of the criterion group it stands beside
 (`op/variant/size/dtype/device`), so scripts/bench-report can put the two side by side. For
@@ -10,6 +10,13 @@ a fresh compilation per group): compilation and warm-up calls are excluded, then
 enough calls to last about 20 ms are timed until --seconds pass (at least 5 samples); the
 median time per call is reported with every sample. Results are merged into FILE (by group
 id), so a filtered run replaces only its rows.
+
+On CUDA (--device cuda: the GPU bundle's run.sh) the benches' CUDA shapes are used, samples are
+timed with CUDA events, and the Mixup groups and the `ep step` group also time the library a
+user would pick instead: timm's `Mixup` (in-place flip, beside `flip in place` and `ep step`)
+and torchvision's `MixUp` and `CutMix` (out of place, beside `perm` and `ep step`), each with
+the smoothed soft-target cross-entropy, `topk` removal and backward where the group has a loss
+(rows `timm_ns`, `tv_mixup_ns`, `tv_cutmix_ns`).
 """
 import argparse
 import datetime
@@ -65,6 +72,66 @@ def ce_plain(logits, y):
     return F.cross_entropy(logits, y, reduction="none").mean()
 
 
+def ce_mixed_hlr(logits, y, perm, lam, drop_share=0.1, eps=0.1):
+    """The mixed-target smoothed cross-entropy with topk removal, as `ep step` computes it."""
+    ce = lambda t: F.cross_entropy(logits, t, reduction="none", label_smoothing=eps)
+    return remove_highest(ce(y) * lam + ce(y[perm]) * (1 - lam), drop_share)
+
+
+def ep_step_with(mixup, loss):
+    """benches/ops.rs `ep step`: Mixup of the batch, then the loss and its gradient. The two
+    halves are separate functions so that torch.compile keeps the mixed batch, which nothing in
+    the loss reads (compiled as one, it would drop it as dead code)."""
+
+    def step(x, perm, lam, logits, y):
+        mixup(x, perm, lam)
+        backward_of(loss)(logits, y, perm, lam)
+
+    return step
+
+
+def ep_step(x, perm, lam, logits, y):
+    ep_step_with(mixup_perm, ce_mixed_hlr)(x, perm, lam, logits, y)
+
+
+def remove_highest(per, drop_share):
+    b = per.shape[0]
+    k = math.floor(drop_share * b)
+    _, idx = per.detach().topk(k, sorted=False)
+    keep = torch.ones(b, device=per.device).index_fill(0, idx, 0.0)
+    return (per * keep).sum() / (b - k)
+
+
+def with_soft_loss(mix):
+    """A batch mixer as its library is used (`mix(x, y)` -> mixed x, soft targets), then the
+    soft-target cross-entropy, topk removal and backward into the logits."""
+
+    def step(x, y, logits, drop_share=0.1):
+        _, soft = mix(x, y)
+        leaf = logits.detach().requires_grad_(True)
+        per = -(soft * F.log_softmax(leaf, dim=1)).sum(1)
+        remove_highest(per, drop_share).backward()
+
+    return step
+
+
+def library_mixers(classes):
+    """{row: mixer} for timm's Mixup and torchvision's MixUp/CutMix, where installed."""
+    out = {}
+    try:
+        from timm.data import Mixup as TimmMixup
+        out["timm_ns"] = TimmMixup(mixup_alpha=1.0, cutmix_alpha=0.0, label_smoothing=0.1, num_classes=classes)
+    except ImportError as e:
+        print(f"timm not timed: {e}")
+    try:
+        from torchvision.transforms import v2
+        out["tv_mixup_ns"] = v2.MixUp(alpha=1.0, num_classes=classes)
+        out["tv_cutmix_ns"] = v2.CutMix(alpha=1.0, num_classes=classes)
+    except ImportError as e:
+        print(f"torchvision not timed: {e}")
+    return out
+
+
 def zero_counts(acts):
     return [(t == 0).reshape(t.shape[0], -1).sum(1) for t in acts]
 
@@ -116,12 +183,45 @@ def resnet18_params():
 DTYPES = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
+DEVICE = "cpu"  # --device; tensors are made there through torch.set_default_device
+
+
 def gid(op, variant, shape, dtype=torch.float32):
-    return f"{op}/{variant}/{'x'.join(map(str, shape))}/{DTYPES[dtype]}/cpu"
+    return f"{op}/{variant}/{'x'.join(map(str, shape))}/{DTYPES[dtype]}/{DEVICE}"
+
+
+def mixer_peers(shape, dt, classes=1000):
+    """Library mixers beside a Mixup group: on CUDA, 4-d f32 image batches, with labels."""
+    if DEVICE != "cuda" or len(shape) != 4 or dt != torch.float32:
+        return {}
+
+    def args():
+        torch.manual_seed(0)
+        return torch.randn(shape), torch.randint(classes, (shape[0],))
+
+    return {row: (lambda x, y, m=m: m(x, y), args) for row, m in library_mixers(classes).items()}
+
+
+def ep_step_case():
+    """benches/ops.rs `ep step` (CUDA only), with the library mixers and the same loss beside it."""
+    shape, classes = (256, 3, 224, 224), 1000
+
+    def args():
+        torch.manual_seed(0)
+        return (torch.randn(shape), torch.randperm(shape[0]), 0.37, torch.randn(shape[0], classes),
+                torch.randint(classes, (shape[0],)))
+
+    def mixer_args():
+        x, _, _, logits, y = args()
+        return x, y, logits
+
+    peers = {row: (with_soft_loss(m), mixer_args) for row, m in library_mixers(classes).items()}
+    return [gid("ep step", "mixup + mixed ce hlr r=0.1 eps=0.1, autograd", shape)], ep_step, args, peers
 
 
 def cases():
-    """(group ids, eager function, compiled-function source, argument factory) per composite.
+    """(group ids, composite, argument factory, peers) per group: peers are {row: (function,
+    argument factory)} of other libraries timed beside the composite.
 
     A composite that two criterion groups share (the ce rows `autograd` and `dlogits` time the
     same tch composite) is timed once and reported for both ids.
@@ -134,62 +234,92 @@ def cases():
                 torch.manual_seed(0)
                 x = torch.randn(shape).to(dt)
                 return x, torch.randperm(shape[0])
-            yield [gid("mixup", "perm", shape, dt)], mixup_perm, lambda a=args: (*a(), 0.37)
+            peers = mixer_peers(shape, dt)
+            out_of_place = {k: v for k, v in peers.items() if k != "timm_ns"}
+            in_place = {k: v for k, v in peers.items() if k == "timm_ns"}
+            yield [gid("mixup", "perm", shape, dt)], mixup_perm, lambda a=args: (*a(), 0.37), out_of_place
             yield [gid("mixup", "perm into buffer", shape, dt)], mixup_perm_into, \
-                lambda a=args: (*(xp := a()), 0.37, torch.empty_like(xp[0]))
-            yield [gid("mixup", "flip in place", shape, dt)], mixup_flip_, lambda a=args: (a()[0], 0.37)
+                lambda a=args: (*(xp := a()), 0.37, torch.empty_like(xp[0])), {}
+            yield [gid("mixup", "flip in place", shape, dt)], mixup_flip_, lambda a=args: (a()[0], 0.37), in_place
     for b, c in ((128, 10), (128, 100), (1024, 1000), (4096, 1000)):
         def logits_y(b=b, c=c):
             torch.manual_seed(0)
             return torch.randn(b, c), torch.randint(c, (b,))
         yield ([gid("ce", "hlr r=0.1 eps=0.1, autograd", (b, c)), gid("ce", "hlr r=0.1 eps=0.1, dlogits", (b, c))],
-               ce_hlr, logits_y)
+               ce_hlr, logits_y, {})
         yield ([gid("ce", "mixed targets eps=0.1, autograd", (b, c))], ce_mixed,
-               lambda f=logits_y: (*(ly := f()), ly[1].roll(1, 0)))
+               lambda f=logits_y: (*(ly := f()), ly[1].roll(1, 0)), {})
+    tokens, vocab = (16384, 32768) if DEVICE == "cuda" else (4096, 8192)
     def lm():
         torch.manual_seed(0)
-        return torch.randn(4096, 8192), torch.randint(8192, (4096,))
-    yield [gid("ce", "lm tokens, dlogits", (4096, 8192))], ce_plain, lm
-    yield [gid("zero_counts", "resnet18 relu outputs", (128, 557056))], zero_counts, \
-        lambda: (resnet18_activations(128),)
+        return torch.randn(tokens, vocab), torch.randint(vocab, (tokens,))
+    yield [gid("ce", "lm tokens, dlogits", (tokens, vocab))], ce_plain, lm, {}
+    for batch in (128, 512) if DEVICE == "cuda" else (128,):
+        yield [gid("zero_counts", "resnet18 relu outputs", (batch, 557056))], zero_counts, \
+            lambda batch=batch: (resnet18_activations(batch),), {}
     n = sum(p.numel() for p in resnet18_params())
-    yield [gid("dot_norms", "resnet18 params", (n,))], dot_norms, lambda: (resnet18_params(), resnet18_params())
+    yield [gid("dot_norms", "resnet18 params", (n,))], dot_norms, lambda: (resnet18_params(), resnet18_params()), {}
+    if DEVICE == "cuda":
+        yield ep_step_case()
 
 
 # --- timing ----------------------------------------------------------------------------------------
 
 
 def time_calls(f, args, seconds):
-    """Median seconds per call over samples of calls lasting about SAMPLE_S; warm-up excluded."""
+    """Median seconds per call over samples of calls lasting about SAMPLE_S; warm-up excluded.
+    On CUDA each sample is timed by events around its calls."""
+    clock = cuda_clock if DEVICE == "cuda" else host_clock
     for _ in range(3):
         f(*args)
-    t = time.perf_counter()
-    f(*args)
-    one = max(time.perf_counter() - t, 1e-7)
+    one = max(clock(f, args, 1), 1e-7)
     per_sample = max(1, int(SAMPLE_S / one))
     samples = []
     start = time.perf_counter()
     while len(samples) < 5 or time.perf_counter() - start < seconds:
-        t = time.perf_counter()
-        for _ in range(per_sample):
-            f(*args)
-        samples.append((time.perf_counter() - t) / per_sample)
+        samples.append(clock(f, args, per_sample) / per_sample)
     return statistics.median(samples), samples
 
 
-def run_case(ids, fn, make_args, seconds):
-    is_loss = fn.__name__.startswith("ce_")
+def host_clock(f, args, calls):
+    t = time.perf_counter()
+    for _ in range(calls):
+        f(*args)
+    return time.perf_counter() - t
+
+
+def cuda_clock(f, args, calls):
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    for _ in range(calls):
+        f(*args)
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / 1e3
+
+
+def variants(fn):
+    """(eager, compiled) forms of one composite; a loss's backward runs outside the compiled part."""
+    compile_ = lambda g: torch.compile(g, dynamic=False)
+    if fn is ep_step:
+        return ep_step, ep_step_with(compile_(mixup_perm), compile_(ce_mixed_hlr))
+    if fn.__name__.startswith("ce_"):
+        return backward_of(fn), backward_of(compile_(fn))
+    return fn, compile_(fn)
+
+
+def run_case(ids, fn, make_args, peers, seconds):
     args = make_args()
-    eager = backward_of(fn) if is_loss else fn
     torch._dynamo.reset()  # a fresh compilation per group: no recompile limit, no dynamic shapes
-    compiled_fn = torch.compile(fn, dynamic=False)
-    compiled = backward_of(compiled_fn) if is_loss else compiled_fn
+    eager, compiled = variants(fn)
     t = time.perf_counter()
     compiled(*args)
     compile_s = time.perf_counter() - t
     out = {}
-    for name, f in (("eager", eager), ("compile", compiled)):
-        med, samples = time_calls(f, args, seconds)
+    timed = [("eager", eager, args), ("compile", compiled, args)]
+    timed += [(row[:-3], peer, peer_args()) for row, (peer, peer_args) in peers.items()]
+    for name, f, f_args in timed:
+        med, samples = time_calls(f, f_args, seconds)
         out[f"{name}_ns"] = med * 1e9
         out[f"{name}_samples_ns"] = [round(s * 1e9, 1) for s in samples]
     out["compile_s"] = round(compile_s, 2)
@@ -216,7 +346,11 @@ def main():
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                    help="intra-op threads (default: the cores this process may use, as libtorch in the Rust benches)")
     p.add_argument("--seconds", type=float, default=2.0, help="measurement time per function")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the groups run")
     args = p.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    torch.set_default_device(DEVICE)
     torch.set_num_threads(args.threads)
     # Inductor writes its thread count into the generated C++ (`omp parallel num_threads(N)`),
     # decided in its compile workers, not by this process's setting: pin it too.
@@ -227,15 +361,23 @@ def main():
     if os.path.exists(args.out):
         with open(args.out) as f:
             results = json.load(f).get("groups", {})
-    for ids, fn, make_args in cases():
+    for ids, fn, make_args, peers in cases():
         if not any(pattern.search(i) for i in ids):
             continue
-        row = run_case(ids, fn, make_args, args.seconds)
+        row = run_case(ids, fn, make_args, peers, args.seconds)
         for i, r in row.items():
             results[i] = r
-            print(f"{i}: eager {r['eager_ns'] / 1e6:.3f} ms, torch.compile {r['compile_ns'] / 1e6:.3f} ms "
-                  f"(compiled in {r['compile_s']} s)", flush=True)
+            others = "".join(f", {k[:-3]} {r[k] / 1e6:.3f} ms" for k in PEER_ROWS if k in r)
+            print(f"{i}: eager {r['eager_ns'] / 1e6:.3f} ms, torch.compile {r['compile_ns'] / 1e6:.3f} ms"
+                  f"{others} (compiled in {r['compile_s']} s)", flush=True)
+        save(args.out, results)  # after every group: a run stopped early keeps what it measured
+    print(f"wrote {os.path.abspath(args.out)}")
 
+
+PEER_ROWS = ("timm_ns", "tv_mixup_ns", "tv_cutmix_ns")
+
+
+def save(path, results):
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
@@ -243,11 +385,12 @@ def main():
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else None,
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
         json.dump({"meta": meta, "groups": results}, f, indent=1)
-    print(f"wrote {os.path.abspath(args.out)}")
+    os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

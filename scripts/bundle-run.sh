@@ -2,12 +2,13 @@
 # run.sh of the GPU bundle (copied there by scripts/gpu-bundle).
 #   run.sh [--torch-lib DIR] [--out DIR] [--full | --quick]
 # Finds PyTorch's lib directory (the given one, else python3's torch), prints device, driver and
-# torch versions, runs every test binary (CUDA cases included; the ops' CUDA cases a second time on
-# kernels NVRTC compiles there), the demo, 300 ResNet18 trainer
-# steps on Fashion-MNIST three ways (fused ops, tch composites, bf16 autocast), and each benchmark in
-# a short mode (--full: criterion's defaults), compute-sanitizer memcheck and racecheck over the
+# torch versions and the device's copy bandwidth, runs every test binary (CUDA cases included; the
+# ops' CUDA cases a second time on kernels NVRTC compiles there), the demo, 300 ResNet18 trainer
+# steps on Fashion-MNIST three ways (fused ops, tch composites, bf16 autocast), each benchmark in
+# a short mode (--full: criterion's defaults) with PyTorch's peers beside it (bench-torch.py:
+# eager, torch.compile, timm, torchvision), compute-sanitizer memcheck and racecheck over the
 # CUDA cases when available (--quick: neither sanitizer), keeps raw outputs under --out, and
-# ends with `N passed, N failed`. Exits non-zero on a machine without a GPU.
+# ends with `N passed, N failed` and each step's seconds. Exits non-zero on a machine without a GPU.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 torch_lib="" out="$here/out" full=0 quick=0
@@ -43,14 +44,31 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null || echo "torch: python import failed"
 echo "torch lib: $torch_lib"
 date -u
+# The ceiling for the bandwidth fractions: a large device-to-device copy, bytes read + written.
+python3 - <<'PY' 2>&1 | tee "$out/copy-bandwidth.log"
+import torch
+x = torch.empty(2 << 30, dtype=torch.uint8, device="cuda").random_(0, 255)
+y = torch.empty_like(x)
+for _ in range(3):
+    y.copy_(x)
+b, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+b.record()
+for _ in range(20):
+    y.copy_(x)
+e.record(); e.synchronize()
+s = b.elapsed_time(e) / 1e3 / 20
+print(f"copy bandwidth: {2 * x.numel() / s / 1e9:.0f} GB/s (2 GiB device-to-device, read + written, mean of 20)")
+PY
 
-passed=0 failed=0
+passed=0 failed=0 timings=""
 # step NAME CMD...: runs CMD, keeps its output in $out/NAME.log, counts libtest results or the exit code.
 step() {
   local name=$1; shift
   echo "== $name"
+  local began=$SECONDS
   "$@" 2>&1 | tee "$out/$name.log"
   local rc=${PIPESTATUS[0]}
+  timings+="$name $((SECONDS - began))s rc=$rc"$'\n'
   local line
   line=$(grep -E '^test result: ' "$out/$name.log" | tail -1)
   if [[ -n "$line" ]]; then
@@ -83,12 +101,6 @@ if (( ! quick )) && command -v compute-sanitizer >/dev/null; then
     step "sanitizer-$tool" compute-sanitizer --tool "$tool" --error-exitcode 1 "$here/tests/ops" cuda:: --include-ignored
   done
 fi
-short=(--warm-up-time 0.3 --measurement-time 1 --sample-size 10)
-(( full )) && short=()
-# Only the CUDA groups: the CPU ones are measured on the build machine (docs/RESULTS.md).
-for b in "$here"/benches/*; do
-  step "bench-$(basename "$b")" "$b" --bench /cuda "${short[@]}"
-done
 # The trainer on the GPU: 300 ResNet18 steps on Fashion-MNIST (15,000 training images), with
 # enlighten's fused ops, with the tch composites, and with bf16 autocast; the CLI prints each
 # run's step time and its parts (host time: a step's total is exact, its parts are launch times
@@ -105,7 +117,21 @@ if [[ -d "$here/data/fashion-mnist" ]]; then
       --set "strategy.ep={end=\"epochs\", epochs=100}" "${extra[@]}"
   done
 fi
-python3 "$here/bench-report" --criterion-dir "$CRITERION_HOME" | tee "$out/bench-report.md"
-python3 "$here/bench-report" --json --criterion-dir "$CRITERION_HOME" > "$out/bench-report.json"
+# --quick: criterion's quick mode (doubling the iterations until two runs agree within 5%).
+short=(--warm-up-time 0.2 --measurement-time 0.5 --sample-size 10)
+(( quick )) && short=(--quick)
+(( full )) && short=()
+# Only the CUDA groups: the CPU ones are measured on the build machine (docs/RESULTS.md).
+for b in "$here"/benches/*; do
+  step "bench-$(basename "$b")" "$b" --bench /cuda "${short[@]}"
+done
+# PyTorch's side of the same groups on this GPU: eager, torch.compile, timm's Mixup and
+# torchvision's MixUp/CutMix (CUDA events after warm-up; bench-report puts them beside ours).
+torch_seconds=0.3
+(( full )) && torch_seconds=2
+step bench-torch python3 "$here/bench-torch.py" --device cuda --seconds "$torch_seconds" --out "$out/bench-torch.json"
+python3 "$here/bench-report" --criterion-dir "$CRITERION_HOME" --torch "$out/bench-torch.json" | tee "$out/bench-report.md"
+python3 "$here/bench-report" --json --criterion-dir "$CRITERION_HOME" --torch "$out/bench-torch.json" > "$out/bench-report.json"
+printf "%s" "$timings"
 echo "$passed passed, $failed failed"
 (( failed == 0 ))

@@ -100,6 +100,7 @@ fn compile_bridge(lib: &Path) {
         .file("bridge/autograd.cpp")
         .file("bridge/parallel.cpp")
         .file("bridge/stream.cpp")
+        .file("bridge/pinned.cpp")
         // at::parallel_for is a header template whose `#pragma omp parallel` runs serially unless
         // compiled with OpenMP; its GOMP calls must reach libtorch's own libgomp (one pool).
         .flag("-fopenmp")

@@ -28,6 +28,20 @@ extern "C" {
         out: *mut *mut C_tensor,
         message: *mut *mut c_char,
     ) -> c_int;
+    fn enl_pinned(t: *const C_tensor, out: *mut *mut C_tensor, message: *mut *mut c_char) -> c_int;
+}
+
+/// `t` in page-locked memory: itself when pinned already, else a pinned copy (bridge/pinned.cpp,
+/// which asks libtorch without the deprecated device argument tch passes).
+pub(crate) fn pinned(t: &Tensor) -> Result<Tensor> {
+    let mut out: *mut C_tensor = std::ptr::null_mut();
+    let mut message: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `t` is a live tch tensor for the call; the bridge writes `out` only on success and
+    // never throws.
+    let code = unsafe { enl_pinned(t.as_ptr(), &mut out, &mut message) };
+    check("pin_memory", code, message)?;
+    // SAFETY: on success `out` is a heap-allocated at::Tensor that we now own, as tch expects.
+    Ok(unsafe { Tensor::from_ptr(out) })
 }
 
 /// Turns a bridge call's code and message into a `Result`, freeing the message.

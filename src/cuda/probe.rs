@@ -39,8 +39,14 @@ pub enum Unavailable {
     /// libtorch_cuda could not be opened; the loader's messages.
     #[error("libtorch_cuda could not be loaded, so tch cannot use CUDA: {0}")]
     TorchCuda(String),
-    /// libtorch_cuda loaded, but libtorch reports no CUDA device.
-    #[error("libtorch_cuda loaded but libtorch reports no CUDA device")]
+    /// libtorch_cuda loaded, but libtorch reports no CUDA device: most often because a tch call
+    /// that asks libtorch about CUDA (`tch::manual_seed` among them) ran before the probe, and
+    /// libtorch keeps the answer it gave then, when its CUDA backend was not loaded.
+    #[error(
+        "libtorch_cuda loaded but libtorch reports no CUDA device (if a tch call such as \
+         tch::manual_seed ran earlier in this process, libtorch answered then without its CUDA \
+         backend and keeps that answer: call enlighten::cuda::device() first)"
+    )]
     TorchSeesNoCuda,
 }
 
@@ -56,8 +62,9 @@ pub struct CudaInfo {
 /// Probes once per process, in order: driver library present, driver initialises, at least one
 /// device, libtorch_cuda loads and tch sees CUDA. Whether the kernels can be had is not part of
 /// it (they may be compiled at first use): see [`super::kernels_origin`]. The library calls this
-/// itself before its first CUDA use; call it (or [`device`]) before your own first tch CUDA call,
-/// because it loads libtorch's CUDA backend.
+/// itself before its first CUDA use; call it (or [`device`]) before your own first tch call,
+/// because it loads libtorch's CUDA backend, and libtorch keeps the answer of its first question
+/// about CUDA (`tch::manual_seed` asks one): asked before the load, CUDA stays unavailable.
 pub fn probe() -> Result<CudaInfo, Unavailable> {
     static PROBED: OnceLock<Result<CudaInfo, Unavailable>> = OnceLock::new();
     PROBED.get_or_init(run_probe).clone()

@@ -48,13 +48,13 @@ pub fn to_device_async(t: &Tensor, device: Device) -> Result<Tensor> {
 
 /// The non-blocking copy of `t` to the CUDA `device`, through pinned memory when `t` is on the
 /// host: a copy from pageable memory would make the host wait.
-fn copy_async(t: &Tensor, device: Device) -> Result<Tensor, tch::TchError> {
-    let staged = if t.device() == Device::Cpu && !t.f_is_pinned(device)? {
-        t.f_pin_memory(device)?
+fn copy_async(t: &Tensor, device: Device) -> Result<Tensor> {
+    let staged = if t.device() == Device::Cpu {
+        crate::bridge::pinned(t)?
     } else {
         t.shallow_clone()
     };
-    staged.f_to_device_(device, t.kind(), true, false)
+    Ok(staged.f_to_device_(device, t.kind(), true, false)?)
 }
 
 /// A copy of `t` on the host. When `t` lives where kernels run (CUDA, or the CPU inside the

@@ -62,7 +62,7 @@ pub(in crate::ops) fn zero_counts(
         .input("table", &table)?
         .i64(layers.len() as i64)
         .i64(batch)
-        .f32(eps.map(|e| e as f32).unwrap_or(-1.0))
+        .f32(super::f32_threshold(eps))
         .output("counts", &counts)?
         .run(Grid::BlockPerRow {
             rows: layers.len() as i64 * batch,

@@ -52,7 +52,9 @@ fn check_list(arg: &'static str, tensors: &[&Tensor]) -> Result<Device> {
 
 /// Per layer and sample, the number of activations that are exactly zero (or |x| <= eps),
 /// `[L, B]` int64 on the layers' device, in one launch over all layers. Layers are `[B, ...]`
-/// with one batch size and may mix f32/f16/bf16. -0 is zero; NaN is not.
+/// with one batch size and may mix f32/f16/bf16. -0 is zero; NaN is not. `|x| <= eps` holds
+/// exactly, as in f64: a value just above `eps` is not zero even where `eps` rounds up to it in
+/// the layer's precision (PyTorch's `x.abs() <= eps` on an f16 tensor rounds `eps` to f16 first).
 pub fn zero_counts(layers: &[&Tensor], eps: Option<f64>) -> Result<Tensor> {
     let (device, batch) = check_layers(layers, eps)?;
     let layers: Vec<Tensor> = layers.iter().map(|t| t.contiguous()).collect();
@@ -92,6 +94,17 @@ fn check_layers(layers: &[&Tensor], eps: Option<f64>) -> Result<(Device, i64)> {
         }
     }
     Ok((device, batch))
+}
+
+/// The f32 threshold for which `|v| <= threshold` holds for an f32 (or f16, bf16) `v` exactly
+/// when `|v| <= eps` does: the largest f32 not above `eps` (`eps as f32` rounds to nearest, so
+/// up about half the time). Without eps, -1: only `v == 0` counts.
+pub(crate) fn f32_threshold(eps: Option<f64>) -> f32 {
+    match eps {
+        Some(e) if (e as f32) as f64 > e => (e as f32).next_down(),
+        Some(e) => e as f32,
+        None => -1.0,
+    }
 }
 
 /// Dead units over a window (an epoch, say): per layer, which units (channels of `[B, C, ...]`,

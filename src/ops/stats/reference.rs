@@ -11,6 +11,16 @@ pub fn zero_counts_composite(layers: &[&Tensor], eps: Option<f64>) -> Tensor {
     Tensor::stack(&rows, 0)
 }
 
+/// [`zero_counts_composite`] in f64, where `|x| <= eps` is exact: the reference for the op (the
+/// composite on an f16/bf16 layer compares against `eps` rounded to the layer's precision).
+pub fn zero_counts_f64(layers: &[&Tensor], eps: Option<f64>) -> Tensor {
+    let rows: Vec<Tensor> = layers
+        .iter()
+        .map(|t| composite_layer(&t.to_device(Device::Cpu).to_kind(Kind::Double), eps))
+        .collect();
+    Tensor::stack(&rows, 0)
+}
+
 /// One layer's per-sample count, the way a forward hook computes it.
 pub fn composite_layer(t: &Tensor, eps: Option<f64>) -> Tensor {
     let b = t.size()[0];

@@ -75,3 +75,13 @@ mod tests {
         assert!(set_cuda_autocast_kind(Kind::Int64).is_err());
     }
 }
+
+/// `f` under CUDA autocast when `on`, else `f` alone: tch's `autocast` calls libtorch's
+/// deprecated `is_enabled`/`set_enabled`, which warn on every call, also when turning nothing on.
+pub fn autocast_if<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    if on {
+        tch::autocast(true, f)
+    } else {
+        f()
+    }
+}

@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use super::autocast::set_cuda_autocast_kind;
+use super::autocast::{autocast_if, set_cuda_autocast_kind};
 use super::checkpoint::{self, Layout, NamedTensors, RunState};
 use super::config::{Autocast, TrainConfig};
 use super::optim::{cosine_lr, Optimizer};
@@ -520,7 +520,7 @@ impl<'a> Run<'a> {
         let (model, forward_time, autocast) = (&self.model, &self.forward_time, self.autocast);
         let forward_train = |x: &Tensor| {
             let t = Instant::now();
-            let out = tch::autocast(autocast, || model.forward(x, true, false).0);
+            let out = autocast_if(autocast, || model.forward(x, true, false).0);
             forward_time.set(forward_time.get() + t.elapsed().as_secs_f64());
             out
         };
@@ -608,7 +608,7 @@ impl<'a> Run<'a> {
             p.broadcast(&self.buffers)?;
         }
         let (autocast, model) = (self.autocast, &self.model);
-        let forward_eval = |x: &Tensor| tch::autocast(autocast, || model.forward(x, false, false).0);
+        let forward_eval = |x: &Tensor| autocast_if(autocast, || model.forward(x, false, false).0);
         let sums = self.task.evaluate_sums(&forward_eval, part, self.device)?;
         let sums = match self.parallel {
             Some(p) => {

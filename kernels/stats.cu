@@ -7,6 +7,8 @@
 //     zero, NaN is not) into counts[layer * B + sample], and ORs 1 into the int32 flags[unit] of
 //     every unit (channel of [B, C, ...] or feature of [B, D]) that held a non-zero value
 //     (dead-unit tracking).
+//   zero_counts_chunked: the counts alone, rows split into chunks over the whole grid, 16-byte
+//     loads for every dtype (the same table, and each layer's first work item).
 //   multi_dot: table rows (a_ptr, b_ptr, numel, dtype) -> per-block partial dot, |a|^2, |b|^2.
 //   multi_diff_sq: table rows (a_ptr, b_ptr, numel, dtype) -> per-block partial |a - b|^2, and
 //     optionally b = a in the same pass (BENR's per-step update norm).
@@ -103,6 +105,63 @@ __device__ __forceinline__ int64_t find_tensor(const int64_t* starts, int64_t te
 }
 
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// Elements of p[0, n) with |x| <= threshold, this thread's share: single values up to the first
+// 16-byte boundary, then 16-byte packs (4 f32 or 8 f16/bf16), then single values after the last
+// whole pack. `threshold` is 0 for exact zeros (|x| <= 0 holds for +-0 alone, never for NaN).
+template <class T>
+__device__ __forceinline__ int zeros_in(const T* p, int64_t n, float threshold) {
+    constexpr int per_pack = 16 / sizeof(T);
+    const int64_t to_boundary = (int64_t)(((16u - (reinterpret_cast<uintptr_t>(p) & 15u)) & 15u) / sizeof(T));
+    const int64_t head = to_boundary < n ? to_boundary : n;
+    const int64_t packs = (n - head) / per_pack, tail = head + packs * per_pack;
+    int zeros = 0;
+    for (int64_t j = threadIdx.x; j < head; j += blockDim.x) zeros += fabsf(widen(p[j])) <= threshold;
+    const uint4* body = reinterpret_cast<const uint4*>(p + head);
+#pragma unroll 4
+    for (int64_t q = threadIdx.x; q < packs; q += blockDim.x) {
+        const uint4 w = body[q];
+        const T* v = reinterpret_cast<const T*>(&w);
+#pragma unroll
+        for (int k = 0; k < per_pack; ++k) zeros += fabsf(widen(v[k])) <= threshold;
+    }
+    for (int64_t j = tail + threadIdx.x; j < n; j += blockDim.x) zeros += fabsf(widen(p[j])) <= threshold;
+    return zeros;
+}
+
+// Counts alone (no dead-unit flags), over the whole grid: each (layer, sample) row is split into
+// chunks of `chunk` elements, work item starts[l] + i * chunks_l + c being chunk c of sample i of
+// layer l (chunks_l = ceil(per_sample_l / chunk)); blocks stride over items, and each adds its
+// chunk's count to counts[l * B + i] atomically (integer adds: the same total in any order), so
+// `counts` must hold zeros. The dtype is chosen once a chunk, not per element.
+extern "C" __global__ void zero_counts_chunked(const int64_t* table, const int64_t* starts, int64_t layers,
+                                               int64_t items, int64_t batch, int64_t chunk, float eps,
+                                               int64_t* counts) {
+    __shared__ double scratch[32];
+    const float threshold = eps >= 0.0f ? eps : 0.0f;
+    for (int64_t item = blockIdx.x; item < items; item += gridDim.x) {
+        const int64_t l = find_tensor(starts, layers, item);
+        const int64_t* row = table + l * ZC_COLS;
+        const int64_t per_sample = row[2];
+        const int64_t chunks = (per_sample + chunk - 1) / chunk;
+        const int64_t local = item - starts[l], i = local / chunks, c = local % chunks;
+        const int64_t first = i * per_sample + c * chunk;
+        const int64_t n = per_sample - c * chunk < chunk ? per_sample - c * chunk : chunk;
+        int zeros;
+        switch ((int)row[3]) {
+            case DT_F16: zeros = zeros_in(reinterpret_cast<const __half*>(row[0]) + first, n, threshold); break;
+            case DT_BF16: zeros = zeros_in(reinterpret_cast<const __nv_bfloat16*>(row[0]) + first, n, threshold); break;
+            default: zeros = zeros_in(reinterpret_cast<const float*>(row[0]) + first, n, threshold);
+        }
+        const double total = block_sum((double)zeros, scratch);  // ends with a barrier
+        if (threadIdx.x == 0)
+            atomicAdd(reinterpret_cast<unsigned long long*>(&counts[l * batch + i]), (unsigned long long)total);
+    }
+}
 
 // dot, |a|^2, |b|^2 of one element pair, summed in f64.
 struct DotSums {

@@ -15,6 +15,9 @@ const THREADS: u32 = 256;
 const CHUNK: i64 = 1 << 14;
 /// Blocks of the multi-tensor kernels (grid-stride over work items).
 const MAX_BLOCKS: i64 = 1024;
+/// Elements of a zero-count work item (a multiple of 8, the f16/bf16 pack): 32 KB of f32, 8
+/// packs a thread; ResNet18's 17 ReLU outputs make 36 items a sample.
+const ZC_CHUNK: i64 = 1 << 13;
 
 fn dtype_code(kind: Kind) -> i64 {
     i64::from(match kind {
@@ -35,7 +38,12 @@ pub(in crate::ops) fn zero_counts(
     alive: Option<&[Tensor]>,
 ) -> Result<Tensor> {
     let device = layers[0].device();
-    let mut launch = Launch::new(Kernel::ZERO_COUNTS);
+    // Counts alone go over the whole grid; with dead-unit flags, a block a row (its units' bits
+    // gathered in shared memory).
+    let mut launch = Launch::new(match alive {
+        Some(_) => Kernel::ZERO_COUNTS,
+        None => Kernel::ZERO_COUNTS_CHUNKED,
+    });
     let mut rows = Vec::with_capacity(layers.len() * ZC_COLS as usize);
     for (l, t) in layers.iter().enumerate() {
         let size = t.size();
@@ -57,6 +65,9 @@ pub(in crate::ops) fn zero_counts(
         ]);
     }
     let table = table(&rows, ZC_COLS, device);
+    if alive.is_none() {
+        return counts_chunked(launch, layers, batch, eps, &table);
+    }
     let counts = Tensor::empty([layers.len() as i64, batch], (Kind::Int64, device));
     launch
         .input("table", &table)?
@@ -70,6 +81,35 @@ pub(in crate::ops) fn zero_counts(
         })?;
     // The table's pointers must stay valid until the kernel has run: the layers are borrowed by
     // the caller, and the table itself is freed by the caching allocator in stream order.
+    Ok(counts)
+}
+
+/// The counts alone (no dead-unit flags) by `zero_counts_chunked`: every row split into chunks of
+/// [`ZC_CHUNK`] over the whole grid, 16-byte loads, the chunks' counts added atomically into
+/// zeros. `launch` holds the layers' pointers, taken for `table`.
+fn counts_chunked(launch: Launch, layers: &[Tensor], batch: i64, eps: Option<f64>, table: &Tensor) -> Result<Tensor> {
+    let device = layers[0].device();
+    let mut starts = Vec::with_capacity(layers.len());
+    let mut items = 0i64;
+    for t in layers {
+        starts.push(items);
+        items += batch * ((t.numel() as i64 / batch + ZC_CHUNK - 1) / ZC_CHUNK);
+    }
+    let starts = crate::cuda::upload(&starts, device);
+    let counts = Tensor::zeros([layers.len() as i64, batch], (Kind::Int64, device));
+    launch
+        .input("table", table)?
+        .input("starts", &starts)?
+        .i64(layers.len() as i64)
+        .i64(items)
+        .i64(batch)
+        .i64(ZC_CHUNK)
+        .f32(super::f32_threshold(eps))
+        .inout("counts", &counts)?
+        .run(Grid::BlockPerRow {
+            rows: items,
+            threads: THREADS,
+        })?;
     Ok(counts)
 }
 

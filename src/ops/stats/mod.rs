@@ -101,7 +101,8 @@ fn check_layers(layers: &[&Tensor], eps: Option<f64>) -> Result<(Device, i64)> {
 /// up about half the time). Without eps, -1: only `v == 0` counts.
 pub(crate) fn f32_threshold(eps: Option<f64>) -> f32 {
     match eps {
-        Some(e) if (e as f32) as f64 > e => (e as f32).next_down(),
+        // The f32 just below a positive one (rounded up from e >= 0, so positive).
+        Some(e) if (e as f32) as f64 > e => f32::from_bits((e as f32).to_bits() - 1),
         Some(e) => e as f32,
         None => -1.0,
     }

@@ -60,6 +60,16 @@ pub fn cuda_autocast_kind() -> Result<Kind> {
     }
 }
 
+/// `f` under CUDA autocast when `on`, else `f` alone: tch's `autocast` calls libtorch's
+/// deprecated `is_enabled`/`set_enabled`, which warn on every call, also when turning nothing on.
+pub fn autocast_if<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    if on {
+        tch::autocast(true, f)
+    } else {
+        f()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,15 +83,5 @@ mod tests {
         assert_eq!(cuda_autocast_kind().unwrap(), Kind::Half);
         set_cuda_autocast_kind(before).unwrap();
         assert!(set_cuda_autocast_kind(Kind::Int64).is_err());
-    }
-}
-
-/// `f` under CUDA autocast when `on`, else `f` alone: tch's `autocast` calls libtorch's
-/// deprecated `is_enabled`/`set_enabled`, which warn on every call, also when turning nothing on.
-pub fn autocast_if<T>(on: bool, f: impl FnOnce() -> T) -> T {
-    if on {
-        tch::autocast(true, f)
-    } else {
-        f()
     }
 }

@@ -110,6 +110,16 @@ __device__ __forceinline__ float widen(float v) { return v; }
 __device__ __forceinline__ float widen(__half v) { return __half2float(v); }
 __device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
 
+// Elements of one 16-byte pack of T with |x| <= threshold.
+template <class T>
+__device__ __forceinline__ int pack_zeros(const uint4& w, float threshold) {
+    const T* v = reinterpret_cast<const T*>(&w);
+    int zeros = 0;
+#pragma unroll
+    for (int k = 0; k < (int)(16 / sizeof(T)); ++k) zeros += fabsf(widen(v[k])) <= threshold;
+    return zeros;
+}
+
 // Elements of p[0, n) with |x| <= threshold, this thread's share: single values up to the first
 // 16-byte boundary, then 16-byte packs (4 f32 or 8 f16/bf16), then single values after the last
 // whole pack. `threshold` is 0 for exact zeros (|x| <= 0 holds for +-0 alone, never for NaN).
@@ -122,13 +132,18 @@ __device__ __forceinline__ int zeros_in(const T* p, int64_t n, float threshold) 
     int zeros = 0;
     for (int64_t j = threadIdx.x; j < head; j += blockDim.x) zeros += fabsf(widen(p[j])) <= threshold;
     const uint4* body = reinterpret_cast<const uint4*>(p + head);
-#pragma unroll 4
-    for (int64_t q = threadIdx.x; q < packs; q += blockDim.x) {
-        const uint4 w = body[q];
-        const T* v = reinterpret_cast<const T*>(&w);
+    // Four packs a thread in flight before the first is counted (64 bytes; a bounds check per
+    // pack would keep the compiler from issuing a load before the previous one is used), then
+    // one at a time. __ldg: the table's pointers are generic, and this is global memory.
+    int64_t q = threadIdx.x;
+    for (; q + 3 * (int64_t)blockDim.x < packs; q += 4 * (int64_t)blockDim.x) {
+        uint4 w[4];
 #pragma unroll
-        for (int k = 0; k < per_pack; ++k) zeros += fabsf(widen(v[k])) <= threshold;
+        for (int u = 0; u < 4; ++u) w[u] = __ldg(body + q + u * (int64_t)blockDim.x);
+#pragma unroll
+        for (int u = 0; u < 4; ++u) zeros += pack_zeros<T>(w[u], threshold);
     }
+    for (; q < packs; q += blockDim.x) zeros += pack_zeros<T>(__ldg(body + q), threshold);
     for (int64_t j = tail + threadIdx.x; j < n; j += blockDim.x) zeros += fabsf(widen(p[j])) <= threshold;
     return zeros;
 }

@@ -188,25 +188,64 @@ struct DotSums {
     }
 };
 
-// This thread's share of elements [lo, hi) of one tensor pair. f32 pairs whose pointers are
-// 16-byte aligned move 4 elements a load (lo is a multiple of 4, as chunks are); the rest, and
-// the tail past the last whole pack, one at a time.
+// Elements in a 16-byte pack of a dtype code.
+__device__ __forceinline__ int64_t pack_of(int dtype) { return dtype == DT_F32 ? 4 : 8; }
+
+// dot, |a|^2, |b|^2 over the 16-byte packs [lo / P, hi / P) of a pair of T (P = 16 / sizeof(T)),
+// this thread's share.
+template <class T>
+__device__ __forceinline__ void dot_packs(const void* a, const void* b, int64_t lo, int64_t hi, DotSums& s) {
+    constexpr int per = 16 / sizeof(T);
+    const uint4* a4 = reinterpret_cast<const uint4*>(a);
+    const uint4* b4 = reinterpret_cast<const uint4*>(b);
+    for (int64_t q = lo / per + threadIdx.x; q < hi / per; q += blockDim.x) {
+        const uint4 x = a4[q], y = b4[q];
+        const T* xv = reinterpret_cast<const T*>(&x);
+        const T* yv = reinterpret_cast<const T*>(&y);
+#pragma unroll
+        for (int k = 0; k < per; ++k) s.add(widen(xv[k]), widen(yv[k]));
+    }
+}
+
+// This thread's share of elements [lo, hi) of one tensor pair. Pairs whose pointers are 16-byte
+// aligned move a 16-byte pack a load (4 f32 or 8 f16/bf16; lo is a multiple of 8, as chunks
+// are); the rest, and the tail past the last whole pack, one at a time.
 __device__ __forceinline__ void dot_range(const void* a, const void* b, int dtype, int64_t lo, int64_t hi,
                                           DotSums& s) {
     int64_t scalar_from = lo;
-    if (dtype == DT_F32 && aligned16(a) && aligned16(b)) {
-        const float4* a4 = reinterpret_cast<const float4*>(a);
-        const float4* b4 = reinterpret_cast<const float4*>(b);
-        for (int64_t q = lo / 4 + threadIdx.x; q < hi / 4; q += blockDim.x) {
-            const float4 x = a4[q], y = b4[q];
-            s.add(x.x, y.x);
-            s.add(x.y, y.y);
-            s.add(x.z, y.z);
-            s.add(x.w, y.w);
+    if (aligned16(a) && aligned16(b)) {
+        switch (dtype) {
+            case DT_F16: dot_packs<__half>(a, b, lo, hi, s); break;
+            case DT_BF16: dot_packs<__nv_bfloat16>(a, b, lo, hi, s); break;
+            default: dot_packs<float>(a, b, lo, hi, s);
         }
-        scalar_from = hi / 4 * 4;
+        scalar_from = hi / pack_of(dtype) * pack_of(dtype);
     }
     for (int64_t k = scalar_from + threadIdx.x; k < hi; k += blockDim.x) s.add(load_as_f32(a, k, dtype), load_as_f32(b, k, dtype));
+}
+
+// |a - b|^2 over the 16-byte packs [lo / P, hi / P) of a pair of T, this thread's share, with
+// b's pack overwritten by a's when `copy` (the same bits: no rounding in between).
+template <class T>
+__device__ __forceinline__ double diff_packs(const void* a, void* b, int64_t lo, int64_t hi, int copy) {
+    constexpr int per = 16 / sizeof(T);
+    const uint4* a4 = reinterpret_cast<const uint4*>(a);
+    uint4* b4 = reinterpret_cast<uint4*>(b);
+    double acc = 0.0;
+    for (int64_t q = lo / per + threadIdx.x; q < hi / per; q += blockDim.x) {
+        const uint4 x = a4[q], y = b4[q];
+        const T* xv = reinterpret_cast<const T*>(&x);
+        const T* yv = reinterpret_cast<const T*>(&y);
+        double pack = 0.0;
+#pragma unroll
+        for (int k = 0; k < per; ++k) {
+            const double d = (double)widen(xv[k]) - (double)widen(yv[k]);
+            pack += d * d;
+        }
+        acc += pack;
+        if (copy) b4[q] = x;
+    }
+    return acc;
 }
 
 // |a - b|^2 over this thread's share of [lo, hi), with b = a written in the same pass when
@@ -214,16 +253,13 @@ __device__ __forceinline__ void dot_range(const void* a, const void* b, int dtyp
 __device__ __forceinline__ double diff_range(const void* a, void* b, int dtype, int64_t lo, int64_t hi, int copy) {
     double acc = 0.0;
     int64_t scalar_from = lo;
-    if (dtype == DT_F32 && aligned16(a) && aligned16(b)) {
-        const float4* a4 = reinterpret_cast<const float4*>(a);
-        float4* b4 = reinterpret_cast<float4*>(b);
-        for (int64_t q = lo / 4 + threadIdx.x; q < hi / 4; q += blockDim.x) {
-            const float4 x = a4[q], y = b4[q];
-            const double d0 = (double)x.x - y.x, d1 = (double)x.y - y.y, d2 = (double)x.z - y.z, d3 = (double)x.w - y.w;
-            acc += d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3;
-            if (copy) b4[q] = x;
+    if (aligned16(a) && aligned16(b)) {
+        switch (dtype) {
+            case DT_F16: acc = diff_packs<__half>(a, b, lo, hi, copy); break;
+            case DT_BF16: acc = diff_packs<__nv_bfloat16>(a, b, lo, hi, copy); break;
+            default: acc = diff_packs<float>(a, b, lo, hi, copy);
         }
-        scalar_from = hi / 4 * 4;
+        scalar_from = hi / pack_of(dtype) * pack_of(dtype);
     }
     for (int64_t k = scalar_from + threadIdx.x; k < hi; k += blockDim.x) {
         const float x = load_as_f32(a, k, dtype);

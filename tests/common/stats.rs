@@ -181,16 +181,24 @@ fn dot_norms_cosine_and_interference_ratio(dev: Device) {
     b.push(randn(&[20_001], Kind::Float, dev).narrow(0, 1, 20_000));
     let _aligned_twin = b.swap_remove(a.len() - 1);
     let (ar, br): (Vec<&Tensor>, Vec<&Tensor>) = (a.iter().collect(), b.iter().collect());
-    let want = reference::dot_norms_f64(&ar, &br);
-    for (acc, tol) in [(Accumulate::F64, 1e-9), (Accumulate::F32, 1e-4)] {
-        let got = Vec::<f64>::try_from(dot_norms(&ar, &br, acc).unwrap().sums.to_device(Device::Cpu)).unwrap();
-        for j in 0..3 {
-            assert!(
-                (got[j] - want[j]).abs() <= tol * want[j].abs().max(1.0),
-                "{acc:?} sum {j}: {} vs {}",
-                got[j],
-                want[j]
-            );
+    // The same pairs in f16 and bf16 too: their 16-byte packs hold 8 values.
+    for kind in [Kind::Float, Kind::Half, Kind::BFloat16] {
+        let (ak, bk): (Vec<Tensor>, Vec<Tensor>) = (
+            a.iter().map(|t| t.to_kind(kind)).collect(),
+            b.iter().map(|t| t.to_kind(kind)).collect(),
+        );
+        let (ar, br): (Vec<&Tensor>, Vec<&Tensor>) = (ak.iter().collect(), bk.iter().collect());
+        let want = reference::dot_norms_f64(&ar, &br);
+        for (acc, tol) in [(Accumulate::F64, 1e-9), (Accumulate::F32, 1e-4)] {
+            let got = Vec::<f64>::try_from(dot_norms(&ar, &br, acc).unwrap().sums.to_device(Device::Cpu)).unwrap();
+            for j in 0..3 {
+                assert!(
+                    (got[j] - want[j]).abs() <= tol * want[j].abs().max(1.0),
+                    "{kind:?} {acc:?} sum {j}: {} vs {}",
+                    got[j],
+                    want[j]
+                );
+            }
         }
     }
     // b = c a: cosine 1 (or -1), ratio 0. b orthogonal to a: cosine 0, ratio 1.
@@ -202,7 +210,7 @@ fn dot_norms_cosine_and_interference_ratio(dev: Device) {
         s.cosine(),
         s.interference_ratio()
     );
-    let [d, aa, _] = want;
+    let [d, aa, _] = reference::dot_norms_f64(&ar, &br);
     let orth: Vec<Tensor> = a
         .iter()
         .zip(&b)
@@ -304,17 +312,28 @@ fn batch_interference_diminishes_with_batch_size_on_the_toy(dev: Device) {
 }
 
 fn benr_on_a_hand_computed_example(dev: Device) {
-    // One parameter vector in the plane: (0,0) -> (3,4) -> (3,0) -> (6,0).
-    let p = Tensor::zeros([2], (Kind::Float, dev));
-    let mut benr = Benr::new(&[&p]).unwrap();
-    for target in [[3.0f32, 4.0], [3.0, 0.0], [6.0, 0.0]] {
-        p.detach().copy_(&Tensor::from_slice(&target).to_device(dev));
-        benr.step(&[&p]).unwrap();
+    // One parameter vector in the plane: (0,0) -> (3,4) -> (3,0) -> (6,0), alone and as the
+    // first two of 16 elements (two f16/bf16 packs, four f32 packs: the kernels' 16-byte path);
+    // every value is exact in each dtype.
+    for (len, kind) in [
+        (2i64, Kind::Float),
+        (16, Kind::Float),
+        (16, Kind::Half),
+        (16, Kind::BFloat16),
+    ] {
+        let p = Tensor::zeros([len], (kind, dev));
+        let mut benr = Benr::new(&[&p]).unwrap();
+        for target in [[3.0f32, 4.0], [3.0, 0.0], [6.0, 0.0]] {
+            p.detach()
+                .narrow(0, 0, 2)
+                .copy_(&Tensor::from_slice(&target).to_device(dev));
+            benr.step(&[&p]).unwrap();
+        }
+        assert_eq!(benr.steps(), 3);
+        // Path 5 + 4 + 3 = 12; net change |(6, 0)| = 6.
+        let ratio = benr.end_epoch(&[&p]).unwrap();
+        assert!((ratio - 2.0).abs() < 1e-9, "BENR {ratio} ({len} {kind:?})");
     }
-    assert_eq!(benr.steps(), 3);
-    // Path 5 + 4 + 3 = 12; net change |(6, 0)| = 6.
-    let ratio = benr.end_epoch(&[&p]).unwrap();
-    assert!((ratio - 2.0).abs() < 1e-9, "BENR {ratio}");
     // Random walks: always >= 1 (triangle inequality).
     seed(25);
     let q = randn(&[50], Kind::Float, dev);

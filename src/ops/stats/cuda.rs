@@ -10,7 +10,7 @@ use crate::cuda::{Access, Grid, Kernel, Launch};
 use crate::error::Result;
 
 const THREADS: u32 = 256;
-/// Elements per work item of the multi-tensor kernels (a multiple of 4, the f32 pack): small
+/// Elements per work item of the multi-tensor kernels (a multiple of 8, the f16/bf16 pack): small
 /// enough that a ResNet18's 11M parameters make about 700 items, several blocks per SM.
 const CHUNK: i64 = 1 << 14;
 /// Blocks of the multi-tensor kernels (grid-stride over work items).

@@ -189,7 +189,7 @@ struct DotSums {
 };
 
 // Elements in a 16-byte pack of a dtype code.
-__device__ __forceinline__ int64_t pack_of(int dtype) { return dtype == DT_F32 ? 4 : 8; }
+__device__ __forceinline__ int64_t pack_of(int dtype) { return dtype == DT_F16 || dtype == DT_BF16 ? 8 : 4; }
 
 // dot, |a|^2, |b|^2 over the 16-byte packs [lo / P, hi / P) of a pair of T (P = 16 / sizeof(T)),
 // this thread's share.

@@ -18,6 +18,8 @@ const MAX_BLOCKS: i64 = 1024;
 /// Elements of a zero-count work item (a multiple of 8, the f16/bf16 pack): 32 KB of f32, 8
 /// packs a thread; ResNet18's 17 ReLU outputs make 36 items a sample.
 const ZC_CHUNK: i64 = 1 << 13;
+// Work items start on a whole 8-value pack (the multi-tensor kernels rely on it).
+const _: () = assert!(CHUNK % 8 == 0 && ZC_CHUNK % 8 == 0);
 
 fn dtype_code(kind: Kind) -> i64 {
     i64::from(match kind {

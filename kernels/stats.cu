@@ -16,10 +16,14 @@
 #include "common.cuh"
 #include "reduce.cuh"
 
+__device__ __forceinline__ float widen(float v) { return v; }
+__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
+__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+
 __device__ __forceinline__ float load_as_f32(const void* base, int64_t i, int dtype) {
     switch (dtype) {
-        case DT_F16: return __half2float(reinterpret_cast<const __half*>(base)[i]);
-        case DT_BF16: return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(base)[i]);
+        case DT_F16: return widen(reinterpret_cast<const __half*>(base)[i]);
+        case DT_BF16: return widen(reinterpret_cast<const __nv_bfloat16*>(base)[i]);
         default: return reinterpret_cast<const float*>(base)[i];
     }
 }
@@ -105,10 +109,6 @@ __device__ __forceinline__ int64_t find_tensor(const int64_t* starts, int64_t te
 }
 
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
-__device__ __forceinline__ float widen(float v) { return v; }
-__device__ __forceinline__ float widen(__half v) { return __half2float(v); }
-__device__ __forceinline__ float widen(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // Elements of one 16-byte pack of T with |x| <= threshold.
 template <class T>

@@ -53,14 +53,7 @@ def mixup_flip_(x, lam):
 
 def ce_hlr(logits, y, drop_share=0.1, eps=0.1):
     """cross_entropy(reduction='none') -> topk of the detached losses -> keep mask -> mean."""
-    per = F.cross_entropy(logits, y, reduction="none", label_smoothing=eps)
-    b = per.shape[0]
-    k = math.floor(drop_share * b)
-    if k == 0:
-        return per.mean()
-    _, idx = per.detach().topk(k, sorted=False)
-    keep = torch.ones(b, device=per.device).index_fill(0, idx, 0.0)
-    return (per * keep).sum() / (b - k)
+    return remove_highest(F.cross_entropy(logits, y, reduction="none", label_smoothing=eps), drop_share)
 
 
 def ce_mixed(logits, y_a, y_b, lam=0.3, eps=0.1):
@@ -90,13 +83,15 @@ def ep_step_with(mixup, loss):
     return step
 
 
-def ep_step(x, perm, lam, logits, y):
-    ep_step_with(mixup_perm, ce_mixed_hlr)(x, perm, lam, logits, y)
+ep_step = ep_step_with(mixup_perm, ce_mixed_hlr)
 
 
 def remove_highest(per, drop_share):
+    """High-Loss Removal over per-row losses: topk of the detached losses -> keep mask -> mean."""
     b = per.shape[0]
     k = math.floor(drop_share * b)
+    if k == 0:
+        return per.mean()
     _, idx = per.detach().topk(k, sorted=False)
     keep = torch.ones(b, device=per.device).index_fill(0, idx, 0.0)
     return (per * keep).sum() / (b - k)

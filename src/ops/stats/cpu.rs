@@ -37,7 +37,7 @@ fn layer_counts<T: Element>(t: &Tensor, eps: Option<f64>, out: &mut [i64], flags
     let units = t.size()[1] as usize;
     let inner = per_sample / units;
     // The kernel's threshold: exact for every element type (see f32_threshold).
-    let eps = eps.map(|_| super::f32_threshold(eps));
+    let eps = eps.map(super::f32_threshold);
     let is_zero = |v: f32| match eps {
         Some(e) => v.abs() <= e,
         None => v == 0.0,

@@ -29,6 +29,11 @@ fn dtype_code(kind: Kind) -> i64 {
     })
 }
 
+/// The zero-count kernels' `eps` argument: the exact f32 threshold, or -1 for exact zeros.
+fn kernel_eps(eps: Option<f64>) -> f32 {
+    eps.map_or(-1.0, super::f32_threshold)
+}
+
 fn table(rows: &[i64], cols: i32, device: Device) -> Tensor {
     crate::cuda::upload(rows, device).view([-1, i64::from(cols)])
 }
@@ -75,7 +80,7 @@ pub(in crate::ops) fn zero_counts(
         .input("table", &table)?
         .i64(layers.len() as i64)
         .i64(batch)
-        .f32(super::f32_threshold(eps))
+        .f32(kernel_eps(eps))
         .output("counts", &counts)?
         .run(Grid::BlockPerRow {
             rows: layers.len() as i64 * batch,
@@ -106,7 +111,7 @@ fn counts_chunked(launch: Launch, layers: &[Tensor], batch: i64, eps: Option<f64
         .i64(items)
         .i64(batch)
         .i64(ZC_CHUNK)
-        .f32(super::f32_threshold(eps))
+        .f32(kernel_eps(eps))
         .inout("counts", &counts)?
         .run(Grid::BlockPerRow {
             rows: items,

@@ -97,14 +97,15 @@ fn check_layers(layers: &[&Tensor], eps: Option<f64>) -> Result<(Device, i64)> {
 }
 
 /// The f32 threshold for which `|v| <= threshold` holds for an f32 (or f16, bf16) `v` exactly
-/// when `|v| <= eps` does: the largest f32 not above `eps` (`eps as f32` rounds to nearest, so
-/// up about half the time). Without eps, -1: only `v == 0` counts.
-pub(crate) fn f32_threshold(eps: Option<f64>) -> f32 {
-    match eps {
-        // The f32 just below a positive one (rounded up from e >= 0, so positive).
-        Some(e) if (e as f32) as f64 > e => f32::from_bits((e as f32).to_bits() - 1),
-        Some(e) => e as f32,
-        None => -1.0,
+/// when `|v| <= eps` does (`eps >= 0`): the largest f32 not above `eps` (`eps as f32` rounds to
+/// nearest, so up about half the time).
+pub(crate) fn f32_threshold(eps: f64) -> f32 {
+    let rounded = eps as f32;
+    if rounded as f64 > eps {
+        // The f32 just below a positive one (rounded up from eps >= 0, so positive).
+        f32::from_bits(rounded.to_bits() - 1)
+    } else {
+        rounded
     }
 }
 

@@ -1,6 +1,8 @@
 // Per-sample losses with their gradient in the same pass, and High-Loss Removal selection.
 //
-// ce_forward: one block per row (grid-stride over rows). One online pass over the row gives the
+// ce_forward: a team of threads per row (grid-stride over rows): the block for long rows, a warp
+//   for rows of at most CE_WARP_MAX_PACKS packs, several of which share a block (a block-wide
+//   reduction per short row would cost more than its bytes). One online pass over the row gives the
 //   softmax statistics (max, sum of exp, sum, argmax); the loss of the blended smoothed target
 //   t = (1-eps) (lam e_ya + (1-lam) e_yb) + eps/C is  log1p(rest) - sum_c t_c (z_c - m), where
 //   1 + rest = sum_c exp(z_c - m). A second pass over the same row writes
@@ -77,18 +79,24 @@ __device__ __forceinline__ RowStats push_one_pack(RowStats st, const Pack<T, N>&
     return row_stats_push_pack<N>(st, v, c0);
 }
 
+// The threads that share one row: the whole block, or one warp of it. `lane` is a thread's place
+// in the team, `size` the team's threads (32 for a warp).
+struct RowTeam {
+    int lane, size;
+};
+
 // The softmax statistics of one row of C / N packs: whole trips of ce_in_flight packs a thread,
 // all loaded before the first is used, then the rest a pack at a time. Single values (N == 1)
 // of a trip are pushed together as one pack whose columns lie a block apart, so they too pay
 // one rescale per trip. Which thread takes which column depends on C alone, so equal rows give
 // equal bits wherever they lie.
 template <typename T, int N>
-__device__ __forceinline__ RowStats row_stats_of(const T* z, int64_t C, Staging<T, N> stage) {
+__device__ __forceinline__ RowStats row_stats_of(const T* z, int64_t C, Staging<T, N> stage, RowTeam team) {
     constexpr int F = ce_in_flight<T, N>();
     RowStats st = row_stats_identity();
     const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
-    const int64_t packs = C / N, stride = blockDim.x;
-    int64_t q0 = threadIdx.x;
+    const int64_t packs = C / N, stride = team.size;
+    int64_t q0 = team.lane;
     for (; q0 + (F - 1) * stride < packs; q0 += F * stride) {
         Pack<T, N> pk[F];
 #pragma unroll
@@ -157,11 +165,12 @@ __device__ __forceinline__ void grad_pack(G* g, int64_t q, const GradRow& gr, co
 // The loss gradient of one row, written N values at a time, in the statistics pass's trips;
 // staged packs come from shared memory.
 template <typename T, typename G, int N>
-__device__ __forceinline__ void ce_grad_row(const T* z, G* g, int64_t C, Staging<T, N> stage, const GradRow& gr) {
+__device__ __forceinline__ void ce_grad_row(const T* z, G* g, int64_t C, Staging<T, N> stage, const GradRow& gr,
+                                            RowTeam team) {
     constexpr int F = ce_in_flight<T, N>();
     const Pack<T, N>* zp = reinterpret_cast<const Pack<T, N>*>(z);
-    const int64_t packs = C / N, stride = blockDim.x;
-    int64_t q0 = threadIdx.x;
+    const int64_t packs = C / N, stride = team.size;
+    int64_t q0 = team.lane;
     for (; q0 + (F - 1) * stride < packs; q0 += F * stride) {
         Pack<T, N> pk[F];
 #pragma unroll
@@ -177,19 +186,25 @@ __device__ __forceinline__ void ce_grad_row(const T* z, G* g, int64_t C, Staging
 
 // N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad;
 // `staged` packs of each row are kept in shared memory between the passes (0 without a
-// gradient, or when the device has no room). G is the gradient's storage type.
+// gradient, or when the device has no room), each team's behind the last's. G is the gradient's
+// storage type. `warp_rows`: a warp a row, else the block (uniform over the launch, so the
+// block-wide reduction's barriers are reached by every thread).
 template <typename T, typename G, int N>
 __device__ void ce_forward_rows(const T* __restrict__ logits, G* __restrict__ grad, float* __restrict__ losses,
                                 int32_t* __restrict__ correct, RowFilter rows, const int64_t* y_b,
                                 const float* lam_vec, float lam, float smoothing, const float* scale_ptr,
-                                float scale, int64_t B, int64_t C, int write_grad, int64_t staged) {
+                                float scale, int64_t B, int64_t C, int write_grad, int64_t staged, int warp_rows) {
     RowStats* scratch = dynamic_shared<RowStats>();
-    const Staging<T, N> stage = {reinterpret_cast<Pack<T, N>*>(dynamic_shared<unsigned char>() + CE_SCRATCH_BYTES),
-                                 staged};
+    const RowTeam team = warp_rows ? RowTeam{(int)(threadIdx.x & 31), 32} : RowTeam{(int)threadIdx.x, (int)blockDim.x};
+    const int64_t teams = blockDim.x / team.size, t = threadIdx.x / team.size;
+    const Staging<T, N> stage = {
+        reinterpret_cast<Pack<T, N>*>(dynamic_shared<unsigned char>() + CE_SCRATCH_BYTES) + t * staged, staged};
     const float w_scale = scale_ptr != nullptr ? *scale_ptr : scale;
-    for (int64_t i = blockIdx.x; i < B; i += gridDim.x) {
+    // Every thread of a team takes the same trips, so a warp's shuffles see all 32 lanes.
+    for (int64_t i = blockIdx.x * teams + t; i < B; i += gridDim.x * teams) {
         const T* z = logits + i * C;
-        const RowStats st = block_row_stats(row_stats_of<T, N>(z, C, stage), scratch);
+        const RowStats local = row_stats_of<T, N>(z, C, stage, team);
+        const RowStats st = warp_rows ? warp_row_stats(local) : block_row_stats(local, scratch);
 
         const bool valid = row_valid(rows, i);
         const int64_t ya = rows.labels[i];
@@ -216,14 +231,14 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, G* __restrict__ gr
                 loss = NAN;  // a label out of range: visible, never a wild read (checked on the CPU path)
             }
         }
-        if (threadIdx.x == 0) {
+        if (team.lane == 0) {
             losses[i] = loss;
             correct[i] = (valid && !(st.flags & ROW_NAN) && st.arg == ya) ? 1 : 0;
         }
         if (write_grad) {
             const GradRow gr = {st.m, st.rest, 1.0f / (1.0f + st.rest), l, on, off, valid ? w_scale : 0.0f,
                                 (int)ya, (int)yb, valid, in_range && !nan_row};
-            ce_grad_row<T, G, N>(z, grad + i * C, C, stage, gr);
+            ce_grad_row<T, G, N>(z, grad + i * C, C, stage, gr, team);
         }
     }
 }
@@ -694,13 +709,14 @@ extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_ind
     extern "C" __global__ void __launch_bounds__(1024) ce_forward_##SUFFIX(                                \
         const T* logits, G* grad, float* losses, int32_t* correct, RowFilter rows, const int64_t* y_b,     \
         const float* lam_vec, float lam, float smoothing, const float* scale_ptr, float scale, int64_t B,   \
-        int64_t C, int write_grad, int vectorized, int64_t staged) {                                       \
+        int64_t C, int write_grad, int vectorized, int64_t staged, int warp_rows) {                        \
         if (vectorized)                                                                                    \
             ce_forward_rows<T, G, 16 / sizeof(T)>(logits, grad, losses, correct, rows, y_b, lam_vec, lam,  \
-                                                  smoothing, scale_ptr, scale, B, C, write_grad, staged);   \
+                                                  smoothing, scale_ptr, scale, B, C, write_grad, staged,    \
+                                                  warp_rows);                                              \
         else                                                                                               \
             ce_forward_rows<T, G, 1>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing,    \
-                                     scale_ptr, scale, B, C, write_grad, staged);                          \
+                                     scale_ptr, scale, B, C, write_grad, staged, warp_rows);               \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(MSE_MAX_THREADS) mse_forward_##SUFFIX(                    \
         const T* pred, const T* target, G* grad, float* losses, double* partials, float scale, int64_t B,   \

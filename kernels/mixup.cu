@@ -1,6 +1,7 @@
 // Mixup and CutMix: one pass over the batch. Rows are samples, a row holds F = numel / B elements.
-// Grid: blockIdx.y strides over rows, x-threads stride over the row's packs, so no per-element
-// integer division and any grid size is valid (the host sizes it to the device).
+// Grid: blockIdx.y strides over work items (a row, a pair of rows, a run of a roll cycle),
+// x-threads stride over a row's packs, so no per-element integer division and any grid size is
+// valid (the host sizes it to the device).
 #include "common.cuh"  // prelude.cuh: NAN
 
 // out[i] = lam_i * x[i] + (1 - lam_i) * x[p(i)], reading and writing N elements at a time.
@@ -39,19 +40,22 @@ __device__ void mixup_rows(const T* __restrict__ x, T* __restrict__ out, const i
     }
 }
 
-// In place with flip pairing: the thread that owns row i < B/2 also owns row B-1-i, so each
-// element is read once and written once. The middle row of an odd batch blends with itself.
+// Flip pairing, in place (out == x) or not: the thread that owns row i < B/2 also owns row
+// B-1-i, so each element is read once and written once. The middle row of an odd batch blends
+// with itself. x and out are not __restrict__: in place they are the same rows.
 template <typename T, int N>
-__device__ void mixup_flip_inplace_rows(T* x, const float* lam_vec, float lam, float one_minus,
-                                        int64_t B, int64_t F) {
+__device__ void mixup_flip_rows(const T* x, T* out, const float* lam_vec, float lam, float one_minus,
+                                int64_t B, int64_t F) {
     const int64_t packs = F / N;
     const int64_t half_rows = (B + 1) / 2;
     for (int64_t i = blockIdx.y; i < half_rows; i += gridDim.y) {
         const int64_t j = B - 1 - i;
         const LamPair li = lambda_of(i, lam_vec, lam, one_minus);
         const LamPair lj = lambda_of(j, lam_vec, lam, one_minus);
-        Pack<T, N>* xi = reinterpret_cast<Pack<T, N>*>(x + i * F);
-        Pack<T, N>* xj = reinterpret_cast<Pack<T, N>*>(x + j * F);
+        const Pack<T, N>* xi = reinterpret_cast<const Pack<T, N>*>(x + i * F);
+        const Pack<T, N>* xj = reinterpret_cast<const Pack<T, N>*>(x + j * F);
+        Pack<T, N>* oi = reinterpret_cast<Pack<T, N>*>(out + i * F);
+        Pack<T, N>* oj = reinterpret_cast<Pack<T, N>*>(out + j * F);
         for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < packs;
              c += (int64_t)gridDim.x * blockDim.x) {
             const Pack<T, N> a = xi[c];
@@ -63,10 +67,77 @@ __device__ void mixup_flip_inplace_rows(T* x, const float* lam_vec, float lam, f
                 ri.v[k] = from_f32<T>(blend(fa, li.lam, fb, li.one_minus));
                 rj.v[k] = from_f32<T>(blend(fb, lj.lam, fa, lj.one_minus));
             }
-            xi[c] = ri;
-            if (j != i) xj[c] = rj;
+            oi[c] = ri;
+            if (j != i) oj[c] = rj;
         }
     }
+}
+
+// gcd(a, b) for a > 0, b >= 0.
+__device__ __forceinline__ int64_t gcd_of(int64_t a, int64_t b) {
+    while (b != 0) {
+        const int64_t r = a % b;
+        a = b;
+        b = r;
+    }
+    return a;
+}
+
+// Roll pairing out of place: row i's partner is i - s (mod B), so in the chain i, i + s, i + 2s,
+// ... of one cycle (gcd(B, s) cycles of B / gcd rows each) every row is the next one's partner. A
+// work item is a run of up to MIXUP_ROLL_RUN rows of one chain, which a thread walks pack by
+// pack, keeping each row's pack for the next row: x is read (1 + 1 / MIXUP_ROLL_RUN) times
+// instead of twice. Items: cycle c's runs are c * runs_per_cycle ... (c + 1) * runs_per_cycle - 1.
+template <typename T, int N>
+__device__ void mixup_roll_rows(const T* __restrict__ x, T* __restrict__ out, const float* lam_vec, float lam,
+                                float one_minus, int64_t shift, int64_t B, int64_t F) {
+    constexpr int R = MIXUP_ROLL_RUN;
+    const int64_t s = (shift % B + B) % B;
+    const int64_t cycles = gcd_of(B, s), cycle_len = B / cycles;
+    const int64_t runs_per_cycle = (cycle_len + R - 1) / R, packs = F / N;
+    for (int64_t item = blockIdx.y; item < cycles * runs_per_cycle; item += gridDim.y) {
+        const int64_t t0 = item % runs_per_cycle * R;
+        const int n = cycle_len - t0 < R ? (int)(cycle_len - t0) : R;
+        const int64_t first = (item / runs_per_cycle + t0 * s) % B;
+        const int64_t before = first - s < 0 ? first - s + B : first - s;  // the first row's partner
+        for (int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; c < packs;
+             c += (int64_t)gridDim.x * blockDim.x) {
+            Pack<T, N> prev = reinterpret_cast<const Pack<T, N>*>(x + before * F)[c];
+            Pack<T, N> cur[R];
+            int64_t row = first;
+#pragma unroll
+            for (int u = 0; u < R; ++u) {  // every load of the run before the first store
+                if (u < n) cur[u] = reinterpret_cast<const Pack<T, N>*>(x + row * F)[c];
+                row = row + s < B ? row + s : row + s - B;
+            }
+            row = first;
+#pragma unroll
+            for (int u = 0; u < R; ++u) {
+                if (u >= n) break;
+                const LamPair l = lambda_of(row, lam_vec, lam, one_minus);
+                Pack<T, N> r;
+#pragma unroll
+                for (int k = 0; k < N; ++k)
+                    r.v[k] = from_f32<T>(blend(to_f32(cur[u].v[k]), l.lam, to_f32(prev.v[k]), l.one_minus));
+                reinterpret_cast<Pack<T, N>*>(out + row * F)[c] = r;
+                prev = cur[u];
+                row = row + s < B ? row + s : row + s - B;
+            }
+        }
+    }
+}
+
+// Out of place: flip and roll pairs share a thread (each row read once, or nearly), a
+// permutation's partners are read where they lie.
+template <typename T, int N>
+__device__ void mixup_any(const T* x, T* out, const int64_t* perm, const float* lam_vec, float lam,
+                          float one_minus, int pair_mode, int64_t shift, int64_t B, int64_t F) {
+    if (pair_mode == PAIR_FLIP)
+        mixup_flip_rows<T, N>(x, out, lam_vec, lam, one_minus, B, F);
+    else if (pair_mode == PAIR_ROLL)
+        mixup_roll_rows<T, N>(x, out, lam_vec, lam, one_minus, shift, B, F);
+    else
+        mixup_rows<T, N>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F);
 }
 
 // u8 images [B, C, inner] in, normalised float out: v = x * scale[c] + bias[c] with
@@ -171,17 +242,17 @@ __device__ void cutmix_rows(const T* __restrict__ x, T* __restrict__ out, const 
                                               int pair_mode, int64_t shift, int64_t B, int64_t F,     \
                                               int vectorized) {                                       \
         if (vectorized)                                                                               \
-            mixup_rows<T, 16 / sizeof(T)>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F); \
+            mixup_any<T, 16 / sizeof(T)>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F); \
         else                                                                                          \
-            mixup_rows<T, 1>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F);         \
+            mixup_any<T, 1>(x, out, perm, lam_vec, lam, one_minus, pair_mode, shift, B, F);          \
     }                                                                                                 \
     extern "C" __global__ void mixup_flip_inplace_##SUFFIX(T* x, const float* lam_vec, float lam,    \
                                                            float one_minus, int64_t B, int64_t F,     \
                                                            int vectorized) {                          \
         if (vectorized)                                                                               \
-            mixup_flip_inplace_rows<T, 16 / sizeof(T)>(x, lam_vec, lam, one_minus, B, F);            \
+            mixup_flip_rows<T, 16 / sizeof(T)>(x, x, lam_vec, lam, one_minus, B, F);                 \
         else                                                                                          \
-            mixup_flip_inplace_rows<T, 1>(x, lam_vec, lam, one_minus, B, F);                         \
+            mixup_flip_rows<T, 1>(x, x, lam_vec, lam, one_minus, B, F);                              \
     }                                                                                                 \
     extern "C" __global__ void mixup_u8_##SUFFIX(                                                    \
         const uint8_t* x, T* out, const int64_t* perm, const float* lam_vec, float lam,              \

@@ -137,6 +137,19 @@ __device__ __forceinline__ RowStats block_row_stats(RowStats r, RowStats* scratc
     return block_reduce(r, row_stats_identity(), scratch);
 }
 
+// The same over one warp (every lane active): the shfl_down tree of block_reduce's first level,
+// then lane 0's result to every lane. A butterfly would leave lanes with sums rounded in
+// different orders, and a row's gradient must use one set of statistics.
+__device__ __forceinline__ RowStats warp_row_stats(RowStats r) {
+    for (int off = 16; off > 0; off >>= 1) r = row_stats_merge(r, row_stats_shfl(r, off));
+    r.m = __shfl_sync(FULL_MASK, r.m, 0);
+    r.rest = __shfl_sync(FULL_MASK, r.rest, 0);
+    r.sum = __shfl_sync(FULL_MASK, r.sum, 0);
+    r.flags = __shfl_sync(FULL_MASK, r.flags, 0);
+    r.arg = __shfl_sync(FULL_MASK, r.arg, 0);
+    return r;
+}
+
 __device__ __forceinline__ double block_sum(double v, double* scratch) { return block_reduce(v, 0.0, scratch); }
 
 // Exclusive prefix sum of one int64 per thread over the block; `scratch`: 32 int64.

@@ -63,7 +63,18 @@ pub const CASES: &[Case] = &[
     ("loss_rejects_bad_arguments", loss_rejects_bad_arguments),
 ];
 
-const SHAPES: &[(i64, i64)] = &[(1, 7), (5, 3), (33, 10), (128, 100), (64, 1000), (257, 37)];
+/// Short rows (a warp a row, several to a block: up to 256 packs, so f32 1024 is the last such)
+/// and longer ones (a block a row: f32 1028; f16/bf16 1028 is unaligned, 1028 single values).
+const SHAPES: &[(i64, i64)] = &[
+    (1, 7),
+    (5, 3),
+    (33, 10),
+    (128, 100),
+    (64, 1000),
+    (257, 37),
+    (6, 1024),
+    (3, 1028),
+];
 
 /// The language-model loss with `opts`' token options, ranking by `rank`.
 fn lm_loss(opts: &CrossEntropy, rank: SequenceRank) -> LmCrossEntropy {
@@ -602,7 +613,8 @@ fn ce_long_rows_stage_what_fits(dev: Device) {
         drop_share: 0.34,
     };
     for kind in FLOAT_KINDS {
-        for (b, c) in [(3i64, 5003i64), (2, 4096), (2, 16384)] {
+        // (9, 1000): short rows, a warp each, whose teams stage side by side.
+        for (b, c) in [(3i64, 5003i64), (2, 4096), (2, 16384), (9, 1000)] {
             let flat = randn(&[b * c + 1], kind, dev);
             let y = labels(b, c, dev);
             for (view, logits) in [

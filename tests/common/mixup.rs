@@ -70,7 +70,11 @@ fn pairings(b: i64, dev: Device) -> Vec<Pairing> {
     vec![
         Pairing::Permutation(Tensor::from_slice(&rng.permutation(b as usize)).to_device(dev)),
         Pairing::Flip,
+        // Roll cycles: gcd(B, 3) of them (B = 6, 33, 129: several), a shift past the batch
+        // backwards, and every row its own partner.
         Pairing::Roll(3),
+        Pairing::Roll(-b - 2),
+        Pairing::Roll(0),
     ]
 }
 

@@ -34,8 +34,39 @@ fn row_threads(row_len: i64) -> u32 {
     ((row_len.max(1) as u64).div_ceil(4).next_power_of_two()).clamp(32, 1024) as u32
 }
 
-/// ce_forward's shared memory: its reduction scratch, then the packs of each row it keeps between
-/// the statistics pass and the gradient pass (kernels/loss.cu, `Staging`).
+/// Rows of at most this many packs get a warp each in ce_forward, [`CE_WARP_BLOCK`] / 32 rows a
+/// block (up to 1024 f32 or 2048 f16/bf16 classes): a block-wide reduction per short row costs more
+/// than the row's bytes. Longer rows get a block each.
+const CE_WARP_MAX_PACKS: i64 = 256;
+const CE_WARP_BLOCK: u32 = 256;
+
+/// How ce_forward spreads rows: a warp a row (`teams` rows a block) or a block a row.
+struct RowTeams {
+    warp_rows: bool,
+    teams: i64,
+    threads: u32,
+}
+
+impl RowTeams {
+    fn of(packs: i64, c: i64) -> RowTeams {
+        if packs <= CE_WARP_MAX_PACKS {
+            RowTeams {
+                warp_rows: true,
+                teams: i64::from(CE_WARP_BLOCK / 32),
+                threads: CE_WARP_BLOCK,
+            }
+        } else {
+            RowTeams {
+                warp_rows: false,
+                teams: 1,
+                threads: row_threads(c),
+            }
+        }
+    }
+}
+
+/// ce_forward's shared memory: its reduction scratch, then for each team the packs of its row it
+/// keeps between the statistics pass and the gradient pass (kernels/loss.cu, `Staging`).
 struct Stage {
     /// Packs of a row kept in shared memory (the row's first ones; 0 without a gradient).
     packs: i64,
@@ -44,8 +75,8 @@ struct Stage {
 
 impl Stage {
     /// As many of the `c / n` packs of a `c`-column row as the device's shared memory holds
-    /// beside the scratch (`n` divides `c` when `vectorized`).
-    fn of(logits: &Tensor, c: i64, vectorized: bool, with_grad: bool) -> Result<Stage> {
+    /// beside the scratch, for each of `teams` rows (`n` divides `c` when `vectorized`).
+    fn of(logits: &Tensor, c: i64, vectorized: bool, with_grad: bool, teams: i64) -> Result<Stage> {
         let scratch = CE_SCRATCH_BYTES as u32;
         if !with_grad {
             return Ok(Stage {
@@ -55,11 +86,11 @@ impl Stage {
         }
         let n = if vectorized { pack_len(logits.kind()) } else { 1 };
         let pack_bytes = n * logits.kind().elt_size_in_bytes() as i64;
-        let room = i64::from(max_shared_per_block(logits)?.saturating_sub(scratch)) / pack_bytes;
+        let room = i64::from(max_shared_per_block(logits)?.saturating_sub(scratch)) / (pack_bytes * teams);
         let packs = (c / n).min(room);
         Ok(Stage {
             packs,
-            shared_bytes: scratch + (packs * pack_bytes) as u32,
+            shared_bytes: scratch + (teams * packs * pack_bytes) as u32,
         })
     }
 }
@@ -264,8 +295,10 @@ pub(in crate::ops) fn cross_entropy(
     let correct = Tensor::empty([b], (Kind::Int, dev));
     let with_grad = grad.is_some();
     let tensors: Vec<&Tensor> = std::iter::once(logits).chain(grad.as_ref()).collect();
-    let vectorized = packable(c, pack_len(logits.kind()), &tensors);
-    let stage = Stage::of(logits, c, vectorized, with_grad)?;
+    let n = pack_len(logits.kind());
+    let vectorized = packable(c, n, &tensors);
+    let teams = RowTeams::of(if vectorized { c / n } else { c }, c);
+    let stage = Stage::of(logits, c, vectorized, with_grad, teams.teams)?;
     let k = args.removed;
     // The gradient weight 1 / n_kept: known on the host unless rows are ignored.
     let (scale_t, scale) = match opts.ignore_index {
@@ -311,10 +344,11 @@ pub(in crate::ops) fn cross_entropy(
     .i32(with_grad as i32)
     .i32(vectorized as i32)
     .i64(stage.packs)
+    .i32(teams.warp_rows as i32)
     .dynamic_shared(stage.shared_bytes)
     .run(Grid::BlockPerRow {
-        rows: b,
-        threads: row_threads(c),
+        rows: (b + teams.teams - 1) / teams.teams,
+        threads: teams.threads,
     })?;
     let out = SelectOut::new(b, logits);
     let ranking = Ranking {

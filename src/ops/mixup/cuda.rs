@@ -3,7 +3,7 @@
 use tch::Tensor;
 
 use super::{CutBoxes, Lambda, Normalize, Pairing};
-use crate::cuda::constants::{PAIR_FLIP, PAIR_PERM, PAIR_ROLL};
+use crate::cuda::constants::{MIXUP_ROLL_RUN, PAIR_FLIP, PAIR_PERM, PAIR_ROLL};
 use crate::cuda::{aligned, pack_len, packable, Grid, Kernel, Launch, BLOCK};
 use crate::error::Result;
 
@@ -47,6 +47,28 @@ fn mix_args(kernel: Kernel, x: &Tensor, out: &Tensor, lam: &Lambda, pairing: &Pa
         .i64(f))
 }
 
+/// The mixup kernel's work items over rows (kernels/mixup.cu, `mixup_any`): a pair of rows for
+/// flip, a run of up to MIXUP_ROLL_RUN rows of one roll cycle, a row for a permutation.
+fn mixup_items(b: i64, pairing: &Pairing) -> i64 {
+    match pairing {
+        Pairing::Permutation(_) => b,
+        Pairing::Flip => (b + 1) / 2,
+        Pairing::Roll(k) => {
+            let cycles = gcd(b, k.rem_euclid(b));
+            let run = i64::from(MIXUP_ROLL_RUN);
+            cycles * ((b / cycles + run - 1) / run)
+        }
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 pub(in crate::ops) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &Tensor) -> Result<()> {
     let (b, f) = rows_of(x);
     let n = pack_len(x.kind());
@@ -55,7 +77,7 @@ pub(in crate::ops) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &T
     mix_args(kernel, x, out, lam, pairing)?
         .i32(vectorized as i32)
         .run(Grid::RowsAndPacks {
-            rows: b,
+            rows: mixup_items(b, pairing),
             packs_per_row: if vectorized { f / n } else { f },
         })
 }

@@ -162,6 +162,23 @@ fn mixup_benches(c: &mut Criterion) {
                     reference::composite_flip_(&mut bx, 0.37).expect("composite flip")
                 });
                 g.finish();
+
+                // On CUDA, torchvision's roll pairing out of place, whose kernel walks runs of a
+                // roll cycle and reads x 9/8 times: bytes at the 2N floor.
+                if device.is_cuda() && kind == Kind::Float && b == 256 {
+                    let roll = Mixup {
+                        lam: lam.shallow_clone(),
+                        pairing: Pairing::Roll(1),
+                    };
+                    let mut g = group(c, "mixup", "roll into buffer", shape, kind, device, 2 * n_bytes);
+                    bench(&mut g, "fused", device, || {
+                        roll.forward_into(&x, &mut out).expect("forward_into")
+                    });
+                    bench(&mut g, "composite", device, || {
+                        drop(reference::composite(&x, &lam, &Pairing::Roll(1)))
+                    });
+                    g.finish();
+                }
             }
         }
     }

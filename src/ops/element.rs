@@ -35,6 +35,14 @@ pub(crate) fn map2<T: Element>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(f32, 
         }
         return;
     }
+    if T::KIND == Kind::BFloat16 {
+        return bf16_map2(
+            bytemuck::cast_slice_mut(out),
+            bytemuck::cast_slice(a),
+            bytemuck::cast_slice(b),
+            f,
+        );
+    }
     let (mut fa, mut fb) = ([0f32; BLOCK], [0f32; BLOCK]);
     for ((o, a), b) in out.chunks_mut(BLOCK).zip(a.chunks(BLOCK)).zip(b.chunks(BLOCK)) {
         let n = o.len();
@@ -45,6 +53,53 @@ pub(crate) fn map2<T: Element>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(f32, 
         }
         T::narrow(&fa[..n], o);
     }
+}
+
+/// [`map2`] on bf16 in one pass, without f32 blocks: widening is a shift and rounding a few
+/// integer operations, so each element stays in registers. Eight lanes a step where the CPU has
+/// AVX2 (checked at run time: the crate is built for baseline x86-64, whose SSE2 has no
+/// 32-to-16-bit pack). No FMA on either path: `f`'s products and sums round as written. (The
+/// AVX2 copy takes the slices as its own parameters: behind a closure's captures the compiler
+/// no longer knows that `out` aliases nothing, and leaves the loop scalar.)
+#[inline(always)]
+fn bf16_map2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked on the line above.
+        return unsafe { bf16_map2_avx2(out, a, b, f) };
+    }
+    bf16_map2_plain(out, a, b, f);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn bf16_map2_avx2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f32) {
+    bf16_map2_plain(out, a, b, f);
+}
+
+#[inline(always)]
+fn bf16_map2_plain(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f32) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = bf16_round(f(bf16_widen(x), bf16_widen(y)));
+    }
+}
+
+/// bf16 to f32: the same bits as `half`'s conversion (a NaN quieted), without its branch.
+#[inline(always)]
+fn bf16_widen(s: bf16) -> f32 {
+    let x = u32::from(s.to_bits());
+    let nan = (x & 0x7fff) > 0x7f80;
+    f32::from_bits(if nan { x | 0x0040 } else { x } << 16)
+}
+
+/// f32 to bf16: round to nearest even, a NaN quieted with its sign kept; `half`'s bits, without
+/// its branch.
+#[inline(always)]
+fn bf16_round(v: f32) -> bf16 {
+    let x = v.to_bits();
+    let nan = (x & 0x7fff_ffff) > 0x7f80_0000;
+    let rounded = (x + 0x7fff + ((x >> 16) & 1)) >> 16;
+    bf16::from_bits(if nan { (x >> 16) | 0x0040 } else { rounded } as u16)
 }
 
 /// `out[k] = f(k)` computed in f32, like [`map2`].
@@ -136,23 +191,15 @@ impl Element for bf16 {
         bf16::from_f32(v)
     }
     /// `half` converts bf16 one value at a time with a branch for NaN; this select-based loop
-    /// gives the same bits (NaN quieted) and vectorises, as does [`Element::narrow`] below.
+    /// gives the same bits and vectorises, as does [`Element::narrow`] below.
     fn widen(src: &[Self], dst: &mut [f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            let x = u32::from(s.to_bits());
-            let nan = (x & 0x7fff) > 0x7f80;
-            *d = f32::from_bits(if nan { x | 0x0040 } else { x } << 16);
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = bf16_widen(s);
         }
     }
-    /// `half` converts bf16 one value at a time with a branch for NaN; this select-based loop
-    /// gives the same bits (round to nearest even, NaN quieted with its sign kept) and
-    /// vectorises, which out-of-place bf16 Mixup needs to keep up with memory.
     fn narrow(src: &[f32], dst: &mut [Self]) {
         for (d, &v) in dst.iter_mut().zip(src) {
-            let x = v.to_bits();
-            let nan = (x & 0x7fff_ffff) > 0x7f80_0000;
-            let rounded = (x + 0x7fff + ((x >> 16) & 1)) >> 16;
-            *d = bf16::from_bits(if nan { (x >> 16) | 0x0040 } else { rounded } as u16);
+            *d = bf16_round(v);
         }
     }
 }
@@ -340,6 +387,42 @@ mod tests {
         <bf16 as Element>::narrow(&src, &mut got);
         for (v, g) in src.iter().zip(&got) {
             assert_eq!(g.to_bits(), bf16::from_f32(*v).to_bits(), "{:#010x}", v.to_bits());
+        }
+    }
+
+    #[test]
+    fn bf16_map2_gives_the_bits_of_half_on_both_paths() {
+        // Every bf16 pattern against a scrambled partner, blended as Mixup does: NaNs, infinities,
+        // subnormals, sums that round up to infinity. The run-time AVX2 path (where the CPU has
+        // it) and the plain loop both give half's widen-compute-round bits; odd length for the
+        // tail. A NaN result is compared as NaN: which input's payload an x86 add passes on
+        // depends on the operand order the vectoriser picks (the GPU writes its canonical NaN).
+        let a: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
+        let b: Vec<bf16> = (0..=u16::MAX)
+            .map(|i| bf16::from_bits(i.wrapping_mul(40503) ^ 0x5a5a))
+            .collect();
+        let (a, b) = (&a[..a.len() - 3], &b[..b.len() - 3]);
+        let f = |x: f32, y: f32| x * 0.3141 + y * (1.0 - 0.3141);
+        let bits = |v: bf16| if v.is_nan() { 0x7fc0 } else { v.to_bits() };
+        let expected: Vec<u16> = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| bits(bf16::from_f32(f(x.to_f32(), y.to_f32()))))
+            .collect();
+        let mut got = vec![bf16::ZERO; a.len()];
+        super::bf16_map2(&mut got, a, b, f);
+        let mut plain = vec![bf16::ZERO; a.len()];
+        super::bf16_map2_plain(&mut plain, a, b, f);
+        for (path, out) in [("dispatched", &got), ("plain", &plain)] {
+            for (k, (&g, &e)) in out.iter().zip(&expected).enumerate() {
+                assert_eq!(
+                    bits(g),
+                    e,
+                    "{path} path at {k}: {:#06x} {:#06x}",
+                    a[k].to_bits(),
+                    b[k].to_bits()
+                );
+            }
         }
     }
 

@@ -82,10 +82,29 @@ const COUNT_LANES: usize = 16;
 /// Steps between flushes of the u32 lane counters into the i64 total (no lane can overflow).
 const COUNT_SPAN: usize = COUNT_LANES << 24;
 
-/// The count over f32 values: each step adds the comparison's 0/1 into independent u32 lanes,
-/// which LLVM turns into packed compares and subtracts (no branch per element, 16-byte loads
-/// even on baseline x86-64); the eps test is chosen once per row, not per element.
+/// The count over f32 values, 32-byte compares where the CPU has AVX2 (checked at run time; the
+/// crate is built for baseline x86-64).
 fn row_zeros(row: &[f32], eps: Option<f32>) -> i64 {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked on the line above.
+        return unsafe { row_zeros_avx2(row, eps) };
+    }
+    row_zeros_lanes(row, eps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_zeros_avx2(row: &[f32], eps: Option<f32>) -> i64 {
+    row_zeros_lanes(row, eps)
+}
+
+/// Each step adds the comparison's 0/1 into independent u32 lanes, which LLVM turns into packed
+/// compares and subtracts (no branch per element, 16-byte loads even on baseline x86-64); the
+/// eps test is chosen once per row, not per element.
+#[inline(always)]
+fn row_zeros_lanes(row: &[f32], eps: Option<f32>) -> i64 {
+    #[inline(always)]
     fn lanes(xs: &[f32], zero: impl Fn(f32) -> bool) -> i64 {
         let mut total = 0i64;
         for span in xs.chunks(COUNT_SPAN) {
@@ -293,4 +312,39 @@ fn pair_diff<T: Element>(x: &Tensor, y: &mut Tensor, copy: bool) -> f64 {
         ys.copy_from_slice(xs);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{row_zeros, row_zeros_lanes};
+
+    #[test]
+    fn zero_counts_agree_on_both_paths() {
+        // Zeros of both signs, values at and beside the threshold, NaN, infinities; a length
+        // with a tail past the 16 lanes.
+        let eps = 0.25f32;
+        let pattern = [
+            0.0,
+            -0.0,
+            eps,
+            -eps,
+            f32::from_bits(eps.to_bits() + 1),
+            1.0,
+            f32::NAN,
+            f32::INFINITY,
+            1e-30,
+        ];
+        let row: Vec<f32> = (0..1003).map(|i| pattern[(i * 7 + i / 5) % pattern.len()]).collect();
+        for e in [None, Some(eps)] {
+            let expected = row
+                .iter()
+                .filter(|&&v| match e {
+                    Some(e) => v.abs() <= e,
+                    None => v == 0.0,
+                })
+                .count() as i64;
+            assert_eq!(row_zeros(&row, e), expected, "dispatched, eps {e:?}");
+            assert_eq!(row_zeros_lanes(&row, e), expected, "plain, eps {e:?}");
+        }
+    }
 }

@@ -77,10 +77,13 @@ unsafe fn bf16_map2_avx2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f3
     bf16_map2_plain(out, a, b, f);
 }
 
+/// The inputs are widened by the shift alone: a signalling NaN stays signalling until `f`'s
+/// arithmetic quiets it, and the result is NaN either way (its payload is not promised).
 #[inline(always)]
 fn bf16_map2_plain(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f32) {
+    let widen = |v: bf16| f32::from_bits(u32::from(v.to_bits()) << 16);
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = bf16_round(f(bf16_widen(x), bf16_widen(y)));
+        *o = bf16_round(f(widen(x), widen(y)));
     }
 }
 

@@ -54,10 +54,11 @@ __host__ __device__ constexpr int ce_in_flight() {
 static_assert(sizeof(RowStats) * 32 <= CE_SCRATCH_BYTES && CE_SCRATCH_BYTES % 16 == 0,
               "the block-reduction scratch fits in front of the staged row");
 
-// One row's place in the block's dynamic shared memory: packs [0, staged) of the row are kept
-// there by the statistics pass and read back by the gradient pass, so that they come from HBM
-// once. Pack q is always thread (q mod blockDim.x)'s, in both passes and on every row, so a
-// thread only reads back what it wrote itself: no barrier is needed between the passes.
+// One row's place in the block's dynamic shared memory (each row team's own slice): packs
+// [0, staged) of the row are kept there by the statistics pass and read back by the gradient
+// pass, so that they come from HBM once. Pack q is always the team's lane (q mod team size), in
+// both passes and on every row, so a thread only reads back what it wrote itself: no barrier
+// is needed between the passes.
 template <typename T, int N>
 struct Staging {
     Pack<T, N>* packs;

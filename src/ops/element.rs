@@ -101,7 +101,8 @@ fn bf16_widen(s: bf16) -> f32 {
 fn bf16_round(v: f32) -> bf16 {
     let x = v.to_bits();
     let nan = (x & 0x7fff_ffff) > 0x7f80_0000;
-    let rounded = (x + 0x7fff + ((x >> 16) & 1)) >> 16;
+    // Wrapping: a NaN near 0xffff_ffff would overflow, and its sum is not used.
+    let rounded = x.wrapping_add(0x7fff + ((x >> 16) & 1)) >> 16;
     bf16::from_bits(if nan { (x >> 16) | 0x0040 } else { rounded } as u16)
 }
 
@@ -383,6 +384,8 @@ mod tests {
             0x7fbf_ffff,
             0x0000_0001,
             0x8000_8000,
+            0xffff_8001,
+            0xffff_ffff,
         ];
         bits.extend((0..200_000u32).map(|i| i.wrapping_mul(0x9e37_79b9) ^ (i << 3)));
         let src: Vec<f32> = bits.iter().map(|&b| f32::from_bits(b)).collect();

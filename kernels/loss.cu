@@ -379,29 +379,33 @@ __device__ Marked mark_rows(const float* losses, RowFilter rows,
 // all. The alternatives move more: writing the gradient only after the selection would read
 // every row of logits a second time (B x C x sizeof(T)) to save the k rows' writes, and the
 // selection's own blocks (one SM for loss_select) cannot stream k x row_bytes at HBM speed.
-// Grid: y strides over rows, x over a row's stores; a block on a kept row exits at once.
+// Grid: a block's threads work in groups of `lanes` (a power of two, about a row's 16-byte
+// stores), one row a group; y strides over groups of rows, x over the stores of rows wider than a
+// group. Short rows (a few classes) thus share a block instead of leaving 255 threads idle, and a
+// group on a kept row moves on at once.
 
-// Zeroes `units` values of U from `row`, the block's x-slice of the grid-stride.
+// Zeroes `units` values of U from `row`: this lane's stores of the grid-stride over the row.
 template <typename U>
-__device__ __forceinline__ void zero_units(uint8_t* row, int64_t units) {
+__device__ __forceinline__ void zero_units(uint8_t* row, int64_t units, int64_t lane, int64_t all_lanes) {
     U* r = reinterpret_cast<U*>(row);
-    const int64_t stride = (int64_t)gridDim.x * blockDim.x;
-    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < units; j += stride) r[j] = U{};
+    for (int64_t j = lane; j < units; j += all_lanes) r[j] = U{};
 }
 
 // 16-byte stores when the gradient and its rows are 16-byte aligned (f32 with C % 4 == 0,
 // halves with C % 8 == 0); otherwise the widest store that divides both (elements are 2 or 4
 // bytes, so 2 at the least). Launched with the row grid's 256 threads (launch.rs, BLOCK); the
 // bound keeps it at 31 registers, 8 blocks an SM (40 without it: 6).
-extern "C" __global__ void __launch_bounds__(256, 8)
-    zero_removed(const uint8_t* keep, RowFilter rows, int64_t B, uint8_t* grad_bytes, int64_t row_bytes) {
+extern "C" __global__ void __launch_bounds__(256, 8) zero_removed(const uint8_t* keep, RowFilter rows, int64_t B,
+                                                                  uint8_t* grad_bytes, int64_t row_bytes, int lanes) {
     const uint64_t align = (uint64_t)row_bytes | (uint64_t)(uintptr_t)grad_bytes;
-    for (int64_t i = blockIdx.y; i < B; i += gridDim.y) {
-        if (keep[i] || !row_valid(rows, i)) continue;  // the same for the whole block
+    const int64_t groups = blockDim.x / lanes, group = threadIdx.x / lanes;
+    const int64_t lane = blockIdx.x * (int64_t)lanes + threadIdx.x % lanes, all_lanes = (int64_t)gridDim.x * lanes;
+    for (int64_t i = blockIdx.y * groups + group; i < B; i += gridDim.y * groups) {
+        if (keep[i] || !row_valid(rows, i)) continue;  // the same for the whole group
         uint8_t* row = grad_bytes + i * row_bytes;
-        if (align % 16 == 0) zero_units<uint4>(row, row_bytes / 16);
-        else if (align % 4 == 0) zero_units<uint32_t>(row, row_bytes / 4);
-        else zero_units<uint16_t>(row, row_bytes / 2);
+        if (align % 16 == 0) zero_units<uint4>(row, row_bytes / 16, lane, all_lanes);
+        else if (align % 4 == 0) zero_units<uint32_t>(row, row_bytes / 4, lane, all_lanes);
+        else zero_units<uint16_t>(row, row_bytes / 2, lane, all_lanes);
     }
 }
 

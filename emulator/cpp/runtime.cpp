@@ -227,10 +227,14 @@ int pick(Launch& L) {
             if (L.ready[w]) return w * 64 + 63 - __builtin_clzll(L.ready[w]);
         return -1;
     }
-    int start = 0;
-    if (L.order == EMU_ORDER_RANDOM) start = (int)(next_random(L.rng) % (uint64_t)L.nthreads);
+    if (L.order != EMU_ORDER_RANDOM) {
+        for (int w = 0; w < words; ++w)
+            if (L.ready[w]) return w * 64 + __builtin_ctzll(L.ready[w]);
+        return -1;
+    }
+    const int start = (int)(next_random(L.rng) % (uint64_t)L.nthreads);
     for (int k = 0; k <= words; ++k) {  // from `start` upwards, wrapping once
-        const int w = ((start >> 6) + k) % words;
+        const int w = (start >> 6) + k < words ? (start >> 6) + k : (start >> 6) + k - words;
         uint64_t bits = L.ready[w];
         if (k == 0) bits &= ~0ull << (start & 63);
         else if (k == words) bits &= (start & 63) ? ~(~0ull << (start & 63)) : 0ull;
@@ -239,17 +243,39 @@ int pick(Launch& L) {
     return -1;
 }
 
-// Returns control to the scheduler; resumes when the scheduler picks this thread again.
+// Makes thread t the running one (its context is switched to next).
+void enter(Launch& L, int t) {
+    L.ready[t >> 6] &= ~(1ull << (t & 63));
+    L.current = t;
+    threadIdx = L.threads[t].tid;
+}
+
+// Gives the OS thread to the next fiber by the launch's order, switching to it directly (a trip
+// through the scheduler would double the switches, the emulator's main cost); to the scheduler
+// when none can run or the launch has failed. Resumes when this thread is picked again.
 void yield_to_scheduler(Launch& L) {
     const int t = L.current;
-    context_switch(L.threads[t].ctx, L.scheduler);
+    const int next = L.failed ? -1 : pick(L);
+    if (next == t) {
+        enter(L, t);
+        return;
+    }
+    if (next < 0) {
+        context_switch(L.threads[t].ctx, L.scheduler);
+        return;
+    }
+    enter(L, next);
+    context_switch(L.threads[t].ctx, L.threads[next].ctx);
 }
+
+void on_exit(Launch& L, int t);
 
 void fiber_main() {
     Launch& L = *g_launch;
     L.entry->call(L.params);
     L.threads[L.current].wait = Wait::Done;
-    yield_to_scheduler(L);
+    on_exit(L, L.current);
+    yield_to_scheduler(L);  // never picked again: Done threads are not ready
     __builtin_unreachable();
 }
 
@@ -389,11 +415,8 @@ bool run_block(Launch& L) {
             report_deadlock(L);
             break;
         }
-        L.ready[t >> 6] &= ~(1ull << (t & 63));
-        L.current = t;
-        threadIdx = L.threads[t].tid;
+        enter(L, t);
         context_switch(L.scheduler, L.threads[t].ctx);
-        if (L.threads[t].wait == Wait::Done) on_exit(L, t);
     }
     return !L.failed;
 }

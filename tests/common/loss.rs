@@ -673,7 +673,8 @@ fn removal_zeroes_dropped_gradient_rows(dev: Device) {
     seed(34);
     const IGNORE: i64 = -100;
     for kind in FLOAT_KINDS {
-        let mut shapes = vec![(1i64, 7i64), (5, 3), (33, 8), (64, 10), (257, 37)];
+        // Rows of one store up to rows wider than a block's stores (several blocks a row).
+        let mut shapes = vec![(1i64, 7i64), (5, 3), (33, 8), (64, 10), (257, 37), (2, 2048), (3, 2053)];
         if kind == Kind::Float {
             shapes.push((8193, 4)); // the many-block selection
         }

@@ -4,7 +4,7 @@ use tch::{Kind, Tensor};
 
 use super::{CeArgs, CrossEntropy, LossOutput};
 use crate::cuda::constants::{CE_SCRATCH_BYTES, MSE_MAX_THREADS, RADIX_BITS, SELECT_STATE_LEN};
-use crate::cuda::{max_shared_per_block, pack_len, packable, Grid, Kernel, Launch};
+use crate::cuda::{max_shared_per_block, pack_len, packable, Grid, Kernel, Launch, BLOCK};
 use crate::error::{Error, Result};
 use crate::ops::mixup::Lambda;
 
@@ -174,20 +174,25 @@ fn launch_select_single(r: &Ranking<'_>, out: &SelectOut) -> Result<()> {
         })
 }
 
-/// zero_removed (kernels/loss.cu): the dropped rows of `grad` (a row per loss) set to 0, by a
-/// grid over rows and each row's 16-byte stores, after the selection wrote `keep`.
+/// zero_removed (kernels/loss.cu): the dropped rows of `grad` (a row per loss) set to 0 after the
+/// selection wrote `keep`, by groups of lanes (about a row's 16-byte stores, up to a block) a
+/// row: a short row does not hold a whole block.
 fn launch_zero_removed(r: &Ranking<'_>, keep: &Tensor, grad: &Tensor) -> Result<()> {
     let b = r.losses.size()[0];
     let row_bytes = (grad.numel() / b as usize * grad.kind().elt_size_in_bytes()) as i64;
+    let packs_per_row = (row_bytes + 15) / 16;
+    let lanes = (packs_per_row.max(1) as u32).next_power_of_two().min(BLOCK);
     Launch::new(Kernel::ZERO_REMOVED)
         .input("keep", keep)?
         .rows("y", r.y, r.ignore)?
         .i64(b)
         .inout("grad", grad)?
         .i64(row_bytes)
-        .run(Grid::RowsAndPacks {
+        .i32(lanes as i32)
+        .run(Grid::RowGroups {
             rows: b,
-            packs_per_row: (row_bytes + 15) / 16,
+            lanes,
+            packs_per_row,
         })
 }
 

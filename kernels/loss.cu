@@ -1,8 +1,9 @@
 // Per-sample losses with their gradient in the same pass, and High-Loss Removal selection.
 //
-// ce_forward: a team of threads per row (grid-stride over rows): the block for long rows, a warp
-//   for rows of at most CE_WARP_MAX_PACKS packs, several of which share a block (a block-wide
-//   reduction per short row would cost more than its bytes). One online pass over the row gives the
+// ce_forward: a team of threads per row (grid-stride over rows): the block for long rows; for rows
+//   of at most CE_TEAM_MAX_PACKS packs a team of lanes within a warp, about a lane a pack up to
+//   32, many of which share a block (a block-wide reduction per short row would cost more than
+//   its bytes, and a warp on a row of a few packs would leave most lanes idle). One online pass over the row gives the
 //   softmax statistics (max, sum of exp, sum, argmax); the loss of the blended smoothed target
 //   t = (1-eps) (lam e_ya + (1-lam) e_yb) + eps/C is  log1p(rest) - sum_c t_c (z_c - m), where
 //   1 + rest = sum_c exp(z_c - m). A second pass over the same row writes
@@ -80,8 +81,8 @@ __device__ __forceinline__ RowStats push_one_pack(RowStats st, const Pack<T, N>&
     return row_stats_push_pack<N>(st, v, c0);
 }
 
-// The threads that share one row: the whole block, or one warp of it. `lane` is a thread's place
-// in the team, `size` the team's threads (32 for a warp).
+// The threads that share one row: the whole block, or `size` lanes of a warp. `lane` is a
+// thread's place in the team.
 struct RowTeam {
     int lane, size;
 };
@@ -188,24 +189,31 @@ __device__ __forceinline__ void ce_grad_row(const T* z, G* g, int64_t C, Staging
 // N > 1 only when the host has checked C % N == 0 and 16-byte alignment of logits and grad;
 // `staged` packs of each row are kept in shared memory between the passes (0 without a
 // gradient, or when the device has no room), each team's behind the last's. G is the gradient's
-// storage type. `warp_rows`: a warp a row, else the block (uniform over the launch, so the
-// block-wide reduction's barriers are reached by every thread).
+// storage type. `lanes`: the threads of a row's team, a power of two up to 32, or 0 for the
+// whole block (uniform over the launch, so the block-wide reduction's barriers are reached by
+// every thread).
 template <typename T, typename G, int N>
 __device__ void ce_forward_rows(const T* __restrict__ logits, G* __restrict__ grad, float* __restrict__ losses,
                                 int32_t* __restrict__ correct, RowFilter rows, const int64_t* y_b,
                                 const float* lam_vec, float lam, float smoothing, const float* scale_ptr,
-                                float scale, int64_t B, int64_t C, int write_grad, int64_t staged, int warp_rows) {
+                                float scale, int64_t B, int64_t C, int write_grad, int64_t staged, int lanes) {
     RowStats* scratch = dynamic_shared<RowStats>();
-    const RowTeam team = warp_rows ? RowTeam{(int)(threadIdx.x & 31), 32} : RowTeam{(int)threadIdx.x, (int)blockDim.x};
+    const bool block_rows = lanes == 0;
+    const RowTeam team =
+        block_rows ? RowTeam{(int)threadIdx.x, (int)blockDim.x} : RowTeam{(int)(threadIdx.x & (lanes - 1)), lanes};
     const int64_t teams = blockDim.x / team.size, t = threadIdx.x / team.size;
     const Staging<T, N> stage = {
         reinterpret_cast<Pack<T, N>*>(dynamic_shared<unsigned char>() + CE_SCRATCH_BYTES) + t * staged, staged};
     const float w_scale = scale_ptr != nullptr ? *scale_ptr : scale;
-    // Every thread of a team takes the same trips, so a warp's shuffles see all 32 lanes.
-    for (int64_t i = blockIdx.x * teams + t; i < B; i += gridDim.x * teams) {
-        const T* z = logits + i * C;
-        const RowStats local = row_stats_of<T, N>(z, C, stage, team);
-        const RowStats st = warp_rows ? warp_row_stats(local) : block_row_stats(local, scratch);
+    // The teams of a warp take their trips together, led by the warp's first, so that its
+    // shuffles see all 32 lanes; a team whose row is past the batch's end reduces nothing.
+    const int64_t warp_teams = block_rows ? 1 : 32 / lanes, own = t % warp_teams;
+    for (int64_t lead = blockIdx.x * teams + t - own; lead < B; lead += gridDim.x * teams) {
+        const int64_t i = lead + own;
+        const T* z = logits + (i < B ? i : lead) * C;
+        const RowStats local = i < B ? row_stats_of<T, N>(z, C, stage, team) : row_stats_identity();
+        const RowStats st = block_rows ? block_row_stats(local, scratch) : team_row_stats(local, lanes);
+        if (i >= B) continue;
 
         const bool valid = row_valid(rows, i);
         const int64_t ya = rows.labels[i];
@@ -714,14 +722,14 @@ extern "C" __global__ void loss_count_valid(const int64_t* y, int64_t ignore_ind
     extern "C" __global__ void __launch_bounds__(1024) ce_forward_##SUFFIX(                                \
         const T* logits, G* grad, float* losses, int32_t* correct, RowFilter rows, const int64_t* y_b,     \
         const float* lam_vec, float lam, float smoothing, const float* scale_ptr, float scale, int64_t B,   \
-        int64_t C, int write_grad, int vectorized, int64_t staged, int warp_rows) {                        \
+        int64_t C, int write_grad, int vectorized, int64_t staged, int lanes) {                            \
         if (vectorized)                                                                                    \
             ce_forward_rows<T, G, 16 / sizeof(T)>(logits, grad, losses, correct, rows, y_b, lam_vec, lam,  \
                                                   smoothing, scale_ptr, scale, B, C, write_grad, staged,    \
-                                                  warp_rows);                                              \
+                                                  lanes);                                                  \
         else                                                                                               \
             ce_forward_rows<T, G, 1>(logits, grad, losses, correct, rows, y_b, lam_vec, lam, smoothing,    \
-                                     scale_ptr, scale, B, C, write_grad, staged, warp_rows);               \
+                                     scale_ptr, scale, B, C, write_grad, staged, lanes);                   \
     }                                                                                                      \
     extern "C" __global__ void __launch_bounds__(MSE_MAX_THREADS) mse_forward_##SUFFIX(                    \
         const T* pred, const T* target, G* grad, float* losses, double* partials, float scale, int64_t B,   \

@@ -96,13 +96,14 @@ __device__ __forceinline__ RowStats row_stats_merge(RowStats a, RowStats b) {
     return r;
 }
 
-__device__ __forceinline__ RowStats row_stats_shfl(RowStats r, int offset) {
+// Shuffles down within segments of `width` lanes (a lane past its segment's end keeps its own).
+__device__ __forceinline__ RowStats row_stats_shfl(RowStats r, int offset, int width = 32) {
     RowStats o;
-    o.m = __shfl_down_sync(FULL_MASK, r.m, offset);
-    o.rest = __shfl_down_sync(FULL_MASK, r.rest, offset);
-    o.sum = __shfl_down_sync(FULL_MASK, r.sum, offset);
-    o.flags = __shfl_down_sync(FULL_MASK, r.flags, offset);
-    o.arg = __shfl_down_sync(FULL_MASK, r.arg, offset);
+    o.m = __shfl_down_sync(FULL_MASK, r.m, offset, width);
+    o.rest = __shfl_down_sync(FULL_MASK, r.rest, offset, width);
+    o.sum = __shfl_down_sync(FULL_MASK, r.sum, offset, width);
+    o.flags = __shfl_down_sync(FULL_MASK, r.flags, offset, width);
+    o.arg = __shfl_down_sync(FULL_MASK, r.arg, offset, width);
     return o;
 }
 
@@ -137,16 +138,18 @@ __device__ __forceinline__ RowStats block_row_stats(RowStats r, RowStats* scratc
     return block_reduce(r, row_stats_identity(), scratch);
 }
 
-// The same over one warp (every lane active): the shfl_down tree of block_reduce's first level,
-// then lane 0's result to every lane. A butterfly would leave lanes with sums rounded in
+// The same over each team of `width` lanes (a power of two up to 32; every lane of the warp
+// calls it): the shfl_down tree of block_reduce's first level within the team, then the team's
+// first lane's result to all of its lanes. A butterfly would leave lanes with sums rounded in
 // different orders, and a row's gradient must use one set of statistics.
-__device__ __forceinline__ RowStats warp_row_stats(RowStats r) {
-    for (int off = 16; off > 0; off >>= 1) r = row_stats_merge(r, row_stats_shfl(r, off));
-    r.m = __shfl_sync(FULL_MASK, r.m, 0);
-    r.rest = __shfl_sync(FULL_MASK, r.rest, 0);
-    r.sum = __shfl_sync(FULL_MASK, r.sum, 0);
-    r.flags = __shfl_sync(FULL_MASK, r.flags, 0);
-    r.arg = __shfl_sync(FULL_MASK, r.arg, 0);
+__device__ __forceinline__ RowStats team_row_stats(RowStats r, int width) {
+    if (width == 1) return r;
+    for (int off = width >> 1; off > 0; off >>= 1) r = row_stats_merge(r, row_stats_shfl(r, off, width));
+    r.m = __shfl_sync(FULL_MASK, r.m, 0, width);
+    r.rest = __shfl_sync(FULL_MASK, r.rest, 0, width);
+    r.sum = __shfl_sync(FULL_MASK, r.sum, 0, width);
+    r.flags = __shfl_sync(FULL_MASK, r.flags, 0, width);
+    r.arg = __shfl_sync(FULL_MASK, r.arg, 0, width);
     return r;
 }
 

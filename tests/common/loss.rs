@@ -63,11 +63,15 @@ pub const CASES: &[Case] = &[
     ("loss_rejects_bad_arguments", loss_rejects_bad_arguments),
 ];
 
-/// Short rows (a warp a row, several to a block: up to 256 packs, so f32 1024 is the last such)
-/// and longer ones (a block a row: f32 1028; f16/bf16 1028 is unaligned, 1028 single values).
+/// Short rows (a team of lanes a row, about a lane a pack up to a warp, many to a block: up to
+/// 256 packs, so f32 1024 is the last such; teams of 1 and 2 lanes at C = 4 and 8 f32; batches
+/// that leave teams of a warp without a row) and longer ones (a block a row: f32 1028; f16/bf16
+/// 1028 is unaligned, 1028 single values).
 const SHAPES: &[(i64, i64)] = &[
     (1, 7),
     (5, 3),
+    (9, 4),
+    (17, 8),
     (33, 10),
     (128, 100),
     (64, 1000),

@@ -34,30 +34,33 @@ fn row_threads(row_len: i64) -> u32 {
     ((row_len.max(1) as u64).div_ceil(4).next_power_of_two()).clamp(32, 1024) as u32
 }
 
-/// Rows of at most this many packs get a warp each in ce_forward, [`CE_WARP_BLOCK`] / 32 rows a
-/// block (up to 1024 f32 or 2048 f16/bf16 classes): a block-wide reduction per short row costs more
-/// than the row's bytes. Longer rows get a block each.
-const CE_WARP_MAX_PACKS: i64 = 256;
-const CE_WARP_BLOCK: u32 = 256;
+/// Rows of at most this many packs get a team of lanes within a warp in ce_forward, about a lane
+/// a pack up to 32 (up to 1024 f32 or 2048 f16/bf16 classes), [`CE_TEAM_BLOCK`] threads a block:
+/// a block-wide reduction per short row costs more than the row's bytes, and a warp on a row of a
+/// few packs would leave most of its lanes idle. Longer rows get a block each.
+const CE_TEAM_MAX_PACKS: i64 = 256;
+const CE_TEAM_BLOCK: u32 = 256;
 
-/// How ce_forward spreads rows: a warp a row (`teams` rows a block) or a block a row.
+/// How ce_forward spreads rows: `lanes` threads a row within a warp (`teams` rows a block), or a
+/// block a row (`lanes` 0).
 struct RowTeams {
-    warp_rows: bool,
+    lanes: u32,
     teams: i64,
     threads: u32,
 }
 
 impl RowTeams {
     fn of(packs: i64, c: i64) -> RowTeams {
-        if packs <= CE_WARP_MAX_PACKS {
+        if packs <= CE_TEAM_MAX_PACKS {
+            let lanes = (packs.max(1) as u32).next_power_of_two().min(32);
             RowTeams {
-                warp_rows: true,
-                teams: i64::from(CE_WARP_BLOCK / 32),
-                threads: CE_WARP_BLOCK,
+                lanes,
+                teams: i64::from(CE_TEAM_BLOCK / lanes),
+                threads: CE_TEAM_BLOCK,
             }
         } else {
             RowTeams {
-                warp_rows: false,
+                lanes: 0,
                 teams: 1,
                 threads: row_threads(c),
             }
@@ -349,7 +352,7 @@ pub(in crate::ops) fn cross_entropy(
     .i32(with_grad as i32)
     .i32(vectorized as i32)
     .i64(stage.packs)
-    .i32(teams.warp_rows as i32)
+    .i32(teams.lanes as i32)
     .dynamic_shared(stage.shared_bytes)
     .run(Grid::BlockPerRow {
         rows: (b + teams.teams - 1) / teams.teams,

@@ -1,7 +1,7 @@
 """PyTorch's side of benches/ops.rs: the same composites on the same shapes, written as timm and
 PyTorch users write them, timed eagerly and under `torch.compile`.
 
-    python scripts/bench-torch.py [--device cpu|cuda] [--out FILE] [--filter REGEX] [--threads N] [--seconds S]
+    python scripts/bench-torch.py [--device cpu|cuda] [--out FILE] [--filter REGEX] [--threads N] [--seconds S] [--list]
 
 Every row carries the group id of the criterion group it stands beside
 (`op/variant/size/dtype/device`), so scripts/bench-report can put the two side by side. For
@@ -342,6 +342,8 @@ def main():
                    help="intra-op threads (default: the cores this process may use, as libtorch in the Rust benches)")
     p.add_argument("--seconds", type=float, default=2.0, help="measurement time per function")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the groups run")
+    p.add_argument("--list", action="store_true",
+                   help="print the group ids of each selected case (tab-separated, a case a line); time nothing")
     args = p.parse_args()
     global DEVICE
     DEVICE = args.device
@@ -359,6 +361,9 @@ def main():
     for ids, fn, make_args, peers in cases():
         if not any(pattern.search(i) for i in ids):
             continue
+        if args.list:
+            print("\t".join(ids))
+            continue
         row = run_case(ids, fn, make_args, peers, args.seconds)
         for i, r in row.items():
             results[i] = r
@@ -366,7 +371,8 @@ def main():
             print(f"{i}: eager {r['eager_ns'] / 1e6:.3f} ms, torch.compile {r['compile_ns'] / 1e6:.3f} ms"
                   f"{others} (compiled in {r['compile_s']} s)", flush=True)
         save(args.out, results)  # after every group: a run stopped early keeps what it measured
-    print(f"wrote {os.path.abspath(args.out)}")
+    if not args.list:
+        print(f"wrote {os.path.abspath(args.out)}")
 
 
 PEER_ROWS = ("timm_ns", "tv_mixup_ns", "tv_cutmix_ns")

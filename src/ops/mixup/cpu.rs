@@ -6,7 +6,9 @@ use tch::{Kind, Tensor};
 
 use super::{CutBoxes, Lambda, Normalize, Pairing};
 use crate::error::Result;
-use crate::ops::element::{cpu_plain, cpu_slice, cpu_slice_mut, fill_with, map2, map_pair, Element};
+use crate::ops::element::{
+    cpu_plain, cpu_slice, cpu_slice_mut, fill_with, map2, map2_streaming, map_pair, Element, STREAM_FROM,
+};
 use crate::ops::parallel;
 
 /// Same rounding as the kernel's `blend`: two rounded products, one rounded sum, no FMA.
@@ -59,12 +61,19 @@ pub(in crate::ops) fn mixup(x: &Tensor, lam: &Lambda, pairing: &Pairing, out: &m
 fn mixup_typed<T: Element>(x: &Tensor, partners: &[i64], lams: &[(f32, f32)], out: &mut Tensor) {
     let (_, f) = rows_of(x);
     let src = cpu_slice::<T>(x);
-    for_each_row(cpu_slice_mut::<T>(out), f, |i, row| {
+    let dst = cpu_slice_mut::<T>(out);
+    // An output larger than a cache is streamed out: its lines need not be read first.
+    let stream = std::mem::size_of_val(dst) >= STREAM_FROM;
+    for_each_row(dst, f, |i, row| {
         let p = partners[i] as usize;
         let (l, om) = lams[i];
-        map2(row, &src[i * f..(i + 1) * f], &src[p * f..(p + 1) * f], |a, b| {
-            blend(a, l, b, om)
-        });
+        let (a, b) = (&src[i * f..(i + 1) * f], &src[p * f..(p + 1) * f]);
+        let blend_row = |a: f32, b: f32| blend(a, l, b, om);
+        if stream {
+            map2_streaming(row, a, b, blend_row);
+        } else {
+            map2(row, a, b, blend_row);
+        }
     });
 }
 

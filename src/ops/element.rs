@@ -150,7 +150,7 @@ fn bf16_widen(s: bf16) -> f32 {
 #[inline(always)]
 fn bf16_round(v: f32) -> bf16 {
     let x = v.to_bits();
-    let nan = (x & 0x7fff_ffff) > 0x7f80_0000;
+    let nan = v.is_nan();
     // Wrapping: a NaN near 0xffff_ffff would overflow, and its sum is not used.
     let rounded = x.wrapping_add(0x7fff + ((x >> 16) & 1)) >> 16;
     bf16::from_bits(if nan { (x >> 16) | 0x0040 } else { rounded } as u16)

@@ -64,6 +64,12 @@ pub(crate) enum Grid {
     Blocks { blocks: u32, threads: u32 },
 }
 
+/// The lanes a row of `packs` packs gets when rows share a block or a warp: about a lane a pack,
+/// a power of two from 1 to `most`.
+pub(crate) fn row_lanes(packs: i64, most: u32) -> u32 {
+    (packs.max(1) as u32).next_power_of_two().min(most)
+}
+
 impl Grid {
     pub(crate) fn config(self, sm_count: u32) -> LaunchConfig {
         let budget = u64::from(sm_count * BLOCKS_PER_SM);

@@ -54,7 +54,7 @@ pub use probe::{device, probe, CudaInfo, Unavailable};
 #[cfg(feature = "testing")]
 pub use stream::with_pool_stream;
 
-pub(crate) use launch::{aligned, max_shared_per_block, pack_len, packable, Access, Grid, Launch, BLOCK};
+pub(crate) use launch::{aligned, max_shared_per_block, pack_len, packable, row_lanes, Access, Grid, Launch, BLOCK};
 pub use transfer::{host_reads, read_back, read_f64, read_i64, read_vec, to_device_async, upload};
 
 /// Whether ops on tensors of `device` take their kernel path: CUDA devices, and the CPU inside

@@ -4,7 +4,7 @@ use tch::{Kind, Tensor};
 
 use super::{CeArgs, CrossEntropy, LossOutput};
 use crate::cuda::constants::{CE_SCRATCH_BYTES, MSE_MAX_THREADS, RADIX_BITS, SELECT_STATE_LEN};
-use crate::cuda::{max_shared_per_block, pack_len, packable, Grid, Kernel, Launch, BLOCK};
+use crate::cuda::{max_shared_per_block, pack_len, packable, row_lanes, Grid, Kernel, Launch, BLOCK};
 use crate::error::{Error, Result};
 use crate::ops::mixup::Lambda;
 
@@ -52,7 +52,7 @@ struct RowTeams {
 impl RowTeams {
     fn of(packs: i64, c: i64) -> RowTeams {
         if packs <= CE_TEAM_MAX_PACKS {
-            let lanes = (packs.max(1) as u32).next_power_of_two().min(32);
+            let lanes = row_lanes(packs, 32);
             RowTeams {
                 lanes,
                 teams: i64::from(CE_TEAM_BLOCK / lanes),
@@ -184,7 +184,7 @@ fn launch_zero_removed(r: &Ranking<'_>, keep: &Tensor, grad: &Tensor) -> Result<
     let b = r.losses.size()[0];
     let row_bytes = (grad.numel() / b as usize * grad.kind().elt_size_in_bytes()) as i64;
     let packs_per_row = (row_bytes + 15) / 16;
-    let lanes = (packs_per_row.max(1) as u32).next_power_of_two().min(BLOCK);
+    let lanes = row_lanes(packs_per_row, BLOCK);
     Launch::new(Kernel::ZERO_REMOVED)
         .input("keep", keep)?
         .rows("y", r.y, r.ignore)?

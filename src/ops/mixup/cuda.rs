@@ -4,7 +4,7 @@ use tch::Tensor;
 
 use super::{CutBoxes, Lambda, Normalize, Pairing};
 use crate::cuda::constants::{MIXUP_ROLL_RUN, PAIR_FLIP, PAIR_PERM, PAIR_ROLL};
-use crate::cuda::{aligned, pack_len, packable, Grid, Kernel, Launch, BLOCK};
+use crate::cuda::{aligned, pack_len, packable, row_lanes, Grid, Kernel, Launch, BLOCK};
 use crate::error::Result;
 
 fn rows_of(x: &Tensor) -> (i64, i64) {
@@ -148,7 +148,7 @@ pub(in crate::ops) fn cutmix(x: &Tensor, boxes: &CutBoxes, pairing: &Pairing, ou
     } else {
         w
     };
-    let lanes = (packs_per_row.max(1) as u32).next_power_of_two().min(BLOCK);
+    let lanes = row_lanes(packs_per_row, BLOCK);
     let (box_tensor, bx) = match boxes {
         CutBoxes::Batch(bx) => (None, [bx.y0, bx.y1, bx.x0, bx.x1]),
         CutBoxes::PerSample(t) => (Some(t), [0; 4]),

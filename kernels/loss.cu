@@ -207,13 +207,14 @@ __device__ void ce_forward_rows(const T* __restrict__ logits, G* __restrict__ gr
     const float w_scale = scale_ptr != nullptr ? *scale_ptr : scale;
     // The teams of a warp take their trips together, led by the warp's first, so that its
     // shuffles see all 32 lanes; a team whose row is past the batch's end reduces nothing.
-    const int64_t warp_teams = block_rows ? 1 : 32 / lanes, own = t % warp_teams;
-    for (int64_t lead = blockIdx.x * teams + t - own; lead < B; lead += gridDim.x * teams) {
-        const int64_t i = lead + own;
-        const T* z = logits + (i < B ? i : lead) * C;
-        const RowStats local = i < B ? row_stats_of<T, N>(z, C, stage, team) : row_stats_identity();
+    const int64_t warp_teams = block_rows ? 1 : 32 / lanes, seat = t % warp_teams;
+    for (int64_t lead = blockIdx.x * teams + t - seat; lead < B; lead += gridDim.x * teams) {
+        const int64_t i = lead + seat;
+        const bool live = i < B;
+        const T* z = logits + (live ? i : lead) * C;
+        const RowStats local = live ? row_stats_of<T, N>(z, C, stage, team) : row_stats_identity();
         const RowStats st = block_rows ? block_row_stats(local, scratch) : team_row_stats(local, lanes);
-        if (i >= B) continue;
+        if (!live) continue;
 
         const bool valid = row_valid(rows, i);
         const int64_t ya = rows.labels[i];

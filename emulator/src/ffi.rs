@@ -1,6 +1,8 @@
 //! The C interface of the emulator (emulator/emu_abi.h, mirrored field for field).
 
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_void};
+#[cfg(enlighten_emulator)]
+use std::ffi::{CStr, CString};
 
 pub const ORDER_ASCENDING: u32 = 0;
 pub const ORDER_DESCENDING: u32 = 1;

@@ -106,11 +106,9 @@ fn streamed<T: Element>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(f32, f32) ->
 }
 
 /// [`map2`] on bf16 in one pass, without f32 blocks: widening is a shift and rounding a few
-/// integer operations, so each element stays in registers. Eight lanes a step where the CPU has
-/// AVX2 (checked at run time: the crate is built for baseline x86-64, whose SSE2 has no
-/// 32-to-16-bit pack). No FMA on either path: `f`'s products and sums round as written. (The
-/// AVX2 copy takes the slices as its own parameters: behind a closure's captures the compiler
-/// no longer knows that `out` aliases nothing, and leaves the loop scalar.)
+/// integer operations, so each element stays in registers. Sixteen values a step where the CPU
+/// has AVX2 (checked at run time: the crate is built for baseline x86-64, whose SSE2 has no
+/// 32-to-16-bit pack). No FMA on either path: `f`'s products and sums round as written.
 #[inline(always)]
 fn bf16_map2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
@@ -121,10 +119,52 @@ fn bf16_map2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f
     bf16_map2_plain(out, a, b, f);
 }
 
+/// The widening is an interleave with zeros (`vpunpck[lh]wd`: a bf16 in the high half of its
+/// f32) and the narrowing a pack (`vpackusdw`); both work within 128-bit lanes, so the pack puts
+/// every value back where the interleave took it from, and `f` sees each pair as a plain
+/// element-wise loop over 16 values (vectorised by the compiler). The rounding is
+/// [`bf16_round`]'s, eight lanes at a time. About 20 instructions for 16 values, against 40 for
+/// the compiler's own vectorisation of the plain loop (zero-extending loads, shifts, a
+/// cross-lane permute after the pack): the loop is bound by instructions, not by memory.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn bf16_map2_avx2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f32) {
-    bf16_map2_plain(out, a, b, f);
+    use std::arch::x86_64::*;
+    let n = out.len().min(a.len()).min(b.len());
+    let body = n / 16 * 16;
+    let zero = _mm256_setzero_si256();
+    // Bits of 16 bf16 values as f32, in the interleave's order. (The transmutes here and below
+    // reinterpret 64 bytes of plain lanes: any bits are a valid f32 or integer lane.)
+    let widen = |v: __m256i| -> [f32; 16] {
+        std::mem::transmute((_mm256_unpacklo_epi16(zero, v), _mm256_unpackhi_epi16(zero, v)))
+    };
+    let round = |v: __m256| -> __m256i {
+        let x = _mm256_castps_si256(v);
+        let high = _mm256_srli_epi32::<16>(x);
+        let bias = _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(high, _mm256_set1_epi32(1)));
+        let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(x, bias));
+        let quiet = _mm256_or_si256(high, _mm256_set1_epi32(0x0040));
+        let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+        _mm256_blendv_epi8(rounded, quiet, nan)
+    };
+    for k in (0..body).step_by(16) {
+        // SAFETY: k + 16 <= n, the length of each slice; unaligned loads and stores.
+        let (xa, xb) = (
+            widen(_mm256_loadu_si256(a.as_ptr().add(k).cast())),
+            widen(_mm256_loadu_si256(b.as_ptr().add(k).cast())),
+        );
+        let mut r = [0f32; 16];
+        for ((r, &x), &y) in r.iter_mut().zip(&xa).zip(&xb) {
+            *r = f(x, y);
+        }
+        let [lo, hi]: [__m256; 2] = std::mem::transmute(r);
+        // Each lane holds at most 0xffff, so the saturating pack is exact.
+        _mm256_storeu_si256(
+            out.as_mut_ptr().add(k).cast(),
+            _mm256_packus_epi32(round(lo), round(hi)),
+        );
+    }
+    bf16_map2_plain(&mut out[body..n], &a[body..n], &b[body..n], f);
 }
 
 /// The inputs are widened by the shift alone: a signalling NaN stays signalling until `f`'s

@@ -6,6 +6,9 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
+#[cfg(target_arch = "x86_64")]
+mod bf16x16;
+
 /// A floating storage type: read and written in its own type, computed in f32.
 pub(crate) trait Element: bytemuck::Pod + Send + Sync + 'static {
     const KIND: Kind;
@@ -114,57 +117,10 @@ fn bf16_map2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked on the line above.
-        return unsafe { bf16_map2_avx2(out, a, b, f) };
+        let done = unsafe { bf16x16::map2(out, a, b, &f) };
+        return bf16_map2_plain(&mut out[done..], &a[done..], &b[done..], f);
     }
     bf16_map2_plain(out, a, b, f);
-}
-
-/// The widening is an interleave with zeros (`vpunpck[lh]wd`: a bf16 in the high half of its
-/// f32) and the narrowing a pack (`vpackusdw`); both work within 128-bit lanes, so the pack puts
-/// every value back where the interleave took it from, and `f` sees each pair as a plain
-/// element-wise loop over 16 values (vectorised by the compiler). The rounding is
-/// [`bf16_round`]'s, eight lanes at a time. About 20 instructions for 16 values, against 40 for
-/// the compiler's own vectorisation of the plain loop (zero-extending loads, shifts, a
-/// cross-lane permute after the pack): the loop is bound by instructions, not by memory.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn bf16_map2_avx2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f32) {
-    use std::arch::x86_64::*;
-    let n = out.len().min(a.len()).min(b.len());
-    let body = n / 16 * 16;
-    let zero = _mm256_setzero_si256();
-    // Bits of 16 bf16 values as f32, in the interleave's order. (The transmutes here and below
-    // reinterpret 64 bytes of plain lanes: any bits are a valid f32 or integer lane.)
-    let widen = |v: __m256i| -> [f32; 16] {
-        std::mem::transmute((_mm256_unpacklo_epi16(zero, v), _mm256_unpackhi_epi16(zero, v)))
-    };
-    let round = |v: __m256| -> __m256i {
-        let x = _mm256_castps_si256(v);
-        let high = _mm256_srli_epi32::<16>(x);
-        let bias = _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(high, _mm256_set1_epi32(1)));
-        let rounded = _mm256_srli_epi32::<16>(_mm256_add_epi32(x, bias));
-        let quiet = _mm256_or_si256(high, _mm256_set1_epi32(0x0040));
-        let nan = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-        _mm256_blendv_epi8(rounded, quiet, nan)
-    };
-    for k in (0..body).step_by(16) {
-        // SAFETY: k + 16 <= n, the length of each slice; unaligned loads and stores.
-        let (xa, xb) = (
-            widen(_mm256_loadu_si256(a.as_ptr().add(k).cast())),
-            widen(_mm256_loadu_si256(b.as_ptr().add(k).cast())),
-        );
-        let mut r = [0f32; 16];
-        for ((r, &x), &y) in r.iter_mut().zip(&xa).zip(&xb) {
-            *r = f(x, y);
-        }
-        let [lo, hi]: [__m256; 2] = std::mem::transmute(r);
-        // Each lane holds at most 0xffff, so the saturating pack is exact.
-        _mm256_storeu_si256(
-            out.as_mut_ptr().add(k).cast(),
-            _mm256_packus_epi32(round(lo), round(hi)),
-        );
-    }
-    bf16_map2_plain(&mut out[body..n], &a[body..n], &b[body..n], f);
 }
 
 /// The inputs are widened by the shift alone: a signalling NaN stays signalling until `f`'s
@@ -215,7 +171,8 @@ pub(crate) fn fill_with<T: Element>(out: &mut [T], f: impl Fn(usize) -> f32) {
     }
 }
 
-/// `(a[k], b[k]) = f(a[k], b[k])` in place, computed in f32, like [`map2`].
+/// `(a[k], b[k]) = f(a[k], b[k])` in place, computed in f32, like [`map2`]: bf16 sixteen values
+/// a step where the CPU has AVX2 ([`bf16x16`]), f16 through f32 blocks.
 #[inline(always)]
 pub(crate) fn map_pair<T: Element>(a: &mut [T], b: &mut [T], f: impl Fn(f32, f32) -> (f32, f32)) {
     if T::KIND == Kind::Float {
@@ -225,6 +182,17 @@ pub(crate) fn map_pair<T: Element>(a: &mut [T], b: &mut [T], f: impl Fn(f32, f32
         }
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if T::KIND == Kind::BFloat16 && is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked on the line above.
+        let done = unsafe { bf16x16::map_pair(bytemuck::cast_slice_mut(a), bytemuck::cast_slice_mut(b), &f) };
+        return map_pair_blocks(&mut a[done..], &mut b[done..], f);
+    }
+    map_pair_blocks(a, b, f);
+}
+
+/// [`map_pair`] through f32 blocks with vectorised conversions.
+fn map_pair_blocks<T: Element>(a: &mut [T], b: &mut [T], f: impl Fn(f32, f32) -> (f32, f32)) {
     let (mut fa, mut fb) = ([0f32; BLOCK], [0f32; BLOCK]);
     for (a, b) in a.chunks_mut(BLOCK).zip(b.chunks_mut(BLOCK)) {
         let n = a.len();
@@ -524,40 +492,77 @@ mod tests {
         }
     }
 
+    /// Every bf16 pattern against a scrambled partner (NaNs, infinities, subnormals, sums that
+    /// round up to infinity), three short of a multiple of 16 for the vector paths' tails.
+    fn every_bf16_with_a_partner() -> (Vec<bf16>, Vec<bf16>) {
+        let n = usize::from(u16::MAX) + 1 - 3;
+        let a = (0..=u16::MAX).map(bf16::from_bits).take(n).collect();
+        let b = (0..=u16::MAX)
+            .map(|i| bf16::from_bits(i.wrapping_mul(40503) ^ 0x5a5a))
+            .take(n)
+            .collect();
+        (a, b)
+    }
+
+    /// A bf16's bits, every NaN as one: which input's payload an x86 add passes on depends on
+    /// the operand order the vectoriser picks (the GPU writes its canonical NaN).
+    fn bf16_bits(v: bf16) -> u16 {
+        if v.is_nan() {
+            0x7fc0
+        } else {
+            v.to_bits()
+        }
+    }
+
+    /// Outputs start as this (not a value any blend of the patterns gives everywhere).
+    const POISON: bf16 = bf16::from_bits(0x1234);
+
+    fn assert_bits(path: &str, got: &[bf16], expected: &[u16], a: &[bf16], b: &[bf16]) {
+        for (k, (&g, &e)) in got.iter().zip(expected).enumerate() {
+            let (x, y) = (a[k].to_bits(), b[k].to_bits());
+            assert_eq!(bf16_bits(g), e, "{path} path at {k}: {x:#06x} {y:#06x}");
+        }
+    }
+
     #[test]
     fn bf16_map2_gives_the_bits_of_half_on_both_paths() {
-        // Every bf16 pattern against a scrambled partner, blended as Mixup does: NaNs, infinities,
-        // subnormals, sums that round up to infinity. The run-time AVX2 path (where the CPU has
-        // it) and the plain loop both give half's widen-compute-round bits; odd length for the
-        // tail. A NaN result is compared as NaN: which input's payload an x86 add passes on
-        // depends on the operand order the vectoriser picks (the GPU writes its canonical NaN).
-        let a: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
-        let b: Vec<bf16> = (0..=u16::MAX)
-            .map(|i| bf16::from_bits(i.wrapping_mul(40503) ^ 0x5a5a))
-            .collect();
-        let (a, b) = (&a[..a.len() - 3], &b[..b.len() - 3]);
+        // Blended as Mixup does: the run-time AVX2 path (where the CPU has it) and the plain
+        // loop both give half's widen-compute-round bits.
+        let (a, b) = every_bf16_with_a_partner();
         let f = |x: f32, y: f32| x * 0.3141 + y * (1.0 - 0.3141);
-        let bits = |v: bf16| if v.is_nan() { 0x7fc0 } else { v.to_bits() };
         let expected: Vec<u16> = a
             .iter()
-            .zip(b)
-            .map(|(x, y)| bits(bf16::from_f32(f(x.to_f32(), y.to_f32()))))
+            .zip(&b)
+            .map(|(x, y)| bf16_bits(bf16::from_f32(f(x.to_f32(), y.to_f32()))))
             .collect();
-        let mut got = vec![bf16::ZERO; a.len()];
-        super::bf16_map2(&mut got, a, b, f);
-        let mut plain = vec![bf16::ZERO; a.len()];
-        super::bf16_map2_plain(&mut plain, a, b, f);
-        for (path, out) in [("dispatched", &got), ("plain", &plain)] {
-            for (k, (&g, &e)) in out.iter().zip(&expected).enumerate() {
-                assert_eq!(
-                    bits(g),
-                    e,
-                    "{path} path at {k}: {:#06x} {:#06x}",
-                    a[k].to_bits(),
-                    b[k].to_bits()
-                );
-            }
-        }
+        let mut got = vec![POISON; a.len()];
+        super::bf16_map2(&mut got, &a, &b, f);
+        assert_bits("dispatched", &got, &expected, &a, &b);
+        let mut plain = vec![POISON; a.len()];
+        super::bf16_map2_plain(&mut plain, &a, &b, f);
+        assert_bits("plain", &plain, &expected, &a, &b);
+    }
+
+    #[test]
+    fn bf16_map_pair_gives_the_bits_of_half_on_both_paths() {
+        // Both rows of Mixup's in-place flip, each blended with the other at its own weight.
+        let (a, b) = every_bf16_with_a_partner();
+        let f = |x: f32, y: f32| (x * 0.3141 + y * (1.0 - 0.3141), y * 0.75 + x * (1.0 - 0.75));
+        let round = |v: f32| bf16_bits(bf16::from_f32(v));
+        let (expected_a, expected_b): (Vec<u16>, Vec<u16>) = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| f(x.to_f32(), y.to_f32()))
+            .map(|(p, q)| (round(p), round(q)))
+            .unzip();
+        let (mut got_a, mut got_b) = (a.clone(), b.clone());
+        map_pair(&mut got_a, &mut got_b, f);
+        let (mut blocks_a, mut blocks_b) = (a.clone(), b.clone());
+        super::map_pair_blocks(&mut blocks_a, &mut blocks_b, f);
+        assert_bits("dispatched, first", &got_a, &expected_a, &a, &b);
+        assert_bits("dispatched, second", &got_b, &expected_b, &a, &b);
+        assert_bits("blocks, first", &blocks_a, &expected_a, &a, &b);
+        assert_bits("blocks, second", &blocks_b, &expected_b, &a, &b);
     }
 
     #[test]

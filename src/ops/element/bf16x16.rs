@@ -52,11 +52,11 @@ pub(super) unsafe fn map_pair(a: &mut [bf16], b: &mut [bf16], f: impl Fn(f32, f3
 }
 
 fn sixteen(s: &[bf16]) -> &[bf16; 16] {
-    s.try_into().expect("a chunk of 16")
+    s.first_chunk().expect("a chunk of 16")
 }
 
 fn sixteen_mut(s: &mut [bf16]) -> &mut [bf16; 16] {
-    s.try_into().expect("a chunk of 16")
+    s.first_chunk_mut().expect("a chunk of 16")
 }
 
 /// Sixteen bf16 values as f32, in the interleave's order.

@@ -46,6 +46,9 @@ pub(crate) fn map2<T: Element>(out: &mut [T], a: &[T], b: &[T], f: impl Fn(f32, 
             f,
         );
     }
+    // The length all three share, as the other paths' zips take: every block triple is then equal.
+    let n = out.len().min(a.len()).min(b.len());
+    let (out, a, b) = (&mut out[..n], &a[..n], &b[..n]);
     let (mut fa, mut fb) = ([0f32; BLOCK], [0f32; BLOCK]);
     for ((o, a), b) in out.chunks_mut(BLOCK).zip(a.chunks(BLOCK)).zip(b.chunks(BLOCK)) {
         let n = o.len();
@@ -193,6 +196,9 @@ pub(crate) fn map_pair<T: Element>(a: &mut [T], b: &mut [T], f: impl Fn(f32, f32
 
 /// [`map_pair`] through f32 blocks with vectorised conversions.
 fn map_pair_blocks<T: Element>(a: &mut [T], b: &mut [T], f: impl Fn(f32, f32) -> (f32, f32)) {
+    // The length both share, as the other paths' zips take: every block pair is then equal.
+    let n = a.len().min(b.len());
+    let (a, b) = (&mut a[..n], &mut b[..n]);
     let (mut fa, mut fb) = ([0f32; BLOCK], [0f32; BLOCK]);
     for (a, b) in a.chunks_mut(BLOCK).zip(b.chunks_mut(BLOCK)) {
         let n = a.len();
@@ -563,6 +569,48 @@ mod tests {
         assert_bits("dispatched, second", &got_b, &expected_b, &a, &b);
         assert_bits("blocks, first", &blocks_a, &expected_a, &a, &b);
         assert_bits("blocks, second", &blocks_b, &expected_b, &a, &b);
+    }
+
+    fn check_unequal_lengths<T: Element>() {
+        // Slices of different lengths: the paths stop where the shortest ends (as a zip does)
+        // and leave the rest as it was; lengths past a block and a 16-value step.
+        let val = |k: usize| T::from_f32(k as f32 * 0.25 - 7.0);
+        let (long, short) = (BLOCK + 37, BLOCK + 5);
+        let a: Vec<T> = (0..long).map(val).collect();
+        let b: Vec<T> = (0..short).map(|k| val(k + 3)).collect();
+        let blend = |x: f32, y: f32| x * 0.5 + y * 0.25;
+        let mut out = vec![T::from_f32(99.0); long];
+        map2(&mut out, &a, &b, blend);
+        let mut pa = a.clone();
+        let mut pb = b.clone();
+        map_pair(&mut pa, &mut pb, |x, y| (blend(x, y), blend(y, x)));
+        for k in 0..long {
+            let (x, y) = (a[k].to_f32(), b.get(k).map_or(f32::NAN, |v| v.to_f32()));
+            let (want_out, want_a) = if k < short {
+                (blend(x, y), blend(x, y))
+            } else {
+                (99.0, x)
+            };
+            assert_eq!(
+                out[k].to_f32(),
+                T::from_f32(want_out).to_f32(),
+                "{:?} map2 at {k}",
+                T::KIND
+            );
+            assert_eq!(
+                pa[k].to_f32(),
+                T::from_f32(want_a).to_f32(),
+                "{:?} map_pair at {k}",
+                T::KIND
+            );
+        }
+    }
+
+    #[test]
+    fn unequal_lengths_stop_at_the_shortest() {
+        check_unequal_lengths::<f32>();
+        check_unequal_lengths::<f16>();
+        check_unequal_lengths::<bf16>();
     }
 
     #[test]

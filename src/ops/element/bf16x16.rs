@@ -11,6 +11,9 @@
 //! The bits are [`super::bf16_round`]'s of `f` on the shifted inputs, as on the plain paths: a
 //! signalling NaN stays signalling until `f`'s arithmetic quiets it, and the rounding quiets any
 //! NaN it is given, so the outputs equal those of widening with `half`'s quieting conversion.
+//!
+//! Every function here is `unsafe` for one reason only: it needs AVX2, which the callers check
+//! at run time. Loads and stores go through `[bf16; 16]` references, so they are in bounds.
 
 use std::arch::x86_64::*;
 
@@ -18,6 +21,9 @@ use half::bf16;
 
 /// `out[k] = f(a[k], b[k])` over the longest multiple of 16 the three slices share; returns how
 /// many elements that was (the caller does the rest).
+///
+/// # Safety
+/// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn map2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f32, f32) -> f32) -> usize {
     let mut done = 0;
@@ -35,6 +41,9 @@ pub(super) unsafe fn map2(out: &mut [bf16], a: &[bf16], b: &[bf16], f: impl Fn(f
 
 /// `(a[k], b[k]) = f(a[k], b[k])` over the longest multiple of 16 both slices share; returns how
 /// many elements that was.
+///
+/// # Safety
+/// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn map_pair(a: &mut [bf16], b: &mut [bf16], f: impl Fn(f32, f32) -> (f32, f32)) -> usize {
     let mut done = 0;
